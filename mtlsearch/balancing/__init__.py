@@ -1,0 +1,23 @@
+"""Balancing methods: one small module per method, registered here by name."""
+from __future__ import annotations
+
+from mtlsearch.errors import ConfigError, choices
+
+from .base import Balancing, GradBalancing, GradResult, HParam, LossBalancing
+from .ew import EW
+from .gemtl import GeMTL, NonPositiveLossError, power_mean
+
+METHODS: dict[str, type[Balancing]] = {cls.name: cls for cls in (EW, GeMTL)}
+
+
+def get_method(name: str) -> type[Balancing]:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ConfigError(f"unknown method {name!r}; choose one of {choices(METHODS)}", field="method") from None
+
+
+__all__ = [
+    "Balancing", "GradBalancing", "GradResult", "HParam", "LossBalancing", "METHODS", "get_method",
+    "NonPositiveLossError", "power_mean",
+]

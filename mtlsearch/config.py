@@ -1,0 +1,133 @@
+"""The one validated configuration of a trial.
+
+A trial config is a flat mapping (what Ray Tune hands a trainable): the common keys below plus the
+hyperparameters of the chosen balancing method (e.g. ``p`` for ``gemtl``).  Validation happens
+before any training: unknown keys, wrong types and undefined method x optimizer combinations raise
+:class:`~mtlsearch.errors.ConfigError` naming the field and the allowed values.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from mtlsearch.balancing import GradBalancing, get_method
+from mtlsearch.benchmarks import BENCHMARKS
+from mtlsearch.errors import ConfigError, choices
+from mtlsearch.optim import check_optimizer, is_adatask
+
+
+@dataclass(frozen=True)
+class TrialConfig:
+    benchmark: str = "multidigits"
+    method: str = "ew"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 64
+    max_epochs: int = 10
+    seed: int = 0
+    data_seed: int = 0
+    #: Train on a subset of the benchmark's tasks (single-task references use one).
+    tasks: tuple[str, ...] | None = None
+    #: Folder of a user-supplied dataset (real benchmarks only).
+    data_root: str | None = None
+    #: "rep" (gradients w.r.t. the shared representation) or "param"; gradient-level methods only.
+    grad_mode: str | None = None
+    #: "auto" (CUDA when visible), "cpu" or "cuda".
+    device: str = "auto"
+    #: Method hyperparameters (validated against the method's declaration).
+    method_params: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], source: str | None = None) -> "TrialConfig":
+        """Validate a flat config; method hyperparameters sit beside the common keys."""
+        common = {f.name: f for f in dataclasses.fields(cls) if f.name != "method_params"}
+        method_name = raw.get("method", cls.method)
+        if not isinstance(method_name, str):
+            raise ConfigError(f"expected a method name, got {method_name!r}", source=source, field="method")
+        try:
+            method_cls = get_method(method_name)
+        except ConfigError as err:
+            raise ConfigError(str(err), source=source) from None
+        values: dict[str, Any] = {}
+        method_params: dict[str, Any] = dict(raw.get("method_params", {}) or {})
+        for key, value in raw.items():
+            if key == "method_params":
+                continue
+            if key in common:
+                values[key] = value
+            elif key in method_cls.hyperparams:
+                method_params[key] = value
+            else:
+                allowed = sorted([*common, *method_cls.hyperparams])
+                raise ConfigError(
+                    f"unknown key {key!r} for method {method_name!r}; allowed keys: {', '.join(allowed)}",
+                    source=source,
+                    field=key,
+                )
+        if isinstance(values.get("tasks"), (list, tuple)):
+            values["tasks"] = tuple(values["tasks"])
+        try:
+            for key, spec in method_cls.hyperparams.items():
+                method_params[key] = spec.validate(key, method_params.get(key, spec.default))
+            cfg = cls(**values, method_params=method_params)
+            cfg._validate()
+        except ConfigError as err:
+            if source and not err.source:
+                raise ConfigError(str(err), source=source) from None
+            raise
+        return cfg
+
+    def _validate(self) -> None:
+        if self.benchmark not in BENCHMARKS:
+            raise ConfigError(f"unknown benchmark {self.benchmark!r}; choose one of {choices(BENCHMARKS)}", field="benchmark")
+        check_optimizer(self.optimizer)
+        for name in ("lr", "weight_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"expected a finite number, got {value!r}", field=name)
+        if self.lr <= 0:
+            raise ConfigError(f"must be > 0, got {self.lr!r}", field="lr")
+        if self.weight_decay < 0:
+            raise ConfigError(f"must be >= 0, got {self.weight_decay!r}", field="weight_decay")
+        for name in ("batch_size", "max_epochs", "seed", "data_seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"expected an integer, got {value!r}", field=name)
+        if self.batch_size < 1 or self.max_epochs < 1:
+            raise ConfigError("batch_size and max_epochs must be >= 1", field="batch_size" if self.batch_size < 1 else "max_epochs")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"unknown device {self.device!r}; choose one of 'auto', 'cpu', 'cuda'", field="device")
+        method_cls = get_method(self.method)
+        if issubclass(method_cls, GradBalancing):
+            mode = self.grad_mode or method_cls.default_mode
+            if mode not in method_cls.modes:
+                raise ConfigError(
+                    f"method {self.method!r} supports grad_mode {choices(method_cls.modes)}, not {mode!r}", field="grad_mode"
+                )
+            if is_adatask(self.optimizer) and not method_cls.linear:
+                raise ConfigError(
+                    f"method {self.method!r} returns an update direction that is not a weighting of the "
+                    f"per-task gradients, so it cannot feed {self.optimizer!r}, which needs each task's share "
+                    "of the gradient; use a base optimizer (adam, rmsprop, adagrad, sgd)",
+                    field="optimizer",
+                )
+        elif self.grad_mode is not None:
+            raise ConfigError(f"grad_mode applies to gradient-level methods only; {self.method!r} is loss-level", field="grad_mode")
+
+    @property
+    def effective_grad_mode(self) -> str | None:
+        method_cls = get_method(self.method)
+        if issubclass(method_cls, GradBalancing):
+            return self.grad_mode or method_cls.default_mode
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat form (inverse of :meth:`from_dict`)."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "method_params"}
+        out.update(self.method_params)
+        if out["tasks"] is not None:
+            out["tasks"] = list(out["tasks"])
+        return out

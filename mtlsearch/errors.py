@@ -1,0 +1,25 @@
+"""One exception type for every kind of bad input the user can give us."""
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """Bad user input (a YAML file, a CLI flag, a trial config, a data folder).
+
+    The message names the offending file and/or field and lists what is allowed.
+    Command-line entry points turn it into one line on stderr and exit code 2.
+    """
+
+    def __init__(self, message: str, *, source: str | None = None, field: str | None = None):
+        prefix = ""
+        if source:
+            prefix += f"{source}: "
+        if field:
+            prefix += f"{field}: "
+        super().__init__(prefix + message)
+        self.source = source
+        self.field = field
+
+
+def choices(values) -> str:
+    """Format a list of valid choices for an error message."""
+    return ", ".join(repr(v) for v in sorted(values))

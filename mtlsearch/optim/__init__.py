@@ -1,0 +1,57 @@
+"""Optimizers by name: the torch base optimizers, and (as they are added) their AdaTask variants.
+
+``build_optimizer`` gets the shared parameters and the task-specific ones (heads and any learnable
+parameters of the balancing method) separately: AdaTask optimizers treat them differently, the base
+optimizers do not.  An AdaTask optimizer's ``step(task_grads=...)`` takes, for each shared parameter,
+its per-task gradients stacked as ``[T, *param.shape]``; plain ones use ``param.grad``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from mtlsearch.errors import ConfigError, choices
+
+BaseFactory = Callable[..., torch.optim.Optimizer]
+
+BASE_OPTIMIZERS: dict[str, BaseFactory] = {
+    "adam": lambda params, lr, weight_decay: torch.optim.Adam(params, lr=lr, weight_decay=weight_decay),
+    "rmsprop": lambda params, lr, weight_decay: torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay),
+    "adagrad": lambda params, lr, weight_decay: torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay),
+    "sgd": lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay),
+}
+
+#: name -> factory(shared, specific, lr, weight_decay, num_tasks) for optimizers needing per-task grads
+ADATASK_OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {}
+
+OPTIMIZERS = sorted([*BASE_OPTIMIZERS, *ADATASK_OPTIMIZERS])
+
+
+def is_adatask(name: str) -> bool:
+    return name in ADATASK_OPTIMIZERS
+
+
+def check_optimizer(name: str) -> None:
+    if name not in BASE_OPTIMIZERS and name not in ADATASK_OPTIMIZERS:
+        raise ConfigError(
+            f"unknown optimizer {name!r}; choose one of {choices([*BASE_OPTIMIZERS, *ADATASK_OPTIMIZERS])}",
+            field="optimizer",
+        )
+
+
+def build_optimizer(
+    name: str,
+    shared: list[nn.Parameter],
+    specific: list[nn.Parameter],
+    *,
+    lr: float,
+    weight_decay: float,
+    num_tasks: int,
+    **kwargs: Any,
+) -> torch.optim.Optimizer:
+    check_optimizer(name)
+    if name in ADATASK_OPTIMIZERS:
+        return ADATASK_OPTIMIZERS[name](shared, specific, lr=lr, weight_decay=weight_decay, num_tasks=num_tasks, **kwargs)
+    return BASE_OPTIMIZERS[name]([*shared, *specific], lr, weight_decay)

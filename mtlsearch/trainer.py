@@ -1,0 +1,232 @@
+"""The shared MTL training core: plain PyTorch, no Ray, no MLflow.
+
+>>> from mtlsearch import Trainer
+>>> trainer = Trainer({"benchmark": "multidigits", "method": "gemtl", "p": 0.5, "max_epochs": 3})
+>>> for result in trainer.run():
+...     print(result["epoch"], result["val/delta_m"])
+
+A :class:`Trainer` takes one validated :class:`~mtlsearch.config.TrialConfig` and yields one flat
+``{name: float}`` dict per epoch; names follow DESIGN.md (``train/<task>/loss``,
+``<split>/<task>/<metric>``, ``weights/<task>``, ``<split>/delta_m``).  ``state_dict`` /
+``load_state_dict`` capture everything (model, optimizer, balancing state, RNG, epoch), so that
+training 2 epochs, restoring and training 2 more gives the metrics of 4 epochs straight.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterator, Mapping
+
+import torch
+from torch import Tensor
+
+from mtlsearch import gradients
+from mtlsearch.balancing import GradBalancing, LossBalancing, get_method
+from mtlsearch.benchmarks import get_benchmark
+from mtlsearch.config import TrialConfig
+from mtlsearch.metrics import delta_m
+from mtlsearch.optim import build_optimizer, is_adatask
+from mtlsearch.references import load_reference
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A task's training loss became NaN or infinite: the trial cannot continue."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    def __init__(self, config: TrialConfig | Mapping[str, Any]):
+        self.config = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
+        cfg = self.config
+        self.device = resolve_device(cfg.device)
+        self.benchmark = get_benchmark(cfg.benchmark, data_root=cfg.data_root)
+        specs = {t.name: t for t in self.benchmark.task_specs()}
+        self.task_names = list(cfg.tasks) if cfg.tasks else list(specs)
+        self.tasks = [specs[t] for t in self.task_names]
+        splits = self.benchmark.load_splits(cfg.data_seed)
+        self.splits = {k: (v.to(self.device) if hasattr(v, "to") else v) for k, v in splits.items()}
+
+        torch.manual_seed(cfg.seed)
+        self.model = self.benchmark.build_model(self.task_names).to(self.device)
+        method_cls = get_method(cfg.method)
+        self.balancing = method_cls(len(self.task_names), **cfg.method_params).to(self.device)
+        self.grad_mode = cfg.effective_grad_mode
+        self.shared = self.model.shared_parameters()
+        specific = self.model.task_parameters() + [p for p in self.balancing.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(
+            cfg.optimizer, self.shared, specific, lr=cfg.lr, weight_decay=cfg.weight_decay, num_tasks=len(self.task_names)
+        )
+        self.adatask = is_adatask(cfg.optimizer)
+        self.epoch = 0
+        self.reference = load_reference(cfg.benchmark, self.task_names)
+
+    # ------------------------------------------------------------------ training
+    def _encode(self, x: Tensor | Mapping[str, Tensor]) -> list[Tensor]:
+        if isinstance(x, Mapping):
+            return [self.model.encoder(x[t]) for t in self.task_names]
+        z = self.model.encoder(x)
+        return [z] * len(self.task_names)
+
+    def _losses(self, reps: list[Tensor], targets: Mapping[str, Tensor]) -> Tensor:
+        return torch.stack(
+            [spec.loss(self.model.heads[spec.name](z), targets[spec.name]) for spec, z in zip(self.tasks, reps)]
+        )
+
+    def train_step(self, x: Tensor | Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """One optimisation step; returns the raw task losses and the effective task weights."""
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        sources = self._encode(x)
+        bal = self.balancing
+
+        if isinstance(bal, LossBalancing) and not self.adatask:
+            # The plain path: one forward, one backward (what `ew` costs).
+            losses = self._losses(sources, targets)
+            total = bal(losses)
+            (weights,) = torch.autograd.grad(total, losses, retain_graph=True)
+            total.backward()
+            self.optimizer.step()
+            return losses.detach(), weights.detach()
+
+        leaves = gradients.RepLeaves(sources)
+        losses = self._losses(leaves.leaves, targets)
+        if isinstance(bal, LossBalancing):  # loss-level method under an AdaTask optimizer
+            total = bal(losses)
+            (weights,) = torch.autograd.grad(total, losses, retain_graph=True)
+            total.backward()  # heads + method parameters; leaves get w_t * dL_t/dz
+            task_grads = gradients.per_task_param_grads(leaves, leaves.grads(), self.shared, key=id(self.model))
+            self.optimizer.step(task_grads=task_grads)
+            return losses.detach(), weights.detach()
+
+        assert isinstance(bal, GradBalancing)
+        head_losses = bal.transform_losses(losses)
+        head_losses.sum().backward()  # heads (and e.g. IMTL-H's scales) get their own losses' gradients
+        rep_grads = leaves.grads()
+        if self.grad_mode == "rep":
+            result = bal(gradients.flatten_task_grads(rep_grads), head_losses.detach())
+            if result.weights is not None:
+                weighted = gradients.weighted_sum(result.weights, rep_grads)
+                if self.adatask:
+                    task_grads = gradients.per_task_param_grads(leaves, weighted, self.shared, key=id(self.model))
+                    self.optimizer.step(task_grads=task_grads)
+                    return losses.detach(), result.weights.detach()
+                leaves.backward(weighted)
+            else:
+                direction = result.direction
+                if leaves.shared_source:
+                    leaves.backward([direction.view_as(rep_grads[0])])
+                else:
+                    parts = direction.split([g.numel() for g in rep_grads])
+                    leaves.backward([p.view_as(g) for p, g in zip(parts, rep_grads)])
+        else:  # param mode
+            task_grads = gradients.per_task_param_grads(leaves, rep_grads, self.shared, key=id(self.model))
+            result = bal(gradients.flatten_task_grads(task_grads), head_losses.detach())
+            if self.adatask:
+                weighted = [
+                    g * result.weights.to(g.dtype).view(-1, *([1] * (g.dim() - 1))) for g in task_grads
+                ]
+                self.optimizer.step(task_grads=weighted)
+                return losses.detach(), result.weights.detach()
+            if result.weights is not None:
+                direction = result.weights.to(task_grads[0].dtype) @ gradients.flatten_task_grads(task_grads)
+            else:
+                direction = result.direction
+            gradients.set_flat_grad(self.shared, direction)
+        self.optimizer.step()
+        weights = result.weights if result.weights is not None else torch.full_like(losses, float("nan"))
+        return losses.detach(), weights.detach()
+
+    def _epoch_generator(self) -> torch.Generator:
+        # Derived from (seed, epoch), so a restored trainer shuffles exactly as an uninterrupted one.
+        return torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.epoch)
+
+    def train_epoch(self) -> dict[str, float]:
+        loss_sum = torch.zeros(len(self.task_names), device=self.device, dtype=torch.float64)
+        weight_sum = torch.zeros_like(loss_sum)
+        steps = 0
+        for x, targets in self.splits["train"].batches(self.config.batch_size, shuffle=True, generator=self._epoch_generator()):
+            losses, weights = self.train_step(x, targets)
+            loss_sum += losses.double()
+            weight_sum += weights.double()
+            steps += 1
+        self.balancing.on_epoch_end(self.epoch, (loss_sum / max(steps, 1)).float())
+        self.epoch += 1
+        mean_loss = (loss_sum / max(steps, 1)).tolist()
+        mean_w = (weight_sum / max(steps, 1)).tolist()
+        for name, value in zip(self.task_names, mean_loss):
+            if not math.isfinite(value):
+                raise NonFiniteLossError(
+                    f"training loss of task {name!r} became {value} in epoch {self.epoch} "
+                    f"(method={self.config.method}, optimizer={self.config.optimizer}, lr={self.config.lr})"
+                )
+        out = {f"train/{t}/loss": v for t, v in zip(self.task_names, mean_loss)}
+        out.update({f"weights/{t}": w for t, w in zip(self.task_names, mean_w) if math.isfinite(w)})
+        return out
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, dict[str, float]]:
+        """``{task: {metric: value}}`` over the whole split."""
+        self.model.eval()
+        meters = {t.name: t.new_meter() for t in self.tasks}
+        for x, targets in self.splits[split].batches(max(self.config.batch_size, 256), shuffle=False):
+            preds = self.model(x)
+            for name in self.task_names:
+                meters[name].update(preds[name], targets[name])
+        return {name: meter.compute() for name, meter in meters.items()}
+
+    def lower_is_better(self) -> dict[str, dict[str, bool]]:
+        return {t.name: dict(t.metrics) for t in self.tasks}
+
+    def epoch_result(self, train: dict[str, float]) -> dict[str, float]:
+        result: dict[str, float] = {"epoch": float(self.epoch), **train}
+        for split in ("val", "test"):
+            if split not in self.splits:
+                continue
+            metrics = self.evaluate(split)
+            for task, values in metrics.items():
+                for metric, value in values.items():
+                    result[f"{split}/{task}/{metric}"] = value
+            if self.reference is not None and split in self.reference:
+                result[f"{split}/delta_m"] = delta_m(metrics, self.reference[split], self.lower_is_better())
+        result.update(self.balancing.extra_metrics())
+        return result
+
+    def run(self, epochs: int | None = None) -> Iterator[dict[str, float]]:
+        """Train up to ``epochs`` more epochs (default: until ``max_epochs``), yielding each result."""
+        stop = self.config.max_epochs if epochs is None else min(self.config.max_epochs, self.epoch + epochs)
+        while self.epoch < stop:
+            train = self.train_epoch()
+            yield self.epoch_result(train)
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        state = {
+            "epoch": self.epoch,
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "balancing": self.balancing.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.balancing.load_state_dict(state["balancing"])
+        self.epoch = int(state["epoch"])
+        torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    def save(self, path: str) -> None:
+        torch.save(self.state_dict(), path)
+
+    def load(self, path: str) -> None:
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
