@@ -50,7 +50,7 @@ class TrialConfig:
         try:
             method_cls = get_method(method_name)
         except ConfigError as err:
-            raise ConfigError(str(err), source=source) from None
+            raise err.with_source(source) from None
         values: dict[str, Any] = {}
         method_params: dict[str, Any] = dict(raw.get("method_params", {}) or {})
         for key, value in raw.items():
@@ -75,9 +75,7 @@ class TrialConfig:
             cfg = cls(**values, method_params=method_params)
             cfg._validate()
         except ConfigError as err:
-            if source and not err.source:
-                raise ConfigError(str(err), source=source) from None
-            raise
+            raise err.with_source(source) from None
         return cfg
 
     def _validate(self) -> None:

@@ -16,8 +16,15 @@ class ConfigError(ValueError):
         if field:
             prefix += f"{field}: "
         super().__init__(prefix + message)
+        self.message = message
         self.source = source
         self.field = field
+
+    def with_source(self, source: str | None) -> "ConfigError":
+        """The same error, attributed to a file (kept if it already names one)."""
+        if self.source or not source:
+            return self
+        return ConfigError(self.message, source=source, field=self.field)
 
 
 def choices(values) -> str:

@@ -1,0 +1,405 @@
+"""Search-space YAML files: loading, validation, and translation into Ray Tune / Optuna terms.
+
+A space file (``search_spaces/<name>.yaml``)::
+
+    name: gemtl_p
+    description: GeMTL exponent p and learning rate on multidigits
+    benchmark: multidigits
+    objective: {metric: val/delta_m, mode: max}
+    budget: {num_samples: 16, max_epochs: 12}
+    scheduler: {type: asha, grace_period: 2, reduction_factor: 3}
+    searcher: {type: optuna, sampler: tpe, seed: 0}
+    resources: {cpus_per_trial: 1, gpus_per_trial: 0}
+    params:
+      method: gemtl                               # a constant
+      p: {uniform: [-2.0, 4.0]}                   # a distribution
+      lr: {loguniform: [1.0e-4, 3.0e-2]}
+      cagrad_c: {uniform: [0.1, 0.9], when: {method: cagrad}}   # conditional (optuna only)
+
+Distributions: ``uniform [lo, hi]``, ``loguniform [lo, hi]`` (0 < lo), ``quniform [lo, hi, q]``,
+``randint [lo, hi)``, ``choice [values]``, ``grid [values]`` (every value, crossed with the samples:
+``searcher: {type: random}`` only).  A constant may also be written ``{value: X, when: {...}}``.
+Unknown keys, wrong types and impossible distributions raise :class:`ConfigError` naming the file,
+the key and what is allowed.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from mtlsearch.errors import ConfigError, choices
+
+SPACE_DIR = Path(__file__).resolve().parent.parent / "search_spaces"  # in a checkout
+
+TOP_KEYS = {"name", "description", "benchmark", "objective", "budget", "scheduler", "searcher", "resources", "params", "data_root"}
+OBJECTIVE_KEYS = {"metric", "mode"}
+BUDGET_KEYS = {"num_samples", "max_epochs", "max_concurrent_trials"}
+SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor", "brackets"}
+SCHEDULER_TYPES = ("asha", "fifo")
+SEARCHER_KEYS = {"type", "sampler", "seed"}
+SEARCHER_TYPES = ("optuna", "random")
+SAMPLERS = ("tpe", "random", "cmaes", "qmc")
+RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial"}
+DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "randint", "choice", "grid")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One entry of ``params``: a constant (``kind == "value"``) or a distribution."""
+
+    name: str
+    kind: str  # "value" or one of DISTRIBUTIONS
+    args: Any
+    when: Mapping[str, Any] = field(default_factory=dict)
+
+    def active(self, values: Mapping[str, Any]) -> bool:
+        return all(
+            (values.get(k) in w) if isinstance(w, list) else values.get(k) == w for k, w in self.when.items()
+        )
+
+    def candidates(self) -> list[Any]:
+        """A few representative values, used to validate every combination before a search starts."""
+        if self.kind == "value":
+            return [self.args]
+        if self.kind in ("choice", "grid"):
+            return list(self.args)
+        return [self.args[0]]
+
+
+class DefineByRun:
+    """Samples the space's parameters with an Optuna trial; returns the constants (Ray's contract)."""
+
+    def __init__(self, params: list[Param], base: dict[str, Any]):
+        self.params = params
+        self.base = base
+
+    def __call__(self, trial) -> dict[str, Any]:
+        values: dict[str, Any] = dict(self.base)
+        constants: dict[str, Any] = dict(self.base)
+        for p in self.params:
+            if not p.active(values):
+                continue
+            if p.kind == "value":
+                values[p.name] = constants[p.name] = p.args
+            elif p.kind == "uniform":
+                values[p.name] = trial.suggest_float(p.name, *p.args)
+            elif p.kind == "loguniform":
+                values[p.name] = trial.suggest_float(p.name, *p.args, log=True)
+            elif p.kind == "quniform":
+                lo, hi, q = p.args
+                values[p.name] = trial.suggest_float(p.name, lo, hi, step=q)
+            elif p.kind == "randint":
+                values[p.name] = trial.suggest_int(p.name, p.args[0], p.args[1] - 1)
+            elif p.kind == "choice":
+                values[p.name] = trial.suggest_categorical(p.name, list(p.args))
+            else:  # grid is rejected for optuna when the space is loaded
+                raise AssertionError(p.kind)
+        return constants
+
+
+@dataclass
+class SearchSpace:
+    name: str
+    path: Path
+    text: str
+    description: str
+    benchmark: str
+    metric: str
+    mode: str
+    num_samples: int
+    max_epochs: int
+    max_concurrent_trials: int | None
+    scheduler: dict[str, Any]
+    searcher: dict[str, Any]
+    resources: dict[str, float]
+    params: list[Param]
+    data_root: str | None = None
+
+    # ------------------------------------------------------------------ translation
+    def constants(self) -> dict[str, Any]:
+        return {p.name: p.args for p in self.params if p.kind == "value" and not p.when}
+
+    def base_config(self) -> dict[str, Any]:
+        """Keys every trial gets from the space itself (benchmark, budget, data folder)."""
+        out: dict[str, Any] = {"benchmark": self.benchmark, "max_epochs": self.max_epochs}
+        if self.data_root:
+            out["data_root"] = self.data_root
+        return out
+
+    def define_by_run(self) -> "DefineByRun":
+        """An Optuna define-by-run function (conditional parameters allowed; picklable for resume)."""
+        return DefineByRun(list(self.params), self.base_config())
+
+    def tune_param_space(self) -> dict[str, Any]:
+        """A Ray Tune ``param_space`` (random/grid searcher, no conditional parameters)."""
+        from ray import tune
+
+        out: dict[str, Any] = dict(self.base_config())
+        for p in self.params:
+            if p.kind == "value":
+                out[p.name] = p.args
+            elif p.kind == "uniform":
+                out[p.name] = tune.uniform(*p.args)
+            elif p.kind == "loguniform":
+                out[p.name] = tune.loguniform(*p.args)
+            elif p.kind == "quniform":
+                out[p.name] = tune.quniform(*p.args)
+            elif p.kind == "randint":
+                out[p.name] = tune.randint(*p.args)
+            elif p.kind == "choice":
+                out[p.name] = tune.choice(list(p.args))
+            elif p.kind == "grid":
+                out[p.name] = tune.grid_search(list(p.args))
+        return out
+
+    def probe_configs(self) -> list[dict[str, Any]]:
+        """Representative trial configs covering every combination of choice/grid values."""
+        cands = [p.candidates() for p in self.params]
+        probes = []
+        for combo in itertools.product(*cands):
+            values: dict[str, Any] = dict(self.base_config())
+            for p, v in zip(self.params, combo):
+                if p.active(values):
+                    values[p.name] = v
+            probes.append(values)
+            if len(probes) >= 512:
+                break
+        return probes
+
+    def validate_trials(self) -> None:
+        """Validate representative trial configs, so that a bad space fails before any trial starts."""
+        from mtlsearch.config import TrialConfig
+
+        for probe in self.probe_configs():
+            TrialConfig.from_dict(probe, source=str(self.path))
+
+
+# ---------------------------------------------------------------------- loading
+def _bundled_dir():
+    try:
+        return resources.files("mtlsearch.search_spaces")
+    except ModuleNotFoundError:  # pragma: no cover - running from a checkout without the package
+        return None
+
+
+def available_spaces() -> list[str]:
+    names = set()
+    if SPACE_DIR.is_dir():
+        names.update(p.stem for p in SPACE_DIR.glob("*.yaml"))
+    bundled = _bundled_dir()
+    if bundled is not None:
+        names.update(Path(str(e.name)).stem for e in bundled.iterdir() if str(e.name).endswith(".yaml"))
+    return sorted(names)
+
+
+def find_space(name_or_path: str) -> Path:
+    """``NAME`` -> ``search_spaces/NAME.yaml`` (checkout, then installed package); else a file path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        if not path.is_file():
+            raise ConfigError(f"no such file {name_or_path!r}", field="--space")
+        return path.resolve()
+    local = SPACE_DIR / f"{name_or_path}.yaml"
+    if local.is_file():
+        return local
+    bundled = _bundled_dir()
+    if bundled is not None:
+        entry = bundled.joinpath(f"{name_or_path}.yaml")
+        if entry.is_file():
+            return Path(str(entry))
+    raise ConfigError(
+        f"unknown search space {name_or_path!r}; available: {', '.join(available_spaces())} "
+        "(or give the path of a .yaml file)",
+        field="--space",
+    )
+
+
+def _check_keys(section: Mapping[str, Any], allowed: set[str], where: str, source: str) -> None:
+    unknown = set(section) - allowed
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"unknown key {key!r}; allowed: {', '.join(sorted(allowed))}", source=source, field=f"{where}{key}")
+
+
+def _mapping(value: Any, field_name: str, source: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"expected a mapping, got {type(value).__name__} {value!r}", source=source, field=field_name)
+    return dict(value)
+
+
+def _number(value: Any, field_name: str, source: str, *, integer: bool = False, positive: bool = False) -> Any:
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or (not integer and not math.isfinite(value)):
+        raise ConfigError(f"expected {'an integer' if integer else 'a finite number'}, got {value!r}", source=source, field=field_name)
+    if positive and value <= 0:
+        raise ConfigError(f"must be > 0, got {value!r}", source=source, field=field_name)
+    return value
+
+
+def _parse_param(name: str, spec: Any, source: str) -> Param:
+    field_name = f"params.{name}"
+    if not isinstance(spec, Mapping):
+        if isinstance(spec, float) and not math.isfinite(spec):
+            raise ConfigError(f"must be a finite number, got {spec!r}", source=source, field=field_name)
+        return Param(name, "value", spec)
+    spec = dict(spec)
+    when = spec.pop("when", {}) or {}
+    if not isinstance(when, Mapping):
+        raise ConfigError(f"'when' must map parameter names to values, got {when!r}", source=source, field=field_name)
+    if len(spec) != 1:
+        raise ConfigError(
+            f"a parameter is a constant or exactly one distribution of {choices(DISTRIBUTIONS)} "
+            f"(optionally with 'when'); got keys {sorted(spec)}",
+            source=source, field=field_name,
+        )
+    (kind, args), = spec.items()
+    if kind == "value":
+        return Param(name, "value", args, dict(when))
+    if kind not in DISTRIBUTIONS:
+        raise ConfigError(f"unknown distribution {kind!r}; allowed: {choices(DISTRIBUTIONS)} or 'value'", source=source, field=field_name)
+    if kind in ("choice", "grid"):
+        if not isinstance(args, list) or not args:
+            raise ConfigError(f"{kind} needs a non-empty list of values, got {args!r}", source=source, field=field_name)
+        for v in args:
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{kind} values must be finite, got {v!r}", source=source, field=field_name)
+        return Param(name, kind, list(args), dict(when))
+    want = 3 if kind == "quniform" else 2
+    if not isinstance(args, list) or len(args) != want:
+        raise ConfigError(f"{kind} needs a list of {want} numbers {'[low, high, q]' if want == 3 else '[low, high]'}, got {args!r}", source=source, field=field_name)
+    integer = kind == "randint"
+    args = [_number(a, field_name, source, integer=integer) for a in args]
+    lo, hi = args[0], args[1]
+    if not lo < hi:
+        raise ConfigError(f"{kind} needs low < high, got {args!r}", source=source, field=field_name)
+    if kind == "loguniform" and lo <= 0:
+        raise ConfigError(f"loguniform needs 0 < low < high, got {args!r}", source=source, field=field_name)
+    if kind == "quniform" and args[2] <= 0:
+        raise ConfigError(f"quniform needs q > 0, got {args!r}", source=source, field=field_name)
+    if kind in ("uniform", "loguniform", "quniform"):
+        args = [float(a) for a in args]
+    return Param(name, kind, args, dict(when))
+
+
+def parse_space(data: Any, source: str, text: str = "", path: Path | None = None) -> SearchSpace:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"a search space is a YAML mapping with keys {', '.join(sorted(TOP_KEYS))}", source=source)
+    _check_keys(data, TOP_KEYS, "", source)
+    for required in ("benchmark", "params"):
+        if required not in data:
+            raise ConfigError(f"missing required key {required!r}", source=source, field=required)
+
+    objective = _mapping(data.get("objective"), "objective", source)
+    _check_keys(objective, OBJECTIVE_KEYS, "objective.", source)
+    metric = objective.get("metric", "val/delta_m")
+    mode = objective.get("mode", "max")
+    if not isinstance(metric, str) or not metric:
+        raise ConfigError(f"expected a metric name such as 'val/delta_m', got {metric!r}", source=source, field="objective.metric")
+    if mode not in ("min", "max"):
+        raise ConfigError(f"expected 'min' or 'max', got {mode!r}", source=source, field="objective.mode")
+
+    budget = _mapping(data.get("budget"), "budget", source)
+    _check_keys(budget, BUDGET_KEYS, "budget.", source)
+    num_samples = _number(budget.get("num_samples", 10), "budget.num_samples", source, integer=True, positive=True)
+    max_epochs = _number(budget.get("max_epochs", 10), "budget.max_epochs", source, integer=True, positive=True)
+    mct = budget.get("max_concurrent_trials")
+    if mct is not None:
+        mct = _number(mct, "budget.max_concurrent_trials", source, integer=True, positive=True)
+
+    scheduler = {"type": "asha", "grace_period": 1, "reduction_factor": 3, "brackets": 1}
+    sched_in = _mapping(data.get("scheduler"), "scheduler", source)
+    _check_keys(sched_in, SCHEDULER_KEYS, "scheduler.", source)
+    scheduler.update(sched_in)
+    if scheduler["type"] not in SCHEDULER_TYPES:
+        raise ConfigError(f"unknown scheduler {scheduler['type']!r}; allowed: {choices(SCHEDULER_TYPES)}", source=source, field="scheduler.type")
+    for key in ("grace_period", "brackets"):
+        _number(scheduler[key], f"scheduler.{key}", source, integer=True, positive=True)
+    _number(scheduler["reduction_factor"], "scheduler.reduction_factor", source, positive=True)
+    if scheduler["reduction_factor"] <= 1:
+        raise ConfigError("must be > 1", source=source, field="scheduler.reduction_factor")
+    if scheduler["grace_period"] > max_epochs:
+        raise ConfigError(f"grace_period {scheduler['grace_period']} exceeds budget.max_epochs {max_epochs}", source=source, field="scheduler.grace_period")
+
+    searcher = {"type": "optuna", "sampler": "tpe", "seed": 0}
+    search_in = _mapping(data.get("searcher"), "searcher", source)
+    _check_keys(search_in, SEARCHER_KEYS, "searcher.", source)
+    searcher.update(search_in)
+    if searcher["type"] not in SEARCHER_TYPES:
+        raise ConfigError(f"unknown searcher {searcher['type']!r}; allowed: {choices(SEARCHER_TYPES)}", source=source, field="searcher.type")
+    if searcher["sampler"] not in SAMPLERS:
+        raise ConfigError(f"unknown sampler {searcher['sampler']!r}; allowed: {choices(SAMPLERS)}", source=source, field="searcher.sampler")
+    _number(searcher["seed"], "searcher.seed", source, integer=True)
+
+    res = {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0}
+    res_in = _mapping(data.get("resources"), "resources", source)
+    _check_keys(res_in, RESOURCE_KEYS, "resources.", source)
+    for key, value in res_in.items():
+        _number(value, f"resources.{key}", source)
+        if value < 0:
+            raise ConfigError(f"must be >= 0, got {value!r}", source=source, field=f"resources.{key}")
+        res[key] = float(value)
+
+    raw_params = _mapping(data.get("params"), "params", source)
+    params = [_parse_param(str(k), v, source) for k, v in raw_params.items()]
+    known = {"benchmark", "max_epochs", "data_root"}
+    for p in params:
+        known.add(p.name)
+    for p in params:
+        for key in p.when:
+            if key not in known:
+                raise ConfigError(f"'when' refers to unknown parameter {key!r}", source=source, field=f"params.{p.name}.when")
+        if searcher["type"] == "optuna" and p.kind == "grid":
+            raise ConfigError(
+                "grid needs searcher type 'random' (Ray's variant generator crosses grid values with the "
+                "samples); with the optuna searcher use 'choice'",
+                source=source, field=f"params.{p.name}",
+            )
+        if searcher["type"] == "random" and p.when:
+            raise ConfigError("conditional parameters ('when') need searcher type 'optuna'", source=source, field=f"params.{p.name}.when")
+        if p.name in ("benchmark", "max_epochs"):
+            raise ConfigError(f"set {p.name!r} at the top level / in budget, not in params", source=source, field=f"params.{p.name}")
+
+    benchmark = data["benchmark"]
+    if not isinstance(benchmark, str):
+        raise ConfigError(f"expected a benchmark name, got {benchmark!r}", source=source, field="benchmark")
+    name = data.get("name") or (path.stem if path else "search")
+    if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+        raise ConfigError(f"a name of letters, digits, '_' and '-', got {name!r}", source=source, field="name")
+    return SearchSpace(
+        name=name, path=path or Path(source), text=text, description=str(data.get("description", "")),
+        benchmark=benchmark, metric=metric, mode=mode, num_samples=num_samples, max_epochs=max_epochs,
+        max_concurrent_trials=mct, scheduler=scheduler, searcher=searcher, resources=res, params=params,
+        data_root=data.get("data_root"),
+    )
+
+
+def load_space(name_or_path: str, *, validate: bool = True) -> SearchSpace:
+    """Load and validate a space by name or path; raises :class:`ConfigError` on any problem."""
+    path = find_space(name_or_path)
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(err, "problem", None) or str(err)
+        raise ConfigError(f"YAML syntax error at {where}{problem}", source=str(path)) from None
+    space = parse_space(data, str(path), text, path)
+    if validate:
+        space.validate_trials()
+    return space
+
+
+def override(space: SearchSpace, **changes: Any) -> SearchSpace:
+    """A copy with CLI overrides applied (None means keep)."""
+    import dataclasses
+
+    return dataclasses.replace(space, **{k: v for k, v in changes.items() if v is not None})

@@ -1,0 +1,21 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One real local Ray for the whole suite (starting one costs seconds)."""
+    import ray
+
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if not ray.is_initialized():
+        # Workers must import this checkout's packages whether or not the project is installed.
+        env = {"PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env})
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,65 @@
+"""A real search: local Ray, Optuna + ASHA, MLflow (SQLite) read back after the fact."""
+import textwrap
+
+from mlflow.tracking import MlflowClient
+
+from mtlsearch.launch import main
+from mtlsearch.tracking import PARENT_TAG, TAG_KIND, TAG_STATUS, TAG_TRIAL
+
+SPACE = """
+name: e2e_gemtl
+benchmark: multidigits
+objective: {metric: val/delta_m, mode: max}
+budget: {num_samples: 4, max_epochs: 3}
+scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
+searcher: {type: optuna, sampler: tpe, seed: 0}
+resources: {cpus_per_trial: 1}
+params:
+  method: gemtl
+  p: {uniform: [-1.0, 2.0]}
+  lr: {loguniform: [1.0e-3, 1.0e-2]}
+  batch_size: 128
+"""
+
+
+def test_search_logs_every_trial_under_its_parent(tmp_path, ray_session, capsys):
+    space = tmp_path / "e2e.yaml"
+    space.write_text(textwrap.dedent(SPACE))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "Best trials by val/delta_m" in out and "mlflow ui --backend-store-uri " + uri in out
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("e2e_gemtl")
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get(TAG_KIND) == "search"]
+    trials = [r for r in runs if r.data.tags.get(TAG_KIND) == "trial"]
+    assert len(parents) == 1 and len(trials) == 4
+    parent = parents[0]
+    assert parent.data.params["objective_metric"] == "val/delta_m"
+    assert parent.data.tags["best_trial_id"] in {t.data.tags[TAG_TRIAL] for t in trials}
+    assert "best/val/delta_m" in parent.data.metrics
+    artifacts = [a.path for a in client.list_artifacts(parent.info.run_id, "space")]
+    assert artifacts == ["space/e2e.yaml"]
+
+    statuses = set()
+    for run in trials:
+        assert run.data.tags[PARENT_TAG] == parent.info.run_id
+        assert run.info.status == "FINISHED"
+        statuses.add(run.data.tags[TAG_STATUS])
+        params = run.data.params
+        assert -1.0 <= float(params["p"]) <= 2.0 and 1e-3 <= float(params["lr"]) <= 1e-2
+        assert params["method"] == "gemtl"
+        # Only DESIGN.md's metric names: no pid, timestamps, trial ids or config copies.
+        for key in run.data.metrics:
+            assert key.split("/")[0] in {"train", "val", "test", "weights"}, key
+        epochs = len(client.get_metric_history(run.info.run_id, "val/delta_m"))
+        assert epochs >= 1
+        for task, metric in (("left", "accuracy"), ("right", "accuracy"), ("number", "mae")):
+            for split in ("val", "test"):
+                history = client.get_metric_history(run.info.run_id, f"{split}/{task}/{metric}")
+                assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, epochs + 1))
+            assert len(client.get_metric_history(run.info.run_id, f"train/{task}/loss")) == epochs
+    assert statuses <= {"completed", "stopped early by ASHA"} and "completed" in statuses
