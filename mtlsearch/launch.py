@@ -205,7 +205,7 @@ def summarize(result_grid, space, top: int) -> tuple[list[dict[str, Any]], list[
 def run(args: argparse.Namespace) -> int:
     space = prepare_space(args)
 
-    from mtlsearch import tracking
+    from mtlsearch import spaces, tracking
 
     tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
     experiment = args.experiment or space.name
@@ -261,11 +261,16 @@ def run(args: argparse.Namespace) -> int:
         search_alg = None
         param_space = space.tune_param_space()
 
-    run_config = tune.RunConfig(
-        name=name, storage_path=storage_uri, callbacks=[callback, make_progress_callback(space)], verbose=0,
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        failure_config=tune.FailureConfig(max_failures=args.max_failures),
-    )
+    def make_run_config(suffix: str | None = None, num_trials: int | None = None):
+        shown = spaces.override(space, num_samples=num_trials) if num_trials else space
+        return tune.RunConfig(
+            name=f"{name}-{suffix}" if suffix else name, storage_path=storage_uri, verbose=0,
+            callbacks=[callback, make_progress_callback(shown)],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+        )
+
+    run_config = make_run_config()
     tune_config = tune.TuneConfig(
         metric=space.metric, mode=space.mode, search_alg=search_alg, scheduler=scheduler,
         num_samples=space.num_samples, max_concurrent_trials=space.max_concurrent_trials,
@@ -286,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nInterrupted. Resume with the same command plus --resume (folder {storage_uri}/{name}).")
         return 130
 
-    rows, columns = summarize(grid, space, args.top)
+    rows, columns = summarize(grid, space, 0)
     errors = [r for r in grid if r.error is not None]
     best = None
     if rows:
@@ -297,7 +302,14 @@ def run(args: argparse.Namespace) -> int:
 
     print()
     print(f"Best trials by {space.metric} ({space.mode}); {len(grid)} trials, {len(errors)} errored:")
-    print(results_table(rows, columns) if rows else "(no trial reported the objective)")
+    print(results_table(rows[: args.top], columns) if rows else "(no trial reported the objective)")
+    if space.final and rows:
+        from mtlsearch import final
+
+        confirmed = final.run_final(space, rows, trainable, make_run_config, tracker)
+        keys = [c for c in columns if c.startswith("val/")] + (["test/delta_m"] if "test/delta_m" in columns else [])
+        print(f"\nMean ± std over seeds {space.final['seeds']} of the best configuration per {space.final['per'] or 'search'}:")
+        print(results_table(confirmed, ["group", "seeds", *keys]))
     print()
     print(f"Ray results: {storage_uri}/{name}")
     print(f"MLflow: experiment {experiment!r}, parent run {tracker.parent_run_id}")

@@ -37,7 +37,8 @@ from mtlsearch.errors import ConfigError, choices
 
 SPACE_DIR = Path(__file__).resolve().parent.parent / "search_spaces"  # in a checkout
 
-TOP_KEYS = {"name", "description", "benchmark", "objective", "budget", "scheduler", "searcher", "resources", "params", "data_root"}
+TOP_KEYS = {"name", "description", "benchmark", "objective", "budget", "scheduler", "searcher", "resources", "params", "data_root", "final"}
+FINAL_KEYS = {"seeds", "per", "top"}
 OBJECTIVE_KEYS = {"metric", "mode"}
 BUDGET_KEYS = {"num_samples", "max_epochs", "max_concurrent_trials"}
 SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor", "brackets"}
@@ -120,6 +121,9 @@ class SearchSpace:
     resources: dict[str, float]
     params: list[Param]
     data_root: str | None = None
+    #: After the search, re-run the best ``top`` configs of each group (``per``: a parameter name, or
+    #: None for one group) with every seed of ``seeds``: ``{"seeds": [...], "per": str|None, "top": int}``.
+    final: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ translation
     def constants(self) -> dict[str, Any]:
@@ -367,6 +371,20 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
         if p.name in ("benchmark", "max_epochs"):
             raise ConfigError(f"set {p.name!r} at the top level / in budget, not in params", source=source, field=f"params.{p.name}")
 
+    final = None
+    if data.get("final") is not None:
+        final = {"seeds": [1, 2], "per": None, "top": 1}
+        final_in = _mapping(data["final"], "final", source)
+        _check_keys(final_in, FINAL_KEYS, "final.", source)
+        final.update(final_in)
+        seeds = final["seeds"]
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+            raise ConfigError(f"expected a non-empty list of integer seeds, got {seeds!r}", source=source, field="final.seeds")
+        _number(final["top"], "final.top", source, integer=True, positive=True)
+        if final["per"] is not None and final["per"] not in known:
+            raise ConfigError(f"'per' must name a parameter of the space ({', '.join(sorted(known))}), got {final['per']!r}",
+                              source=source, field="final.per")
+
     benchmark = data["benchmark"]
     if not isinstance(benchmark, str):
         raise ConfigError(f"expected a benchmark name, got {benchmark!r}", source=source, field="benchmark")
@@ -377,7 +395,7 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
         name=name, path=path or Path(source), text=text, description=str(data.get("description", "")),
         benchmark=benchmark, metric=metric, mode=mode, num_samples=num_samples, max_epochs=max_epochs,
         max_concurrent_trials=mct, scheduler=scheduler, searcher=searcher, resources=res, params=params,
-        data_root=data.get("data_root"),
+        data_root=data.get("data_root"), final=final,
     )
 
 

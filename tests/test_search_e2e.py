@@ -63,3 +63,41 @@ def test_search_logs_every_trial_under_its_parent(tmp_path, ray_session, capsys)
                 assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, epochs + 1))
             assert len(client.get_metric_history(run.info.run_id, f"train/{task}/loss")) == epochs
     assert statuses <= {"completed", "stopped early by ASHA"} and "completed" in statuses
+
+
+FINAL_SPACE = """
+name: e2e_final
+benchmark: synthetic
+objective: {metric: val/delta_m, mode: max}
+budget: {num_samples: 3, max_epochs: 2}
+scheduler: {type: fifo}
+searcher: {type: optuna, sampler: random, seed: 1}
+final: {seeds: [5, 6], per: method, top: 1}
+params:
+  method: {choice: [ew, gemtl]}
+  p: {uniform: [0.0, 1.0], when: {method: gemtl}}
+  lr: {loguniform: [3.0e-3, 3.0e-2]}
+"""
+
+
+def test_final_phase_reruns_best_config_per_method_with_seeds(tmp_path, ray_session, capsys):
+    space = tmp_path / "final.yaml"
+    space.write_text(textwrap.dedent(FINAL_SPACE))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri]) == 0
+    out = capsys.readouterr().out
+    assert "Mean ± std over seeds [5, 6] of the best configuration per method" in out
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("e2e_final")
+    trials = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(TAG_KIND) == "trial"]
+    search = [r for r in trials if r.data.tags.get("mtlsearch.phase") != "final"]
+    final = [r for r in trials if r.data.tags.get("mtlsearch.phase") == "final"]
+    methods = {r.data.params["method"] for r in search}
+    assert len(search) == 3 and len(final) == 2 * len(methods)
+    for method in methods:
+        best = max((r for r in search if r.data.params["method"] == method), key=lambda r: r.data.metrics["val/delta_m"])
+        reruns = [r for r in final if r.data.params["method"] == method]
+        assert sorted(r.data.params["seed"] for r in reruns) == ["5", "6"]
+        assert {r.data.params["lr"] for r in reruns} == {best.data.params["lr"]}
+        assert all(len(client.get_metric_history(r.info.run_id, "val/delta_m")) == 2 for r in reruns)
