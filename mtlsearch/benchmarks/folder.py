@@ -74,7 +74,7 @@ def carve(n: int, fraction: float, seed: int, benchmark: str, what: str) -> tupl
 
 # ----------------------------------------------------------------------------- splits
 class _BatchList:
-    """A batch sampler whose batches are set before each pass (lets persistent workers be reused)."""
+    """A batch sampler whose batches are set before each pass (one DataLoader serves every pass)."""
 
     def __init__(self):
         self.batches: list[list[int]] = []
@@ -93,7 +93,9 @@ def _loader(dataset: Dataset, sampler: _BatchList, num_workers: int, collate_fn:
         num_workers=num_workers,
         collate_fn=collate_fn,
         pin_memory=torch.cuda.is_available(),
-        persistent_workers=num_workers > 0,
+        # Workers live for one pass: a split per task (multi-input) times three splits of idle
+        # persistent workers would be many processes; starting them (fork) costs little per epoch.
+        persistent_workers=False,
         # Worker seeds from a private generator: iterating never touches the global RNG.
         generator=torch.Generator().manual_seed(0),
     )
@@ -143,13 +145,16 @@ class MultiInputSplit:
     order; a step omits the tasks already exhausted.  The random orders are drawn from
     ``generator`` task by task in a fixed order, so an epoch is determined by the generator.
     ``len(split)`` is the total number of examples over tasks; ``sizes`` gives them per task.
+    One DataLoader (one pool of ``num_workers``) reads every task's examples of a step.
     """
 
     def __init__(self, datasets: Mapping[str, Dataset], num_workers: int = 0):
         self.datasets = dict(datasets)
         self.sizes = {t: len(d) for t, d in self.datasets.items()}
-        self._samplers = {t: _BatchList() for t in self.datasets}
-        self._loaders = {t: _loader(d, self._samplers[t], num_workers) for t, d in self.datasets.items()}
+        # One loader over all tasks (a batch = one step: every task's examples, grouped by task),
+        # so one pool of workers serves the split.
+        self._sampler = _BatchList()
+        self._loader = _loader(_TaskIndexed(self.datasets), self._sampler, num_workers, _collate_by_task)
 
     def __len__(self) -> int:
         return sum(self.sizes.values())
@@ -171,12 +176,35 @@ class MultiInputSplit:
 
     def batches(self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> Iterator[Any]:
         plan = self._plan(batch_size, shuffle, generator)
-        for task, batches in plan.items():
-            self._samplers[task].batches = batches
-        iters = {t: iter(self._loaders[t]) for t in plan}
-        for step in range(max(len(b) for b in plan.values())):
-            xs, ys = {}, {}
-            for task, batches in plan.items():
-                if step < len(batches):
-                    xs[task], ys[task] = next(iters[task])
-            yield xs, ys
+        self._sampler.batches = [
+            [(task, i) for task, batches in plan.items() if step < len(batches) for i in batches[step]]
+            for step in range(max(len(b) for b in plan.values()))
+        ]
+        yield from self._loader
+
+
+class _TaskIndexed(Dataset):
+    """The tasks' datasets behind one index space: ``dataset[(task, i)] = (task, *datasets[task][i])``."""
+
+    def __init__(self, datasets: Mapping[str, Dataset]):
+        self.datasets = datasets
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.datasets.values())
+
+    def __getitem__(self, key):
+        task, i = key
+        x, y = self.datasets[task][i]
+        return task, x, y
+
+
+def _collate_by_task(items):
+    from torch.utils.data import default_collate
+
+    groups: dict[str, list] = {}
+    for task, x, y in items:
+        groups.setdefault(task, []).append((x, y))
+    xs, ys = {}, {}
+    for task, pairs in groups.items():
+        xs[task], ys[task] = default_collate(pairs)
+    return xs, ys
