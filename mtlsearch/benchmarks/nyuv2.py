@@ -18,6 +18,10 @@ Options: ``backbone`` (``resnet50``; ``resnet18``/``resnet34`` for small machine
 weights, which we never download), ``val_fraction`` (0.1), ``num_workers`` (0),
 ``eval_batch_size`` (8).  Δm uses the published single-task references of the SegNet-MTAN setting
 (``mtlsearch/references/nyuv2.json``; see its ``settings`` for what that implies).
+The ASPP image-pooling branch has BatchNorm on a 1x1 map, so training needs ``batch_size >= 2``
+(a last training batch of one example is dropped, see ``LoaderSplit``).  On a CPU the published
+size is slow (about 30 s for an epoch of 2 training images with ResNet-50 here): test with small
+images or ``backbone: resnet18``.
 """
 from __future__ import annotations
 
