@@ -39,11 +39,14 @@ class TrialConfig:
     device: str = "auto"
     #: Method hyperparameters (validated against the method's declaration).
     method_params: Mapping[str, Any] = field(default_factory=dict)
+    #: The benchmark's options (e.g. ``val_fraction``, ``backbone``), every one with its value
+    #: (defaults filled in, so a checkpoint records them); flat keys in the dict form.
+    benchmark_options: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], source: str | None = None) -> "TrialConfig":
-        """Validate a flat config; method hyperparameters sit beside the common keys."""
-        common = {f.name: f for f in dataclasses.fields(cls) if f.name != "method_params"}
+        """Validate a flat config; method hyperparameters and benchmark options sit beside the common keys."""
+        common = {f.name: f for f in dataclasses.fields(cls) if f.name not in ("method_params", "benchmark_options")}
         method_name = raw.get("method", cls.method)
         if not isinstance(method_name, str):
             raise ConfigError(f"expected a method name, got {method_name!r}", source=source, field="method")
@@ -51,19 +54,31 @@ class TrialConfig:
             method_cls = get_method(method_name)
         except ConfigError as err:
             raise err.with_source(source) from None
+        bench_cls = BENCHMARKS.get(raw.get("benchmark", cls.benchmark))  # unknown: reported by _validate
+        bench_options = bench_cls.options if bench_cls is not None else {}
         values: dict[str, Any] = {}
         method_params: dict[str, Any] = dict(raw.get("method_params", {}) or {})
+        benchmark_options: dict[str, Any] = dict(raw.get("benchmark_options", {}) or {})
         for key, value in raw.items():
-            if key == "method_params":
+            if key in ("method_params", "benchmark_options"):
                 continue
             if key in common:
                 values[key] = value
+            elif key in method_cls.hyperparams and key in bench_options:
+                raise ConfigError(
+                    f"{key!r} is both a hyperparameter of method {method_name!r} and an option of benchmark "
+                    f"{bench_cls.name!r}; set it as method_params: {{{key}: ...}} or benchmark_options: {{{key}: ...}}",
+                    source=source, field=key,
+                )
             elif key in method_cls.hyperparams:
                 method_params[key] = value
+            elif key in bench_options:
+                benchmark_options[key] = value
             else:
-                allowed = sorted([*common, *method_cls.hyperparams])
+                allowed = sorted([*common, *method_cls.hyperparams, *bench_options])
                 raise ConfigError(
-                    f"unknown key {key!r} for method {method_name!r}; allowed keys: {', '.join(allowed)}",
+                    f"unknown key {key!r} for method {method_name!r} and benchmark {raw.get('benchmark', cls.benchmark)!r}; "
+                    f"allowed keys: {', '.join(allowed)}",
                     source=source,
                     field=key,
                 )
@@ -72,7 +87,9 @@ class TrialConfig:
         try:
             for key, spec in method_cls.hyperparams.items():
                 method_params[key] = spec.validate(key, method_params.get(key, spec.default))
-            cfg = cls(**values, method_params=method_params)
+            if bench_cls is not None:
+                benchmark_options = bench_cls.check_options(benchmark_options)
+            cfg = cls(**values, method_params=method_params, benchmark_options=benchmark_options)
             cfg._validate()
         except ConfigError as err:
             raise err.with_source(source) from None
@@ -124,8 +141,10 @@ class TrialConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The flat form (inverse of :meth:`from_dict`)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "method_params"}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+               if f.name not in ("method_params", "benchmark_options")}
         out.update(self.method_params)
+        out.update(self.benchmark_options)
         if out["tasks"] is not None:
             out["tasks"] = list(out["tasks"])
         return out

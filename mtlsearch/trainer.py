@@ -43,7 +43,7 @@ class Trainer:
         self.config = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
         cfg = self.config
         self.device = resolve_device(cfg.device)
-        self.benchmark = get_benchmark(cfg.benchmark, data_root=cfg.data_root)
+        self.benchmark = get_benchmark(cfg.benchmark, data_root=cfg.data_root, **cfg.benchmark_options)
         specs = {t.name: t for t in self.benchmark.task_specs()}
         self.task_names = list(cfg.tasks) if cfg.tasks else list(specs)
         self.tasks = [specs[t] for t in self.task_names]
@@ -65,6 +65,15 @@ class Trainer:
         self.reference = load_reference(cfg.benchmark, self.task_names)
 
     # ------------------------------------------------------------------ training
+    def _to_device(self, x: Tensor | Mapping[str, Tensor], targets: Mapping[str, Tensor]):
+        """Move a batch to the trainer's device: splits read from disk yield CPU tensors (a no-op
+        for in-memory splits, which were moved once with ``split.to``)."""
+        if isinstance(x, Mapping):
+            x = {k: v.to(self.device, non_blocking=True) for k, v in x.items()}
+        else:
+            x = x.to(self.device, non_blocking=True)
+        return x, {k: v.to(self.device, non_blocking=True) for k, v in targets.items()}
+
     def _encode(self, x: Tensor | Mapping[str, Tensor]) -> list[Tensor]:
         if isinstance(x, Mapping):
             return [self.model.encoder(x[t]) for t in self.task_names]
@@ -149,7 +158,7 @@ class Trainer:
         weight_sum = torch.zeros_like(loss_sum)
         steps = 0
         for x, targets in self.splits["train"].batches(self.config.batch_size, shuffle=True, generator=self._epoch_generator()):
-            losses, weights = self.train_step(x, targets)
+            losses, weights = self.train_step(*self._to_device(x, targets))
             loss_sum += losses.double()
             weight_sum += weights.double()
             steps += 1
@@ -172,10 +181,13 @@ class Trainer:
         """``{task: {metric: value}}`` over the whole split."""
         self.model.eval()
         meters = {t.name: t.new_meter() for t in self.tasks}
-        for x, targets in self.splits[split].batches(max(self.config.batch_size, 256), shuffle=False):
+        batch_size = self.benchmark.eval_batch_size or max(self.config.batch_size, 256)
+        for x, targets in self.splits[split].batches(batch_size, shuffle=False):
+            x, targets = self._to_device(x, targets)
             preds = self.model(x)
             for name in self.task_names:
-                meters[name].update(preds[name], targets[name])
+                if name in preds:  # a multi-input batch may lack tasks whose split is exhausted
+                    meters[name].update(preds[name], targets[name])
         return {name: meter.compute() for name, meter in meters.items()}
 
     def lower_is_better(self) -> dict[str, dict[str, bool]]:

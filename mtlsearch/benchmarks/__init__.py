@@ -6,10 +6,16 @@ from typing import Any
 from mtlsearch.errors import ConfigError, choices
 
 from .base import Benchmark, HPSModel, TaskSpec, TensorSplit
+from .celeba import CelebA
+from .cityscapes import Cityscapes
 from .multidigits import MultiDigits
+from .nyuv2 import NYUv2
+from .office import Office31, OfficeHome
 from .synthetic import Synthetic
 
-BENCHMARKS: dict[str, type[Benchmark]] = {cls.name: cls for cls in (Synthetic, MultiDigits)}
+BENCHMARKS: dict[str, type[Benchmark]] = {
+    cls.name: cls for cls in (Synthetic, MultiDigits, NYUv2, Cityscapes, CelebA, OfficeHome, Office31)
+}
 
 
 def get_benchmark(name: str, data_root: str | None = None, **options: Any) -> Benchmark:

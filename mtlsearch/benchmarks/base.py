@@ -44,8 +44,8 @@ class HPSModel(nn.Module):
         return [p for p in self.heads.parameters() if p.requires_grad]
 
     def forward(self, x: Tensor | Mapping[str, Tensor]) -> dict[str, Tensor]:
-        if isinstance(x, Mapping):
-            return {t: head(self.encoder(x[t])) for t, head in self.heads.items()}
+        if isinstance(x, Mapping):  # multi-input: a task absent from the batch gets no prediction
+            return {t: head(self.encoder(x[t])) for t, head in self.heads.items() if t in x}
         z = self.encoder(x)
         return {t: head(z) for t, head in self.heads.items()}
 
@@ -78,12 +78,35 @@ class Benchmark:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     multi_input: ClassVar[bool] = False
-    #: Options a config may set for this benchmark (validated like method hyperparameters).
+    #: Options a config may set for this benchmark: name -> default, or name -> ``HParam`` (then
+    #: validated like method hyperparameters; a ``None`` default means "unset" and is allowed).
+    #: A trial config takes them as flat keys beside the common ones (see ``TrialConfig``).
     options: ClassVar[dict[str, Any]] = {}
+    #: Batch size of evaluation passes; ``None``: the trainer's default.
+    eval_batch_size: int | None = None
 
     def __init__(self, data_root: str | None = None, **options: Any):
         self.data_root = data_root
-        self.opts = {**self.options, **options}
+        self.opts = self.check_options(options)
+
+    @classmethod
+    def check_options(cls, options: Mapping[str, Any]) -> dict[str, Any]:
+        """All options with defaults filled in; unknown names and bad values raise ``ConfigError``."""
+        from mtlsearch.balancing.base import HParam
+        from mtlsearch.errors import ConfigError
+
+        out = {}
+        for key in options:
+            if key not in cls.options:
+                allowed = ", ".join(sorted(cls.options)) or "none"
+                raise ConfigError(f"unknown option {key!r} for benchmark {cls.name!r}; its options: {allowed}", field=key)
+        for key, spec in cls.options.items():
+            if isinstance(spec, HParam):
+                value = options.get(key, spec.default)
+                out[key] = value if value is None and spec.default is None else spec.validate(key, value)
+            else:
+                out[key] = options.get(key, spec)
+        return out
 
     def task_specs(self) -> list[TaskSpec]:
         raise NotImplementedError
