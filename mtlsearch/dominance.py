@@ -201,10 +201,10 @@ def plot_heatmaps(panels: Mapping[str, Mapping[str, Mapping[str, float]]], path:
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(titles), squeeze=False)[0]
     image = None
-    for ax, title in zip(axes, titles):
-        data = [[panels[title][layer][task] for task in tasks] for layer in layers]
+    for ax, panel in zip(axes, titles):
+        data = [[panels[panel][layer][task] for task in tasks] for layer in layers]
         image = ax.imshow(data, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-        ax.set_title(title)
+        ax.set_title(panel)
         ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
         ax.set_yticks(range(len(layers)), layers if ax is axes[0] else [""] * len(layers))
         for i, row in enumerate(data):

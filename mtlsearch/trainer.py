@@ -114,7 +114,11 @@ class Trainer:
         head_losses.sum().backward()  # heads (and e.g. IMTL-H's scales) get their own losses' gradients
         rep_grads = leaves.grads()
         if self.grad_mode == "rep":
-            result = bal(gradients.flatten_task_grads(rep_grads), head_losses.detach())
+            # G: one row per task.  Shared z: rows dL_t/dz ([T, numel z]); one z_t per task (multi-input):
+            # task t only reaches z_t, so the rows are block-diagonal over the concatenated z's.
+            flat = [g.reshape(1, -1) for g in rep_grads]
+            G = torch.cat(flat) if leaves.shared_source else torch.block_diag(*flat)
+            result = bal(G, head_losses.detach())
             if result.weights is not None:
                 weighted = gradients.weighted_sum(result.weights, rep_grads)
                 if self.adatask or self.dominance is not None:

@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from mtlsearch.balancing import METHODS, GradBalancing, GradResult
 from mtlsearch.config import TrialConfig
 from mtlsearch.dominance import DominanceTracker, plot_heatmaps, table_from_metrics
 from mtlsearch.errors import ConfigError
@@ -49,11 +50,13 @@ def random_grads(num_tasks, steps, seed, shapes=SHAPES):
 # ---------------------------------------------------------------------------- the optimizers
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("weight_decay", [0.0, 0.1])
-def test_one_task_is_the_torch_optimizer(variant, weight_decay):
+@pytest.mark.parametrize("chunk", [None, 4])  # 4: CPU foreach batches cutting parameters into blocks
+def test_one_task_is_the_torch_optimizer(variant, weight_decay, chunk):
     cls, base, kw = VARIANTS[variant]
     shared, heads = make_params(SHAPES, 0), make_params(HEAD_SHAPES, 1)
     ref_shared, ref_heads = clone(shared), clone(heads)
     ours = cls(shared, heads, num_tasks=1, weight_decay=weight_decay, **kw)
+    ours.cpu_chunk_numel = chunk
     ref = base([*ref_shared, *ref_heads], weight_decay=weight_decay, **kw)
     g = torch.Generator().manual_seed(2)
     for _ in range(6):
@@ -78,6 +81,7 @@ def test_shared_step_is_the_sum_of_independent_base_optimizers(variant):
     shared = make_params(SHAPES, 0)
     start = [p.detach().clone() for p in shared]
     ours = cls(shared, num_tasks=num_tasks, **kw)
+    ours.cpu_chunk_numel = 16  # several foreach chunks (the other tests run one)
     copies = [clone(shared) for _ in range(num_tasks)]  # task k's own base optimizer on its own copy
     refs = [base(c, **kw) for c in copies]
     for step, grads in enumerate(random_grads(num_tasks, 5, seed=3)):
@@ -252,6 +256,28 @@ def test_dominance_plain_path_matches_plain_training():
     on = list(Trainer(synthetic("adam", max_epochs=1, dominance_interval=1)).run())[0]
     for key, value in off.items():
         assert math.isclose(on[key], value, rel_tol=1e-3, abs_tol=1e-5), key
+
+
+class EqualWeights(GradBalancing):
+    """A linear gradient-level method with constant weights 1 (test-local): the dominance paths of
+    gradient-level methods must then see exactly what ew under the same optimizer sees."""
+
+    name = "test_equal_weights"
+
+    def forward(self, grads, losses):
+        return GradResult(weights=torch.ones(grads.shape[0], dtype=grads.dtype))
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adam_adatask"])
+def test_dominance_with_a_gradient_level_method(monkeypatch, optimizer):
+    monkeypatch.setitem(METHODS, EqualWeights.name, EqualWeights)
+    ew = list(Trainer(synthetic(optimizer, max_epochs=1, dominance_interval=1)).run())[0]
+    for mode in ("rep", "param"):
+        cfg = synthetic(optimizer, max_epochs=1, dominance_interval=1, method=EqualWeights.name, grad_mode=mode)
+        result = list(Trainer(cfg).run())[0]
+        for key, value in ew.items():
+            if key.startswith("dominance/"):
+                assert math.isclose(result[key], value, rel_tol=1e-3, abs_tol=1e-4), (mode, key)
 
 
 def test_dominance_config_is_validated():

@@ -33,7 +33,8 @@ code accepts ``weight_decay`` and ignores it.)  Heads get torch's plain ``grad +
 
 Implementation: every update is a handful of ``torch._foreach_*`` calls over all parameters of a
 group at once, with the task dimension leading each tensor; the only per-parameter Python work is the
-sum over tasks and reading the step counters.  Task-specific parameters go through the same code with
+sum over tasks and reading the step counters.  On the CPU the foreach calls run over chunks of
+parameters of about ``cpu_chunk_numel`` values (see ``benchmarks/step_time.py``).  Task-specific parameters go through the same code with
 a leading dimension of one.  Set ``keep_task_updates = True`` to keep the last per-task steps of the
 shared parameters in ``task_updates`` (a list of ``[T, *p.shape]``, the signed update ``Delta theta_t``
 per task), which :mod:`mtlsearch.dominance` reads.
@@ -45,7 +46,7 @@ weights are already folded into ``task_grads`` by the trainer).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -63,6 +64,11 @@ class AdaTaskOptimizer(Optimizer):
     """
 
     accumulators: dict[str, Callable[[dict], float]] = {}
+    #: On the CPU, the foreach calls run over batches of about this many values (task dimension
+    #: included; large parameters cut into blocks), so that temporaries stay in cache and in the heap
+    #: instead of being allocated model-sized, and page-faulted, on every step (1.5-2x slower on
+    #: ResNet-50 shapes); None = all at once.  CUDA: always all at once (multi-tensor kernels).
+    cpu_chunk_numel: int | None = 2**18
 
     def __init__(
         self,
@@ -125,6 +131,42 @@ class AdaTaskOptimizer(Optimizer):
             out.append(g)
         return out
 
+    def _pieces(
+        self, params: list[Tensor], grads: list[Tensor], acc: dict[str, list[Tensor]], steps: list[float], whole: bool
+    ) -> Iterator[tuple[list[Tensor], list[Tensor], dict[str, list[Tensor]], list[float]]]:
+        """The foreach batches: all parameters at once (CUDA, or ``whole``), else on the CPU batches of
+        about ``cpu_chunk_numel`` values, a large parameter being cut into blocks of its flattened
+        elements (views: the in-place updates land in the parameter and its state)."""
+        if whole or self.cpu_chunk_numel is None or params[0].device.type != "cpu":
+            yield params, grads, acc, steps
+            return
+        limit = self.cpu_chunk_numel
+        batch: tuple[list, list, dict, list] = ([], [], {k: [] for k in acc}, [])
+        size = 0
+        for i, (p, g) in enumerate(zip(params, grads)):
+            num = g.shape[0]
+            items = [(p, g, {k: v[i] for k, v in acc.items()})]
+            if g.numel() > limit and p.is_contiguous() and all(v[i].is_contiguous() for v in acc.values()):
+                flat_p, flat_g = p.view(-1), g.reshape(num, -1)
+                flat_acc = {k: v[i].view(num, -1) for k, v in acc.items()}
+                block = max(1, limit // num)
+                items = [
+                    (flat_p[j : j + block], flat_g[:, j : j + block], {k: v[:, j : j + block] for k, v in flat_acc.items()})
+                    for j in range(0, p.numel(), block)
+                ]
+            for piece_p, piece_g, piece_acc in items:
+                if batch[0] and size + piece_g.numel() > limit:
+                    yield batch
+                    batch, size = ([], [], {k: [] for k in acc}, []), 0
+                batch[0].append(piece_p)
+                batch[1].append(piece_g)
+                for k, v in piece_acc.items():
+                    batch[2][k].append(v)
+                batch[3].append(steps[i])
+                size += piece_g.numel()
+        if batch[0]:
+            yield batch
+
     @torch.no_grad()
     def step(self, task_grads: Sequence[Tensor | None] | None = None, closure: Callable[[], Any] | None = None):
         """One step; ``task_grads[i]`` is ``[T, *p.shape]`` for the i-th shared parameter."""
@@ -150,14 +192,18 @@ class AdaTaskOptimizer(Optimizer):
             acc = {name: [s[name] if lead else s[name].unsqueeze(0) for s in states] for name in self.accumulators}
             step_ts = [s["step"] for s in states]
             torch._foreach_add_(step_ts, 1.0)
-            if group["weight_decay"] != 0:
-                # L2 once per parameter: wd * theta split equally over the tasks' gradients.
-                num = grads[0].shape[0]
-                grads = torch._foreach_add(grads, [p.unsqueeze(0) for p in params], alpha=group["weight_decay"] / num)
-            updates = self._task_steps(group, grads, acc, [s.item() for s in step_ts])
-            torch._foreach_add_(params, [u[0] if u.shape[0] == 1 else u.sum(0) for u in updates])
-            if group["shared"] and self.task_updates is not None:
-                self.task_updates.extend(updates)
+            steps = [s.item() for s in step_ts]
+            record = group["shared"] and self.task_updates is not None
+            for piece_params, piece_grads, piece_acc, piece_steps in self._pieces(params, grads, acc, steps, whole=record):
+                if group["weight_decay"] != 0:
+                    # L2 once per parameter: wd * theta split equally over the tasks' gradients.
+                    piece_grads = torch._foreach_add(
+                        piece_grads, [p.unsqueeze(0) for p in piece_params], alpha=group["weight_decay"] / piece_grads[0].shape[0]
+                    )
+                updates = self._task_steps(group, piece_grads, piece_acc, piece_steps)
+                torch._foreach_add_(piece_params, [u[0] if u.shape[0] == 1 else u.sum(0) for u in updates])
+                if record:
+                    self.task_updates.extend(updates)
         return loss
 
 
