@@ -31,11 +31,13 @@ is added **once** to the summed gradient, split equally over the tasks, i.e. eac
 becomes ``g_t + (wd / T) * theta``; with one task this is torch's ``grad + wd * theta``.  (The released
 code accepts ``weight_decay`` and ignores it.)  Heads get torch's plain ``grad + wd * theta``.
 
-Implementation: every update is a handful of ``torch._foreach_*`` calls over all parameters of a
-group at once, with the task dimension leading each tensor; the only per-parameter Python work is the
-sum over tasks and reading the step counters.  On the CPU the foreach calls run over chunks of
-parameters of about ``cpu_chunk_numel`` values (see ``benchmarks/step_time.py``).  Task-specific parameters go through the same code with
-a leading dimension of one.  Set ``keep_task_updates = True`` to keep the last per-task steps of the
+Implementation: every update is a handful of ``torch._foreach_*`` calls over the parameters of a
+group, with the task dimension leading each tensor (no Python loop over tasks); the only
+per-parameter Python work is the sum over tasks and reading the step counters.  On CUDA the calls
+run over all parameters at once; on the CPU over batches of about ``cpu_chunk_numel`` values (large
+parameters cut into blocks of views), which keeps temporaries in cache and avoids allocating and
+page-faulting model-sized buffers every step (``benchmarks/step_time.py`` measures it).
+Task-specific parameters go through the same code with a leading dimension of one.  Set ``keep_task_updates = True`` to keep the last per-task steps of the
 shared parameters in ``task_updates`` (a list of ``[T, *p.shape]``, the signed update ``Delta theta_t``
 per task), which :mod:`mtlsearch.dominance` reads.
 
