@@ -37,6 +37,10 @@ class TrialConfig:
     grad_mode: str | None = None
     #: "auto" (CUDA when visible), "cpu" or "cuda".
     device: str = "auto"
+    #: Log task dominance (``dominance/<layer>/<task>``, rAU) every N epochs; 0 = off.
+    dominance_interval: int = 0
+    #: Decay of the dominance average AU (the AdaTask paper's constant is not public).
+    dominance_beta: float = 0.9
     #: Method hyperparameters (validated against the method's declaration).
     method_params: Mapping[str, Any] = field(default_factory=dict)
     #: The benchmark's options (e.g. ``val_fraction``, ``backbone``), every one with its value
@@ -107,12 +111,17 @@ class TrialConfig:
             raise ConfigError(f"must be > 0, got {self.lr!r}", field="lr")
         if self.weight_decay < 0:
             raise ConfigError(f"must be >= 0, got {self.weight_decay!r}", field="weight_decay")
-        for name in ("batch_size", "max_epochs", "seed", "data_seed"):
+        for name in ("batch_size", "max_epochs", "seed", "data_seed", "dominance_interval"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"expected an integer, got {value!r}", field=name)
         if self.batch_size < 1 or self.max_epochs < 1:
             raise ConfigError("batch_size and max_epochs must be >= 1", field="batch_size" if self.batch_size < 1 else "max_epochs")
+        if self.dominance_interval < 0:
+            raise ConfigError(f"must be >= 0 (0 = off), got {self.dominance_interval!r}", field="dominance_interval")
+        beta = self.dominance_beta
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta < 1.0:
+            raise ConfigError(f"expected a number in [0, 1), got {beta!r}", field="dominance_beta")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"unknown device {self.device!r}; choose one of 'auto', 'cpu', 'cuda'", field="device")
         method_cls = get_method(self.method)
@@ -128,6 +137,12 @@ class TrialConfig:
                     f"per-task gradients, so it cannot feed {self.optimizer!r}, which needs each task's share "
                     "of the gradient; use a base optimizer (adam, rmsprop, adagrad, sgd)",
                     field="optimizer",
+                )
+            if self.dominance_interval and not method_cls.linear:
+                raise ConfigError(
+                    f"method {self.method!r} returns an update direction that is not a weighting of the "
+                    "per-task gradients, so no task's share of the update is defined; set dominance_interval: 0",
+                    field="dominance_interval",
                 )
         elif self.grad_mode is not None:
             raise ConfigError(f"grad_mode applies to gradient-level methods only; {self.method!r} is loss-level", field="grad_mode")

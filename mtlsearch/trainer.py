@@ -23,6 +23,7 @@ from mtlsearch import gradients
 from mtlsearch.balancing import GradBalancing, LossBalancing, get_method
 from mtlsearch.benchmarks import get_benchmark
 from mtlsearch.config import TrialConfig
+from mtlsearch.dominance import DominanceTracker
 from mtlsearch.metrics import delta_m
 from mtlsearch.optim import build_optimizer, is_adatask
 from mtlsearch.references import load_reference
@@ -61,6 +62,12 @@ class Trainer:
             cfg.optimizer, self.shared, specific, lr=cfg.lr, weight_decay=cfg.weight_decay, num_tasks=len(self.task_names)
         )
         self.adatask = is_adatask(cfg.optimizer)
+        #: Task dominance (rAU per shared layer), when the config asks for it: then every step
+        #: computes per-task gradients of the shared parameters, even for loss-level methods.
+        self.dominance = (
+            DominanceTracker(self.model, self.shared, self.optimizer, self.task_names, cfg.dominance_beta)
+            if cfg.dominance_interval > 0 else None
+        )
         self.epoch = 0
         self.reference = load_reference(cfg.benchmark, self.task_names)
 
@@ -92,7 +99,7 @@ class Trainer:
         sources = self._encode(x)
         bal = self.balancing
 
-        if isinstance(bal, LossBalancing) and not self.adatask:
+        if isinstance(bal, LossBalancing) and not self.adatask and self.dominance is None:
             # The plain path: one forward, one backward (what `ew` costs).
             losses = self._losses(sources, targets)
             total = bal(losses)
@@ -108,7 +115,7 @@ class Trainer:
             (weights,) = torch.autograd.grad(total, losses, retain_graph=True)
             total.backward()  # heads + method parameters; leaves get w_t * dL_t/dz
             task_grads = gradients.per_task_param_grads(leaves, leaves.grads(), self.shared, key=id(self.model))
-            self.optimizer.step(task_grads=task_grads)
+            self._step_task_grads(task_grads)
             return losses.detach(), weights.detach()
 
         assert isinstance(bal, GradBalancing)
@@ -116,12 +123,16 @@ class Trainer:
         head_losses.sum().backward()  # heads (and e.g. IMTL-H's scales) get their own losses' gradients
         rep_grads = leaves.grads()
         if self.grad_mode == "rep":
-            result = bal(gradients.flatten_task_grads(rep_grads), head_losses.detach())
+            # G: one row per task.  Shared z: rows dL_t/dz ([T, numel z]); one z_t per task (multi-input):
+            # task t only reaches z_t, so the rows are block-diagonal over the concatenated z's.
+            flat = [g.reshape(1, -1) for g in rep_grads]
+            G = torch.cat(flat) if leaves.shared_source else torch.block_diag(*flat)
+            result = bal(G, head_losses.detach())
             if result.weights is not None:
                 weighted = gradients.weighted_sum(result.weights, rep_grads)
-                if self.adatask:
+                if self.adatask or self.dominance is not None:
                     task_grads = gradients.per_task_param_grads(leaves, weighted, self.shared, key=id(self.model))
-                    self.optimizer.step(task_grads=task_grads)
+                    self._step_task_grads(task_grads)
                     return losses.detach(), result.weights.detach()
                 leaves.backward(weighted)
             else:
@@ -134,11 +145,11 @@ class Trainer:
         else:  # param mode
             task_grads = gradients.per_task_param_grads(leaves, rep_grads, self.shared, key=id(self.model))
             result = bal(gradients.flatten_task_grads(task_grads), head_losses.detach())
-            if self.adatask:
+            if self.adatask or self.dominance is not None:
                 weighted = [
                     g * result.weights.to(g.dtype).view(-1, *([1] * (g.dim() - 1))) for g in task_grads
                 ]
-                self.optimizer.step(task_grads=weighted)
+                self._step_task_grads(weighted)
                 return losses.detach(), result.weights.detach()
             if result.weights is not None:
                 direction = result.weights.to(task_grads[0].dtype) @ gradients.flatten_task_grads(task_grads)
@@ -148,6 +159,18 @@ class Trainer:
         self.optimizer.step()
         weights = result.weights if result.weights is not None else torch.full_like(losses, float("nan"))
         return losses.detach(), weights.detach()
+
+    def _step_task_grads(self, task_grads: list[Tensor]) -> None:
+        """Step from per-task gradients of the shared parameters (AdaTask, or their sum for a base
+        optimizer), then feed the dominance tracker if any."""
+        if self.adatask:
+            self.optimizer.step(task_grads=task_grads)
+        else:
+            for p, g in zip(self.shared, task_grads):
+                p.grad = g.sum(0) if p.grad is None else p.grad.add_(g.sum(0))
+            self.optimizer.step()
+        if self.dominance is not None:
+            self.dominance.update(task_grads)
 
     def _epoch_generator(self) -> torch.Generator:
         # Derived from (seed, epoch), so a restored trainer shuffles exactly as an uninterrupted one.
@@ -205,6 +228,8 @@ class Trainer:
             if self.reference is not None and split in self.reference:
                 result[f"{split}/delta_m"] = delta_m(metrics, self.reference[split], self.lower_is_better())
         result.update(self.balancing.extra_metrics())
+        if self.dominance is not None and self.epoch % self.config.dominance_interval == 0:
+            result.update(self.dominance.metrics())
         return result
 
     def run(self, epochs: int | None = None) -> Iterator[dict[str, float]]:
@@ -224,6 +249,8 @@ class Trainer:
             "balancing": self.balancing.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
+        if self.dominance is not None:
+            state["dominance"] = self.dominance.state_dict()
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
@@ -232,6 +259,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.balancing.load_state_dict(state["balancing"])
+        if self.dominance is not None and "dominance" in state:
+            self.dominance.load_state_dict(state["dominance"])
         self.epoch = int(state["epoch"])
         torch.set_rng_state(state["torch_rng"])
         if "cuda_rng" in state and torch.cuda.is_available():

@@ -14,6 +14,8 @@ from torch import nn
 
 from mtlsearch.errors import ConfigError, choices
 
+from .adatask import AdagradAdaTask, AdamAdaTask, AdaTaskOptimizer, RMSpropAdaTask
+
 BaseFactory = Callable[..., torch.optim.Optimizer]
 
 BASE_OPTIMIZERS: dict[str, BaseFactory] = {
@@ -24,7 +26,17 @@ BASE_OPTIMIZERS: dict[str, BaseFactory] = {
 }
 
 #: name -> factory(shared, specific, lr, weight_decay, num_tasks) for optimizers needing per-task grads
-ADATASK_OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {}
+ADATASK_OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam_adatask": lambda shared, specific, lr, weight_decay, num_tasks, **kw: AdamAdaTask(
+        shared, specific, num_tasks=num_tasks, lr=lr, weight_decay=weight_decay, **kw
+    ),
+    "rmsprop_adatask": lambda shared, specific, lr, weight_decay, num_tasks, **kw: RMSpropAdaTask(
+        shared, specific, num_tasks=num_tasks, lr=lr, weight_decay=weight_decay, **kw
+    ),
+    "adagrad_adatask": lambda shared, specific, lr, weight_decay, num_tasks, **kw: AdagradAdaTask(
+        shared, specific, num_tasks=num_tasks, lr=lr, weight_decay=weight_decay, **kw
+    ),
+}
 
 OPTIMIZERS = sorted([*BASE_OPTIMIZERS, *ADATASK_OPTIMIZERS])
 
