@@ -37,6 +37,8 @@ class TrialConfig:
     grad_mode: str | None = None
     #: "auto" (CUDA when visible), "cpu" or "cuda".
     device: str = "auto"
+    #: Mixed precision: "auto" (bf16 autocast on CUDA, off on CPU), "bf16" or "off".
+    amp: str = "auto"
     #: Log task dominance (``dominance/<layer>/<task>``, rAU) every N epochs; 0 = off.
     dominance_interval: int = 0
     #: Decay of the dominance average AU (the AdaTask paper's constant is not public).
@@ -122,6 +124,8 @@ class TrialConfig:
         beta = self.dominance_beta
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta < 1.0:
             raise ConfigError(f"expected a number in [0, 1), got {beta!r}", field="dominance_beta")
+        if self.amp not in ("auto", "bf16", "off"):
+            raise ConfigError(f"unknown amp {self.amp!r}; choose one of 'auto', 'bf16', 'off'", field="amp")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"unknown device {self.device!r}; choose one of 'auto', 'cpu', 'cuda'", field="device")
         method_cls = get_method(self.method)

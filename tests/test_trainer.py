@@ -109,3 +109,10 @@ def test_invalid_trial_configs_name_the_field(raw, field, words):
     with pytest.raises(ConfigError) as err:
         TrialConfig.from_dict(raw)
     assert err.value.field == field and words in str(err.value)
+
+
+def test_bf16_autocast_path_trains_like_fp32():
+    # The CUDA default (bf16 autocast) exercised on the CPU: same data, same seed, close results.
+    results = {amp: _run({**FAST, "amp": amp, "max_epochs": 2})[1][-1] for amp in ("off", "bf16")}
+    assert abs(results["bf16"]["val/delta_m"] - results["off"]["val/delta_m"]) < 15
+    assert results["bf16"]["val/delta_m"] > _run({**FAST, "amp": "bf16", "max_epochs": 1})[1][-1]["val/delta_m"] - 5

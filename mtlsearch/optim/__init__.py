@@ -19,7 +19,10 @@ from .adatask import AdagradAdaTask, AdamAdaTask, AdaTaskOptimizer, RMSpropAdaTa
 BaseFactory = Callable[..., torch.optim.Optimizer]
 
 BASE_OPTIMIZERS: dict[str, BaseFactory] = {
-    "adam": lambda params, lr, weight_decay: torch.optim.Adam(params, lr=lr, weight_decay=weight_decay),
+    # fused=None lets torch pick its fused/foreach kernels for the parameters' device.
+    "adam": lambda params, lr, weight_decay: torch.optim.Adam(
+        params, lr=lr, weight_decay=weight_decay, fused=True if params and params[0].is_cuda else None
+    ),
     "rmsprop": lambda params, lr, weight_decay: torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay),
     "adagrad": lambda params, lr, weight_decay: torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay),
     "sgd": lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay),
