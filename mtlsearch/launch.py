@@ -82,13 +82,13 @@ def prepare_space(args: argparse.Namespace):
     if space.metric.endswith("delta_m"):
         from mtlsearch.references import load_reference_file
 
-        ref = load_reference_file(space.benchmark)
+        ref = load_reference_file(space.benchmark, space.data_root)
         split = space.metric.split("/")[0]
         if ref is None or split not in ref.get("splits", {}):
             raise ConfigError(
                 f"objective {space.metric!r} needs single-task references for benchmark {space.benchmark!r} "
                 f"on split {split!r}, and there are none; choose a task metric (e.g. 'val/<task>/<metric>') "
-                "or generate references with `python -m mtlsearch.references`",
+                f"or generate references with `python -m mtlsearch.references --benchmark {space.benchmark} --data-root DIR`",
                 source=str(space.path), field="objective.metric",
             )
     return space

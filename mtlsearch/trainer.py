@@ -101,7 +101,7 @@ class Trainer:
             if cfg.dominance_interval > 0 else None
         )
         self.epoch = 0
-        self.reference = load_reference(cfg.benchmark, self.task_names)
+        self.reference = load_reference(cfg.benchmark, self.task_names, getattr(self.benchmark, "root", None) or self.benchmark.data_root)
 
     # ------------------------------------------------------------------ training
     def _to_device(self, x: Tensor | Mapping[str, Tensor], targets: Mapping[str, Tensor]):

@@ -422,3 +422,24 @@ def test_dense_losses_mean_over_valid_pixels():
     ce = torch.nn.functional.cross_entropy(logits[..., :1], torch.tensor([[[0]]]))
     assert segmentation_loss(logits, torch.tensor([[[0, -1]]])).item() == pytest.approx(ce.item())
     assert segmentation_loss(logits, torch.tensor([[[-1, -1]]])).item() == 0.0  # no labelled pixel: 0, not NaN
+
+
+def test_user_references_beside_the_data_give_validation_delta_m(tmp_path):
+    # `python -m mtlsearch.references --data-root DIR` writes DIR/mtlsearch_references.json from real
+    # single-task runs; trials on that folder then get val/delta_m as well as test/delta_m.
+    import json
+    import shutil
+
+    from mtlsearch.references.__main__ import main as make_references
+
+    root = write_dense(tmp_path / "cityscapes", (32, 48), {"train": 3, "val": 2}, ["label_7", "depth"], 7, depth_2d=True)
+    assert make_references(["--benchmark", "cityscapes", "--data-root", str(root), "--epochs", "1", "--lrs", "0.001",
+                            "--seeds", "0", "--batch-size", "2", "--option", "val_fraction=0.34", "--device", "cpu"]) == 0
+    data = json.loads((root / "mtlsearch_references.json").read_text())
+    assert data["benchmark"] == "cityscapes" and set(data["splits"]["val"]) == {"segmentation", "depth"}
+    assert "--data-root" in data["command"]
+    cfg = {"benchmark": "cityscapes", "data_root": str(root), "method": "ew", "max_epochs": 1, "batch_size": 2,
+           "device": "cpu", "val_fraction": 0.34}
+    (result,) = list(Trainer(cfg).run())
+    assert "val/delta_m" in result and "test/delta_m" in result
+    shutil.rmtree(root)

@@ -34,10 +34,24 @@ def main(argv=None) -> int:
     parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--out", type=Path, help="output file (default: the packaged reference)")
+    parser.add_argument("--data-root", help="folder of a user-supplied dataset (real benchmarks)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                        help="benchmark option (YAML value), e.g. --option backbone=resnet18")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--out", type=Path, help="output file (default: DATA_ROOT/mtlsearch_references.json "
+                        "with --data-root, else the packaged reference)")
     args = parser.parse_args(argv)
 
-    bench = get_benchmark(args.benchmark)
+    import yaml
+
+    options = {}
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--option needs KEY=VALUE, got {item!r}")
+        options[key] = yaml.safe_load(value)
+    bench = get_benchmark(args.benchmark, data_root=args.data_root, **options)
+    extra = {**options, **({"data_root": args.data_root} if args.data_root else {})}
     splits: dict[str, dict[str, dict[str, float]]] = {"val": {}, "test": {}}
     chosen = {}
     for spec in bench.task_specs():
@@ -46,7 +60,7 @@ def main(argv=None) -> int:
             runs = []
             for seed in args.seeds:
                 trainer = Trainer({"benchmark": args.benchmark, "tasks": [spec.name], "lr": lr, "seed": seed,
-                                   "max_epochs": args.epochs, "batch_size": args.batch_size, "device": "cpu"})
+                                   "max_epochs": args.epochs, "batch_size": args.batch_size, "device": args.device, **extra})
                 for _ in trainer.run():
                     pass
                 runs.append({s: trainer.evaluate(s)[spec.name] for s in ("val", "test")})
@@ -61,16 +75,20 @@ def main(argv=None) -> int:
             splits[s][spec.name] = mean[s]
 
     command = (f"python -m mtlsearch.references --benchmark {args.benchmark} --epochs {args.epochs} "
-               f"--lrs {' '.join(map(str, args.lrs))} --seeds {' '.join(map(str, args.seeds))} --batch-size {args.batch_size}")
+               f"--lrs {' '.join(map(str, args.lrs))} --seeds {' '.join(map(str, args.seeds))} --batch-size {args.batch_size}"
+               + "".join(f" --option {k}={v}" for k, v in options.items())
+               + (f" --data-root {args.data_root}" if args.data_root else ""))
     data = {
         "benchmark": args.benchmark,
         "command": command,
         "source": "single-task training with this project's trainer (each task alone, lr tuned on val)",
         "settings": {"epochs": args.epochs, "lrs": args.lrs, "seeds": args.seeds, "batch_size": args.batch_size,
-                     "optimizer": "adam", "chosen_lr": chosen},
+                     "optimizer": "adam", "chosen_lr": chosen, "options": options},
         "splits": splits,
     }
-    out = args.out or OUT_DIR / f"{args.benchmark}.json"
+    from mtlsearch.references import USER_FILE
+
+    out = args.out or (Path(args.data_root) / USER_FILE if args.data_root else OUT_DIR / f"{args.benchmark}.json")
     out.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
