@@ -25,6 +25,9 @@ class TrialConfig:
     optimizer: str = "adam"
     lr: float = 1e-3
     weight_decay: float = 0.0
+    #: Step learning-rate schedule: multiply lr by ``lr_gamma`` every ``lr_step_size`` epochs (0 = constant).
+    lr_step_size: int = 0
+    lr_gamma: float = 0.5
     batch_size: int = 64
     max_epochs: int = 10
     seed: int = 0
@@ -105,15 +108,19 @@ class TrialConfig:
         if self.benchmark not in BENCHMARKS:
             raise ConfigError(f"unknown benchmark {self.benchmark!r}; choose one of {choices(BENCHMARKS)}", field="benchmark")
         check_optimizer(self.optimizer)
-        for name in ("lr", "weight_decay"):
+        for name in ("lr", "weight_decay", "lr_gamma"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"expected a finite number, got {value!r}", field=name)
         if self.lr <= 0:
             raise ConfigError(f"must be > 0, got {self.lr!r}", field="lr")
+        if self.lr_step_size < 0:
+            raise ConfigError(f"must be >= 0 (0 = constant lr), got {self.lr_step_size!r}", field="lr_step_size")
+        if not 0 < self.lr_gamma <= 1:
+            raise ConfigError(f"must be in (0, 1], got {self.lr_gamma!r}", field="lr_gamma")
         if self.weight_decay < 0:
             raise ConfigError(f"must be >= 0, got {self.weight_decay!r}", field="weight_decay")
-        for name in ("batch_size", "max_epochs", "seed", "data_seed", "dominance_interval"):
+        for name in ("batch_size", "max_epochs", "seed", "data_seed", "dominance_interval", "lr_step_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"expected an integer, got {value!r}", field=name)

@@ -94,6 +94,9 @@ class Trainer:
             cfg.optimizer, self.shared, specific, lr=cfg.lr, weight_decay=cfg.weight_decay, num_tasks=len(self.task_names)
         )
         self.adatask = is_adatask(cfg.optimizer)
+        self.lr_schedule = (
+            torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step_size, cfg.lr_gamma) if cfg.lr_step_size else None
+        )
         #: Task dominance (rAU per shared layer), when the config asks for it: then every step
         #: computes per-task gradients of the shared parameters, even for loss-level methods.
         self.dominance = (
@@ -224,6 +227,8 @@ class Trainer:
             weight_sum += weights.double()
             steps += 1
         self.balancing.on_epoch_end(self.epoch, (loss_sum / max(steps, 1)).float())
+        if self.lr_schedule is not None:
+            self.lr_schedule.step()
         self.epoch += 1
         mean_loss = (loss_sum / max(steps, 1)).tolist()
         mean_w = (weight_sum / max(steps, 1)).tolist()
@@ -286,6 +291,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "balancing": self.balancing.state_dict(),
+            "lr_schedule": self.lr_schedule.state_dict() if self.lr_schedule is not None else None,
             "torch_rng": torch.get_rng_state(),
         }
         if self.dominance is not None:
@@ -298,6 +304,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.balancing.load_state_dict(state["balancing"])
+        if self.lr_schedule is not None and state.get("lr_schedule"):
+            self.lr_schedule.load_state_dict(state["lr_schedule"])
         if self.dominance is not None and "dominance" in state:
             self.dominance.load_state_dict(state["dominance"])
         self.epoch = int(state["epoch"])

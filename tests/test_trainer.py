@@ -50,7 +50,8 @@ def test_same_config_and_seed_give_the_same_metrics():
     assert other_seed != first
 
 
-@pytest.mark.parametrize("method", [{"method": "ew"}, {"method": "gemtl", "p": -1.0}])
+@pytest.mark.parametrize("method", [{"method": "ew"}, {"method": "gemtl", "p": -1.0},
+                                    {"method": "ew", "lr_step_size": 1, "lr_gamma": 0.5}])
 def test_checkpoint_restore_continues_exactly(tmp_path, method):
     cfg = {**BASE, **method}
     _, straight = _run(cfg)
@@ -116,3 +117,8 @@ def test_bf16_autocast_path_trains_like_fp32():
     results = {amp: _run({**FAST, "amp": amp, "max_epochs": 2})[1][-1] for amp in ("off", "bf16")}
     assert abs(results["bf16"]["val/delta_m"] - results["off"]["val/delta_m"]) < 15
     assert results["bf16"]["val/delta_m"] > _run({**FAST, "amp": "bf16", "max_epochs": 1})[1][-1]["val/delta_m"] - 5
+
+
+def test_step_schedule_halves_the_learning_rate():
+    trainer, _ = _run({**BASE, "method": "ew", "lr_step_size": 2, "lr_gamma": 0.5, "max_epochs": 4})
+    assert [g["lr"] for g in trainer.optimizer.param_groups] == [3e-3 / 4] * len(trainer.optimizer.param_groups)
