@@ -524,7 +524,8 @@ def pareto_table(search: Search, *, markdown: bool = False) -> tuple[str, list[T
     title = (f"Pareto set: {len(front)} of {len(cands)} trials that reached {search.max_epochs} epochs are not "
              f"dominated on {', '.join(m for m, _ in objectives) or '(no task metric)'}")
     table = markdown_table(header, body) if markdown else format_table(header, body)
-    return f"{title}\n{table}" if front else f"{title}\n(none)", front
+    gap = "\n\n" if markdown else "\n"
+    return f"{title}{gap}{table}" if front else f"{title}{gap}(none)", front
 
 
 # ======================================================================================= figures
@@ -755,6 +756,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]], metrics: list[str]) -> Non
     base = ["method", "optimizer", "p bucket", "config", "best_trials", "seeds", "epochs", "partial", "trials",
             "asha_stopped", "errored", "epochs_spent", "gpu_hours", "cpu_hours"]
     header = base + [c for m in metrics for c in (m, m + " std")]
+    path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
@@ -794,6 +796,7 @@ def report(args: argparse.Namespace) -> int:
     print(text, end="")
     if args.markdown:
         md, _, _ = render(search, markdown=True, wide=True)
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text(md)
         print(f"Markdown: {args.markdown}")
     if args.csv:

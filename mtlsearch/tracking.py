@@ -127,8 +127,11 @@ def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
         )
 
 
-def _configure_http_retries(tracking_uri: str) -> None:
+def _configure_http(tracking_uri: str) -> None:
+    """Shorter retries (see the module docstring); no "View run at ..." line per finished run (the
+    launcher prints its own progress)."""
     if tracking_uri.startswith(("http://", "https://")):
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
@@ -237,7 +240,7 @@ class Tracker:
         import mlflow  # noqa: F401  (registers the stores)
         from mlflow.tracking import MlflowClient
 
-        _configure_http_retries(tracking_uri)
+        _configure_http(tracking_uri)
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
         exp = self.client.get_experiment_by_name(experiment)

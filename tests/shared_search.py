@@ -176,6 +176,9 @@ class TcpProxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.stopped.is_set():
+                client.close()
+                return
             upstream = socket.create_connection(("127.0.0.1", self.target))
             self.sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
@@ -197,6 +200,10 @@ class TcpProxy:
 
     def stop(self) -> None:
         self.stopped.set()
+        try:  # shutdown (not only close) stops listening and wakes the thread blocked in accept()
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.listener.close()
         for s in self.sockets:
             try:
