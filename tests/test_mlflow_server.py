@@ -114,13 +114,18 @@ def test_tracker_logs_the_same_trial_twice_into_one_run(tmp_path, monkeypatch):
     second.log_result("t1", config, {**epoch(2), "val/delta_m": 99.0})  # re-reported after a restore
     second.log_result("t1", config, epoch(3))
     second.end_trial("t1", config, tracking.STATUS_COMPLETED, epochs=3, time_total_s=3.0)
+    second.start_trial("t2", config)
+    second.end_trial("t2", config, tracking.STATUS_ERRORED, error="Traceback ...\nValueError: boom", epochs=0)
     second.end_search(None)
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("dup")
     runs = client.search_runs([exp.experiment_id])
-    assert sorted(r.data.tags[TAG_KIND] for r in runs) == ["search", "trial"]
-    trial = next(r for r in runs if r.data.tags[TAG_KIND] == "trial")
+    assert sorted(r.data.tags[TAG_KIND] for r in runs) == ["search", "trial", "trial"]
+    trial = next(r for r in runs if r.data.tags.get(TAG_TRIAL) == "t1")
+    failed = next(r for r in runs if r.data.tags.get(TAG_TRIAL) == "t2")
+    assert failed.info.status == "FAILED" and failed.data.tags[TAG_STATUS] == "errored"
+    assert failed.data.tags["error"].endswith("ValueError: boom")
     history = sorted((m.step, m.value) for m in client.get_metric_history(trial.info.run_id, "val/delta_m"))
     assert history == [(1, -10.0), (2, -20.0), (3, -30.0)]
     assert "pid" not in trial.data.metrics and trial.data.tags[TAG_STATUS] == "completed"

@@ -4,7 +4,6 @@ figures logged to the parent run) on a real small search read back from a real M
 from __future__ import annotations
 
 import csv
-import itertools
 import math
 import random
 
