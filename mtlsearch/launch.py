@@ -89,7 +89,7 @@ def prepare_space(args: argparse.Namespace):
                 f"objective {space.metric!r} needs single-task references for benchmark {space.benchmark!r} "
                 f"on split {split!r}, and there are none; choose a task metric (e.g. 'val/<task>/<metric>') "
                 f"or generate references with `python -m mtlsearch.references --benchmark {space.benchmark} --data-root DIR`",
-                source=str(space.path), field="objective.metric",
+                source=str(space.path), field="scheduler.metric" if space.multi_objective else "objective.metric",
             )
     return space
 
@@ -213,6 +213,8 @@ def run(args: argparse.Namespace) -> int:
     storage_uri = args.storage if args.storage and "://" in args.storage else str(storage or (Path.cwd() / "ray_results"))
     local_storage = storage or (None if "://" in storage_uri else Path(storage_uri))
 
+    tracking.check_reachable(tracking_uri)  # before Ray and any trial: one error line, exit code 2
+
     # Ray warns about frequent experiment snapshots; with epoch-sized checkpoints they are expected.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started_ray = _init_ray(args.address)
@@ -232,7 +234,8 @@ def run(args: argparse.Namespace) -> int:
     search_id = f"{storage_uri.rstrip('/')}/{name}"
 
     tracker = tracking.Tracker(tracking_uri, experiment, search_id)
-    tracker.start_search(space, {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed})
+    tracker.start_search(space, {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed},
+                         results_dir=local_storage / name if local_storage is not None else None)
     callback = tracking.make_callback(tracker, space.metric, space.max_epochs)
 
     trainable = tune.with_resources(
@@ -254,8 +257,13 @@ def run(args: argparse.Namespace) -> int:
             "random": lambda: optuna.samplers.RandomSampler(seed=seed),
             "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
             "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
+            "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
         }[space.searcher["sampler"]]()
-        search_alg = OptunaSearch(space=space.define_by_run(), sampler=sampler, metric=space.metric, mode=space.mode)
+        # Multi-objective: the metric/mode lists go on OptunaSearch only; Tune and ASHA keep the scalar.
+        objectives = space.objectives()
+        search_alg = OptunaSearch(space=space.define_by_run(), sampler=sampler,
+                                  metric=[m for m, _ in objectives] if space.multi_objective else space.metric,
+                                  mode=[m for _, m in objectives] if space.multi_objective else space.mode)
         param_space: dict[str, Any] = {}
     else:
         search_alg = None
@@ -298,11 +306,20 @@ def run(args: argparse.Namespace) -> int:
         top_row = rows[0]
         best = {"trial_id": top_row["trial"], "config": top_row["_config"], "metrics": top_row["_metrics"],
                 "run_id": tracker.trial_runs.get(top_row["trial"])}
-    tracker.end_search(best)
+    pareto = None
+    if space.multi_objective:
+        from mtlsearch.report import pareto_rows
+
+        pareto = pareto_rows(summarize(grid, space, 0)[0], space.objectives(), space.max_epochs)
+    tracker.end_search(best, pareto=[r["trial"] for r in pareto] if pareto is not None else None)
 
     print()
     print(f"Best trials by {space.metric} ({space.mode}); {len(grid)} trials, {len(errors)} errored:")
     print(results_table(rows[: args.top], columns) if rows else "(no trial reported the objective)")
+    if pareto is not None:
+        names = ", ".join(f"{m} ({d})" for m, d in space.objectives())
+        print(f"\nPareto set on {names}: {len(pareto)} trials not dominated among those that reached {space.max_epochs} epochs:")
+        print(results_table(pareto, columns) if pareto else "(no trial reached max_epochs)")
     if space.final and rows:
         from mtlsearch import final
 
@@ -311,6 +328,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nMean ± std over seeds {space.final['seeds']} of the best configuration per {space.final['per'] or 'search'}:")
         print(results_table(confirmed, ["group", "seeds", *keys]))
     print()
+    tracker.report_offline()
     print(f"Ray results: {storage_uri}/{name}")
     print(f"MLflow: experiment {experiment!r}, parent run {tracker.parent_run_id}")
     print(f"Open the runs in the MLflow UI:\n  {tracking.ui_command(tracking_uri)}")

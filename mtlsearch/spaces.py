@@ -21,6 +21,20 @@ Distributions: ``uniform [lo, hi]``, ``loguniform [lo, hi]`` (0 < lo), ``qunifor
 ``searcher: {type: random}`` only).  A constant may also be written ``{value: X, when: {...}}``.
 Unknown keys, wrong types and impossible distributions raise :class:`ConfigError` naming the file,
 the key and what is allowed.
+
+Multi-objective search (Optuna's multi-objective sampling through Ray Tune): give lists instead of
+one metric, or ``tasks`` for every validation metric of every task of the benchmark (directions from
+the benchmark's ``lower_is_better``)::
+
+    objective: {metrics: [val/left/accuracy, val/number/mae], modes: [max, min]}
+    objective: {metrics: tasks}
+
+Ray's schedulers prune on one scalar, so a multi-objective search has a *scalar* too: it orders the
+progress lines and the results table and is what ASHA prunes on.  It is ``scheduler.metric`` /
+``scheduler.mode`` (default ``val/delta_m``, ``max``).  Without a ``scheduler`` section a
+multi-objective search runs FIFO (every trial to ``max_epochs``), because ASHA's partial results
+would enter Optuna's Pareto front as if complete; ``scheduler: {type: asha}`` opts into pruning on
+the scalar.
 """
 from __future__ import annotations
 
@@ -39,13 +53,15 @@ SPACE_DIR = Path(__file__).resolve().parent.parent / "search_spaces"  # in a che
 
 TOP_KEYS = {"name", "description", "benchmark", "objective", "budget", "scheduler", "searcher", "resources", "params", "data_root", "final"}
 FINAL_KEYS = {"seeds", "per", "top"}
-OBJECTIVE_KEYS = {"metric", "mode"}
+OBJECTIVE_KEYS = {"metric", "mode", "metrics", "modes"}
+ALL_TASKS = "tasks"  # objective.metrics: every validation metric of every task
 BUDGET_KEYS = {"num_samples", "max_epochs", "max_concurrent_trials"}
-SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor", "brackets"}
+SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor", "brackets", "metric", "mode"}
 SCHEDULER_TYPES = ("asha", "fifo")
 SEARCHER_KEYS = {"type", "sampler", "seed"}
 SEARCHER_TYPES = ("optuna", "random")
-SAMPLERS = ("tpe", "random", "cmaes", "qmc")
+SAMPLERS = ("tpe", "random", "cmaes", "qmc", "nsga2")
+SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial"}
 DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "randint", "choice", "grid")
 
@@ -124,6 +140,41 @@ class SearchSpace:
     #: After the search, re-run the best ``top`` configs of each group (``per``: a parameter name, or
     #: None for one group) with every seed of ``seeds``: ``{"seeds": [...], "per": str|None, "top": int}``.
     final: dict[str, Any] | None = None
+    #: Multi-objective search: metric names (or ``"tasks"``) and their modes; None = one objective
+    #: (``metric``/``mode``).  When set, ``metric``/``mode`` are the scalar of the scheduler and tables.
+    objective_metrics: list[str] | str | None = None
+    objective_modes: list[str] | None = None
+
+    # ------------------------------------------------------------------ objectives
+    @property
+    def multi_objective(self) -> bool:
+        return self.objective_metrics is not None
+
+    def objectives(self) -> list[tuple[str, str]]:
+        """The searched ``(metric, mode)`` pairs: the one objective, or every one of a multi-objective
+        search (``tasks`` expanded from the benchmark's task metrics)."""
+        if self.objective_metrics is None:
+            return [(self.metric, self.mode)]
+        if self.objective_metrics == ALL_TASKS:
+            tasks = next((p.args for p in self.params if p.name == "tasks" and p.kind == "value" and not p.when), None)
+            return task_objectives(self.benchmark, self.data_root, tasks=tasks)
+        return list(zip(self.objective_metrics, self.objective_modes or []))
+
+    def validate_objectives(self) -> None:
+        """Every objective of a multi-objective search must be a metric the benchmark reports
+        (``<split>/<task>/<metric>`` or ``<split>/delta_m``): Optuna would otherwise receive nothing."""
+        if not self.multi_objective:
+            return
+        known = set()
+        for split in ("val", "test"):
+            known |= {m for m, _ in task_objectives(self.benchmark, self.data_root, split=split)} | {f"{split}/delta_m"}
+        known |= {f"train/{m.split('/')[1]}/loss" for m in known if m.count("/") == 2}
+        for metric, _ in self.objectives():
+            if metric not in known:
+                raise ConfigError(
+                    f"{metric!r} is not reported by benchmark {self.benchmark!r}; allowed: {choices(known)}",
+                    source=str(self.path), field="objective.metrics",
+                )
 
     # ------------------------------------------------------------------ translation
     def constants(self) -> dict[str, Any]:
@@ -182,6 +233,19 @@ class SearchSpace:
 
         for probe in self.probe_configs():
             TrialConfig.from_dict(probe, source=str(self.path))
+        self.validate_objectives()
+
+
+def task_objectives(benchmark: str, data_root: str | None = None, *, tasks=None, split: str = "val") -> list[tuple[str, str]]:
+    """``(<split>/<task>/<metric>, "min"|"max")`` for every metric of every task of ``benchmark``."""
+    from mtlsearch.benchmarks import get_benchmark
+
+    specs = get_benchmark(benchmark, data_root=data_root).task_specs()
+    return [
+        (f"{split}/{spec.name}/{metric}", "min" if lower else "max")
+        for spec in specs if tasks is None or spec.name in tasks
+        for metric, lower in spec.metrics.items()
+    ]
 
 
 # ---------------------------------------------------------------------- loading
@@ -305,6 +369,10 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
     _check_keys(objective, OBJECTIVE_KEYS, "objective.", source)
     metric = objective.get("metric", "val/delta_m")
     mode = objective.get("mode", "max")
+    objective_metrics, objective_modes = _parse_objectives(objective, source)
+    if objective_metrics is not None and len(objective_metrics) == 1 and objective_metrics != ALL_TASKS:
+        (metric,), (mode,) = objective_metrics, objective_modes  # a list of one is one objective
+        objective_metrics = objective_modes = None
     if not isinstance(metric, str) or not metric:
         raise ConfigError(f"expected a metric name such as 'val/delta_m', got {metric!r}", source=source, field="objective.metric")
     if mode not in ("min", "max"):
@@ -318,9 +386,23 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
     if mct is not None:
         mct = _number(mct, "budget.max_concurrent_trials", source, integer=True, positive=True)
 
-    scheduler = {"type": "asha", "grace_period": 1, "reduction_factor": 3, "brackets": 1}
+    multi = objective_metrics is not None
+    # A multi-objective search without a scheduler section runs FIFO (see the module docstring).
+    scheduler = {"type": "fifo" if multi and "scheduler" not in data else "asha", "grace_period": 1, "reduction_factor": 3, "brackets": 1}
     sched_in = _mapping(data.get("scheduler"), "scheduler", source)
     _check_keys(sched_in, SCHEDULER_KEYS, "scheduler.", source)
+    if not multi and ("metric" in sched_in or "mode" in sched_in):
+        raise ConfigError(
+            "scheduler.metric/mode set the scalar of a multi-objective search; a single-objective search "
+            "prunes on its objective (set objective.metric/mode instead)",
+            source=source, field="scheduler.metric" if "metric" in sched_in else "scheduler.mode",
+        )
+    if multi:
+        metric, mode = sched_in.pop("metric", "val/delta_m"), sched_in.pop("mode", "max")
+        if not isinstance(metric, str) or not metric:
+            raise ConfigError(f"expected a metric name such as 'val/delta_m', got {metric!r}", source=source, field="scheduler.metric")
+        if mode not in ("min", "max"):
+            raise ConfigError(f"expected 'min' or 'max', got {mode!r}", source=source, field="scheduler.mode")
     scheduler.update(sched_in)
     if scheduler["type"] not in SCHEDULER_TYPES:
         raise ConfigError(f"unknown scheduler {scheduler['type']!r}; allowed: {choices(SCHEDULER_TYPES)}", source=source, field="scheduler.type")
@@ -341,6 +423,12 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
     if searcher["sampler"] not in SAMPLERS:
         raise ConfigError(f"unknown sampler {searcher['sampler']!r}; allowed: {choices(SAMPLERS)}", source=source, field="searcher.sampler")
     _number(searcher["seed"], "searcher.seed", source, integer=True)
+    if multi and searcher["type"] == "optuna" and searcher["sampler"] in SINGLE_OBJECTIVE_SAMPLERS:
+        raise ConfigError(
+            f"sampler {searcher['sampler']!r} optimises one objective; a multi-objective search needs one of "
+            f"{choices(s for s in SAMPLERS if s not in SINGLE_OBJECTIVE_SAMPLERS)}",
+            source=source, field="searcher.sampler",
+        )
 
     res = {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0}
     res_in = _mapping(data.get("resources"), "resources", source)
@@ -395,8 +483,45 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
         name=name, path=path or Path(source), text=text, description=str(data.get("description", "")),
         benchmark=benchmark, metric=metric, mode=mode, num_samples=num_samples, max_epochs=max_epochs,
         max_concurrent_trials=mct, scheduler=scheduler, searcher=searcher, resources=res, params=params,
-        data_root=data.get("data_root"), final=final,
+        data_root=data.get("data_root"), objective_metrics=objective_metrics, objective_modes=objective_modes,
+        final=final,
     )
+
+
+def _parse_objectives(objective: Mapping[str, Any], source: str) -> tuple[Any, list[str] | None]:
+    """``objective.metrics``/``modes`` (multi-objective) -> (metrics or "tasks", modes); (None, None) if absent."""
+    if "metrics" not in objective and "modes" not in objective:
+        return None, None
+    if "metric" in objective or "mode" in objective:
+        raise ConfigError(
+            "give either metric/mode (one objective) or metrics/modes (several), not both",
+            source=source, field="objective",
+        )
+    metrics = objective.get("metrics")
+    if metrics == ALL_TASKS:
+        if "modes" in objective:
+            raise ConfigError(
+                "'metrics: tasks' takes every task metric's direction from the benchmark; remove 'modes'",
+                source=source, field="objective.modes",
+            )
+        return ALL_TASKS, None
+    if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) and m for m in metrics):
+        raise ConfigError(
+            f"expected a list of metric names (e.g. [val/left/accuracy, val/number/mae]) or 'tasks', got {metrics!r}",
+            source=source, field="objective.metrics",
+        )
+    if len(set(metrics)) != len(metrics):
+        raise ConfigError(f"a metric appears twice in {metrics!r}", source=source, field="objective.metrics")
+    modes = objective.get("modes")
+    if not isinstance(modes, list) or len(modes) != len(metrics):
+        raise ConfigError(
+            f"expected a list of {len(metrics)} modes ('min' or 'max'), one per metric, got {modes!r}",
+            source=source, field="objective.modes",
+        )
+    for m in modes:
+        if m not in ("min", "max"):
+            raise ConfigError(f"expected 'min' or 'max', got {m!r}", source=source, field="objective.modes")
+    return list(metrics), list(modes)
 
 
 def load_space(name_or_path: str, *, validate: bool = True) -> SearchSpace:

@@ -1,34 +1,66 @@
 """MLflow, written from the driver only: the one module that owns the naming conventions.
 
-* One experiment per search name (``--experiment`` overrides it).
-* One parent run per search: the space file (artifact), objective, budget, scheduler and searcher
-  (params), the project's git commit and package versions (tags), and at the end the best trial.
-* One nested run per trial (tag ``mlflow.parentRunId``): its config as params, tags ``trial_id`` and
-  ``status`` (completed / stopped early by ASHA / errored), and every reported metric at every epoch
-  (``step = epoch``).  Only the metric names of DESIGN.md are logged: Tune's bookkeeping (pid,
-  timestamps, config copies, ...) is not.
-* Runs are looked up by (search id, trial id) before they are created, so a resumed search reuses
-  its runs instead of duplicating them.
+* One experiment per search name (``--experiment`` overrides it).  On a SQLite store the artifacts go
+  to ``mlruns/`` beside the database file (not into whatever folder the command ran in).
+* One parent run per search (tags ``mtlsearch.kind = search``, ``mtlsearch.search_id`` = the Ray
+  results folder): the space file (artifact ``space/<file>``), objective, budget, scheduler, searcher
+  and resources (params), the project's git commit and package versions (tags ``git_commit``,
+  ``version.<pkg>``), and at the end the best trial (tags ``best_trial_id``, ``best_run_id``,
+  ``best_config``, metrics ``best/<metric>``) and, for a multi-objective search, ``pareto_trial_ids``.
+* One nested run per trial (tag ``mlflow.parentRunId``): its full validated config as params
+  (``method``, ``optimizer``, ``p``, ``lr``, ``seed``, ``benchmark``, ... defaults included), tags
+  ``mtlsearch.trial_id``, ``mtlsearch.status`` (``running``, then ``completed`` when it reached
+  ``max_epochs``, ``stopped early by ASHA`` when the scheduler ended it sooner, or ``errored``),
+  ``mtlsearch.epochs``, ``mtlsearch.time_total_s`` (Ray's wall time of the trial), ``checkpoint``
+  (the final checkpoint's path in Ray's storage) and ``error``; every reported metric at every epoch
+  (``step = epoch``).  Only DESIGN.md's metric names are logged, not Tune's bookkeeping.
+* Runs are looked up by tags (search id, trial id) before they are created, and a metric value is
+  written only if that (metric, epoch) is not there yet, so a re-run, a resumed search or a
+  re-sync (``python -m mtlsearch.report sync``) never duplicates runs or metric points.
 
 Workers never talk to MLflow, so they need no credentials, and a SQLite store has one writer.
+
+Failure handling: :func:`check_reachable` is called before Ray starts (an unreachable server is one
+error line and exit code 2).  During a search the :class:`Tracker` is *tolerant*: the first MLflow
+failure prints one warning and the tracker goes offline for the rest of the search; the trials go
+on and every result stays in Ray's storage, from where ``python -m mtlsearch.report sync`` copies
+them into MLflow later.  Over HTTP the launcher lowers MLflow's retry defaults (7 retries with
+exponential backoff, about 4 minutes per failed call) to 2 retries and a 20 s timeout unless
+``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``_TIMEOUT`` / ``_BACKOFF_FACTOR`` are set.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
+
+from mtlsearch.errors import ConfigError
 
 TAG_SEARCH = "mtlsearch.search_id"
 TAG_TRIAL = "mtlsearch.trial_id"
 TAG_STATUS = "mtlsearch.status"
 TAG_KIND = "mtlsearch.kind"  # "search" or "trial"
+TAG_EPOCHS = "mtlsearch.epochs"
+TAG_TIME = "mtlsearch.time_total_s"
+TAG_CHECKPOINT = "checkpoint"
 PARENT_TAG = "mlflow.parentRunId"
 METRIC_ROOTS = ("train", "val", "test", "weights", "dominance")
+
+STATUS_RUNNING = "running"
+STATUS_COMPLETED = "completed"
+STATUS_STOPPED = "stopped early by ASHA"
+STATUS_ERRORED = "errored"
+
+#: The search's description written beside Ray's results (read back by ``report sync``).
+SEARCH_INFO_FILE = "mtlsearch.json"
 
 
 def default_tracking_uri() -> str:
@@ -54,6 +86,58 @@ def select_metrics(result: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in result.items() if is_metric(k, v)}
 
 
+def trial_status(epochs: int, max_epochs: int, *, errored: bool = False) -> str:
+    """``errored``, ``completed`` (reached ``max_epochs``) or ``stopped early by ASHA``."""
+    if errored:
+        return STATUS_ERRORED
+    return STATUS_COMPLETED if epochs >= max_epochs else STATUS_STOPPED
+
+
+# ------------------------------------------------------------------------------------ reachability
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///"):]).expanduser().resolve()
+
+
+def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Raise :class:`ConfigError` (field ``--tracking-uri``) if MLflow cannot be reached.
+
+    HTTP(S): any HTTP answer from ``<uri>/health`` counts (a 401 still proves a server is there);
+    a refused or timed-out connection does not.  SQLite: the database's folder must exist.  Other
+    schemes (``databricks``, plugins) are left to MLflow.
+    """
+    if tracking_uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(tracking_uri.rstrip("/") + "/health", timeout=timeout):
+                return
+        except urllib.error.HTTPError:
+            return
+        except (urllib.error.URLError, OSError, ValueError) as err:
+            reason = getattr(err, "reason", err)
+            raise ConfigError(
+                f"MLflow tracking server {tracking_uri} is unreachable ({reason}); start it "
+                "(e.g. `mlflow server --host 127.0.0.1 --port 5000`) or pass another --tracking-uri",
+                field="--tracking-uri",
+            ) from None
+    db = _sqlite_path(tracking_uri)
+    if db is not None and not db.parent.is_dir():
+        raise ConfigError(
+            f"the folder of the SQLite store {tracking_uri} does not exist ({db.parent})", field="--tracking-uri"
+        )
+
+
+def _configure_http(tracking_uri: str) -> None:
+    """Shorter retries (see the module docstring); no "View run at ..." line per finished run (the
+    launcher prints its own progress)."""
+    if tracking_uri.startswith(("http://", "https://")):
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+
+
+# ------------------------------------------------------------------------------------ search info
 def _git_commit() -> str | None:
     here = Path(__file__).resolve().parent.parent
     try:
@@ -81,53 +165,205 @@ def _param_value(value: Any) -> str:
     return str(value)
 
 
-class Tracker:
-    """Driver-side MLflow writer for one search."""
+def search_info(space, overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """What a search is, in plain JSON: the parent run's params and the space file; also written to
+    :data:`SEARCH_INFO_FILE` in the Ray results folder so that ``report sync`` can recreate the run."""
+    params: dict[str, Any] = {
+        "space": space.name, "benchmark": space.benchmark, "num_samples": space.num_samples,
+        "max_epochs": space.max_epochs, "scheduler": space.scheduler, "searcher": space.searcher,
+        "resources": space.resources,
+    }
+    if getattr(space, "multi_objective", False):
+        objectives = space.objectives()
+        params["objective_metrics"] = [m for m, _ in objectives]
+        params["objective_modes"] = [m for _, m in objectives]
+        params["scalar_metric"], params["scalar_mode"] = space.metric, space.mode
+    else:
+        objectives = [(space.metric, space.mode)]
+        params["objective_metric"], params["objective_mode"] = space.metric, space.mode
+    params.update({f"override.{k}": v for k, v in overrides.items() if v is not None})
+    return {
+        "params": params, "space_file": Path(str(space.path)).name, "space_text": space.text,
+        "metric": space.metric, "mode": space.mode, "objectives": [list(o) for o in objectives],
+        "max_epochs": space.max_epochs, "resources": dict(space.resources), "benchmark": space.benchmark,
+    }
 
-    def __init__(self, tracking_uri: str, experiment: str, search_id: str):
-        import mlflow
+
+def write_search_info(folder: Path, info: Mapping[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / (SEARCH_INFO_FILE + ".tmp")
+    tmp.write_text(json.dumps(info, indent=1, default=str))
+    tmp.replace(folder / SEARCH_INFO_FILE)
+
+
+def read_search_info(folder: Path) -> dict[str, Any] | None:
+    path = Path(folder) / SEARCH_INFO_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def trial_params(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The trial's full validated config (defaults included: ``optimizer``, ``seed``, ...), so every
+    run shows the same params whether or not the space searched them; the raw config if invalid."""
+    try:
+        from mtlsearch.config import TrialConfig
+
+        full = TrialConfig.from_dict(dict(config)).to_dict()
+    except Exception:  # an errored trial's config may be invalid: log what it was given
+        full = dict(config)
+    return {k: v for k, v in full.items() if v is not None}
+
+
+# ------------------------------------------------------------------------------------ the writer
+def _tolerant(method):
+    """Tolerant mode: the first failure warns once and turns the tracker off; the search goes on."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.offline_since is not None:
+            self.missed += 1
+            return None
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as err:  # MlflowException, requests' ConnectionError, sqlite errors, ...
+            if not self.tolerant:
+                raise
+            self._go_offline(err)
+            return None
+
+    return wrapper
+
+
+class Tracker:
+    """Driver-side MLflow writer for one search (``search_id`` = its Ray results folder)."""
+
+    def __init__(self, tracking_uri: str, experiment: str, search_id: str, *, tolerant: bool = True):
+        import mlflow  # noqa: F401  (registers the stores)
         from mlflow.tracking import MlflowClient
 
+        _configure_http(tracking_uri)
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
-        self._mlflow = mlflow
         exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        if exp is not None:
+            self.experiment_id = exp.experiment_id
+        else:
+            db = _sqlite_path(tracking_uri)
+            location = (db.parent / "mlruns").as_uri() if db is not None else None
+            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
         self.experiment = experiment
         self.search_id = search_id
+        self.tolerant = tolerant
         self.parent_run_id: str | None = None
         self.trial_runs: dict[str, str] = {}
+        self._steps: dict[str, dict[str, set[int]]] = {}  # run id -> metric -> epochs already logged
+        self.offline_since: float | None = None
+        self.missed = 0  # tracker calls skipped while offline
+
+    # -------------------------------------------------------------- helpers
+    def _go_offline(self, err: Exception) -> None:
+        self.offline_since = time.time()
+        first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
+        print(f"warning: MLflow at {self.tracking_uri} failed ({type(err).__name__}: {first}); the search goes on "
+              f"without it and every result stays in Ray's storage. Copy them into MLflow later with:\n  "
+              f"{self.sync_command()}", file=sys.stderr, flush=True)
+
+    def sync_command(self) -> str:
+        return (f"python -m mtlsearch.report sync --results {self.search_id} --tracking-uri {self.tracking_uri} "
+                f"--experiment {self.experiment}")
 
     def _find_run(self, **tags: str) -> str | None:
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
         runs = self.client.search_runs([self.experiment_id], filter_string=query, max_results=1)
         return runs[0].info.run_id if runs else None
 
-    def start_search(self, space, overrides: Mapping[str, Any]) -> str:
+    def _logged_steps(self, run_id: str) -> dict[str, set[int]]:
+        """Epochs already in MLflow per metric (read once per run that existed before us)."""
+        if run_id not in self._steps:
+            steps: dict[str, set[int]] = {}
+            for key in self.client.get_run(run_id).data.metrics:
+                steps[key] = {m.step for m in self.client.get_metric_history(run_id, key)}
+            self._steps[run_id] = steps
+        return self._steps[run_id]
+
+    def _finish(self, run_id: str, status: str) -> None:
+        if self.client.get_run(run_id).info.status != status:
+            self.client.set_terminated(run_id, status=status)
+
+    # -------------------------------------------------------------- the search
+    def start_search(self, space, overrides: Mapping[str, Any], results_dir: Path | None = None) -> str:
+        """Create (or find again, on resume) the parent run; write the search's description beside
+        Ray's results when they are on a local disk.  Not tolerant: failing here stops the launch."""
+        info = search_info(space, overrides)
+        if results_dir is not None:
+            write_search_info(Path(results_dir), {**info, "experiment": self.experiment,
+                                                  "tracking_uri": self.tracking_uri, "search_id": self.search_id})
+        return self.start_search_from(info)
+
+    def start_search_from(self, info: Mapping[str, Any], *, reopen: bool = True) -> str:
+        """Find or create the parent run from :func:`search_info`; ``reopen``: mark a found one RUNNING
+        (a resumed search), else leave it as it is (a re-sync)."""
         run_id = self._find_run(**{TAG_SEARCH: self.search_id, TAG_KIND: "search"})
         if run_id is None:
+            commit = _git_commit()
             run = self.client.create_run(
-                self.experiment_id, run_name=self.search_id,
-                tags={TAG_SEARCH: self.search_id, TAG_KIND: "search", **({"git_commit": c} if (c := _git_commit()) else {}),
+                self.experiment_id, run_name=Path(self.search_id).name,
+                tags={TAG_SEARCH: self.search_id, TAG_KIND: "search", **({"git_commit": commit} if commit else {}),
                       **{f"version.{k}": v for k, v in _versions().items()}},
             )
             run_id = run.info.run_id
-            params = {
-                "space": space.name, "benchmark": space.benchmark, "objective_metric": space.metric,
-                "objective_mode": space.mode, "num_samples": space.num_samples, "max_epochs": space.max_epochs,
-                "scheduler": json.dumps(space.scheduler), "searcher": json.dumps(space.searcher),
-                "resources": json.dumps(space.resources),
-            }
-            params.update({f"override.{k}": v for k, v in overrides.items() if v is not None})
-            for key, value in params.items():
-                self.client.log_param(run_id, key, _param_value(value))
-            self.client.log_text(run_id, space.text, f"space/{Path(str(space.path)).name}")
-        else:
+            self._log_params(run_id, info.get("params", {}))
+            if info.get("space_text"):
+                self.client.log_text(run_id, info["space_text"], f"space/{info.get('space_file') or 'space.yaml'}")
+        elif reopen and self.client.get_run(run_id).info.status != "RUNNING":
             self.client.update_run(run_id, status="RUNNING")
         self.parent_run_id = run_id
         return run_id
 
+    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_value(v)[:6000]) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[start : start + 100])
+
+    @_tolerant
+    def end_search(self, best: Mapping[str, Any] | None, status: str = "FINISHED", *,
+                   pareto: Iterable[str] | None = None) -> None:
+        if self.parent_run_id is None:
+            return
+        run = self.client.get_run(self.parent_run_id)
+        tags = {}
+        if best:
+            tags["best_trial_id"] = str(best["trial_id"])
+            run_id = best.get("run_id") or self.trial_runs.get(str(best["trial_id"]))
+            if run_id:
+                tags["best_run_id"] = run_id
+            tags["best_config"] = json.dumps(trial_params(best["config"]), sort_keys=True, default=str)[:4900]
+        if pareto is not None:
+            tags["pareto_trial_ids"] = " ".join(pareto)[:4900]
+        for key, value in tags.items():
+            if run.data.tags.get(key) != value:
+                self.client.set_tag(self.parent_run_id, key, value)
+        if best:
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            new = [Metric(f"best/{k}", v, now, 0) for k, v in select_metrics(best["metrics"]).items()
+                   if run.data.metrics.get(f"best/{k}") != v]
+            if new:
+                self.client.log_batch(self.parent_run_id, metrics=new)
+        self._finish(self.parent_run_id, status)
+
+    def report_offline(self) -> None:
+        """At the end of a search: say again what was not logged and how to catch up."""
+        if self.offline_since is not None:
+            print(f"warning: MLflow was unreachable from {time.strftime('%H:%M:%S', time.localtime(self.offline_since))} "
+                  f"on ({self.missed} updates not logged). Copy the results into MLflow with:\n  {self.sync_command()}",
+                  file=sys.stderr, flush=True)
+
+    # -------------------------------------------------------------- trials
     def trial_run(self, trial_id: str, config: Mapping[str, Any]) -> str:
+        """The trial's run: cached, else found by tags, else created with its params."""
         if trial_id in self.trial_runs:
             return self.trial_runs[trial_id]
         run_id = self._find_run(**{TAG_SEARCH: self.search_id, TAG_TRIAL: trial_id})
@@ -135,57 +371,78 @@ class Tracker:
             name = f"{trial_id} {config.get('method', '')}".strip()
             run = self.client.create_run(
                 self.experiment_id, run_name=name,
-                tags={PARENT_TAG: self.parent_run_id, TAG_SEARCH: self.search_id, TAG_TRIAL: trial_id,
-                      TAG_KIND: "trial", TAG_STATUS: "running"},
+                tags={**({PARENT_TAG: self.parent_run_id} if self.parent_run_id else {}), TAG_SEARCH: self.search_id,
+                      TAG_TRIAL: trial_id, TAG_KIND: "trial", TAG_STATUS: STATUS_RUNNING},
             )
             run_id = run.info.run_id
-            for key, value in config.items():
-                self.client.log_param(run_id, key, _param_value(value))
-        else:
-            self.client.update_run(run_id, status="RUNNING")
+            self._steps[run_id] = {}
+            self._log_params(run_id, trial_params(config))
         self.trial_runs[trial_id] = run_id
         return run_id
 
-    def log_result(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+    @_tolerant
+    def start_trial(self, trial_id: str, config: Mapping[str, Any]) -> None:
+        """A trial starts or resumes: its run is RUNNING with status ``running``."""
+        run_id = self.trial_run(trial_id, config)
+        run = self.client.get_run(run_id)
+        if run.data.tags.get(TAG_STATUS) != STATUS_RUNNING:
+            self.client.set_tag(run_id, TAG_STATUS, STATUS_RUNNING)
+        if run.info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+
+    @_tolerant
+    def log_result(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any]) -> int:
+        return self.log_results(trial_id, config, [result])
+
+    def log_results(self, trial_id: str, config: Mapping[str, Any], results: Iterable[Mapping[str, Any]]) -> int:
+        """Log epoch results (``step = epoch``), skipping (metric, epoch) pairs already in MLflow;
+        returns how many values were written."""
         from mlflow.entities import Metric
 
         run_id = self.trial_run(trial_id, config)
-        step = int(result.get("epoch", result.get("training_iteration", 0)))
-        now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, step) for k, v in select_metrics(result).items()]
+        logged = self._logged_steps(run_id)
+        metrics = []
+        for result in results:
+            step = int(result.get("epoch", result.get("training_iteration", 0)))
+            ts = int(1000 * float(result.get("timestamp", time.time())))
+            for key, value in select_metrics(result).items():
+                if step not in logged.setdefault(key, set()):
+                    metrics.append(Metric(key, value, ts, step))
+                    logged[key].add(step)
         for start in range(0, len(metrics), 900):
             self.client.log_batch(run_id, metrics=metrics[start : start + 900])
+        return len(metrics)
 
+    @_tolerant
     def end_trial(self, trial_id: str, config: Mapping[str, Any], status: str, *, error: str | None = None,
-                  checkpoint: str | None = None) -> None:
+                  checkpoint: str | None = None, epochs: int | None = None, time_total_s: float | None = None) -> None:
         run_id = self.trial_run(trial_id, config)
-        self.client.set_tag(run_id, TAG_STATUS, status)
+        tags = {TAG_STATUS: status}
         if error:
-            self.client.set_tag(run_id, "error", error[:4900])
+            tags["error"] = error[-4900:]
         if checkpoint:
-            self.client.set_tag(run_id, "checkpoint", checkpoint)
-        self.client.set_terminated(run_id, status="FAILED" if status == "errored" else "FINISHED")
-
-    def end_search(self, best: Mapping[str, Any] | None, status: str = "FINISHED") -> None:
-        if self.parent_run_id is None:
-            return
-        if best:
-            self.client.set_tag(self.parent_run_id, "best_trial_id", str(best["trial_id"]))
-            if best.get("run_id"):
-                self.client.set_tag(self.parent_run_id, "best_run_id", best["run_id"])
-            self.client.set_tag(self.parent_run_id, "best_config", json.dumps(best["config"], default=str)[:4900])
-            for key, value in select_metrics(best["metrics"]).items():
-                self.client.log_metric(self.parent_run_id, f"best/{key}", value)
-        self.client.set_terminated(self.parent_run_id, status=status)
+            tags[TAG_CHECKPOINT] = str(checkpoint)
+        if epochs is not None:
+            tags[TAG_EPOCHS] = str(int(epochs))
+        if time_total_s is not None:
+            tags[TAG_TIME] = f"{float(time_total_s):.3f}"
+        current = self.client.get_run(run_id)
+        for key, value in tags.items():
+            if current.data.tags.get(key) != value:
+                self.client.set_tag(run_id, key, value)
+        self._finish(run_id, "FAILED" if status == STATUS_ERRORED else "FINISHED")
 
 
 def make_callback(tracker: Tracker, metric: str, max_epochs: int):
-    """A Ray Tune callback that mirrors trial events into MLflow through ``tracker``."""
+    """A Ray Tune callback that mirrors trial events into MLflow through ``tracker``.
+
+    ``tracker`` is tolerant (see the module docstring): an MLflow failure never stops the search.
+    """
     from ray.tune import Callback
 
     class MLflowTrials(Callback):
         def on_trial_start(self, iteration, trials, trial, **info):
-            tracker.trial_run(trial.trial_id, trial.config)
+            tracker.start_trial(trial.trial_id, trial.config)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             tracker.log_result(trial.trial_id, trial.config, result)
@@ -193,16 +450,20 @@ def make_callback(tracker: Tracker, metric: str, max_epochs: int):
         def on_trial_complete(self, iteration, trials, trial, **info):
             last = trial.last_result or {}
             epochs = int(last.get("epoch", 0))
-            status = "completed" if epochs >= max_epochs else "stopped early by ASHA"
             checkpoint = getattr(trial, "checkpoint", None)
-            ckpt = getattr(checkpoint, "path", None)
-            tracker.end_trial(trial.trial_id, trial.config, status, checkpoint=ckpt)
+            tracker.end_trial(trial.trial_id, trial.config, trial_status(epochs, max_epochs),
+                              checkpoint=getattr(checkpoint, "path", None), epochs=epochs,
+                              time_total_s=last.get("time_total_s"))
 
         def on_trial_error(self, iteration, trials, trial, **info):
             err = None
             error_file = getattr(trial, "error_file", None)
             if error_file and os.path.exists(error_file):
                 err = Path(error_file).read_text()
-            tracker.end_trial(trial.trial_id, trial.config, "errored", error=err)
+            last = trial.last_result or {}
+            checkpoint = getattr(trial, "checkpoint", None)
+            tracker.end_trial(trial.trial_id, trial.config, STATUS_ERRORED, error=err,
+                              checkpoint=getattr(checkpoint, "path", None), epochs=int(last.get("epoch", 0)),
+                              time_total_s=last.get("time_total_s"))
 
     return MLflowTrials()
