@@ -3,11 +3,27 @@ from __future__ import annotations
 
 from mtlsearch.errors import ConfigError, choices
 
+from .aligned_mtl import AlignedMTL
 from .base import Balancing, GradBalancing, GradResult, HParam, LossBalancing
+from .cagrad import CAGrad
 from .ew import EW
+from .fairgrad import FairGrad
 from .gemtl import GeMTL, NonPositiveLossError, power_mean
+from .gradvac import GradVac
+from .graddrop import GradDrop
+from .imtl import IMTLG, IMTLH, IMTLL
+from .mgda import MGDA
+from .nash_mtl import NashMTL
+from .pcgrad import PCGrad
+from .upgrad import UPGrad
 
-METHODS: dict[str, type[Balancing]] = {cls.name: cls for cls in (EW, GeMTL)}
+METHODS: dict[str, type[Balancing]] = {
+    cls.name: cls
+    for cls in (
+        EW, GeMTL, IMTLL, IMTLG, IMTLH,
+        MGDA, PCGrad, GradDrop, GradVac, CAGrad, NashMTL, AlignedMTL, UPGrad, FairGrad,
+    )
+}
 
 
 def get_method(name: str) -> type[Balancing]:

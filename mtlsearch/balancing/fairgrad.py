@@ -1,0 +1,52 @@
+"""FairGrad (Ban & Ji, "Fair Resource Allocation in Multi-Task Learning", ICML 2024).
+
+alpha-fair allocation of the update among tasks: ``d = sum_t w_t g_t`` with ``w > 0`` solving
+``G G^T w = w^(-1/alpha)`` (elementwise), i.e. ``<g_t, d> = w_t^(-1/alpha)``.  ``fairgrad_alpha = 1``
+is proportional fairness (Nash-MTL's equation), alpha -> 0 approaches the plain sum's utility,
+alpha -> infinity max-min fairness.  Linear (returns weights).  Modes: "param" (default, the
+paper's) and "rep".  No normalisation of the Gramian, as in the released code (so, unlike
+Nash-MTL here, the weights solve the equation on the raw Gramian).
+
+Solver: the released code uses scipy's ``least_squares`` from ``w = 1/T``; here damped Newton on the
+strictly convex ``1/2 w^T K w - sum_t h(w_t)``, ``h' = w^(-1/alpha)`` (``_qp.solve_power_equation``:
+solved on ``K / max diag K`` and mapped back exactly; ``1e-10 I`` ridge so that a solution exists
+when a positive combination of the gradients vanishes; a zero gradient gets weight 0).  If Newton
+does not reach its tolerance, its last iterate is used (``1/T`` if it is not finite) and the
+event is counted in ``fairgrad/solver_failures``.
+"""
+from __future__ import annotations
+
+import numpy as np
+from torch import Tensor
+
+from ._common import SolverMethod, gramian, to_weights
+from ._qp import solve_power_equation
+from .base import GradResult, HParam
+
+
+def fairgrad_weights(k: np.ndarray, alpha: float) -> tuple[np.ndarray, bool]:
+    """``w > 0`` with ``K w = w^(-1/alpha)`` (zero-gradient tasks: 0)."""
+    return solve_power_equation(k, alpha)
+
+
+class FairGrad(SolverMethod):
+    """alpha-fair weights ``K w = w^(-1/alpha)`` (weights)."""
+
+    name = "fairgrad"
+    reference = "Ban & Ji, Fair Resource Allocation in Multi-Task Learning, ICML 2024"
+    hyperparams = {
+        "fairgrad_alpha": HParam(float, 1.0, "fairness exponent (1: proportional, larger: towards max-min)",
+                                 check=lambda v: 0.0 < v <= 100.0, allowed="a number in (0, 100]"),
+    }
+    linear = True
+    modes = ("param", "rep")
+    default_mode = "param"
+
+    def forward(self, grads: Tensor, losses: Tensor) -> GradResult:
+        k = gramian(grads)
+        w, ok = fairgrad_weights(k, self.fairgrad_alpha)
+        if not np.all(np.isfinite(w)):
+            w, ok = np.full(k.shape[0], 1.0 / k.shape[0]), False
+        if not ok:
+            self._solver_failed("Newton did not reach K w = w^(-1/alpha); used its last iterate")
+        return GradResult(weights=to_weights(w, grads))

@@ -1,0 +1,76 @@
+"""Nash-MTL (Navon et al., "Multi-Task Learning as a Bargaining Game", ICML 2022).
+
+The Nash bargaining solution of the tasks: the update ``d = sum_t alpha_t g_t`` with ``alpha > 0``
+solving ``G G^T alpha = 1 / alpha`` (elementwise), i.e. ``<g_t, d> = 1 / alpha_t`` for every task.
+As in the released code, the equation is solved on the Gramian normalised by its Frobenius
+norm, ``K~ = K / ||K||_F``, and those weights are used as they are (so the update scales like
+the gradients), then scaled down so that ``||d|| <= nash_max_norm`` (the released code's gradient
+clipping of the shared parameters, default 1.0; 0 turns it off; in rep mode it bounds the norm of
+the representation gradient instead).  ``nash_update_every = N`` recomputes the weights every N
+steps and reuses the last ones in between: the method's own documented option
+(``update_weights_every``), not a fallback.  Linear (returns weights).  Modes: "param" (default,
+the paper's) and "rep".
+
+Solver: the released code runs up to 20 sequential convex approximations with cvxpy/ECOS; here
+``K~ alpha = 1/alpha`` is solved directly by damped Newton on the strictly convex
+``1/2 a^T K~ a - sum log a`` (``_qp.solve_power_equation``; ``1e-10 I`` ridge so that a solution
+exists when a positive combination of the gradients vanishes; a zero gradient gets weight 0).
+If Newton does not reach its tolerance, its last iterate is used (all ones if it is not finite)
+and the event is counted in ``nash_mtl/solver_failures``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._common import SolverMethod, gramian, to_weights
+from ._qp import solve_power_equation
+from .base import GradResult, HParam
+
+
+def nash_weights(k: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``alpha > 0`` with ``K alpha = 1 / alpha`` (zero-gradient tasks: 0)."""
+    return solve_power_equation(k, 1.0)
+
+
+class NashMTL(SolverMethod):
+    """Nash bargaining weights ``K~ alpha = 1/alpha`` on the normalised Gramian (weights)."""
+
+    name = "nash_mtl"
+    reference = "Navon et al., Multi-Task Learning as a Bargaining Game, ICML 2022"
+    hyperparams = {
+        "nash_update_every": HParam(int, 1, "recompute the weights every N steps, reuse them in between",
+                                    check=lambda v: v >= 1, allowed="an integer >= 1"),
+        "nash_max_norm": HParam(float, 1.0, "upper bound on the norm of the update (0: no bound)",
+                                check=lambda v: v >= 0.0, allowed="a number >= 0"),
+    }
+    linear = True
+    modes = ("param", "rep")
+    default_mode = "param"
+
+    def __init__(self, num_tasks: int, **hparams):
+        super().__init__(num_tasks, **hparams)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("last_weights", torch.ones(num_tasks, dtype=torch.float64))
+
+    def forward(self, grads: Tensor, losses: Tensor) -> GradResult:
+        k = gramian(grads)
+        if int(self.step) % self.nash_update_every == 0:
+            fro = float(np.linalg.norm(k))
+            if fro > 0.0:
+                alpha, ok = nash_weights(k / fro)
+                if not np.all(np.isfinite(alpha)):
+                    alpha, ok = np.ones(k.shape[0]), False
+                if not ok:
+                    self._solver_failed("Newton did not reach K alpha = 1/alpha; used its last iterate")
+            else:
+                alpha = np.ones(k.shape[0])  # all gradients zero: any weights give d = 0
+            self.last_weights.copy_(torch.from_numpy(alpha))
+        self.step += 1
+        alpha = self.last_weights.cpu().numpy().copy()
+        if self.nash_max_norm > 0.0:
+            norm = float(np.sqrt(max(alpha @ k @ alpha, 0.0)))
+            if norm > self.nash_max_norm:
+                alpha *= self.nash_max_norm / norm
+        return GradResult(weights=to_weights(alpha, grads))
