@@ -69,7 +69,8 @@ class TrialConfig:
         method_params: dict[str, Any] = dict(raw.get("method_params", {}) or {})
         benchmark_options: dict[str, Any] = dict(raw.get("benchmark_options", {}) or {})
         for key, value in raw.items():
-            if key in ("method_params", "benchmark_options"):
+            if key in ("method_params", "benchmark_options") or value is None:
+                # None = not set (e.g. a conditional parameter that does not apply to this trial)
                 continue
             if key in common:
                 values[key] = value

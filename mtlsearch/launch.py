@@ -266,7 +266,9 @@ def run(args: argparse.Namespace) -> int:
                                   mode=[m for _, m in objectives] if space.multi_objective else space.mode)
         param_space: dict[str, Any] = {}
     else:
-        search_alg = None
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        search_alg = BasicVariantGenerator(random_state=space.searcher["seed"])
         param_space = space.tune_param_space()
 
     def make_run_config(suffix: str | None = None, num_trials: int | None = None):

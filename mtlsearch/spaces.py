@@ -89,6 +89,36 @@ class Param:
         return [self.args[0]]
 
 
+def _tune_domain(p: Param) -> Any:
+    from ray import tune
+
+    if p.kind == "value":
+        return p.args
+    return {
+        "uniform": lambda: tune.uniform(*p.args), "loguniform": lambda: tune.loguniform(*p.args),
+        "quniform": lambda: tune.quniform(*p.args), "randint": lambda: tune.randint(*p.args),
+        "choice": lambda: tune.choice(list(p.args)),
+    }[p.kind]()
+
+
+class ConditionalSample:
+    """``tune.sample_from`` body of a conditional parameter (picklable, seeded)."""
+
+    def __init__(self, param: Param, domain: Any, seed: int):
+        import numpy as np
+
+        self.param, self.domain = param, domain
+        self.rng = np.random.RandomState(seed)
+
+    def __call__(self, spec) -> Any:
+        if not self.param.active(spec.config):
+            return None
+        if self.param.kind == "value":
+            return self.domain
+        value = self.domain.sample(random_state=self.rng)
+        return value.item() if hasattr(value, "item") else value
+
+
 class DefineByRun:
     """Samples the space's parameters with an Optuna trial; returns the constants (Ray's contract)."""
 
@@ -192,25 +222,19 @@ class SearchSpace:
         return DefineByRun(list(self.params), self.base_config())
 
     def tune_param_space(self) -> dict[str, Any]:
-        """A Ray Tune ``param_space`` (random/grid searcher, no conditional parameters)."""
+        """A Ray Tune ``param_space`` for the random/grid searcher (Ray's variant generator).
+
+        A conditional parameter becomes a ``tune.sample_from`` that samples its distribution when its
+        ``when`` holds for the trial and gives ``None`` (= not set) otherwise."""
         from ray import tune
 
         out: dict[str, Any] = dict(self.base_config())
         for p in self.params:
-            if p.kind == "value":
-                out[p.name] = p.args
-            elif p.kind == "uniform":
-                out[p.name] = tune.uniform(*p.args)
-            elif p.kind == "loguniform":
-                out[p.name] = tune.loguniform(*p.args)
-            elif p.kind == "quniform":
-                out[p.name] = tune.quniform(*p.args)
-            elif p.kind == "randint":
-                out[p.name] = tune.randint(*p.args)
-            elif p.kind == "choice":
-                out[p.name] = tune.choice(list(p.args))
-            elif p.kind == "grid":
+            if p.kind == "grid":
                 out[p.name] = tune.grid_search(list(p.args))
+                continue
+            domain = _tune_domain(p)
+            out[p.name] = tune.sample_from(ConditionalSample(p, domain, self.searcher["seed"])) if p.when else domain
         return out
 
     def probe_configs(self) -> list[dict[str, Any]]:
@@ -454,8 +478,6 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
                 "samples); with the optuna searcher use 'choice'",
                 source=source, field=f"params.{p.name}",
             )
-        if searcher["type"] == "random" and p.when:
-            raise ConfigError("conditional parameters ('when') need searcher type 'optuna'", source=source, field=f"params.{p.name}.when")
         if p.name in ("benchmark", "max_epochs"):
             raise ConfigError(f"set {p.name!r} at the top level / in budget, not in params", source=source, field=f"params.{p.name}")
 

@@ -114,3 +114,20 @@ def test_cli_as_a_process_exits_2_before_starting_ray(tmp_path):
     assert proc.returncode == 2
     assert "params.lr" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "ray_results").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_random_searcher_grid_with_conditional_parameters(tmp_path):
+    from ray.tune.search.variant_generator import generate_variants
+
+    from mtlsearch.config import TrialConfig
+
+    text = GOOD.replace("searcher: {type: optuna, sampler: tpe, seed: 0}", "searcher: {type: random, seed: 0}").replace(
+        "  method: gemtl\n  p: {uniform: [-1.0, 2.0]}",
+        "  method: {grid: [ew, gemtl]}\n  p: {uniform: [-1.0, 2.0], when: {method: gemtl}}")
+    space = spaces.load_space(write(tmp_path, text))
+    configs = [spec["config"] for _ in range(3) for _, spec in generate_variants({"config": space.tune_param_space()})]
+    assert sorted(c["method"] for c in configs) == ["ew"] * 3 + ["gemtl"] * 3
+    for cfg in configs:
+        assert (cfg["p"] is None) == (cfg["method"] == "ew")
+        assert cfg["p"] is None or -1.0 <= cfg["p"] <= 2.0
+        TrialConfig.from_dict(cfg)  # a parameter that does not apply is simply not set
