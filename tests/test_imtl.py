@@ -215,3 +215,35 @@ def test_imtl_trains_end_to_end(method, mode, optimizer):
     if method in ("imtl_l", "imtl_h"):
         s = trainer.balancing.s.detach()
         assert s[2] < 0 and not torch.equal(s, torch.zeros(3))
+
+
+@pytest.mark.parametrize("mode", ["rep", "param"])
+def test_trainer_gives_imtl_h_heads_and_scales_their_own_scaled_loss_gradients(mode):
+    import copy
+
+    trainer = Trainer({**BASE, "method": "imtl_h", "grad_mode": mode})
+    with torch.no_grad():
+        trainer.balancing.s.copy_(torch.tensor([0.3, -0.2, -2.0]))
+    x, targets = next(iter(trainer.splits["train"].batches(64, shuffle=False)))
+    model, s = copy.deepcopy(trainer.model), trainer.balancing.s.detach().clone()
+    trainer.train_step(x, targets)
+
+    # Recompute on the pre-step copy: scaled losses e^s L - s, their per-task gradients.
+    z = model.encoder(x)
+    losses = torch.stack([spec.loss(model.heads[spec.name](z), targets[spec.name]) for spec in trainer.tasks])
+    scaled = torch.exp(s) * losses - s
+    torch.testing.assert_close(trainer.balancing.s.grad, torch.exp(s) * losses.detach() - 1)
+    for t, spec in enumerate(trainer.tasks):
+        head = list(model.heads[spec.name].parameters())
+        expected = torch.autograd.grad(scaled[t], head, retain_graph=True)
+        got = [p.grad for p in trainer.model.heads[spec.name].parameters()]
+        for e, g in zip(expected, got):
+            torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-7)  # not alpha-weighted
+    # Shared part: alpha from IMTL-G on the scaled losses' gradients (w.r.t. z or the encoder).
+    enc = list(model.encoder.parameters())
+    wrt = [z] if mode == "rep" else enc
+    rows = [torch.cat([g.reshape(-1) for g in torch.autograd.grad(scaled[t], wrt, retain_graph=True)]) for t in range(3)]
+    alpha = IMTLG(3)(torch.stack(rows), scaled.detach()).weights
+    expected = torch.autograd.grad((alpha.detach() * scaled).sum(), enc)
+    for e, p in zip(expected, trainer.model.encoder.parameters()):
+        torch.testing.assert_close(p.grad, e, rtol=1e-4, atol=1e-6)

@@ -171,11 +171,14 @@ def solve_power_equation(
     It is the stationarity condition of the strictly convex ``f(w) = 1/2 w^T K w - sum_i h(w_i)``
     with ``h(w) = log w`` (a = 1) or ``w^(1 - 1/a) / (1 - 1/a)``; damped Newton on f (Hessian
     ``K + (1/a) diag(w^(-1/a - 1))``, always positive definite), Armijo backtracking that keeps
-    ``w > 0``.  The equation is solved on ``K / s`` (s = largest diagonal entry) with ``ridge * I``
-    added, so that a solution exists when a non-negative combination of the gradients vanishes
-    (e.g. two opposite gradients), and mapped back exactly: ``w = w~ s^(-a/(1+a))``.  The ridge
-    leaves a residual of ``ridge * s * w`` in the original equation.  Tasks with a zero gradient
-    (no solution: ``0 = w^(-1/a)``) get weight 0 and are left out of the system.
+    ``w > 0``.  The equation is solved on ``K / s`` (s = largest diagonal entry) with its diagonal
+    multiplied by ``1 + ridge``, so that a solution exists when a non-negative combination of the
+    gradients vanishes (e.g. two opposite gradients; without it the weights diverge), and mapped
+    back exactly: ``w = w~ s^(-a/(1+a))``.  The ridge leaves a relative residual of about
+    ``ridge * K_tt w_t / w_t^(-1/a)`` (~1e-10 unless the gradients are degenerate).  Tasks with a
+    zero gradient (no solution: ``0 = w^(-1/a)``) get weight 0 and are left out of the system.
+    Negative eigenvalues of K (rounding, e.g. a float32 Gramian of dependent gradients) are
+    clipped to 0 first, so that f is convex.
     """
     n = k.shape[0]
     p = 1.0 / a
@@ -185,7 +188,10 @@ def solve_power_equation(
     if top <= 0.0:
         return w_out, True
     live = np.flatnonzero(diag > 1e-14 * top)
-    kn = k[np.ix_(live, live)] / top + ridge * np.eye(len(live))
+    kn = k[np.ix_(live, live)] / top
+    lam, vec = np.linalg.eigh(kn)  # a Gramian formed in float32 can be slightly indefinite:
+    kn = (vec * np.maximum(lam, 0.0)) @ vec.T  # clip to the PSD cone, so that f stays convex
+    kn = kn + ridge * np.diag(np.diag(kn))  # relative ridge: K_tt -> (1 + ridge) K_tt
 
     def h(w: np.ndarray) -> float:
         return float(np.sum(np.log(w))) if p == 1.0 else float(np.sum(w ** (1.0 - p)) / (1.0 - p))
@@ -198,7 +204,8 @@ def solve_power_equation(
     for _ in range(max_iter):
         target = w ** (-p)
         r = kn @ w - target
-        if np.all(np.abs(r) <= tol * (np.abs(kn) @ w + target)):  # relative to the terms' size
+        # relative to the target, plus the rounding level of K w (which can involve cancellation)
+        if np.all(np.abs(r) <= tol * target + 1e-14 * len(w) * (np.abs(kn) @ w)):
             ok = True
             break
         hess = kn + np.diag(p * w ** (-p - 1.0))

@@ -2,17 +2,20 @@
 
 alpha-fair allocation of the update among tasks: ``d = sum_t w_t g_t`` with ``w > 0`` solving
 ``G G^T w = w^(-1/alpha)`` (elementwise), i.e. ``<g_t, d> = w_t^(-1/alpha)``.  ``fairgrad_alpha = 1``
-is proportional fairness (Nash-MTL's equation), alpha -> 0 approaches the plain sum's utility,
-alpha -> infinity max-min fairness.  Linear (returns weights).  Modes: "param" (default, the
-paper's) and "rep".  No normalisation of the Gramian, as in the released code (so, unlike
-Nash-MTL here, the weights solve the equation on the raw Gramian).
+is proportional fairness (Nash-MTL's equation), alpha -> 0 utilitarian (the sum of the tasks'
+improvements), alpha -> infinity max-min fairness.  ``fairgrad_alpha`` is limited to [0.1, 20]:
+beyond, ``w^(-1/alpha)`` is so stiff (or so flat) that the weights under/overflow float32.
+Linear (returns weights).  Modes: "param" (default, the paper's) and "rep".  No normalisation of
+the Gramian, as in the released code (so, unlike Nash-MTL here, the weights solve the equation on
+the raw Gramian).
 
-Solver: the released code uses scipy's ``least_squares`` from ``w = 1/T``; here damped Newton on the
-strictly convex ``1/2 w^T K w - sum_t h(w_t)``, ``h' = w^(-1/alpha)`` (``_qp.solve_power_equation``:
-solved on ``K / max diag K`` and mapped back exactly; ``1e-10 I`` ridge so that a solution exists
-when a positive combination of the gradients vanishes; a zero gradient gets weight 0).  If Newton
-does not reach its tolerance, its last iterate is used (``1/T`` if it is not finite) and the
-event is counted in ``fairgrad/solver_failures``.
+Solver: the released code uses scipy's ``least_squares`` from ``w = 1/T``; here damped Newton on
+the strictly convex ``1/2 w^T K w - sum_t h(w_t)``, ``h' = w^(-1/alpha)``
+(``_qp.solve_power_equation``: solved on ``K / max diag K`` and mapped back exactly; a relative
+``1e-10`` ridge on the Gramian's diagonal, so that a solution exists when a positive combination
+of the gradients vanishes; a zero gradient gets weight 0).  If Newton does not reach its
+tolerance, its last iterate is used (``1/T`` if it is not finite) and the event is counted in
+``fairgrad/solver_failures``.
 """
 from __future__ import annotations
 
@@ -36,7 +39,7 @@ class FairGrad(SolverMethod):
     reference = "Ban & Ji, Fair Resource Allocation in Multi-Task Learning, ICML 2024"
     hyperparams = {
         "fairgrad_alpha": HParam(float, 1.0, "fairness exponent (1: proportional, larger: towards max-min)",
-                                 check=lambda v: 0.0 < v <= 100.0, allowed="a number in (0, 100]"),
+                                 check=lambda v: 0.1 <= v <= 20.0, allowed="a number in [0.1, 20]"),
     }
     linear = True
     modes = ("param", "rep")

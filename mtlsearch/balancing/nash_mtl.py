@@ -13,8 +13,9 @@ the paper's) and "rep".
 
 Solver: the released code runs up to 20 sequential convex approximations with cvxpy/ECOS; here
 ``K~ alpha = 1/alpha`` is solved directly by damped Newton on the strictly convex
-``1/2 a^T K~ a - sum log a`` (``_qp.solve_power_equation``; ``1e-10 I`` ridge so that a solution
-exists when a positive combination of the gradients vanishes; a zero gradient gets weight 0).
+``1/2 a^T K~ a - sum log a`` (``_qp.solve_power_equation``: a relative ``1e-10`` ridge on the
+Gramian's diagonal, so that a solution exists when a positive combination of the gradients
+vanishes; a zero gradient gets weight 0).
 If Newton does not reach its tolerance, its last iterate is used (all ones if it is not finite)
 and the event is counted in ``nash_mtl/solver_failures``.
 """
