@@ -3,6 +3,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# The models under test are tiny: one thread avoids oversubscribing a 2-core CI machine (the real
+# Ray workers and subprocesses started by tests choose their own threads).
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
 
