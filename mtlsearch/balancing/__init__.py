@@ -4,10 +4,20 @@ from __future__ import annotations
 from mtlsearch.errors import ConfigError, choices
 
 from .base import Balancing, GradBalancing, GradResult, HParam, LossBalancing
+from .db_mtl import DBMTL
+from .dwa import DWA
 from .ew import EW
+from .famo import FAMO
 from .gemtl import GeMTL, NonPositiveLossError, power_mean
+from .gls import GLS
+from .gradnorm import GradNorm
+from .rlw import RLW
+from .stch import STCH
+from .uw import UW
 
-METHODS: dict[str, type[Balancing]] = {cls.name: cls for cls in (EW, GeMTL)}
+METHODS: dict[str, type[Balancing]] = {
+    cls.name: cls for cls in (EW, GeMTL, UW, DWA, GLS, RLW, GradNorm, FAMO, DBMTL, STCH)
+}
 
 
 def get_method(name: str) -> type[Balancing]:
@@ -20,4 +30,5 @@ def get_method(name: str) -> type[Balancing]:
 __all__ = [
     "Balancing", "GradBalancing", "GradResult", "HParam", "LossBalancing", "METHODS", "get_method",
     "NonPositiveLossError", "power_mean",
+    "DBMTL", "DWA", "EW", "FAMO", "GLS", "GeMTL", "GradNorm", "RLW", "STCH", "UW",
 ]
