@@ -6,22 +6,31 @@ from mtlsearch.errors import ConfigError, choices
 from .aligned_mtl import AlignedMTL
 from .base import Balancing, GradBalancing, GradResult, HParam, LossBalancing
 from .cagrad import CAGrad
+from .db_mtl import DBMTL
+from .dwa import DWA
 from .ew import EW
 from .fairgrad import FairGrad
+from .famo import FAMO
 from .gemtl import GeMTL, NonPositiveLossError, power_mean
+from .gls import GLS
+from .gradnorm import GradNorm
 from .gradvac import GradVac
 from .graddrop import GradDrop
 from .imtl import IMTLG, IMTLH, IMTLL
 from .mgda import MGDA
 from .nash_mtl import NashMTL
 from .pcgrad import PCGrad
+from .rlw import RLW
+from .stch import STCH
 from .upgrad import UPGrad
+from .uw import UW
 
 METHODS: dict[str, type[Balancing]] = {
     cls.name: cls
     for cls in (
         EW, GeMTL, IMTLL, IMTLG, IMTLH,
         MGDA, PCGrad, GradDrop, GradVac, CAGrad, NashMTL, AlignedMTL, UPGrad, FairGrad,
+        UW, DWA, GLS, RLW, GradNorm, FAMO, DBMTL, STCH,
     )
 }
 
@@ -36,4 +45,5 @@ def get_method(name: str) -> type[Balancing]:
 __all__ = [
     "Balancing", "GradBalancing", "GradResult", "HParam", "LossBalancing", "METHODS", "get_method",
     "NonPositiveLossError", "power_mean",
+    "DBMTL", "DWA", "FAMO", "GLS", "GradNorm", "RLW", "STCH", "UW",
 ]

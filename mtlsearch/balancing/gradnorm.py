@@ -1,0 +1,79 @@
+"""GradNorm: learned task weights that equalise the tasks' gradient norms, scaled by training rates."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .base import GradBalancing, GradResult, HParam
+
+#: Floor of a weight after the gradient step (before renormalising), so no task is switched off.
+MIN_WEIGHT = 1e-3
+#: Floor of the first-step losses in the loss ratios (task losses should be positive).
+TINY = 1e-12
+
+
+class GradNorm(GradBalancing):
+    """Task weights ``w`` (sum T) adapted every step by a gradient step on the GradNorm loss.
+
+    With ``n_t = ||dL_t/dW||`` (the rows of ``G``), ``G_t = w_t n_t``, ``Gbar = mean_t G_t``, the loss
+    ratios ``Lt_t = L_t / L_t(0)`` and the relative inverse training rates ``r_t = Lt_t / mean(Lt)``:
+
+        L_grad = sum_t | G_t - Gbar * r_t^alpha |      (the target Gbar * r^alpha held constant)
+        w <- w - gradnorm_lr * dL_grad/dw = w - gradnorm_lr * sign(G_t - target_t) * n_t
+        w <- T * w / sum(w)          (after flooring each weight at MIN_WEIGHT)
+
+    A task that trains slowly (``r_t > 1``) or whose weighted gradient is small gets more weight;
+    ``alpha = 0`` just equalises the weighted gradient norms.  The step uses the weights *before*
+    this update (the paper's order: the network steps with ``w(t)``, then ``w(t+1)`` is computed);
+    the result is ``weights = w(t)``, applied to the per-task gradients (a linear method).
+
+    ``W`` is the shared representation ``z`` in "rep" mode (default: ``||dL_t/dz||`` over the batch,
+    cheap) or all shared parameters in "param" mode; the paper uses the last shared layer's weights.
+    ``L(0)`` are the losses of the first step.  Weights, ``L(0)`` and the flag are buffers
+    (checkpointed); the weights are not ``nn.Parameter``s (their update is the method's own).
+
+    Reference: Chen, Badrinarayanan, Lee & Rabinovich, "GradNorm: Gradient Normalization for
+    Adaptive Loss Balancing in Deep Multitask Networks", ICML 2018 (no official code).
+    Deviations: the weights take a plain gradient step with their own ``gradnorm_lr`` (default
+    0.025), floored at ``MIN_WEIGHT`` before renormalising (the paper leaves negative weights
+    unaddressed); heads are trained on their own unweighted losses (the trainer's rule for
+    gradient-level methods), not on ``w_t L_t``.  LibMTL instead parametrises ``w = T softmax(v)``,
+    trains ``v`` with the model's optimizer and uses equal weights during the first epoch.
+    """
+
+    name = "gradnorm"
+    reference = (
+        "Chen et al., GradNorm: Gradient Normalization for Adaptive Loss Balancing in Deep Multitask "
+        "Networks, ICML 2018"
+    )
+    hyperparams = {
+        "gradnorm_alpha": HParam(float, 1.5, "strength alpha of the pull towards equal training rates",
+                                 check=lambda v: v >= 0, allowed="a number >= 0"),
+        "gradnorm_lr": HParam(float, 0.025, "learning rate of the task weights' own gradient step",
+                              check=lambda v: v > 0, allowed="a number > 0"),
+    }
+    linear = True
+    modes = ("rep", "param")
+    default_mode = "rep"
+
+    def __init__(self, num_tasks: int, **hparams):
+        super().__init__(num_tasks, **hparams)
+        self.register_buffer("loss_weights", torch.ones(num_tasks))
+        self.register_buffer("initial_losses", torch.ones(num_tasks))
+        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+
+    def forward(self, grads: Tensor, losses: Tensor) -> GradResult:
+        w = self.loss_weights.clone()
+        losses = losses.detach().to(w)
+        # The first call records L(0) (selected on the device: no host sync).
+        self.initial_losses.copy_(torch.where(self.initialised, self.initial_losses, losses))
+        self.initialised.fill_(True)
+        norms = torch.linalg.vector_norm(grads.detach(), dim=1, dtype=torch.float32).to(w)
+        weighted = w * norms
+        loss_ratio = losses / self.initial_losses.clamp_min(TINY)
+        inverse_rate = loss_ratio / loss_ratio.mean()
+        target = weighted.mean() * inverse_rate**self.gradnorm_alpha
+        step = torch.sign(weighted - target) * norms
+        new = (w - self.gradnorm_lr * step).clamp_min(MIN_WEIGHT)
+        self.loss_weights.copy_(self.num_tasks * new / new.sum())
+        return GradResult(weights=w)
