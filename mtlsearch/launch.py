@@ -163,6 +163,8 @@ def make_progress_callback(space):
 
 
 def _fmt(value: Any) -> str:
+    if value is None:  # a conditional parameter that does not apply to this trial
+        return "-"
     if isinstance(value, float):
         if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4):
             return f"{value:.3g}"
