@@ -8,7 +8,8 @@
   (``step = epoch``).  Only the metric names of DESIGN.md are logged: Tune's bookkeeping (pid,
   timestamps, config copies, ...) is not.
 * Runs are looked up by (search id, trial id) before they are created, so a resumed search reuses
-  its runs instead of duplicating them.
+  its runs instead of duplicating them; an epoch already logged (a trial resumed from a checkpoint
+  older than its last logged epoch, after the driver was killed) is not logged twice.
 
 Workers never talk to MLflow, so they need no credentials, and a SQLite store has one writer.
 """
@@ -97,6 +98,7 @@ class Tracker:
         self.search_id = search_id
         self.parent_run_id: str | None = None
         self.trial_runs: dict[str, str] = {}
+        self._last_step: dict[str, int] = {}  # run id -> last epoch logged
 
     def _find_run(self, **tags: str) -> str | None:
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
@@ -139,6 +141,7 @@ class Tracker:
                       TAG_KIND: "trial", TAG_STATUS: "running"},
             )
             run_id = run.info.run_id
+            self._last_step[run_id] = -1
             for key, value in config.items():
                 self.client.log_param(run_id, key, _param_value(value))
         else:
@@ -151,6 +154,13 @@ class Tracker:
 
         run_id = self.trial_run(trial_id, config)
         step = int(result.get("epoch", result.get("training_iteration", 0)))
+        if run_id not in self._last_step:  # a run found again (resumed search): what is logged already?
+            keys = sorted(self.client.get_run(run_id).data.metrics, key=lambda k: not k.startswith("train/"))
+            history = self.client.get_metric_history(run_id, keys[0]) if keys else []
+            self._last_step[run_id] = max((m.step for m in history), default=-1)
+        if step <= self._last_step[run_id]:
+            return
+        self._last_step[run_id] = step
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, step) for k, v in select_metrics(result).items()]
         for start in range(0, len(metrics), 900):
