@@ -4,12 +4,23 @@ The only place that builds a ``Tuner``: reads a space, picks the searcher (Optun
 (ASHA), resources per trial, storage, MLflow destination and resume; prints progress and the results
 table.  Embedded default: a local Ray started here, a SQLite MLflow store ``./mlflow.db`` and Ray
 results under ``./ray_results``.  ``RAY_ADDRESS`` and ``MLFLOW_TRACKING_URI`` are honoured.
+
+On a cluster (``--address`` / ``RAY_ADDRESS``, set by Ray inside ``ray job submit``) the launcher
+connects and never starts a second Ray; before any trial starts it refuses (exit 2) a trial that asks
+for more CPUs or GPUs than the largest node has, and a local ``--storage`` path on a multi-node
+cluster unless ``--storage-is-shared`` vouches that every node mounts it.  Ctrl-C (or SIGTERM, e.g.
+``ray job stop``) ends the search cleanly and prints the command that resumes it; ``--resume``
+continues from Ray Tune's experiment state (finished trials are not re-run; MLflow keeps one run per
+trial and each epoch once).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -33,13 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions pack trials onto one GPU")
     p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray)")
-    p.add_argument("--storage", help="Ray Tune storage path or URI (default: ./ray_results)")
+    p.add_argument("--storage", help="Ray Tune storage path or URI (default: ./ray_results); on a multi-node "
+                   "cluster a shared path (see --storage-is-shared) or a cloud URI such as s3://bucket/dir")
+    p.add_argument("--storage-is-shared", action="store_true",
+                   help="the --storage path is a shared filesystem (NFS, ...) mounted at the same path on every node")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     p.add_argument("--experiment", help="MLflow experiment name (default: the space's name)")
     p.add_argument("--name", help="name of this search's folder under the storage (default: SPACE-TIMESTAMP)")
     p.add_argument("--resume", action="store_true", help="continue the latest unfinished search of this space (or --name)")
     p.add_argument("--seed", type=int, help="seed of the searcher and of the trials")
-    p.add_argument("--max-failures", type=int, default=0, help="retries of a crashed trial from its last checkpoint")
+    p.add_argument("--max-failures", type=int, default=0,
+                   help="retries of a crashed trial (exception, lost worker or node) from its last checkpoint; "
+                        "a trial whose loss became NaN/inf is not retrained")
     p.add_argument("--top", type=int, default=5, help="rows in the final results table")
     return p
 
@@ -59,6 +75,8 @@ def prepare_space(args: argparse.Namespace):
     _positive(args.max_epochs, "--max-epochs")
     _positive(args.cpus_per_trial, "--cpus-per-trial", allow_zero=True)
     _positive(args.gpus_per_trial, "--gpus-per-trial", allow_zero=True)
+    if args.max_failures < -1:
+        raise ConfigError(f"must be >= 0 (or -1: retry forever), got {args.max_failures}", field="--max-failures")
     space = spaces.load_space(args.space, validate=False)
     resources = dict(space.resources)
     if args.cpus_per_trial is not None:
@@ -78,7 +96,9 @@ def prepare_space(args: argparse.Namespace):
     )
     if space.scheduler["grace_period"] > space.max_epochs:
         space.scheduler = {**space.scheduler, "grace_period": space.max_epochs}
+    check_resource_shape(space, args)
     space.validate_trials()
+    check_data_folder(space)
     if space.metric.endswith("delta_m"):
         from mtlsearch.references import load_reference_file
 
@@ -94,6 +114,63 @@ def prepare_space(args: argparse.Namespace):
     return space
 
 
+# ------------------------------------------------------------------------------ checks before Ray
+def check_resource_shape(space, args: argparse.Namespace) -> None:
+    """Ray takes a fraction of a GPU only below 1: 0.25 packs four trials on a GPU; 1.5 is not a request."""
+    gpus = space.resources["gpus_per_trial"]
+    if gpus > 1 and not float(gpus).is_integer():
+        where = {"field": "--gpus-per-trial"} if args.gpus_per_trial is not None else {
+            "source": str(space.path), "field": "resources.gpus_per_trial"}
+        raise ConfigError(f"a trial takes a fraction of one GPU (0 < g <= 1) or a whole number of GPUs, got {gpus!r}", **where)
+
+
+def check_data_folder(space) -> None:
+    """Build the benchmark of a representative trial config: a user-supplied data folder that is missing
+    or malformed fails here (the check is cheap: it lists files), before Ray or MLflow start.  The driver
+    therefore needs the data folder at the same path as the nodes (shared filesystem or a copy)."""
+    from mtlsearch.benchmarks import get_benchmark
+    from mtlsearch.config import TrialConfig
+
+    probe = space.probe_configs()[0]
+    cfg = TrialConfig.from_dict(probe, source=str(space.path))
+    try:
+        get_benchmark(cfg.benchmark, data_root=cfg.data_root, **cfg.benchmark_options)
+    except ConfigError as err:
+        raise err.with_source(str(space.path)) from None
+
+
+def in_ray_job() -> bool:
+    """Whether this process is the entrypoint of a ``ray job submit`` (Ray sets this variable)."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+
+
+def check_job_paths(args: argparse.Namespace) -> None:
+    """Inside a Ray job the working directory is Ray's temporary copy of ``--working-dir``: results and
+    MLflow runs written there by default would vanish with it."""
+    if not in_ray_job():
+        return
+    why = ("inside a Ray job the working directory is a temporary copy of --working-dir that Ray deletes; "
+           "give an absolute path or URI that outlives the job")
+    if not args.storage:
+        raise ConfigError(f"{why}: --storage /shared/ray_results (NFS, with --storage-is-shared) or s3://bucket/dir", field="--storage")
+    if not args.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
+        raise ConfigError(f"{why}: --tracking-uri http://MLFLOW-HOST:5000 or sqlite:////abs/path/mlflow.db", field="--tracking-uri")
+
+
+def check_address(args: argparse.Namespace) -> None:
+    address = args.address or os.environ.get("RAY_ADDRESS") or ""
+    if address.startswith(("http://", "https://")):
+        raise ConfigError(
+            f"{address!r} is the job-submission (dashboard) address; the launcher connects to the cluster's "
+            "GCS address HOST:6379, or run it with `ray job submit --address http://HOST:8265 -- python -m "
+            "mtlsearch.launch ...`, where Ray sets RAY_ADDRESS", field="--address" if args.address else "RAY_ADDRESS")
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+# ------------------------------------------------------------------------------ Ray and the cluster
 def _init_ray(address: str | None) -> bool:
     """Connect to ``address`` / ``$RAY_ADDRESS``, or start a local Ray; returns whether we started it."""
     import ray
@@ -102,10 +179,104 @@ def _init_ray(address: str | None) -> bool:
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address)  # an existing cluster: never start a second one
+        try:
+            ray.init(address=address)  # an existing cluster: never start a second one
+        except (ConnectionError, RuntimeError, ValueError) as err:
+            hint = ""
+            if "uthentication" in str(err) or "token" in str(err).lower():
+                hint = ("; the cluster uses token authentication: export RAY_AUTH_MODE=token and put the "
+                        "cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN")
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {first}{hint}", field="--address") from None
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
     return True
+
+
+def cluster_nodes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(alive nodes, node types an autoscaler may still add) as ``{"name", "CPU", "GPU", "max"}`` dicts.
+
+    The node types come from the autoscaler's cluster config in the GCS (KubeRay, cluster launcher);
+    it is read best-effort through a private Ray API and is empty on a fixed cluster."""
+    import ray
+
+    alive = [
+        {"name": n.get("NodeManagerAddress", "?"), "CPU": float(n["Resources"].get("CPU", 0)),
+         "GPU": float(n["Resources"].get("GPU", 0)), "max": 1}
+        for n in ray.nodes() if n.get("Alive")
+    ]
+    types: list[dict[str, Any]] = []
+    try:
+        from ray._private.state import state
+
+        config = state.get_cluster_config()
+        for group in (config.node_group_configs if config is not None else []):
+            if group.max_count != 0:
+                types.append({"name": f"node type {group.name}", "CPU": float(group.resources.get("CPU", 0)),
+                              "GPU": float(group.resources.get("GPU", 0)), "max": group.max_count})
+    except Exception:  # noqa: BLE001 - an optional refinement; the alive nodes are authoritative
+        types = []
+    return alive, types
+
+
+def _describe(nodes: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{n['name']}: {n['CPU']:g} CPU, {n['GPU']:g} GPU" for n in nodes) or "none"
+
+
+def check_cluster_resources(space, args: argparse.Namespace, alive, types) -> None:
+    """A trial runs on one node: refuse asking for more CPUs/GPUs per trial than any node has (or, with
+    an autoscaler, any node type could have) instead of leaving the trials pending forever."""
+    nodes = [*alive, *types]
+    for key, flag, name in (("GPU", "--gpus-per-trial", "gpus_per_trial"), ("CPU", "--cpus-per-trial", "cpus_per_trial")):
+        need = space.resources[name]
+        have = max((n[key] for n in nodes), default=0.0)
+        if need > have:
+            where = {"field": flag} if getattr(args, name) is not None else {"source": str(space.path), "field": f"resources.{name}"}
+            raise ConfigError(
+                f"a trial asks for {need:g} {key} but no node of the cluster has more than {have:g} "
+                f"({_describe(nodes)}); a trial runs on one node: ask for at most {have:g} "
+                f"{'(fractions such as 0.5 share a GPU) ' if key == 'GPU' else ''}or add larger nodes",
+                **where,
+            )
+
+
+def resolve_storage(args: argparse.Namespace, alive, types) -> tuple[str, Path | None]:
+    """(storage URI or absolute path for Ray Tune, the local path or None for a cloud URI).
+
+    A local path is only visible to the node it is on: on a multi-node cluster (alive nodes > 1, or an
+    autoscaler that may add nodes) it is refused unless ``--storage-is-shared`` says that every node
+    mounts it at the same path."""
+    raw = args.storage
+    if raw and is_uri(raw):
+        return raw.rstrip("/"), None
+    if raw and raw.startswith("file://"):
+        raw = raw[len("file://"):]
+    local = Path(raw).expanduser().resolve() if raw else Path.cwd() / "ray_results"
+    grows = any(t["max"] != 0 for t in types) and (len(types) > 1 or any(t["max"] != 1 for t in types))
+    if (len(alive) > 1 or grows) and not args.storage_is_shared:
+        what = f"{len(alive)} nodes" if len(alive) > 1 else "an autoscaler that adds nodes"
+        raise ConfigError(
+            f"{'the default ' if not args.storage else ''}{str(local)!r} is a local path, but the cluster has {what} "
+            f"({_describe(alive)}): trials on other nodes cannot write their checkpoints there. Give a cloud "
+            "URI (s3://bucket/dir, gs://bucket/dir) or a shared filesystem mounted at the same path on every "
+            "node plus --storage-is-shared",
+            field="--storage",
+        )
+    return str(local), local
+
+
+# ------------------------------------------------------------------------------ resume
+def _experiment_unfinished(folder: Path) -> bool:
+    """Whether Ray Tune's latest experiment state in ``folder`` has a trial that did not end."""
+    states = sorted(folder.glob("experiment_state-*.json"))
+    if not states:
+        return True
+    try:
+        data = json.loads(states[-1].read_text())
+        statuses = [json.loads(t[0]).get("status") for t in data.get("trial_data", [])]
+    except (OSError, ValueError, TypeError, IndexError, AttributeError):
+        return True  # unreadable: let Ray decide
+    return not statuses or any(s not in ("TERMINATED", "ERROR") for s in statuses)
 
 
 def _latest_unfinished(storage: Path, prefix: str) -> Path | None:
@@ -116,9 +287,47 @@ def _latest_unfinished(storage: Path, prefix: str) -> Path | None:
     candidates = sorted((d for d in storage.iterdir() if d.is_dir() and (d.name == prefix or d.name.startswith(prefix + "-"))),
                         key=lambda d: d.stat().st_mtime, reverse=True)
     for d in candidates:
-        if Tuner.can_restore(str(d)):
+        if Tuner.can_restore(str(d)) and _experiment_unfinished(d):
             return d
     return None
+
+
+def find_restore_path(args: argparse.Namespace, space, storage_uri: str, local_storage: Path | None) -> str | None:
+    """The experiment folder that ``--resume`` continues: the latest unfinished search of this space
+    (or of ``--name``) under a local storage; under a cloud URI the folder ``--name`` names."""
+    from ray.tune import Tuner
+
+    if not args.resume:
+        return None
+    if local_storage is not None:
+        found = _latest_unfinished(local_storage, args.name or space.name)
+        if found is None:
+            print(f"No unfinished search of {args.name or space.name!r} under {local_storage}; starting a new one.")
+        return str(found) if found else None
+    if not args.name:
+        raise ConfigError("resuming from a cloud storage needs --name, the search folder that the interrupted run "
+                          "printed (Ray results: URI/NAME)", field="--resume")
+    path = f"{storage_uri}/{args.name}"
+    if not Tuner.can_restore(path):
+        raise ConfigError(f"no search to resume at {path!r}", field="--name")
+    return path
+
+
+def resume_command(argv: Sequence[str], name: str) -> str:
+    """The command line that resumes search ``name``: the same arguments plus ``--resume --name``."""
+    rest: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--resume" or arg.startswith("--name="):
+            continue
+        if arg == "--name":
+            skip = True
+            continue
+        rest.append(arg)
+    return shlex.join(["python", "-m", "mtlsearch.launch", *rest, "--resume", "--name", name])
 
 
 def trial_dirname(trial) -> str:
@@ -204,35 +413,47 @@ def summarize(result_grid, space, top: int) -> tuple[list[dict[str, Any]], list[
     return rows[:top] if top else rows, columns
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, callbacks: Sequence[Any] = ()) -> int:
+    """The search; ``callbacks``: extra Ray Tune callbacks (a notebook's display, a test's fault injector)."""
     space = prepare_space(args)
+    check_job_paths(args)
+    check_address(args)
 
-    from mtlsearch import spaces, tracking
+    from mtlsearch import tracking
 
-    tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
-    experiment = args.experiment or space.name
-    storage = Path(args.storage).expanduser().resolve() if args.storage and "://" not in args.storage else None
-    storage_uri = args.storage if args.storage and "://" in args.storage else str(storage or (Path.cwd() / "ray_results"))
-    local_storage = storage or (None if "://" in storage_uri else Path(storage_uri))
-
-    tracking.check_reachable(tracking_uri)  # before Ray and any trial: one error line, exit code 2
+    # Before Ray and any trial: an unreachable tracking server is one error line and exit code 2.
+    tracking.check_reachable(args.tracking_uri or tracking.default_tracking_uri())
 
     # Ray warns about frequent experiment snapshots; with epoch-sized checkpoints they are expected.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     started_ray = _init_ray(args.address)
-    import ray
+    try:
+        return _run_on_ray(args, space, callbacks)
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def _run_on_ray(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> int:
+    from mtlsearch import spaces, tracking
+
+    # Everything that can refuse the search does so before MLflow or Ray Tune write anything.
+    alive, types = cluster_nodes()
+    check_cluster_resources(space, args, alive, types)
+    storage_uri, local_storage = resolve_storage(args, alive, types)
+    restore_path = find_restore_path(args, space, storage_uri, local_storage)
+    tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
+    experiment = args.experiment or space.name
+
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search.optuna import OptunaSearch
 
     from trainables import train_mtl
 
-    restore_path = None
-    if args.resume and local_storage is not None:
-        restore_path = _latest_unfinished(local_storage, args.name or space.name)
-        if restore_path is None:
-            print(f"No unfinished search of {args.name or space.name!r} under {local_storage}; starting a new one.")
-    name = restore_path.name if restore_path else (args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    name = restore_path.rstrip("/").rsplit("/", 1)[-1] if restore_path else (args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     search_id = f"{storage_uri.rstrip('/')}/{name}"
 
     tracker = tracking.Tracker(tracking_uri, experiment, search_id)
@@ -273,11 +494,13 @@ def run(args: argparse.Namespace) -> int:
         search_alg = BasicVariantGenerator(random_state=space.searcher["seed"])
         param_space = space.tune_param_space()
 
+    book = _trial_book()
+
     def make_run_config(suffix: str | None = None, num_trials: int | None = None):
         shown = spaces.override(space, num_samples=num_trials) if num_trials else space
         return tune.RunConfig(
             name=f"{name}-{suffix}" if suffix else name, storage_path=storage_uri, verbose=0,
-            callbacks=[callback, make_progress_callback(shown)],
+            callbacks=[callback, make_progress_callback(shown), book, *callbacks],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
         )
@@ -290,18 +513,23 @@ def run(args: argparse.Namespace) -> int:
     )
     if restore_path is not None:
         print(f"Resuming {restore_path}")
-        tuner = tune.Tuner.restore(str(restore_path), trainable, resume_errored=True)
+        # resume_errored: a trial that used up its retries (a lost node, ...) gets another chance from its
+        # last checkpoint; one whose loss became NaN/inf fails again at once (see trainables.mtl).
+        tuner = tune.Tuner.restore(restore_path, trainable, resume_errored=True)
+        _use_this_runs_callbacks(tuner, run_config)
     else:
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
     print(f"Search {name!r}: {space.num_samples} trials x up to {space.max_epochs} epochs of {space.benchmark!r}, "
           f"objective {space.metric} ({space.mode}); MLflow experiment {experiment!r} at {tracking_uri}")
-    try:
-        grid = tuner.fit()
-    except KeyboardInterrupt:
-        tracker.end_search(None, status="KILLED")
-        print(f"\nInterrupted. Resume with the same command plus --resume (folder {storage_uri}/{name}).")
-        return 130
+    grid = None
+    with _sigterm_as_sigint():
+        try:
+            grid = tuner.fit()
+        except KeyboardInterrupt:  # a second Ctrl-C while Tune was already stopping
+            pass
+    if grid is None or book.unfinished or len(grid) < space.num_samples:
+        return _interrupted(args, tracker, f"{storage_uri}/{name}", name, grid, book.unfinished)
 
     rows, columns = summarize(grid, space, 0)
     errors = [r for r in grid if r.error is not None]
@@ -336,15 +564,90 @@ def run(args: argparse.Namespace) -> int:
     print(f"Ray results: {storage_uri}/{name}")
     print(f"MLflow: experiment {experiment!r}, parent run {tracker.parent_run_id}")
     print(f"Open the runs in the MLflow UI:\n  {tracking.ui_command(tracking_uri)}")
-    if started_ray:
-        ray.shutdown()
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _use_this_runs_callbacks(tuner, run_config) -> None:
+    """``Tuner.restore`` brings back the RunConfig pickled when the search started, callbacks included
+    (the first driver's MLflow tracker and progress printer) and ``max_failures``; this driver's replace
+    them.  Ray offers no public setter, hence the private attribute (checked, so a Ray that renames it
+    fails loudly here rather than logging through stale callbacks)."""
+    internal = getattr(tuner, "_local_tuner", None)
+    restored = internal.get_run_config() if internal is not None else None
+    if restored is None or not hasattr(restored, "callbacks"):
+        raise RuntimeError("this Ray version's Tuner has no _local_tuner.get_run_config(); update _use_this_runs_callbacks")
+    restored.callbacks = run_config.callbacks
+    restored.failure_config = run_config.failure_config
+
+
+class _sigterm_as_sigint:
+    """SIGTERM (``ray job stop``, a scheduler ending the job) stops the search the way Ctrl-C does:
+    Ray Tune's SIGINT handler ends the trials and saves the experiment state."""
+
+    def __enter__(self):
+        self.previous = None
+        try:
+            self.previous = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+def _trial_book():
+    """A callback that knows which trials this driver started and saw end.  After Ctrl-C, Ray Tune
+    marks the trials it stopped TERMINATED in memory (the saved state says RUNNING), so the statuses in
+    the ResultGrid cannot tell an interrupted search from a finished one; this can."""
+    from ray.tune import Callback
+
+    class TrialBook(Callback):
+        def __init__(self):
+            self.started: set[str] = set()
+            self.ended: set[str] = set()
+
+        @property
+        def unfinished(self) -> set[str]:
+            return self.started - self.ended
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.started.add(trial.trial_id)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.ended.add(trial.trial_id)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.ended.add(trial.trial_id)
+
+    return TrialBook()
+
+
+def _interrupted(args: argparse.Namespace, tracker, folder: str, name: str, grid, unfinished: set[str]) -> int:
+    """After Ctrl-C: mark the MLflow runs of unfinished trials and the search KILLED, say how to resume."""
+    from mtlsearch import tracking
+
+    for trial_id in sorted(unfinished):
+        if trial_id in tracker.trial_runs:
+            run_id = tracker.trial_runs[trial_id]
+            tracker.client.set_tag(run_id, tracking.TAG_STATUS, "interrupted")
+            tracker.client.set_terminated(run_id, status="KILLED")
+    tracker.end_search(None, status="KILLED")
+    done = len(grid) - len(unfinished) if grid is not None else 0
+    argv = getattr(args, "argv", None) or sys.argv[1:]
+    print(f"\nInterrupted: {done} trial(s) finished, {len(unfinished)} stopped; the search's state is saved in "
+          f"{folder}.\nResume it with:\n  {resume_command(argv, name)}", flush=True)
+    return 130
+
+
+def main(argv: Sequence[str] | None = None, *, callbacks: Sequence[Any] = ()) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
-        return run(args)
+        return run(args, callbacks)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

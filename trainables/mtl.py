@@ -1,4 +1,20 @@
-"""The function trainable: build the core from the trial's config, resume, report every epoch."""
+"""The function trainable: build the core from the trial's config, resume, report every epoch.
+
+Faults:
+
+* A crash (an exception, a killed worker process, a lost node) ends the attempt; Ray Tune starts a
+  new one from the last reported checkpoint (``--max-failures`` times).  The checkpoint holds the
+  trainer's full state (model, optimizer, balancing, RNG, epoch), so the retried attempt reports
+  epoch k+1 next, exactly as an uninterrupted run would.
+* A loss that became NaN/inf (:class:`~mtlsearch.trainer.NonFiniteLossError`) would only come back
+  from the same checkpoint, so it is not retrained: Ray Tune 2.60 cannot exempt an exception type from
+  ``max_failures`` (``FailureConfig`` has no such filter), so the attempt that meets it leaves a marker
+  in the trial's folder and any later attempt of that trial re-raises the same error at once.
+
+Testing aid: with the environment variable ``MTLSEARCH_FAULT_AT_EPOCH=k`` set for the workers, an
+attempt that started before epoch k raises :class:`InjectedFault` right after reporting epoch k (so a
+retry from that checkpoint succeeds).  Nothing reads it otherwise.
+"""
 from __future__ import annotations
 
 import os
@@ -7,6 +23,12 @@ import tempfile
 from ray import tune
 
 CHECKPOINT_FILE = "state.pt"
+NONFINITE_MARKER = "nonfinite_loss.txt"
+FAULT_ENV = "MTLSEARCH_FAULT_AT_EPOCH"
+
+
+class InjectedFault(RuntimeError):
+    """The crash that ``MTLSEARCH_FAULT_AT_EPOCH`` asks for (tests of the retry path)."""
 
 
 def train_mtl(config: dict) -> None:
@@ -15,9 +37,14 @@ def train_mtl(config: dict) -> None:
     import ray
     import torch
 
-    from mtlsearch.trainer import Trainer
+    from mtlsearch.trainer import NonFiniteLossError, Trainer
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "checkpoint created" line per epoch
+    marker = os.path.join(tune.get_context().get_trial_dir(), NONFINITE_MARKER)
+    if os.path.exists(marker):
+        with open(marker) as f:
+            raise NonFiniteLossError(f"{f.read()} (not retrained: the same checkpoint would diverge again)")
+
     config = dict(config)
     if config.get("device", "auto") == "auto":
         # Trials without a GPU share of their own see every GPU of the node: decide from Ray's assignment.
@@ -30,8 +57,18 @@ def train_mtl(config: dict) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             trainer.load(os.path.join(folder, CHECKPOINT_FILE))
+    fault_at = int(os.environ.get(FAULT_ENV, 0) or 0)
+    started_at = trainer.epoch
 
-    for result in trainer.run():
-        with tempfile.TemporaryDirectory() as folder:
-            trainer.save(os.path.join(folder, CHECKPOINT_FILE))
-            tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+    try:
+        for result in trainer.run():
+            with tempfile.TemporaryDirectory() as folder:
+                trainer.save(os.path.join(folder, CHECKPOINT_FILE))
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+            if fault_at and started_at < fault_at == trainer.epoch:
+                raise InjectedFault(f"{FAULT_ENV}={fault_at}: crash after epoch {fault_at}")
+    except NonFiniteLossError as err:
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        with open(marker, "w") as f:
+            f.write(str(err))
+        raise
