@@ -56,7 +56,11 @@ def cagrad_weights(k: np.ndarray, c: float, rescale: int = 1) -> tuple[np.ndarra
 
 
 class CAGrad(SolverMethod):
-    """Maximise the worst task's improvement within a ball around the mean gradient (weights)."""
+    """Maximise the worst task's improvement within a ball around the mean gradient (weights).
+
+    Step cost: about 2.32x ``ew`` per step in its default mode (param), measured by
+    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    """
 
     name = "cagrad"
     reference = "Liu et al., Conflict-Averse Gradient Descent for Multi-task Learning, NeurIPS 2021"

@@ -57,7 +57,11 @@ def gradvac_coefficients(
 
 
 class GradVac(GradBalancing):
-    """Raise each pair's gradient cosine to its EMA target, then sum (weights form)."""
+    """Raise each pair's gradient cosine to its EMA target, then sum (weights form).
+
+    Step cost: about 1.40x ``ew`` per step in its default mode (param), measured by
+    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    """
 
     name = "gradvac"
     reference = "Wang et al., Gradient Vaccine, ICLR 2021"

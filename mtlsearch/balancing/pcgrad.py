@@ -38,7 +38,11 @@ def pcgrad_coefficients(k: np.ndarray, orders: Sequence[Sequence[int]]) -> np.nd
 
 
 class PCGrad(GradBalancing):
-    """Project each task gradient off the conflicting ones, then sum (weights form)."""
+    """Project each task gradient off the conflicting ones, then sum (weights form).
+
+    Step cost: about 1.24x ``ew`` per step in its default mode (param), measured by
+    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    """
 
     name = "pcgrad"
     reference = "Yu et al., Gradient Surgery for Multi-Task Learning, NeurIPS 2020"
