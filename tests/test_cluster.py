@@ -1,0 +1,266 @@
+"""A real two-node Ray cluster on 127.0.0.1: ``ray start --head``, a second node, ``ray job submit``.
+
+How the cluster is kept to itself (other Ray instances may run on the same machine: this suite's own
+``ray_session``, other checkouts' tests), and stopped whatever happens:
+
+* ``ray stop`` stops every Ray process on the machine, so it is never used.  Every process of this
+  cluster inherits one environment variable, ``MTLSEARCH_TEST_CLUSTER=<random>`` (Ray passes the
+  environment of ``ray start`` on to the raylet, its workers, the job supervisor and the job's
+  entrypoint); the fixture's finalizer SIGKILLs exactly the live processes that carry it, and waits
+  until they are gone.
+* ``--temp-dir`` is a fresh folder, so the address file ``ray start`` writes (``ray_current_cluster``)
+  does not redirect anyone's ``ray.init()``; every port with a fixed default (6379, 8265, 52365,
+  10001) is a free one picked here.
+* ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` keeps Ray from replacing 127.0.0.1 by the machine's
+  address, so everything listens on loopback only (checked below).  ``ray start`` then refuses to add
+  a worker node, so the second node is started the way ``ray.cluster_utils.Cluster.add_node`` does
+  (``ray._private.node.Node``, Ray's own multi-node-on-one-machine test tool).
+* Token authentication with a token made up for this cluster (``RAY_AUTH_MODE=token``,
+  ``RAY_AUTH_TOKEN``), as a user of Ray 2.60 meets it; nothing is written to ``~/.ray``.
+* The head starts with this interpreter's ``bin`` first on PATH: a job's entrypoint runs with the
+  PATH of the environment that started the head.
+"""
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from mtlsearch.tracking import TAG_KIND, TAG_STATUS
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+EXCLUDES = [".git", ".venv", "venv", "ray_results", "mlruns", "mlflow.db", "mtlsearch_results", "*.egg-info",
+            ".pytest_cache", "build", "__pycache__"]
+
+SPACE = """
+name: cluster_smoke
+benchmark: synthetic
+objective: {metric: val/delta_m, mode: max}
+budget: {num_samples: 2, max_epochs: 2}
+scheduler: {type: fifo}
+searcher: {type: optuna, sampler: random, seed: 0}
+resources: {cpus_per_trial: 1}
+params:
+  method: gemtl
+  p: {uniform: [0.0, 1.0]}
+  lr: {loguniform: [1.0e-3, 1.0e-2]}
+"""
+
+WORKER_NODE = """
+import sys, time
+from ray._private.node import Node
+from ray._private.parameter import RayParams
+from ray._private.services import wait_for_node
+
+gcs, temp_dir, agent_port, metrics_port = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+params = RayParams(gcs_address=gcs, node_ip_address="127.0.0.1", num_cpus=1, num_gpus=0,
+                   object_store_memory=150 * 2**20, min_worker_port=0, max_worker_port=0,
+                   node_manager_port=0, include_log_monitor=False, temp_dir=temp_dir)
+params.dashboard_agent_listen_port = agent_port
+params.metrics_export_port = metrics_port
+node = Node(params, head=False, shutdown_at_exit=True, spawn_reaper=True)
+wait_for_node(gcs, node.plasma_store_socket_name, 120)
+print("READY", flush=True)
+while True:
+    time.sleep(3600)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def processes_with_env(assignment: str) -> list[int]:
+    """Live processes whose environment holds ``assignment`` (``NAME=value``)."""
+    needle = assignment.encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in env and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def listening_addresses(pids) -> list[tuple[int, str]]:
+    """(pid, local address) of every listening TCP socket the processes hold."""
+    owner = {}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                owner[link[8:-1]] = pid
+    out = []
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in owner:  # 0A: LISTEN
+                out.append((owner[fields[9]], fields[1]))
+    return out
+
+
+def is_loopback(hex_address: str) -> bool:
+    host = hex_address.split(":")[0]
+    if len(host) == 8:  # IPv4, little-endian: 0100007F = 127.0.0.1
+        return host.endswith("7F")
+    return host in ("0000000000000000FFFF00000100007F", "00000000000000000000000001000000")  # ::ffff:127.0.0.1, ::1
+
+
+class LocalCluster:
+    def __init__(self):
+        self.temp = Path(tempfile.mkdtemp(prefix="mtlcl", dir="/tmp"))  # short: socket paths <= 107 bytes
+        self.marker = f"MTLSEARCH_TEST_CLUSTER={uuid.uuid4().hex}"
+        self.port, self.dashboard = free_port(), free_port()
+        self.env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS", "RAY_TMPDIR")}
+        self.env.update({
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": secrets.token_hex(32),
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+            "RAY_USAGE_STATS_ENABLED": "0",
+            self.marker.split("=")[0]: self.marker.split("=")[1],
+        })
+        self.worker = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def job_address(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard}"
+
+    def start(self) -> None:
+        head = subprocess.run(
+            [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
+             "--port", str(self.port), "--dashboard-port", str(self.dashboard),
+             "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()),
+             "--metrics-export-port", str(free_port()), "--num-cpus", "1", "--num-gpus", "0",
+             "--disable-usage-stats", "--temp-dir", str(self.temp)],
+            env=self.env, capture_output=True, text=True, timeout=180, start_new_session=True,
+        )
+        assert head.returncode == 0, head.stdout[-2000:] + head.stderr[-2000:]
+        worker_dir = self.temp / "worker"  # its own runtime_resources: nodes must not share one
+        worker_dir.mkdir()
+        self.worker = subprocess.Popen(
+            [sys.executable, "-c", WORKER_NODE, self.address, str(worker_dir), str(free_port()), str(free_port())],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        )
+        line = self.worker.stdout.readline()
+        assert line.strip() == "READY", line + self.worker.stdout.read()[-2000:] if self.worker.poll() is not None else line
+
+    def stop(self) -> None:
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            pids = processes_with_env(self.marker)
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.2)
+        if self.worker is not None:
+            self.worker.wait(10)
+        assert processes_with_env(self.marker) == [], "cluster processes survived"
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+    def ray_cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN / "ray"), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    c = LocalCluster()
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def test_cluster_has_two_nodes_listening_on_loopback_only(cluster):
+    pids = processes_with_env(cluster.marker)
+    sockets = listening_addresses(pids)
+    assert len(sockets) >= 4, sockets  # GCS, raylets, dashboard, agents
+    assert [s for s in sockets if not is_loopback(s[1])] == []
+
+
+def test_local_storage_on_a_multi_node_cluster_is_refused(cluster, tmp_path):
+    """The launcher connects to the running cluster (RAY_ADDRESS) and refuses, before any trial or MLflow
+    store exists, a local --storage that the second node cannot reach."""
+    space = tmp_path / "space.yaml"
+    space.write_text(textwrap.dedent(SPACE))
+    env = {**cluster.env, "RAY_ADDRESS": cluster.address, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtlsearch.launch", "--space", str(space), "--storage", str(tmp_path / "results"),
+         "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "--storage: " in errors[0] and "the cluster has 2 nodes" in errors[0], proc.stderr
+    assert "--storage-is-shared" in errors[0] and "s3://" in errors[0]
+    assert "Connecting to existing Ray cluster" in proc.stderr and "Started a local Ray" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
+
+
+def test_search_submitted_as_a_ray_job_succeeds_and_reaches_mlflow(cluster, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(textwrap.dedent(SPACE))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    job_id = f"mtlsearch-test-{uuid.uuid4().hex[:8]}"
+    command = [
+        "job", "submit", "--address", cluster.job_address, "--submission-id", job_id, "--working-dir", str(ROOT),
+        "--runtime-env-json", json.dumps({"excludes": EXCLUDES}), "--",
+        "python", "-m", "mtlsearch.launch", "--space", str(space), "--tracking-uri", uri,
+        "--storage", str(tmp_path / "results"), "--storage-is-shared", "--name", "on_cluster",
+    ]
+    deadline = time.time() + 90
+    while True:  # the head's job agent registers a little after `ray start` returns
+        proc = cluster.ray_cli(*command, timeout=420)
+        if "No available agent" not in proc.stderr + proc.stdout or time.time() > deadline:
+            break
+        time.sleep(2)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and f"Job '{job_id}' succeeded" in out, out[-6000:]
+    assert "Connecting to existing Ray cluster" in out and "Started a local Ray" not in out  # no second Ray
+    assert "Best trials by val/delta_m (max); 2 trials, 0 errored" in out
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("cluster_smoke")
+    runs = client.search_runs([exp.experiment_id])
+    trials = [r for r in runs if r.data.tags.get(TAG_KIND) == "trial"]
+    assert len(trials) == 2 and len([r for r in runs if r.data.tags.get(TAG_KIND) == "search"]) == 1
+    for run in trials:
+        assert run.data.tags[TAG_STATUS] == "completed"
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/delta_m")) == [1, 2]
+    assert sorted(p.name for p in (tmp_path / "results" / "on_cluster").glob("trial_*")) != []

@@ -1,0 +1,251 @@
+"""Faults, with nothing lost: crashed trials resume from their checkpoint, NaN trials end with their
+reason, a killed or interrupted driver resumes the search; MLflow keeps one run per trial and each
+epoch once.  Real Ray, real MLflow (SQLite), real processes and signals."""
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+from mtlsearch.launch import main
+from mtlsearch.tracking import TAG_KIND, TAG_STATUS, TAG_TRIAL
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SPACE = """
+name: {name}
+benchmark: synthetic
+objective: {{metric: val/delta_m, mode: max}}
+budget: {{num_samples: {samples}, max_epochs: {epochs}, max_concurrent_trials: 2}}
+scheduler: {{type: fifo}}
+searcher: {searcher}
+resources: {{cpus_per_trial: 1}}
+params:
+{params}
+"""
+GEMTL = "  method: gemtl\n  p: {uniform: [0.0, 1.0]}\n  lr: {loguniform: [1.0e-3, 1.0e-2]}"
+
+
+def write_space(tmp_path, name, *, samples, epochs, params=GEMTL, searcher="{type: optuna, sampler: random, seed: 0}"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(textwrap.dedent(SPACE).format(name=name, samples=samples, epochs=epochs, params=params, searcher=searcher))
+    return path
+
+
+def trial_runs(uri, experiment):
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(TAG_KIND) == "trial"]
+
+
+def steps(client, run, key="val/delta_m"):
+    return sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+
+
+def tune_rows(folder: Path) -> list[dict]:
+    """Ray Tune's own per-trial log: one row per reported result, with the worker's pid."""
+    return [json.loads(line) for line in (folder / "result.json").read_text().splitlines() if line.strip()]
+
+
+class KillWorkerAfterEpoch(Callback):
+    """Driver-side fault: SIGKILL the trial's worker process when the checkpoint of epoch ``epoch``
+    reaches the driver (Ray registers it right after this hook, before it notices the death)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+        self.killed: list[tuple[str, int]] = []
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        result = trial.last_result or {}
+        if not self.killed and int(result.get("epoch", 0)) == self.epoch:
+            os.kill(int(result["pid"]), signal.SIGKILL)
+            self.killed.append((trial.trial_id, int(result["pid"])))
+
+
+def test_killed_worker_is_retried_from_its_last_checkpoint(tmp_path, ray_session, capsys):
+    space = write_space(tmp_path, "fault_kill", samples=1, epochs=4)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    killer = KillWorkerAfterEpoch(2)
+    code = main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--name", "kill",
+                 "--max-failures", "1"], callbacks=[killer])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert len(killer.killed) == 1
+    trial_id, dead_pid = killer.killed[0]
+
+    rows = tune_rows(tmp_path / "ray" / "kill" / f"trial_{trial_id}")
+    epochs = [int(r["epoch"]) for r in rows]
+    pids = [r["pid"] for r in rows]
+    assert epochs == [1, 2, 3, 4], epochs  # no epoch twice: the retry did not start over
+    first_after = pids.index(next(p for p in pids if p != dead_pid))
+    assert set(pids[:first_after]) == {dead_pid} and dead_pid not in pids[first_after:]
+    assert epochs[first_after] == epochs[first_after - 1] + 1  # continued right after the checkpoint
+
+    client, runs = trial_runs(uri, "fault_kill")
+    assert len(runs) == 1
+    assert runs[0].data.tags[TAG_STATUS] == "completed"
+    assert steps(client, runs[0]) == [1, 2, 3, 4]
+
+
+def test_nan_trial_errors_with_its_reason_without_retraining_and_the_search_goes_on(tmp_path, ray_session, capsys):
+    params = "  method: ew\n  optimizer: sgd\n  lr: {grid: [0.001, 100.0]}"
+    space = write_space(tmp_path, "fault_nan", samples=1, epochs=2, params=params, searcher="{type: random, seed: 0}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--name", "nan",
+                 "--max-failures", "1"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "2 trials, 1 errored" in out
+
+    client, runs = trial_runs(uri, "fault_nan")
+    by_lr = {float(r.data.params["lr"]): r for r in runs}
+    assert sorted(by_lr) == [0.001, 100.0]
+    good, bad = by_lr[0.001], by_lr[100.0]
+    assert good.data.tags[TAG_STATUS] == "completed" and steps(client, good) == [1, 2]
+    assert bad.data.tags[TAG_STATUS] == "errored" and bad.info.status == "FAILED"
+    assert "NonFiniteLossError" in bad.data.tags["error"] and "became nan" in bad.data.tags["error"]
+
+    # Ray Tune retried the trial (max_failures applies to every exception), but the retry did not train
+    # again: the first attempt diverged in epoch 1, the second stopped at once on the marker it left.
+    folder = tmp_path / "ray" / "nan" / f"trial_{bad.data.tags[TAG_TRIAL]}"
+    raised = re.findall(r"^mtlsearch\.trainer\.NonFiniteLossError: (.*)$", (folder / "error.txt").read_text(), re.M)
+    assert len(raised) == 2, raised
+    assert "not retrained" not in raised[0] and raised[1].endswith("(not retrained: the same checkpoint would diverge again)")
+    assert not (folder / "result.json").exists() or tune_rows(folder) == []
+
+
+# ------------------------------------------------------------------------------ the driver itself
+def processes_with_env(assignment: str) -> list[int]:
+    """Live processes whose environment holds ``assignment`` (``NAME=value``): every process of a Ray
+    that this test started inherits it, whatever its command line; nobody else's does."""
+    found = []
+    needle = assignment.encode()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in env and state != "Z":
+            found.append(int(entry))
+    return found
+
+
+def kill_all(pids) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def _wait_for(path: Path, pattern: str, proc: subprocess.Popen, timeout: float) -> re.Match:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        match = re.search(pattern, path.read_text() if path.exists() else "")
+        if match:
+            return match
+        if proc.poll() is not None:
+            raise AssertionError(f"launcher exited ({proc.returncode}) before {pattern!r}:\n{path.read_text()[-3000:]}")
+        time.sleep(0.2)
+    raise AssertionError(f"no {pattern!r} within {timeout} s:\n{path.read_text()[-3000:]}")
+
+
+def _finished_in_saved_state(folder: Path, proc, timeout: float) -> set[str]:
+    """Trial ids that Ray Tune's saved experiment state records as finished (what a resume relies on:
+    Ray saves it every TUNE_GLOBAL_CHECKPOINT_S, ~10 s by default, and on every few checkpoints)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for state in sorted(folder.glob("experiment_state-*.json"))[-1:]:
+            try:
+                trials = [json.loads(t[0]) for t in json.loads(state.read_text())["trial_data"]]
+            except (OSError, ValueError, KeyError):
+                continue
+            done = {t["trial_id"] for t in trials if t["status"] == "TERMINATED"}
+            if done:
+                return done
+        assert proc.poll() is None, "the launcher ended before it saved a finished trial"
+        time.sleep(0.2)
+    raise AssertionError(f"no finished trial in {folder}'s saved state within {timeout} s")
+
+
+def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating(tmp_path):
+    """SIGKILL the launcher once Ray saved a finished trial; ``--resume``; Ctrl-C that run; run the
+    command it prints.  Every trial also crashes once after epoch 2 (MTLSEARCH_FAULT_AT_EPOCH) and is
+    retried from that checkpoint.  In the end MLflow has one run per trial with each epoch once, and
+    the trials finished before the kill were never run again."""
+    space = write_space(tmp_path, "fault_driver", samples=3, epochs=3)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ray_tmp = tempfile.mkdtemp(prefix="mtlft", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "RAY_TMPDIR": ray_tmp, "MTLSEARCH_FAULT_AT_EPOCH": "2", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    env.pop("RAY_ADDRESS", None)
+    argv = ["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--max-failures", "1"]
+    procs = []
+
+    def launch(args, log):
+        proc = subprocess.Popen([sys.executable, "-m", "mtlsearch.launch", *args], cwd=tmp_path, env=env,
+                                stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        procs.append(proc)
+        return proc
+
+    try:
+        log1 = tmp_path / "run1.log"
+        first = launch(argv, log1)
+        name = _wait_for(log1, r"Search '([^']+)'", first, timeout=120).group(1)
+        _wait_for(log1, r"\[\d+/3 done\] \w+ completed", first, timeout=240)
+        finished = _finished_in_saved_state(tmp_path / "ray" / name, first, timeout=60)
+        first.send_signal(signal.SIGKILL)
+        first.wait(30)
+        text1 = log1.read_text()
+        assert 1 <= len(finished) < 3, text1
+
+        log2 = tmp_path / "run2.log"
+        second = launch([*argv, "--resume"], log2)
+        _wait_for(log2, rf"Resuming .*{re.escape(name)}", second, timeout=120)
+        _wait_for(log2, r"epoch \d/3", second, timeout=120)
+        second.send_signal(signal.SIGINT)
+        assert second.wait(60) == 130, log2.read_text()[-3000:]
+        text2 = log2.read_text()
+        resume = re.search(r"Resume it with:\n  (.+)\n", text2)
+        assert resume, text2[-3000:]
+        command = shlex.split(resume.group(1))
+        assert command[:3] == ["python", "-m", "mtlsearch.launch"] and command[-3:] == ["--resume", "--name", name]
+
+        log3 = tmp_path / "run3.log"
+        third = launch(command[3:], log3)
+        assert third.wait(300) == 0, log3.read_text()[-3000:]
+        text3 = log3.read_text()
+        assert "3 trials, 0 errored" in text3
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        # A SIGKILLed driver's local Ray mostly dies with it, but Ray's agents can outlive it.
+        kill_all(processes_with_env(f"RAY_TMPDIR={ray_tmp}"))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+    for trial_id in finished:  # finished before the kill: never run again
+        assert not re.search(rf"{trial_id} epoch", text2 + text3), trial_id
+    client, runs = trial_runs(uri, "fault_driver")
+    assert len(runs) == 3 and len({r.data.tags[TAG_TRIAL] for r in runs}) == 3
+    for run in runs:
+        assert run.data.tags[TAG_STATUS] == "completed", run.data.tags
+        assert steps(client, run) == [1, 2, 3]
+        assert steps(client, run, "train/scale_1/loss") == [1, 2, 3]
+    for trial_id in finished:  # the injected crash after epoch 2 resumed from epoch 2's checkpoint
+        rows = tune_rows(tmp_path / "ray" / name / f"trial_{trial_id}")
+        assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+        assert rows[1]["pid"] != rows[2]["pid"]
