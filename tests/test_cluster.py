@@ -264,3 +264,87 @@ def test_search_submitted_as_a_ray_job_succeeds_and_reaches_mlflow(cluster, tmp_
         assert run.data.tags[TAG_STATUS] == "completed"
         assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/delta_m")) == [1, 2]
     assert sorted(p.name for p in (tmp_path / "results" / "on_cluster").glob("trial_*")) != []
+
+
+# ------------------------------------------------------------------------------ deploy/ files
+def launcher_args(entrypoint: str):
+    """Parse ``python -m mtlsearch.launch ...`` with the launcher's own parser; the space must exist."""
+    import shlex
+
+    from mtlsearch import spaces
+    from mtlsearch.launch import build_parser
+
+    words = shlex.split(entrypoint)
+    assert words[:3] == ["python", "-m", "mtlsearch.launch"] and "--space" in words, words
+    args = build_parser().parse_args(words[3:])
+    space = spaces.load_space(args.space)  # a bundled space, valid
+    gpus = args.gpus_per_trial if args.gpus_per_trial is not None else space.resources["gpus_per_trial"]
+    cpus = args.cpus_per_trial if args.cpus_per_trial is not None else space.resources["cpus_per_trial"]
+    assert args.storage and (args.storage_is_shared or "://" in args.storage), "multi-node storage must be shared"
+    return args, gpus, cpus
+
+
+def test_cluster_launcher_yaml_is_valid_and_runs_the_launcher_on_gpu_nodes():
+    import jsonschema
+    import ray.autoscaler
+    import yaml
+
+    path = ROOT / "deploy" / "cluster-aws.yaml"
+    text = path.read_text()
+    config = yaml.safe_load(text)
+    schema = json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+    jsonschema.validate(config, schema)
+    with pytest.raises(jsonschema.ValidationError):  # the schema check is not vacuous
+        jsonschema.validate({**config, "max_worker": 4}, schema)
+
+    assert config["provider"]["type"] == "aws" and config["head_node_type"] in config["available_node_types"]
+    gpu_types = {name: t for name, t in config["available_node_types"].items() if t.get("resources", {}).get("GPU", 0) >= 1}
+    assert gpu_types, "no GPU node type"
+    for node_type in gpu_types.values():
+        assert node_type["node_config"]["InstanceType"].split(".")[0] in {"g4dn", "g5", "g6", "g6e", "p3", "p4d", "p5"}
+        assert node_type["max_workers"] >= 1
+    # The nodes get this checkout and install it; Ray starts from the project's venv.
+    assert "." in config["file_mounts"].values()
+    assert any("pip install ~/mtlsearch" in c for c in config["setup_commands"])
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        assert any("~/mtl/bin/activate" in c and "ray start" in c for c in config[key]), key
+
+    # The documented submission runs the launcher with a request that fits one GPU node.
+    submit = next(line for line in text.splitlines() if "ray job submit" in line)
+    assert "--working-dir ." in submit
+    args, gpus, cpus = launcher_args(submit.split(" -- ", 1)[1])
+    assert any(gpus <= t["resources"]["GPU"] and cpus <= t["resources"]["CPU"] for t in gpu_types.values())
+
+
+def test_rayjob_manifest_runs_the_launcher_on_gpu_workers_with_the_project_image():
+    import re
+
+    import yaml
+
+    job = yaml.safe_load((ROOT / "deploy" / "rayjob.yaml").read_text())
+    assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
+    args, gpus, cpus = launcher_args(job["spec"]["entrypoint"])
+    cluster_spec = job["spec"]["rayClusterSpec"]
+    head = cluster_spec["headGroupSpec"]
+    workers = cluster_spec["workerGroupSpecs"]
+    pods = [head["template"]["spec"]] + [w["template"]["spec"] for w in workers]
+    images = {c["image"] for pod in pods for c in pod["containers"]}
+    assert len(images) == 1, images  # one image, built from deploy/Dockerfile
+
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    base = re.search(r"^FROM rayproject/ray:(\d+\.\d+\.\d+)-py3\d+-gpu$", dockerfile, re.M)
+    assert base and base.group(1) == cluster_spec["rayVersion"]
+    assert re.search(r"^COPY .*mtlsearch ", dockerfile, re.M) and "pip install --no-cache-dir ." in dockerfile
+
+    assert head["rayStartParams"].get("num-cpus") == "0"  # the head runs the driver only
+    gpu_workers = [w for w in workers if int(w["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0)) >= 1]
+    assert gpu_workers
+    for group in gpu_workers:
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert gpus <= int(limits["nvidia.com/gpu"]) and cpus <= int(limits["cpu"])
+        assert group["maxReplicas"] >= 1
+    # Storage and data are at the same paths on the head and on every worker (shared volumes).
+    for pod in pods:
+        mounts = [m["mountPath"] for c in pod["containers"] for m in c.get("volumeMounts", [])]
+        for needed in (args.storage, args.data_root):
+            assert any(needed.startswith(m.rstrip("/") + "/") for m in mounts), (needed, mounts)
