@@ -4,18 +4,7 @@ import textwrap
 
 from mtlsearch import spaces
 
-GOOD = """
-name: tiny
-benchmark: multidigits
-objective: {metric: val/delta_m, mode: max}
-budget: {num_samples: 2, max_epochs: 2}
-scheduler: {type: asha, grace_period: 1, reduction_factor: 2}
-searcher: {type: optuna, sampler: tpe, seed: 0}
-params:
-  method: gemtl
-  p: {uniform: [-1.0, 2.0]}
-  lr: {loguniform: [1.0e-3, 1.0e-2]}
-"""
+from test_bad_input import GOOD  # the small valid space the bad-input table mutates
 
 
 def write(tmp_path, text, name="space.yaml"):
