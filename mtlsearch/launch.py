@@ -179,14 +179,20 @@ def _init_ray(address: str | None) -> bool:
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        from ray.exceptions import AuthenticationError
+
         try:
             ray.init(address=address)  # an existing cluster: never start a second one
-        except (ConnectionError, RuntimeError, ValueError) as err:
+        except (AuthenticationError, ConnectionError, RuntimeError, ValueError) as err:
+            chain, cause = [], err
+            while cause is not None and len(chain) < 5:  # Ray wraps the AuthenticationError of the GCS client
+                chain.append(getattr(cause, "message", None) or str(cause))
+                cause = cause.__cause__ or cause.__context__
             hint = ""
-            if "uthentication" in str(err) or "token" in str(err).lower():
-                hint = ("; the cluster uses token authentication: export RAY_AUTH_MODE=token and put the "
-                        "cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN")
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if any("InvalidAuthToken" in c or "uthentication" in c for c in chain):
+                hint = ("; its authentication token is missing or incorrect: export RAY_AUTH_MODE=token and put the "
+                        "cluster's token (the head's ~/.ray/auth_token) in ~/.ray/auth_token or RAY_AUTH_TOKEN")
+            first = chain[0].strip().splitlines()[0] if chain[0].strip() else type(err).__name__
             raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {first}{hint}", field="--address") from None
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
