@@ -179,14 +179,20 @@ def _init_ray(address: str | None) -> bool:
         return False
     address = address or os.environ.get("RAY_ADDRESS")
     if address:
+        from ray.exceptions import AuthenticationError
+
         try:
             ray.init(address=address)  # an existing cluster: never start a second one
-        except (ConnectionError, RuntimeError, ValueError) as err:
+        except (AuthenticationError, ConnectionError, RuntimeError, ValueError) as err:
+            chain, cause = [], err
+            while cause is not None and len(chain) < 5:  # Ray wraps the AuthenticationError of the GCS client
+                chain.append(getattr(cause, "message", None) or str(cause))
+                cause = cause.__cause__ or cause.__context__
             hint = ""
-            if "uthentication" in str(err) or "token" in str(err).lower():
-                hint = ("; the cluster uses token authentication: export RAY_AUTH_MODE=token and put the "
-                        "cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN")
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            if any("InvalidAuthToken" in c or "uthentication" in c for c in chain):
+                hint = ("; its authentication token is missing or incorrect: export RAY_AUTH_MODE=token and put the "
+                        "cluster's token (the head's ~/.ray/auth_token) in ~/.ray/auth_token or RAY_AUTH_TOKEN")
+            first = chain[0].strip().splitlines()[0] if chain[0].strip() else type(err).__name__
             raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {first}{hint}", field="--address") from None
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
@@ -223,21 +229,48 @@ def _describe(nodes: list[dict[str, Any]]) -> str:
     return "; ".join(f"{n['name']}: {n['CPU']:g} CPU, {n['GPU']:g} GPU" for n in nodes) or "none"
 
 
-def check_cluster_resources(space, args: argparse.Namespace, alive, types) -> None:
+NODE_WAIT_ENV = "MTLSEARCH_NODE_WAIT_S"
+
+
+def check_cluster_resources(space, args: argparse.Namespace, alive, types, wait_s: float = 0.0):
     """A trial runs on one node: refuse asking for more CPUs/GPUs per trial than any node has (or, with
-    an autoscaler, any node type could have) instead of leaving the trials pending forever."""
+    an autoscaler, any node type could have) instead of leaving the trials pending forever.  On a
+    remote cluster, nodes may still be joining (pods being scheduled, images pulled): wait up to
+    ``wait_s`` for one that fits before refusing.  Returns the (possibly refreshed) nodes."""
+    cpus, gpus = space.resources["cpus_per_trial"], space.resources["gpus_per_trial"]
+
+    def fits(node):
+        return node["CPU"] >= cpus and node["GPU"] >= gpus
+
+    deadline = time.monotonic() + wait_s
+    announced = False
+    while not any(fits(n) for n in [*alive, *types]):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        if not announced:
+            print(f"Waiting up to {wait_s:g} s ({NODE_WAIT_ENV}) for a node with {cpus:g} CPU and {gpus:g} GPU to "
+                  f"join the cluster ({_describe(alive)})", flush=True)
+            announced = True
+        time.sleep(min(5.0, left))
+        alive, types = cluster_nodes()
     nodes = [*alive, *types]
-    for key, flag, name in (("GPU", "--gpus-per-trial", "gpus_per_trial"), ("CPU", "--cpus-per-trial", "cpus_per_trial")):
-        need = space.resources[name]
+    if any(fits(n) for n in nodes):
+        return alive, types
+    waited = f" (after waiting {wait_s:g} s)" if wait_s > 0 else ""
+    for key, flag, name, need in (("GPU", "--gpus-per-trial", "gpus_per_trial", gpus), ("CPU", "--cpus-per-trial", "cpus_per_trial", cpus)):
         have = max((n[key] for n in nodes), default=0.0)
+        where = {"field": flag} if getattr(args, name) is not None else {"source": str(space.path), "field": f"resources.{name}"}
         if need > have:
-            where = {"field": flag} if getattr(args, name) is not None else {"source": str(space.path), "field": f"resources.{name}"}
             raise ConfigError(
-                f"a trial asks for {need:g} {key} but no node of the cluster has more than {have:g} "
+                f"a trial asks for {need:g} {key} but no node of the cluster has more than {have:g}{waited} "
                 f"({_describe(nodes)}); a trial runs on one node: ask for at most {have:g} "
                 f"{'(fractions such as 0.5 share a GPU) ' if key == 'GPU' else ''}or add larger nodes",
                 **where,
             )
+    where = {"field": "--gpus-per-trial"} if args.gpus_per_trial is not None else {"source": str(space.path), "field": "resources.gpus_per_trial"}
+    raise ConfigError(f"a trial asks for {cpus:g} CPU and {gpus:g} GPU on one node, but no node has both{waited} "
+                      f"({_describe(nodes)}); lower --cpus-per-trial or --gpus-per-trial", **where)
 
 
 def resolve_storage(args: argparse.Namespace, alive, types) -> tuple[str, Path | None]:
@@ -279,12 +312,16 @@ def _experiment_unfinished(folder: Path) -> bool:
     return not statuses or any(s not in ("TERMINATED", "ERROR") for s in statuses)
 
 
-def _latest_unfinished(storage: Path, prefix: str) -> Path | None:
+def _latest_unfinished(storage: Path, space_name: str) -> Path | None:
+    """The newest unfinished ``SPACE-YYYYmmdd-HHMMSS`` search folder (not a confirmation phase's)."""
+    import re
+
     from ray.tune import Tuner
 
     if not storage.is_dir():
         return None
-    candidates = sorted((d for d in storage.iterdir() if d.is_dir() and (d.name == prefix or d.name.startswith(prefix + "-"))),
+    pattern = re.compile(re.escape(space_name) + r"-\d{8}-\d{6}")
+    candidates = sorted((d for d in storage.iterdir() if d.is_dir() and pattern.fullmatch(d.name)),
                         key=lambda d: d.stat().st_mtime, reverse=True)
     for d in candidates:
         if Tuner.can_restore(str(d)) and _experiment_unfinished(d):
@@ -293,24 +330,30 @@ def _latest_unfinished(storage: Path, prefix: str) -> Path | None:
 
 
 def find_restore_path(args: argparse.Namespace, space, storage_uri: str, local_storage: Path | None) -> str | None:
-    """The experiment folder that ``--resume`` continues: the latest unfinished search of this space
-    (or of ``--name``) under a local storage; under a cloud URI the folder ``--name`` names."""
+    """The experiment folder that ``--resume`` continues: ``--name``'s, else the latest unfinished search
+    of this space under a local storage (a cloud storage needs ``--name``).  Without ``--resume``, a
+    ``--name`` that is taken is refused: two searches in one folder would mix their trials."""
     from ray.tune import Tuner
 
+    named = f"{storage_uri}/{args.name}" if args.name else None
     if not args.resume:
+        if named and Tuner.can_restore(named):
+            raise ConfigError(f"a search named {args.name!r} exists in {storage_uri}; add --resume to continue it "
+                              "or choose another --name", field="--name")
         return None
-    if local_storage is not None:
-        found = _latest_unfinished(local_storage, args.name or space.name)
-        if found is None:
-            print(f"No unfinished search of {args.name or space.name!r} under {local_storage}; starting a new one.")
-        return str(found) if found else None
-    if not args.name:
+    if named:
+        if not Tuner.can_restore(named):
+            raise ConfigError(f"no search to resume at {named!r}", field="--name")
+        if local_storage is not None and not _experiment_unfinished(Path(named)):
+            raise ConfigError(f"the search {args.name!r} in {storage_uri} has finished: nothing to resume", field="--resume")
+        return named
+    if local_storage is None:
         raise ConfigError("resuming from a cloud storage needs --name, the search folder that the interrupted run "
                           "printed (Ray results: URI/NAME)", field="--resume")
-    path = f"{storage_uri}/{args.name}"
-    if not Tuner.can_restore(path):
-        raise ConfigError(f"no search to resume at {path!r}", field="--name")
-    return path
+    found = _latest_unfinished(local_storage, space.name)
+    if found is None:
+        print(f"No unfinished search of {space.name!r} under {local_storage}; starting a new one.")
+    return str(found) if found else None
 
 
 def resume_command(argv: Sequence[str], name: str) -> str:
@@ -441,7 +484,9 @@ def _run_on_ray(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> in
 
     # Everything that can refuse the search does so before MLflow or Ray Tune write anything.
     alive, types = cluster_nodes()
-    check_cluster_resources(space, args, alive, types)
+    remote = bool(args.address or os.environ.get("RAY_ADDRESS"))
+    wait_s = float(os.environ.get(NODE_WAIT_ENV) or (300 if remote else 0))
+    alive, types = check_cluster_resources(space, args, alive, types, wait_s)
     storage_uri, local_storage = resolve_storage(args, alive, types)
     restore_path = find_restore_path(args, space, storage_uri, local_storage)
     tracking_uri = args.tracking_uri or tracking.default_tracking_uri()

@@ -233,6 +233,42 @@ def test_local_storage_on_a_multi_node_cluster_is_refused(cluster, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
 
 
+def test_more_cpus_per_trial_than_any_node_is_refused_after_waiting_for_one(cluster, tmp_path):
+    """On a running cluster nodes may still be joining: the launcher waits (here 2 s) for a node that
+    fits a trial, then refuses with the nodes it saw."""
+    space = tmp_path / "space.yaml"
+    space.write_text(textwrap.dedent(SPACE))
+    env = {**cluster.env, "PYTHONPATH": str(ROOT), "MTLSEARCH_NODE_WAIT_S": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtlsearch.launch", "--space", str(space), "--address", cluster.address,
+         "--cpus-per-trial", "2", "--storage", str(tmp_path / "results"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Waiting up to 2 s (MTLSEARCH_NODE_WAIT_S) for a node with 2 CPU and 0 GPU" in proc.stdout
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(
+        "error: --cpus-per-trial: a trial asks for 2 CPU but no node of the cluster has more than 1 (after waiting 2 s)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
+
+
+def test_a_driver_without_the_clusters_token_gets_one_line_saying_so(cluster, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text(textwrap.dedent(SPACE))
+    env = {**cluster.env, "PYTHONPATH": str(ROOT), "RAY_AUTH_TOKEN": secrets.token_hex(32),  # not this cluster's
+           "RAY_gcs_server_port_wait_time_s": "1"}  # one connection attempt, not ~20
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtlsearch.launch", "--space", str(space), "--address", cluster.address,
+         "--storage", str(tmp_path / "results"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180,
+    )
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: --address: cannot connect to the Ray cluster at '{cluster.address}'")
+    assert "RAY_AUTH_MODE=token" in errors[0] and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
+
+
 def test_search_submitted_as_a_ray_job_succeeds_and_reaches_mlflow(cluster, tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(textwrap.dedent(SPACE))

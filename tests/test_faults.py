@@ -96,6 +96,15 @@ def test_killed_worker_is_retried_from_its_last_checkpoint(tmp_path, ray_session
     assert runs[0].data.tags[TAG_STATUS] == "completed"
     assert steps(client, runs[0]) == [1, 2, 3, 4]
 
+    # The folder is taken: the same --name again would mix two searches; --resume has nothing to do.
+    args = ["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--name", "kill"]
+    assert main(args) == 2
+    assert main([*args, "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "--name: a search named 'kill' exists" in err[0] and "add --resume" in err[0]
+    assert "--resume: the search 'kill'" in err[1] and "has finished" in err[1]
+    assert len(trial_runs(uri, "fault_kill")[1]) == 1
+
 
 def test_nan_trial_errors_with_its_reason_without_retraining_and_the_search_goes_on(tmp_path, ray_session, capsys):
     params = "  method: ew\n  optimizer: sgd\n  lr: {grid: [0.001, 100.0]}"
