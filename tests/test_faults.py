@@ -218,6 +218,12 @@ def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating
         finished = _finished_in_saved_state(tmp_path / "ray" / name, first, timeout=60)
         first.send_signal(signal.SIGKILL)
         first.wait(30)
+        # The killed driver's local Ray (raylet, agents) can outlive it for a while and tidy up the session
+        # folders under RAY_TMPDIR while the resumed driver starts its own there: end them first.
+        deadline = time.time() + 15
+        while (left := processes_with_env(f"RAY_TMPDIR={ray_tmp}")) and time.time() < deadline:
+            kill_all(left)
+            time.sleep(0.5)
         text1 = log1.read_text()
         assert 1 <= len(finished) < 3, text1
 
