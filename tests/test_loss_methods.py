@@ -129,7 +129,7 @@ def _gradnorm_step(gn, norms, losses):
 
 
 def test_gradnorm_gives_slow_tasks_more_weight_and_keeps_the_sum():
-    gn = GradNorm(3)
+    gn = GradNorm(3, gradnorm_warmup_epochs=0)  # the paper: L(0) from the first step
     w0 = _gradnorm_step(gn, [1.0, 1.0, 1.0], [2.0, 2.0, 2.0])  # step 0: records L(0)
     torch.testing.assert_close(w0, torch.ones(3))
     torch.testing.assert_close(gn.loss_weights, torch.ones(3))  # equal rates, equal norms: no change
@@ -140,7 +140,7 @@ def test_gradnorm_gives_slow_tasks_more_weight_and_keeps_the_sum():
     assert w[0] < 1 < w[1] <= w[2]  # (the L1 loss moves every task with r > 1 by the same step)
     assert w.sum().item() == pytest.approx(3.0, rel=1e-6)
     # Without the rate term (alpha = 0), the same losses change nothing.
-    flat = GradNorm(3, gradnorm_alpha=0.0)
+    flat = GradNorm(3, gradnorm_alpha=0.0, gradnorm_warmup_epochs=0)
     _gradnorm_step(flat, [1.0, 1.0, 1.0], [2.0, 2.0, 2.0])
     _gradnorm_step(flat, [1.0, 1.0, 1.0], [1.0, 1.6, 2.0])
     torch.testing.assert_close(flat.loss_weights, torch.ones(3))
@@ -150,7 +150,7 @@ def test_gradnorm_gives_slow_tasks_more_weight_and_keeps_the_sum():
 def test_gradnorm_drives_weighted_gradient_norms_to_the_rate_targets(alpha):
     """Targets ``G_t = Gbar r_t^alpha`` are consistent (mean r^alpha = 1) for alpha in {0, 1}: then they
     are reached; for other alpha the weighted norms still follow the inverse training rates."""
-    gn = GradNorm(3, gradnorm_alpha=alpha, gradnorm_lr=0.002)
+    gn = GradNorm(3, gradnorm_alpha=alpha, gradnorm_lr=0.002, gradnorm_warmup_epochs=0)
     norms = torch.tensor([1.0, 4.0, 2.0])
     _gradnorm_step(gn, norms.tolist(), [2.0, 2.0, 2.0])
     losses = torch.tensor([1.0, 1.6, 2.0])
@@ -163,6 +163,26 @@ def test_gradnorm_drives_weighted_gradient_norms_to_the_rate_targets(alpha):
         torch.testing.assert_close(weighted / weighted.mean(), rate**alpha, rtol=0.01, atol=0)
     else:
         assert weighted.argsort().tolist() == [0, 1, 2]
+
+
+def test_gradnorm_warmup_trains_with_equal_weights_then_takes_l0_from_the_first_epoch_mean():
+    gn = GradNorm(3)  # default: one warm-up epoch (LibMTL's rule)
+    for losses in ([9.0, 2.0, 2.0], [1.0, 2.0, 2.0]):  # epoch 0: equal weights, nothing learned
+        torch.testing.assert_close(_gradnorm_step(gn, [5.0, 1.0, 1.0], losses), torch.ones(3))
+    torch.testing.assert_close(gn.loss_weights, torch.ones(3))
+    gn.on_epoch_end(0, torch.tensor([5.0, 2.0, 2.0]))  # the trainer passes the epoch's mean losses
+    torch.testing.assert_close(gn.initial_losses, torch.tensor([5.0, 2.0, 2.0]))
+    # Epoch 1: ratios against the epoch mean, not against the first step's 9: task 0 (ratio 0.8 vs
+    # 1.0, 1.0) trains fastest and its gradient is largest, so its weight goes down, the others up.
+    _gradnorm_step(gn, [5.0, 1.0, 1.0], [4.0, 2.0, 2.0])
+    w = gn.loss_weights
+    assert w[0] < 1 < w[1] and w[1] == w[2]
+    assert w.sum().item() == pytest.approx(3.0, rel=1e-6)
+    # The warm-up state is checkpointed: a restored copy continues identically.
+    copy = GradNorm(3)
+    copy.load_state_dict(gn.state_dict())
+    torch.testing.assert_close(_gradnorm_step(copy, [5.0, 1.0, 1.0], [3.0, 2.0, 2.0]),
+                               _gradnorm_step(gn, [5.0, 1.0, 1.0], [3.0, 2.0, 2.0]))
 
 
 # -------------------------------------------------------------------------------------------- famo
