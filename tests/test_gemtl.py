@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from mtlsearch.balancing import GeMTL, NonPositiveLossError, power_mean
+from mtlsearch.balancing import GLS, GeMTL, NonPositiveLossError, power_mean
 from mtlsearch.balancing.ew import EW
 
 
@@ -64,3 +64,18 @@ def test_large_p_is_finite_and_tends_to_max_or_min(p):
 def test_non_positive_loss_is_a_clear_error(bad):
     with pytest.raises(NonPositiveLossError, match="positive task losses"):
         power_mean(torch.tensor([1.0, bad]), 0.5)
+
+
+@pytest.mark.parametrize("method", [GeMTL(2, p=0.5), GLS(2)])
+def test_deferred_positivity_check_fails_at_epoch_end_naming_the_task(method):
+    """Off the CPU the per-step check would stall the GPU: the lowest losses are kept on the device and
+    checked when the epoch ends (forced here with ``defer_check`` so that it runs on a CPU)."""
+    method.defer_check = True
+    method(torch.tensor([1.0, 2.0]))
+    method.on_epoch_end(0, torch.tensor([1.0, 2.0]))  # all positive: no error, tracking starts again
+    method(torch.tensor([1.0, -3.0]))  # no error (and no host sync) during the epoch
+    method(torch.tensor([0.5, 2.0]))
+    with pytest.raises(NonPositiveLossError, match=r"positive task losses.*\(1, -3\.0\)"):
+        method.on_epoch_end(1, torch.tensor([0.7, -0.5]))
+    method(torch.tensor([1.0, 2.0]))
+    method.on_epoch_end(2, torch.tensor([1.0, 2.0]))  # a new epoch starts clean

@@ -3,17 +3,16 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from .base import LossBalancing
-from .gemtl import power_mean
+from .gemtl import PositiveLossMean
 
 
-class GLS(LossBalancing):
+class GLS(PositiveLossMean):
     """``total = (prod_t L_t)^(1/T)``, computed as ``exp(mean_t log L_t)`` in float64.
 
     Implicit weights ``d total / d L_t = total / (T L_t)``: every task's gradient is scaled by the
     inverse of its own loss, so rescaling a task's loss ``L_t -> c_t L_t`` multiplies the total
     gradient by the constant ``(prod_t c_t)^(1/T)`` and leaves its direction unchanged.  Losses must
-    be positive (:class:`~mtlsearch.balancing.NonPositiveLossError` otherwise).  This is ``gemtl``
+    be positive (:class:`~mtlsearch.balancing.NonPositiveLossError` otherwise, checked as ``gemtl`` does).  This is ``gemtl``
     with ``p = 0``.
 
     Reference: Chennupati, Sistu, Yogamani & Rawashdeh, "MultiNet++: Multi-Stream Feature
@@ -29,4 +28,4 @@ class GLS(LossBalancing):
     )
 
     def forward(self, losses: Tensor) -> Tensor:
-        return power_mean(losses, 0.0)
+        return self.aggregate(losses, 0.0)
