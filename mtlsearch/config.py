@@ -42,6 +42,9 @@ class TrialConfig:
     device: str = "auto"
     #: Mixed precision: "auto" (bf16 autocast on CUDA, off on CPU), "bf16" or "off".
     amp: str = "auto"
+    #: On CUDA: channels_last, cuDNN autotuning, fused Adam and disk splits held on the GPU.  False
+    #: (with ``amp: off``) gives the plain fp32 step of the reference implementations, for comparison.
+    gpu_speedups: bool = True
     #: Log task dominance (``dominance/<layer>/<task>``, rAU) every N epochs; 0 = off.
     dominance_interval: int = 0
     #: Decay of the dominance average AU (the AdaTask paper's constant is not public).
@@ -132,6 +135,8 @@ class TrialConfig:
         beta = self.dominance_beta
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta < 1.0:
             raise ConfigError(f"expected a number in [0, 1), got {beta!r}", field="dominance_beta")
+        if not isinstance(self.gpu_speedups, bool):
+            raise ConfigError(f"expected true or false, got {self.gpu_speedups!r}", field="gpu_speedups")
         if self.amp not in ("auto", "bf16", "off"):
             raise ConfigError(f"unknown amp {self.amp!r}; choose one of 'auto', 'bf16', 'off'", field="amp")
         if self.device not in ("auto", "cpu", "cuda"):

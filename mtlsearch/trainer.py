@@ -73,17 +73,18 @@ class Trainer:
         splits = self.benchmark.load_splits(cfg.data_seed)
         self.splits = {k: (v.to(self.device) if hasattr(v, "to") else v) for k, v in splits.items()}
 
-        # The fast GPU defaults: bf16 autocast, channels_last for image models, cuDNN autotuning, fused Adam,
-        # and splits read from disk held on the GPU when they fit.
+        # The fast GPU defaults: bf16 autocast (``amp``), and with ``gpu_speedups``: channels_last for
+        # image models, cuDNN autotuning, fused Adam, splits read from disk held on the GPU when they fit.
         cuda = self.device.type == "cuda"
-        if cuda and not self.benchmark.multi_input:
+        fast = cuda and cfg.gpu_speedups
+        if fast and not self.benchmark.multi_input:
             self.splits = {k: hold_on_device(v, self.device) for k, v in self.splits.items()}
         self.amp_dtype = torch.bfloat16 if cfg.amp == "bf16" or (cfg.amp == "auto" and cuda) else None
         if cuda:
-            torch.backends.cudnn.benchmark = True
+            torch.backends.cudnn.benchmark = fast  # process-wide: one trainer per trial process
         torch.manual_seed(cfg.seed)
         self.model = self.benchmark.build_model(self.task_names).to(self.device)
-        if cuda and any(isinstance(m, torch.nn.Conv2d) for m in self.model.modules()):
+        if fast and any(isinstance(m, torch.nn.Conv2d) for m in self.model.modules()):
             self.model = self.model.to(memory_format=torch.channels_last)
         method_cls = get_method(cfg.method)
         self.balancing = method_cls(len(self.task_names), **cfg.method_params).to(self.device)
@@ -91,7 +92,8 @@ class Trainer:
         self.shared = self.model.shared_parameters()
         specific = self.model.task_parameters() + [p for p in self.balancing.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(
-            cfg.optimizer, self.shared, specific, lr=cfg.lr, weight_decay=cfg.weight_decay, num_tasks=len(self.task_names)
+            cfg.optimizer, self.shared, specific, lr=cfg.lr, weight_decay=cfg.weight_decay,
+            num_tasks=len(self.task_names), fused=cfg.gpu_speedups,
         )
         self.adatask = is_adatask(cfg.optimizer)
         self.lr_schedule = (

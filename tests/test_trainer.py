@@ -104,6 +104,7 @@ def test_single_task_subset_and_no_reference_for_unknown_tasks():
         ({"lr": -1.0}, "lr", "> 0"),
         ({"batch_size": 0}, "batch_size", ">= 1"),
         ({"method": "ew", "grad_mode": "rep"}, "grad_mode", "gradient-level"),
+        ({"gpu_speedups": "yes"}, "gpu_speedups", "true or false"),
     ],
 )
 def test_invalid_trial_configs_name_the_field(raw, field, words):

@@ -19,13 +19,15 @@ from .adatask import AdagradAdaTask, AdamAdaTask, AdaTaskOptimizer, RMSpropAdaTa
 BaseFactory = Callable[..., torch.optim.Optimizer]
 
 BASE_OPTIMIZERS: dict[str, BaseFactory] = {
-    # fused=None lets torch pick its fused/foreach kernels for the parameters' device.
-    "adam": lambda params, lr, weight_decay: torch.optim.Adam(
-        params, lr=lr, weight_decay=weight_decay, fused=True if params and params[0].is_cuda else None
+    # Fused Adam on CUDA (unless fused=False); fused=None lets torch pick its foreach kernels.
+    "adam": lambda params, lr, weight_decay, fused=True: torch.optim.Adam(
+        params, lr=lr, weight_decay=weight_decay, fused=True if fused and params and params[0].is_cuda else None
     ),
-    "rmsprop": lambda params, lr, weight_decay: torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay),
-    "adagrad": lambda params, lr, weight_decay: torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay),
-    "sgd": lambda params, lr, weight_decay: torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay),
+    "rmsprop": lambda params, lr, weight_decay, fused=True: torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay),
+    "adagrad": lambda params, lr, weight_decay, fused=True: torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay),
+    "sgd": lambda params, lr, weight_decay, fused=True: torch.optim.SGD(
+        params, lr=lr, momentum=0.9, weight_decay=weight_decay
+    ),
 }
 
 #: name -> factory(shared, specific, lr, weight_decay, num_tasks) for optimizers needing per-task grads
@@ -64,9 +66,11 @@ def build_optimizer(
     lr: float,
     weight_decay: float,
     num_tasks: int,
+    fused: bool = True,
     **kwargs: Any,
 ) -> torch.optim.Optimizer:
+    """``fused=False``: torch's default (foreach) Adam kernels on CUDA instead of the fused one."""
     check_optimizer(name)
     if name in ADATASK_OPTIMIZERS:
         return ADATASK_OPTIMIZERS[name](shared, specific, lr=lr, weight_decay=weight_decay, num_tasks=num_tasks, **kwargs)
-    return BASE_OPTIMIZERS[name]([*shared, *specific], lr, weight_decay)
+    return BASE_OPTIMIZERS[name]([*shared, *specific], lr, weight_decay, fused=fused)
