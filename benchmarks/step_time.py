@@ -1,6 +1,6 @@
 """Step-time benchmark: what each balancing method and optimizer costs per training step (prints tables).
 
-    python benchmarks/step_time.py [--threads 1] [--repeats 7] [--steps 20] [--cross] [--models resnet50 ...]
+    python benchmarks/step_time.py [--parts a b c d e f] [--threads 1] [--repeats 7] [--steps 20] [--cross]
 
 (a) One training step (``Trainer.train_step`` on a fixed batch of 64) on ``multidigits`` on the CPU,
     relative to ``ew`` + ``adam``: every method registered in ``mtlsearch.balancing.METHODS`` when this
@@ -13,9 +13,23 @@
     on ResNet-50's parameter shapes (torchvision ``resnet50(weights=None)``, 161 tensors, 25.6M values)
     and EfficientNet-B0's (213 mostly small tensors, 5.3M values: where per-call overhead matters) with
     3 tasks, on the CPU and, when visible, on CUDA.  Both are checked to give the same parameters.
-(c) With CUDA: the ``nyuv2`` model (if that benchmark is registered) under ew / adam_adatask / imtl_g /
-    imtl_h; ``--nyuv2-root`` points at the data, else a few random samples in the documented layout are
-    written to a temporary folder (step times do not depend on the pixel values).
+(c) The ``nyuv2`` model (dilated ResNet-50, three ASPP heads, batch 8 at 288x384) under ew / adam_adatask /
+    imtl_g / imtl_h, plus the plain AdaTask implementation to beat (one backward pass per task, the
+    per-parameter loop of (b)), all with the default GPU settings, relative to ew (issue targets:
+    IMTL-G/H <= 1.25x, AdaTask-Adam <= 2.2x).
+(d) The default ew step (bf16 autocast, channels_last, cuDNN autotuning, fused Adam, data on the GPU)
+    against the plain fp32 step of the reference implementations (``amp: off``, ``gpu_speedups: false``:
+    contiguous tensors, no autotuning, torch's default Adam, each batch copied from host memory), and
+    bf16 alone in between (target: default <= 0.65x plain fp32).
+(e) Metrics after a short run (``--short-epochs`` on generated, learnable NYUv2-format data) with the
+    default step and with the plain fp32 step, and the plain step with another seed for the noise.
+(f) Memory and throughput with 1, 2 and 4 trials sharing the device: that many worker processes, each
+    a default ew trainer, started together; steps/s per trial and in all, peak memory per trial.
+
+(c)-(f) run on CUDA (``--device cuda``, the default when visible); ``--device cpu --size 32x64
+--backbone resnet18`` runs them on tiny inputs on the CPU, only to check that the script works.
+``--nyuv2-root`` points at real data for (c), (d) and (f), else data in the NYUv2 layout is generated
+into a temporary folder (:mod:`mtlsearch.benchmarks.generate`; step times do not depend on pixel values).
 
 This is a measurement script, not a test: figures depend on the machine and on its load.
 """
@@ -97,8 +111,6 @@ def bench_training(args: argparse.Namespace, benchmark: str, device: str, config
     runners: dict[str, Callable[[], Any]] = {}
     for cfg in configs:
         full = {"benchmark": benchmark, "device": device, "batch_size": batch_size, "seed": 0, **cfg}
-        if args.nyuv2_root and benchmark == "nyuv2":
-            full["data_root"] = args.nyuv2_root
         try:
             trainer = Trainer(full)
         except (ConfigError, NotImplementedError, ValueError, OSError) as err:
@@ -171,44 +183,178 @@ def bench_optimizer_step(args: argparse.Namespace, model: str, device: torch.dev
         print(f"{name:<30} {t * 1e3:>9.1f} {t / base:>10.2f}")
 
 
-# ---------------------------------------------------------------------------- (c) NYUv2-sized model on CUDA
-def fake_nyuv2(root: Path, n: int = 16) -> None:
-    """A few random samples in the documented layout: {train,val}/{image,label,depth,normal}/<i>.npy, 288x384."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for kind in ("image", "label", "depth", "normal"):
-            (root / split / kind).mkdir(parents=True, exist_ok=True)
-        for i in range(n):
-            np.save(root / split / "image" / f"{i}.npy", rng.random((288, 384, 3), dtype=np.float32))
-            np.save(root / split / "label" / f"{i}.npy", rng.integers(-1, 13, (288, 384)).astype(np.float32))
-            np.save(root / split / "depth" / f"{i}.npy", rng.random((288, 384, 1), dtype=np.float32))
-            normal = rng.normal(size=(288, 384, 3)).astype(np.float32)
-            np.save(root / split / "normal" / f"{i}.npy", normal / np.linalg.norm(normal, axis=-1, keepdims=True))
+# ---------------------------------------------------------------------------- (c)-(f) the NYUv2-sized model
+def nyuv2_config(args: argparse.Namespace, **overrides: Any) -> dict[str, Any]:
+    cfg = {"benchmark": "nyuv2", "data_root": args.nyuv2_root, "device": args.device, "batch_size": args.batch_size,
+           "seed": 0, "method": "ew", "optimizer": "adam", "lr": 1e-4, "backbone": args.backbone}
+    return {**cfg, **overrides}
 
 
-def bench_nyuv2(args: argparse.Namespace) -> None:
-    from mtlsearch.benchmarks import BENCHMARKS
+def naive_adatask_runner(args: argparse.Namespace) -> Callable[[], Any]:
+    """The implementation to beat: one backward pass per task through the whole network for the
+    shared parameters' per-task gradients, then the per-parameter x per-task loop of (b)."""
+    from mtlsearch.trainer import Trainer
 
-    if "nyuv2" not in BENCHMARKS:
-        print("\n(c) skipped: the nyuv2 benchmark is not registered in mtlsearch.benchmarks")
-        return
-    configs = [{"method": "ew", "optimizer": "adam"}, {"method": "ew", "optimizer": "adam_adatask"}]
-    configs += [{"method": m, "optimizer": "adam"} for m in ("imtl_g", "imtl_h") if m in METHODS]
-    missing = [m for m in ("imtl_g", "imtl_h") if m not in METHODS]
+    trainer = Trainer(nyuv2_config(args))  # ew + adam: its optimizer steps the heads
+    model, shared = trainer.model, trainer.shared
+    heads = [p for p in model.parameters() if all(p is not q for q in shared)]
+    head_opt = torch.optim.Adam(heads, lr=1e-4)
+    naive = NaiveAdamAdaTask(shared, len(trainer.task_names), lr=1e-4)
+    x, targets = trainer._to_device(*next(trainer.splits["train"].batches(args.batch_size, shuffle=False)))
+
+    def step() -> None:
+        model.train()
+        head_opt.zero_grad(set_to_none=True)
+        with trainer._autocast():
+            z = model.encoder(x)
+            losses = trainer._losses([z] * len(trainer.task_names), targets).float()
+        per_task = [torch.autograd.grad(loss, shared, retain_graph=True, allow_unused=True) for loss in losses]
+        per_param = [[g if g is not None else torch.zeros_like(p) for g in gs] for p, gs in zip(shared, zip(*per_task))]
+        losses.sum().backward(inputs=heads)
+        head_opt.step()
+        naive.step(per_param)
+
+    return step
+
+
+def bench_methods_nyuv2(args: argparse.Namespace) -> None:
+    configs = [{"method": "ew", "optimizer": "adam"}, {"method": "ew", "optimizer": "adam_adatask"},
+               {"method": "imtl_g", "optimizer": "adam"}, {"method": "imtl_h", "optimizer": "adam"}]
+    runners = {}
+    from mtlsearch.trainer import Trainer
+
+    for cfg in configs:
+        trainer = Trainer(nyuv2_config(args, **cfg))
+        x, targets = trainer._to_device(*next(trainer.splits["train"].batches(args.batch_size, shuffle=False)))
+        runners[label(cfg)] = (lambda tr=trainer, x=x, t=targets: tr.train_step(x, t))
+    runners[f"{'plain adatask':<18} {'(T backwards, loop)':<16}"] = naive_adatask_runner(args)
+    times = median_times(runners, steps=args.gpu_steps, repeats=args.repeats, warmup=args.warmup, device=torch.device(args.device))
+    print_relative(f"(c) nyuv2 training step by method, batch {args.batch_size}, {device_name(args)}", times)
+
+
+def bench_precision(args: argparse.Namespace) -> None:
+    from mtlsearch.trainer import Trainer
+
+    settings = {
+        "default (bf16, speedups)": {},
+        "bf16 only": {"gpu_speedups": False},
+        "plain fp32 (reference)": {"amp": "off", "gpu_speedups": False},
+    }
+    runners = {}
+    for name, extra in settings.items():
+        trainer = Trainer(nyuv2_config(args, **extra))
+        x, targets = next(trainer.splits["train"].batches(args.batch_size, shuffle=False))
+        fast = trainer.config.gpu_speedups
+        if fast:  # held on the device: the batch is already there
+            x, targets = trainer._to_device(x, targets)
+
+        def run(tr=trainer, x=x, t=targets, fast=fast):
+            torch.backends.cudnn.benchmark = fast  # process-wide: set per runner
+            tr.train_step(*tr._to_device(x, t))  # a no-op move when held, a host copy otherwise
+
+        runners[name] = run
+    times = median_times(runners, steps=args.gpu_steps, repeats=args.repeats, warmup=args.warmup, device=torch.device(args.device))
+    base = times["plain fp32 (reference)"]
+    print(f"\n(d) nyuv2 ew step by precision and settings, batch {args.batch_size}, {device_name(args)} (target: default <= 0.65x plain)")
+    print(f"{'setting':<28} {'ms/step':>9} {'x plain fp32':>13}")
+    for name, t in times.items():
+        print(f"{name:<28} {t * 1e3:>9.2f} {t / base:>13.2f}")
+
+
+def bench_short_run(args: argparse.Namespace) -> None:
+    from mtlsearch.benchmarks.generate import generate
+    from mtlsearch.trainer import Trainer
+
+    runs = {"default, seed 0": {}, "plain fp32, seed 0": {"amp": "off", "gpu_speedups": False},
+            "plain fp32, seed 1": {"amp": "off", "gpu_speedups": False, "seed": 1}}
     with tempfile.TemporaryDirectory() as tmp:
-        if not args.nyuv2_root:
-            fake_nyuv2(Path(tmp))
-            args.nyuv2_root = tmp
-        times = bench_training(args, "nyuv2", "cuda", configs, batch_size=8)
-    print_relative(f"(c) nyuv2 training step, batch 8, {torch.cuda.get_device_name()}", times)
-    if missing:
-        print(f"  (not registered: {', '.join(missing)})")
+        generate("nyuv2", tmp, train=args.short_train, test=args.short_train // 4, size=args.size, seed=0)
+        finals = {}
+        for name, extra in runs.items():
+            start = time.perf_counter()
+            trainer = Trainer(nyuv2_config(args, data_root=tmp, max_epochs=args.short_epochs, lr=1e-3, **extra))
+            torch.backends.cudnn.benchmark = trainer.config.gpu_speedups
+            for result in trainer.run():
+                pass
+            finals[name] = {k: v for k, v in result.items() if k.startswith("val/") and k != "val/delta_m"}
+            finals[name]["seconds"] = time.perf_counter() - start
+    keys = list(next(iter(finals.values())))
+    print(f"\n(e) val metrics after {args.short_epochs} epochs on {args.short_train} generated NYUv2-format examples "
+          f"({device_name(args)}); compare default vs plain with plain seed 0 vs seed 1 (the noise)")
+    print(f"{'metric':<30}" + "".join(f"{name:>20}" for name in finals))
+    for key in keys:
+        print(f"{key:<30}" + "".join(f"{finals[name][key]:>20.4f}" for name in finals))
+
+
+def worker(args: argparse.Namespace) -> int:
+    """One trial of (f): wait for the others, time ``--gpu-steps`` default ew steps, print one JSON line."""
+    import json
+
+    from mtlsearch.trainer import Trainer
+
+    trainer = Trainer(nyuv2_config(args))
+    batches = trainer.splits["train"].batches(args.batch_size, shuffle=False)
+    x, targets = trainer._to_device(*next(batches))
+    for _ in range(args.warmup):
+        trainer.train_step(x, targets)
+    sync(trainer.device)
+    ready = Path(args.worker_dir) / f"ready-{args.worker}"
+    ready.touch()
+    while len(list(Path(args.worker_dir).glob("ready-*"))) < args.worker_count:
+        time.sleep(0.01)
+    start = time.perf_counter()
+    for _ in range(args.gpu_steps):
+        trainer.train_step(x, targets)
+    sync(trainer.device)
+    elapsed = time.perf_counter() - start
+    out = {"steps_per_s": args.gpu_steps / elapsed}
+    if trainer.device.type == "cuda":
+        out["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        out["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+    else:  # the process's peak resident memory (Linux reports KiB)
+        import resource
+
+        out["peak_allocated_gib"] = out["peak_reserved_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(json.dumps(out), flush=True)
+    return 0
+
+
+def bench_sharing(args: argparse.Namespace) -> None:
+    import json
+    import subprocess
+
+    print(f"\n(f) k trials sharing one device ({device_name(args)}), default ew step, batch {args.batch_size}; "
+          "peak memory per process: PyTorch's on CUDA (plus about 0.5 GiB of CUDA context each), resident memory on the CPU")
+    print(f"{'trials':>6} {'steps/s per trial':>18} {'steps/s in all':>15} {'peak alloc GiB':>15} {'peak reserved GiB':>18}")
+    for k in args.share:
+        with tempfile.TemporaryDirectory() as sync_dir:
+            cmd = [sys.executable, __file__, "--device", args.device, "--nyuv2-root", args.nyuv2_root,
+                   "--batch-size", str(args.batch_size), "--backbone", args.backbone, "--gpu-steps", str(args.gpu_steps),
+                   "--warmup", str(args.warmup), "--threads", str(args.threads), "--worker-dir", sync_dir,
+                   "--worker-count", str(k)]
+            procs = [subprocess.Popen([*cmd, "--worker", str(i)], stdout=subprocess.PIPE, text=True) for i in range(k)]
+            results = []
+            for proc in procs:
+                stdout, _ = proc.communicate()
+                if proc.returncode != 0:
+                    raise SystemExit(f"(f): a worker failed (exit {proc.returncode})")
+                results.append(json.loads(stdout.strip().splitlines()[-1]))
+        rates = [r["steps_per_s"] for r in results]
+        alloc = max((r.get("peak_allocated_gib", math.nan) for r in results), default=math.nan)
+        reserved = max((r.get("peak_reserved_gib", math.nan) for r in results), default=math.nan)
+        print(f"{k:>6} {statistics.mean(rates):>18.2f} {sum(rates):>15.2f} {alloc:>15.2f} {reserved:>18.2f}")
+
+
+def device_name(args: argparse.Namespace) -> str:
+    if args.device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"CPU ({args.threads} thread(s), smoke-test sizes)"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--parts", nargs="*", default=list("abcdef"), choices=list("abcdef"),
+                        help="which tables (default all; (c)-(f) are skipped without CUDA unless --device cpu)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on the CPU (default 1)")
     parser.add_argument("--steps", type=int, default=20, help="training steps per round in (a)")
     parser.add_argument("--opt-steps", type=int, default=3, help="optimizer steps per round in (b)")
@@ -219,22 +365,55 @@ def main(argv: list[str] | None = None) -> int:
         "--models", nargs="*", default=["resnet50", "efficientnet_b0"],
         help="(b): torchvision models whose parameter shapes are used (none: skip (b))",
     )
-    parser.add_argument("--nyuv2-root", default=None, help="(c): NYUv2 folder (default: random samples)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else None, choices=["cuda", "cpu"],
+                        help="(c)-(f): where the NYUv2-sized model runs (default cuda when visible)")
+    parser.add_argument("--nyuv2-root", default=None, help="(c), (d), (f): NYUv2 folder (default: generated data)")
+    parser.add_argument("--size", default=None, help="(c)-(f): HxW of generated data (default 288x384)")
+    parser.add_argument("--backbone", default="resnet50", help="(c)-(f): dilated ResNet encoder (default resnet50)")
+    parser.add_argument("--batch-size", type=int, default=8, help="(c)-(f): batch size (default 8)")
+    parser.add_argument("--gpu-steps", type=int, default=10, help="(c), (d): steps per round; (f): timed steps per trial")
+    parser.add_argument("--short-epochs", type=int, default=8, help="(e): epochs of each short run")
+    parser.add_argument("--short-train", type=int, default=160, help="(e): generated training examples")
+    parser.add_argument("--share", nargs="*", type=int, default=[1, 2, 4], help="(f): trials sharing the device")
+    parser.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-dir", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-count", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from mtlsearch.benchmarks.generate import _size
 
+    args.size = _size(args.size) if args.size else None
     torch.set_num_threads(args.threads)
+    if args.worker is not None:
+        return worker(args)
+
     print(f"torch {torch.__version__}, {args.threads} CPU thread(s); methods: {', '.join(sorted(METHODS))}; "
           f"optimizers: {', '.join(OPTIMIZERS)}")
-    times = bench_training(args, "multidigits", "cpu", training_configs(args.cross), batch_size=64)
-    print_relative(f"(a) multidigits training step, batch 64, CPU (median of {args.repeats} rounds of {args.steps} steps)", times)
-    for model in args.models:
-        bench_optimizer_step(args, model, torch.device("cpu"))
-        if torch.cuda.is_available():
-            bench_optimizer_step(args, model, torch.device("cuda"))
-    if torch.cuda.is_available():
-        bench_nyuv2(args)
-    else:
-        print("\n(c) skipped: no CUDA device")
+    if "a" in args.parts:
+        times = bench_training(args, "multidigits", "cpu", training_configs(args.cross), batch_size=64)
+        print_relative(f"(a) multidigits training step, batch 64, CPU (median of {args.repeats} rounds of {args.steps} steps)", times)
+    if "b" in args.parts:
+        for model in args.models:
+            bench_optimizer_step(args, model, torch.device("cpu"))
+            if torch.cuda.is_available():
+                bench_optimizer_step(args, model, torch.device("cuda"))
+    gpu_parts = [p for p in "cdef" if p in args.parts]
+    if gpu_parts and args.device is None:
+        print(f"\n({')('.join(gpu_parts)}) skipped: no CUDA device (--device cpu runs them on tiny inputs)")
+        return 0
+    from mtlsearch.benchmarks.generate import generate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        if not args.nyuv2_root:  # step times do not depend on the pixel values: a few examples suffice
+            generate("nyuv2", tmp, train=max(2 * args.batch_size + 2, 8), test=2, size=args.size, seed=0)
+            args.nyuv2_root = tmp
+        if "c" in args.parts:
+            bench_methods_nyuv2(args)
+        if "d" in args.parts:
+            bench_precision(args)
+        if "e" in args.parts:
+            bench_short_run(args)
+        if "f" in args.parts:
+            bench_sharing(args)
     return 0
 
 
