@@ -89,9 +89,11 @@ def prepare_space(args: argparse.Namespace):
         searcher["seed"] = args.seed
         if not any(p.name == "seed" and p.kind != "value" for p in params):
             params = [p for p in params if p.name != "seed"] + [spaces.Param("seed", "value", args.seed)]
+    data_root = args.data_root or space.data_root or os.environ.get("MTLSEARCH_DATA_ROOT")
     space = spaces.override(
         space, benchmark=args.benchmark, num_samples=args.num_samples, max_epochs=args.max_epochs,
-        data_root=args.data_root or space.data_root or os.environ.get("MTLSEARCH_DATA_ROOT"),
+        # Absolute: trials run in their own working directories (relative = to where the launcher runs).
+        data_root=os.path.abspath(os.path.expanduser(data_root)) if data_root else None,
         resources=resources, searcher=searcher, params=params,
     )
     if space.scheduler["grace_period"] > space.max_epochs:

@@ -101,3 +101,31 @@ def test_final_phase_reruns_best_config_per_method_with_seeds(tmp_path, ray_sess
         assert sorted(r.data.params["seed"] for r in reruns) == ["5", "6"]
         assert {r.data.params["lr"] for r in reruns} == {best.data.params["lr"]}
         assert all(len(client.get_metric_history(r.info.run_id, "val/delta_m")) == 2 for r in reruns)
+
+
+def test_bundled_nyuv2_space_on_generated_data_with_a_relative_data_root(tmp_path, ray_session, capsys, monkeypatch):
+    """The bundled ``nyuv2_gemtl_p`` space (dilated ResNet-50 + ASPP heads) end to end on tiny generated
+    NYUv2-format data: references beside the data, then a 2-trial search whose ``--data-root`` is
+    relative (trials run in their own working directories, so the launcher must pass it on absolute)."""
+    from mtlsearch.benchmarks.generate import generate
+    from mtlsearch.references.__main__ import main as references_main
+
+    monkeypatch.chdir(tmp_path)
+    generate("nyuv2", "data", train=12, test=3, size=(32, 48), seed=0)
+    assert references_main(["--benchmark", "nyuv2", "--data-root", "data", "--epochs", "1", "--lrs", "1e-4",
+                            "--seeds", "0", "--batch-size", "8", "--device", "cpu"]) == 0
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = main(["--space", "nyuv2_gemtl_p", "--data-root", "data", "--num-samples", "2", "--max-epochs", "1",
+                 "--gpus-per-trial", "0", "--cpus-per-trial", "1", "--storage", str(tmp_path / "ray"), "--tracking-uri", uri])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "2 trials, 0 errored" in out
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("nyuv2_gemtl_p")
+    trials = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(TAG_KIND) == "trial"]
+    assert len(trials) == 2
+    for run in trials:
+        assert run.data.params["data_root"] == str(tmp_path / "data")
+        assert run.data.params["backbone"] == "resnet50" and run.data.params["method"] == "gemtl"
+        for key in ("val/segmentation/miou", "val/depth/abs_err", "val/normal/median", "val/delta_m", "test/delta_m"):
+            assert key in run.data.metrics, key
