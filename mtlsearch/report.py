@@ -312,18 +312,28 @@ def pareto_rows(rows: list[dict[str, Any]], objectives: Sequence[tuple[str, str]
     return sorted(front, key=lambda r: r["_metrics"][first], reverse=direction == "max")
 
 
+def benchmark_objectives(search: Search, split: str) -> list[tuple[str, str]]:
+    """The benchmark's ``(<split>/<task>/<metric>, mode)`` in task order; a folder benchmark is opened
+    with the trials' ``data_root`` (its tasks may come from the folder); [] if that cannot be done."""
+    if not search.benchmark:
+        return []
+    from mtlsearch.spaces import task_objectives
+
+    roots = sorted({str(t.params["data_root"]) for t in search.trials if t.params.get("data_root")})
+    for root in [*roots, None]:
+        try:
+            return task_objectives(search.benchmark, root, split=split)
+        except Exception:  # noqa: BLE001 - data moved, or a benchmark this checkout does not know
+            continue
+    return []
+
+
 def metric_modes(search: Search, metrics: Iterable[str]) -> dict[str, str]:
     """Direction of each task metric: the search's objectives, the benchmark's ``lower_is_better``,
     else the metric's name (loss, mae, mse, rmse, error, ... are minimised)."""
     known = dict(search.objectives)
-    if search.benchmark:
-        try:
-            from mtlsearch.spaces import task_objectives
-
-            for split in ("val", "test"):
-                known.update(dict(task_objectives(search.benchmark, split=split)))
-        except Exception:  # a benchmark this checkout does not know
-            pass
+    for split in ("val", "test"):
+        known.update(dict(benchmark_objectives(search, split)))
     out = {}
     for m in metrics:
         name = m.rsplit("/", 1)[-1].lower()
@@ -334,14 +344,7 @@ def metric_modes(search: Search, metrics: Iterable[str]) -> dict[str, str]:
 def task_metrics(search: Search, split: str = "val") -> list[str]:
     """``<split>/<task>/<metric>`` reported by the search's trials, in the benchmark's task order."""
     seen = {k for t in search.trials for k in t.final if k.startswith(split + "/") and k.count("/") == 2}
-    order = []
-    if search.benchmark:
-        try:
-            from mtlsearch.spaces import task_objectives
-
-            order = [m for m, _ in task_objectives(search.benchmark, split=split)]
-        except Exception:
-            pass
+    order = [m for m, _ in benchmark_objectives(search, split)]
     return [m for m in order if m in seen] + sorted(seen - set(order))
 
 

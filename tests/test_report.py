@@ -113,6 +113,23 @@ def test_p_buckets_and_metric_directions():
     assert modes == {"val/left/accuracy": "max", "val/number/mae": "min", "val/unknown/loss": "min", "val/x/miou": "max"}
 
 
+def test_metric_directions_of_a_folder_benchmark_come_from_the_trials_data_root(tmp_path):
+    """NYUv2's normal angle errors (``mean``, ``median``) are minimised although their names give no hint:
+    the benchmark is opened with the data folder the trials used (it cannot be opened without one)."""
+    from mtlsearch.benchmarks.generate import generate
+
+    generate("nyuv2", tmp_path / "nyu", train=4, test=1, size=(32, 32), seed=0)
+    trial = _trial("n1", "ew", STATUS_COMPLETED, 1.0)
+    trial.params.update(benchmark="nyuv2", data_root=str(tmp_path / "nyu"))
+    search = _search([trial])
+    search.benchmark = "nyuv2"
+    modes = report.metric_modes(search, ["val/normal/mean", "val/normal/median", "val/normal/within_30", "test/depth/abs_err"])
+    assert modes == {"val/normal/mean": "min", "val/normal/median": "min", "val/normal/within_30": "max",
+                     "test/depth/abs_err": "min"}
+    trial.final = {"val/normal/mean": 30.0, "val/segmentation/miou": 0.2, "val/delta_m": 1.0}
+    assert report.task_metrics(search) == ["val/segmentation/miou", "val/normal/mean"]  # the benchmark's task order
+
+
 def test_dominance_heatmap_from_metrics(tmp_path):
     dom = {"dominance/encoder.0/scale_1": 0.1, "dominance/encoder.0/scale_100": 0.8, "dominance/encoder.0/scale_10": 0.1,
            "dominance/encoder.2/scale_1": 0.3, "dominance/encoder.2/scale_100": 0.4, "dominance/encoder.2/scale_10": 0.3}
