@@ -1,5 +1,4 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,3 +23,21 @@ def ray_session():
         ray.init(num_cpus=2, include_dashboard=False, runtime_env={"env_vars": env})
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """One real ``mlflow server`` on 127.0.0.1 for the suite (tests/shared_search.py)."""
+    import shared_search as shared
+
+    srv = shared.server(tmp_path_factory)
+    yield srv
+    shared.stop_all()
+
+
+@pytest.fixture(scope="session")
+def remote_search(tmp_path_factory, ray_session, mlflow_server):
+    """A small search logged over HTTP to :func:`mlflow_server`, run once for the suite."""
+    import shared_search as shared
+
+    return shared.finished_search(tmp_path_factory)

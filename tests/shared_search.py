@@ -213,6 +213,25 @@ class TcpProxy:
                 pass
 
 
+# ------------------------------------------------------------------------------ processes
+def processes_with_env(assignment: str) -> list[int]:
+    """Live processes whose environment holds ``assignment`` (``NAME=value``): every process of a Ray
+    that a test started with that variable inherits it, whatever its command line; nobody else's does."""
+    needle = assignment.encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
+            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in env and state != "Z":
+            found.append(int(entry))
+    return found
+
+
 # ------------------------------------------------------------------------------ process-wide state
 _STATE: dict[str, object] = {}
 

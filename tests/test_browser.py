@@ -20,17 +20,6 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
                   "--disable-dev-shm-usage", "--window-size=1600,1200"]
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    srv = shared.server(tmp_path_factory)
-    yield srv
-    shared.stop_all()
-
-
-@pytest.fixture(scope="session")
-def remote_search(tmp_path_factory, ray_session, mlflow_server):
-    return shared.finished_search(tmp_path_factory)
-
 
 @pytest.fixture
 def browser(tmp_path):

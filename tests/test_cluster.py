@@ -36,6 +36,7 @@ from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
+from shared_search import processes_with_env
 
 from mtlsearch.tracking import TAG_KIND, TAG_STATUS
 
@@ -82,23 +83,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def processes_with_env(assignment: str) -> list[int]:
-    """Live processes whose environment holds ``assignment`` (``NAME=value``)."""
-    needle = assignment.encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in env and state != "Z":
-            found.append(int(entry))
-    return found
 
 
 def listening_addresses(pids) -> list[tuple[int, str]]:

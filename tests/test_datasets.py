@@ -10,7 +10,7 @@ import torch
 from mtlsearch import Trainer, TrialConfig
 from mtlsearch.benchmarks import BENCHMARKS, get_benchmark
 from mtlsearch.benchmarks.dense import depth_loss, normal_loss, segmentation_loss
-from mtlsearch.benchmarks.folder import LoaderSplit, MultiInputSplit, carve
+from mtlsearch.benchmarks.folder import LoaderSplit, carve
 from mtlsearch.errors import ConfigError
 from mtlsearch.metrics import BinaryAccuracyMeter, DepthMeter, NormalMeter, SegmentationMeter
 from mtlsearch.references import load_reference_file

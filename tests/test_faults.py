@@ -16,6 +16,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
+from shared_search import processes_with_env
 
 from mtlsearch.launch import main
 from mtlsearch.tracking import TAG_KIND, TAG_STATUS, TAG_TRIAL
@@ -134,24 +135,6 @@ def test_nan_trial_errors_with_its_reason_without_retraining_and_the_search_goes
 
 
 # ------------------------------------------------------------------------------ the driver itself
-def processes_with_env(assignment: str) -> list[int]:
-    """Live processes whose environment holds ``assignment`` (``NAME=value``): every process of a Ray
-    that this test started inherits it, whatever its command line; nobody else's does."""
-    found = []
-    needle = assignment.encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            env = Path(f"/proc/{entry}/environ").read_bytes().split(b"\0")
-            state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in env and state != "Z":
-            found.append(int(entry))
-    return found
-
-
 def kill_all(pids) -> None:
     for pid in pids:
         try:

@@ -1,6 +1,5 @@
 """Gradient-level baselines: each method's defining property, degenerate inputs, 40 tasks, and a
 Trainer run of every registered method."""
-import itertools
 import math
 import time
 
@@ -13,8 +12,6 @@ from mtlsearch.balancing import (
     METHODS, MGDA, AlignedMTL, CAGrad, FairGrad, GradBalancing, GradDrop, GradVac, NashMTL, PCGrad, UPGrad,
 )
 from mtlsearch.balancing.aligned_mtl import balance_transformation
-from mtlsearch.balancing.cagrad import cagrad_weights
-from mtlsearch.balancing.fairgrad import fairgrad_weights
 from mtlsearch.balancing.graddrop import graddrop_direction
 from mtlsearch.balancing.gradvac import gradvac_coefficients
 from mtlsearch.balancing.nash_mtl import nash_weights

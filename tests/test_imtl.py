@@ -2,13 +2,11 @@
 invariance once s_t has adapted (IMTL-H), finite weights in singular cases, and training runs."""
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from mtlsearch import Trainer
 from mtlsearch.balancing import IMTLG, IMTLH, IMTLL
-from mtlsearch.balancing.imtl import imtl_g_weights
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -27,17 +27,6 @@ STATUSES = {tracking.STATUS_COMPLETED, tracking.STATUS_STOPPED}
 TASKS = ("scale_1", "scale_10", "scale_100")
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    srv = shared.server(tmp_path_factory)
-    yield srv
-    shared.stop_all()
-
-
-@pytest.fixture(scope="session")
-def remote_search(tmp_path_factory, ray_session, mlflow_server):
-    return shared.finished_search(tmp_path_factory)
-
 
 def test_server_listens_on_loopback_only(mlflow_server):
     assert shared.listening_addresses(mlflow_server.port) == {"127.0.0.1"}

@@ -183,17 +183,6 @@ def test_multi_objective_metric_must_be_reported_by_the_benchmark():
 
 
 # ----------------------------------------------------------------------------------------- a real search
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    srv = shared.server(tmp_path_factory)
-    yield srv
-    shared.stop_all()
-
-
-@pytest.fixture(scope="session")
-def remote_search(tmp_path_factory, ray_session, mlflow_server):
-    return shared.finished_search(tmp_path_factory)
-
 
 def _assert_png(path, min_bytes=8000):
     import matplotlib.image as mpimg

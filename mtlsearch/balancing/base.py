@@ -21,7 +21,6 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
-import torch
 from torch import Tensor, nn
 
 

@@ -23,7 +23,6 @@ linear logit per task.  Images are resized to ``image_size`` x ``image_size`` (6
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
