@@ -18,9 +18,9 @@
     per-parameter loop of (b)), all with the default GPU settings, relative to ew (issue targets:
     IMTL-G/H <= 1.25x, AdaTask-Adam <= 2.2x).
 (d) The default ew step (bf16 autocast, channels_last, cuDNN autotuning, fused Adam, data on the GPU)
-    against the plain fp32 step of the reference implementations (``amp: off``, ``gpu_speedups: false``:
-    contiguous tensors, no autotuning, torch's default Adam, each batch copied from host memory), and
-    bf16 alone in between (target: default <= 0.65x plain fp32).
+    against a plain fp32 PyTorch step of the same model as the reference implementations write it
+    (contiguous tensors, no autotuning, torch's default Adam, each batch copied from host memory, one
+    backward pass of the summed losses), and bf16 alone in between (target: default <= 0.65x plain).
 (e) Metrics after a short run (``--short-epochs`` on generated, learnable NYUv2-format data) with the
     default step and with the plain fp32 step, and the plain step with another seed for the noise.
 (f) Memory and throughput with 1, 2 and 4 trials sharing the device: that many worker processes, each
@@ -232,16 +232,36 @@ def bench_methods_nyuv2(args: argparse.Namespace) -> None:
     print_relative(f"(c) nyuv2 training step by method, batch {args.batch_size}, {device_name(args)}", times)
 
 
+def plain_reference_runner(args: argparse.Namespace) -> Callable[[], Any]:
+    """A plain fp32 PyTorch step of the same model, written as the reference implementations write it:
+    contiguous tensors, no autotuning, ``torch.optim.Adam`` with its default kernels, the batch copied
+    from host memory, the sum of the task losses, one backward pass."""
+    from mtlsearch.trainer import Trainer
+
+    trainer = Trainer(nyuv2_config(args, amp="off", gpu_speedups=False))  # builds the model and the data only
+    model, device, tasks = trainer.model, trainer.device, trainer.tasks
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    x, targets = next(trainer.splits["train"].batches(args.batch_size, shuffle=False))
+    x, targets = x.cpu(), {k: v.cpu() for k, v in targets.items()}
+
+    def step() -> None:
+        torch.backends.cudnn.benchmark = False
+        xb, tb = x.to(device), {k: v.to(device) for k, v in targets.items()}
+        model.train()
+        optimizer.zero_grad()
+        preds = model(xb)
+        loss = sum(spec.loss(preds[spec.name], tb[spec.name]) for spec in tasks)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
 def bench_precision(args: argparse.Namespace) -> None:
     from mtlsearch.trainer import Trainer
 
-    settings = {
-        "default (bf16, speedups)": {},
-        "bf16 only": {"gpu_speedups": False},
-        "plain fp32 (reference)": {"amp": "off", "gpu_speedups": False},
-    }
-    runners = {}
-    for name, extra in settings.items():
+    runners: dict[str, Callable[[], Any]] = {}
+    for name, extra in {"default (bf16, speedups)": {}, "bf16 only": {"gpu_speedups": False}}.items():
         trainer = Trainer(nyuv2_config(args, **extra))
         x, targets = next(trainer.splits["train"].batches(args.batch_size, shuffle=False))
         fast = trainer.config.gpu_speedups
@@ -253,6 +273,7 @@ def bench_precision(args: argparse.Namespace) -> None:
             tr.train_step(*tr._to_device(x, t))  # a no-op move when held, a host copy otherwise
 
         runners[name] = run
+    runners["plain fp32 (reference)"] = plain_reference_runner(args)
     times = median_times(runners, steps=args.gpu_steps, repeats=args.repeats, warmup=args.warmup, device=torch.device(args.device))
     base = times["plain fp32 (reference)"]
     print(f"\n(d) nyuv2 ew step by precision and settings, batch {args.batch_size}, {device_name(args)} (target: default <= 0.65x plain)")
