@@ -50,6 +50,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mtlsearch.balancing import METHODS, GradBalancing  # noqa: E402
+from mtlsearch.benchmarks.generate import parse_size, generate  # noqa: E402
 from mtlsearch.errors import ConfigError  # noqa: E402
 from mtlsearch.optim import OPTIMIZERS, AdamAdaTask  # noqa: E402
 
@@ -283,7 +284,6 @@ def bench_precision(args: argparse.Namespace) -> None:
 
 
 def bench_short_run(args: argparse.Namespace) -> None:
-    from mtlsearch.benchmarks.generate import generate
     from mtlsearch.trainer import Trainer
 
     runs = {"default, seed 0": {}, "plain fp32, seed 0": {"amp": "off", "gpu_speedups": False},
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else None, choices=["cuda", "cpu"],
                         help="(c)-(f): where the NYUv2-sized model runs (default cuda when visible)")
     parser.add_argument("--nyuv2-root", default=None, help="(c), (d), (f): NYUv2 folder (default: generated data)")
-    parser.add_argument("--size", default=None, help="(c)-(f): HxW of generated data (default 288x384)")
+    parser.add_argument("--size", type=parse_size, default=None, help="(c)-(f): HxW of generated data (default 288x384)")
     parser.add_argument("--backbone", default="resnet50", help="(c)-(f): dilated ResNet encoder (default resnet50)")
     parser.add_argument("--batch-size", type=int, default=8, help="(c)-(f): batch size (default 8)")
     parser.add_argument("--gpu-steps", type=int, default=10, help="(c), (d): steps per round; (f): timed steps per trial")
@@ -400,9 +400,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-count", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from mtlsearch.benchmarks.generate import _size
-
-    args.size = _size(args.size) if args.size else None
     torch.set_num_threads(args.threads)
     if args.worker is not None:
         return worker(args)
@@ -421,8 +418,6 @@ def main(argv: list[str] | None = None) -> int:
     if gpu_parts and args.device is None:
         print(f"\n({')('.join(gpu_parts)}) skipped: no CUDA device (--device cpu runs them on tiny inputs)")
         return 0
-    from mtlsearch.benchmarks.generate import generate
-
     with tempfile.TemporaryDirectory() as tmp:
         if not args.nyuv2_root:  # step times do not depend on the pixel values: a few examples suffice
             generate("nyuv2", tmp, train=max(2 * args.batch_size + 2, 8), test=2, size=args.size, seed=0)

@@ -76,7 +76,7 @@ def generate(benchmark: str, root: str | Path, *, train: int = 64, test: int = 1
     return root
 
 
-def _size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", help="folder to write (created)")
     parser.add_argument("--train", type=int, default=64, help="training examples (default 64)")
     parser.add_argument("--test", type=int, default=16, help="test examples, written to val/ (default 16)")
-    parser.add_argument("--size", type=_size, default=None, help="HxW (default: the real dataset's size)")
+    parser.add_argument("--size", type=parse_size, default=None, help="HxW (default: the real dataset's size)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.train < 2 or args.test < 1:
