@@ -106,6 +106,12 @@ def label(cfg: dict[str, Any]) -> str:
     return f"{method:<18} {cfg['optimizer']:<16}"
 
 
+def first_batch(trainer, batch_size: int, on_device: bool = True):
+    """The first training batch (unshuffled), moved to the trainer's device unless ``on_device`` is false."""
+    batch = next(trainer.splits["train"].batches(batch_size, shuffle=False))
+    return trainer._to_device(*batch) if on_device else batch
+
+
 def bench_training(args: argparse.Namespace, benchmark: str, device: str, configs: list[dict[str, Any]], batch_size: int) -> dict[str, float]:
     from mtlsearch.trainer import Trainer
 
@@ -117,7 +123,7 @@ def bench_training(args: argparse.Namespace, benchmark: str, device: str, config
         except (ConfigError, NotImplementedError, ValueError, OSError) as err:
             print(f"  skipped {label(cfg).strip()}: {err}")
             continue
-        x, targets = next(trainer.splits["train"].batches(batch_size, shuffle=False))
+        x, targets = first_batch(trainer, batch_size, on_device=False)
         runners[label(cfg)] = (lambda tr=trainer, x=x, t=targets: tr.train_step(x, t))
     return median_times(runners, steps=args.steps, repeats=args.repeats, warmup=args.warmup, device=torch.device(device))
 
@@ -196,12 +202,12 @@ def naive_adatask_runner(args: argparse.Namespace) -> Callable[[], Any]:
     shared parameters' per-task gradients, then the per-parameter x per-task loop of (b)."""
     from mtlsearch.trainer import Trainer
 
-    trainer = Trainer(nyuv2_config(args))  # ew + adam: its optimizer steps the heads
+    trainer = Trainer(nyuv2_config(args))  # for its model, data and losses; its own optimizer is unused
     model, shared = trainer.model, trainer.shared
     heads = [p for p in model.parameters() if all(p is not q for q in shared)]
     head_opt = torch.optim.Adam(heads, lr=1e-4)
     naive = NaiveAdamAdaTask(shared, len(trainer.task_names), lr=1e-4)
-    x, targets = trainer._to_device(*next(trainer.splits["train"].batches(args.batch_size, shuffle=False)))
+    x, targets = first_batch(trainer, args.batch_size)
 
     def step() -> None:
         model.train()
@@ -226,7 +232,7 @@ def bench_methods_nyuv2(args: argparse.Namespace) -> None:
 
     for cfg in configs:
         trainer = Trainer(nyuv2_config(args, **cfg))
-        x, targets = trainer._to_device(*next(trainer.splits["train"].batches(args.batch_size, shuffle=False)))
+        x, targets = first_batch(trainer, args.batch_size)
         runners[label(cfg)] = (lambda tr=trainer, x=x, t=targets: tr.train_step(x, t))
     runners[f"{'plain adatask':<18} {'(T backwards, loop)':<16}"] = naive_adatask_runner(args)
     times = median_times(runners, steps=args.gpu_steps, repeats=args.repeats, warmup=args.warmup, device=torch.device(args.device))
@@ -242,8 +248,7 @@ def plain_reference_runner(args: argparse.Namespace) -> Callable[[], Any]:
     trainer = Trainer(nyuv2_config(args, amp="off", gpu_speedups=False))  # builds the model and the data only
     model, device, tasks = trainer.model, trainer.device, trainer.tasks
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x, targets = next(trainer.splits["train"].batches(args.batch_size, shuffle=False))
-    x, targets = x.cpu(), {k: v.cpu() for k, v in targets.items()}
+    x, targets = first_batch(trainer, args.batch_size, on_device=False)  # a disk split: host tensors
 
     def step() -> None:
         torch.backends.cudnn.benchmark = False
@@ -264,10 +269,8 @@ def bench_precision(args: argparse.Namespace) -> None:
     runners: dict[str, Callable[[], Any]] = {}
     for name, extra in {"default (bf16, speedups)": {}, "bf16 only": {"gpu_speedups": False}}.items():
         trainer = Trainer(nyuv2_config(args, **extra))
-        x, targets = next(trainer.splits["train"].batches(args.batch_size, shuffle=False))
         fast = trainer.config.gpu_speedups
-        if fast:  # held on the device: the batch is already there
-            x, targets = trainer._to_device(x, targets)
+        x, targets = first_batch(trainer, args.batch_size, on_device=fast)  # held on the GPU when fast
 
         def run(tr=trainer, x=x, t=targets, fast=fast):
             torch.backends.cudnn.benchmark = fast  # process-wide: set per runner
@@ -314,8 +317,7 @@ def worker(args: argparse.Namespace) -> int:
     from mtlsearch.trainer import Trainer
 
     trainer = Trainer(nyuv2_config(args))
-    batches = trainer.splits["train"].batches(args.batch_size, shuffle=False)
-    x, targets = trainer._to_device(*next(batches))
+    x, targets = first_batch(trainer, args.batch_size)
     for _ in range(args.warmup):
         trainer.train_step(x, targets)
     sync(trainer.device)

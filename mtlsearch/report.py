@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import itertools
 import json
 import math
@@ -317,15 +318,21 @@ def benchmark_objectives(search: Search, split: str) -> list[tuple[str, str]]:
     with the trials' ``data_root`` (its tasks may come from the folder); [] if that cannot be done."""
     if not search.benchmark:
         return []
+    roots = tuple(sorted({str(t.params["data_root"]) for t in search.trials if t.params.get("data_root")}))
+    return list(_benchmark_objectives(search.benchmark, roots, split))
+
+
+@functools.lru_cache(maxsize=32)
+def _benchmark_objectives(benchmark: str, roots: tuple[str, ...], split: str) -> tuple[tuple[str, str], ...]:
+    """Cached: opening a folder benchmark checks its files, and a report asks several times."""
     from mtlsearch.spaces import task_objectives
 
-    roots = sorted({str(t.params["data_root"]) for t in search.trials if t.params.get("data_root")})
     for root in [*roots, None]:
         try:
-            return task_objectives(search.benchmark, root, split=split)
+            return tuple(task_objectives(benchmark, root, split=split))
         except Exception:  # noqa: BLE001 - data moved, or a benchmark this checkout does not know
             continue
-    return []
+    return ()
 
 
 def metric_modes(search: Search, metrics: Iterable[str]) -> dict[str, str]:

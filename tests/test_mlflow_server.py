@@ -27,7 +27,6 @@ STATUSES = {tracking.STATUS_COMPLETED, tracking.STATUS_STOPPED}
 TASKS = ("scale_1", "scale_10", "scale_100")
 
 
-
 def test_server_listens_on_loopback_only(mlflow_server):
     assert shared.listening_addresses(mlflow_server.port) == {"127.0.0.1"}
 
