@@ -3,7 +3,8 @@
 # tracking client, mlflow-skinny) with their needs, for its Python 3.12 on x86-64, under .device/
 # (ignored by git; ~35 MB, under the device tool's 64 MiB carry limit):
 #   .device/wheels/*.whl    every needed wheel the machine's image does not already hold
-#   .device/ray.tar.xz      Ray unpacked without ray/jars, ray/rllib, ray/serve, ray/data (its wheel is too big)
+#   .device/ray.tar.xz      Ray unpacked without ray/jars, ray/rllib, ray/serve, ray/llm (its wheel is too big)
+# (ray/data stays: ray.tune imports ray.air, which imports ray.data.)
 # Usage: bash benchmarks/device_bundle.sh   (needs pip and PyPI here; run from the repository root)
 # Then run on the device, carrying .device:  bash benchmarks/gpu_checks.sh
 set -euo pipefail
@@ -43,8 +44,9 @@ done
 
 # Ray: unpack, drop what a Tune search does not use, compress.
 mkdir -p "$OUT/ray_site"
-python3 -m zipfile -e "$OUT"/download/ray-*.whl "$OUT/ray_site"
-rm -rf "$OUT"/ray_site/ray/{jars,rllib,serve,data}
+# unzip keeps the executables' mode bits (gcs_server, raylet); python -m zipfile drops them.
+unzip -q "$OUT"/download/ray-*.whl -d "$OUT/ray_site"
+rm -rf "$OUT"/ray_site/ray/{jars,rllib,serve,llm}
 tar -C "$OUT/ray_site" -cJf "$OUT/ray.tar.xz" .
 rm -rf "$OUT/ray_site" "$OUT/download"
 echo "wrote $OUT: $(ls "$OUT/wheels" | wc -l) wheels ($(du -sh "$OUT/wheels" | cut -f1)), ray.tar.xz ($(du -sh "$OUT/ray.tar.xz" | cut -f1))"

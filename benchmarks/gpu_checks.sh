@@ -1,50 +1,83 @@
 #!/usr/bin/env bash
-# The GPU checks of issues 3 and 4, for a lent GPU machine (the device tool), in two calls of < 10 min:
-#   bash benchmarks/gpu_checks.sh steps    step_time.py tables (b)-(f) on CUDA: optimizer step, methods on
-#                                          the NYUv2-sized model, default vs plain fp32 step, short-run metrics,
-#                                          1/2/4 trials sharing the GPU
+# The GPU checks, for a lent GPU machine (the device tool); `all` fits one call of < 10 min:
+#   bash benchmarks/gpu_checks.sh smoke    benchmarks/cuda_smoke.py: checkpoint continuity on CUDA, every
+#                                          method and optimizer for one epoch, held data within a GPU share
 #   bash benchmarks/gpu_checks.sh search   a 4-trial NYUv2-format search (bundled nyuv2_gemtl_p, generated
 #                                          288x384 data, 0.25 GPU per trial), read back from MLflow
-# Logs go to $OUT (the device tool's folder that comes back), else ./gpu_checks_out.  To try the search part
-# without a GPU: GPUS_PER_TRIAL=0 SIZE=32x48 bash benchmarks/gpu_checks.sh search
+#   bash benchmarks/gpu_checks.sh steps    step_time.py tables (b)-(g) on CUDA: optimizer step, methods on
+#                                          the NYUv2-sized model, default vs plain fp32 step, 1/2/4 trials
+#                                          sharing the GPU, every method x mode, short-run metrics
+#   bash benchmarks/gpu_checks.sh all      the three in turn, each under a time limit (SMOKE_S, SEARCH_S,
+#                                          then what is left of TOTAL_S for the steps), so a part that
+#                                          hangs costs only its own time
+# Each command's output goes to its own file in $OUT (the device tool's folder that comes back), else
+# ./gpu_checks_out; the tail of each is printed.  To try the search part without a GPU:
+#   GPUS_PER_TRIAL=0 SIZE=32x48 bash benchmarks/gpu_checks.sh search
 # The machine's image has PyTorch but not Ray, Optuna or MLflow: build them here first with
-# `bash benchmarks/device_bundle.sh` and carry `.device` (the search needs it; the steps do not).
+# `bash benchmarks/device_bundle.sh` and carry `.device` (the search needs it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-what=${1:-steps}
+what=${1:-all}
 LOG=${OUT:-gpu_checks_out}
 mkdir -p "$LOG"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1 | tee "$LOG/gpu.txt"
-python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)" | tee -a "$LOG/gpu.txt"
+started=$(date +%s)
+code=0
 
-if [[ "$what" == steps ]]; then
-  python3 benchmarks/step_time.py --parts b c d e f --device cuda --threads 4 --repeats 5 --gpu-steps 10 2>&1 \
-    | tee "$LOG/step_time.txt"
-  exit "${PIPESTATUS[0]}"
-fi
+# part NAME LIMIT_S COMMAND...: run COMMAND under a time limit, output to $LOG/NAME.txt, print its tail.
+part() {
+  local name=$1 limit=$2 t0 rc note=""
+  shift 2
+  t0=$(date +%s)
+  timeout -k 10 "$limit" "$@" > "$LOG/$name.txt" 2>&1
+  rc=$?
+  [[ $rc == 124 ]] && note=", its time limit"
+  echo "[$name: exit $rc after $(( $(date +%s) - t0 )) s$note]" | tee -a "$LOG/$name.txt"
+  tail -n "${TAIL:-25}" "$LOG/$name.txt" | sed "s/^/  $name| /"
+  [[ $rc == 0 ]] || code=$rc
+  return $rc
+}
 
-if [[ "$what" == search ]]; then
-  if [[ -d .device/wheels ]]; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .device/wheels/*.whl || exit
-    tar -C /tmp/site -xJf .device/ray.tar.xz || exit
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1
+  python3 -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision', torchvision.__version__)"
+  nproc
+} | tee "$LOG/gpu.txt"
+
+smoke() { part smoke "${SMOKE_S:-90}" python3 benchmarks/cuda_smoke.py; }
+
+search() {
+  if [[ -d .device/wheels ]] && ! python3 -c "import ray, optuna, mlflow" 2>/dev/null; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .device/wheels/*.whl \
+      || { code=1; return 1; }
+    tar -C /tmp/site -xJf .device/ray.tar.xz || { code=1; return 1; }
     export PYTHONPATH="/tmp/site:$PYTHONPATH" PATH="/tmp/site/bin:$PATH"
   fi
   python3 -c "import ray, optuna, mlflow; print('ray', ray.__version__, 'optuna', optuna.__version__, 'mlflow', mlflow.__version__)" \
-    | tee -a "$LOG/gpu.txt" || exit
-  data=/tmp/nyuv2_generated
+    | tee -a "$LOG/gpu.txt" || { code=1; return 1; }
+  local data=/tmp/nyuv2_generated deadline=$(( $(date +%s) + ${SEARCH_S:-200} ))
   rm -rf "$data" /tmp/ray_results /tmp/mlflow.db
-  python3 -m mtlsearch.benchmarks.generate nyuv2 "$data" --train 64 --test 16 ${SIZE:+--size $SIZE} || exit
-  python3 -m mtlsearch.references --benchmark nyuv2 --data-root "$data" --epochs 2 --lrs 1e-4 --seeds 0 --batch-size 8 \
-    2>&1 | tail -5 | tee "$LOG/references.txt"
-  start=$(date +%s)
-  python3 -m mtlsearch.launch --space nyuv2_gemtl_p --data-root "$data" --num-samples 4 --max-epochs 3 \
-    --gpus-per-trial "${GPUS_PER_TRIAL:-0.25}" --cpus-per-trial "${CPUS_PER_TRIAL:-3}" --storage /tmp/ray_results --tracking-uri sqlite:////tmp/mlflow.db \
-    2>&1 | tee "$LOG/search.txt"
-  code=${PIPESTATUS[0]}
-  echo "search: exit $code, $(( $(date +%s) - start )) s" | tee -a "$LOG/search.txt"
-  python3 -m mtlsearch.report --tracking-uri sqlite:////tmp/mlflow.db --experiment nyuv2_gemtl_p --no-figures 2>&1 | tee "$LOG/report.txt"
-  exit "$code"
-fi
-echo "usage: bash benchmarks/gpu_checks.sh steps|search" >&2
-exit 2
+  python3 -m mtlsearch.benchmarks.generate nyuv2 "$data" --train 64 --test 16 ${SIZE:+--size $SIZE} > /dev/null || { code=1; return 1; }
+  TAIL=5 part references "${REFS_S:-90}" python3 -m mtlsearch.references --benchmark nyuv2 --data-root "$data" --epochs 2 --lrs 1e-4 \
+    --seeds 0 --batch-size 8
+  TAIL=40 part search $(( deadline - $(date +%s) - 20 )) python3 -m mtlsearch.launch --space nyuv2_gemtl_p --data-root "$data" \
+    --num-samples 4 --max-epochs 3 --gpus-per-trial "${GPUS_PER_TRIAL:-0.25}" --cpus-per-trial "${CPUS_PER_TRIAL:-3}" \
+    --storage /tmp/ray_results --tracking-uri sqlite:////tmp/mlflow.db
+  TAIL=30 part report 20 python3 -m mtlsearch.report --tracking-uri sqlite:////tmp/mlflow.db --experiment nyuv2_gemtl_p --no-figures
+}
+
+steps() {
+  local limit=${STEPS_S:-$(( ${TOTAL_S:-470} - ($(date +%s) - started) ))}
+  TAIL=200 part step_time "$limit" python3 benchmarks/step_time.py --parts b c d e f g --device cuda --threads 4 \
+    --repeats 3 --gpu-steps 10 --warmup 3 --short-epochs 6 --short-train 96
+}
+
+case "$what" in
+  smoke) smoke ;;
+  search) search ;;
+  steps) steps ;;
+  all) smoke; search; steps ;;
+  *) echo "usage: bash benchmarks/gpu_checks.sh smoke|search|steps|all" >&2; exit 2 ;;
+esac
+echo "gpu_checks $what: exit $code after $(( $(date +%s) - started )) s"
+exit $code

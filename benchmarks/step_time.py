@@ -24,11 +24,17 @@
 (e) Metrics after a short run (``--short-epochs`` on generated, learnable NYUv2-format data) with the
     default step and with the plain fp32 step, and the plain step with another seed for the noise.
 (f) Memory and throughput with 1, 2 and 4 trials sharing the device: that many worker processes, each
-    a default ew trainer, started together; steps/s per trial and in all, peak memory per trial.
+    a default ew trainer given a 1/k share of the device (as Ray's fractional GPUs give it), started
+    together; steps/s per trial and in all, peak memory per trial.
+(g) Every registered method on the ``nyuv2`` model relative to ``ew`` (default GPU settings, adam):
+    gradient-level ones in each of their modes (rep and param), loss-level ones once.  Each configuration
+    is built, warmed up, timed and freed in turn (they do not all fit at once); ``ew`` is timed first and
+    last, so drift shows.  Beside the published ratios of ../shared/PROTOCOLS.md (e.g. Nash-MTL 2.34x,
+    FAMO 1.19x, GO4Align 1.02x on NYUv2, their implementations, their GPU).
 
-(c)-(f) run on CUDA (``--device cuda``, the default when visible); ``--device cpu --size 32x64
+(c)-(g) run on CUDA (``--device cuda``, the default when visible); ``--device cpu --size 32x64
 --backbone resnet18`` runs them on tiny inputs on the CPU, only to check that the script works.
-``--nyuv2-root`` points at real data for (c), (d) and (f), else data in the NYUv2 layout is generated
+``--nyuv2-root`` points at real data for (c), (d), (f) and (g), else data in the NYUv2 layout is generated
 into a temporary folder (:mod:`mtlsearch.benchmarks.generate`; step times do not depend on pixel values).
 
 This is a measurement script, not a test: figures depend on the machine and on its load.
@@ -316,7 +322,7 @@ def worker(args: argparse.Namespace) -> int:
 
     from mtlsearch.trainer import Trainer
 
-    trainer = Trainer(nyuv2_config(args))
+    trainer = Trainer(nyuv2_config(args), device_share=1 / args.worker_count)
     x, targets = first_batch(trainer, args.batch_size)
     for _ in range(args.warmup):
         trainer.train_step(x, targets)
@@ -368,6 +374,39 @@ def bench_sharing(args: argparse.Namespace) -> None:
         print(f"{k:>6} {statistics.mean(rates):>18.2f} {sum(rates):>15.2f} {alloc:>15.2f} {reserved:>18.2f}")
 
 
+def bench_all_methods_nyuv2(args: argparse.Namespace) -> None:
+    from mtlsearch.trainer import Trainer
+
+    configs: list[dict[str, Any]] = [{"method": "ew", "optimizer": "adam"}]
+    for method in sorted(METHODS):
+        cls = METHODS[method]
+        modes = list(cls.modes) if issubclass(cls, GradBalancing) else [None]
+        configs += [{"method": method, "optimizer": "adam", **({"grad_mode": m} if m else {})} for m in modes]
+    configs = [c for c in configs if c != {"method": "ew", "optimizer": "adam"}]
+    configs = [{"method": "ew", "optimizer": "adam"}, *configs, {"method": "ew", "optimizer": "adam", "again": True}]
+    device = torch.device(args.device)
+    times: dict[str, float] = {}
+    for cfg in configs:
+        name = f"{'ew (again)':<18} {'adam':<16}" if cfg.pop("again", False) else label(cfg)
+        try:
+            trainer = Trainer(nyuv2_config(args, **cfg))
+        except (ConfigError, NotImplementedError, ValueError) as err:
+            print(f"  skipped {name.strip()}: {err}")
+            continue
+        x, targets = first_batch(trainer, args.batch_size)
+        times[name] = median_times({name: lambda: trainer.train_step(x, targets)}, steps=args.method_steps,
+                                   repeats=args.repeats, warmup=2, device=device)[name]
+        del trainer, x, targets
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    base = times[label({"method": "ew", "optimizer": "adam"})]
+    print(f"\n(g) nyuv2 training step of every method, batch {args.batch_size}, {device_name(args)}, relative to ew "
+          f"(first ew row); each timed alone, median of {args.repeats} rounds of {args.method_steps} steps")
+    print(f"{'method':<18} {'optimizer':<16} {'ms/step':>9} {'x ew':>7}")
+    for name, t in times.items():
+        print(f"{name} {t * 1e3:>9.2f} {t / base:>7.2f}")
+
+
 def device_name(args: argparse.Namespace) -> str:
     if args.device == "cuda":
         return torch.cuda.get_device_name()
@@ -376,8 +415,8 @@ def device_name(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", nargs="*", default=list("abcdef"), choices=list("abcdef"),
-                        help="which tables (default all; (c)-(f) are skipped without CUDA unless --device cpu)")
+    parser.add_argument("--parts", nargs="*", default=list("abcdefg"), choices=list("abcdefg"),
+                        help="which tables (default all; (c)-(g) are skipped without CUDA unless --device cpu)")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on the CPU (default 1)")
     parser.add_argument("--steps", type=int, default=20, help="training steps per round in (a)")
     parser.add_argument("--opt-steps", type=int, default=3, help="optimizer steps per round in (b)")
@@ -389,12 +428,13 @@ def main(argv: list[str] | None = None) -> int:
         help="(b): torchvision models whose parameter shapes are used (none: skip (b))",
     )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else None, choices=["cuda", "cpu"],
-                        help="(c)-(f): where the NYUv2-sized model runs (default cuda when visible)")
+                        help="(c)-(g): where the NYUv2-sized model runs (default cuda when visible)")
     parser.add_argument("--nyuv2-root", default=None, help="(c), (d), (f): NYUv2 folder (default: generated data)")
     parser.add_argument("--size", type=parse_size, default=None, help="(c)-(f): HxW of generated data (default 288x384)")
     parser.add_argument("--backbone", default="resnet50", help="(c)-(f): dilated ResNet encoder (default resnet50)")
     parser.add_argument("--batch-size", type=int, default=8, help="(c)-(f): batch size (default 8)")
     parser.add_argument("--gpu-steps", type=int, default=10, help="(c), (d): steps per round; (f): timed steps per trial")
+    parser.add_argument("--method-steps", type=int, default=5, help="(g): steps per round")
     parser.add_argument("--short-epochs", type=int, default=8, help="(e): epochs of each short run")
     parser.add_argument("--short-train", type=int, default=160, help="(e): generated training examples")
     parser.add_argument("--share", nargs="*", type=int, default=[1, 2, 4], help="(f): trials sharing the device")
@@ -416,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
             bench_optimizer_step(args, model, torch.device("cpu"))
             if torch.cuda.is_available():
                 bench_optimizer_step(args, model, torch.device("cuda"))
-    gpu_parts = [p for p in "cdef" if p in args.parts]
+    gpu_parts = [p for p in "cdefg" if p in args.parts]
     if gpu_parts and args.device is None:
         print(f"\n({')('.join(gpu_parts)}) skipped: no CUDA device (--device cpu runs them on tiny inputs)")
         return 0
@@ -424,14 +464,17 @@ def main(argv: list[str] | None = None) -> int:
         if not args.nyuv2_root:  # step times do not depend on the pixel values: a few examples suffice
             generate("nyuv2", tmp, train=max(2 * args.batch_size + 2, 8), test=2, size=args.size, seed=0)
             args.nyuv2_root = tmp
+        # The short training run (e) comes last: it takes longest and its figures matter least.
         if "c" in args.parts:
             bench_methods_nyuv2(args)
         if "d" in args.parts:
             bench_precision(args)
-        if "e" in args.parts:
-            bench_short_run(args)
         if "f" in args.parts:
             bench_sharing(args)
+        if "g" in args.parts:
+            bench_all_methods_nyuv2(args)
+        if "e" in args.parts:
+            bench_short_run(args)
     return 0
 
 

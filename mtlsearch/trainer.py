@@ -39,30 +39,55 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def hold_on_device(split, device: torch.device, budget: float = 0.25):
-    """A disk-backed split as an in-memory :class:`TensorSplit` on ``device`` if it takes less than
-    ``budget`` of the device's free memory (no per-step host-to-device copies); else unchanged."""
+def split_bytes(split) -> int | None:
+    """Bytes that a disk-backed split would take held in memory (None: not a split of tensors)."""
     from mtlsearch.benchmarks import TensorSplit
 
     if isinstance(split, TensorSplit) or not hasattr(split, "batches") or len(split) == 0:
-        return split
+        return None
     x, targets = next(iter(split.batches(1, shuffle=False)))
     if not isinstance(x, Tensor):
-        return split
+        return None
     per_item = x.nelement() * x.element_size() + sum(t.nelement() * t.element_size() for t in targets.values())
-    free, _ = torch.cuda.mem_get_info(device)
-    if per_item * len(split) > budget * free:
-        return split
-    xs, ys = [], {k: [] for k in targets}
-    for x, targets in split.batches(64, shuffle=False):
-        xs.append(x)
-        for k, v in targets.items():
-            ys[k].append(v)
-    return TensorSplit(torch.cat(xs), {k: torch.cat(v) for k, v in ys.items()}).to(device)
+    return per_item * len(split)
+
+
+def splits_to_hold(sizes: Mapping[str, int | None], free: int, total: int, budget: float = 0.25, share: float = 1.0) -> list[str]:
+    """Which splits (by their sizes in bytes, None = cannot be held) to hold on a GPU with ``free`` of
+    ``total`` bytes free: together at most ``budget`` of this trial's share of the memory (``share`` x
+    ``total``: trials packed onto one GPU each budget their own part, however many start at once) and
+    at most half of what is free now.  Splits are taken in order (train first); one that does not fit
+    stays on disk and the next ones may still be held."""
+    allowed = min(budget * min(max(share, 0.0), 1.0) * total, 0.5 * free)
+    held = []
+    for name, size in sizes.items():
+        if size is not None and size <= allowed:
+            held.append(name)
+            allowed -= size
+    return held
+
+
+def hold_on_device(splits: Mapping[str, Any], device: torch.device, budget: float = 0.25, share: float = 1.0) -> dict[str, Any]:
+    """Disk-backed splits as in-memory :class:`TensorSplit` objects on ``device`` (no per-step host-to-device
+    copies) where :func:`splits_to_hold` says they fit."""
+    from mtlsearch.benchmarks import TensorSplit
+
+    free, total = torch.cuda.mem_get_info(device)
+    out = dict(splits)
+    for name in splits_to_hold({k: split_bytes(v) for k, v in splits.items()}, free, total, budget, share):
+        xs, ys = [], {}
+        for x, targets in splits[name].batches(64, shuffle=False):
+            xs.append(x)
+            for k, v in targets.items():
+                ys.setdefault(k, []).append(v)
+        out[name] = TensorSplit(torch.cat(xs), {k: torch.cat(v) for k, v in ys.items()}).to(device)
+    return out
 
 
 class Trainer:
-    def __init__(self, config: TrialConfig | Mapping[str, Any]):
+    def __init__(self, config: TrialConfig | Mapping[str, Any], *, device_share: float = 1.0):
+        """``device_share``: the fraction of the GPU this trial was given (Ray's fractional GPUs); it
+        bounds the memory used to hold data on the GPU, so packed trials do not run out together."""
         self.config = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
         cfg = self.config
         self.device = resolve_device(cfg.device)
@@ -78,7 +103,7 @@ class Trainer:
         cuda = self.device.type == "cuda"
         fast = cuda and cfg.gpu_speedups
         if fast and not self.benchmark.multi_input:
-            self.splits = {k: hold_on_device(v, self.device) for k, v in self.splits.items()}
+            self.splits = hold_on_device(self.splits, self.device, share=device_share)
         self.amp_dtype = torch.bfloat16 if cfg.amp == "bf16" or (cfg.amp == "auto" and cuda) else None
         if cuda:
             torch.backends.cudnn.benchmark = fast  # process-wide: one trainer per trial process
@@ -311,9 +336,10 @@ class Trainer:
         if self.dominance is not None and "dominance" in state:
             self.dominance.load_state_dict(state["dominance"])
         self.epoch = int(state["epoch"])
-        torch.set_rng_state(state["torch_rng"])
+        # RNG states are CPU byte tensors, whatever map_location moved them to.
+        torch.set_rng_state(state["torch_rng"].cpu())
         if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+            torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda_rng"]])
 
     def save(self, path: str) -> None:
         torch.save(self.state_dict(), path)

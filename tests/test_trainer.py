@@ -123,3 +123,19 @@ def test_bf16_autocast_path_trains_like_fp32():
 def test_step_schedule_halves_the_learning_rate():
     trainer, _ = _run({**BASE, "method": "ew", "lr_step_size": 2, "lr_gamma": 0.5, "max_epochs": 4})
     assert [g["lr"] for g in trainer.optimizer.param_groups] == [3e-3 / 4] * len(trainer.optimizer.param_groups)
+
+
+def test_data_held_on_a_gpu_fits_the_trials_share_of_it():
+    from mtlsearch.trainer import splits_to_hold
+
+    gib = 2**30
+    sizes = {"train": 3 * gib, "val": 1 * gib, "test": 1 * gib}
+    # A whole 80 GiB GPU: 25 % of it is 20 GiB, everything fits.
+    assert splits_to_hold(sizes, free=80 * gib, total=80 * gib) == ["train", "val", "test"]
+    # Four trials packed at 0.25 each: 5 GiB per trial, even though each one sees 80 GiB free at its start.
+    assert splits_to_hold(sizes, free=80 * gib, total=80 * gib, share=0.25) == ["train", "val", "test"]
+    # A 40 GiB GPU at 0.25: 2.5 GiB per trial: train stays on disk, val and test are held.
+    assert splits_to_hold(sizes, free=40 * gib, total=40 * gib, share=0.25) == ["val", "test"]
+    # What others already use counts: at most half of the free memory.
+    assert splits_to_hold(sizes, free=6 * gib, total=80 * gib) == ["train"]
+    assert splits_to_hold({"train": None, "val": 1 * gib}, free=80 * gib, total=80 * gib) == ["val"]

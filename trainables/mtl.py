@@ -49,10 +49,13 @@ def train_mtl(config: dict) -> None:
     if config.get("device", "auto") == "auto":
         # Trials without a GPU share of their own see every GPU of the node: decide from Ray's assignment.
         config["device"] = "cuda" if ray.get_gpu_ids() else "cpu"
-    cpus = tune.get_context().get_trial_resources().required_resources.get("CPU", 1) or 1
+    resources = tune.get_context().get_trial_resources().required_resources
+    cpus = resources.get("CPU", 1) or 1
     torch.set_num_threads(max(1, int(cpus)))
+    gpus = float(resources.get("GPU", 0) or 0)
 
-    trainer = Trainer(config)
+    # A fractional GPU (0.25: four trials on one GPU) bounds how much data this trial holds on it.
+    trainer = Trainer(config, device_share=gpus if 0 < gpus < 1 else 1.0)
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
