@@ -5,7 +5,9 @@
 1. Checkpoint continuity on CUDA: 2 epochs, save, load into a fresh trainer, 2 more == 4 straight
    (the checkpoint is loaded with ``map_location`` = the GPU, as a resumed Ray trial does).
 2. Every registered method, in each of its modes, and every optimizer with ``ew``: one epoch of
-   ``multidigits`` on CUDA with the default settings (bf16 autocast, fused Adam), finite losses.
+   ``multidigits`` on CUDA with the default settings (bf16 autocast, fused Adam), finite losses; and
+   one epoch of a small convolutional NYUv2 model (channels_last) for each gradient method and mode,
+   each optimizer, and the dominance tracker.
 3. Held data respects a trial's share of the GPU: with ``device_share`` 1/4 a split larger than
    budget x share x total memory stays on disk, a smaller one is held.
 """
@@ -75,12 +77,21 @@ def main() -> int:
         except Exception as err:
             check(f"one epoch {extra}", False, f"{type(err).__name__}: {err}")
 
-    if device != "cuda":
-        print(f"{failures} failure(s)")
-        return 1 if failures else 0
     from mtlsearch.benchmarks.generate import generate
     with tempfile.TemporaryDirectory() as tmp:
         generate("nyuv2", tmp, train=8, test=2, size=(32, 48), seed=0)
+        # A convolutional model: on CUDA it is channels_last and Adam is fused, so every gradient that a
+        # method writes must match its parameter's layout and dtype.
+        conv = {"benchmark": "nyuv2", "data_root": tmp, "device": device, "backbone": "resnet18", "batch_size": 4, "max_epochs": 1}
+        for extra in [r for r in runs if r.get("grad_mode") or r["optimizer"] != "adam"] + [{"method": "ew", "optimizer": "adam", "dominance_interval": 1}]:
+            try:
+                result = next(Trainer({**conv, **extra}).run())
+                check(f"nyuv2 conv epoch {extra}", all(math.isfinite(v) for k, v in result.items() if k.startswith("train/")))
+            except Exception as err:
+                check(f"nyuv2 conv epoch {extra}", False, f"{type(err).__name__}: {err}")
+        if device != "cuda":
+            print(f"{failures} failure(s)")
+            return 1 if failures else 0
         trainer = Trainer({"benchmark": "nyuv2", "data_root": tmp, "device": "cuda", "backbone": "resnet18", "batch_size": 4})
         held = {k: type(v).__name__ for k, v in trainer.splits.items()}
         check("small splits held on the GPU", all(v == "TensorSplit" for v in held.values()), str(held))

@@ -91,13 +91,21 @@ def flatten_task_grads(task_grads: Sequence[Tensor]) -> Tensor:
     return torch.cat([g.reshape(g.shape[0], -1) for g in task_grads], dim=1)
 
 
+def as_grad(p: Tensor, g: Tensor) -> Tensor:
+    """``g`` with ``p``'s dtype and memory layout (a copy only where they differ): fused optimizers
+    refuse a contiguous gradient for a channels_last convolution weight."""
+    if g.dtype == p.dtype and g.stride() == p.stride():
+        return g
+    return torch.empty_like(p).copy_(g)
+
+
 def set_flat_grad(params: Sequence[nn.Parameter], flat: Tensor) -> None:
     """Write a flat direction ``[d]`` into ``param.grad`` (accumulating onto existing grads)."""
     offset = 0
     for p in params:
         n = p.numel()
-        g = flat[offset : offset + n].view_as(p)
-        p.grad = g.clone() if p.grad is None else p.grad.add_(g)
+        g = flat[offset : offset + n].view(p.shape)
+        p.grad = torch.empty_like(p).copy_(g) if p.grad is None else p.grad.add_(g)
         offset += n
 
 

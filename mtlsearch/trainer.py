@@ -235,7 +235,7 @@ class Trainer:
             self.optimizer.step(task_grads=task_grads)
         else:
             for p, g in zip(self.shared, task_grads):
-                p.grad = g.sum(0) if p.grad is None else p.grad.add_(g.sum(0))
+                p.grad = gradients.as_grad(p, g.sum(0)) if p.grad is None else p.grad.add_(g.sum(0))
             self.optimizer.step()
         if self.dominance is not None:
             self.dominance.update(task_grads)

@@ -139,3 +139,19 @@ def test_data_held_on_a_gpu_fits_the_trials_share_of_it():
     # What others already use counts: at most half of the free memory.
     assert splits_to_hold(sizes, free=6 * gib, total=80 * gib) == ["train"]
     assert splits_to_hold({"train": None, "val": 1 * gib}, free=80 * gib, total=80 * gib) == ["val"]
+
+
+def test_gradients_written_by_methods_keep_the_parameters_layout():
+    """On CUDA, image models are channels_last and Adam is fused: fused Adam refuses a gradient whose
+    layout differs from its parameter's (seen on an H200 with every param-mode method)."""
+    from mtlsearch import gradients
+
+    conv = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+    params = list(conv.parameters())
+    flat = torch.randn(sum(p.numel() for p in params), dtype=torch.float64)
+    gradients.set_flat_grad(params, flat)
+    for p in params:
+        assert p.grad.stride() == p.stride() and p.grad.dtype == p.dtype
+    assert torch.equal(conv.weight.grad.flatten(), flat[: conv.weight.numel()].float().view_as(conv.weight).flatten())
+    summed = gradients.as_grad(conv.weight, torch.randn(2, *conv.weight.shape).sum(0))
+    assert summed.stride() == conv.weight.stride()
