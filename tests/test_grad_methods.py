@@ -214,10 +214,25 @@ def test_nash_weights_solve_the_bargaining_equation(t):
     alpha, ok = nash_weights(k)
     assert ok and (alpha > 0).all()
     np.testing.assert_allclose(k @ alpha, 1 / alpha, rtol=1e-6)
-    # the method solves it on the Frobenius-normalised Gramian (as the released code)
+    # the method solves it on the raw Gramian (normalising only to condition the solver)
     w = NashMTL(t, nash_max_norm=0.0)(grads, torch.ones(t)).weights.numpy()
-    kn = k / np.linalg.norm(k)
-    np.testing.assert_allclose(kn @ w, 1 / w, rtol=1e-5)
+    np.testing.assert_allclose(k @ w, 1 / w, rtol=1e-6)
+
+
+@pytest.mark.parametrize("t", range(2, 11))
+@pytest.mark.parametrize("scale", [1e-4, 1e-2, 1.0, 1e2, 1e4])
+def test_nash_mtl_unclipped_update_has_norm_sqrt_t_at_any_gradient_scale(t, scale):
+    """||d||^2 = alpha^T K alpha = sum_t alpha_t (K alpha)_t = T when K alpha = 1/alpha on the raw K."""
+    grads = _grads(t, seed=100 + t) * scale
+    w = NashMTL(t, nash_max_norm=0.0)(grads, torch.ones(t)).weights
+    assert w.dtype == torch.float64 and (w > 0).all()
+    assert (w @ grads).norm().item() == pytest.approx(math.sqrt(t), rel=1e-8)
+    k = grads @ grads.T
+    residual = (k @ w - 1 / w).abs().max().item()
+    assert residual <= 1e-8 * (1 / w).abs().max().item()
+    # the default clipping then bounds it at nash_max_norm = 1
+    d = NashMTL(t)(grads, torch.ones(t)).weights @ grads
+    assert d.norm().item() == pytest.approx(1.0, rel=1e-9)
 
 
 def test_nash_mtl_max_norm_and_update_every():
