@@ -11,7 +11,8 @@ method returns weights.  Modes: "param" (default, the paper's) and "rep".
 Solver: the released code calls scipy's SLSQP; here the dual is minimised by accelerated
 projected gradient on the simplex (``_qp.minimize_on_simplex``) on the Gramian normalised by its
 largest diagonal entry, with ``sqrt(w^T K w + 1e-12)`` (the released code adds 1e-8 to the raw
-Gramian), until the Frank-Wolfe gap is below 1e-9 (relative).  If the optimal ``g_w`` vanishes
+Gramian), until the Frank-Wolfe gap is below 1e-9 (relative), finished where needed by Newton
+steps on the optimal face (descent on f alone stalls at a gap of ~1e-9 on ~15 % of random cases).  If the optimal ``g_w`` vanishes
 (``||g_w|| <= 1e-9`` of the largest gradient norm, or the dual's optimum is 0 and 0 lies in the
 gradients' convex hull, checked exactly: then the iterate's small ``g_w`` is solver residue whose
 direction is noise) the update is ``g0``, the limit of the released code's
@@ -55,7 +56,12 @@ def cagrad_weights(k: np.ndarray, c: float, rescale: int = 1) -> tuple[np.ndarra
             root = np.sqrt(max(float(w @ kw), 0.0) + SMOOTH)
             return float(b @ w) + radius * root, b + radius * kw / root
 
-        w, ok = minimize_on_simplex(fun, mean, tol=1e-9)
+        def hess(w: np.ndarray) -> np.ndarray:
+            kw = kn @ w
+            root = np.sqrt(max(float(w @ kw), 0.0) + SMOOTH)
+            return radius * (kn / root - np.outer(kw, kw) / root**3)
+
+        w, ok = minimize_on_simplex(fun, mean, tol=1e-9, hess=hess)
         gw_norm = np.sqrt(max(float(w @ kn @ w), 0.0))  # in units of the largest gradient norm
         if gw_norm > 1e-9 and fun(w)[0] > -1e-9 and _hull_contains_zero(kn):
             # The dual's optimum is 0, attained where g_w = 0 (a convex combination of the gradients
