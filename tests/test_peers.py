@@ -26,6 +26,8 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `python tests/test_peers.py`
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's mtlsearch
 
 from peer_rows_baselines import ROWS as BASELINE_ROWS  # noqa: E402
 from peer_table import Case, Peer, cases, rel_diff  # noqa: E402

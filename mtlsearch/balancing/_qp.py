@@ -7,7 +7,8 @@
   point of the convex hull) and UPGrad (projection onto the dual cone).
 * :func:`min_norm_simplex`: ``min_{w in simplex} w^T K w`` through the exact reduction to one NNLS.
 * :func:`project_simplex` and :func:`minimize_on_simplex`: accelerated projected gradient with
-  backtracking and a Frank-Wolfe-gap certificate, for smooth convex objectives (CAGrad's dual).
+  backtracking and a Frank-Wolfe-gap certificate, finished by Newton steps on the optimal face when
+  a Hessian is given, for smooth convex objectives (CAGrad's dual).
 * :func:`solve_power_equation`: ``K w = w^(-1/a)``, ``w > 0`` (Nash-MTL: a = 1; FairGrad: any a > 0)
   by damped Newton on the strictly convex ``1/2 w^T K w - sum_i h(w_i)`` with ``h' = w^(-1/a)``.
 
