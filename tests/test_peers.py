@@ -545,7 +545,7 @@ ROWS: list[Peer] = [
            compare_uw),
     *_rows("dwa", "torchjd.scalarization.DWA", 1e-6, "", compare_dwa),
     *_rows("rlw", "torchjd.scalarization.Random (seed-matched)", 1e-7, "", compare_rlw),
-    *_rows("famo", "torchjd.scalarization.FAMO (update() fed the next step's losses)", 1e-5,
+    *_rows("famo", "torchjd.scalarization.FAMO (update() fed the next step's losses)", 1e-12,
            "ours updates the logits with the next batch's losses (no extra forward); torchjd's update() "
            "given those losses is the same step", compare_famo),
     *_rows("stch", "torchjd.scalarization.STCH on log-losses (x T); released code formula (Xi-L/STCH)", 1e-12,
