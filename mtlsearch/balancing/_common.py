@@ -24,10 +24,15 @@ def gramian(grads: Tensor) -> np.ndarray:
     return 0.5 * (k + k.T)
 
 
+def float_dtype(like: Tensor) -> torch.dtype:
+    """float64 for float64 gradients, float32 otherwise (norms of bf16/fp16 gradients accumulate in
+    float32): the dtype of norms and of returned weights, so that float32 and float64 both work."""
+    return torch.float64 if like.dtype == torch.float64 else torch.float32
+
+
 def to_weights(w: np.ndarray, like: Tensor) -> Tensor:
     """Weights as a ``[T]`` tensor on ``like``'s device (float32 unless ``like`` is float64)."""
-    dtype = torch.float64 if like.dtype == torch.float64 else torch.float32
-    return torch.as_tensor(np.asarray(w, dtype=np.float64), dtype=dtype).to(like.device)
+    return torch.as_tensor(np.asarray(w, dtype=np.float64), dtype=float_dtype(like)).to(like.device)
 
 
 class SolverMethod(GradBalancing):

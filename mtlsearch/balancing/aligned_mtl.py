@@ -8,6 +8,9 @@ The update is the sum of the aligned gradients, ``1^T B G``, i.e. weights ``B 1`
 As in the released code: the rank keeps eigenvalues above ``lambda_max * T * eps_float32``, the
 scale is the smallest kept one ("min" scale mode), the aligned gradients are summed (unit
 preferences; TorchJD averages them, a factor 1/T).  All-zero gradients give weights 1.
+TorchJD's AlignedMTL also cuts the rank at ``lambda_max * T * eps`` of the Gramian's own dtype, so on a
+float64 Gramian it keeps eigenvalues of ~1e-7 lambda_max that this (float32 eps, as LibMTL's
+``torch.finfo().eps``) drops; both differences are asserted in ``tests/test_peers.py``.
 Modes: "param" (default, Aligned-MTL) and "rep" (the paper's Aligned-MTL-UB).
 """
 from __future__ import annotations

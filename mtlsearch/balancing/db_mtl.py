@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._common import float_dtype
 from .base import GradBalancing, GradResult, HParam
 
 #: Inside the log of the losses, and in the norm ratios (as in LibMTL's DB_MTL).
@@ -68,9 +69,9 @@ class DBMTL(GradBalancing):
 
     def forward(self, grads: Tensor, losses: Tensor) -> GradResult:
         self.steps += 1
-        norms = torch.linalg.vector_norm(grads.detach(), dim=1, dtype=torch.float32).to(self.norm_ema)
+        norms = torch.linalg.vector_norm(grads.detach(), dim=1, dtype=float_dtype(grads)).to(self.norm_ema)
         beta = self.db_mtl_beta
         if self.db_mtl_beta_sigma:
             beta = beta / self.steps.to(norms.dtype) ** self.db_mtl_beta_sigma
         self.norm_ema.copy_(norms + beta * (self.norm_ema - norms))
-        return GradResult(weights=self.norm_ema.max() / (self.norm_ema + EPS))
+        return GradResult(weights=(self.norm_ema.max() / (self.norm_ema + EPS)).to(float_dtype(grads)))

@@ -42,6 +42,9 @@ class FAMO(LossBalancing):
     * The released code clips the shared gradient's norm to ``max_norm`` (default 1); no clipping here.
     * ``famo_gamma`` defaults to 0.001 (LibMTL's default); the released code's default is 0.01.
     * The optional per-task minimum losses (``min_losses``, 0 by default in the released code) are 0.
+
+    TorchJD's ``scalarization.FAMO`` fed, through its ``update``, the next step's losses makes exactly
+    our updates (``tests/test_peers.py``).
     """
 
     name = "famo"

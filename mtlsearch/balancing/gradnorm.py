@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._common import float_dtype
 from .base import GradBalancing, GradResult, HParam
 
 #: Floor of a weight after the gradient step (before renormalising), so no task is switched off.
@@ -95,7 +96,7 @@ class GradNorm(GradBalancing):
         # Without a warm-up, the first call records L(0) (on the device: no host sync).
         self.initial_losses.copy_(torch.where(self.initialised | warm, self.initial_losses, losses))
         self.initialised.copy_(self.initialised | ~warm)
-        norms = torch.linalg.vector_norm(grads.detach(), dim=1, dtype=torch.float32).to(w)
+        norms = torch.linalg.vector_norm(grads.detach(), dim=1, dtype=float_dtype(grads)).to(w)
         weighted = w * norms
         loss_ratio = losses / self.initial_losses.clamp_min(TINY)
         inverse_rate = loss_ratio / loss_ratio.mean()
@@ -103,4 +104,4 @@ class GradNorm(GradBalancing):
         step = torch.sign(weighted - target) * norms
         new = (w - self.gradnorm_lr * step).clamp_min(MIN_WEIGHT)
         self.loss_weights.copy_(torch.where(warm, w, self.num_tasks * new / new.sum()))
-        return GradResult(weights=torch.where(warm, torch.ones_like(w), w))
+        return GradResult(weights=torch.where(warm, torch.ones_like(w), w).to(float_dtype(grads)))

@@ -15,7 +15,9 @@ the targets are a buffer (checkpointed).  Modes: "param" (default) and "rep".
 Deviations: the paper also offers per-layer targets; this is the whole-vector variant (LibMTL's
 default).  Default ``gradvac_beta = 0.01`` (the paper's; LibMTL uses 0.5).  A zero gradient has
 no cosine: its pairs are skipped, targets unchanged.  ``phi`` is clipped to ``|phi| <= 1 - 1e-12``
-so the correction stays finite.
+so the correction stays finite.  TorchJD's GradVac adds ``eps = 1e-8`` to the cosine's and the
+correction's denominators and, when a corrected gradient vanishes (two opposite gradients), takes
+its cosine as ~0 and moves the targets towards it, where this skips the pair (``tests/test_peers.py``).
 """
 from __future__ import annotations
 

@@ -29,6 +29,11 @@ the largest) has no direction: it gets ``alpha_t = 0`` and the others are solved
 themselves; all zero gives ``1/T``.  If the system has no solution at all (the equal-projection
 direction has weights summing to 0, a measure-zero event), the weights fall back to ``1/T``;
 that fallback is counted in ``imtl_g/solver_failures`` (``imtl_h/...``) and warned about.
+TorchJD's IMTLG uses ``pinv(K) n``: it agrees where K is invertible, but at exactly opposite
+gradients it jumps to a non-zero update with unequal projections, while ours is the limit (0) of
+its own updates on nearby full-rank G; and for parallel gradients of different norms (where any
+weights with the right proportions have equal projections) the two pick different solutions.
+Both asserted in ``tests/test_peers.py``.
 """
 from __future__ import annotations
 

@@ -1,23 +1,32 @@
 """Nash-MTL (Navon et al., "Multi-Task Learning as a Bargaining Game", ICML 2022).
 
 The Nash bargaining solution of the tasks: the update ``d = sum_t alpha_t g_t`` with ``alpha > 0``
-solving ``G G^T alpha = 1 / alpha`` (elementwise), i.e. ``<g_t, d> = 1 / alpha_t`` for every task.
-As in the released code, the equation is solved on the Gramian normalised by its Frobenius
-norm, ``K~ = K / ||K||_F``, and those weights are used as they are (so the update scales like
-the gradients), then scaled down so that ``||d|| <= nash_max_norm`` (the released code's gradient
-clipping of the shared parameters, default 1.0; 0 turns it off; in rep mode it bounds the norm of
-the representation gradient instead).  ``nash_update_every = N`` recomputes the weights every N
+solving ``G G^T alpha = 1 / alpha`` (elementwise) on the **raw** Gramian ``K = G G^T``, i.e.
+``<g_t, d> = 1 / alpha_t`` for every task.  Hence ``||d||^2 = alpha^T K alpha = sum_t alpha_t (K alpha)_t
+= T``: before clipping, the update always has norm ``sqrt(T)``, whatever the gradients' scale.
+As in the released code (AvivNavon/nash-mtl, ``methods/weight_methods.py``), the Gramian is
+normalised by its Frobenius norm only to condition the solver: with ``K~ = K / ||K||_F`` and
+``K~ a = 1/a``, the weights are mapped back to ``alpha = a / sqrt(||K||_F)``, which solves the
+equation on K (the released code does the same through its constraint
+``alpha_t ||K||_F (K~ alpha)_t >= 1``).  The update is then scaled down so that
+``||d|| <= nash_max_norm`` (the released code's gradient clipping of the shared parameters,
+default 1.0; 0 turns it off; in rep mode it bounds the norm of the representation gradient
+instead).  ``nash_update_every = N`` recomputes the weights every N
 steps and reuses the last ones in between: the method's own documented option
 (``update_weights_every``), not a fallback.  Linear (returns weights).  Modes: "param" (default,
 the paper's) and "rep".
 
 Solver: the released code runs up to 20 sequential convex approximations with cvxpy/ECOS; here
-``K~ alpha = 1/alpha`` is solved directly by damped Newton on the strictly convex
+``K~ a = 1/a`` is solved directly by damped Newton on the strictly convex
 ``1/2 a^T K~ a - sum log a`` (``_qp.solve_power_equation``: a relative ``1e-10`` ridge on the
 Gramian's diagonal, so that a solution exists when a positive combination of the gradients
 vanishes; a zero gradient gets weight 0).
 If Newton does not reach its tolerance, its last iterate is used (all ones if it is not finite)
-and the event is counted in ``nash_mtl/solver_failures``.
+and the event is counted in ``nash_mtl/solver_failures``.  The released code stops its sequential
+convex approximations after at most 20 ECOS solves (100 iterations each), or earlier when an
+iterate moves by less than 1e-6, starting from the previous step's weights, so it agrees with
+this solution only to its solver's accuracy; the peer check (``tests/test_peers.py``) asserts that ours has the smaller
+residual of the raw-Gramian equation on every case.
 """
 from __future__ import annotations
 
@@ -36,7 +45,7 @@ def nash_weights(k: np.ndarray) -> tuple[np.ndarray, bool]:
 
 
 class NashMTL(SolverMethod):
-    """Nash bargaining weights ``K~ alpha = 1/alpha`` on the normalised Gramian (weights).
+    """Nash bargaining weights ``K alpha = 1/alpha`` on the raw Gramian, ``||d|| = sqrt(T)`` before clipping.
 
     Step cost: about 2.79x ``ew`` per step in its default mode (param), measured by
     ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
@@ -64,7 +73,8 @@ class NashMTL(SolverMethod):
         if int(self.step) % self.nash_update_every == 0:
             fro = float(np.linalg.norm(k))
             if fro > 0.0:
-                alpha, ok = nash_weights(k / fro)
+                alpha, ok = nash_weights(k / fro)  # conditioned: K~ a = 1/a, K~ = K / ||K||_F
+                alpha = alpha / np.sqrt(fro)  # mapped back: K alpha = 1/alpha on the raw Gramian
                 if not np.all(np.isfinite(alpha)):
                     alpha, ok = np.ones(k.shape[0]), False
                 if not ok:

@@ -12,6 +12,8 @@ method runs on the Gramian only (``<g_i^PC, g_j> = (C K)_ij``) and **returns wei
 depend on G, but the update is a weighting of the task gradients, so it can feed AdaTask).
 The orders are drawn with ``torch.randperm`` from torch's global RNG (checkpointed by the
 trainer), one permutation per task per step.  Modes: "param" (the paper's, default) and "rep".
+TorchJD's PCGrad skips j = i; the released code (and this) projects g_i^PC off g_i too when they
+conflict, which can happen after several projections when T > d (asserted in ``tests/test_peers.py``).
 """
 from __future__ import annotations
 

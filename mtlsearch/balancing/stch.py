@@ -35,7 +35,9 @@ class STCH(LossBalancing):
     ``STCH_warmup_epoch = 4``; LibMTL's STCH is the same).  The released code's
     ``STCH_warmup_epoch = 4`` trains epochs 0..4 on the log-sum and takes ``z`` from epoch 4, i.e.
     5 warm-up epochs: our default ``stch_warmup_epochs = 5`` is the same schedule.  The released
-    code subtracts the max before the exp; ``torch.logsumexp`` does the equivalent.
+    code subtracts the max before the exp; ``torch.logsumexp`` does the equivalent (the released code's
+loss value omits the max; the gradient is the same).  TorchJD's ``scalarization.STCH(mu, weights=1,
+reference=log z)`` on the log-losses is ours divided by T (``tests/test_peers.py``).
     """
 
     name = "stch"
