@@ -104,7 +104,7 @@ def prepare_space(args: argparse.Namespace):
         space.scheduler = {**space.scheduler, "grace_period": space.max_epochs}
     from mtlsearch import plugins
 
-    space = plugins.localize(space)  # a user's ./file.py:Class as an absolute path, for the trials
+    space = plugins.prepare(space)  # a user's module:Class or file.py:Class: importable, the right class
     check_resource_shape(space, args)
     space.validate_trials()
     check_data_folder(space)

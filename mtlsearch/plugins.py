@@ -45,9 +45,11 @@ def _split(spec: str, what: str) -> tuple[str, str, bool]:
     return target, attr, is_file
 
 
-def absolute(spec: Any, also_in: Path | None = None) -> Any:
+def absolute(spec: Any, also_in: Path | None = None, relative_to: Path | None = None) -> Any:
     """``./x.py:C`` -> ``/abs/x.py:C`` (trials run in their own working directories): relative to the
-    current directory, else to ``also_in`` (a space file's folder) where the file is; modules unchanged."""
+    current directory, else to ``also_in`` (a space file's folder) where the file is; modules unchanged.
+    A file under ``relative_to`` (a Ray job's working directory, which every node has a copy of, each at
+    its own path) stays relative to it: workers find it on their ``sys.path`` (see :func:`resolve_file`)."""
     if not is_plugin(spec):
         return spec
     target, attr, is_file = _split(spec, "plugin")
@@ -56,7 +58,26 @@ def absolute(spec: Any, also_in: Path | None = None) -> Any:
     path = Path(target).expanduser()
     if not path.is_absolute() and not path.is_file() and also_in is not None and (also_in / path).is_file():
         path = also_in / path
-    return f"{path.resolve()}:{attr}"
+    path = path.resolve()
+    if relative_to is not None:
+        base = Path(relative_to).resolve()
+        if base in path.parents:
+            return f"{path.relative_to(base).as_posix()}:{attr}"
+    return f"{path}:{attr}"
+
+
+def resolve_file(target: str) -> Path | None:
+    """The file a plugin path names: absolute, or relative to the current directory, to the directory a
+    Ray Tune trial started in (``TUNE_ORIG_WORKING_DIR``) or to an entry of ``sys.path`` (a Ray job's
+    working directory on a worker node); None if there is none."""
+    path = Path(target).expanduser()
+    if path.is_absolute():
+        return path.resolve() if path.is_file() else None
+    bases = [os.getcwd(), os.environ.get("TUNE_ORIG_WORKING_DIR"), *sys.path]
+    for base in bases:
+        if base and (Path(base) / path).is_file():
+            return (Path(base) / path).resolve()
+    return None
 
 
 def _user_frame(err: BaseException, files: Iterable[str]) -> str:
@@ -101,19 +122,19 @@ def _import_file(path: Path):
 
 def load_class(spec: str, base: type, what: str) -> type:
     """The class ``spec`` names, a subclass of ``base``; a :class:`ConfigError` naming the file otherwise."""
-    key = f"{spec}|{os.getcwd()}" if not os.path.isabs(spec.rpartition(":")[0]) else spec
+    key = f"{spec}|{base.__name__}|{os.getcwd() if not os.path.isabs(spec.rpartition(':')[0]) else ''}"
     if key in _CACHE:
         return _CACHE[key]
     target, attr, is_file = _split(spec, what)
     source = target
     try:
         if is_file:
-            path = Path(target).expanduser()
-            path = (path if path.is_absolute() else Path.cwd() / path).resolve()
-            source = str(path)
-            if path.is_file():
+            path = resolve_file(target)
+            if path is not None:
+                source = str(path)
                 module = _import_file(path)
             else:
+                path = Path(target)
                 # On a Ray worker without this path, the file came as a py_modules entry: import it by name.
                 try:
                     module = importlib.import_module(path.stem)
@@ -156,7 +177,11 @@ def source_file(spec: str) -> str:
     """The file of the user's module (for error messages)."""
     target, _, is_file = _split(spec, "plugin")
     if is_file:
-        return target
+        path = resolve_file(target)
+        if path is None and is_plugin(spec):
+            module = sys.modules.get(Path(target).stem)  # shipped as a py_modules file
+            path = getattr(module, "__file__", None)
+        return str(path or target)
     found = importlib.util.find_spec(target.split(".")[0]) if target else None
     module = sys.modules.get(target)
     return getattr(module, "__file__", None) or (found.origin if found else None) or target
@@ -226,26 +251,44 @@ def runtime_env(space, *, remote: bool, in_job: bool, cwd: str | None = None) ->
 
 
 # ------------------------------------------------------------------------------ localising a space
-def localize(space):
-    """The space with plugin file paths made absolute (trials run in their own working directories)."""
+def localize(space, *, in_job: bool | None = None):
+    """The space with plugin file paths made absolute (trials run in their own working directories);
+    inside a Ray job, paths under its working directory relative to it (see :func:`absolute`)."""
     import dataclasses
 
     from mtlsearch.spaces import Param
 
     folder = Path(space.path).parent
+    if in_job is None:
+        in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+    base = Path.cwd() if in_job else None
 
     def fix(value):
-        return [fix(v) for v in value] if isinstance(value, list) else absolute(value, folder)
+        return [fix(v) for v in value] if isinstance(value, list) else absolute(value, folder, base)
 
     params = []
     for p in space.params:
         args = fix(p.args) if p.name == "method" and p.kind in ("value", "choice", "grid") else p.args
         when = {k: (fix(v) if k == "method" else v) for k, v in p.when.items()}
         params.append(Param(p.name, p.kind, args, when))
-    return dataclasses.replace(space, benchmark=absolute(space.benchmark, folder), params=params)
+    return dataclasses.replace(space, benchmark=absolute(space.benchmark, folder, base), params=params)
 
 
 # ------------------------------------------------------------------------------ checks before any trial
+def prepare(space):
+    """:func:`localize` the space and check its plugin classes (importable, right base class, declared
+    hyperparameters) before its trial configs are validated against them."""
+    space = localize(space)
+    for spec in space_plugins(space):
+        if spec == space.benchmark:
+            from mtlsearch.benchmarks import benchmark_class
+
+            benchmark_class(spec)
+        else:
+            check_method(spec)
+    return space
+
+
 def check_space(space) -> None:
     """Check every plugin of the space's representative trial configs (see the module docstring)."""
     from mtlsearch.config import TrialConfig
@@ -264,6 +307,23 @@ def check_space(space) -> None:
         if (is_plugin(cfg.method) or is_plugin(cfg.benchmark)) and step_key not in seen_step and len(seen_step) < 8:
             seen_step.add(step_key)
             check_step(cfg)
+
+
+def check_method(spec: str) -> None:
+    """A user's method: a LossBalancing or GradBalancing whose hyperparameters are declared as HParam."""
+    from mtlsearch.balancing import GradBalancing, HParam, LossBalancing, get_method
+
+    cls = get_method(spec)
+    if not issubclass(cls, (LossBalancing, GradBalancing)):
+        raise _fail(spec, f"{cls.__name__} must subclass LossBalancing (losses -> one scalar) or GradBalancing "
+                          "(per-task gradients -> weights or a direction)", field="method")
+    hyperparams = getattr(cls, "hyperparams", None)
+    if not isinstance(hyperparams, dict):
+        raise _fail(spec, f"{cls.__name__}.hyperparams must be a dict {{name: HParam(...)}}", field="method")
+    for key, value in hyperparams.items():
+        if not isinstance(value, HParam):
+            raise _fail(spec, f"{cls.__name__}.hyperparams[{key!r}] must be HParam(type, default, ...) so that it can "
+                              f"be validated and searched, got {value!r}", field="method")
 
 
 def _fail(spec: str, message: str, err: BaseException | None = None, field: str = "benchmark") -> ConfigError:
@@ -287,8 +347,9 @@ def check_benchmark(cfg) -> None:
         raise _fail(spec, "constructing the benchmark failed", err) from None
     try:
         specs = list(bench.task_specs())
-    except ConfigError as err:
-        raise err.with_source(source_file(spec)) from None
+    except ConfigError as err:  # e.g. a metric without a direction: name the line of the user's file
+        src = source_file(spec)
+        raise ConfigError(err.message, source=_user_frame(err, [src]) or src, field=err.field) from None
     except Exception as err:  # noqa: BLE001
         raise _fail(spec, "task_specs() failed", err) from None
     from mtlsearch.benchmarks import TaskSpec
