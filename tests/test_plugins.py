@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from mtlsearch.benchmarks import Benchmark, HPSModel, TaskSpec
-from mtlsearch.metrics import AccuracyMeter, RegressionMeter
+from mtlsearch.metrics import AccuracyMeter, MeanMeter
 
 
 class Items(Dataset):
@@ -55,7 +55,7 @@ class Good(Benchmark):
     options = {"num_workers": 0}
 
     def task_specs(self):
-        return [TaskSpec("a", nn.functional.mse_loss, {"mse": self.direction}, lambda: RegressionMeter(("mse",))),
+        return [TaskSpec("a", nn.functional.mse_loss, {"mse": self.direction}, lambda: MeanMeter({"mse": nn.functional.mse_loss})),
                 TaskSpec("b", nn.functional.cross_entropy, {"accuracy": "max"}, AccuracyMeter)]
 
     def load_splits(self, data_seed):
@@ -297,3 +297,19 @@ def test_python_api_arguments(plugin_dir):
                     "--set", "params.lr={loguniform: [0.0001, 0.01]}", "--set", "scheduler.type=fifo"]
     with pytest.raises(ConfigError, match="defined in __main__"):
         search_argv("space.yaml", benchmark=type("Local", (), {"__module__": "__main__"}))
+
+
+def test_what_a_remote_cluster_is_sent(plugin_dir, monkeypatch):
+    """A remote cluster gets the user's files as py_modules, except what a Ray job's working directory holds."""
+    from mtlsearch.plugins import runtime_env
+
+    space = space_file(plugin_dir, "./mytasks.py:Good", "{choice: [ew, ./mymethods.py:SoftMax]}")
+    args = launch.build_parser().parse_args(["--space", str(space)])
+    prepared = launch.prepare_space(args)
+    files = [str(plugin_dir / "mytasks.py"), str(plugin_dir / "mymethods.py")]
+    assert runtime_env(prepared, remote=False, in_job=False) is None  # a local Ray shares this machine's files
+    assert runtime_env(prepared, remote=True, in_job=False) == {"py_modules": files}
+    assert runtime_env(prepared, remote=True, in_job=True) is None  # under the job's working directory
+    assert runtime_env(prepared, remote=True, in_job=True, cwd=str(plugin_dir / "elsewhere")) == {"py_modules": files}
+    monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # inside a job: paths stay relative to its directory
+    assert launch.prepare_space(args).benchmark == "mytasks.py:Good"
