@@ -546,7 +546,7 @@ def _parse_objectives(objective: Mapping[str, Any], source: str) -> tuple[Any, l
     return list(metrics), list(modes)
 
 
-def apply_sets(data: Any, sets: Any, source: str) -> Any:
+def apply_sets(data: Any, sets: Any) -> Any:
     """``--set KEY.PATH=VALUE`` overrides applied to the parsed YAML (values are YAML: ``[1e-4, 1e-2]``).
 
     ``budget.num_samples=50`` sets one key; ``params.lr.loguniform=[1e-4,1e-2]`` makes ``lr`` that
@@ -595,7 +595,7 @@ def load_space(name_or_path: str, *, validate: bool = True, sets: Any = ()) -> S
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError(f"YAML syntax error at {where}{problem}", source=str(path)) from None
     if sets:
-        data = apply_sets(data, sets, str(path))
+        data = apply_sets(data, sets)
         text = text.rstrip("\n") + "\n" + "".join(f"# --set {item}\n" for item in sets)
     space = parse_space(data, str(path), text, path)
     if validate:

@@ -106,7 +106,7 @@ class NotABenchmark:
 METHOD = '''
 import torch
 
-from mtlsearch.balancing import Balancing, HParam, LossBalancing
+from mtlsearch.balancing import Balancing, GradBalancing, GradResult, HParam, LossBalancing
 
 
 class SoftMax(LossBalancing):
@@ -114,6 +114,15 @@ class SoftMax(LossBalancing):
 
     def forward(self, losses):
         return self.temperature * torch.logsumexp(losses / self.temperature, dim=0)
+
+
+class InverseNorm(GradBalancing):
+    """A user's gradient-level method: weights 1 / ||g_t|| (normalised to sum to 1)."""
+    default_mode = "param"
+
+    def forward(self, grads, losses):
+        w = 1.0 / grads.norm(dim=1).clamp(min=1e-12)
+        return GradResult(weights=w / w.sum())
 
 
 class Undeclared(LossBalancing):
@@ -252,7 +261,7 @@ def _train(spec, method, **extra):
 
 
 @pytest.mark.parametrize("method,extra", [("ew", {}), ("pcgrad", {}), ("imtl_g", {"grad_mode": "param"}),
-                                          ("imtl_l", {"optimizer": "adam_adatask"})])
+                                          ("imtl_l", {"optimizer": "adam_adatask"}), ("./mymethods.py:InverseNorm", {})])
 def test_a_model_returning_one_output_per_task_trains_as_its_encoder_and_heads_form(plugin_dir, method, extra):
     """The same network given as any nn.Module with shared_parameters() and as an HPSModel: the same
     training, so the task-specific parameters get exactly their task's gradient on every path."""
