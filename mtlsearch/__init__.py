@@ -13,7 +13,11 @@ def __getattr__(name):  # lazy, so `python -m mtlsearch.launch --help` does not 
         from mtlsearch.config import TrialConfig
 
         return TrialConfig
+    if name in ("search", "load_results"):
+        from mtlsearch import api
+
+        return getattr(api, name)
     raise AttributeError(name)
 
 
-__all__ = ["Trainer", "TrialConfig", "__version__"]
+__all__ = ["Trainer", "TrialConfig", "__version__", "load_results", "search"]

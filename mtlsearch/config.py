@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from mtlsearch.balancing import GradBalancing, get_method
-from mtlsearch.benchmarks import BENCHMARKS
+from mtlsearch.benchmarks import BENCHMARKS, benchmark_class
 from mtlsearch.errors import ConfigError, choices
 from mtlsearch.optim import check_optimizer, is_adatask
 
@@ -66,7 +66,12 @@ class TrialConfig:
             method_cls = get_method(method_name)
         except ConfigError as err:
             raise err.with_source(source) from None
-        bench_cls = BENCHMARKS.get(raw.get("benchmark", cls.benchmark))  # unknown: reported by _validate
+        bench_name = raw.get("benchmark", cls.benchmark)
+        try:
+            bench_cls = benchmark_class(bench_name) if isinstance(bench_name, str) and ":" in bench_name else BENCHMARKS.get(bench_name)
+        except ConfigError as err:  # a user's benchmark that cannot be imported
+            raise err.with_source(source) from None
+        # unknown built-in name: reported by _validate
         bench_options = bench_cls.options if bench_cls is not None else {}
         values: dict[str, Any] = {}
         method_params: dict[str, Any] = dict(raw.get("method_params", {}) or {})
@@ -109,8 +114,7 @@ class TrialConfig:
         return cfg
 
     def _validate(self) -> None:
-        if self.benchmark not in BENCHMARKS:
-            raise ConfigError(f"unknown benchmark {self.benchmark!r}; choose one of {choices(BENCHMARKS)}", field="benchmark")
+        benchmark_class(self.benchmark)  # unknown: one error with the choices
         check_optimizer(self.optimizer)
         for name in ("lr", "weight_decay", "lr_gamma"):
             value = getattr(self, name)

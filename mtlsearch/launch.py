@@ -37,7 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search MTL balancing methods and hyperparameters with Ray Tune (Optuna + ASHA), logging to MLflow.",
     )
     p.add_argument("--space", required=True, help="search space name (search_spaces/NAME.yaml) or path to a YAML file")
-    p.add_argument("--benchmark", help="override the space's benchmark")
+    p.add_argument("--benchmark", help="override the space's benchmark: a built-in name, or your own as "
+                   "module:Class or path/file.py:Class")
+    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
+                   help="override a key of the space file (YAML value), e.g. --set budget.num_samples=50 "
+                        "--set params.lr.loguniform=[1e-4,1e-2]; repeatable")
     p.add_argument("--data-root", help="folder of a user-supplied dataset (real benchmarks)")
     p.add_argument("--num-samples", type=int, help="override the number of trials")
     p.add_argument("--max-epochs", type=int, help="override the epochs per trial (ASHA's max_t)")
@@ -77,7 +81,7 @@ def prepare_space(args: argparse.Namespace):
     _positive(args.gpus_per_trial, "--gpus-per-trial", allow_zero=True)
     if args.max_failures < -1:
         raise ConfigError(f"must be >= 0 (or -1: retry forever), got {args.max_failures}", field="--max-failures")
-    space = spaces.load_space(args.space, validate=False)
+    space = spaces.load_space(args.space, validate=False, sets=getattr(args, "set", None) or ())
     resources = dict(space.resources)
     if args.cpus_per_trial is not None:
         resources["cpus_per_trial"] = args.cpus_per_trial
@@ -98,9 +102,13 @@ def prepare_space(args: argparse.Namespace):
     )
     if space.scheduler["grace_period"] > space.max_epochs:
         space.scheduler = {**space.scheduler, "grace_period": space.max_epochs}
+    from mtlsearch import plugins
+
+    space = plugins.prepare(space)  # a user's module:Class or file.py:Class: importable, the right class
     check_resource_shape(space, args)
     space.validate_trials()
     check_data_folder(space)
+    plugins.check_space(space)  # a user's benchmark or method: importable, tasks, a first batch on the CPU
     if space.metric.endswith("delta_m"):
         from mtlsearch.references import load_reference_file
 
@@ -173,8 +181,9 @@ def is_uri(path: str) -> bool:
 
 
 # ------------------------------------------------------------------------------ Ray and the cluster
-def _init_ray(address: str | None) -> bool:
-    """Connect to ``address`` / ``$RAY_ADDRESS``, or start a local Ray; returns whether we started it."""
+def _init_ray(address: str | None, runtime_env: dict[str, Any] | None = None) -> bool:
+    """Connect to ``address`` / ``$RAY_ADDRESS``, or start a local Ray; returns whether we started it.
+    ``runtime_env``: what a remote cluster's workers need besides the job's own (a user's plugin modules)."""
     import ray
 
     if ray.is_initialized():  # e.g. a test or notebook already holds one
@@ -184,7 +193,7 @@ def _init_ray(address: str | None) -> bool:
         from ray.exceptions import AuthenticationError
 
         try:
-            ray.init(address=address)  # an existing cluster: never start a second one
+            ray.init(address=address, runtime_env=runtime_env)  # an existing cluster: never start a second one
         except (AuthenticationError, ConnectionError, RuntimeError, ValueError) as err:
             chain, cause = [], err
             while cause is not None and len(chain) < 5:  # Ray wraps the AuthenticationError of the GCS client
@@ -419,6 +428,8 @@ def make_progress_callback(space):
 def _fmt(value: Any) -> str:
     if value is None:  # a conditional parameter that does not apply to this trial
         return "-"
+    if isinstance(value, str) and ":" in value and "/" in value.partition(":")[0]:
+        return Path(value).name  # a user's /long/path/file.py:Class
     if isinstance(value, float):
         if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4):
             return f"{value:.3g}"
@@ -471,7 +482,10 @@ def run(args: argparse.Namespace, callbacks: Sequence[Any] = ()) -> int:
 
     # Ray warns about frequent experiment snapshots; with epoch-sized checkpoints they are expected.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    started_ray = _init_ray(args.address)
+    from mtlsearch import plugins
+
+    remote = bool(args.address or os.environ.get("RAY_ADDRESS"))
+    started_ray = _init_ray(args.address, plugins.runtime_env(space, remote=remote, in_job=in_ray_job()))
     try:
         return _run_on_ray(args, space, callbacks)
     finally:
@@ -506,6 +520,7 @@ def _run_on_ray(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> in
     tracker = tracking.Tracker(tracking_uri, experiment, search_id)
     tracker.start_search(space, {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed},
                          results_dir=local_storage / name if local_storage is not None else None)
+    args.search_ref = (tracking_uri, experiment, tracker.parent_run_id)  # for mtlsearch.search(): where to read back
     callback = tracking.make_callback(tracker, space.metric, space.max_epochs)
 
     trainable = tune.with_resources(

@@ -51,6 +51,26 @@ class AccuracyMeter:
         return {"accuracy": self.correct / max(self.n, 1)}
 
 
+class MeanMeter:
+    """Metrics given as functions ``fn(pred, target) -> mean over the batch``, averaged over the split
+    (weighted by batch size): ``lambda: MeanMeter({"f1": my_f1})`` for a user's task."""
+
+    def __init__(self, functions: Mapping[str, "callable"]):
+        self.functions = dict(functions)
+        self.sums = {k: 0.0 for k in self.functions}
+        self.n = 0
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        n = int(target.shape[0]) if target.dim() else 1
+        for key, fn in self.functions.items():
+            value = fn(pred.detach(), target)
+            self.sums[key] += float(value) * n
+        self.n += n
+
+    def compute(self) -> dict[str, float]:
+        return {k: v / max(self.n, 1) for k, v in self.sums.items()}
+
+
 def delta_m(
     results: Mapping[str, Mapping[str, float]],
     references: Mapping[str, Mapping[str, float]],

@@ -546,8 +546,45 @@ def _parse_objectives(objective: Mapping[str, Any], source: str) -> tuple[Any, l
     return list(metrics), list(modes)
 
 
-def load_space(name_or_path: str, *, validate: bool = True) -> SearchSpace:
-    """Load and validate a space by name or path; raises :class:`ConfigError` on any problem."""
+def apply_sets(data: Any, sets: Any) -> Any:
+    """``--set KEY.PATH=VALUE`` overrides applied to the parsed YAML (values are YAML: ``[1e-4, 1e-2]``).
+
+    ``budget.num_samples=50`` sets one key; ``params.lr.loguniform=[1e-4,1e-2]`` makes ``lr`` that
+    distribution (replacing its constant or other distribution, keeping its ``when``);
+    ``params.lr=0.001`` a constant.  The result is validated like the file."""
+    if not sets:
+        return data
+    data = dict(data) if isinstance(data, Mapping) else data
+    if not isinstance(data, dict):
+        return data
+    for item in sets:
+        key, sep, text = str(item).partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"expected KEY.PATH=VALUE such as budget.num_samples=50, got {item!r}", field="--set")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            raise ConfigError(f"{item!r}: the value is not valid YAML", field="--set") from None
+        if parts[0] not in TOP_KEYS:
+            raise ConfigError(f"{item!r}: unknown key {parts[0]!r}; allowed: {', '.join(sorted(TOP_KEYS))}", field="--set")
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if parts[0] == "params" and i == 1 and parts[-1] in (*DISTRIBUTIONS, "value"):
+                # params.NAME.DIST=ARGS replaces the parameter's distribution, keeping its condition
+                when = child.get("when") if isinstance(child, Mapping) else None
+                child = {"when": when} if when else {}
+            elif not isinstance(child, Mapping):
+                child = {}
+            node[part] = child = dict(child)
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_space(name_or_path: str, *, validate: bool = True, sets: Any = ()) -> SearchSpace:
+    """Load and validate a space by name or path (with ``--set`` overrides); raises :class:`ConfigError`."""
     path = find_space(name_or_path)
     text = path.read_text()
     try:
@@ -557,6 +594,9 @@ def load_space(name_or_path: str, *, validate: bool = True) -> SearchSpace:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(err, "problem", None) or str(err)
         raise ConfigError(f"YAML syntax error at {where}{problem}", source=str(path)) from None
+    if sets:
+        data = apply_sets(data, sets)
+        text = text.rstrip("\n") + "\n" + "".join(f"# --set {item}\n" for item in sets)
     space = parse_space(data, str(path), text, path)
     if validate:
         space.validate_trials()

@@ -95,7 +95,10 @@ class Trainer:
         specs = {t.name: t for t in self.benchmark.task_specs()}
         self.task_names = list(cfg.tasks) if cfg.tasks else list(specs)
         self.tasks = [specs[t] for t in self.task_names]
-        splits = self.benchmark.load_splits(cfg.data_seed)
+        from mtlsearch.benchmarks import as_model, as_split
+
+        num_workers = self.benchmark.opts.get("num_workers", 0) or 0
+        splits = {k: as_split(v, num_workers) for k, v in self.benchmark.load_splits(cfg.data_seed).items()}
         self.splits = {k: (v.to(self.device) if hasattr(v, "to") else v) for k, v in splits.items()}
 
         # The fast GPU defaults: bf16 autocast (``amp``), and with ``gpu_speedups``: channels_last for
@@ -108,7 +111,17 @@ class Trainer:
         if cuda:
             torch.backends.cudnn.benchmark = fast  # process-wide: one trainer per trial process
         torch.manual_seed(cfg.seed)
-        self.model = self.benchmark.build_model(self.task_names).to(self.device)
+        self.model = as_model(self.benchmark.build_model(self.task_names)).to(self.device)
+        #: A model returning one output per task (no shared representation): its task-specific
+        #: parameters get their task's gradient through the outputs (see ``_task_param_backward``).
+        self.outputs_per_task = getattr(self.model, "outputs_per_task", False)
+        if self.outputs_per_task and cfg.effective_grad_mode == "rep":
+            from mtlsearch.errors import ConfigError
+
+            raise ConfigError(
+                f"the model of benchmark {cfg.benchmark!r} returns one output per task without a shared "
+                f"representation, so method {cfg.method!r} cannot use grad_mode 'rep'; set grad_mode: param",
+                field="grad_mode")
         if fast and any(isinstance(m, torch.nn.Conv2d) for m in self.model.modules()):
             self.model = self.model.to(memory_format=torch.channels_last)
         method_cls = get_method(cfg.method)
@@ -147,6 +160,9 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
 
     def _encode(self, x: Tensor | Mapping[str, Tensor]) -> list[Tensor]:
+        if self.outputs_per_task:  # the "representation" of each task is its output
+            out = self.model(x)
+            return [out[t] for t in self.task_names]
         if isinstance(x, Mapping):
             return [self.model.encoder(x[t]) for t in self.task_names]
         z = self.model.encoder(x)
@@ -182,6 +198,7 @@ class Trainer:
             total = bal(losses)
             (weights,) = torch.autograd.grad(total, losses, retain_graph=True)
             total.backward()  # heads + method parameters; leaves get w_t * dL_t/dz
+            self._task_param_backward(leaves, leaves.grads())
             task_grads = gradients.per_task_param_grads(leaves, leaves.grads(), self.shared, key=id(self.model))
             self._step_task_grads(task_grads)
             return losses.detach(), weights.detach()
@@ -190,6 +207,7 @@ class Trainer:
         head_losses = bal.transform_losses(losses)
         head_losses.sum().backward()  # heads (and e.g. IMTL-H's scales) get their own losses' gradients
         rep_grads = leaves.grads()
+        self._task_param_backward(leaves, rep_grads)
         if self.grad_mode == "rep":
             # G: one row per task.  Shared z: rows dL_t/dz ([T, numel z]); one z_t per task (multi-input):
             # task t only reaches z_t, so the rows are block-diagonal over the concatenated z's.
@@ -227,6 +245,19 @@ class Trainer:
         self.optimizer.step()
         weights = result.weights if result.weights is not None else torch.full_like(losses, float("nan"))
         return losses.detach(), weights.detach()
+
+    def _task_param_backward(self, leaves: gradients.RepLeaves, cotangents: list[Tensor]) -> None:
+        """A model with one output per task: its task-specific parameters get their own task's gradient
+        (what heads get from the backward pass through the leaves in an encoder-and-heads model)."""
+        if not self.outputs_per_task:
+            return
+        params = self.model.task_parameters()
+        if not params:
+            return
+        grads = torch.autograd.grad(leaves.sources, params, grad_outputs=cotangents, retain_graph=True, allow_unused=True)
+        for p, g in zip(params, grads):
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad.add_(g)
 
     def _step_task_grads(self, task_grads: list[Tensor]) -> None:
         """Step from per-task gradients of the shared parameters (AdaTask, or their sum for a base

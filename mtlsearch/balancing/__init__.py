@@ -36,10 +36,16 @@ METHODS: dict[str, type[Balancing]] = {
 
 
 def get_method(name: str) -> type[Balancing]:
+    """A built-in method by name, or a user's: ``module:Class`` / ``path/file.py:Class``."""
+    if isinstance(name, str) and ":" in name:
+        from mtlsearch.plugins import load_class
+
+        return load_class(name, Balancing, "method")
     try:
         return METHODS[name]
     except KeyError:
-        raise ConfigError(f"unknown method {name!r}; choose one of {choices(METHODS)}", field="method") from None
+        raise ConfigError(f"unknown method {name!r}; choose one of {choices(METHODS)} or your own as 'module:Class' "
+                          "or 'path/file.py:Class'", field="method") from None
 
 
 __all__ = [

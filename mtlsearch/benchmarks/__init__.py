@@ -5,7 +5,7 @@ from typing import Any
 
 from mtlsearch.errors import ConfigError, choices
 
-from .base import Benchmark, HPSModel, TaskSpec, TensorSplit
+from .base import Benchmark, HPSModel, OutputsModel, TaskSpec, TensorSplit, as_model, as_split
 from .celeba import CelebA
 from .cityscapes import Cityscapes
 from .multidigits import MultiDigits
@@ -18,12 +18,23 @@ BENCHMARKS: dict[str, type[Benchmark]] = {
 }
 
 
-def get_benchmark(name: str, data_root: str | None = None, **options: Any) -> Benchmark:
+def benchmark_class(name: str) -> type[Benchmark]:
+    """A built-in benchmark by name, or a user's: ``module:Class`` / ``path/file.py:Class``."""
+    if isinstance(name, str) and ":" in name:
+        from mtlsearch.plugins import load_class
+
+        return load_class(name, Benchmark, "benchmark")
     try:
-        cls = BENCHMARKS[name]
-    except KeyError:
-        raise ConfigError(f"unknown benchmark {name!r}; choose one of {choices(BENCHMARKS)}", field="benchmark") from None
-    return cls(data_root=data_root, **options)
+        return BENCHMARKS[name]
+    except (KeyError, TypeError):
+        raise ConfigError(
+            f"unknown benchmark {name!r}; choose one of {choices(BENCHMARKS)} or your own as 'module:Class' or "
+            "'path/file.py:Class'", field="benchmark") from None
 
 
-__all__ = ["BENCHMARKS", "Benchmark", "HPSModel", "TaskSpec", "TensorSplit", "get_benchmark"]
+def get_benchmark(name: str, data_root: str | None = None, **options: Any) -> Benchmark:
+    return benchmark_class(name)(data_root=data_root, **options)
+
+
+__all__ = ["BENCHMARKS", "Benchmark", "HPSModel", "OutputsModel", "TaskSpec", "TensorSplit", "as_model", "as_split",
+           "benchmark_class", "get_benchmark"]

@@ -1,8 +1,28 @@
-"""What a benchmark provides: tasks (loss, metrics and their directions), data splits and a model.
+"""The benchmark API: tasks (loss, metrics and their directions), data splits and a model.
 
-A benchmark yields three splits, ``train``, ``val`` and ``test``: trials are selected on ``val`` and
-reported on ``test``.  Each split iterates over ``(inputs, {task: target})`` batches; ``inputs`` is
-one tensor shared by every task, or, for multi-input benchmarks, a dict ``{task: tensor}``.
+Built-in benchmarks and a user's own (``benchmark: my_pkg.tasks:MyBenchmark`` or
+``benchmark: ./my_tasks.py:MyBenchmark`` in a space file, see :mod:`mtlsearch.plugins`) implement the
+same three methods of :class:`Benchmark`:
+
+* ``task_specs()``: one :class:`TaskSpec` per task: its name, its loss ``(prediction, target) ->
+  scalar``, its metrics each with a direction (``{"accuracy": "max", "mae": "min"}``; ``True`` /
+  ``False`` = lower is better also works) and a factory of the meter that computes them over a split
+  (:class:`~mtlsearch.metrics.AccuracyMeter`, :class:`~mtlsearch.metrics.RegressionMeter`,
+  :class:`~mtlsearch.metrics.MeanMeter` for per-example functions, or your own ``update``/``compute``).
+* ``load_splits(data_seed)``: ``{"train": ..., "val": ..., "test": ...}``, each split either
+  a ``torch.utils.data.Dataset`` whose items are ``(input, {task: target})`` (read through a
+  ``DataLoader`` with the benchmark option ``num_workers`` worker processes), in-memory tensors
+  ``(inputs, {task: targets})`` (batched by slicing), or a :class:`TensorSplit`.  Trials are selected
+  on ``val`` and reported on ``test``.  Each split iterates over ``(inputs, {task: target})``
+  batches; ``inputs`` is one tensor shared by every task, or, for multi-input benchmarks, a dict
+  ``{task: tensor}``.
+* ``build_model(task_names)``: an :class:`HPSModel` (a shared encoder and one head per task), or any
+  ``nn.Module`` whose forward returns ``{task: prediction}`` and that says which parameters are
+  shared, by a ``shared_parameters()`` method or by wrapping it as ``OutputsModel(net, shared=...)``.
+  Gradient-level methods of such a model use ``grad_mode: param`` (there is no single shared
+  representation to take gradients at).
+
+Options a config may set for the benchmark are declared in ``options``.
 """
 from __future__ import annotations
 
@@ -17,12 +37,41 @@ from mtlsearch.metrics import Meter
 Batch = tuple["Tensor | dict[str, Tensor]", dict[str, Tensor]]
 
 
+DIRECTIONS = {"min": True, "max": False}
+
+
 @dataclass(frozen=True)
 class TaskSpec:
+    """One task: ``metrics`` maps each metric name to its direction, ``"min"`` or ``"max"`` (or the
+    bool *lower is better*); it is stored as ``{metric: lower_is_better}``.  ``new_meter()`` returns a
+    fresh meter whose ``compute()`` reports exactly these metrics."""
+
     name: str
     loss: Callable[[Tensor, Tensor], Tensor]  # (prediction, target) -> scalar mean loss
     metrics: Mapping[str, bool]  # metric name -> lower_is_better
     new_meter: Callable[[], Meter]
+
+    def __post_init__(self):
+        from mtlsearch.errors import ConfigError
+
+        if not isinstance(self.name, str) or not self.name or "/" in self.name:
+            raise ConfigError(f"a task name is a non-empty string without '/', got {self.name!r}", field="task_specs")
+        if not isinstance(self.metrics, Mapping) or not self.metrics:
+            raise ConfigError(f"task {self.name!r}: metrics must map each metric name to its direction "
+                              f"('min' or 'max'), got {self.metrics!r}", field="task_specs")
+        lower = {}
+        for metric, direction in self.metrics.items():
+            if isinstance(direction, bool):
+                lower[metric] = direction
+            elif direction in DIRECTIONS:
+                lower[metric] = DIRECTIONS[direction]
+            else:
+                raise ConfigError(f"task {self.name!r}: metric {metric!r} has direction {direction!r}; "
+                                  "give 'min' (lower is better) or 'max'", field="task_specs")
+        object.__setattr__(self, "metrics", lower)
+        for what in ("loss", "new_meter"):
+            if not callable(getattr(self, what)):
+                raise ConfigError(f"task {self.name!r}: {what} must be callable, got {getattr(self, what)!r}", field="task_specs")
 
 
 class HPSModel(nn.Module):
@@ -50,6 +99,59 @@ class HPSModel(nn.Module):
         return {t: head(z) for t, head in self.heads.items()}
 
 
+class _IdentityHeads:
+    """``heads[task](z) = z`` for every task (no parameters)."""
+
+    def __getitem__(self, task: str):
+        return _identity
+
+
+def _identity(z):
+    return z
+
+
+class OutputsModel(nn.Module):
+    """Any ``nn.Module`` whose forward returns ``{task: prediction}``, seen as the trainer sees an
+    :class:`HPSModel`: ``shared`` (default: ``net.shared_parameters()``) are the parameters every task
+    updates, the others are task-specific (each gets only its own task's gradient).  Its "encoder"
+    output is each task's prediction, so gradient-level methods run in ``param`` mode."""
+
+    outputs_per_task = True
+
+    def __init__(self, net: nn.Module, shared=None):
+        super().__init__()
+        self.net = net
+        if shared is None:
+            if not callable(getattr(net, "shared_parameters", None)):
+                raise TypeError(
+                    f"{type(net).__name__} returns one output per task but does not say which parameters are "
+                    "shared: give it a shared_parameters() method, or return OutputsModel(net, shared=...)"
+                )
+            shared = net.shared_parameters()
+        self._shared_ids = {id(p) for p in shared}
+        if not self._shared_ids:
+            raise TypeError(f"{type(net).__name__}: no shared parameters (shared_parameters() is empty)")
+        self.heads = _IdentityHeads()  # predictions come out of ``net`` whole
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.net.parameters() if id(p) in self._shared_ids and p.requires_grad]
+
+    def task_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.net.parameters() if id(p) not in self._shared_ids and p.requires_grad]
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def as_model(model: nn.Module) -> nn.Module:
+    """The model a benchmark built, in the form the trainer uses (an :class:`HPSModel` unchanged)."""
+    if isinstance(model, (HPSModel, OutputsModel)):
+        return model
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"build_model must return an nn.Module, got {type(model).__name__}")
+    return OutputsModel(model)
+
+
 @dataclass
 class TensorSplit:
     """A split held in memory as tensors; batches are index slices (no DataLoader overhead)."""
@@ -72,8 +174,33 @@ class TensorSplit:
             yield self.inputs[idx], {k: v[idx] for k, v in self.targets.items()}
 
 
+def as_split(split: Any, num_workers: int = 0) -> Any:
+    """A split as the trainer iterates it (``len`` and ``batches(batch_size, shuffle, generator)``):
+    a ``Dataset`` goes through a ``DataLoader`` (:class:`~mtlsearch.benchmarks.folder.LoaderSplit`),
+    ``(inputs, {task: targets})`` tensors become a :class:`TensorSplit`; others are kept."""
+    from torch.utils.data import Dataset
+
+    if hasattr(split, "batches"):
+        return split
+    if isinstance(split, Dataset):
+        from .folder import LoaderSplit
+
+        return LoaderSplit(split, num_workers=num_workers)
+    if isinstance(split, (tuple, list)) and len(split) == 2 and isinstance(split[1], Mapping):
+        inputs, targets = split
+        if isinstance(inputs, Tensor) and all(isinstance(v, Tensor) for v in targets.values()):
+            sizes = {k: v.shape[0] for k, v in targets.items()}
+            if any(n != inputs.shape[0] for n in sizes.values()):
+                raise ValueError(f"inputs hold {inputs.shape[0]} examples but the targets {sizes}")
+            return TensorSplit(inputs, dict(targets))
+    raise TypeError(
+        f"a split is a torch Dataset of (input, {{task: target}}) items, a tuple (inputs, {{task: targets}}) of "
+        f"tensors or a TensorSplit, got {type(split).__name__}"
+    )
+
+
 class Benchmark:
-    """Base class of benchmarks; subclasses set ``name`` and implement the three methods below."""
+    """Base class of benchmarks; subclasses implement the three methods below (see the module doc)."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""

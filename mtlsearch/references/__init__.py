@@ -10,6 +10,11 @@ For a user-supplied dataset, references of the user's own single-task runs live 
 ``python -m mtlsearch.references --benchmark nyuv2 --data-root DIR`` writes
 ``DIR/mtlsearch_references.json`` (validation and test), which then takes precedence over the packaged
 (published, test-only) file.
+
+A user's benchmark (``module:Class`` / ``path/file.py:Class``) keeps its references beside its
+module: ``python -m mtlsearch.references --benchmark ./my_tasks.py:MyBenchmark`` writes
+``<folder of my_tasks.py>/MyBenchmark.references.json`` (or ``DATA_ROOT/mtlsearch_references.json``
+with ``--data-root``).
 """
 from __future__ import annotations
 
@@ -20,7 +25,19 @@ from typing import Any
 
 
 def reference_path(benchmark: str):
+    """The packaged file of a built-in benchmark; a user's benchmark's file beside its module."""
+    if ":" in benchmark:
+        from mtlsearch.plugins import source_file
+
+        cls = benchmark.rpartition(":")[2]
+        return Path(source_file(benchmark)).resolve().parent / f"{cls}.references.json"
     return resources.files(__name__).joinpath(f"{benchmark}.json")
+
+
+def reference_id(benchmark: str) -> str:
+    """The ``benchmark`` a references file records: a built-in's name, a user's class name (the same
+    whether it is named by path or by module)."""
+    return benchmark.rpartition(":")[2] if ":" in benchmark else benchmark
 
 
 USER_FILE = "mtlsearch_references.json"
@@ -32,7 +49,7 @@ def load_reference_file(benchmark: str, data_root: str | None = None) -> dict[st
         user = Path(data_root) / USER_FILE
         if user.is_file():
             data = json.loads(user.read_text())
-            if data.get("benchmark") == benchmark:
+            if data.get("benchmark") in (benchmark, reference_id(benchmark)):
                 return data
     path = reference_path(benchmark)
     if not path.is_file():

@@ -50,7 +50,16 @@ def main(argv=None) -> int:
         if not sep:
             parser.error(f"--option needs KEY=VALUE, got {item!r}")
         options[key] = yaml.safe_load(value)
-    bench = get_benchmark(args.benchmark, data_root=args.data_root, **options)
+    from mtlsearch.errors import ConfigError
+    from mtlsearch.plugins import absolute
+
+    given = args.benchmark
+    args.benchmark = absolute(args.benchmark)  # a user's ./file.py:Class
+    try:
+        bench = get_benchmark(args.benchmark, data_root=args.data_root, **options)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     extra = {**options, **({"data_root": args.data_root} if args.data_root else {})}
     splits: dict[str, dict[str, dict[str, float]]] = {"val": {}, "test": {}}
     chosen = {}
@@ -74,12 +83,14 @@ def main(argv=None) -> int:
         for s in ("val", "test"):
             splits[s][spec.name] = mean[s]
 
-    command = (f"python -m mtlsearch.references --benchmark {args.benchmark} --epochs {args.epochs} "
+    command = (f"python -m mtlsearch.references --benchmark {given} --epochs {args.epochs} "
                f"--lrs {' '.join(map(str, args.lrs))} --seeds {' '.join(map(str, args.seeds))} --batch-size {args.batch_size}"
                + "".join(f" --option {k}={v}" for k, v in options.items())
                + (f" --data-root {args.data_root}" if args.data_root else ""))
+    from mtlsearch.references import reference_id, reference_path
+
     data = {
-        "benchmark": args.benchmark,
+        "benchmark": reference_id(args.benchmark),
         "command": command,
         "source": "single-task training with this project's trainer (each task alone, lr tuned on val)",
         "settings": {"epochs": args.epochs, "lrs": args.lrs, "seeds": args.seeds, "batch_size": args.batch_size,
@@ -88,7 +99,8 @@ def main(argv=None) -> int:
     }
     from mtlsearch.references import USER_FILE
 
-    out = args.out or (Path(args.data_root) / USER_FILE if args.data_root else OUT_DIR / f"{args.benchmark}.json")
+    out = args.out or (Path(args.data_root) / USER_FILE if args.data_root else
+                       Path(str(reference_path(args.benchmark))) if ":" in args.benchmark else OUT_DIR / f"{args.benchmark}.json")
     out.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {out}")
     return 0

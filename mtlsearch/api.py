@@ -1,0 +1,142 @@
+"""The Python API: the command line's search from a notebook or script, and its results as a DataFrame.
+
+>>> import mtlsearch
+>>> from my_tasks import MyBenchmark                      # defined in a .py file, not in the notebook
+>>> trials = mtlsearch.search("examples/custom_mtl/space.yaml", benchmark=MyBenchmark,
+...                           num_samples=4, max_epochs=5, params__lr={"loguniform": [1e-3, 1e-2]})
+>>> trials.sort_values("val/delta_m", ascending=False).head()
+>>> again = mtlsearch.load_results("custom_mtl")          # the latest search of that experiment, from MLflow
+
+:func:`search` builds the same arguments as ``python -m mtlsearch.launch`` and runs the same code
+(validation, pre-flight of a user's plugins, Ray Tune, MLflow); bad input raises
+:class:`~mtlsearch.errors.ConfigError` instead of exiting.  It returns :func:`load_results` of the
+search it ran: the trials read back from MLflow.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+from mtlsearch.errors import ConfigError
+
+#: Keyword arguments of :func:`search` that are launcher flags (the rest are space keys, see ``search``).
+FLAGS = {
+    "data_root": "--data-root", "gpus_per_trial": "--gpus-per-trial", "cpus_per_trial": "--cpus-per-trial",
+    "address": "--address", "storage": "--storage", "tracking_uri": "--tracking-uri", "experiment": "--experiment",
+    "name": "--name", "seed": "--seed", "max_failures": "--max-failures", "num_samples": "--num-samples",
+    "max_epochs": "--max-epochs",
+}
+
+
+def _spec(value: Any) -> str:
+    """A class (a user's benchmark or method) as ``path/file.py:Class``; a string unchanged."""
+    if isinstance(value, type):
+        from mtlsearch.plugins import spec_of
+
+        return spec_of(value)
+    return value
+
+
+def _yaml(value: Any) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
+
+
+def search_argv(space: str | Mapping[str, Any], benchmark: Any = None, method: Any = None, *,
+                folder: str | None = None, **overrides: Any) -> list[str]:
+    """The ``python -m mtlsearch.launch`` arguments of :func:`search` (a dict space is written to ``folder``)."""
+    if isinstance(space, Mapping):
+        import yaml
+
+        folder = folder or tempfile.mkdtemp(prefix="mtlsearch_space_")
+        path = Path(folder) / f"{space.get('name', 'search')}.yaml"
+        path.write_text(yaml.safe_dump(dict(space), sort_keys=False))
+        space = str(path)
+    argv = ["--space", str(space)]
+    if benchmark is not None:
+        argv += ["--benchmark", _spec(benchmark)]
+    sets = []
+    if method is not None:
+        sets.append(f"params.method={_yaml(_spec(method))}")
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in FLAGS:
+            argv += [FLAGS[key], str(value)]
+        elif key in ("storage_is_shared", "resume"):
+            if value:
+                argv.append("--" + key.replace("_", "-"))
+        else:
+            # a space key: budget__num_samples=50 or {"budget.num_samples": 50}; params__lr={"loguniform": [...]}
+            sets.append(f"{key.replace('__', '.')}={_yaml(value)}")
+    for item in sets:
+        argv += ["--set", item]
+    return argv
+
+
+def search(space: str | Mapping[str, Any], benchmark: Any = None, method: Any = None, **overrides: Any):
+    """Run a search as ``python -m mtlsearch.launch`` does and return its trials (:func:`load_results`).
+
+    ``space``: a space name, a YAML path, or the space as a dict.  ``benchmark`` / ``method``: a
+    built-in name, ``module:Class`` / ``path/file.py:Class``, or the class itself (defined in a .py
+    file, so that Ray's workers can import it).  ``overrides``: launcher flags by name (``num_samples``,
+    ``max_epochs``, ``tracking_uri``, ``storage``, ``name``, ``experiment``, ``seed``, ``address``,
+    ``data_root``, ``cpus_per_trial``, ``gpus_per_trial``, ``max_failures``), or keys of the space file
+    with ``__`` for ``.`` (``budget__num_samples=50``, ``params__lr={"loguniform": [1e-4, 1e-2]}``,
+    ``**{"scheduler.type": "fifo"}``), validated like the file.  Raises :class:`ConfigError` on bad
+    input and ``RuntimeError`` if the search was interrupted."""
+    from mtlsearch import launch
+
+    argv = search_argv(space, benchmark, method, **overrides)
+    args = launch.build_parser().parse_args(argv)
+    args.argv = argv
+    code = launch.run(args)
+    where = getattr(args, "search_ref", None)
+    if code != 0 or where is None:
+        raise RuntimeError(f"the search did not finish (exit code {code}); resume it with "
+                           f"python -m mtlsearch.launch {' '.join(argv)} --resume")
+    tracking_uri, experiment, parent = where
+    return load_results(experiment, parent, tracking_uri=tracking_uri)
+
+
+def load_results(experiment: str, search: str | None = None, *, tracking_uri: str | None = None):
+    """A finished (or running) search read back from MLflow as a ``pandas.DataFrame``, one row per trial.
+
+    ``experiment``: the MLflow experiment (by default the space's name); ``search``: a parent run id,
+    search id or run name (default: the latest search of the experiment); ``tracking_uri``: default
+    ``$MLFLOW_TRACKING_URI``, else ``./mlflow.db``.  Columns: ``trial``, ``status``, ``epochs``, the
+    trial's config (``method``, ``lr``, ...), every metric's final value (``val/<task>/<metric>``,
+    ``val/delta_m``, ...), and for each objective ``best/<metric>`` and ``best_epoch/<metric>`` (the
+    best epoch's value).  ``df.attrs`` holds the search's objective(s), id and parent run."""
+    import pandas as pd
+
+    from mtlsearch import report, tracking
+
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_tracking_uri()
+    found = report.load_mlflow(uri, experiment, search)
+    rows = []
+    for trial in found.trials:
+        row: dict[str, Any] = {"trial": trial.trial_id, "status": trial.status, "epochs": trial.epochs}
+        row.update(trial.params)
+        row.update(trial.final)
+        history = trial.history() if trial.final else {}
+        for metric, mode in found.objectives:
+            points = history.get(metric, [])
+            if points:
+                epoch, value = (min if mode == "min" else max)(points, key=lambda p: p[1])
+                row[f"best/{metric}"] = value
+                row[f"best_epoch/{metric}"] = epoch
+        if trial.error:
+            row["error"] = trial.error
+        rows.append(row)
+    frame = pd.DataFrame(rows)
+    frame.attrs.update({"metric": found.metric, "mode": found.mode, "objectives": found.objectives,
+                        "search_id": found.search_id, "parent_run_id": found.parent_run_id,
+                        "experiment": experiment, "tracking_uri": uri})
+    return frame
+
+
+__all__ = ["ConfigError", "load_results", "search", "search_argv"]
