@@ -121,40 +121,62 @@ def check(args: argparse.Namespace):
 
 
 # ------------------------------------------------------------------------------ budget
-def time_one_epoch(cfg) -> tuple[float, str]:
-    """Seconds of one training epoch plus its evaluation, on the device a trial would use."""
+#: Training and test images of the real datasets (MTAN's preprocessed folders), for the estimate of a
+#: full reproduction whatever folder was timed.
+REAL_SIZES = {"nyuv2": (795, 654), "cityscapes": (2975, 500)}
+
+
+def time_one_epoch(cfg) -> dict[str, Any]:
+    """One training epoch and its evaluation, timed apart, on the device a trial would use."""
     import torch
 
     from mtlsearch.trainer import Trainer
 
     trainer = Trainer(cfg)
-    device = str(trainer.device)
-    if trainer.device.type == "cuda":
-        device = f"cuda ({torch.cuda.get_device_name(trainer.device)})"
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    trainer.epoch_result(trainer.train_epoch())
-    if trainer.device.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - start
+    cuda = trainer.device.type == "cuda"
+    device = f"cuda ({torch.cuda.get_device_name(trainer.device)})" if cuda else str(trainer.device)
+
+    def now() -> float:
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    start = now()
+    train = trainer.train_epoch()
+    middle = now()
+    trainer.epoch_result(train)
+    end = now()
+    n_train = len(trainer.splits["train"])
+    n_eval = sum(len(v) for k, v in trainer.splits.items() if k != "train")
+    steps = max(1, math.ceil(n_train / cfg.batch_size))
     del trainer
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return seconds, device
+    return {"seconds": end - start, "device": device, "step_s": (middle - start) / steps, "steps": steps,
+            "eval_image_s": (end - middle) / max(n_eval, 1), "n_train": n_train, "n_eval": n_eval}
 
 
-def budget_lines(protocol, args, cfg, seconds: float, device: str) -> list[str]:
-    trials, epochs = len(args.seeds), cfg.max_epochs
-    hours = seconds * epochs * trials / 3600
-    unit = "GPU-hours" if device.startswith("cuda") else "CPU-hours (no GPU here)"
-    return [
+def budget_lines(protocol, args, cfg, timing: dict[str, Any]) -> list[str]:
+    trials, epochs, seconds = len(args.seeds), cfg.max_epochs, timing["seconds"]
+    unit = "GPU-hours" if timing["device"].startswith("cuda") else "CPU-hours (no GPU here)"
+    lines = [
         f"Reproduce {args.method} on {args.benchmark} under {protocol.tag}: {protocol.description}",
         f"Budget: {trials} trial(s) (seeds {' '.join(map(str, args.seeds))}) x {epochs} epochs = {trials * epochs} epochs; "
         f"batch {cfg.batch_size}, lr {cfg.lr:g}, score {protocol.score} on the mean of the last "
         f"{cfg.last_k or protocol.last_k} epochs",
-        f"One epoch (training + evaluation) took {seconds:.1f} s on {device}: estimated {hours:.2f} {unit} in all, "
-        f"{seconds * epochs / 3600:.2f} h per trial",
+        f"One epoch ({timing['n_train']} training images in {timing['steps']} steps, {timing['n_eval']} evaluated) took "
+        f"{seconds:.1f} s on {timing['device']} ({timing['step_s'] * 1000:.0f} ms per step, "
+        f"{timing['eval_image_s'] * 1000:.1f} ms per evaluated image): estimated {seconds * epochs * trials / 3600:.2f} "
+        f"{unit} in all, {seconds * epochs / 3600:.2f} h per trial",
     ]
+    opts = cfg.benchmark_options
+    full_size = opts.get("image_size") == protocol.image_size(args.benchmark) and opts.get("mtan_width", 1.0) == 1.0
+    if args.benchmark in REAL_SIZES and full_size:
+        n_train, n_test = REAL_SIZES[args.benchmark]
+        epoch_s = math.ceil(n_train / cfg.batch_size) * timing["step_s"] + n_test * timing["eval_image_s"]
+        lines.append(f"On the real {args.benchmark} ({n_train} training, {n_test} test images) at these per-step times: "
+                     f"{epoch_s:.0f} s per epoch, {epoch_s * epochs * trials / 3600:.2f} {unit} for {trials} x {epochs} epochs")
+    return lines
 
 
 # ------------------------------------------------------------------------------ the comparison
@@ -259,8 +281,8 @@ def space_text(args, protocol, cfg, first_task: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     protocol, cfg = check(args)
-    seconds, device = time_one_epoch(cfg)
-    print("\n".join(budget_lines(protocol, args, cfg, seconds, device)), flush=True)
+    timing = time_one_epoch(cfg)
+    print("\n".join(budget_lines(protocol, args, cfg, timing)), flush=True)
     if args.time_only:
         return 0
 
