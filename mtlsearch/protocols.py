@@ -25,7 +25,8 @@ protocol's epochs, and every trial carries ``protocol: nashmtl@1``, which MLflow
 
 Deviations that remain, on purpose: normals count as valid where any component is non-zero (the
 released code tests their sum); mIoU skips classes absent from the whole split (the released code
-would give NaN); LibMTL drops every incomplete last training batch, we only a single-example one.
+would give NaN); LibMTL drops every incomplete last training batch, we only a single-example one,
+which the released Nash-MTL code keeps (NYUv2's 795 images in batches of 2: 397 steps, not 398).
 
 Selection is unchanged: our ``val/delta_m`` (on a validation split carved from the training folder,
 ``val_fraction``) is what a search optimises.  A search space with a protocol and a validation
