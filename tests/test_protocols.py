@@ -68,6 +68,16 @@ def test_segnet_mtan_has_the_released_parameter_count_and_output_shapes(tmp_path
         assert torch.allclose(out["normal"].norm(dim=1), torch.ones(1, *size), atol=1e-5)
 
 
+def test_celeba_cnn_has_famos_parameter_count():
+    from mtlsearch.benchmarks.models import CelebACNN
+
+    convs = [(3, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 512), (512, 512)]
+    expected = sum(9 * a * b + 2 * b for a, b in convs) + 2 * (512 * 512 + 2 * 512)  # bias-free convs/linears + BN
+    model = CelebACNN()
+    assert sum(p.numel() for p in model.parameters()) == expected
+    assert model.eval()(torch.rand(2, 3, 64, 64)).shape == (2, 512)
+
+
 # ------------------------------------------------------------------------------ augmentation
 def test_released_augmentation_scales_depth_and_flips_normals():
     from mtlsearch.benchmarks.dense import SCALES, scale_crop_flip
@@ -198,7 +208,7 @@ def test_published_numbers_cover_protocols_table():
 # ------------------------------------------------------------------------------ reproduce
 @pytest.mark.parametrize("argv,needle", [
     (["--protocol", "nashmt", "--benchmark", "nyuv2", "--method", "ew"], "--protocol: unknown protocol 'nashmt'"),
-    (["--protocol", "nashmtl", "--benchmark", "celeba", "--method", "ew"], "--benchmark: protocol 'nashmtl' does not cover benchmark 'celeba'"),
+    (["--protocol", "nashmtl", "--benchmark", "office31", "--method", "ew"], "--benchmark: protocol 'nashmtl' does not cover benchmark 'office31'"),
     (["--protocol", "libmtl", "--benchmark", "cityscapes", "--method", "ew"], "does not cover benchmark 'cityscapes'"),
     (["--protocol", "nashmtl", "--benchmark", "nyuv2", "--method", "nope"], "--method: unknown method 'nope'"),
     (["--protocol", "nashmtl", "--benchmark", "nyuv2", "--method", "ew", "--set", "lr"], "--set: expected KEY=VALUE"),

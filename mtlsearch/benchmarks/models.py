@@ -305,3 +305,28 @@ class SegNetMTAN(nn.Module):
                 a = mask * dec_out[j]
             reps.append(a)
         return reps
+
+
+class CelebACNN(nn.Module):
+    """The 9-layer CNN of the CelebA experiments of FAMO (Cranial-XIX/FAMO ``experiments/celeba``,
+    the Nash-MTL protocol's CelebA model): seven bias-free 3x3 conv-BN-ReLU layers (64, 128, 128,
+    256, 256, 512, 512 channels; max-pooling after the 1st, 3rd and 5th), global average pooling, then
+    two bias-free Linear(512, 512)-BN-ReLU layers: ``[N, 3, H, W] -> [N, 512]``.  Heads: one
+    Linear(512, 1) logit per attribute (the released sigmoid + BCE equals BCE on logits)."""
+
+    def __init__(self):
+        super().__init__()
+        layers, cin = [], 3
+        for i, w in enumerate((64, 128, 128, 256, 256, 512, 512)):
+            layers += [nn.Conv2d(cin, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            if i in (0, 2, 4):
+                layers.append(nn.MaxPool2d(2))
+            cin = w
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        for _ in range(2):
+            layers += [nn.Linear(512, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.out_channels = 512
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features(x)
