@@ -314,7 +314,9 @@ def run(args: argparse.Namespace) -> int:
     if code != 0:
         return code
 
-    per_seed = {collector.seeds[tid]: sorted(rs, key=lambda r: r["epoch"]) for tid, rs in collector.results.items()}
+    # One result per epoch (a trial retried from its checkpoint reports its later epochs again).
+    per_seed = {collector.seeds[tid]: [r for _, r in sorted({int(r["epoch"]): r for r in rs}.items())]
+                for tid, rs in collector.results.items()}
     incomplete = [s for s, rs in per_seed.items() if not rs or rs[-1]["epoch"] < cfg.max_epochs]
     if incomplete or len(per_seed) < len(args.seeds):
         print(f"error: seed(s) {incomplete or sorted(set(args.seeds) - set(per_seed))} did not reach {cfg.max_epochs} epochs; "
