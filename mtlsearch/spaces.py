@@ -386,6 +386,19 @@ def _parse_param(name: str, spec: Any, source: str) -> Param:
     return Param(name, kind, args, dict(when))
 
 
+def _protocol_epochs(data: Mapping[str, Any], default: int) -> int:
+    """The epochs of the space's protocol for its benchmark (the budget's default), else ``default``;
+    a bad protocol is reported by :func:`with_protocol`."""
+    if data.get("protocol") is None:
+        return default
+    from mtlsearch.protocols import get_protocol
+
+    try:
+        return get_protocol(data["protocol"]).epochs(data.get("benchmark"))
+    except ConfigError:
+        return default
+
+
 def parse_space(data: Any, source: str, text: str = "", path: Path | None = None) -> SearchSpace:
     if not isinstance(data, Mapping):
         raise ConfigError(f"a search space is a YAML mapping with keys {', '.join(sorted(TOP_KEYS))}", source=source)
@@ -410,7 +423,7 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
     budget = _mapping(data.get("budget"), "budget", source)
     _check_keys(budget, BUDGET_KEYS, "budget.", source)
     num_samples = _number(budget.get("num_samples", 10), "budget.num_samples", source, integer=True, positive=True)
-    max_epochs = _number(budget.get("max_epochs", 10), "budget.max_epochs", source, integer=True, positive=True)
+    max_epochs = _number(budget.get("max_epochs", _protocol_epochs(data, 10)), "budget.max_epochs", source, integer=True, positive=True)
     mct = budget.get("max_concurrent_trials")
     if mct is not None:
         mct = _number(mct, "budget.max_concurrent_trials", source, integer=True, positive=True)

@@ -234,6 +234,12 @@ def test_reproduce_refuses_a_data_folder_at_the_wrong_image_size(tmp_path, capsy
     space.write_text("benchmark: nyuv2\nprotocol: nashmtl\nobjective: {metric: val/segmentation/miou}\nparams: {method: ew}\n")
     assert launch_main(["--space", str(space), "--data-root", str(tmp_path / "data")]) == 2
     assert "288x384" in capsys.readouterr().err
+    space.write_text("benchmark: nyuv2\nobjective: {metric: val/segmentation/miou}\nparams: {method: ew}\n")
+    assert launch_main(["--space", str(space), "--protocol", "nashmtl", "--data-root", str(tmp_path / "data")]) == 2
+    assert "are 32x64, but image_size asks for 288x384" in capsys.readouterr().err
+    assert launch_main(["--space", str(space), "--protocol", "libmtl", "--benchmark", "cityscapes"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--protocol: protocol 'libmtl' does not cover benchmark 'cityscapes'" in err
     space.write_text("benchmark: nyuv2\nprotocol: nash\nparams: {method: ew}\n")
     assert launch_main(["--space", str(space)]) == 2
     err = capsys.readouterr().err.strip()
