@@ -156,14 +156,20 @@ def time_one_epoch(cfg) -> dict[str, Any]:
             "eval_image_s": (end - middle) / max(n_eval, 1), "n_train": n_train, "n_eval": n_eval}
 
 
-def budget_lines(protocol, args, cfg, timing: dict[str, Any]) -> list[str]:
-    trials, epochs, seconds = len(args.seeds), cfg.max_epochs, timing["seconds"]
-    unit = "GPU-hours" if timing["device"].startswith("cuda") else "CPU-hours (no GPU here)"
+def budget_lines(protocol, args, cfg, timing: dict[str, Any] | None) -> list[str]:
+    trials, epochs = len(args.seeds), cfg.max_epochs
     lines = [
         f"Reproduce {args.method} on {args.benchmark} under {protocol.tag}: {protocol.description}",
         f"Budget: {trials} trial(s) (seeds {' '.join(map(str, args.seeds))}) x {epochs} epochs = {trials * epochs} epochs; "
         f"batch {cfg.batch_size}, lr {cfg.lr:g}, score {protocol.score} on the mean of the last "
         f"{cfg.last_k or protocol.last_k} epochs",
+    ]
+    if timing is None:
+        return lines + ["No GPU on this driver to time an epoch on (a cluster's head): no estimate; the progress "
+                        "lines and the trials' MLflow tag mtlsearch.time_total_s give the time per epoch"]
+    seconds = timing["seconds"]
+    unit = "GPU-hours" if timing["device"].startswith("cuda") else "CPU-hours (no GPU here)"
+    lines += [
         f"One epoch ({timing['n_train']} training images in {timing['steps']} steps, {timing['n_eval']} evaluated) took "
         f"{seconds:.1f} s on {timing['device']} ({timing['step_s'] * 1000:.0f} ms per step, "
         f"{timing['eval_image_s'] * 1000:.1f} ms per evaluated image): estimated {seconds * epochs * trials / 3600:.2f} "
@@ -281,8 +287,14 @@ def space_text(args, protocol, cfg, first_task: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     protocol, cfg = check(args)
-    timing = time_one_epoch(cfg)
-    print("\n".join(budget_lines(protocol, args, cfg, timing)), flush=True)
+    import torch
+
+    if (args.address or os.environ.get("RAY_ADDRESS")) and not torch.cuda.is_available() and not args.time_only:
+        # A cluster's head often has no GPU: an epoch timed on its CPU would take long and say little.
+        print("\n".join(budget_lines(protocol, args, cfg, None)), flush=True)
+    else:
+        timing = time_one_epoch(cfg)
+        print("\n".join(budget_lines(protocol, args, cfg, timing)), flush=True)
     if args.time_only:
         return 0
 
