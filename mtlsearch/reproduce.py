@@ -170,7 +170,7 @@ def budget_lines(protocol, args, cfg, timing: dict[str, Any] | None) -> list[str
     seconds = timing["seconds"]
     unit = "GPU-hours" if timing["device"].startswith("cuda") else "CPU-hours (no GPU here)"
     lines += [
-        f"One epoch ({timing['n_train']} training images in {timing['steps']} steps, {timing['n_eval']} evaluated) took "
+        f"One epoch ({timing['n_train']} training images in {timing['steps']} step{'s' if timing['steps'] != 1 else ''}, {timing['n_eval']} evaluated) took "
         f"{seconds:.1f} s on {timing['device']} ({timing['step_s'] * 1000:.0f} ms per step, "
         f"{timing['eval_image_s'] * 1000:.1f} ms per evaluated image): estimated {seconds * epochs * trials / 3600:.2f} "
         f"{unit} in all, {seconds * epochs / 3600:.2f} h per trial",
