@@ -49,6 +49,11 @@ class TrialConfig:
     dominance_interval: int = 0
     #: Decay of the dominance average AU (the AdaTask paper's constant is not public).
     dominance_beta: float = 0.9
+    #: The published protocol the trial follows, ``NAME@VERSION`` (see :mod:`mtlsearch.protocols`):
+    #: adds the protocol's score (e.g. ``test/delta_m_nashmtl``); the settings themselves are ordinary keys.
+    protocol: str | None = None
+    #: Epochs averaged by the protocol's score (0: the protocol's own, e.g. 10 for nashmtl).
+    last_k: int = 0
     #: Method hyperparameters (validated against the method's declaration).
     method_params: Mapping[str, Any] = field(default_factory=dict)
     #: The benchmark's options (e.g. ``val_fraction``, ``backbone``), every one with its value
@@ -128,6 +133,12 @@ class TrialConfig:
             raise ConfigError(f"must be in (0, 1], got {self.lr_gamma!r}", field="lr_gamma")
         if self.weight_decay < 0:
             raise ConfigError(f"must be >= 0, got {self.weight_decay!r}", field="weight_decay")
+        if self.protocol is not None:
+            from mtlsearch.protocols import get_protocol
+
+            get_protocol(self.protocol).benchmark_settings(self.benchmark)
+        if isinstance(self.last_k, bool) or not isinstance(self.last_k, int) or self.last_k < 0:
+            raise ConfigError(f"expected an integer >= 0 (0: the protocol's own), got {self.last_k!r}", field="last_k")
         for name in ("batch_size", "max_epochs", "seed", "data_seed", "dominance_interval", "lr_step_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):

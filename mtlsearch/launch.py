@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a key of the space file (YAML value), e.g. --set budget.num_samples=50 "
                         "--set params.lr.loguniform=[1e-4,1e-2]; repeatable")
+    p.add_argument("--protocol", help="a published protocol (nashmtl, libmtl; see mtlsearch.protocols) whose "
+                   "settings the space's own parameters override")
     p.add_argument("--data-root", help="folder of a user-supplied dataset (real benchmarks)")
     p.add_argument("--num-samples", type=int, help="override the number of trials")
     p.add_argument("--max-epochs", type=int, help="override the epochs per trial (ASHA's max_t)")
@@ -82,6 +84,10 @@ def prepare_space(args: argparse.Namespace):
     if args.max_failures < -1:
         raise ConfigError(f"must be >= 0 (or -1: retry forever), got {args.max_failures}", field="--max-failures")
     space = spaces.load_space(args.space, validate=False, sets=getattr(args, "set", None) or ())
+    if getattr(args, "protocol", None) or (space.protocol and args.benchmark):
+        space = spaces.with_protocol(space, args.protocol or space.protocol, benchmark=args.benchmark,
+                                     source=None if args.protocol else str(space.path),
+                                     field_name="--protocol" if args.protocol else "protocol")
     resources = dict(space.resources)
     if args.cpus_per_trial is not None:
         resources["cpus_per_trial"] = args.cpus_per_trial
@@ -395,6 +401,7 @@ def make_progress_callback(space):
 
     searched = [p.name for p in space.params if p.kind != "value"]
     sign = 1 if space.mode == "max" else -1
+    total = space.num_samples * math.prod(len(p.args) for p in space.params if p.kind == "grid")  # Tune crosses grids
 
     class Progress(Callback):
         def __init__(self):
@@ -408,7 +415,7 @@ def make_progress_callback(space):
             params = " ".join(f"{k}={_fmt(trial.config[k])}" for k in searched if k in trial.config)
             running = sum(t.status == "RUNNING" for t in trials)
             best = f"best {_fmt(self.best[0])} ({self.best[1]})" if self.best else ""
-            print(f"[{self.done}/{space.num_samples} done, {running} running] {trial.trial_id} "
+            print(f"[{self.done}/{total} done, {running} running] {trial.trial_id} "
                   f"epoch {int(result.get('epoch', 0))}/{space.max_epochs} {params} "
                   f"{space.metric}={_fmt(value) if value is not None else '-'}  {best}", flush=True)
 
@@ -416,11 +423,11 @@ def make_progress_callback(space):
             self.done += 1
             epochs = int((trial.last_result or {}).get("epoch", 0))
             how = "completed" if epochs >= space.max_epochs else f"stopped early by ASHA after {epochs} epochs"
-            print(f"[{self.done}/{space.num_samples} done] {trial.trial_id} {how}", flush=True)
+            print(f"[{self.done}/{total} done] {trial.trial_id} {how}", flush=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.done += 1
-            print(f"[{self.done}/{space.num_samples} done] {trial.trial_id} ERRORED (see its MLflow run / error file)", flush=True)
+            print(f"[{self.done}/{total} done] {trial.trial_id} ERRORED (see its MLflow run / error file)", flush=True)
 
     return Progress()
 

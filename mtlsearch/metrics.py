@@ -213,6 +213,26 @@ class NormalMeter:
         return out
 
 
+class BatchMeanMeter:
+    """The mean over ``update`` calls (evaluation batches) of another meter's per-batch values: how
+    the released Nash-MTL/FAMO code averages depth and normal metrics over its test batches."""
+
+    def __init__(self, new_meter):
+        self.new_meter = new_meter
+        self.sums: dict[str, float] = {}
+        self.n = 0
+
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        meter = self.new_meter()
+        meter.update(pred, target)
+        for name, value in meter.compute().items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.n += 1
+
+    def compute(self) -> dict[str, float]:
+        return {name: total / self.n for name, total in self.sums.items()}
+
+
 class BinaryAccuracyMeter:
     """Accuracy of one binary attribute: logit > 0 predicts 1; ``target`` in {0, 1}."""
 

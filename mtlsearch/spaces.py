@@ -51,7 +51,7 @@ from mtlsearch.errors import ConfigError, choices
 
 SPACE_DIR = Path(__file__).resolve().parent.parent / "search_spaces"  # in a checkout
 
-TOP_KEYS = {"name", "description", "benchmark", "objective", "budget", "scheduler", "searcher", "resources", "params", "data_root", "final"}
+TOP_KEYS = {"name", "description", "benchmark", "objective", "budget", "scheduler", "searcher", "resources", "params", "data_root", "final", "protocol"}
 FINAL_KEYS = {"seeds", "per", "top"}
 OBJECTIVE_KEYS = {"metric", "mode", "metrics", "modes"}
 ALL_TASKS = "tasks"  # objective.metrics: every validation metric of every task
@@ -174,6 +174,11 @@ class SearchSpace:
     #: (``metric``/``mode``).  When set, ``metric``/``mode`` are the scalar of the scheduler and tables.
     objective_metrics: list[str] | str | None = None
     objective_modes: list[str] | None = None
+    #: The published protocol applied (``NAME@VERSION``, see :func:`with_protocol`), the names of the
+    #: parameters it added, and whether ``budget.max_epochs`` was given (else the protocol's epochs).
+    protocol: str | None = None
+    protocol_params: tuple[str, ...] = ()
+    epochs_given: bool = True
 
     # ------------------------------------------------------------------ objectives
     @property
@@ -381,6 +386,19 @@ def _parse_param(name: str, spec: Any, source: str) -> Param:
     return Param(name, kind, args, dict(when))
 
 
+def _protocol_epochs(data: Mapping[str, Any], default: int) -> int:
+    """The epochs of the space's protocol for its benchmark (the budget's default), else ``default``;
+    a bad protocol is reported by :func:`with_protocol`."""
+    if data.get("protocol") is None:
+        return default
+    from mtlsearch.protocols import get_protocol
+
+    try:
+        return get_protocol(data["protocol"]).epochs(data.get("benchmark"))
+    except ConfigError:
+        return default
+
+
 def parse_space(data: Any, source: str, text: str = "", path: Path | None = None) -> SearchSpace:
     if not isinstance(data, Mapping):
         raise ConfigError(f"a search space is a YAML mapping with keys {', '.join(sorted(TOP_KEYS))}", source=source)
@@ -405,7 +423,7 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
     budget = _mapping(data.get("budget"), "budget", source)
     _check_keys(budget, BUDGET_KEYS, "budget.", source)
     num_samples = _number(budget.get("num_samples", 10), "budget.num_samples", source, integer=True, positive=True)
-    max_epochs = _number(budget.get("max_epochs", 10), "budget.max_epochs", source, integer=True, positive=True)
+    max_epochs = _number(budget.get("max_epochs", _protocol_epochs(data, 10)), "budget.max_epochs", source, integer=True, positive=True)
     mct = budget.get("max_concurrent_trials")
     if mct is not None:
         mct = _number(mct, "budget.max_concurrent_trials", source, integer=True, positive=True)
@@ -501,12 +519,50 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
     name = data.get("name") or (path.stem if path else "search")
     if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"a name of letters, digits, '_' and '-', got {name!r}", source=source, field="name")
-    return SearchSpace(
+    space = SearchSpace(
         name=name, path=path or Path(source), text=text, description=str(data.get("description", "")),
         benchmark=benchmark, metric=metric, mode=mode, num_samples=num_samples, max_epochs=max_epochs,
         max_concurrent_trials=mct, scheduler=scheduler, searcher=searcher, resources=res, params=params,
         data_root=data.get("data_root"), objective_metrics=objective_metrics, objective_modes=objective_modes,
-        final=final,
+        final=final, epochs_given="max_epochs" in budget,
+    )
+    if data.get("protocol") is not None:
+        space = with_protocol(space, data["protocol"], source=source)
+    return space
+
+
+def with_protocol(space: SearchSpace, tag: Any, *, benchmark: str | None = None, source: str | None = None,
+                  field_name: str = "protocol") -> SearchSpace:
+    """The space under a published protocol (:mod:`mtlsearch.protocols`): the protocol's settings for
+    the benchmark become constant parameters beneath the space's own (which win), its method
+    settings constants conditional on ``method``, ``budget.max_epochs`` the protocol's unless given,
+    and every trial gets ``protocol: NAME@VERSION``.  Applying it again (another benchmark or
+    protocol) first removes what the previous one added."""
+    from mtlsearch.protocols import get_protocol
+
+    benchmark = benchmark or space.benchmark
+    try:
+        protocol = get_protocol(tag)
+        settings = protocol.settings(benchmark)
+        epochs = protocol.epochs(benchmark)
+    except ConfigError as err:
+        raise ConfigError(err.message, source=source, field=field_name) from None
+    own = [p for p in space.params if p.name not in space.protocol_params]
+    names = {p.name for p in own}
+    if space.metric.startswith("val/") and settings.get("val_fraction") == 0 and "val_fraction" not in names:
+        settings["val_fraction"] = 0.1  # a search selects on validation: hold out part of the training folder
+    added = [Param(k, "value", v) for k, v in settings.items() if k not in names]
+    if "protocol" not in names:
+        added.append(Param("protocol", "value", protocol.tag))
+    # Conditional on ``method``, so after the space's own parameters (conditions see earlier values).
+    per_method = [Param(k, "value", v, {"method": m}) for m, values in protocol.methods.items()
+                  for k, v in values.items() if k not in names]
+    import dataclasses
+
+    return dataclasses.replace(
+        space, benchmark=benchmark, params=added + own + per_method, protocol=protocol.tag,
+        protocol_params=tuple(dict.fromkeys(p.name for p in added + per_method)),
+        max_epochs=space.max_epochs if space.epochs_given else epochs,
     )
 
 

@@ -51,6 +51,8 @@ TAG_KIND = "mtlsearch.kind"  # "search" or "trial"
 TAG_EPOCHS = "mtlsearch.epochs"
 TAG_TIME = "mtlsearch.time_total_s"
 TAG_CHECKPOINT = "checkpoint"
+#: ``NAME@VERSION`` of the published protocol a search and its trials follow (mtlsearch.protocols).
+TAG_PROTOCOL = "mtlsearch.protocol"
 PARENT_TAG = "mlflow.parentRunId"
 METRIC_ROOTS = ("train", "val", "test", "weights", "dominance")
 
@@ -182,6 +184,8 @@ def search_info(space, overrides: Mapping[str, Any]) -> dict[str, Any]:
         objectives = [(space.metric, space.mode)]
         params["objective_metric"], params["objective_mode"] = space.metric, space.mode
     params.update({f"override.{k}": v for k, v in overrides.items() if v is not None})
+    if getattr(space, "protocol", None):
+        params["protocol"] = space.protocol
     return {
         "params": params, "space_file": Path(str(space.path)).name, "space_text": space.text,
         "metric": space.metric, "mode": space.mode, "objectives": [list(o) for o in objectives],
@@ -308,6 +312,7 @@ class Tracker:
             run = self.client.create_run(
                 self.experiment_id, run_name=Path(self.search_id).name,
                 tags={TAG_SEARCH: self.search_id, TAG_KIND: "search", **({"git_commit": commit} if commit else {}),
+                      **({TAG_PROTOCOL: info["params"]["protocol"]} if info.get("params", {}).get("protocol") else {}),
                       **{f"version.{k}": v for k, v in _versions().items()}},
             )
             run_id = run.info.run_id
@@ -372,7 +377,8 @@ class Tracker:
             run = self.client.create_run(
                 self.experiment_id, run_name=name,
                 tags={**({PARENT_TAG: self.parent_run_id} if self.parent_run_id else {}), TAG_SEARCH: self.search_id,
-                      TAG_TRIAL: trial_id, TAG_KIND: "trial", TAG_STATUS: STATUS_RUNNING},
+                      TAG_TRIAL: trial_id, TAG_KIND: "trial", TAG_STATUS: STATUS_RUNNING,
+                      **({TAG_PROTOCOL: str(config["protocol"])} if config.get("protocol") else {})},
             )
             run_id = run.info.run_id
             self._steps[run_id] = {}

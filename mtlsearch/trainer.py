@@ -43,6 +43,8 @@ def split_bytes(split) -> int | None:
     """Bytes that a disk-backed split would take held in memory (None: not a split of tensors)."""
     from mtlsearch.benchmarks import TensorSplit
 
+    if hasattr(split, "hold_on_device"):  # a wrapper (training augmentation) holds its inner split
+        return split.hold_on_device(device, budget)
     if isinstance(split, TensorSplit) or not hasattr(split, "batches") or len(split) == 0:
         return None
     x, targets = next(iter(split.batches(1, shuffle=False)))
@@ -145,6 +147,15 @@ class Trainer:
         )
         self.epoch = 0
         self.reference = load_reference(cfg.benchmark, self.task_names, getattr(self.benchmark, "root", None) or self.benchmark.data_root)
+        #: The published protocol's own score (``test/delta_m_nashmtl``, ...), when the config names one.
+        self.protocol_scorer = None
+        if cfg.protocol:
+            from mtlsearch.protocols import make_scorer
+
+            self.protocol_scorer = make_scorer(
+                cfg.protocol, cfg.benchmark, self.task_names, self.lower_is_better(),
+                getattr(self.benchmark, "root", None) or self.benchmark.data_root, cfg.last_k or None,
+            )
 
     # ------------------------------------------------------------------ training
     def _to_device(self, x: Tensor | Mapping[str, Tensor], targets: Mapping[str, Tensor]):
@@ -166,7 +177,7 @@ class Trainer:
         if isinstance(x, Mapping):
             return [self.model.encoder(x[t]) for t in self.task_names]
         z = self.model.encoder(x)
-        return [z] * len(self.task_names)
+        return list(z) if isinstance(z, (list, tuple)) else [z] * len(self.task_names)
 
     def _losses(self, reps: list[Tensor], targets: Mapping[str, Tensor]) -> Tensor:
         return torch.stack(
@@ -329,6 +340,8 @@ class Trainer:
                     result[f"{split}/{task}/{metric}"] = value
             if self.reference is not None and split in self.reference:
                 result[f"{split}/delta_m"] = delta_m(metrics, self.reference[split], self.lower_is_better())
+            if split == "test" and self.protocol_scorer is not None:
+                result.update(self.protocol_scorer.update(metrics))
         result.update(self.balancing.extra_metrics())
         if self.dominance is not None and self.epoch % self.config.dominance_interval == 0:
             result.update(self.dominance.metrics())
@@ -354,6 +367,8 @@ class Trainer:
         }
         if self.dominance is not None:
             state["dominance"] = self.dominance.state_dict()
+        if self.protocol_scorer is not None:
+            state["protocol_scorer"] = self.protocol_scorer.state_dict()
         if torch.cuda.is_available():
             state["cuda_rng"] = torch.cuda.get_rng_state_all()
         return state
@@ -366,6 +381,8 @@ class Trainer:
             self.lr_schedule.load_state_dict(state["lr_schedule"])
         if self.dominance is not None and "dominance" in state:
             self.dominance.load_state_dict(state["dominance"])
+        if self.protocol_scorer is not None and "protocol_scorer" in state:
+            self.protocol_scorer.load_state_dict(state["protocol_scorer"])
         self.epoch = int(state["epoch"])
         # RNG states are CPU byte tensors, whatever map_location moved them to.
         torch.set_rng_state(state["torch_rng"].cpu())

@@ -73,7 +73,7 @@ CASES = [
     ("bad mode", GOOD.replace("mode: max", "mode: best"), [], "objective.mode", ["'min' or 'max'"], False),
     ("unknown method", GOOD.replace("method: gemtl", "method: gemtll"), [], "method", ["choose one of", "'gemtl'"], False),
     ("unknown optimizer", GOOD + "  optimizer: adamw\n", [], "optimizer", ["choose one of", "'adam'", "'adam_adatask'"], False),
-    ("key not of the method", GOOD + "  dwa_temperatur: 2.0\n", [], "dwa_temperatur", ["allowed keys", "optimizer, p, seed"], False),
+    ("key not of the method", GOOD + "  dwa_temperatur: 2.0\n", [], "dwa_temperatur", ["allowed keys", "optimizer, p, protocol, seed"], False),
     ("method x optimizer undefined", GOOD.replace("method: gemtl\n  p: {uniform: [-1.0, 2.0]}\n",
                                                   "method: test_nonlinear\n  optimizer: adam_adatask\n"),
      [], "optimizer", ["cannot feed 'adam_adatask'", "use a base optimizer"], False),

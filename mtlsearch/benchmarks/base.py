@@ -96,6 +96,8 @@ class HPSModel(nn.Module):
         if isinstance(x, Mapping):  # multi-input: a task absent from the batch gets no prediction
             return {t: head(self.encoder(x[t])) for t, head in self.heads.items() if t in x}
         z = self.encoder(x)
+        if isinstance(z, (list, tuple)):  # one representation per task (e.g. MTAN's attention)
+            return {t: head(zt) for (t, head), zt in zip(self.heads.items(), z)}
         return {t: head(z) for t, head in self.heads.items()}
 
 

@@ -19,7 +19,8 @@ open the dataset without re-hashing.  ``verify_md5: false`` accepts other copies
 Tasks: the 40 attributes, named as in the file but lower-cased (``smiling``, ``5_o_clock_shadow``,
 ...); binary cross-entropy on one logit per task, accuracy.  Model: a small CNN (four
 conv-BN-ReLU-maxpool blocks of 64-128-256-512 channels and global average pooling) shared, one
-linear logit per task.  Images are resized to ``image_size`` x ``image_size`` (64), in [0, 1].
+linear logit per task (``model: famo_cnn``: FAMO's 9-layer CNN, see
+:class:`~mtlsearch.benchmarks.models.CelebACNN`).  Images are resized to ``image_size`` x ``image_size`` (64), in [0, 1].
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from mtlsearch.metrics import BinaryAccuracyMeter
 
 from .base import Benchmark, HPSModel, TaskSpec
 from .folder import NUM_WORKERS, LoaderSplit, layout_error, resolve_root
-from .models import SmallCNN
+from .models import CelebACNN, SmallCNN
 
 ATTRIBUTES = (
     "5_o_Clock_Shadow Arched_Eyebrows Attractive Bags_Under_Eyes Bald Bangs Big_Lips Big_Nose Black_Hair "
@@ -72,6 +73,8 @@ class CelebA(Benchmark):
     description = "CelebA: 40 binary face attributes, one task each"
     options = {
         "image_size": HParam(int, 64, "images are resized to this square size", lambda v: v >= 16, "an integer >= 16"),
+        "model": HParam(str, "small_cnn", "the shared network: our small CNN, or FAMO's 9-layer CNN (Nash-MTL protocol)",
+                        lambda v: v in ("small_cnn", "famo_cnn"), "'small_cnn' or 'famo_cnn'"),
         "verify_md5": HParam(bool, True, "check the text files' MD5 sums as torchvision does"),
         "num_workers": NUM_WORKERS,
         "eval_batch_size": HParam(int, 256, "batch size of evaluation passes", lambda v: v >= 1, "an integer >= 1"),
@@ -152,5 +155,5 @@ class CelebA(Benchmark):
         return {ours: LoaderSplit(self._dataset(theirs), self.opts["num_workers"], collate) for ours, theirs in SPLITS.items()}
 
     def build_model(self, task_names: list[str]) -> HPSModel:
-        encoder = SmallCNN()
+        encoder = CelebACNN() if self.opts["model"] == "famo_cnn" else SmallCNN()
         return HPSModel(encoder, {t: nn.Linear(encoder.out_channels, 1) for t in task_names})

@@ -21,9 +21,9 @@ from __future__ import annotations
 from mtlsearch.balancing.base import HParam
 
 from .base import HPSModel
-from .dense import DenseNpyBenchmark
-from .folder import NUM_WORKERS, fraction_option
-from .models import SegNet, SegNetHead
+from .dense import AUGMENT, EVAL_AVERAGE, IMAGE_SIZE, MTAN_WIDTH, VAL_FRACTION, DenseNpyBenchmark, mtan_filters
+from .folder import NUM_WORKERS
+from .models import SegNet, SegNetHead, SegNetMTAN
 
 
 class Cityscapes(DenseNpyBenchmark):
@@ -32,12 +32,22 @@ class Cityscapes(DenseNpyBenchmark):
     num_classes = 7
     modalities = {"segmentation": "label_7", "depth": "depth"}
     options = {
-        "val_fraction": fraction_option(0.1, "the training folder carved out as the validation split"),
+        "val_fraction": VAL_FRACTION,
+        "model": HParam(str, "segnet", "the network: MTAN's hard-sharing SegNet or SegNet-MTAN (Nash-MTL)",
+                        lambda v: v in ("segnet", "segnet_mtan"), "'segnet' or 'segnet_mtan'"),
+        "mtan_width": MTAN_WIDTH,
+        "augment": AUGMENT,
+        "eval_average": EVAL_AVERAGE,
+        "image_size": IMAGE_SIZE,
         "num_workers": NUM_WORKERS,
         "eval_batch_size": HParam(int, 8, "batch size of evaluation passes", lambda v: v >= 1, "an integer >= 1"),
     }
 
     def build_model(self, task_names: list[str]) -> HPSModel:
+        if self.opts["model"] == "segnet_mtan":
+            mtan = SegNetMTAN(len(task_names), mtan_filters(self.opts["mtan_width"]))
+            out = {"segmentation": self.num_classes, "depth": 1}
+            return HPSModel(mtan, {t: SegNetHead(mtan.out_channels, out[t]) for t in task_names})
         encoder = SegNet()
         out = {"segmentation": self.num_classes, "depth": 1}
         return HPSModel(encoder, {t: SegNetHead(encoder.out_channels, out[t]) for t in task_names})

@@ -15,6 +15,16 @@ valid pixels; normals, ``1 - mean cosine`` over valid pixels.  Each is a mean ov
 of the batch (0 for a batch without any).  Deviation: a normal is valid where any component is
 non-zero (MTAN tests the *sum* of the components, which also drops real normals whose components
 sum to 0).
+
+**Protocol options** (set by :mod:`mtlsearch.protocols`, each usable alone): ``model`` (the
+benchmark's default network or ``segnet_mtan``), ``augment`` (the released Nash-MTL/FAMO training
+augmentation: per image a random scale in {1, 1.2, 1.5} with a random crop resized back, depth divided
+by the scale, then a horizontal flip with probability 1/2 that negates the normals' x component),
+``eval_average`` (``split``: metrics over every pixel of the split; ``batch``: the released code's
+mean over evaluation batches of each batch's depth and normal metrics, segmentation still from one
+confusion matrix), ``image_size`` (``"HxW"``: refuse a folder whose images have another size) and
+``mtan_width`` (SegNet-MTAN's filters times this; 1 as released, smaller for quick checks) and
+``val_fraction: 0`` (train on the whole training folder, as the released code does: no validation split).
 """
 from __future__ import annotations
 
@@ -27,13 +37,92 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from mtlsearch.metrics import DepthMeter, NormalMeter, SegmentationMeter
+from mtlsearch.balancing.base import HParam
+from mtlsearch.metrics import BatchMeanMeter, DepthMeter, NormalMeter, SegmentationMeter
 
 from .base import Benchmark, TaskSpec
+from mtlsearch.errors import ConfigError
+
 from .folder import LoaderSplit, carve, layout_error, resolve_root
 
 #: How many files per modality and folder the check opens (first and last by name).
 CHECKED_FILES = 2
+
+AUGMENT = HParam(bool, False, "random scale-crop and flip of training images (Nash-MTL/FAMO's released augmentation)")
+EVAL_AVERAGE = HParam(str, "split", "depth/normal metrics over the split's pixels, or the mean of per-batch values",
+                      lambda v: v in ("split", "batch"), "'split' or 'batch'")
+IMAGE_SIZE = HParam(str, None, "the image size the folder must have, 'HxW' (None: any)",
+                    lambda v: _parse_hw(v) is not None, "'HxW', e.g. '288x384'")
+VAL_FRACTION = HParam(float, 0.1, "fraction of the training folder carved out as the validation split (0: none)",
+                      lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+MTAN_WIDTH = HParam(float, 1.0, "width multiplier of SegNet-MTAN's filters (1: the released 64-128-256-512-512)",
+                    lambda v: 0 < v <= 4, "a number in (0, 4]")
+SCALES = (1.0, 1.2, 1.5)
+
+
+def mtan_filters(width: float) -> tuple[int, ...]:
+    return tuple(max(1, int(round(f * width))) for f in (64, 128, 256, 512, 512))
+
+
+def _parse_hw(text: str) -> tuple[int, int] | None:
+    try:
+        h, w = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        return None
+    return (h, w) if h > 0 and w > 0 else None
+
+
+def scale_crop_flip(x: Tensor, targets: dict[str, Tensor], generator: torch.Generator) -> tuple[Tensor, dict[str, Tensor]]:
+    """The released augmentation (Nash-MTL/FAMO ``RandomScaleCrop`` + flip), image by image, its random
+    draws taken from ``generator`` (so a restored trainer augments exactly as an uninterrupted one)."""
+    height, width = x.shape[-2:]
+    size = (height, width)
+    xs, ys = [], {k: [] for k in targets}
+    for b in range(x.shape[0]):
+        sc = SCALES[int(torch.randint(len(SCALES), (1,), generator=generator))]
+        h, w = int(height / sc), int(width / sc)
+        i = int(torch.randint(height - h + 1, (1,), generator=generator))
+        j = int(torch.randint(width - w + 1, (1,), generator=generator))
+        flip = bool(torch.rand(1, generator=generator) < 0.5)
+        img = F.interpolate(x[b : b + 1, :, i : i + h, j : j + w].float(), size=size, mode="bilinear", align_corners=True)
+        xs.append(img.flip(-1) if flip else img)
+        for task, t in targets.items():
+            if task == "segmentation":
+                y = F.interpolate(t[b : b + 1, None, i : i + h, j : j + w].float(), size=size, mode="nearest")[:, 0].to(t.dtype)
+            elif task == "depth":
+                y = F.interpolate(t[b : b + 1, :, i : i + h, j : j + w], size=size, mode="nearest") / sc
+            else:  # normal
+                y = F.interpolate(t[b : b + 1, :, i : i + h, j : j + w], size=size, mode="bilinear", align_corners=True)
+            if flip:
+                y = y.flip(-1)
+                if task == "normal":
+                    y = torch.cat([-y[:, :1], y[:, 1:]], dim=1)
+            ys[task].append(y)
+    return torch.cat(xs), {k: torch.cat(v) for k, v in ys.items()}
+
+
+class AugmentedSplit:
+    """A training split whose shuffled passes are augmented with :func:`scale_crop_flip`; evaluation
+    passes (``shuffle=False``) are not."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def to(self, device: torch.device) -> "AugmentedSplit":
+        return AugmentedSplit(self.inner.to(device)) if hasattr(self.inner, "to") else self
+
+    def hold_on_device(self, device: torch.device, budget: float) -> "AugmentedSplit":
+        from mtlsearch.trainer import hold_on_device
+
+        return AugmentedSplit(hold_on_device(self.inner, device, budget))
+
+    def batches(self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
+        generator = generator if generator is not None else torch.Generator().manual_seed(0)
+        for x, targets in self.inner.batches(batch_size, shuffle, generator):
+            yield scale_crop_flip(x, targets, generator) if shuffle else (x, targets)
 
 
 def segmentation_loss(pred: Tensor, target: Tensor) -> Tensor:
@@ -131,6 +220,13 @@ class DenseNpyBenchmark(Benchmark):
             self.names[split] = names
             for name in dict.fromkeys([names[0], names[-1]][:CHECKED_FILES]):
                 self._check_example(folder, name)
+        wanted = self.opts.get("image_size")
+        if wanted and _parse_hw(wanted) != self.image_size:
+            h, w = self.image_size
+            raise ConfigError(
+                f"{self.name}: the images in {self.root} are {h}x{w}, but image_size asks for {wanted} "
+                f"(the protocol's size; set image_size to the folder's size to override it)", field="image_size",
+            )
 
     def _read(self, path: Path, full: bool = False) -> np.ndarray:
         try:
@@ -177,18 +273,30 @@ class DenseNpyBenchmark(Benchmark):
                 NormalMeter,
             ),
         }
+        if self.opts.get("eval_average") == "batch":
+            for name in ("depth", "normal"):
+                spec = specs[name]
+                specs[name] = TaskSpec(spec.name, spec.loss, spec.metrics, lambda f=spec.new_meter: BatchMeanMeter(f))
         return [specs[t] for t in self.modalities]
 
     def load_splits(self, data_seed: int) -> dict[str, LoaderSplit]:
         train_names = self.names["train"]
-        kept, carved = carve(len(train_names), self.opts["val_fraction"], data_seed, self.name, f"{self.root / 'train'}")
+        if self.opts["val_fraction"] == 0:  # the released codes' setting: no validation split
+            kept, carved = list(range(len(train_names))), []
+        else:
+            kept, carved = carve(len(train_names), self.opts["val_fraction"], data_seed, self.name, f"{self.root / 'train'}")
         self.split_files = {
             "train": [train_names[i] for i in kept],
             "val": [train_names[i] for i in carved],
             "test": list(self.names["val"]),
         }
+        if not carved:
+            del self.split_files["val"]
         folders = {"train": self.root / "train", "val": self.root / "train", "test": self.root / "val"}
-        return {
+        splits: dict[str, Any] = {
             split: LoaderSplit(NpyDenseDataset(folders[split], names, dict(self.modalities)), self.opts["num_workers"])
             for split, names in self.split_files.items()
         }
+        if self.opts.get("augment"):
+            splits["train"] = AugmentedSplit(splits["train"])
+        return splits

@@ -219,3 +219,114 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.features(x)
+
+
+class SegNetMTAN(nn.Module):
+    """MTAN's SegNet with task attention (Liu et al., CVPR 2019; the ``SegNetMtan`` of Nash-MTL's and
+    FAMO's ``experiments/{nyuv2,cityscapes}/models.py``), the model of the Nash-MTL protocol.
+
+    ``[N, 3, H, W] -> [z_1, ..., z_T]``, one ``[N, 64, H, W]`` representation per task (H and W
+    multiples of 32: the attention decoder doubles sizes by interpolation).  The global SegNet
+    (encoder/decoder blocks, max-pool indices reused by max-unpool) and the attention blocks' own
+    convolutions (``enc_att_conv``, ``dec_att_conv``) are shared by every task; each task has its own
+    attention masks (``enc_att[t]``, ``dec_att[t]``: 1x1 conv-BN-ReLU, 1x1 conv-BN-sigmoid).  As in
+    the released code every parameter outside the prediction heads counts as shared (the released
+    ``shared_parameters()`` keeps all names without ``pred``), so a task's gradient is zero on
+    another task's masks.  Heads: :class:`SegNetHead` (3x3 then 1x1 convolution).  Xavier-normal
+    init of convolutions, zero biases, BN weight 1, as released.
+    """
+
+    def __init__(self, num_tasks: int, filters=(64, 128, 256, 512, 512)):
+        super().__init__()
+        f = list(filters)
+
+        def conv(cin: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+        def att(cin: int, mid: int, cout: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv2d(cin, mid, 1), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
+                nn.Conv2d(mid, cout, 1), nn.BatchNorm2d(cout), nn.Sigmoid(),
+            )
+
+        # Global network, stage i: a conv changing the width, then 1 (stages 0-1) or 2 (stages 2-4) keeping it.
+        self.enc_in = nn.ModuleList([conv(3 if i == 0 else f[i - 1], f[i]) for i in range(5)])
+        self.enc_more = nn.ModuleList([nn.Sequential(*[conv(f[i], f[i]) for _ in range(1 if i < 2 else 2)]) for i in range(5)])
+        # Decoder stage i (run from 4 down to 0) maps f[i] -> f[i-1] (f[0] at stage 0).
+        self.dec_in = nn.ModuleList([conv(f[i], f[max(i - 1, 0)]) for i in range(5)])
+        self.dec_more = nn.ModuleList(
+            [nn.Sequential(*[conv(f[max(i - 1, 0)], f[max(i - 1, 0)]) for _ in range(1 if i < 2 else 2)]) for i in range(5)]
+        )
+        # Shared convolutions of the attention path: encoder f[i] -> f[i+1] (512 -> 512 last),
+        # decoder f[i] -> f[i-1] (64 -> 64 first, 512 -> 512 last).
+        self.enc_att_conv = nn.ModuleList([conv(f[i], f[min(i + 1, 4)]) for i in range(5)])
+        self.dec_att_conv = nn.ModuleList([conv(f[i], f[i] if i in (0, 4) else f[i - 1]) for i in range(5)])
+        # Task-specific attention masks.
+        self.enc_att = nn.ModuleList(
+            [nn.ModuleList([att(f[0], f[0], f[0])] + [att(2 * f[i], f[i], f[i]) for i in range(1, 5)]) for _ in range(num_tasks)]
+        )
+        self.dec_att = nn.ModuleList(
+            [nn.ModuleList([att(2 * f[0], f[0], f[0])] + [att(f[i] + f[i - 1], f[i - 1], f[i - 1]) for i in range(1, 5)])
+             for _ in range(num_tasks)]
+        )
+        self.out_channels = f[0]
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.xavier_normal_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        first, second, indices = [], [], []
+        for i in range(5):
+            a = self.enc_in[i](x)
+            b = self.enc_more[i](a)
+            first.append(a)
+            second.append(b)
+            x, idx = F.max_pool2d(b, 2, 2, return_indices=True)
+            indices.append(idx)
+        ups, dec_out = [], []
+        for j in range(5):
+            stage = 4 - j
+            up = F.max_unpool2d(x, indices[stage], 2, 2, output_size=second[stage].shape[-2:])
+            x = self.dec_more[stage](self.dec_in[stage](up))
+            ups.append(up)
+            dec_out.append(x)
+        reps = []
+        for enc_att, dec_att in zip(self.enc_att, self.dec_att):
+            a = None
+            for i in range(5):
+                mask = enc_att[i](first[i] if i == 0 else torch.cat((first[i], a), dim=1))
+                a = F.max_pool2d(self.enc_att_conv[i](mask * second[i]), 2, 2)
+            for j in range(5):
+                stage = 4 - j
+                a = F.interpolate(a, scale_factor=2, mode="bilinear", align_corners=True)
+                a = self.dec_att_conv[stage](a)
+                mask = dec_att[stage](torch.cat((ups[j], a), dim=1))
+                a = mask * dec_out[j]
+            reps.append(a)
+        return reps
+
+
+class CelebACNN(nn.Module):
+    """The 9-layer CNN of the CelebA experiments of FAMO (Cranial-XIX/FAMO ``experiments/celeba``,
+    the Nash-MTL protocol's CelebA model): seven bias-free 3x3 conv-BN-ReLU layers (64, 128, 128,
+    256, 256, 512, 512 channels; max-pooling after the 1st, 3rd and 5th), global average pooling, then
+    two bias-free Linear(512, 512)-BN-ReLU layers: ``[N, 3, H, W] -> [N, 512]``.  Heads: one
+    Linear(512, 1) logit per attribute (the released sigmoid + BCE equals BCE on logits)."""
+
+    def __init__(self):
+        super().__init__()
+        layers, cin = [], 3
+        for i, w in enumerate((64, 128, 128, 256, 256, 512, 512)):
+            layers += [nn.Conv2d(cin, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+            if i in (0, 2, 4):
+                layers.append(nn.MaxPool2d(2))
+            cin = w
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        for _ in range(2):
+            layers += [nn.Linear(512, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.out_channels = 512
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.features(x)

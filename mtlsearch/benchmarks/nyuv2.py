@@ -28,9 +28,9 @@ from __future__ import annotations
 from mtlsearch.balancing.base import HParam
 
 from .base import HPSModel
-from .dense import DenseNpyBenchmark
-from .folder import NUM_WORKERS, PRETRAINED, fraction_option
-from .models import RESNETS, ASPPHead, DilatedResNet
+from .dense import AUGMENT, EVAL_AVERAGE, IMAGE_SIZE, MTAN_WIDTH, VAL_FRACTION, DenseNpyBenchmark, mtan_filters
+from .folder import NUM_WORKERS, PRETRAINED
+from .models import RESNETS, ASPPHead, DilatedResNet, SegNetHead, SegNetMTAN
 
 
 class NYUv2(DenseNpyBenchmark):
@@ -39,7 +39,13 @@ class NYUv2(DenseNpyBenchmark):
     num_classes = 13
     modalities = {"segmentation": "label", "depth": "depth", "normal": "normal"}
     options = {
-        "val_fraction": fraction_option(0.1, "the training folder carved out as the validation split"),
+        "val_fraction": VAL_FRACTION,
+        "model": HParam(str, "resnet_aspp", "the network: dilated ResNet + ASPP heads (LibMTL) or SegNet-MTAN (Nash-MTL)",
+                        lambda v: v in ("resnet_aspp", "segnet_mtan"), "'resnet_aspp' or 'segnet_mtan'"),
+        "mtan_width": MTAN_WIDTH,
+        "augment": AUGMENT,
+        "eval_average": EVAL_AVERAGE,
+        "image_size": IMAGE_SIZE,
         "backbone": HParam(str, "resnet50", "dilated ResNet encoder", lambda v: v in RESNETS, ", ".join(RESNETS)),
         "pretrained": PRETRAINED,
         "num_workers": NUM_WORKERS,
@@ -47,6 +53,10 @@ class NYUv2(DenseNpyBenchmark):
     }
 
     def build_model(self, task_names: list[str]) -> HPSModel:
+        out = {"segmentation": self.num_classes, "depth": 1, "normal": 3}
+        if self.opts["model"] == "segnet_mtan":
+            mtan = SegNetMTAN(len(task_names), mtan_filters(self.opts["mtan_width"]))
+            return HPSModel(mtan, {t: SegNetHead(mtan.out_channels, out[t], normalize=t == "normal") for t in task_names})
         encoder = DilatedResNet(self.opts["backbone"], self.opts["pretrained"], self.name)
         out = {"segmentation": self.num_classes, "depth": 1, "normal": 3}
         heads = {t: ASPPHead(encoder.out_channels, out[t], self.image_size, normalize=t == "normal") for t in task_names}

@@ -1,0 +1,353 @@
+"""``python -m mtlsearch.reproduce``: run a published protocol's seeds and set the result beside the paper's.
+
+    python -m mtlsearch.reproduce --protocol nashmtl --benchmark nyuv2 --method famo --data-root DIR \\
+        [--seeds 0 1 2] [--epochs E] [--last-k K] [--set KEY=VALUE ...] [--gpus-per-trial F] \\
+        [--cpus-per-trial C] [--tracking-uri URI] [--storage PATH] [--experiment NAME] [--address ADDR] [--time-only]
+
+1. Checks everything first (protocol, benchmark, method, data folder and its image size, overrides):
+   bad input is one line and exit code 2.
+2. Prints the budget: trials (one per seed), epochs, and an estimate of the device hours from one
+   timed epoch (training + evaluation) run here, on the device a trial would use.  ``--time-only``
+   stops after it.
+3. Runs the seeds as trials of one search through the launcher (:mod:`mtlsearch.launch`: Ray Tune,
+   FIFO, GPU trials with ``--gpus-per-trial``, fractions allowed; one MLflow parent run with a nested
+   run per seed, each tagged with the protocol).  Nothing is selected: every seed runs to the end.
+4. Prints ours against the published numbers: per metric, the mean over seeds of each seed's mean of
+   its last-k epochs' test metrics, beside the single-task reference; then the protocol's score
+   (``test/delta_m_nashmtl``) with the published value, the difference and the verdict: within
+   ±1 Δm point or not.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import yaml
+
+from mtlsearch.errors import ConfigError
+
+EXIT_BAD_INPUT = 2
+#: A reproduction is called successful within this many Δm points of the published number.
+TOLERANCE = 1.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m mtlsearch.reproduce",
+                                description="Reproduce a published result under its protocol and compare.")
+    p.add_argument("--protocol", required=True, help="nashmtl or libmtl (NAME or NAME@VERSION)")
+    p.add_argument("--benchmark", required=True, help="a benchmark the protocol covers (nyuv2, cityscapes)")
+    p.add_argument("--method", required=True, help="a balancing method (ew, famo, nash_mtl, cagrad, ...)")
+    p.add_argument("--data-root", help="the dataset folder (default: $MTLSEARCH_DATA_ROOT)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one trial per seed (default 0 1 2)")
+    p.add_argument("--epochs", type=int, help="override the protocol's epochs")
+    p.add_argument("--last-k", type=int, help="override the protocol's number of averaged final epochs")
+    p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="override a protocol setting or set a method hyperparameter (YAML values), e.g. image_size=64x96")
+    p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (default: 1 when a GPU is visible, else 0)")
+    p.add_argument("--cpus-per-trial", type=float, default=1.0)
+    p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    p.add_argument("--storage", help="Ray Tune storage (default: ./ray_results)")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
+    p.add_argument("--experiment", help="MLflow experiment (default: reproduce-PROTOCOL-BENCHMARK)")
+    p.add_argument("--time-only", action="store_true", help="print the budget (one timed epoch) and stop")
+    return p
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected KEY=VALUE, got {item!r}", field="--set")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def trial_config(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """The full trial config of one seed (validated by the caller)."""
+    from mtlsearch.protocols import get_protocol
+
+    protocol = get_protocol(args.protocol)
+    cfg: dict[str, Any] = protocol.settings(args.benchmark)
+    cfg.update(protocol.methods.get(args.method, {}))
+    cfg.update(benchmark=args.benchmark, method=args.method, protocol=protocol.tag, seed=seed,
+               max_epochs=args.epochs or protocol.epochs(args.benchmark))
+    if args.data_root:
+        cfg["data_root"] = args.data_root
+    if args.last_k:
+        cfg["last_k"] = args.last_k
+    cfg.update(args.override_values)
+    return cfg
+
+
+def check(args: argparse.Namespace):
+    """Every refusal before anything runs; returns (protocol, validated config of the first seed)."""
+    from mtlsearch.balancing import get_method
+    from mtlsearch.benchmarks import get_benchmark
+    from mtlsearch.config import TrialConfig
+    from mtlsearch.protocols import get_protocol
+
+    try:
+        protocol = get_protocol(args.protocol)
+    except ConfigError as err:
+        raise ConfigError(err.message, field="--protocol") from None
+    if not protocol.covers(args.benchmark):
+        raise ConfigError(f"protocol {protocol.name!r} does not cover benchmark {args.benchmark!r}; "
+                          f"it covers {', '.join(protocol.benchmarks)}", field="--benchmark")
+    try:
+        get_method(args.method)
+    except ConfigError as err:
+        raise ConfigError(err.message, field="--method") from None
+    for flag, value in (("--epochs", args.epochs), ("--last-k", args.last_k)):
+        if value is not None and value < 1:
+            raise ConfigError(f"must be >= 1, got {value}", field=flag)
+    if not args.seeds or len(set(args.seeds)) != len(args.seeds):
+        raise ConfigError(f"expected distinct seeds, got {args.seeds}", field="--seeds")
+    args.data_root = args.data_root or os.environ.get("MTLSEARCH_DATA_ROOT")
+    if args.data_root:
+        args.data_root = os.path.abspath(os.path.expanduser(args.data_root))
+    args.override_values = parse_overrides(args.overrides)
+    cfg = TrialConfig.from_dict(trial_config(args, args.seeds[0]), source="--set")
+    # The data folder (layout and the protocol's image size): one line and exit 2 when it is wrong.
+    get_benchmark(cfg.benchmark, data_root=cfg.data_root, **cfg.benchmark_options)
+    return protocol, cfg
+
+
+# ------------------------------------------------------------------------------ budget
+#: Training and test images of the real datasets (MTAN's preprocessed folders), for the estimate of a
+#: full reproduction whatever folder was timed.
+REAL_SIZES = {"nyuv2": (795, 654), "cityscapes": (2975, 500)}
+
+
+def time_one_epoch(cfg) -> dict[str, Any]:
+    """One training epoch and its evaluation, timed apart, on the device a trial would use."""
+    import torch
+
+    from mtlsearch.trainer import Trainer
+
+    trainer = Trainer(cfg)
+    cuda = trainer.device.type == "cuda"
+    device = f"cuda ({torch.cuda.get_device_name(trainer.device)})" if cuda else str(trainer.device)
+
+    def now() -> float:
+        if cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    start = now()
+    train = trainer.train_epoch()
+    middle = now()
+    trainer.epoch_result(train)
+    end = now()
+    n_train = len(trainer.splits["train"])
+    n_eval = sum(len(v) for k, v in trainer.splits.items() if k != "train")
+    steps = max(1, math.ceil(n_train / cfg.batch_size))
+    del trainer
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return {"seconds": end - start, "device": device, "step_s": (middle - start) / steps, "steps": steps,
+            "eval_image_s": (end - middle) / max(n_eval, 1), "n_train": n_train, "n_eval": n_eval}
+
+
+def budget_lines(protocol, args, cfg, timing: dict[str, Any] | None) -> list[str]:
+    trials, epochs = len(args.seeds), cfg.max_epochs
+    lines = [
+        f"Reproduce {args.method} on {args.benchmark} under {protocol.tag}: {protocol.description}",
+        f"Budget: {trials} trial(s) (seeds {' '.join(map(str, args.seeds))}) x {epochs} epochs = {trials * epochs} epochs; "
+        f"batch {cfg.batch_size}, lr {cfg.lr:g}, score {protocol.score} on the mean of the last "
+        f"{cfg.last_k or protocol.last_k} epochs",
+    ]
+    if timing is None:
+        return lines + ["No GPU on this driver to time an epoch on (a cluster's head): no estimate; the progress "
+                        "lines and the trials' MLflow tag mtlsearch.time_total_s give the time per epoch"]
+    seconds = timing["seconds"]
+    unit = "GPU-hours" if timing["device"].startswith("cuda") else "CPU-hours (no GPU here)"
+    lines += [
+        f"One epoch ({timing['n_train']} training images in {timing['steps']} step{'s' if timing['steps'] != 1 else ''}, {timing['n_eval']} evaluated) took "
+        f"{seconds:.1f} s on {timing['device']} ({timing['step_s'] * 1000:.0f} ms per step, "
+        f"{timing['eval_image_s'] * 1000:.1f} ms per evaluated image): estimated {seconds * epochs * trials / 3600:.2f} "
+        f"{unit} in all, {seconds * epochs / 3600:.2f} h per trial",
+    ]
+    opts = cfg.benchmark_options
+    full_size = opts.get("image_size") == protocol.image_size(args.benchmark) and opts.get("mtan_width", 1.0) == 1.0
+    if args.benchmark in REAL_SIZES and full_size:
+        n_train, n_test = REAL_SIZES[args.benchmark]
+        epoch_s = math.ceil(n_train / cfg.batch_size) * timing["step_s"] + n_test * timing["eval_image_s"]
+        lines.append(f"On the real {args.benchmark} ({n_train} training, {n_test} test images) at these per-step times: "
+                     f"{epoch_s:.0f} s per epoch, {epoch_s * epochs * trials / 3600:.2f} {unit} for {trials} x {epochs} epochs")
+    return lines
+
+
+# ------------------------------------------------------------------------------ the comparison
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    return mean, (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def _fmt(value: float | None, digits: int = 4) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:.4e}"
+
+
+def compare(protocol, benchmark: str, method: str, tasks_metrics: dict[str, dict[str, bool]],
+            per_seed: dict[int, list[dict[str, float]]], last_k: int, data_root: str | None) -> tuple[str, dict[str, Any]]:
+    """The comparison table and its figures from each seed's per-epoch results (all epochs, in order)."""
+    from mtlsearch.protocols import mean_metrics, published_result, reference_for, score
+
+    reference = reference_for(protocol, benchmark, list(tasks_metrics), data_root)
+    published = published_result(protocol.name, benchmark, method)
+    seeds = sorted(per_seed)
+    last = {s: [{t: {m: r[f"test/{t}/{m}"] for m in ms} for t, ms in tasks_metrics.items()} for r in per_seed[s][-last_k:]]
+            for s in seeds}
+    averaged = {s: mean_metrics(last[s]) for s in seeds}
+    scores = {s: score(protocol, averaged[s], reference, tasks_metrics) for s in seeds} if reference else {}
+    rows = [("metric", "ours (mean ± std)", "single-task", "published", "ours - published")]
+    pub_metrics = (published or {}).get("metrics", {})
+    for t, ms in tasks_metrics.items():
+        for m, lower in ms.items():
+            mean, std = _mean_std([averaged[s][t][m] for s in seeds])
+            pub = pub_metrics.get(t, {}).get(m)
+            ref = reference[t][m] if reference else None
+            rows.append((f"{t}/{m} ({'min' if lower else 'max'})", f"{_fmt(mean)} ± {_fmt(std, 2)}", _fmt(ref),
+                         _fmt(pub), _fmt(mean - pub) if pub is not None else "–"))
+    figures: dict[str, Any] = {"seeds": seeds, "published": published["value"] if published else None}
+    direction = "higher" if protocol.higher_is_better else "lower"
+    name = protocol.score.split("/", 1)[1]
+    if scores:
+        mean, std = _mean_std([scores[s] for s in seeds])
+        figures.update(ours=mean, std=std, per_seed=scores)
+        pub = published["value"] if published else None
+        rows.append((f"{name} % ({direction} is better)", f"{mean:.2f} ± {std:.2f}", "0", _fmt(pub),
+                     f"{mean - pub:+.2f}" if pub is not None else "–"))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    lines = [f"Ours vs published: {method} on {benchmark} under {protocol.tag}, seeds {' '.join(map(str, seeds))}; "
+             f"each seed's mean of its last {last_k} epochs' test metrics, then mean ± std over seeds"]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
+    if not scores:
+        verdict = (f"No {name}: no single-task reference for {benchmark} under {protocol.name} "
+                   "(a score is never computed against a made-up reference)")
+    elif published is None:
+        verdict = f"No published {name} for {method} on {benchmark} under {protocol.name}: nothing to compare with"
+    else:
+        diff = figures["ours"] - published["value"]
+        figures["difference"] = diff
+        figures["within_tolerance"] = abs(diff) <= TOLERANCE
+        word = "REPRODUCED" if abs(diff) <= TOLERANCE else "NOT REPRODUCED"
+        verdict = (f"Verdict: {word}: {name} {figures['ours']:.2f} vs published {published['value']:.2f} "
+                   f"({published['table']}), difference {diff:+.2f} "
+                   f"{'within' if abs(diff) <= TOLERANCE else 'outside'} ±{TOLERANCE:g} point")
+    lines.append(verdict)
+    return "\n".join(lines), figures
+
+
+# ------------------------------------------------------------------------------ the run
+def make_collector():
+    """A Ray Tune callback keeping every result of every trial (the launcher runs the Tuner)."""
+    from ray.tune import Callback
+
+    class Collector(Callback):
+        def __init__(self):
+            self.results: dict[str, list[dict[str, Any]]] = {}
+            self.seeds: dict[str, int] = {}
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.results.setdefault(trial.trial_id, []).append(dict(result))
+            self.seeds[trial.trial_id] = int(trial.config.get("seed", 0))
+
+    return Collector()
+
+
+def space_text(args, protocol, cfg, first_task: str) -> str:
+    params = {"method": args.method, "seed": {"grid": list(args.seeds)}, **args.override_values}
+    if args.last_k:
+        params["last_k"] = args.last_k
+    space = {
+        "name": f"reproduce-{protocol.name}-{args.benchmark}-{args.method}".replace("_", "-"),
+        "description": f"{args.method} on {args.benchmark} under {protocol.tag}, seeds {args.seeds} "
+                       "(python -m mtlsearch.reproduce; nothing is selected: every seed runs to the end)",
+        "benchmark": args.benchmark,
+        "protocol": protocol.tag,
+        # Tune needs a metric to order its table; no trial is selected or stopped on it.
+        "objective": {"metric": f"train/{first_task}/loss", "mode": "min"},
+        "budget": {"num_samples": 1, "max_epochs": cfg.max_epochs},
+        "scheduler": {"type": "fifo"},
+        "searcher": {"type": "random", "seed": 0},
+        "params": params,
+    }
+    return yaml.safe_dump(space, sort_keys=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    protocol, cfg = check(args)
+    import torch
+
+    if (args.address or os.environ.get("RAY_ADDRESS")) and not torch.cuda.is_available() and not args.time_only:
+        # A cluster's head often has no GPU: an epoch timed on its CPU would take long and say little.
+        print("\n".join(budget_lines(protocol, args, cfg, None)), flush=True)
+    else:
+        timing = time_one_epoch(cfg)
+        print("\n".join(budget_lines(protocol, args, cfg, timing)), flush=True)
+    if args.time_only:
+        return 0
+
+    from mtlsearch import launch
+
+    gpus = args.gpus_per_trial
+    if gpus is None:
+        import torch
+
+        gpus = 1.0 if torch.cuda.is_available() else 0.0
+    folder = Path(tempfile.mkdtemp(prefix="mtlsearch-reproduce-"))
+    space_file = folder / f"reproduce-{protocol.name}-{args.benchmark}-{args.method}.yaml"
+    from mtlsearch.benchmarks import get_benchmark
+
+    bench = get_benchmark(cfg.benchmark, data_root=cfg.data_root, **cfg.benchmark_options)
+    tasks = {t.name: dict(t.metrics) for t in bench.task_specs() if not cfg.tasks or t.name in cfg.tasks}
+    space_file.write_text(space_text(args, protocol, cfg, next(iter(tasks))))
+    argv = ["--space", str(space_file), "--gpus-per-trial", str(gpus), "--cpus-per-trial", str(args.cpus_per_trial),
+            "--experiment", args.experiment or f"reproduce-{protocol.name}-{args.benchmark}"]
+    if args.data_root:
+        argv += ["--data-root", args.data_root]
+    for flag, value in (("--address", args.address), ("--storage", args.storage), ("--tracking-uri", args.tracking_uri)):
+        if value:
+            argv += [flag, value]
+    launch_args = launch.build_parser().parse_args(argv)
+    launch_args.argv = argv
+    collector = make_collector()
+    code = launch.run(launch_args, callbacks=[collector])
+    if code != 0:
+        return code
+
+    # One result per epoch (a trial retried from its checkpoint reports its later epochs again).
+    per_seed = {collector.seeds[tid]: [r for _, r in sorted({int(r["epoch"]): r for r in rs}.items())]
+                for tid, rs in collector.results.items()}
+    incomplete = [s for s, rs in per_seed.items() if not rs or rs[-1]["epoch"] < cfg.max_epochs]
+    if incomplete or len(per_seed) < len(args.seeds):
+        print(f"error: seed(s) {incomplete or sorted(set(args.seeds) - set(per_seed))} did not reach {cfg.max_epochs} epochs; "
+              "no comparison", file=sys.stderr)
+        return 1
+    table, _ = compare(protocol, cfg.benchmark, cfg.method, tasks, per_seed, cfg.last_k or protocol.last_k, cfg.data_root)
+    print()
+    print(table)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return run(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
