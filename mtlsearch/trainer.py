@@ -39,12 +39,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def _unwrap(split: Any) -> Any:
+    """The data a wrapper split (training augmentation, ``with_inner``) reads; the split itself otherwise."""
+    return split.inner if hasattr(split, "with_inner") else split
+
+
 def split_bytes(split) -> int | None:
     """Bytes that a disk-backed split would take held in memory (None: not a split of tensors)."""
     from mtlsearch.benchmarks import TensorSplit
 
-    if hasattr(split, "hold_on_device"):  # a wrapper (training augmentation) holds its inner split
-        return split.hold_on_device(device, budget)
+    split = _unwrap(split)
     if isinstance(split, TensorSplit) or not hasattr(split, "batches") or len(split) == 0:
         return None
     x, targets = next(iter(split.batches(1, shuffle=False)))
@@ -78,11 +82,12 @@ def hold_on_device(splits: Mapping[str, Any], device: torch.device, budget: floa
     out = dict(splits)
     for name in splits_to_hold({k: split_bytes(v) for k, v in splits.items()}, free, total, budget, share):
         xs, ys = [], {}
-        for x, targets in splits[name].batches(64, shuffle=False):
+        for x, targets in _unwrap(splits[name]).batches(64, shuffle=False):
             xs.append(x)
             for k, v in targets.items():
                 ys.setdefault(k, []).append(v)
-        out[name] = TensorSplit(torch.cat(xs), {k: torch.cat(v) for k, v in ys.items()}).to(device)
+        held = TensorSplit(torch.cat(xs), {k: torch.cat(v) for k, v in ys.items()}).to(device)
+        out[name] = splits[name].with_inner(held) if hasattr(splits[name], "with_inner") else held
     return out
 
 

@@ -114,10 +114,9 @@ class AugmentedSplit:
     def to(self, device: torch.device) -> "AugmentedSplit":
         return AugmentedSplit(self.inner.to(device)) if hasattr(self.inner, "to") else self
 
-    def hold_on_device(self, device: torch.device, budget: float) -> "AugmentedSplit":
-        from mtlsearch.trainer import hold_on_device
-
-        return AugmentedSplit(hold_on_device(self.inner, device, budget))
+    def with_inner(self, inner: Any) -> "AugmentedSplit":
+        """The same augmentation over another copy of the data (e.g. the one held on the GPU)."""
+        return AugmentedSplit(inner)
 
     def batches(self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
