@@ -9,11 +9,11 @@ from ._common import gramian, to_weights
 from ._qp import project_simplex
 from .base import GradBalancing, GradResult, HParam
 
-#: Inner optimiser of the weights, as in LibMTL's SDMGrad: SGD, lr 5, momentum 0.5 (reset each step).
-INNER_LR, INNER_MOMENTUM = 5.0, 0.5
+#: Momentum of the inner SGD on the weights, as in LibMTL's SDMGrad and the released code (reset each step).
+INNER_MOMENTUM = 0.5
 
 
-def sdmgrad_inner(k: np.ndarray, w: np.ndarray, lam: float, niter: int) -> np.ndarray:
+def sdmgrad_inner(k: np.ndarray, w: np.ndarray, lam: float, niter: int, lr: float = 5.0) -> np.ndarray:
     """``niter`` projected SGD-with-momentum steps on ``min_w 1/2 ||G^T w + lam g0||^2`` over the simplex.
 
     On the Gramian normalised by ``mean_t ||g_t||`` squared; the gradient of the objective is
@@ -27,7 +27,7 @@ def sdmgrad_inner(k: np.ndarray, w: np.ndarray, lam: float, niter: int) -> np.nd
     for _ in range(niter):
         grad = kn @ w + lam * kg
         buf = grad if buf is None else INNER_MOMENTUM * buf + grad
-        w = project_simplex(w - INNER_LR * buf)
+        w = project_simplex(w - lr * buf)
     return w
 
 
@@ -42,7 +42,11 @@ class SDMGrad(GradBalancing):
 
     Reference: Xiao, Ban & Ji, "Direction-oriented Multi-objective Learning: Simple and Provable
     Stochastic Algorithms", NeurIPS 2023; released code github.com/OptMN-Lab/sdmgrad; implementation
-    followed: LibMTL ``weighting/SDMGrad.py`` (lambda 0.3, 20 inner steps of SGD lr 5, momentum 0.5).
+    followed: LibMTL ``weighting/SDMGrad.py`` (lambda 0.3, 20 inner steps of SGD lr 5, momentum 0.5;
+    the released code's inner lr is 10).  With these constants (lr times the normalised Gramian's
+    largest eigenvalue well above 2) the inner iterates need not converge to the minimiser: the
+    weights are what the released procedure gives, not the exact solution; a small
+    ``sdmgrad_inner_lr`` with many ``sdmgrad_niter`` gives the exact one.
     Deviation: the stochastic algorithm uses three independent batches (one for the direction, two
     for an unbiased Gramian); here all three are the step's batch (the deterministic variant, no
     extra forward passes).
@@ -55,6 +59,8 @@ class SDMGrad(GradBalancing):
                                  allowed="a number >= 0"),
         "sdmgrad_niter": HParam(int, 20, "inner steps on the weights per step", check=lambda v: v >= 1,
                                 allowed="an integer >= 1"),
+        "sdmgrad_inner_lr": HParam(float, 5.0, "learning rate of the inner SGD on the weights (LibMTL 5, released code 10)",
+                                   check=lambda v: v > 0, allowed="a number > 0"),
     }
     linear = True
     modes = ("param", "rep")
@@ -65,7 +71,8 @@ class SDMGrad(GradBalancing):
         self.register_buffer("w", torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64))
 
     def forward(self, grads: Tensor, losses: Tensor) -> GradResult:
-        w = sdmgrad_inner(gramian(grads), self.w.cpu().numpy().copy(), self.sdmgrad_lambda, self.sdmgrad_niter)
+        w = sdmgrad_inner(gramian(grads), self.w.cpu().numpy().copy(), self.sdmgrad_lambda, self.sdmgrad_niter,
+                          self.sdmgrad_inner_lr)
         self.w.copy_(torch.from_numpy(w))
         lam = self.sdmgrad_lambda
         return GradResult(weights=to_weights((w + lam / self.num_tasks) / (1 + lam), grads))

@@ -50,7 +50,7 @@ class Static(LossBalancing):
                 "in a search space use {simplex: tasks}", field="static_weights",
             )
         w = torch.tensor(raw, dtype=torch.float64)
-        self.register_buffer("weights", (num_tasks * w / w.sum()).float(), persistent=False)
+        self.register_buffer("weights", num_tasks * w / w.sum(), persistent=False)  # float64: cast per step
 
     def forward(self, losses: Tensor) -> Tensor:
         return (self.weights.to(losses.dtype) * losses).sum()
