@@ -194,12 +194,10 @@ def _cases():
 CASES = _cases()
 
 
-def test_every_baseline_has_a_peer_row():
-    assert sorted(r.method for r in ROWS) == sorted(BASELINES)
-    for r in ROWS:
-        cls = METHODS[r.method]
-        assert (r.mode is None) == (not issubclass(cls, GradBalancing))
-        assert r.mode is None or r.mode == cls.default_mode
+def test_every_baseline_and_mode_has_a_peer_row():
+    expected = {(m, mode) for m in BASELINES
+                for mode in (METHODS[m].modes if issubclass(METHODS[m], GradBalancing) else (None,))}
+    assert len(ROWS) == len(expected) and {(r.method, r.mode) for r in ROWS} == expected
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[r.method for r in ROWS])

@@ -32,6 +32,7 @@ class MoCo(LazyStateMixin, GradBalancing):
     0.5, gamma 0.1, gamma_sigma 0.5, rho 0.  As there, lambda is updated by a softmax of the
     gradient step (not a projection onto the simplex, the paper's), and heads get their own task's
     gradient.
+    Memory: the ``[T, d]`` state is one more copy of the per-task gradients, in every checkpoint too.
     Step cost: about 1.68x ``ew`` per step in its default mode (param), measured by
     ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
     """
