@@ -20,7 +20,8 @@ Distributions: ``uniform [lo, hi]``, ``loguniform [lo, hi]`` (0 < lo), ``qunifor
 ``randint [lo, hi)``, ``choice [values]``, ``grid [values]`` (every value, crossed with the samples:
 ``searcher: {type: random}`` only), and ``simplex: tasks`` (a list of one weight per task of the
 trial, uniform on the simplex: ``static_weights: {simplex: tasks, when: {method: static}}``; or
-``simplex: N`` for N weights).  ``method: {choice: all}`` / ``{grid: all}`` is every registered method.  A constant may also be written ``{value: X, when: {...}}``.
+``simplex: N`` for N weights).  ``method: {choice: all}`` / ``{grid: all}`` is every registered
+method.  A constant may also be written ``{value: X, when: {...}}``.
 Unknown keys, wrong types and impossible distributions raise :class:`ConfigError` naming the file,
 the key and what is allowed.
 
@@ -94,12 +95,13 @@ class Param:
         return [self.args[0]]
 
 
-def simplex_size(p: Param, values: Mapping[str, Any], bench_tasks: int | None) -> int:
+def simplex_size(p: Param, values: Mapping[str, Any], bench_tasks: int | None, params: list[Param] = ()) -> int:
     """How many weights a ``simplex`` parameter samples for a trial: N, or one per task of the
-    trial (its ``tasks`` subset when set, else every task of the benchmark)."""
+    trial (its ``tasks`` subset when set, else every task of the benchmark).  ``params``: the space's
+    parameters, for a constant ``tasks`` written after the simplex parameter."""
     if isinstance(p.args, int):
         return p.args
-    tasks = values.get("tasks")
+    tasks = values.get("tasks") or next((q.args for q in params if q.name == "tasks" and q.kind == "value" and not q.when), None)
     if tasks:
         return len(tasks)
     assert bench_tasks is not None
@@ -178,7 +180,7 @@ class DefineByRun:
                 # One uniform per weight, named "<name>/<i>"; the weights themselves are returned as a
                 # constant.  Ray's OptunaSearch merges {**sampled, **constants} and unflattens on "/",
                 # so the list (the later key) replaces the sampled "<name>/..." entries in the config.
-                n = simplex_size(p, values, self.bench_tasks)
+                n = simplex_size(p, values, self.bench_tasks, self.params)
                 u = [trial.suggest_float(f"{p.name}/{i}", 0.0, 1.0) for i in range(n)]
                 values[p.name] = constants[p.name] = simplex_from_uniforms(u)
             else:  # grid is rejected for optuna when the space is loaded
@@ -300,7 +302,7 @@ class SearchSpace:
             for p, v in zip(self.params, combo):
                 if p.active(values):
                     if p.kind == "simplex":  # equal weights, as many as the trial samples
-                        n = simplex_size(p, values, bench_tasks)
+                        n = simplex_size(p, values, bench_tasks, self.params)
                         v = [1.0 / n] * n
                     values[p.name] = v
             probes.append(values)

@@ -264,6 +264,12 @@ def test_simplex_weights_through_rays_optuna_searcher(tmp_path):
         w = c["static_weights"]
         assert len(w) == 3 and min(w) >= 0 and sum(w) == pytest.approx(1.0)
     assert len({tuple(c["static_weights"]) for c in statics}) == len(statics)
+    # A task subset, written after the simplex parameter: one weight per task of the subset.
+    subset = spaces.load_space(str(_space(tmp_path, extra="  tasks: [left, number]\n")))
+    search = OptunaSearch(space=subset.define_by_run(), metric="val/delta_m", mode="max", seed=0)
+    statics = [c for c in (search.suggest(f"s{i}") for i in range(8)) if c["method"] == "static"]
+    assert statics and all(len(c["static_weights"]) == 2 for c in statics)
+    assert all(len(c["static_weights"]) == 2 for c in subset.probe_configs() if c["method"] == "static")
 
 
 def test_simplex_weights_through_the_random_searcher_and_a_task_subset(tmp_path):
