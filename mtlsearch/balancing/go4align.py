@@ -58,7 +58,8 @@ class GO4Align(LossBalancing):
     so tasks whose loss is small relative to the others (and, through ``p``, whose accumulated risk
     is small) get large indicators, and tasks with similar indicators share one weight.  With one
     group every task gets ``mean(v)`` (equal weighting, rescaled); with ``T`` groups ``w = v``.
-    ``p`` is a buffer (checkpointed).
+    ``p`` is a buffer (checkpointed).  The clustering runs on the CPU (T numbers; on a GPU one small
+    copy per step).
 
     Reference: Shen, Wang, Wang, Gong & Zhen, "GO4Align: Group Optimization for Multi-Task
     Alignment", NeurIPS 2024; released code github.com/autumn9999/GO4Align (``methods/cluster_methods.py``,
