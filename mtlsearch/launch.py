@@ -441,6 +441,10 @@ def _fmt(value: Any) -> str:
         if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4):
             return f"{value:.3g}"
         return f"{value:.4g}"
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, float) for v in value):
+        # Per-task weights (static_weights): short, and at most 4 of the (up to 40) entries.
+        shown = [f"{v:.3g}" for v in value[:4]]
+        return "[" + ",".join(shown) + (f",...({len(value)})" if len(value) > 4 else "") + "]"
     return str(value)
 
 

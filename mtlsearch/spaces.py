@@ -18,7 +18,10 @@ A space file (``search_spaces/<name>.yaml``)::
 
 Distributions: ``uniform [lo, hi]``, ``loguniform [lo, hi]`` (0 < lo), ``quniform [lo, hi, q]``,
 ``randint [lo, hi)``, ``choice [values]``, ``grid [values]`` (every value, crossed with the samples:
-``searcher: {type: random}`` only).  A constant may also be written ``{value: X, when: {...}}``.
+``searcher: {type: random}`` only), and ``simplex: tasks`` (a list of one weight per task of the
+trial, uniform on the simplex: ``static_weights: {simplex: tasks, when: {method: static}}``; or
+``simplex: N`` for N weights).  ``method: {choice: all}`` / ``{grid: all}`` is every registered
+method.  A constant may also be written ``{value: X, when: {...}}``.
 Unknown keys, wrong types and impossible distributions raise :class:`ConfigError` naming the file,
 the key and what is allowed.
 
@@ -63,7 +66,8 @@ SEARCHER_TYPES = ("optuna", "random")
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "nsga2")
 SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial"}
-DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "randint", "choice", "grid")
+DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "randint", "choice", "grid", "simplex")
+ALL_METHODS = "all"  # method: {choice: all} / {grid: all}: every registered method
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,29 @@ class Param:
             return [self.args]
         if self.kind in ("choice", "grid"):
             return list(self.args)
+        if self.kind == "simplex":
+            return [None]  # sized per trial: see SearchSpace.probe_configs
         return [self.args[0]]
+
+
+def simplex_size(p: Param, values: Mapping[str, Any], bench_tasks: int | None, params: list[Param] = ()) -> int:
+    """How many weights a ``simplex`` parameter samples for a trial: N, or one per task of the
+    trial (its ``tasks`` subset when set, else every task of the benchmark).  ``params``: the space's
+    parameters, for a constant ``tasks`` written after the simplex parameter."""
+    if isinstance(p.args, int):
+        return p.args
+    tasks = values.get("tasks") or next((q.args for q in params if q.name == "tasks" and q.kind == "value" and not q.when), None)
+    if tasks:
+        return len(tasks)
+    assert bench_tasks is not None
+    return bench_tasks
+
+
+def simplex_from_uniforms(u: list[float]) -> list[float]:
+    """Uniform draws in [0, 1] -> a point uniform on the simplex (normalised exponentials = Dirichlet(1))."""
+    e = [-math.log(max(1.0 - x, 1e-300)) for x in u]
+    total = sum(e)
+    return [x / total for x in e] if total > 0 else [1.0 / len(u)] * len(u)
 
 
 def _tune_domain(p: Param) -> Any:
@@ -104,17 +130,21 @@ def _tune_domain(p: Param) -> Any:
 class ConditionalSample:
     """``tune.sample_from`` body of a conditional parameter (picklable, seeded)."""
 
-    def __init__(self, param: Param, domain: Any, seed: int):
+    def __init__(self, param: Param, domain: Any, seed: int, bench_tasks: int | None = None):
         import numpy as np
 
         self.param, self.domain = param, domain
         self.rng = np.random.RandomState(seed)
+        self.bench_tasks = bench_tasks
 
     def __call__(self, spec) -> Any:
         if not self.param.active(spec.config):
             return None
         if self.param.kind == "value":
             return self.domain
+        if self.param.kind == "simplex":
+            n = simplex_size(self.param, spec.config, self.bench_tasks)
+            return [float(x) for x in self.rng.dirichlet([1.0] * n)]
         value = self.domain.sample(random_state=self.rng)
         return value.item() if hasattr(value, "item") else value
 
@@ -122,9 +152,10 @@ class ConditionalSample:
 class DefineByRun:
     """Samples the space's parameters with an Optuna trial; returns the constants (Ray's contract)."""
 
-    def __init__(self, params: list[Param], base: dict[str, Any]):
+    def __init__(self, params: list[Param], base: dict[str, Any], bench_tasks: int | None = None):
         self.params = params
         self.base = base
+        self.bench_tasks = bench_tasks
 
     def __call__(self, trial) -> dict[str, Any]:
         values: dict[str, Any] = dict(self.base)
@@ -145,6 +176,13 @@ class DefineByRun:
                 values[p.name] = trial.suggest_int(p.name, p.args[0], p.args[1] - 1)
             elif p.kind == "choice":
                 values[p.name] = trial.suggest_categorical(p.name, list(p.args))
+            elif p.kind == "simplex":
+                # One uniform per weight, named "<name>/<i>"; the weights themselves are returned as a
+                # constant.  Ray's OptunaSearch merges {**sampled, **constants} and unflattens on "/",
+                # so the list (the later key) replaces the sampled "<name>/..." entries in the config.
+                n = simplex_size(p, values, self.bench_tasks, self.params)
+                u = [trial.suggest_float(f"{p.name}/{i}", 0.0, 1.0) for i in range(n)]
+                values[p.name] = constants[p.name] = simplex_from_uniforms(u)
             else:  # grid is rejected for optuna when the space is loaded
                 raise AssertionError(p.kind)
         return constants
@@ -222,9 +260,22 @@ class SearchSpace:
             out["data_root"] = self.data_root
         return out
 
+    def benchmark_tasks(self) -> int | None:
+        """The number of tasks of the benchmark, where a ``simplex: tasks`` parameter needs it."""
+        if not any(p.kind == "simplex" and p.args == ALL_TASKS for p in self.params):
+            return None
+        from mtlsearch.benchmarks import BENCHMARKS, get_benchmark
+
+        known = getattr(BENCHMARKS.get(self.benchmark), "options", {})
+        options = {k: v for k, v in self.constants().items() if k in known}  # e.g. CelebA's verify_md5
+        try:
+            return len(get_benchmark(self.benchmark, data_root=self.data_root, **options).task_specs())
+        except ConfigError as err:
+            raise err.with_source(str(self.path)) from None
+
     def define_by_run(self) -> "DefineByRun":
         """An Optuna define-by-run function (conditional parameters allowed; picklable for resume)."""
-        return DefineByRun(list(self.params), self.base_config())
+        return DefineByRun(list(self.params), self.base_config(), self.benchmark_tasks())
 
     def tune_param_space(self) -> dict[str, Any]:
         """A Ray Tune ``param_space`` for the random/grid searcher (Ray's variant generator).
@@ -234,9 +285,13 @@ class SearchSpace:
         from ray import tune
 
         out: dict[str, Any] = dict(self.base_config())
+        bench_tasks = self.benchmark_tasks()
         for p in self.params:
             if p.kind == "grid":
                 out[p.name] = tune.grid_search(list(p.args))
+                continue
+            if p.kind == "simplex":
+                out[p.name] = tune.sample_from(ConditionalSample(p, None, self.searcher["seed"], bench_tasks))
                 continue
             domain = _tune_domain(p)
             out[p.name] = tune.sample_from(ConditionalSample(p, domain, self.searcher["seed"])) if p.when else domain
@@ -245,11 +300,15 @@ class SearchSpace:
     def probe_configs(self) -> list[dict[str, Any]]:
         """Representative trial configs covering every combination of choice/grid values."""
         cands = [p.candidates() for p in self.params]
+        bench_tasks = self.benchmark_tasks()
         probes = []
         for combo in itertools.product(*cands):
             values: dict[str, Any] = dict(self.base_config())
             for p, v in zip(self.params, combo):
                 if p.active(values):
+                    if p.kind == "simplex":  # equal weights, as many as the trial samples
+                        n = simplex_size(p, values, bench_tasks, self.params)
+                        v = [1.0 / n] * n
                     values[p.name] = v
             probes.append(values)
             if len(probes) >= 512:
@@ -362,9 +421,23 @@ def _parse_param(name: str, spec: Any, source: str) -> Param:
         return Param(name, "value", args, dict(when))
     if kind not in DISTRIBUTIONS:
         raise ConfigError(f"unknown distribution {kind!r}; allowed: {choices(DISTRIBUTIONS)} or 'value'", source=source, field=field_name)
+    if kind == "simplex":
+        if args != ALL_TASKS and (isinstance(args, bool) or not isinstance(args, int) or args < 1):
+            raise ConfigError(
+                f"simplex takes 'tasks' (one weight per task of the trial) or a number of weights >= 1, got {args!r}",
+                source=source, field=field_name,
+            )
+        return Param(name, kind, args, dict(when))
+    if kind in ("choice", "grid") and args == ALL_METHODS:
+        if name != "method":
+            raise ConfigError(f"{kind}: all (every registered method) applies only to params.method", source=source, field=field_name)
+        from mtlsearch.balancing import METHODS
+
+        args = list(METHODS)
     if kind in ("choice", "grid"):
         if not isinstance(args, list) or not args:
-            raise ConfigError(f"{kind} needs a non-empty list of values, got {args!r}", source=source, field=field_name)
+            raise ConfigError(f"{kind} needs a non-empty list of values{' or all' if name == 'method' else ''}, got {args!r}",
+                              source=source, field=field_name)
         for v in args:
             if isinstance(v, float) and not math.isfinite(v):
                 raise ConfigError(f"{kind} values must be finite, got {v!r}", source=source, field=field_name)

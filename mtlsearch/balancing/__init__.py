@@ -8,22 +8,30 @@ from .base import Balancing, GradBalancing, GradResult, HParam, LossBalancing
 from .cagrad import CAGrad
 from .db_mtl import DBMTL
 from .dwa import DWA
+from .excess_mtl import ExcessMTL
 from .ew import EW
 from .fairgrad import FairGrad
 from .famo import FAMO
+from .go4align import GO4Align
 from .gemtl import GeMTL, NonPositiveLossError, power_mean
 from .gls import GLS
 from .gradnorm import GradNorm
 from .gradvac import GradVac
 from .graddrop import GradDrop
 from .imtl import IMTLG, IMTLH, IMTLL
+from .ldc_mtl import LDCMTL
 from .mgda import MGDA
+from .moco import MoCo
 from .nash_mtl import NashMTL
 from .pcgrad import PCGrad
 from .rlw import RLW
+from .sdmgrad import SDMGrad
+from .si import SI
+from .static import Static
 from .stch import STCH
 from .upgrad import UPGrad
 from .uw import UW
+from .uw_so import UWSO
 
 METHODS: dict[str, type[Balancing]] = {
     cls.name: cls
@@ -31,6 +39,7 @@ METHODS: dict[str, type[Balancing]] = {
         EW, GeMTL, IMTLL, IMTLG, IMTLH,
         MGDA, PCGrad, GradDrop, GradVac, CAGrad, NashMTL, AlignedMTL, UPGrad, FairGrad,
         UW, DWA, GLS, RLW, GradNorm, FAMO, DBMTL, STCH,
+        Static, SI, UWSO, GO4Align, LDCMTL, MoCo, SDMGrad, ExcessMTL,
     )
 }
 
@@ -52,4 +61,5 @@ __all__ = [
     "Balancing", "GradBalancing", "GradResult", "HParam", "LossBalancing", "METHODS", "get_method",
     "NonPositiveLossError", "power_mean",
     "DBMTL", "DWA", "FAMO", "GLS", "GradNorm", "RLW", "STCH", "UW",
+    "ExcessMTL", "GO4Align", "LDCMTL", "MoCo", "SDMGrad", "SI", "Static", "UWSO",
 ]

@@ -1,0 +1,61 @@
+"""LDC-MTL: loss discrepancy control with learned (router) weights, first-order bilevel penalty."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .base import HParam, LossBalancing
+
+
+class LDCMTL(LossBalancing):
+    """Weighted normalised losses plus a penalty on the discrepancy between consecutive weighted losses.
+
+    With ``Lt_t = L_t / r_t`` the losses pre-normalised by the first step's ratios
+    ``r = L(0) / min_j L_j(0)`` (every task starts at the smallest initial loss) and router weights
+    ``s = sigmoid(W)`` (learnable ``W``, init 1):
+
+        total = sum_t s_t Lt_t / sum_t s_t  +  lambda * sum_{t<T} |s_t Lt_t - s_{t+1} Lt_{t+1}|
+
+    (``sum_t s_t`` treated as a constant).  One backward pass trains the model (the lower level of
+    the bilevel problem: the weighted loss) and ``W`` (the upper level: the discrepancy, through the
+    first-order penalty), at the cost of ``ew``.  ``W`` is an ``nn.Parameter`` trained by the trial's
+    optimizer; ``r`` is a buffer set at the first step (checkpointed).
+
+    Reference: Xiao et al., "LDC-MTL: Balancing Multi-Task Learning through Scalable Loss
+    Discrepancy Control", arXiv 2502.08585 (2025); released code github.com/OptMN-Lab/LDC-MTL
+    (``experiments/*/trainer.py``, where the method lives).  The released experiments differ from
+    each other; this follows the CelebA one for the router (a learnable vector through a sigmoid,
+    ``W`` init 1, the weight sum detached in the normaliser) and the NYUv2 one for the loss
+    pre-normalisation (``losses / ratios``).  Deviations: the NYUv2/Cityscapes router is a linear
+    layer with softmax on pooled decoder features (clamped to [0.2, 0.8]); a balancing method here
+    sees only the losses, so the router is input-independent.  The released code trains the router
+    with its own learning rate (``--method-params-lr``); here it shares the trial's optimizer and
+    learning rate, like UW's and IMTL-L's parameters.  ``ldc_mtl_lambda`` defaults to the NYUv2
+    script's 0.05 (CelebA: 0.01).
+    """
+
+    name = "ldc_mtl"
+    reference = "Xiao et al., LDC-MTL: Balancing Multi-Task Learning through Scalable Loss Discrepancy Control, arXiv 2502.08585"
+    hyperparams = {
+        "ldc_mtl_lambda": HParam(float, 0.05, "weight of the loss-discrepancy penalty", check=lambda v: v >= 0,
+                                 allowed="a number >= 0"),
+    }
+
+    def __init__(self, num_tasks: int, **hparams):
+        super().__init__(num_tasks, **hparams)
+        self.router = nn.Parameter(torch.ones(num_tasks))
+        self.register_buffer("ratios", torch.ones(num_tasks))
+        self.register_buffer("has_ratios", torch.zeros((), dtype=torch.bool))
+
+    def forward(self, losses: Tensor) -> Tensor:
+        first = losses.detach().to(self.ratios)
+        # Set on the first step only (torch.where: no host sync on a GPU).
+        self.ratios.copy_(torch.where(self.has_ratios, self.ratios, first / first.min()))
+        self.has_ratios.fill_(True)
+        s = torch.sigmoid(self.router).to(losses.dtype)
+        normed = losses / self.ratios.to(losses.dtype)
+        weighted = s * normed
+        total = weighted.sum() / s.sum().detach()
+        if self.num_tasks > 1:
+            total = total + self.ldc_mtl_lambda * (weighted[:-1] - weighted[1:]).abs().sum()
+        return total
