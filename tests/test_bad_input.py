@@ -6,6 +6,8 @@ line ``error: [FILE: ]FIELD: message`` naming the field and what is allowed, and
 Tune's storage nor an MLflow store was created (nothing started).  The cases that need a cluster to
 be refused (more GPUs or CPUs per trial than any node has) run against the suite's local Ray.
 """
+import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -55,6 +57,26 @@ def space(text):
     return ("space", text)
 
 
+def _a_folder(tmp_path: Path) -> str:
+    folder = tmp_path / "a_folder"
+    folder.mkdir()
+    return str(folder)
+
+
+def _read_only_db(tmp_path: Path) -> str:
+    """An existing MLflow database the user cannot write (root writes through file modes: there a
+    kernel file that refuses writes stands in for it)."""
+    if os.geteuid() == 0:
+        return "sqlite:////proc/version"
+    db = tmp_path / "prior" / "mlflow.db"
+    db.chmod(0o444)
+    return f"sqlite:///{db}"
+
+
+MULTI = GOOD.replace("objective: {metric: val/delta_m, mode: max}",
+                     "objective: {metrics: [val/left/accuracy, val/number/mae], modes: [max, min]}")
+
+
 # (label, space text or None for the bundled gemtl_p, extra CLI args, field, words that must appear, needs Ray)
 CASES = [
     ("unknown space name", None, ["--space", "no_such_space"], "--space", ["available:", "gemtl_p"], False),
@@ -90,6 +112,41 @@ CASES = [
      ["--benchmark", "nyuv2", "--data-root", _malformed_nyuv2], "data_root", ["nyuv2", "expected {train,val}"], False),
     ("dashboard URL as --address", GOOD, ["--address", "http://127.0.0.1:8265"], "--address",
      ["job-submission", "ray job submit"], False),
+    # issue 17: refused before Ray or MLflow starts (mtlsearch/preflight.py)
+    ("task the benchmark lacks", GOOD + "  tasks: [left, nope]\n", [], "params.tasks",
+     ["no task 'nope'", "its tasks: left, right, number"], False),
+    ("device cuda without a GPU share", GOOD + "  device: cuda\n", [], "device", ["gpus_per_trial is 0", "--gpus-per-trial"], False),
+    pytest.param("device cuda on a machine without GPU", GOOD + "  device: cuda\n", ["--gpus-per-trial", "1"], "device",
+                 ["no usable CUDA GPU"], False,
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"), id="device cuda on a machine without GPU"),
+    ("objective no trial reports", GOOD.replace("val/delta_m", "val/left/acc"), [], "objective.metric",
+     ["no trial reports 'val/left/acc'", "val/left/accuracy"], False),
+    ("scheduler metric no trial reports", MULTI.replace("type: asha,", "type: asha, metric: val/delta, mode: max,"), [],
+     "scheduler.metric", ["no trial reports 'val/delta'", "val/delta_m"], False),
+    ("negative seed", GOOD, ["--seed", "-1"], "--seed", ["[0, 4294967295]", "-1"], False),
+    ("zero CPUs per trial", GOOD, ["--cpus-per-trial", "0"], "--cpus-per-trial", ["> 0"], False),
+    ("zero CPUs per trial in the space", GOOD + "resources: {cpus_per_trial: 0}\n", [], "resources.cpus_per_trial", ["> 0"], False),
+    ("unknown tracking scheme", GOOD, ["--tracking-uri", "foo://x"], "--tracking-uri", ["unknown scheme 'foo://'", "sqlite://"], False),
+    ("tracking URI a plain folder", GOOD, ["--tracking-uri", _a_folder], "--tracking-uri",
+     ["is a path, not a tracking URI", "sqlite:///", "a_folder/mlflow.db"], False),
+    ("tracking sqlite in a read-only folder", GOOD, ["--tracking-uri", "sqlite:////sys/mlflow.db"], "--tracking-uri",
+     ["/sys", "not writable"], False),
+    ("tracking sqlite file read-only", GOOD, ["--tracking-uri", _read_only_db], "--tracking-uri",
+     ["cannot be written", "earlier runs are untouched"], False),
+    ("storage read-only", GOOD, ["--storage", "/sys/mtlsearch_ray"], "--storage", ["cannot be written", "not a writable folder"], False),
+    ("storage unreachable bucket", GOOD, ["--storage", "s3://a-bucket-that-cannot-be-reached"], "--storage",
+     ["cannot reach 's3://a-bucket-that-cannot-be-reached'"], False),
+    ("name escapes the storage", GOOD, ["--name", "../escaped"], "--name", ["one folder name", "'../escaped'"], False),
+    ("duplicate key", GOOD + "  p: {uniform: [0.0, 1.0]}\n", [], "params.p", ["duplicate key 'p'", "lines 10 and 12"], False),
+    ("when value never taken", GOOD.replace("p: {uniform: [-1.0, 2.0]}", "p: {uniform: [-1.0, 2.0], when: {method: gemtll}}"),
+     [], "params.p.when.method", ["{method: 'gemtll'} never holds", "takes 'gemtl'"], False),
+    ("space file not UTF-8", GOOD.replace("name: tiny", "name: tiny\ndescription: caf\xe9").encode("latin-1"), [], None,
+     ["not UTF-8 text", "line 3", "save the file as UTF-8"], False),
+    ("1e-4 read as text", GOOD.replace("[1.0e-3, 1.0e-2]", "[1e-4, 1.0e-2]"), [], "params.lr.loguniform",
+     ["YAML reads 1e-4 as text", "write 1.0e-4"], False),
+    ("bundled space file name from another folder", None, ["--space", "gemtl_p.yaml"], "--space",
+     ["no such file 'gemtl_p.yaml'", "--space gemtl_p"], False),
+    ("space is a directory", None, ["--space", _a_folder], "--space", ["is a directory", "gemtl_p"], False),
     ("more GPUs per trial than any node", GOOD, ["--gpus-per-trial", "1"], "--gpus-per-trial",
      ["no node of the cluster has more than 0", "fractions"], True),
     ("more CPUs per trial than any node", GOOD, ["--cpus-per-trial", "64"], "--cpus-per-trial",
@@ -97,14 +154,29 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("label, text, extra, field, words, needs_ray", CASES, ids=[c[0] for c in CASES])
+@pytest.fixture(scope="module")
+def prior_store(tmp_path_factory):
+    """An MLflow store holding one finished run: a refused command must leave it as it was."""
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path_factory.mktemp("prior")
+    client = MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}")
+    exp = client.create_experiment("earlier", artifact_location=(folder / "mlruns").as_uri())
+    run = client.create_run(exp)
+    client.log_metric(run.info.run_id, "val/delta_m", 1.5, step=1)
+    client.set_terminated(run.info.run_id)
+    return folder / "mlflow.db"
+
+
+@pytest.mark.parametrize("label, text, extra, field, words, needs_ray", CASES,
+                         ids=[c[0] if isinstance(c, tuple) else None for c in CASES])
 def test_bad_input_exits_2_with_one_line_and_starts_nothing(
-    label, text, extra, field, words, needs_ray, tmp_path, monkeypatch, capsys, request
+    label, text, extra, field, words, needs_ray, tmp_path, monkeypatch, capsys, request, prior_store
 ):
     if needs_ray:
         request.getfixturevalue("ray_session")
         capsys.readouterr()  # Ray's own start-up lines are not ours
-    if text is not None and "test_nonlinear" in text:
+    if isinstance(text, str) and "test_nonlinear" in text:
         _register_nonlinear(monkeypatch)
     work = tmp_path / "work"
     work.mkdir()
@@ -113,12 +185,23 @@ def test_bad_input_exits_2_with_one_line_and_starts_nothing(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     argv = []
     path = None
+    (tmp_path / "prior").mkdir()
+    prior = tmp_path / "prior" / "mlflow.db"
+    shutil.copy(prior_store, prior)
+    before = prior.read_bytes()
     if text is not None:
         path = tmp_path / "space.yaml"
-        path.write_text(textwrap.dedent(text))
+        if isinstance(text, bytes):
+            path.write_bytes(textwrap.dedent(text.decode("latin-1")).encode("latin-1"))
+        else:
+            path.write_text(textwrap.dedent(text))
         argv += ["--space", str(path)]
     argv += [a(tmp_path) if callable(a) else a for a in extra]
-    argv += ["--storage", str(work / "ray"), "--tracking-uri", f"sqlite:///{work / 'mlflow.db'}"]
+    if "--storage" not in argv:
+        argv += ["--storage", str(work / "ray")]
+    if "--tracking-uri" not in argv:
+        # Half the rows write to a fresh store below work/ (it must not appear), half to an earlier store.
+        argv += ["--tracking-uri", f"sqlite:///{prior}" if len(label) % 2 else f"sqlite:///{work / 'mlflow.db'}"]
 
     assert main(argv) == 2
 
@@ -133,6 +216,8 @@ def test_bad_input_exits_2_with_one_line_and_starts_nothing(
     if path is not None and (field is None or not field.startswith("--")):
         assert str(path) in line, line  # an error in the file names the file
     assert list(work.iterdir()) == [], "bad input must not create storage or an MLflow store"
+    assert prior.read_bytes() == before, "an earlier MLflow store must be left as it was"
+    assert sorted(p.name for p in prior.parent.iterdir()) == ["mlflow.db"]
 
 
 def test_local_storage_inside_a_ray_job_is_refused(tmp_path, monkeypatch, capsys):
