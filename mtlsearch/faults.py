@@ -54,7 +54,8 @@ def error_line(error: Any) -> str:
     text = str(error)
     found = re.findall(r"^\s*((?:[\w.]+\.)?\w*(?:Error|Exception|Interrupt|Fault)\b.*)$", text, re.M)
     line = found[-1].strip() if found else (text.strip().splitlines() or [type(error).__name__])[-1]
-    return re.sub(r"^(?:[a-z_]+\.)+", "", line)[:300]
+    line = re.sub(r"^(?:[a-z_]+\.)+", "", line)  # mtlsearch.trainer.NonFiniteLossError -> NonFiniteLossError
+    return re.sub(r" \([^()]*\)$", "", line)[:300]  # the trial's own values, e.g. "(method=ew, lr=100.0)"
 
 
 def all_errored(tracker, grid, space) -> int:

@@ -253,3 +253,63 @@ def test_nonlinear_test_method_is_really_nonlinear():
     method = NonLinearDirection(num_tasks=2)
     out = method(torch.eye(2), torch.ones(2))
     assert out.weights is None and out.direction is not None and not NonLinearDirection.linear
+
+
+def test_resume_after_the_space_file_changed_is_refused_naming_the_change(tmp_path, monkeypatch, capsys):
+    """``--resume`` continues the search Ray saved: an edited space would be silently ignored.  The saved
+    search is described by the file the launcher writes beside Ray's results (tracking.search_info)."""
+    from mtlsearch import launch, tracking
+
+    path = tmp_path / "space.yaml"
+    path.write_text(textwrap.dedent(GOOD))
+    storage = tmp_path / "ray"
+    argv = ["--space", str(path), "--storage", str(storage), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--name", "s"]
+    args = launch.build_parser().parse_args(argv)
+    info = tracking.search_info(launch.prepare_space(args), {"benchmark": None, "num_samples": None, "max_epochs": None, "seed": None})
+    tracking.write_search_info(storage / "s", info)
+    saved = sorted(p.name for p in (storage / "s").iterdir())
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+    path.write_text(textwrap.dedent(GOOD.replace("num_samples: 2", "num_samples: 4").replace("1.0e-2]", "3.0e-2]")))
+    assert main([*argv, "--resume"]) == 2
+    path.write_text(textwrap.dedent(GOOD))
+    assert main([*argv, "--resume", "--max-epochs", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2, err
+    assert err[0].startswith("error: --resume: the search 's' was started with another space"), err[0]
+    assert "budget.num_samples: 2 -> 4" in err[0] and "params.lr.loguniform: [0.001, 0.01] -> [0.001, 0.03]" in err[0], err[0]
+    assert "max_epochs: 2 -> 3" in err[1] and "override.max_epochs: (unset) -> 3" in err[1], err[1]
+    assert sorted(p.name for p in (storage / "s").iterdir()) == saved
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_mlflow_store_locked_by_another_writer(prior_store, tmp_path, monkeypatch, capsys):
+    """Another writer (a second search, a sync) holds the SQLite store's write lock: the pre-flight waits
+    for it (MTLSEARCH_SQLITE_LOCK_WAIT_S) and goes on once it is released; held longer, one line and
+    exit 2 before Ray starts, and the earlier runs are intact."""
+    import sqlite3
+    import threading
+
+    from mtlsearch import preflight
+
+    db = tmp_path / "mlflow.db"
+    shutil.copy(prior_store, db)
+    before = db.read_bytes()
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN EXCLUSIVE")
+    monkeypatch.setattr(preflight, "SQLITE_LOCK_WAIT_S", 0.5)
+    path = tmp_path / "space.yaml"
+    path.write_text(textwrap.dedent(GOOD))
+    monkeypatch.chdir(tmp_path)
+    assert main(["--space", str(path), "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{db}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --tracking-uri: the SQLite store"), err
+    assert "locked by another writer for more than 0.5 s" in err[0], err[0]
+    assert not (tmp_path / "ray").exists()
+
+    monkeypatch.setattr(preflight, "SQLITE_LOCK_WAIT_S", 30.0)
+    threading.Timer(1.0, lambda: holder.execute("ROLLBACK")).start()
+    preflight.check_tracking_uri(f"sqlite:///{db}")  # waits for the lock, then passes
+    holder.close()
+    assert db.read_bytes() == before

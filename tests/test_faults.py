@@ -111,8 +111,9 @@ def test_nan_trial_errors_with_its_reason_without_retraining_and_the_search_goes
     params = "  method: ew\n  optimizer: sgd\n  lr: {grid: [0.001, 100.0]}"
     space = write_space(tmp_path, "fault_nan", samples=1, epochs=2, params=params, searcher="{type: random, seed: 0}")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # --max-failures -1 (retry forever): the NaN trial still ends ERRORED after one retry and the search ends.
     code = main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--name", "nan",
-                 "--max-failures", "1"])
+                 "--max-failures", "-1"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "2 trials, 1 errored" in out
@@ -132,6 +133,26 @@ def test_nan_trial_errors_with_its_reason_without_retraining_and_the_search_goes
     assert len(raised) == 2, raised
     assert "not retrained" not in raised[0] and raised[1].endswith("(not retrained: the same checkpoint would diverge again)")
     assert not (folder / "result.json").exists() or tune_rows(folder) == []
+
+
+def test_search_in_which_every_trial_errored_exits_1_with_a_summary(tmp_path, ray_session, capsys):
+    params = "  method: ew\n  optimizer: sgd\n  lr: {grid: [100.0, 200.0]}"
+    space = write_space(tmp_path, "fault_all", samples=1, epochs=1, params=params, searcher="{type: random, seed: 0}")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--name", "all"])
+    captured = capsys.readouterr()
+    assert code == 1, captured.out
+    err = captured.err.strip().splitlines()
+    start = next(i for i, line in enumerate(err) if line.startswith("error: all 2 trials of the search errored"))
+    summary = [re.fullmatch(r"  (\d) x NonFiniteLossError: training loss of task '\w+' became (nan|inf) in epoch 1", line)
+               for line in err[start + 1:-1]]
+    assert all(summary) and sum(int(m.group(1)) for m in summary) == 2, err[start:]
+    assert "Best trials" not in captured.out
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("fault_all")
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.data.tags.get(TAG_KIND) for r in runs) == ["search", "trial", "trial"]
+    assert {r.info.status for r in runs} == {"FAILED"}
 
 
 # ------------------------------------------------------------------------------ the driver itself
