@@ -268,3 +268,92 @@ def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating
         rows = tune_rows(tmp_path / "ray" / name / f"trial_{trial_id}")
         assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
         assert rows[1]["pid"] != rows[2]["pid"]
+
+
+def _launcher_env(ray_tmp: str, **extra: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "RAY_TMPDIR": ray_tmp, **extra}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def _gone(ray_tmp: str, timeout: float) -> list[int]:
+    """The processes of the launcher's Ray still alive after ``timeout`` s (none is what we want)."""
+    deadline = time.time() + timeout
+    while (left := processes_with_env(f"RAY_TMPDIR={ray_tmp}")) and time.time() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+def _our_lines(stderr: str) -> list[str]:
+    """stderr without Ray's and MLflow's own timestamped log lines."""
+    return [line for line in stderr.strip().splitlines()
+            if line.strip() and not re.match(r"^(\[\w \d{4}-|\d{4}[-/]\d\d[-/]\d\d |\(\w+ pid=)", line)]
+
+
+def test_ctrl_c_while_ray_starts_exits_130_with_one_line_and_leaves_nothing_running(tmp_path):
+    space = write_space(tmp_path, "fault_ctrlc", samples=1, epochs=1)
+    ray_tmp = tempfile.mkdtemp(prefix="mtlcc", dir="/tmp")
+    out, err = tmp_path / "out.log", tmp_path / "err.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mtlsearch.launch", "--space", str(space), "--storage", str(tmp_path / "ray"),
+         "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        cwd=tmp_path, env=_launcher_env(ray_tmp), stdout=open(out, "w"), stderr=open(err, "w"))
+    try:
+        _wait_for(out, r"Starting a local Ray", proc, timeout=120)
+        time.sleep(1.0)  # inside ray.init, which takes several seconds
+        assert "Started a local Ray instance" not in err.read_text(), "Ray started too fast for this test"
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+        left = _gone(ray_tmp, 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kill_all(processes_with_env(f"RAY_TMPDIR={ray_tmp}"))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    text = err.read_text()
+    assert code == 130, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    assert _our_lines(text) == ["Interrupted before the search started; nothing was run and nothing is left running."], text
+    assert left == [], "Ray processes left running"
+    assert not (tmp_path / "ray").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_sigterm_to_the_process_group_stops_in_seconds_with_the_resume_command(tmp_path):
+    """What a job scheduler does: SIGTERM to the launcher's whole process group, its local Ray included.
+    Ray's GCS dies with it, so Ray Tune cannot stop gracefully; the launcher stops anyway within
+    MTLSEARCH_STOP_TIMEOUT_S, marks the MLflow runs, prints the resume command, exit code 130."""
+    space = write_space(tmp_path, "fault_term", samples=2, epochs=30)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ray_tmp = tempfile.mkdtemp(prefix="mtlst", dir="/tmp")
+    out = tmp_path / "out.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mtlsearch.launch", "--space", str(space), "--storage", str(tmp_path / "ray"),
+         "--tracking-uri", uri, "--name", "term"],
+        cwd=tmp_path, env=_launcher_env(ray_tmp, MTLSEARCH_STOP_TIMEOUT_S="5"), stdout=open(out, "w"),
+        stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(out, r"epoch 2/30", proc, timeout=240)
+        os.killpg(proc.pid, signal.SIGTERM)
+        signalled = time.time()
+        code = proc.wait(90)
+        took = time.time() - signalled
+        print(f"stopped {took:.1f} s after SIGTERM")
+        left = _gone(ray_tmp, 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kill_all(processes_with_env(f"RAY_TMPDIR={ray_tmp}"))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    text = out.read_text()
+    assert code == 130, text[-3000:]
+    assert took < 60, f"the stop took {took:.0f} s"
+    resume = re.search(r"Resume it with:\n  (.+)\n", text)
+    assert resume and resume.group(1).endswith("--resume --name term"), text[-3000:]
+    assert left == [], "Ray processes left running"
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("fault_term").experiment_id])
+    assert runs and all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
+    parent = next(r for r in runs if r.data.tags.get(TAG_KIND) == "search")
+    assert parent.info.status == "KILLED"
