@@ -8,6 +8,9 @@
   summary of the distinct errors and exits non-zero.
 * :func:`end_runs_failed`: a start that failed after MLflow runs were created (an exception out of
   Ray Tune, Ctrl-C while it starts) ends those runs FAILED rather than leaving them RUNNING.
+* :class:`StartError`: a local Ray or an MLflow store that fails while the search starts is one line
+  (exit 1), with the runs already created ended FAILED.
+* :func:`claim_folder`: two searches started in the same second get different folders.
 * :class:`StopWatchdog`: after SIGTERM/Ctrl-C the launcher waits a bounded time for Ray Tune's own
   stop; when Ray itself was signalled too (a job scheduler signals the whole process group, so the
   local Ray's GCS and raylet die with the driver's request) Tune would wait a minute for the GCS;
@@ -25,6 +28,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 EXIT_ALL_ERRORED = 1
+EXIT_START_FAILED = 1
+
+
+class StartError(RuntimeError):
+    """The search could not start for a reason that is not the user's input (a local Ray that did not
+    come up, an MLflow store that failed): one line on stderr and exit code 1, no traceback."""
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:300]}" if text else type(err).__name__
 STOP_TIMEOUT_ENV = "MTLSEARCH_STOP_TIMEOUT_S"
 NONFINITE = "NonFiniteLossError"
 
@@ -120,3 +134,39 @@ class StopWatchdog:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(code)
+
+
+LOCK_FILE = ".mtlsearch.lock"
+
+
+def claim_folder(storage: Path, name: str, *, numbered: bool):
+    """Claim ``storage/name`` for this driver: ``(name, lock)``; keep ``lock`` open while the search runs.
+
+    The claim is an exclusive ``flock`` on a file in the folder (released by the kernel when the process
+    ends, however it ends), so two searches, or two ``--resume`` of one, never run in one folder at once.
+    A new search with a default (timestamped) name, ``numbered``, whose folder another search made in the
+    same second gets ``name-2``, ``-3``, ...; an explicit ``--name`` in use is refused."""
+    import fcntl
+
+    from mtlsearch.errors import ConfigError
+
+    storage.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 100):
+        candidate = name if i == 1 else f"{name}-{i}"
+        folder = storage / candidate
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            if numbered:
+                continue
+        lock = open(folder / LOCK_FILE, "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            if numbered:
+                continue
+            raise ConfigError(f"another search is running in {folder} right now; wait for it to end or choose "
+                              "another --name", field="--name") from None
+        return candidate, lock
+    raise StartError(f"no free search folder {name}-N under {storage}")

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from mtlsearch import faults
 from mtlsearch.errors import ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -198,7 +199,12 @@ def _init_ray(address: str | None) -> bool:
             raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {first}{hint}", field="--address") from None
     else:
         print("Starting a local Ray ...", flush=True)
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+        try:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+        except Exception as err:  # e.g. "The current node timed out during startup" on an overloaded machine
+            ray.shutdown()
+            raise faults.StartError(f"the local Ray did not start ({faults.first_line(err)}); see its logs under "
+                                    f"{os.environ.get('RAY_TMPDIR', '/tmp')}/ray/session_latest/logs") from None
     return True
 
 
@@ -323,7 +329,7 @@ def _latest_unfinished(storage: Path, space_name: str) -> Path | None:
 
     if not storage.is_dir():
         return None
-    pattern = re.compile(re.escape(space_name) + r"-\d{8}-\d{6}")
+    pattern = re.compile(re.escape(space_name) + r"-\d{8}-\d{6}(-\d+)?")  # -2: started in the same second as another
     candidates = sorted((d for d in storage.iterdir() if d.is_dir() and pattern.fullmatch(d.name)),
                         key=lambda d: d.stat().st_mtime, reverse=True)
     for d in candidates:
@@ -482,8 +488,6 @@ def run(args: argparse.Namespace, callbacks: Sequence[Any] = ()) -> int:
     try:
         return _run_on_ray(args, space, callbacks)
     except BaseException as err:
-        from mtlsearch import faults
-
         faults.end_runs_failed(getattr(args, "_tracker", None), f"the launcher stopped: {type(err).__name__}: {err}")
         raise
     finally:
@@ -513,11 +517,17 @@ def _run_on_ray(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> in
     from trainables import train_mtl
 
     name = restore_path.rstrip("/").rsplit("/", 1)[-1] if restore_path else (args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if local_storage is not None:  # one driver per search folder, even for searches started at the same moment
+        name, args._lock = faults.claim_folder(local_storage, name, numbered=not (restore_path or args.name))
     search_id = f"{storage_uri.rstrip('/')}/{name}"
 
-    tracker = args._tracker = tracking.Tracker(tracking_uri, experiment, search_id)  # _tracker: see run()
-    tracker.start_search(space, {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed},
-                         results_dir=local_storage / name if local_storage is not None else None)
+    try:
+        tracker = args._tracker = tracking.Tracker(tracking_uri, experiment, search_id)  # _tracker: see run()
+        tracker.start_search(space, {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed},
+                             results_dir=local_storage / name if local_storage is not None else None)
+    except Exception as err:  # the store passed the pre-flight; another writer, a full disk, a server gone since
+        raise faults.StartError(f"MLflow at {tracking_uri} failed as the search started ({faults.first_line(err)}); "
+                                "nothing was trained; run the same command again") from None
     callback = tracking.make_callback(tracker, space.metric, space.max_epochs)
 
     trainable = tune.with_resources(
@@ -554,7 +564,6 @@ def _run_on_ray(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> in
         param_space = space.tune_param_space()
 
     book = _trial_book()
-    from mtlsearch import faults
 
     def make_run_config(suffix: str | None = None, num_trials: int | None = None):
         shown = spaces.override(space, num_samples=num_trials) if num_trials else space
@@ -725,6 +734,9 @@ def main(argv: Sequence[str] | None = None, *, callbacks: Sequence[Any] = ()) ->
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except faults.StartError as err:  # a start that failed for a reason that is not the user's input
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return faults.EXIT_START_FAILED
     except KeyboardInterrupt:  # before Ray Tune took over Ctrl-C (e.g. while Ray starts)
         print("Interrupted before the search started; nothing was run and nothing is left running.", file=sys.stderr, flush=True)
         return 130

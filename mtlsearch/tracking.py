@@ -243,13 +243,23 @@ class Tracker:
         _configure_http(tracking_uri)
         self.tracking_uri = tracking_uri
         self.client = MlflowClient(tracking_uri=tracking_uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        if exp is not None:
-            self.experiment_id = exp.experiment_id
-        else:
-            db = _sqlite_path(tracking_uri)
-            location = (db.parent / "mlruns").as_uri() if db is not None else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        for attempt in range(3):
+            # Two searches started at once on a new store: both create its tables or the experiment, and
+            # the slower one fails on what the other made; looking again then finds it.
+            try:
+                exp = self.client.get_experiment_by_name(experiment)
+                if exp is not None:
+                    self.experiment_id = exp.experiment_id
+                else:
+                    db = _sqlite_path(tracking_uri)
+                    location = (db.parent / "mlruns").as_uri() if db is not None else None
+                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+                break
+            except Exception:
+                if attempt == 2:
+                    raise
+                time.sleep(1.0 + attempt)
+                self.client = MlflowClient(tracking_uri=tracking_uri)
         self.experiment = experiment
         self.search_id = search_id
         self.tolerant = tolerant
