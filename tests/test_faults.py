@@ -357,3 +357,38 @@ def test_sigterm_to_the_process_group_stops_in_seconds_with_the_resume_command(t
     assert runs and all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
     parent = next(r for r in runs if r.data.tags.get(TAG_KIND) == "search")
     assert parent.info.status == "KILLED"
+
+
+def test_two_searches_started_at_once_on_one_store_and_storage(tmp_path, ray_session):
+    """Two launchers started together on a new mlflow.db and the same storage (connected to the suite's
+    Ray, as two users of one cluster would be): both finish, each in its own folder (a default name taken
+    in the same second gets -2), and MLflow holds both searches, each trial once (the store's tables are
+    created once: MLflow's migrations run under a lock on the store's folder)."""
+    space = write_space(tmp_path, "fault_twice", samples=1, epochs=1)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    address = ray_session.get_runtime_context().gcs_address
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "RAY_AUTH_MODE": "token"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    logs = [tmp_path / f"run{i}.log" for i in range(2)]
+    # cwd=ROOT: Ray puts the driver's folder on its workers' path (the checkout need not be installed).
+    procs = [subprocess.Popen([sys.executable, "-m", "mtlsearch.launch", "--space", str(space), "--storage", str(tmp_path / "ray"),
+                               "--tracking-uri", uri, "--address", address], cwd=ROOT, env=env,
+                              stdout=open(log, "w"), stderr=subprocess.STDOUT) for log in logs]
+    try:
+        codes = [p.wait(300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    texts = [log.read_text() for log in logs]
+    assert codes == [0, 0], [t[-2000:] for t in texts]
+    names = sorted(re.search(r"Search '([^']+)'", t).group(1) for t in texts)
+    assert len(set(names)) == 2 and sorted(p.name for p in (tmp_path / "ray").iterdir()) == names
+    for text in texts:
+        assert "1 trials, 0 errored" in text and "warning: MLflow" not in text, text[-2000:]
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("fault_twice").experiment_id])
+    parents = sorted(r.info.run_name for r in runs if r.data.tags.get(TAG_KIND) == "search")
+    trials = [r for r in runs if r.data.tags.get(TAG_KIND) == "trial"]
+    assert parents == names and len(trials) == 2
+    assert all(r.info.status == "FINISHED" for r in runs) and all(steps(client, r) == [1] for r in trials)
