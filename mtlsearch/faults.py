@@ -40,11 +40,13 @@ def first_line(err: BaseException) -> str:
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0][:300]}" if text else type(err).__name__
 STOP_TIMEOUT_ENV = "MTLSEARCH_STOP_TIMEOUT_S"
-NONFINITE = "NonFiniteLossError"
+#: Errors a retry from the same checkpoint would meet again (their class names, as Ray reports them).
+NOT_RETRIED = ("NonFiniteLossError", "UnreadableCheckpointError")
 
 
 def no_retry_after_nonfinite():
-    """A callback: a trial that failed with a non-finite loss gets no retry beyond the current one."""
+    """A callback: a trial that failed with a non-finite loss or an unreadable checkpoint gets no retry
+    beyond the one Ray already started (which re-raises at once)."""
     from ray.tune import Callback
 
     class NoRetryAfterNonFinite(Callback):
@@ -55,7 +57,7 @@ def no_retry_after_nonfinite():
             except OSError:
                 return
             last = text.rsplit("Failure #", 1)[-1]
-            if NONFINITE in last:
+            if any(name in last for name in NOT_RETRIED):
                 # Trial.should_recover(): num_failures <= max_failures or max_failures < 0.  The retry now
                 # under way re-raises at once from the marker; the next failure then ends the trial.
                 trial.max_failures = trial.run_metadata.num_failures

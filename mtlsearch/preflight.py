@@ -420,6 +420,8 @@ def check_resume_unchanged(args: argparse.Namespace, space) -> None:
     storage = Path(raw[len("file://"):] if raw and raw.startswith("file://") else raw).expanduser().resolve() if raw \
         else Path.cwd() / "ray_results"
     folder = storage / args.name if args.name else _latest(storage, space.name)
+    if folder is not None and folder.is_dir():
+        check_saved_state(folder)
     if folder is None or not (folder / SEARCH_INFO_FILE).is_file():
         return
     try:
@@ -437,6 +439,35 @@ def check_resume_unchanged(args: argparse.Namespace, space) -> None:
             f"the search {folder.name!r} was started with another space or other options, and a resumed search keeps "
             f"what it started with; changed: {'; '.join(diff[:6])}{' ...' if len(diff) > 6 else ''}. Undo the change "
             f"to resume, or start a new search (without --resume)", field="--resume")
+
+
+def check_saved_state(folder: Path) -> None:
+    """Ray Tune's saved search state (the newest ``experiment_state-*.json`` and the pickles it restores
+    with) must be readable: a truncated or corrupted file would fail inside ``Tuner.restore``."""
+    import json
+    import pickle
+
+    states = sorted(folder.glob("experiment_state-*.json"))
+    files = [*states[-1:], *sorted(folder.glob("searcher-state-*.pkl"))[-1:]]
+    if (folder / "tuner.pkl").exists():
+        files.append(folder / "tuner.pkl")
+    for path in files:
+        try:
+            if path.suffix == ".json":
+                data = json.loads(path.read_text())
+                if not isinstance(data, dict) or not isinstance(data.get("trial_data"), list):
+                    raise ValueError("no trial_data list")
+                for entry in data["trial_data"]:
+                    json.loads(entry[0])
+            else:
+                with open(path, "rb") as f:
+                    pickle.load(f)
+        except Exception as err:  # noqa: BLE001 - whatever the file holds, it cannot be restored
+            why = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
+            raise ConfigError(
+                f"the saved state of search {folder.name!r} is unreadable ({path.name}: {why}); the trials' results and "
+                f"checkpoints under {folder} are untouched. Start a new search (without --resume) or restore the file",
+                field="--resume") from None
 
 
 def _same_as_space_change(entry: str, space_diff: list[str]) -> bool:

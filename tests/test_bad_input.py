@@ -313,3 +313,21 @@ def test_mlflow_store_locked_by_another_writer(prior_store, tmp_path, monkeypatc
     preflight.check_tracking_uri(f"sqlite:///{db}")  # waits for the lock, then passes
     holder.close()
     assert db.read_bytes() == before
+
+
+def test_resume_of_a_search_whose_saved_state_is_corrupted(tmp_path, monkeypatch, capsys):
+    """A truncated experiment state (a full disk, a copy cut short): one line before Ray, nothing changed."""
+    path = tmp_path / "space.yaml"
+    path.write_text(textwrap.dedent(GOOD))
+    folder = tmp_path / "ray" / "s"
+    folder.mkdir(parents=True)
+    state = folder / "experiment_state-2026-01-01_00-00-00.json"
+    state.write_text('{"trial_data": [["{\\"trial_id\\": \\"a\\", \\"status\\": \\"RUN')
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    argv = ["--space", str(path), "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--name", "s", "--resume"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --resume: the saved state of search 's' is unreadable"), err
+    assert state.name in err[0] and "untouched" in err[0]
+    assert sorted(p.name for p in folder.iterdir()) == [state.name] and not (tmp_path / "mlflow.db").exists()

@@ -155,6 +155,33 @@ def test_search_in_which_every_trial_errored_exits_1_with_a_summary(tmp_path, ra
     assert {r.info.status for r in runs} == {"FAILED"}
 
 
+class CorruptCheckpointThenKill(KillWorkerAfterEpoch):
+    """Damage the checkpoint of epoch ``epoch`` (a truncated write, a bad disk), then kill the worker:
+    the retry has to restore from that checkpoint, as ``--resume`` would."""
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        result = trial.last_result or {}
+        if not self.killed and int(result.get("epoch", 0)) == self.epoch:
+            state = Path(checkpoint.path) / "state.pt"
+            state.write_bytes(state.read_bytes()[:100])
+        super().on_checkpoint(iteration, trials, trial, checkpoint, **info)
+
+
+def test_corrupted_checkpoint_ends_the_trial_once_with_its_reason(tmp_path, ray_session, capsys):
+    space = write_space(tmp_path, "fault_corrupt", samples=1, epochs=3)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--name", "corrupt",
+                 "--max-failures", "-1"], callbacks=[CorruptCheckpointThenKill(2)])
+    captured = capsys.readouterr()
+    assert code == 1, captured.out  # the only trial errored: the search says so and ends
+    assert re.search(r"^  1 x UnreadableCheckpointError: checkpoint \S+ cannot be read", captured.err, re.M), captured.err
+    client, runs = trial_runs(uri, "fault_corrupt")
+    assert len(runs) == 1 and runs[0].info.status == "FAILED" and runs[0].data.tags[TAG_STATUS] == "errored"
+    assert steps(client, runs[0]) == [1, 2]  # the epochs recorded before the damage are kept
+    error = (tmp_path / "ray" / "corrupt" / f"trial_{runs[0].data.tags[TAG_TRIAL]}" / "error.txt").read_text()
+    assert error.count("Failure #") == 3  # the kill, the retry that met the damage, its one retry; then no more
+
+
 # ------------------------------------------------------------------------------ the driver itself
 def kill_all(pids) -> None:
     for pid in pids:
