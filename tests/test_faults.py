@@ -135,26 +135,6 @@ def test_nan_trial_errors_with_its_reason_without_retraining_and_the_search_goes
     assert not (folder / "result.json").exists() or tune_rows(folder) == []
 
 
-def test_search_in_which_every_trial_errored_exits_1_with_a_summary(tmp_path, ray_session, capsys):
-    params = "  method: ew\n  optimizer: sgd\n  lr: {grid: [100.0, 200.0]}"
-    space = write_space(tmp_path, "fault_all", samples=1, epochs=1, params=params, searcher="{type: random, seed: 0}")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    code = main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--name", "all"])
-    captured = capsys.readouterr()
-    assert code == 1, captured.out
-    err = captured.err.strip().splitlines()
-    start = next(i for i, line in enumerate(err) if line.startswith("error: all 2 trials of the search errored"))
-    summary = [re.fullmatch(r"  (\d) x NonFiniteLossError: training loss of task '\w+' became (nan|inf) in epoch 1", line)
-               for line in err[start + 1:-1]]
-    assert all(summary) and sum(int(m.group(1)) for m in summary) == 2, err[start:]
-    assert "Best trials" not in captured.out
-    client = MlflowClient(tracking_uri=uri)
-    exp = client.get_experiment_by_name("fault_all")
-    runs = client.search_runs([exp.experiment_id])
-    assert sorted(r.data.tags.get(TAG_KIND) for r in runs) == ["search", "trial", "trial"]
-    assert {r.info.status for r in runs} == {"FAILED"}
-
-
 class CorruptCheckpointThenKill(KillWorkerAfterEpoch):
     """Damage the checkpoint of epoch ``epoch`` (a truncated write, a bad disk), then kill the worker:
     the retry has to restore from that checkpoint, as ``--resume`` would."""
@@ -173,10 +153,14 @@ def test_corrupted_checkpoint_ends_the_trial_once_with_its_reason(tmp_path, ray_
     code = main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--name", "corrupt",
                  "--max-failures", "-1"], callbacks=[CorruptCheckpointThenKill(2)])
     captured = capsys.readouterr()
-    assert code == 1, captured.out  # the only trial errored: the search says so and ends
+    assert code == 1, captured.out  # every trial (the only one) errored: exit 1 and a summary of the errors
+    assert "error: all 1 trials of the search errored" in captured.err, captured.err
     assert re.search(r"^  1 x UnreadableCheckpointError: checkpoint \S+ cannot be read", captured.err, re.M), captured.err
+    assert "Best trials" not in captured.out
     client, runs = trial_runs(uri, "fault_corrupt")
     assert len(runs) == 1 and runs[0].info.status == "FAILED" and runs[0].data.tags[TAG_STATUS] == "errored"
+    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FAILED"  # a search in which every trial errored ends FAILED
     assert steps(client, runs[0]) == [1, 2]  # the epochs recorded before the damage are kept
     error = (tmp_path / "ray" / "corrupt" / f"trial_{runs[0].data.tags[TAG_TRIAL]}" / "error.txt").read_text()
     assert error.count("Failure #") == 3  # the kill, the retry that met the damage, its one retry; then no more
