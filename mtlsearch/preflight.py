@@ -65,13 +65,12 @@ def space_file(name_or_path: str) -> Path | None:
     from mtlsearch import spaces
 
     path = Path(name_or_path).expanduser()
-    if path.is_dir():
+    if path.is_dir() and ("/" in name_or_path or name_or_path not in spaces.available_spaces()):  # a folder named gemtl_p: the bundled space
         raise ConfigError(f"{name_or_path!r} is a directory; give a space file (.yaml) or a bundled space name "
                           f"({', '.join(spaces.available_spaces())})", field="--space")
     if path.suffix not in (".yaml", ".yml") and "/" not in name_or_path:
         return None  # a bundled space's name: spaces.find_space resolves (or refuses) it
     if not path.is_file():
-        hint = ""
         if path.stem in spaces.available_spaces():
             hint = f"; the bundled space of that name is --space {path.stem}"
         else:
