@@ -14,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from shared_search import processes_with_env
@@ -164,6 +165,25 @@ def test_corrupted_checkpoint_ends_the_trial_once_with_its_reason(tmp_path, ray_
     assert steps(client, runs[0]) == [1, 2]  # the epochs recorded before the damage are kept
     error = (tmp_path / "ray" / "corrupt" / f"trial_{runs[0].data.tags[TAG_TRIAL]}" / "error.txt").read_text()
     assert error.count("Failure #") == 3  # the kill, the retry that met the damage, its one retry; then no more
+
+
+class FailAtSetup(Callback):
+    """Ray Tune failing as the search starts, after MLflow's parent run exists (what an unexpected Ray
+    error does)."""
+
+    def setup(self, **info):
+        raise RuntimeError("injected: Ray Tune failed as it started")
+
+
+def test_a_failed_start_ends_its_mlflow_runs_failed(tmp_path, ray_session, capsys):
+    space = write_space(tmp_path, "fault_start", samples=1, epochs=1)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(RuntimeError, match="injected"):  # not bad input: the traceback is the report
+        main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri], callbacks=[FailAtSetup()])
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("fault_start").experiment_id])
+    assert [r.data.tags.get(TAG_KIND) for r in runs] == ["search"]
+    assert runs[0].info.status == "FAILED" and "injected: Ray Tune failed" in runs[0].data.tags["error"]
 
 
 # ------------------------------------------------------------------------------ the driver itself
