@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from mtlsearch import faults
 from mtlsearch.errors import ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -212,7 +213,13 @@ def _init_ray(address: str | None, runtime_env: dict[str, Any] | None = None) ->
             first = chain[0].strip().splitlines()[0] if chain[0].strip() else type(err).__name__
             raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {first}{hint}", field="--address") from None
     else:
-        ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+        print("Starting a local Ray ...", flush=True)
+        try:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+        except Exception as err:  # e.g. "The current node timed out during startup" on an overloaded machine
+            ray.shutdown()
+            raise faults.StartError(f"the local Ray did not start ({faults.first_line(err)}); see its logs under "
+                                    f"{os.environ.get('RAY_TMPDIR', '/tmp')}/ray/session_latest/logs") from None
     return True
 
 
@@ -337,7 +344,7 @@ def _latest_unfinished(storage: Path, space_name: str) -> Path | None:
 
     if not storage.is_dir():
         return None
-    pattern = re.compile(re.escape(space_name) + r"-\d{8}-\d{6}")
+    pattern = re.compile(re.escape(space_name) + r"-\d{8}-\d{6}(-\d+)?")  # -2: started in the same second as another
     candidates = sorted((d for d in storage.iterdir() if d.is_dir() and pattern.fullmatch(d.name)),
                         key=lambda d: d.stat().st_mtime, reverse=True)
     for d in candidates:
@@ -482,23 +489,32 @@ def summarize(result_grid, space, top: int) -> tuple[list[dict[str, Any]], list[
 
 def run(args: argparse.Namespace, callbacks: Sequence[Any] = ()) -> int:
     """The search; ``callbacks``: extra Ray Tune callbacks (a notebook's display, a test's fault injector)."""
+    from mtlsearch import preflight
+
+    preflight.check_args(args)
     space = prepare_space(args)
     check_job_paths(args)
     check_address(args)
-
-    from mtlsearch import tracking
-
-    # Before Ray and any trial: an unreachable tracking server is one error line and exit code 2.
-    tracking.check_reachable(args.tracking_uri or tracking.default_tracking_uri())
+    # Before Ray and any trial, creating nothing: tasks, device, metrics, tracking URI, storage, resume.
+    preflight.check(args, space)
 
     # Ray warns about frequent experiment snapshots; with epoch-sized checkpoints they are expected.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     from mtlsearch import plugins
 
     remote = bool(args.address or os.environ.get("RAY_ADDRESS"))
-    started_ray = _init_ray(args.address, plugins.runtime_env(space, remote=remote, in_job=in_ray_job()))
+    try:
+        started_ray = _init_ray(args.address, plugins.runtime_env(space, remote=remote, in_job=in_ray_job()))
+    except KeyboardInterrupt:  # Ctrl-C while Ray starts: take down what it started
+        import ray
+
+        ray.shutdown()
+        raise
     try:
         return _run_on_ray(args, space, callbacks)
+    except BaseException as err:
+        faults.end_runs_failed(getattr(args, "_tracker", None), f"the launcher stopped: {type(err).__name__}: {err}")
+        raise
     finally:
         if started_ray:
             import ray
@@ -526,11 +542,17 @@ def _run_on_ray(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> in
     from trainables import train_mtl
 
     name = restore_path.rstrip("/").rsplit("/", 1)[-1] if restore_path else (args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if local_storage is not None:  # one driver per search folder, even for searches started at the same moment
+        name, args._lock = faults.claim_folder(local_storage, name, numbered=not (restore_path or args.name))
     search_id = f"{storage_uri.rstrip('/')}/{name}"
 
-    tracker = tracking.Tracker(tracking_uri, experiment, search_id)
-    tracker.start_search(space, {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed},
-                         results_dir=local_storage / name if local_storage is not None else None)
+    try:
+        tracker = args._tracker = tracking.Tracker(tracking_uri, experiment, search_id)  # _tracker: see run()
+        tracker.start_search(space, {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed},
+                             results_dir=local_storage / name if local_storage is not None else None)
+    except Exception as err:  # the store passed the pre-flight; another writer, a full disk, a server gone since
+        raise faults.StartError(f"MLflow at {tracking_uri} failed as the search started ({faults.first_line(err)}); "
+                                "nothing was trained; run the same command again") from None
     args.search_ref = (tracking_uri, experiment, tracker.parent_run_id)  # for mtlsearch.search(): where to read back
     callback = tracking.make_callback(tracker, space.metric, space.max_epochs)
 
@@ -573,7 +595,7 @@ def _run_on_ray(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> in
         shown = spaces.override(space, num_samples=num_trials) if num_trials else space
         return tune.RunConfig(
             name=f"{name}-{suffix}" if suffix else name, storage_path=storage_uri, verbose=0,
-            callbacks=[callback, make_progress_callback(shown), book, *callbacks],
+            callbacks=[callback, make_progress_callback(shown), book, faults.no_retry_after_nonfinite(), *callbacks],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
         )
@@ -596,7 +618,9 @@ def _run_on_ray(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> in
     print(f"Search {name!r}: {space.num_samples} trials x up to {space.max_epochs} epochs of {space.benchmark!r}, "
           f"objective {space.metric} ({space.mode}); MLflow experiment {experiment!r} at {tracking_uri}")
     grid = None
-    with _sigterm_as_sigint():
+    stuck = faults.StopWatchdog(lambda: _interrupted(args, tracker, f"{storage_uri}/{name}", name,
+                                                      [None] * len(book.started), book.unfinished))
+    with _sigterm_as_sigint(stuck):
         try:
             grid = tuner.fit()
         except KeyboardInterrupt:  # a second Ctrl-C while Tune was already stopping
@@ -606,6 +630,8 @@ def _run_on_ray(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> in
 
     rows, columns = summarize(grid, space, 0)
     errors = [r for r in grid if r.error is not None]
+    if errors and len(errors) == len(grid):
+        return faults.all_errored(tracker, grid, space)
     best = None
     if rows:
         top_row = rows[0]
@@ -657,15 +683,25 @@ class _sigterm_as_sigint:
     """SIGTERM (``ray job stop``, a scheduler ending the job) stops the search the way Ctrl-C does:
     Ray Tune's SIGINT handler ends the trials and saves the experiment state."""
 
+    def __init__(self, watchdog=None):
+        self.watchdog = watchdog  # faults.StopWatchdog: a bounded wait for Ray Tune's stop
+
+    def _on_sigterm(self, signum, frame):
+        if self.watchdog is not None:
+            self.watchdog.arm()
+        os.kill(os.getpid(), signal.SIGINT)
+
     def __enter__(self):
         self.previous = None
         try:
-            self.previous = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(), signal.SIGINT))
+            self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         except ValueError:  # not the main thread: leave signals alone
             pass
         return self
 
     def __exit__(self, *exc):
+        if self.watchdog is not None:
+            self.watchdog.disarm()
         if self.previous is not None:
             signal.signal(signal.SIGTERM, self.previous)
         return False
@@ -724,6 +760,12 @@ def main(argv: Sequence[str] | None = None, *, callbacks: Sequence[Any] = ()) ->
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except faults.StartError as err:  # a start that failed for a reason that is not the user's input
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return faults.EXIT_START_FAILED
+    except KeyboardInterrupt:  # before Ray Tune took over Ctrl-C (e.g. while Ray starts)
+        print("Interrupted before the search started; nothing was run and nothing is left running.", file=sys.stderr, flush=True)
+        return 130
 
 
 if __name__ == "__main__":

@@ -218,6 +218,29 @@ def trial_params(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ the writer
+class _store_lock:
+    """For a SQLite store: an exclusive ``flock`` on the database's folder while MLflow creates or
+    migrates its tables and our experiment.  Two launchers started at once on a new ``mlflow.db``
+    otherwise run the migrations together and leave a half-migrated store.  Nothing is created."""
+
+    def __init__(self, tracking_uri: str):
+        self.db = _sqlite_path(tracking_uri)
+        self.fd: int | None = None
+
+    def __enter__(self):
+        if self.db is not None and self.db.parent.is_dir():
+            import fcntl
+
+            self.fd = os.open(self.db.parent, os.O_RDONLY)
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # releases the lock
+        return False
+
+
 def _tolerant(method):
     """Tolerant mode: the first failure warns once and turns the tracker off; the search goes on."""
 
@@ -246,14 +269,9 @@ class Tracker:
 
         _configure_http(tracking_uri)
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        if exp is not None:
-            self.experiment_id = exp.experiment_id
-        else:
-            db = _sqlite_path(tracking_uri)
-            location = (db.parent / "mlruns").as_uri() if db is not None else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+        with _store_lock(tracking_uri):  # the client opens (and creates or migrates) a SQLite store at once
+            self.client = MlflowClient(tracking_uri=tracking_uri)
+            self._find_or_create_experiment(experiment)
         self.experiment = experiment
         self.search_id = search_id
         self.tolerant = tolerant
@@ -262,6 +280,27 @@ class Tracker:
         self._steps: dict[str, dict[str, set[int]]] = {}  # run id -> metric -> epochs already logged
         self.offline_since: float | None = None
         self.missed = 0  # tracker calls skipped while offline
+
+    def _find_or_create_experiment(self, experiment: str) -> None:
+        from mlflow.tracking import MlflowClient
+
+        for attempt in range(3):
+            # Two searches started at once on a new store: both create its tables or the experiment, and
+            # the slower one fails on what the other made; looking again then finds it.
+            try:
+                exp = self.client.get_experiment_by_name(experiment)
+                if exp is not None:
+                    self.experiment_id = exp.experiment_id
+                else:
+                    db = _sqlite_path(self.tracking_uri)
+                    location = (db.parent / "mlruns").as_uri() if db is not None else None
+                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+                break
+            except Exception:
+                if attempt == 2:
+                    raise
+                time.sleep(1.0 + attempt)
+                self.client = MlflowClient(tracking_uri=self.tracking_uri)
 
     # -------------------------------------------------------------- helpers
     def _go_offline(self, err: Exception) -> None:

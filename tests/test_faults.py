@@ -14,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 from shared_search import processes_with_env
@@ -111,8 +112,9 @@ def test_nan_trial_errors_with_its_reason_without_retraining_and_the_search_goes
     params = "  method: ew\n  optimizer: sgd\n  lr: {grid: [0.001, 100.0]}"
     space = write_space(tmp_path, "fault_nan", samples=1, epochs=2, params=params, searcher="{type: random, seed: 0}")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # --max-failures -1 (retry forever): the NaN trial still ends ERRORED after one retry and the search ends.
     code = main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--name", "nan",
-                 "--max-failures", "1"])
+                 "--max-failures", "-1"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "2 trials, 1 errored" in out
@@ -132,6 +134,56 @@ def test_nan_trial_errors_with_its_reason_without_retraining_and_the_search_goes
     assert len(raised) == 2, raised
     assert "not retrained" not in raised[0] and raised[1].endswith("(not retrained: the same checkpoint would diverge again)")
     assert not (folder / "result.json").exists() or tune_rows(folder) == []
+
+
+class CorruptCheckpointThenKill(KillWorkerAfterEpoch):
+    """Damage the checkpoint of epoch ``epoch`` (a truncated write, a bad disk), then kill the worker:
+    the retry has to restore from that checkpoint, as ``--resume`` would."""
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        result = trial.last_result or {}
+        if not self.killed and int(result.get("epoch", 0)) == self.epoch:
+            state = Path(checkpoint.path) / "state.pt"
+            state.write_bytes(state.read_bytes()[:100])
+        super().on_checkpoint(iteration, trials, trial, checkpoint, **info)
+
+
+def test_corrupted_checkpoint_ends_the_trial_once_with_its_reason(tmp_path, ray_session, capsys):
+    space = write_space(tmp_path, "fault_corrupt", samples=1, epochs=3)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--name", "corrupt",
+                 "--max-failures", "-1"], callbacks=[CorruptCheckpointThenKill(2)])
+    captured = capsys.readouterr()
+    assert code == 1, captured.out  # every trial (the only one) errored: exit 1 and a summary of the errors
+    assert "error: all 1 trials of the search errored" in captured.err, captured.err
+    assert re.search(r"^  1 x UnreadableCheckpointError: checkpoint \S+ cannot be read", captured.err, re.M), captured.err
+    assert "Best trials" not in captured.out
+    client, runs = trial_runs(uri, "fault_corrupt")
+    assert len(runs) == 1 and runs[0].info.status == "FAILED" and runs[0].data.tags[TAG_STATUS] == "errored"
+    parent = client.get_run(runs[0].data.tags["mlflow.parentRunId"])
+    assert parent.info.status == "FAILED"  # a search in which every trial errored ends FAILED
+    assert steps(client, runs[0]) == [1, 2]  # the epochs recorded before the damage are kept
+    error = (tmp_path / "ray" / "corrupt" / f"trial_{runs[0].data.tags[TAG_TRIAL]}" / "error.txt").read_text()
+    assert error.count("Failure #") == 3  # the kill, the retry that met the damage, its one retry; then no more
+
+
+class FailAtSetup(Callback):
+    """Ray Tune failing as the search starts, after MLflow's parent run exists (what an unexpected Ray
+    error does)."""
+
+    def setup(self, **info):
+        raise RuntimeError("injected: Ray Tune failed as it started")
+
+
+def test_a_failed_start_ends_its_mlflow_runs_failed(tmp_path, ray_session, capsys):
+    space = write_space(tmp_path, "fault_start", samples=1, epochs=1)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    with pytest.raises(RuntimeError, match="injected"):  # not bad input: the traceback is the report
+        main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri], callbacks=[FailAtSetup()])
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("fault_start").experiment_id])
+    assert [r.data.tags.get(TAG_KIND) for r in runs] == ["search"]
+    assert runs[0].info.status == "FAILED" and "injected: Ray Tune failed" in runs[0].data.tags["error"]
 
 
 # ------------------------------------------------------------------------------ the driver itself
@@ -247,3 +299,127 @@ def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating
         rows = tune_rows(tmp_path / "ray" / name / f"trial_{trial_id}")
         assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
         assert rows[1]["pid"] != rows[2]["pid"]
+
+
+def _launcher_env(ray_tmp: str, **extra: str) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+           "RAY_TMPDIR": ray_tmp, **extra}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def _gone(ray_tmp: str, timeout: float) -> list[int]:
+    """The processes of the launcher's Ray still alive after ``timeout`` s (none is what we want)."""
+    deadline = time.time() + timeout
+    while (left := processes_with_env(f"RAY_TMPDIR={ray_tmp}")) and time.time() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+def _our_lines(stderr: str) -> list[str]:
+    """stderr without Ray's and MLflow's own timestamped log lines."""
+    return [line for line in stderr.strip().splitlines()
+            if line.strip() and not re.match(r"^(\[\w \d{4}-|\d{4}[-/]\d\d[-/]\d\d |\(\w+ pid=)", line)]
+
+
+def test_ctrl_c_while_ray_starts_exits_130_with_one_line_and_leaves_nothing_running(tmp_path):
+    space = write_space(tmp_path, "fault_ctrlc", samples=1, epochs=1)
+    ray_tmp = tempfile.mkdtemp(prefix="mtlcc", dir="/tmp")
+    out, err = tmp_path / "out.log", tmp_path / "err.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mtlsearch.launch", "--space", str(space), "--storage", str(tmp_path / "ray"),
+         "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
+        cwd=tmp_path, env=_launcher_env(ray_tmp), stdout=open(out, "w"), stderr=open(err, "w"))
+    try:
+        _wait_for(out, r"Starting a local Ray", proc, timeout=120)
+        time.sleep(1.0)  # inside ray.init, which takes several seconds
+        assert "Started a local Ray instance" not in err.read_text(), "Ray started too fast for this test"
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(60)
+        left = _gone(ray_tmp, 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kill_all(processes_with_env(f"RAY_TMPDIR={ray_tmp}"))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    text = err.read_text()
+    assert code == 130, text[-3000:]
+    assert "Traceback" not in text, text[-3000:]
+    assert _our_lines(text) == ["Interrupted before the search started; nothing was run and nothing is left running."], text
+    assert left == [], "Ray processes left running"
+    assert not (tmp_path / "ray").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_sigterm_to_the_process_group_stops_in_seconds_with_the_resume_command(tmp_path):
+    """What a job scheduler does: SIGTERM to the launcher's whole process group, its local Ray included.
+    Ray's GCS dies with it, so Ray Tune cannot stop gracefully; the launcher stops anyway within
+    MTLSEARCH_STOP_TIMEOUT_S, marks the MLflow runs, prints the resume command, exit code 130."""
+    space = write_space(tmp_path, "fault_term", samples=2, epochs=30)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    ray_tmp = tempfile.mkdtemp(prefix="mtlst", dir="/tmp")
+    out = tmp_path / "out.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mtlsearch.launch", "--space", str(space), "--storage", str(tmp_path / "ray"),
+         "--tracking-uri", uri, "--name", "term"],
+        cwd=tmp_path, env=_launcher_env(ray_tmp, MTLSEARCH_STOP_TIMEOUT_S="5"), stdout=open(out, "w"),
+        stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        _wait_for(out, r"epoch 2/30", proc, timeout=240)
+        os.killpg(proc.pid, signal.SIGTERM)
+        signalled = time.time()
+        code = proc.wait(90)
+        took = time.time() - signalled
+        print(f"stopped {took:.1f} s after SIGTERM")
+        left = _gone(ray_tmp, 30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        kill_all(processes_with_env(f"RAY_TMPDIR={ray_tmp}"))
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    text = out.read_text()
+    assert code == 130, text[-3000:]
+    assert took < 60, f"the stop took {took:.0f} s"
+    resume = re.search(r"Resume it with:\n  (.+)\n", text)
+    assert resume and resume.group(1).endswith("--resume --name term"), text[-3000:]
+    assert left == [], "Ray processes left running"
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("fault_term").experiment_id])
+    assert runs and all(r.info.status != "RUNNING" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
+    parent = next(r for r in runs if r.data.tags.get(TAG_KIND) == "search")
+    assert parent.info.status == "KILLED"
+
+
+def test_two_searches_started_at_once_on_one_store_and_storage(tmp_path, ray_session):
+    """Two launchers started together on a new mlflow.db and the same storage (connected to the suite's
+    Ray, as two users of one cluster would be): both finish, each in its own folder (a default name taken
+    in the same second gets -2), and MLflow holds both searches, each trial once (the store's tables are
+    created once: MLflow's migrations run under a lock on the store's folder)."""
+    space = write_space(tmp_path, "fault_twice", samples=1, epochs=1)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    address = ray_session.get_runtime_context().gcs_address
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "RAY_AUTH_MODE": "token"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    logs = [tmp_path / f"run{i}.log" for i in range(2)]
+    # cwd=ROOT: Ray puts the driver's folder on its workers' path (the checkout need not be installed).
+    procs = [subprocess.Popen([sys.executable, "-m", "mtlsearch.launch", "--space", str(space), "--storage", str(tmp_path / "ray"),
+                               "--tracking-uri", uri, "--address", address], cwd=ROOT, env=env,
+                              stdout=open(log, "w"), stderr=subprocess.STDOUT) for log in logs]
+    try:
+        codes = [p.wait(300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    texts = [log.read_text() for log in logs]
+    assert codes == [0, 0], [t[-2000:] for t in texts]
+    names = sorted(re.search(r"Search '([^']+)'", t).group(1) for t in texts)
+    assert len(set(names)) == 2 and sorted(p.name for p in (tmp_path / "ray").iterdir()) == names
+    for text in texts:
+        assert "1 trials, 0 errored" in text and "warning: MLflow" not in text, text[-2000:]
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("fault_twice").experiment_id])
+    parents = sorted(r.info.run_name for r in runs if r.data.tags.get(TAG_KIND) == "search")
+    trials = [r for r in runs if r.data.tags.get(TAG_KIND) == "trial"]
+    assert parents == names and len(trials) == 2
+    assert all(r.info.status == "FINISHED" for r in runs) and all(steps(client, r) == [1] for r in trials)

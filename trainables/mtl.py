@@ -6,6 +6,8 @@ Faults:
   new one from the last reported checkpoint (``--max-failures`` times).  The checkpoint holds the
   trainer's full state (model, optimizer, balancing, RNG, epoch), so the retried attempt reports
   epoch k+1 next, exactly as an uninterrupted run would.
+* A checkpoint that cannot be read (:class:`UnreadableCheckpointError`) ends the trial with that reason
+  and is not retried either (the launcher's ``mtlsearch.faults`` callback).
 * A loss that became NaN/inf (:class:`~mtlsearch.trainer.NonFiniteLossError`) would only come back
   from the same checkpoint, so it is not retrained: Ray Tune 2.60 cannot exempt an exception type from
   ``max_failures`` (``FailureConfig`` has no such filter), so the attempt that meets it leaves a marker
@@ -25,6 +27,11 @@ from ray import tune
 CHECKPOINT_FILE = "state.pt"
 NONFINITE_MARKER = "nonfinite_loss.txt"
 FAULT_ENV = "MTLSEARCH_FAULT_AT_EPOCH"
+
+
+class UnreadableCheckpointError(RuntimeError):
+    """The trial's checkpoint cannot be loaded (corrupted, truncated): a retry from it fails the same way,
+    so the launcher does not retry it (``mtlsearch.faults``); the trial's earlier results stay."""
 
 
 class InjectedFault(RuntimeError):
@@ -60,7 +67,12 @@ def train_mtl(config: dict) -> None:
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
-            trainer.load(os.path.join(folder, CHECKPOINT_FILE))
+            try:
+                trainer.load(os.path.join(folder, CHECKPOINT_FILE))
+            except Exception as err:  # a pickle/zip/torch error, whatever the damage
+                why = (str(err).strip().splitlines() or [""])[0][:200]
+                raise UnreadableCheckpointError(f"checkpoint {checkpoint.path} cannot be read ({type(err).__name__}: {why}); "
+                                                "the trial's earlier epochs are kept, it is not retried") from None
     fault_at = int(os.environ.get(FAULT_ENV, 0) or 0)
     started_at = trainer.epoch
 

@@ -1,0 +1,174 @@
+"""What the launcher does when a search goes wrong after the pre-flight passed.
+
+* :func:`no_retry_after_nonfinite`: a Ray Tune callback that lets a trial whose loss became NaN/inf
+  be retried at most once more (the retry re-raises at once from the trial's marker, see
+  ``trainables.mtl``), even with ``--max-failures -1`` (retry forever), so such a trial ends ERRORED
+  and the search finishes.
+* :func:`all_errored`: a search in which every trial errored ends FAILED in MLflow, prints one
+  summary of the distinct errors and exits non-zero.
+* :func:`end_runs_failed`: a start that failed after MLflow runs were created (an exception out of
+  Ray Tune, Ctrl-C while it starts) ends those runs FAILED rather than leaving them RUNNING.
+* :class:`StartError`: a local Ray or an MLflow store that fails while the search starts is one line
+  (exit 1), with the runs already created ended FAILED.
+* :func:`claim_folder`: two searches started in the same second get different folders.
+* :class:`StopWatchdog`: after SIGTERM/Ctrl-C the launcher waits a bounded time for Ray Tune's own
+  stop; when Ray itself was signalled too (a job scheduler signals the whole process group, so the
+  local Ray's GCS and raylet die with the driver's request) Tune would wait a minute for the GCS;
+  the watchdog then marks the runs, prints the resume command and exits 130.  Ray Tune saved the
+  search's state at most ``TUNE_GLOBAL_CHECKPOINT_S`` before, so ``--resume`` continues from there.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable
+
+EXIT_ALL_ERRORED = 1
+EXIT_START_FAILED = 1
+
+
+class StartError(RuntimeError):
+    """The search could not start for a reason that is not the user's input (a local Ray that did not
+    come up, an MLflow store that failed): one line on stderr and exit code 1, no traceback."""
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:300]}" if text else type(err).__name__
+STOP_TIMEOUT_ENV = "MTLSEARCH_STOP_TIMEOUT_S"
+#: Errors a retry from the same checkpoint would meet again (their class names, as Ray reports them).
+NOT_RETRIED = ("NonFiniteLossError", "UnreadableCheckpointError")
+
+
+def no_retry_after_nonfinite():
+    """A callback: a trial that failed with a non-finite loss or an unreadable checkpoint gets no retry
+    beyond the one Ray already started (which re-raises at once)."""
+    from ray.tune import Callback
+
+    class NoRetryAfterNonFinite(Callback):
+        def on_trial_recover(self, iteration, trials, trial, **info):
+            error_file = getattr(trial, "error_file", None)
+            try:
+                text = Path(error_file).read_text() if error_file else ""
+            except OSError:
+                return
+            last = text.rsplit("Failure #", 1)[-1]
+            if any(name in last for name in NOT_RETRIED):
+                # Trial.should_recover(): num_failures <= max_failures or max_failures < 0.  The retry now
+                # under way re-raises at once from the marker; the next failure then ends the trial.
+                trial.max_failures = trial.run_metadata.num_failures
+
+    return NoRetryAfterNonFinite()
+
+
+def error_line(error: Any) -> str:
+    """The last ``Type: message`` line of a trial's error (Ray wraps it in a traceback)."""
+    text = str(error)
+    found = re.findall(r"^\s*((?:[\w.]+\.)?\w*(?:Error|Exception|Interrupt|Fault)\b.*)$", text, re.M)
+    line = found[-1].strip() if found else (text.strip().splitlines() or [type(error).__name__])[-1]
+    line = re.sub(r"^(?:[a-z_]+\.)+", "", line)  # mtlsearch.trainer.NonFiniteLossError -> NonFiniteLossError
+    return re.sub(r" \([^()]*\)$", "", line)[:300]  # the trial's own values, e.g. "(method=ew, lr=100.0)"
+
+
+def all_errored(tracker, grid, space) -> int:
+    """Every trial errored: MLflow's parent run FAILED, one summary line per distinct error, exit 1."""
+    counts = Counter(error_line(r.error) for r in grid if r.error is not None)
+    tracker.end_search(None, status="FAILED")
+    print(f"error: all {len(grid)} trials of the search errored; nothing to rank. Errors "
+          f"({', '.join(f'{n} x' for n in counts.values())}):", file=sys.stderr)
+    for line, n in counts.most_common():
+        print(f"  {n} x {line}", file=sys.stderr)
+    print(f"Each trial's traceback: its error.txt under the Ray results and tag 'error' of its MLflow run "
+          f"(experiment {tracker.experiment!r}).", file=sys.stderr, flush=True)
+    return EXIT_ALL_ERRORED
+
+
+def end_runs_failed(tracker, reason: str) -> None:
+    """Best effort: the search's runs still RUNNING (a start that failed) end FAILED with ``reason``."""
+    if tracker is None:
+        return
+    from mtlsearch import tracking
+
+    try:
+        client = tracker.client
+        for run_id in [*tracker.trial_runs.values(), tracker.parent_run_id]:
+            if run_id and client.get_run(run_id).info.status == "RUNNING":
+                client.set_tag(run_id, "error", reason[-4900:])
+                if run_id != tracker.parent_run_id:
+                    client.set_tag(run_id, tracking.TAG_STATUS, tracking.STATUS_ERRORED)
+                client.set_terminated(run_id, status="FAILED")
+    except Exception as err:  # noqa: BLE001 - MLflow itself may be what failed
+        print(f"warning: could not mark the search's MLflow runs FAILED ({type(err).__name__}: {err})",
+              file=sys.stderr, flush=True)
+
+
+class StopWatchdog:
+    """Armed by the first SIGTERM/SIGINT: if Ray Tune has not stopped within the timeout, run
+    ``on_stuck`` (mark runs, print the resume command) and leave with exit code 130."""
+
+    def __init__(self, on_stuck: Callable[[], int], timeout_s: float | None = None):
+        self.on_stuck = on_stuck
+        self.timeout_s = float(os.environ.get(STOP_TIMEOUT_ENV) or 15) if timeout_s is None else timeout_s
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def arm(self) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._watch, daemon=True, name="mtlsearch-stop-watchdog")
+            self.thread.start()
+
+    def disarm(self) -> None:
+        self.done.set()
+
+    def _watch(self) -> None:
+        if self.done.wait(self.timeout_s):
+            return
+        print(f"\nRay did not stop within {self.timeout_s:g} s ({STOP_TIMEOUT_ENV}; its processes were probably "
+              "signalled too); stopping without it.", file=sys.stderr, flush=True)
+        code = 130
+        try:
+            code = self.on_stuck()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+
+LOCK_FILE = ".mtlsearch.lock"
+
+
+def claim_folder(storage: Path, name: str, *, numbered: bool):
+    """Claim ``storage/name`` for this driver: ``(name, lock)``; keep ``lock`` open while the search runs.
+
+    The claim is an exclusive ``flock`` on a file in the folder (released by the kernel when the process
+    ends, however it ends), so two searches, or two ``--resume`` of one, never run in one folder at once.
+    A new search with a default (timestamped) name, ``numbered``, whose folder another search made in the
+    same second gets ``name-2``, ``-3``, ...; an explicit ``--name`` in use is refused."""
+    import fcntl
+
+    from mtlsearch.errors import ConfigError
+
+    storage.mkdir(parents=True, exist_ok=True)
+    for i in range(1, 100):
+        candidate = name if i == 1 else f"{name}-{i}"
+        folder = storage / candidate
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            if numbered:
+                continue
+        lock = open(folder / LOCK_FILE, "a")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            if numbered:
+                continue
+            raise ConfigError(f"another search is running in {folder} right now; wait for it to end or choose "
+                              "another --name", field="--name") from None
+        return candidate, lock
+    raise StartError(f"no free search folder {name}-N under {storage}")
