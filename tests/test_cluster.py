@@ -180,6 +180,19 @@ class LocalCluster:
     def ray_cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "ray"), *args], env=self.env, capture_output=True, text=True, timeout=timeout)
 
+    def submit_job(self, job_id: str, entrypoint: list[str]) -> tuple[int, str]:
+        """``ray job submit --working-dir <checkout>`` of ``entrypoint``; (exit code, stdout + stderr)."""
+        command = [
+            "job", "submit", "--address", self.job_address, "--submission-id", job_id, "--working-dir", str(ROOT),
+            "--runtime-env-json", json.dumps({"excludes": EXCLUDES}), "--", *entrypoint,
+        ]
+        deadline = time.time() + 90
+        while True:  # the head's job agent registers a little after `ray start` returns
+            proc = self.ray_cli(*command, timeout=420)
+            if "No available agent" not in proc.stderr + proc.stdout or time.time() > deadline:
+                return proc.returncode, proc.stdout + proc.stderr
+            time.sleep(2)
+
 
 @pytest.fixture(scope="module")
 def cluster():
@@ -258,20 +271,11 @@ def test_search_submitted_as_a_ray_job_succeeds_and_reaches_mlflow(cluster, tmp_
     space.write_text(textwrap.dedent(SPACE))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     job_id = f"mtlsearch-test-{uuid.uuid4().hex[:8]}"
-    command = [
-        "job", "submit", "--address", cluster.job_address, "--submission-id", job_id, "--working-dir", str(ROOT),
-        "--runtime-env-json", json.dumps({"excludes": EXCLUDES}), "--",
+    code, out = cluster.submit_job(job_id, [
         "python", "-m", "mtlsearch.launch", "--space", str(space), "--tracking-uri", uri,
         "--storage", str(tmp_path / "results"), "--storage-is-shared", "--name", "on_cluster",
-    ]
-    deadline = time.time() + 90
-    while True:  # the head's job agent registers a little after `ray start` returns
-        proc = cluster.ray_cli(*command, timeout=420)
-        if "No available agent" not in proc.stderr + proc.stdout or time.time() > deadline:
-            break
-        time.sleep(2)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and f"Job '{job_id}' succeeded" in out, out[-6000:]
+    ])
+    assert code == 0 and f"Job '{job_id}' succeeded" in out, out[-6000:]
     assert "Connecting to existing Ray cluster" in out and "Started a local Ray" not in out  # no second Ray
     assert "Best trials by val/delta_m (max); 2 trials, 0 errored" in out
 
@@ -354,7 +358,8 @@ def test_rayjob_manifest_runs_the_launcher_on_gpu_workers_with_the_project_image
     dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
     base = re.search(r"^FROM rayproject/ray:(\d+\.\d+\.\d+)-py3\d+-gpu$", dockerfile, re.M)
     assert base and base.group(1) == cluster_spec["rayVersion"]
-    assert re.search(r"^COPY .*mtlsearch ", dockerfile, re.M) and "pip install --no-cache-dir ." in dockerfile
+    assert re.search(r"^COPY .*mtlsearch ", dockerfile, re.M) and "pip install --no-cache-dir -c constraints.txt ." in dockerfile
+    assert re.search(r"^COPY .*constraints.txt", dockerfile, re.M)  # the versions CI tested
 
     assert head["rayStartParams"].get("num-cpus") == "0"  # the head runs the driver only
     gpu_workers = [w for w in workers if int(w["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0)) >= 1]

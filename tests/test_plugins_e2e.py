@@ -1,8 +1,6 @@
 """The example of a user's own benchmark and method (examples/custom_mtl) end to end: through the
 command line, through the Python API, and submitted with ``ray job submit`` to a local two-node head."""
-import json
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -90,25 +88,14 @@ def cluster():
 def test_example_submitted_as_a_ray_job_to_a_local_head(cluster, tmp_path):
     """The README's ``ray job submit --working-dir .``: the user's files travel with the working directory,
     and trials on either node find them (and the references beside them) relative to it."""
-    from test_cluster import EXCLUDES
-
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     job_id = f"mtlsearch-plugins-{uuid.uuid4().hex[:8]}"
-    command = [
-        "job", "submit", "--address", cluster.job_address, "--submission-id", job_id, "--working-dir", str(ROOT),
-        "--runtime-env-json", json.dumps({"excludes": EXCLUDES}), "--",
+    code, out = cluster.submit_job(job_id, [
         "python", "-m", "mtlsearch.launch", "--space", "examples/custom_mtl/space.yaml", "--num-samples", "2",
         "--max-epochs", "2", "--set", f"params.method={METHOD}", "--tracking-uri", uri,
         "--storage", str(tmp_path / "results"), "--storage-is-shared", "--name", "on_cluster",
-    ]
-    deadline = time.time() + 90
-    while True:  # the head's job agent registers a little after `ray start` returns
-        proc = cluster.ray_cli(*command, timeout=420)
-        if "No available agent" not in proc.stderr + proc.stdout or time.time() > deadline:
-            break
-        time.sleep(2)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and f"Job '{job_id}' succeeded" in out, out[-6000:]
+    ])
+    assert code == 0 and f"Job '{job_id}' succeeded" in out, out[-6000:]
     assert "Best trials by val/delta_m (max); 2 trials, 0 errored" in out, out[-6000:]
     client, trials = trial_runs(uri)
     assert len(trials) == 2
