@@ -398,4 +398,4 @@ class Trainer:
         torch.save(self.state_dict(), path)
 
     def load(self, path: str) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))

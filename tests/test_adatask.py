@@ -150,7 +150,7 @@ def test_state_dict_round_trip(variant):
     shared2, heads2 = clone(shared), clone(heads)
     opt2 = cls(shared2, heads2, num_tasks=2, **kw)  # hyperparameters come back from the state dict
     buffer.seek(0)
-    opt2.load_state_dict(torch.load(buffer, weights_only=False))
+    opt2.load_state_dict(torch.load(buffer, weights_only=True))
     assert opt2.param_groups[0]["weight_decay"] == 0.01
     for k in range(3, 6):
         step(opt, heads, k)

@@ -222,7 +222,7 @@ def test_trainer_checkpoint_restore_continues_exactly(method):
     torch.save(first.state_dict(), buffer)
     buffer.seek(0)
     resumed = Trainer(cfg)
-    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
     assert head + list(resumed.run()) == straight
     assert all(math.isfinite(v) for v in straight[-1].values())
     if method["method"] == "static":
@@ -302,7 +302,7 @@ def test_forty_task_celeba_samples_forty_weights_and_trains(tmp_path):
     from test_datasets import write_celeba
 
     folder, _, _ = write_celeba(tmp_path / "celeba")
-    extra = f"  verify_md5: false\n  image_size: 32\n  batch_size: 4\n"
+    extra = "  verify_md5: false\n  image_size: 32\n  batch_size: 4\n"
     text = SPACE.format(benchmark="celeba", searcher="{type: optuna, sampler: random, seed: 0}", size="tasks") + extra
     text = text.replace("benchmark: celeba\n", f"benchmark: celeba\ndata_root: {folder}\n")
     path = tmp_path / "celeba.yaml"

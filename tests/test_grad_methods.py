@@ -389,7 +389,11 @@ def test_nonlinear_methods_are_rejected_with_adatask():
 
 @pytest.mark.parametrize("cfg", [{"method": "gradvac", "gradvac_beta": 0.5},
                                  {"method": "nash_mtl", "nash_update_every": 3},
-                                 {"method": "pcgrad", "grad_mode": "rep"}])
+                                 {"method": "pcgrad", "grad_mode": "rep"},
+                                 # learned scales (IMTL-L/H) and solver-failure counters (the others)
+                                 {"method": "imtl_l"}, {"method": "imtl_h"}, {"method": "imtl_g"},
+                                 {"method": "mgda"}, {"method": "cagrad"}, {"method": "upgrad"},
+                                 {"method": "fairgrad"}], ids=lambda c: c["method"])
 def test_stateful_and_random_methods_restore_exactly(tmp_path, cfg):
     cfg = {**FAST, "max_epochs": 2, "batch_size": 500, **cfg}
     straight = list(Trainer(cfg).run())

@@ -11,9 +11,6 @@ from mtlsearch import Trainer, TrialConfig
 from mtlsearch.balancing import DBMTL, DWA, FAMO, GLS, METHODS, RLW, STCH, UW, GradNorm
 from mtlsearch.errors import ConfigError
 
-NEW_METHODS = ["uw", "dwa", "gls", "rlw", "gradnorm", "famo", "db_mtl", "stch"]
-
-
 def _weights(method, losses):
     """Effective task weights d total / d L_t, as the trainer reports them."""
     losses = losses.clone().requires_grad_(True)
@@ -346,12 +343,42 @@ CONTINUITY = [
 ]
 
 
-def test_every_new_method_is_registered_and_covered():
-    assert set(NEW_METHODS) <= set(METHODS)
-    assert {c["method"] for c, _, _ in CONTINUITY} == set(NEW_METHODS)
-    for name in NEW_METHODS:
-        cls = METHODS[name]
-        assert cls.__doc__ and cls.reference, name
+def _state_after_a_step(name):
+    """A method's checkpointed state (parameters and buffers) after one step and one epoch end, 3 tasks."""
+    from mtlsearch.balancing import GradBalancing
+
+    cls = METHODS[name]
+    extra = {"static_weights": [1.0, 2.0, 3.0]} if "static_weights" in cls.hyperparams else {}
+    method = cls(3, **extra)
+    losses = torch.tensor([1.0, 2.0, 3.0])
+    if issubclass(cls, GradBalancing):
+        method(torch.randn(3, 8, generator=torch.Generator().manual_seed(0)), losses)
+    else:
+        method(losses.clone().requires_grad_(True))
+    method.on_epoch_end(0, losses)
+    return method.state_dict()
+
+
+def test_every_registered_method_is_documented_and_every_stateful_one_has_a_restore_case():
+    """Derived from the registry: a new method with state (learned weights, running averages) cannot
+    land without a test that a checkpoint restores it exactly."""
+    import test_baselines
+    import test_grad_methods
+    import test_trainer
+
+    covered = {c["method"] for c, _, _ in CONTINUITY} | {c["method"] for c in test_baselines.CONTINUITY}
+    covered |= {c["method"] for c in _param_values(test_grad_methods.test_stateful_and_random_methods_restore_exactly)}
+    covered |= {c["method"] for c in _param_values(test_trainer.test_checkpoint_restore_continues_exactly)}
+    for name, cls in METHODS.items():
+        assert cls.__doc__ and cls.reference, f"{name}: no docstring or reference"
+        if _state_after_a_step(name):
+            assert name in covered, f"{name} keeps state but has no checkpoint-restore test"
+
+
+def _param_values(test):
+    """The values of a test function's single ``@pytest.mark.parametrize``."""
+    (mark,) = [m for m in test.pytestmark if m.name == "parametrize"]
+    return mark.args[1]
 
 
 @pytest.mark.parametrize("method,split,total", CONTINUITY, ids=[c["method"] for c, _, _ in CONTINUITY])
@@ -364,7 +391,7 @@ def test_trainer_runs_and_checkpoint_restore_continues_exactly(method, split, to
     torch.save(first.state_dict(), buffer)
     buffer.seek(0)
     resumed = Trainer(cfg)
-    resumed.load_state_dict(torch.load(buffer, weights_only=False))
+    resumed.load_state_dict(torch.load(buffer, weights_only=True))
     tail = list(resumed.run())
     assert head + tail == straight
     last = straight[-1]

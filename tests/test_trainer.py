@@ -114,10 +114,13 @@ def test_invalid_trial_configs_name_the_field(raw, field, words):
 
 
 def test_bf16_autocast_path_trains_like_fp32():
-    # The CUDA default (bf16 autocast) exercised on the CPU: same data, same seed, close results.
-    results = {amp: _run({**FAST, "amp": amp, "max_epochs": 2})[1][-1] for amp in ("off", "bf16")}
-    assert abs(results["bf16"]["val/delta_m"] - results["off"]["val/delta_m"]) < 15
-    assert results["bf16"]["val/delta_m"] > _run({**FAST, "amp": "bf16", "max_epochs": 1})[1][-1]["val/delta_m"] - 5
+    # The CUDA default (bf16 autocast) exercised on the CPU: it moves the result no more than another seed does
+    # (measured at 4 epochs: bf16 - fp32 = -4.4, +1.6, +1.9 points for seeds 0-2; fp32 seed 0 - seed 1 = +5.2).
+    bf16 = [r["val/delta_m"] for r in _run({**FAST, "amp": "bf16", "max_epochs": 4})[1]]
+    fp32 = _run({**FAST, "amp": "off", "max_epochs": 4})[1][-1]["val/delta_m"]
+    other_seed = _run({**FAST, "amp": "off", "max_epochs": 4, "seed": 1})[1][-1]["val/delta_m"]
+    assert abs(bf16[-1] - fp32) <= abs(other_seed - fp32) + 1.0
+    assert bf16[-1] > bf16[0] + 10  # and it trains: -66 after one epoch, about -30 after four
 
 
 def test_step_schedule_halves_the_learning_rate():
@@ -155,3 +158,21 @@ def test_gradients_written_by_methods_keep_the_parameters_layout():
     assert torch.equal(conv.weight.grad.flatten(), flat[: conv.weight.numel()].float().view_as(conv.weight).flatten())
     summed = gradients.as_grad(conv.weight, torch.randn(2, *conv.weight.shape).sum(0))
     assert summed.stride() == conv.weight.stride()
+
+
+class _RunsCode:
+    def __reduce__(self):
+        import os
+
+        return (os.getcwd, ())  # harmless, but code all the same: a checkpoint must not be able to run it
+
+
+def test_a_checkpoint_cannot_run_code_when_loaded(tmp_path):
+    import pickle
+
+    trainer = Trainer({**FAST, "max_epochs": 1})
+    state = trainer.state_dict()
+    state["epoch"] = _RunsCode()
+    torch.save(state, tmp_path / "state.pt")
+    with pytest.raises(pickle.UnpicklingError):
+        trainer.load(tmp_path / "state.pt")
