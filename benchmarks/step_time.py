@@ -304,8 +304,7 @@ def bench_short_run(args: argparse.Namespace) -> None:
             start = time.perf_counter()
             trainer = Trainer(nyuv2_config(args, data_root=tmp, max_epochs=args.short_epochs, lr=1e-3, **extra))
             torch.backends.cudnn.benchmark = trainer.config.gpu_speedups
-            for result in trainer.run():
-                pass
+            *_, result = trainer.run()
             finals[name] = {k: v for k, v in result.items() if k.startswith("val/") and k != "val/delta_m"}
             finals[name]["seconds"] = time.perf_counter() - start
     keys = list(next(iter(finals.values())))
@@ -394,7 +393,7 @@ def bench_all_methods_nyuv2(args: argparse.Namespace) -> None:
             print(f"  skipped {name.strip()}: {err}")
             continue
         x, targets = first_batch(trainer, args.batch_size)
-        times[name] = median_times({name: lambda: trainer.train_step(x, targets)}, steps=args.method_steps,
+        times[name] = median_times({name: lambda tr=trainer, x=x, t=targets: tr.train_step(x, t)}, steps=args.method_steps,
                                    repeats=args.repeats, warmup=2, device=device)[name]
         del trainer, x, targets
         if device.type == "cuda":

@@ -249,7 +249,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 2
         result: dict[str, float] = {}
-        for result in trainer.run():
+        for result in trainer.run():  # noqa: B007 - the last epoch's result is kept
             pass
         panels[f"{args.method} + {opt}"] = table_from_metrics(result)
         finals[opt] = result

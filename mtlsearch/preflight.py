@@ -19,7 +19,6 @@ creates a file, a folder, an MLflow store or a Ray process, so a refused command
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import tempfile

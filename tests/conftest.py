@@ -10,6 +10,25 @@ torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parent.parent
 
+#: Tiers (pyproject.toml registers the markers): ``python -m pytest -m "not slow"`` is the fast tier for
+#: development (about a minute: no Ray, no MLflow server, no browser); CI runs everything.
+#: A test is ``slow`` when it uses one of these fixtures or lives in one of these files, so a new Ray test
+#: is tiered without anyone remembering to mark it.
+SLOW_FIXTURES = {"ray_session", "remote_search", "mlflow_server", "cluster"}
+SLOW_FILES = {"test_faults.py", "test_search_e2e.py", "test_plugins_e2e.py", "test_step_time_script.py",
+              "test_cluster.py", "test_browser.py", "test_mlflow_server.py"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if fixtures & SLOW_FIXTURES or item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)
+        if "cluster" in fixtures or item.path.name == "test_cluster.py":
+            item.add_marker(pytest.mark.cluster)
+        if item.path.name == "test_browser.py":
+            item.add_marker(pytest.mark.browser)
+
 
 @pytest.fixture(scope="session")
 def ray_session():

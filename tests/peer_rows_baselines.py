@@ -7,7 +7,6 @@ the others the released code's formula is written out here, in the released code
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 from peer_table import Case, Peer
 

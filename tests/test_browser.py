@@ -84,7 +84,7 @@ def test_mlflow_ui_shows_trial_runs_with_p_and_delta_m(remote_search, browser, t
         for run in trials:
             browser.get(f"{uri}/#/experiments/{exp_id}/runs/{run['info']['run_id']}")
             xpath = "//*[normalize-space(text())='val/delta_m']/ancestor::*[@role='row' or self::tr][1]"
-            wait.until(lambda d: d.find_elements(By.XPATH, xpath))
+            wait.until(lambda d, xpath=xpath: d.find_elements(By.XPATH, xpath))
             label, value = browser.find_element(By.XPATH, xpath).text.split("\n")[:2]
             assert label == "val/delta_m"
             assert float(value) == pytest.approx(shared.run_metrics(run)["val/delta_m"], rel=1e-12)

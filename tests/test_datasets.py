@@ -194,7 +194,7 @@ def test_multi_input_batching(folders):
     assert all(torch.equal(a[0][t], b[0][t]) for a, b in zip(steps, again) for t in sizes)
     # Evaluation: every example of every task exactly once; exhausted tasks drop out of later steps.
     seen = {t: 0 for t in sizes}
-    for xs, ys in split.batches(3, shuffle=False):
+    for xs, _ in split.batches(3, shuffle=False):
         for t in xs:
             seen[t] += xs[t].shape[0]
     assert seen == sizes
@@ -446,6 +446,7 @@ def test_user_references_beside_the_data_give_validation_delta_m(tmp_path):
 
 
 # ----------------------------------------------------------------------------- generated data
+@pytest.mark.slow  # five epochs of a small dense model
 @pytest.mark.parametrize("name, size", [("nyuv2", (32, 48)), ("cityscapes", (32, 64))])
 def test_generated_folders_pass_the_loader_and_are_learnable(tmp_path, name, size):
     """``python -m mtlsearch.benchmarks.generate`` writes the exact layout the loader checks, the same

@@ -21,7 +21,6 @@ import warnings
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pytest
 import torch
 
@@ -240,7 +239,7 @@ def compare_stch(case: Case) -> float:
         nadir = torch.stack(warm).mean(0)
         ours.on_epoch_end(0, nadir)
         peer = S.STCH(mu, weights=torch.ones(t, dtype=torch.float64), reference=torch.log(nadir))
-        worst = max(worst, _loss_diff(ours, lambda x: peer(torch.log(x + 1e-20)), case.losses, factor=t))
+        worst = max(worst, _loss_diff(ours, lambda x, peer=peer: peer(torch.log(x + 1e-20)), case.losses, factor=t))
 
         def released(x, mu=mu, nadir=nadir):
             x = torch.log(x / nadir + 1e-20)

@@ -34,7 +34,7 @@ def test_pareto_mask_defining_property_on_random_points():
         pts = [[rng.randint(0, 4) for _ in range(3)] for _ in range(25)]
         mask = report.pareto_mask(pts, modes)
 
-        def dominates(a, b):
+        def dominates(a, b, modes=modes):
             better = [(x > y) if m == "max" else (x < y) for x, y, m in zip(a, b, modes)]
             at_least = [(x >= y) if m == "max" else (x <= y) for x, y, m in zip(a, b, modes)]
             return all(at_least) and any(better)

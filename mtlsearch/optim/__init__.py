@@ -14,7 +14,7 @@ from torch import nn
 
 from mtlsearch.errors import ConfigError, choices
 
-from .adatask import AdagradAdaTask, AdamAdaTask, AdaTaskOptimizer, RMSpropAdaTask
+from .adatask import AdagradAdaTask, AdamAdaTask, AdaTaskOptimizer, RMSpropAdaTask  # noqa: F401 - public names
 
 BaseFactory = Callable[..., torch.optim.Optimizer]
 
