@@ -1,4 +1,4 @@
-"""``benchmarks/step_time.py`` runs every one of its tables (on tiny inputs on the CPU, where (c)-(f)
+"""``perf/step_time.py`` runs every one of its tables (on tiny inputs on the CPU, where (c)-(f)
 are only checked to work: their figures are measured on a GPU).  Not a timed test: no figure is
 compared with a target here."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_time.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "perf" / "step_time.py"
 
 
 def test_step_time_script_prints_every_table(tmp_path):

@@ -39,8 +39,8 @@ def balance_transformation(k: np.ndarray) -> np.ndarray:
 class AlignedMTL(GradBalancing):
     """Align the task gradients to equal singular values, then sum (weights).
 
-    Step cost: about 1.30x ``ew`` per step in its default mode (param), measured by
-    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    Step cost relative to ``ew``: the README's method table (CPU) and its GPU table, both measured by
+    ``python perf/step_time.py``.
     """
 
     name = "aligned_mtl"

@@ -79,8 +79,8 @@ def cagrad_weights(k: np.ndarray, c: float, rescale: int = 1) -> tuple[np.ndarra
 class CAGrad(SolverMethod):
     """Maximise the worst task's improvement within a ball around the mean gradient (weights).
 
-    Step cost: about 2.32x ``ew`` per step in its default mode (param), measured by
-    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    Step cost relative to ``ew``: the README's method table (CPU) and its GPU table, both measured by
+    ``python perf/step_time.py``.
     """
 
     name = "cagrad"

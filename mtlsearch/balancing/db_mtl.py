@@ -43,8 +43,8 @@ class DBMTL(GradBalancing):
     weightings differ most for such tasks.
 
 
-    Step cost: about 1.26x ``ew`` per step in its default mode (param), measured by
-    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    Step cost relative to ``ew``: the README's method table (CPU) and its GPU table, both measured by
+    ``python perf/step_time.py``.
     """
 
     name = "db_mtl"

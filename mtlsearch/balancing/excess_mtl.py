@@ -36,8 +36,8 @@ class ExcessMTL(LazyStateMixin, GradBalancing):
     gradient, as for every gradient-level method.  ``excess_mtl_step`` (``robust_step_size``, a
     command-line argument of the released scripts) defaults to 0.01.
     Memory: the ``[T, d]`` state is one more copy of the per-task gradients, in every checkpoint too.
-    Step cost: about 1.46x ``ew`` per step in its default mode (param), measured by
-    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    Step cost relative to ``ew``: the README's method table (CPU) and its GPU table, both measured by
+    ``python perf/step_time.py``.
     """
 
     name = "excess_mtl"

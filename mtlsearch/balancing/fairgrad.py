@@ -35,8 +35,8 @@ def fairgrad_weights(k: np.ndarray, alpha: float) -> tuple[np.ndarray, bool]:
 class FairGrad(SolverMethod):
     """alpha-fair weights ``K w = w^(-1/alpha)`` (weights).
 
-    Step cost: about 1.48x ``ew`` per step in its default mode (param), measured by
-    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    Step cost relative to ``ew``: the README's method table (CPU) and its GPU table, both measured by
+    ``python perf/step_time.py``.
     """
 
     name = "fairgrad"

@@ -43,8 +43,8 @@ def graddrop_direction(grads: Tensor, leak: float = 0.0, uniform: Tensor | None 
 class GradDrop(GradBalancing):
     """Keep, per coordinate, only the gradients of one randomly chosen sign (direction).
 
-    Step cost: about 1.25x ``ew`` per step in its default mode (rep), measured by
-    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    Step cost relative to ``ew``: the README's method table (CPU) and its GPU table, both measured by
+    ``python perf/step_time.py``.
     """
 
     name = "graddrop"

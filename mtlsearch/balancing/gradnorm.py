@@ -53,8 +53,8 @@ class GradNorm(GradBalancing):
     warm-up adopted here).
 
 
-    Step cost: about 1.04x ``ew`` per step in its default mode (rep), measured by
-    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    Step cost relative to ``ew``: the README's method table (CPU) and its GPU table, both measured by
+    ``python perf/step_time.py``.
     """
 
     name = "gradnorm"

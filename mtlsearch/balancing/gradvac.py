@@ -61,8 +61,8 @@ def gradvac_coefficients(
 class GradVac(GradBalancing):
     """Raise each pair's gradient cosine to its EMA target, then sum (weights form).
 
-    Step cost: about 1.40x ``ew`` per step in its default mode (param), measured by
-    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    Step cost relative to ``ew``: the README's method table (CPU) and its GPU table, both measured by
+    ``python perf/step_time.py``.
     """
 
     name = "gradvac"

@@ -84,8 +84,8 @@ def imtl_g_weights(k: np.ndarray) -> tuple[np.ndarray, bool]:
 class IMTLG(SolverMethod):
     """IMTL-G: equal projections of the update on every task's unit gradient (linear).
 
-    Step cost: about 1.11x ``ew`` per step in its default mode (rep), measured by
-    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    Step cost relative to ``ew``: the README's method table (CPU) and its GPU table, both measured by
+    ``python perf/step_time.py``.
     """
 
     name = "imtl_g"
@@ -121,8 +121,8 @@ class IMTLL(LossBalancing):
 class IMTLH(IMTLG):
     """IMTL-H: IMTL-L scaled losses, IMTL-G weights on their shared gradients (linear).
 
-    Step cost: about 0.92x ``ew`` per step in its default mode (rep), measured by
-    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    Step cost relative to ``ew``: the README's method table (CPU) and its GPU table, both measured by
+    ``python perf/step_time.py``.
     """
 
     name = "imtl_h"

@@ -35,8 +35,8 @@ NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 class MGDA(SolverMethod):
     """Min-norm convex combination of the task gradients (MGDA-UB in rep mode).
 
-    Step cost: about 1.32x ``ew`` per step in its default mode (rep), measured by
-    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    Step cost relative to ``ew``: the README's method table (CPU) and its GPU table, both measured by
+    ``python perf/step_time.py``.
     """
 
     name = "mgda"

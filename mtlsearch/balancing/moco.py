@@ -33,8 +33,8 @@ class MoCo(LazyStateMixin, GradBalancing):
     gradient step (not a projection onto the simplex, the paper's), and heads get their own task's
     gradient.
     Memory: the ``[T, d]`` state is one more copy of the per-task gradients, in every checkpoint too.
-    Step cost: about 1.68x ``ew`` per step in its default mode (param), measured by
-    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    Step cost relative to ``ew``: the README's method table (CPU) and its GPU table, both measured by
+    ``python perf/step_time.py``.
     """
 
     name = "moco"

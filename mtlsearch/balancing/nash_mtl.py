@@ -47,8 +47,8 @@ def nash_weights(k: np.ndarray) -> tuple[np.ndarray, bool]:
 class NashMTL(SolverMethod):
     """Nash bargaining weights ``K alpha = 1/alpha`` on the raw Gramian, ``||d|| = sqrt(T)`` before clipping.
 
-    Step cost: about 2.79x ``ew`` per step in its default mode (param), measured by
-    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    Step cost relative to ``ew``: the README's method table (CPU) and its GPU table, both measured by
+    ``python perf/step_time.py``.
     """
 
     name = "nash_mtl"

@@ -42,8 +42,8 @@ def pcgrad_coefficients(k: np.ndarray, orders: Sequence[Sequence[int]]) -> np.nd
 class PCGrad(GradBalancing):
     """Project each task gradient off the conflicting ones, then sum (weights form).
 
-    Step cost: about 1.24x ``ew`` per step in its default mode (param), measured by
-    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    Step cost relative to ``ew``: the README's method table (CPU) and its GPU table, both measured by
+    ``python perf/step_time.py``.
     """
 
     name = "pcgrad"

@@ -50,8 +50,8 @@ class SDMGrad(GradBalancing):
     Deviation: the stochastic algorithm uses three independent batches (one for the direction, two
     for an unbiased Gramian); here all three are the step's batch (the deterministic variant, no
     extra forward passes).
-    Step cost: about 1.60x ``ew`` per step in its default mode (param), measured by
-    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    Step cost relative to ``ew``: the README's method table (CPU) and its GPU table, both measured by
+    ``python perf/step_time.py``.
     """
 
     name = "sdmgrad"

@@ -47,8 +47,8 @@ def upgrad_weights(k: np.ndarray) -> tuple[np.ndarray, bool]:
 class UPGrad(SolverMethod):
     """Average of the task gradients' projections onto their dual cone (weights).
 
-    Step cost: about 1.36x ``ew`` per step in its default mode (param), measured by
-    ``python benchmarks/step_time.py`` (CPU, multidigits, one noisy run; GPU figures still to be measured).
+    Step cost relative to ``ew``: the README's method table (CPU) and its GPU table, both measured by
+    ``python perf/step_time.py``.
     """
 
     name = "upgrad"

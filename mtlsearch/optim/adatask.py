@@ -36,7 +36,7 @@ group, with the task dimension leading each tensor (no Python loop over tasks); 
 per-parameter Python work is the sum over tasks and reading the step counters.  On CUDA the calls
 run over all parameters at once; on the CPU over batches of about ``cpu_chunk_numel`` values (large
 parameters cut into blocks of views), which keeps temporaries in cache and avoids allocating and
-page-faulting model-sized buffers every step (``benchmarks/step_time.py`` measures it).
+page-faulting model-sized buffers every step (``perf/step_time.py`` measures it).
 Task-specific parameters go through the same code with a leading dimension of one.  Set ``keep_task_updates = True`` to keep the last per-task steps of the
 shared parameters in ``task_updates`` (a list of ``[T, *p.shape]``, the signed update ``Delta theta_t``
 per task), which :mod:`mtlsearch.dominance` reads.

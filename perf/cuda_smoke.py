@@ -1,6 +1,6 @@
 """What the CPU test suite cannot see, run on a CUDA device (prints one line per check, exit 1 on a failure):
 
-    python benchmarks/cuda_smoke.py [--device cpu]   (cpu: checks 1 and 2 only, to try the script)
+    python perf/cuda_smoke.py [--device cpu]   (cpu: checks 1 and 2 only, to try the script)
 
 1. Checkpoint continuity on CUDA: 2 epochs, save, load into a fresh trainer, 2 more == 4 straight
    (the checkpoint is loaded with ``map_location`` = the GPU, as a resumed Ray trial does).

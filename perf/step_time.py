@@ -1,6 +1,6 @@
 """Step-time benchmark: what each balancing method and optimizer costs per training step (prints tables).
 
-    python benchmarks/step_time.py [--parts a b c d e f] [--threads 1] [--repeats 7] [--steps 20] [--cross]
+    python perf/step_time.py [--parts a b c d e f] [--threads 1] [--repeats 7] [--steps 20] [--cross]
 
 (a) One training step (``Trainer.train_step`` on a fixed batch of 64) on ``multidigits`` on the CPU,
     relative to ``ew`` + ``adam``: every method registered in ``mtlsearch.balancing.METHODS`` when this

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The cost of a full reproduction under the Nash-MTL protocol, measured on this machine's GPU.
 #
-#   bash benchmarks/reproduce_time.sh [DATA_DIR] [METHOD ...]
+#   bash perf/reproduce_time.sh [DATA_DIR] [METHOD ...]
 #
 # Times one epoch of SegNet-MTAN at 288x384 (batch 2, fp32, the released augmentation and evaluation)
 # on generated NYUv2-format data (80 training and 66 test images, a tenth of the real folder) and

@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # The GPU checks, for a lent GPU machine (the device tool); `all` fits one call of < 10 min:
-#   bash benchmarks/gpu_checks.sh smoke    benchmarks/cuda_smoke.py: checkpoint continuity on CUDA, every
+#   bash perf/gpu_checks.sh smoke    perf/cuda_smoke.py: checkpoint continuity on CUDA, every
 #                                          method and optimizer for one epoch, held data within a GPU share
-#   bash benchmarks/gpu_checks.sh search   a 4-trial NYUv2-format search (bundled nyuv2_gemtl_p, generated
+#   bash perf/gpu_checks.sh search   a 4-trial NYUv2-format search (bundled nyuv2_gemtl_p, generated
 #                                          288x384 data, 0.25 GPU per trial), read back from MLflow
-#   bash benchmarks/gpu_checks.sh steps    step_time.py tables (b)-(g) on CUDA: optimizer step, methods on
+#   bash perf/gpu_checks.sh steps    step_time.py tables (b)-(g) on CUDA: optimizer step, methods on
 #                                          the NYUv2-sized model, default vs plain fp32 step, 1/2/4 trials
 #                                          sharing the GPU, every method x mode, short-run metrics
-#   bash benchmarks/gpu_checks.sh all      the three in turn, each under a time limit (SMOKE_S, SEARCH_S,
+#   bash perf/gpu_checks.sh all      the three in turn, each under a time limit (SMOKE_S, SEARCH_S,
 #                                          then what is left of TOTAL_S for the steps), so a part that
 #                                          hangs costs only its own time
 # Each command's output goes to its own file in $OUT (the device tool's folder that comes back), else
 # ./gpu_checks_out; the tail of each is printed.  To try the search part without a GPU:
-#   GPUS_PER_TRIAL=0 SIZE=32x48 bash benchmarks/gpu_checks.sh search
+#   GPUS_PER_TRIAL=0 SIZE=32x48 bash perf/gpu_checks.sh search
 # The machine's image has PyTorch but not Ray, Optuna or MLflow: build them here first with
-# `bash benchmarks/device_bundle.sh` and carry `.device` (the search needs it).
+# `bash perf/device_bundle.sh` and carry `.device` (the search needs it).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what=${1:-all}
@@ -44,7 +44,7 @@ part() {
   nproc
 } | tee "$LOG/gpu.txt"
 
-smoke() { part smoke "${SMOKE_S:-90}" python3 benchmarks/cuda_smoke.py; }
+smoke() { part smoke "${SMOKE_S:-90}" python3 perf/cuda_smoke.py; }
 
 search() {
   if [[ -d .device/wheels ]] && ! python3 -c "import ray, optuna, mlflow" 2>/dev/null; then
@@ -68,7 +68,7 @@ search() {
 
 steps() {
   local limit=${STEPS_S:-$(( ${TOTAL_S:-470} - ($(date +%s) - started) ))}
-  TAIL=200 part step_time "$limit" python3 benchmarks/step_time.py --parts ${STEPS_PARTS:-b c d e f g} --device cuda --threads 4 \
+  TAIL=200 part step_time "$limit" python3 perf/step_time.py --parts ${STEPS_PARTS:-b c d e f g} --device cuda --threads 4 \
     --repeats 3 --gpu-steps 10 --warmup 3 --short-epochs 6 --short-train 96
 }
 
@@ -78,7 +78,7 @@ case "$what" in
   steps) steps ;;
   all) smoke; search; steps ;;
   again) smoke; steps; search ;;  # the order of a second call: what was fixed first
-  *) echo "usage: bash benchmarks/gpu_checks.sh smoke|search|steps|all|again" >&2; exit 2 ;;
+  *) echo "usage: bash perf/gpu_checks.sh smoke|search|steps|all|again" >&2; exit 2 ;;
 esac
 echo "gpu_checks $what: exit $code after $(( $(date +%s) - started )) s"
 exit $code

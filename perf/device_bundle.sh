@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Build what a lent GPU machine lacks to run benchmarks/gpu_checks.sh: Ray, Optuna and MLflow (the
+# Build what a lent GPU machine lacks to run perf/gpu_checks.sh: Ray, Optuna and MLflow (the
 # tracking client, mlflow-skinny) with their needs, for its Python 3.12 on x86-64, under .device/
 # (ignored by git; ~35 MB, under the device tool's 64 MiB carry limit):
 #   .device/wheels/*.whl    every needed wheel the machine's image does not already hold
 #   .device/ray.tar.xz      Ray unpacked without ray/jars, ray/rllib, ray/serve, ray/llm (its wheel is too big)
 # (ray/data stays: ray.tune imports ray.air, which imports ray.data.)
-# Usage: bash benchmarks/device_bundle.sh   (needs pip and PyPI here; run from the repository root)
-# Then run on the device, carrying .device:  bash benchmarks/gpu_checks.sh
+# Usage: bash perf/device_bundle.sh   (needs pip and PyPI here; run from the repository root)
+# Then run on the device, carrying .device:  bash perf/gpu_checks.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=.device
