@@ -159,8 +159,12 @@ def _possible_values(space, name: str) -> list[Any] | None:
 
 
 def check_when(space) -> None:
-    """A ``when`` value that the conditioning parameter never takes: the parameter would never be searched."""
+    """A ``when`` value that the conditioning parameter never takes: the parameter would never be searched.
+    A protocol's per-method settings (``protocol_params``) are exempt: they apply when their method runs,
+    and a space under the protocol need not run every method it has settings for."""
     for p in space.params:
+        if p.name in space.protocol_params:
+            continue
         for key, wanted in p.when.items():
             possible = _possible_values(space, key)
             if possible is None:
