@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from mtlsearch import faults
+from mtlsearch import console, faults
 from mtlsearch.errors import ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -64,6 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="retries of a crashed trial (exception, lost worker or node) from its last checkpoint; "
                         "a trial whose loss became NaN/inf is not retrained")
     p.add_argument("--top", type=int, default=5, help="rows in the final results table")
+    p.add_argument("--quiet", action="store_true", help="print only errors and the final results table")
+    p.add_argument("--dry-run", action="store_true", help="validate the space, print its parameter ranges, the epoch "
+                   "budget and an estimated time (one epoch timed here), and start nothing")
     return p
 
 
@@ -188,7 +191,7 @@ def is_uri(path: str) -> bool:
 
 
 # ------------------------------------------------------------------------------ Ray and the cluster
-def _init_ray(address: str | None, runtime_env: dict[str, Any] | None = None) -> bool:
+def _init_ray(address: str | None, runtime_env: dict[str, Any] | None = None, quiet: bool = False) -> bool:
     """Connect to ``address`` / ``$RAY_ADDRESS``, or start a local Ray; returns whether we started it.
     ``runtime_env``: what a remote cluster's workers need besides the job's own (a user's plugin modules)."""
     import ray
@@ -200,7 +203,7 @@ def _init_ray(address: str | None, runtime_env: dict[str, Any] | None = None) ->
         from ray.exceptions import AuthenticationError
 
         try:
-            ray.init(address=address, runtime_env=runtime_env)  # an existing cluster: never start a second one
+            ray.init(address=address, runtime_env=runtime_env, logging_level=console.ray_logging_level())  # an existing cluster: never start a second one
         except (AuthenticationError, ConnectionError, RuntimeError, ValueError) as err:
             chain, cause = [], err
             while cause is not None and len(chain) < 5:  # Ray wraps the AuthenticationError of the GCS client
@@ -213,9 +216,10 @@ def _init_ray(address: str | None, runtime_env: dict[str, Any] | None = None) ->
             first = chain[0].strip().splitlines()[0] if chain[0].strip() else type(err).__name__
             raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {first}{hint}", field="--address") from None
     else:
-        print("Starting a local Ray ...", flush=True)
+        if not quiet:
+            print("Starting a local Ray ...", flush=True)
         try:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False)
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=console.ray_logging_level())
         except Exception as err:  # e.g. "The current node timed out during startup" on an overloaded machine
             ray.shutdown()
             raise faults.StartError(f"the local Ray did not start ({faults.first_line(err)}); see its logs under "
@@ -375,9 +379,10 @@ def find_restore_path(args: argparse.Namespace, space, storage_uri: str, local_s
         raise ConfigError("resuming from a cloud storage needs --name, the search folder that the interrupted run "
                           "printed (Ray results: URI/NAME)", field="--resume")
     found = _latest_unfinished(local_storage, space.name)
-    if found is None:
-        print(f"No unfinished search of {space.name!r} under {local_storage}; starting a new one.")
-    return str(found) if found else None
+    if found is None:  # not a new full search: the user asked to continue one
+        raise ConfigError(f"no unfinished search of {space.name!r} under {local_storage} to resume; run without "
+                          "--resume to start a new one (or give --storage/--name of the interrupted search)", field="--resume")
+    return str(found)
 
 
 def resume_command(argv: Sequence[str], name: str) -> str:
@@ -402,57 +407,16 @@ def trial_dirname(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def make_progress_callback(space):
-    """One line per trial result and per finished trial: live progress without Tune's wide tables."""
-    from ray.tune import Callback
+def make_progress_callback(space, quiet: bool = False):
+    """The whole-search progress lines (mtlsearch.console)."""
 
-    searched = [p.name for p in space.params if p.kind != "value"]
-    sign = 1 if space.mode == "max" else -1
-    total = space.num_samples * math.prod(len(p.args) for p in space.params if p.kind == "grid")  # Tune crosses grids
-
-    class Progress(Callback):
-        def __init__(self):
-            self.best: tuple[float, str] | None = None
-            self.done = 0
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            value = result.get(space.metric)
-            if isinstance(value, (int, float)) and (self.best is None or sign * value > sign * self.best[0]):
-                self.best = (value, trial.trial_id)
-            params = " ".join(f"{k}={_fmt(trial.config[k])}" for k in searched if k in trial.config)
-            running = sum(t.status == "RUNNING" for t in trials)
-            best = f"best {_fmt(self.best[0])} ({self.best[1]})" if self.best else ""
-            print(f"[{self.done}/{total} done, {running} running] {trial.trial_id} "
-                  f"epoch {int(result.get('epoch', 0))}/{space.max_epochs} {params} "
-                  f"{space.metric}={_fmt(value) if value is not None else '-'}  {best}", flush=True)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self.done += 1
-            epochs = int((trial.last_result or {}).get("epoch", 0))
-            how = "completed" if epochs >= space.max_epochs else f"stopped early by ASHA after {epochs} epochs"
-            print(f"[{self.done}/{total} done] {trial.trial_id} {how}", flush=True)
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            self.done += 1
-            print(f"[{self.done}/{total} done] {trial.trial_id} ERRORED (see its MLflow run / error file)", flush=True)
-
-    return Progress()
+    return console.make_progress_callback(space, quiet=quiet)
 
 
 def _fmt(value: Any) -> str:
-    if value is None:  # a conditional parameter that does not apply to this trial
-        return "-"
-    if isinstance(value, str) and ":" in value and "/" in value.partition(":")[0]:
-        return Path(value).name  # a user's /long/path/file.py:Class
-    if isinstance(value, float):
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4):
-            return f"{value:.3g}"
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, float) for v in value):
-        # Per-task weights (static_weights): short, and at most 4 of the (up to 40) entries.
-        shown = [f"{v:.3g}" for v in value[:4]]
-        return "[" + ",".join(shown) + (f",...({len(value)})" if len(value) > 4 else "") + "]"
-    return str(value)
+    from mtlsearch.console import fmt
+
+    return fmt(value)
 
 
 def results_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -491,20 +455,21 @@ def run(args: argparse.Namespace, callbacks: Sequence[Any] = ()) -> int:
     """The search; ``callbacks``: extra Ray Tune callbacks (a notebook's display, a test's fault injector)."""
     from mtlsearch import preflight
 
+    console.quiet_libraries()
     preflight.check_args(args)
     space = prepare_space(args)
     check_job_paths(args)
     check_address(args)
     # Before Ray and any trial, creating nothing: tasks, device, metrics, tracking URI, storage, resume.
     preflight.check(args, space)
-
-    # Ray warns about frequent experiment snapshots; with epoch-sized checkpoints they are expected.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if getattr(args, "dry_run", False):
+        return console.dry_run(space)
     from mtlsearch import plugins
 
     remote = bool(args.address or os.environ.get("RAY_ADDRESS"))
     try:
-        started_ray = _init_ray(args.address, plugins.runtime_env(space, remote=remote, in_job=in_ray_job()))
+        started_ray = _init_ray(args.address, plugins.runtime_env(space, remote=remote, in_job=in_ray_job()),
+                                quiet=getattr(args, "quiet", False))
     except KeyboardInterrupt:  # Ctrl-C while Ray starts: take down what it started
         import ray
 
@@ -595,7 +560,7 @@ def _run_on_ray(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> in
         shown = spaces.override(space, num_samples=num_trials) if num_trials else space
         return tune.RunConfig(
             name=f"{name}-{suffix}" if suffix else name, storage_path=storage_uri, verbose=0,
-            callbacks=[callback, make_progress_callback(shown), book, faults.no_retry_after_nonfinite(), *callbacks],
+            callbacks=[callback, make_progress_callback(shown, getattr(args, "quiet", False)), book, faults.no_retry_after_nonfinite(), *callbacks],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
         )
@@ -607,7 +572,8 @@ def _run_on_ray(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> in
         trial_dirname_creator=trial_dirname,
     )
     if restore_path is not None:
-        print(f"Resuming {restore_path}")
+        if not getattr(args, "quiet", False):
+            print(f"Resuming {restore_path}")
         # resume_errored: a trial that used up its retries (a lost node, ...) gets another chance from its
         # last checkpoint; one whose loss became NaN/inf fails again at once (see trainables.mtl).
         tuner = tune.Tuner.restore(restore_path, trainable, resume_errored=True)
@@ -615,18 +581,19 @@ def _run_on_ray(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> in
     else:
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
-    print(f"Search {name!r}: {space.num_samples} trials x up to {space.max_epochs} epochs of {space.benchmark!r}, "
-          f"objective {space.metric} ({space.mode}); MLflow experiment {experiment!r} at {tracking_uri}")
+    if not getattr(args, "quiet", False):
+        print(f"Search {name!r}: {space.num_samples} trials x up to {space.max_epochs} epochs of {space.benchmark!r}, "
+              f"objective {space.metric} ({space.mode}); MLflow experiment {experiment!r} at {tracking_uri}")
     grid = None
     stuck = faults.StopWatchdog(lambda: _interrupted(args, tracker, f"{storage_uri}/{name}", name,
-                                                      [None] * len(book.started), book.unfinished))
+                                                      None, book.unfinished, book=book, space=space))
     with _sigterm_as_sigint(stuck):
         try:
             grid = tuner.fit()
         except KeyboardInterrupt:  # a second Ctrl-C while Tune was already stopping
             pass
     if grid is None or book.unfinished or len(grid) < space.num_samples:
-        return _interrupted(args, tracker, f"{storage_uri}/{name}", name, grid, book.unfinished)
+        return _interrupted(args, tracker, f"{storage_uri}/{name}", name, grid, book.unfinished, book=book, space=space)
 
     rows, columns = summarize(grid, space, 0)
     errors = [r for r in grid if r.error is not None]
@@ -645,7 +612,7 @@ def _run_on_ray(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> in
     tracker.end_search(best, pareto=[r["trial"] for r in pareto] if pareto is not None else None)
 
     print()
-    print(f"Best trials by {space.metric} ({space.mode}); {len(grid)} trials, {len(errors)} errored:")
+    print(f"Best trials by {space.metric} ({space.mode}, {console.BEST_BY}); {len(grid)} trials, {len(errors)} errored:")
     print(results_table(rows[: args.top], columns) if rows else "(no trial reported the objective)")
     if pareto is not None:
         names = ", ".join(f"{m} ({d})" for m, d in space.objectives())
@@ -734,8 +701,11 @@ def _trial_book():
     return TrialBook()
 
 
-def _interrupted(args: argparse.Namespace, tracker, folder: str, name: str, grid, unfinished: set[str]) -> int:
-    """After Ctrl-C: mark the MLflow runs of unfinished trials and the search KILLED, say how to resume."""
+def _interrupted(args: argparse.Namespace, tracker, folder: str, name: str, grid, unfinished: set[str], *,
+                 book=None, space=None) -> int:
+    """After Ctrl-C: mark the MLflow runs of unfinished trials and the search KILLED, print the results so
+    far and how to resume.  Finished = ended in this driver, or before it (a resumed search); a trial
+    that never started is not finished."""
     from mtlsearch import tracking
 
     for trial_id in sorted(unfinished):
@@ -744,10 +714,20 @@ def _interrupted(args: argparse.Namespace, tracker, folder: str, name: str, grid
             tracker.client.set_tag(run_id, tracking.TAG_STATUS, "interrupted")
             tracker.client.set_terminated(run_id, status="KILLED")
     tracker.end_search(None, status="KILLED")
-    done = len(grid) - len(unfinished) if grid is not None else 0
+    if book is not None:
+        earlier = {(r.metrics or {}).get("trial_id") for r in (grid or []) if r is not None and (r.metrics or {}).get("epoch")}
+        done = len(book.ended | (earlier - book.started - {None}))
+    else:
+        done = len(grid) - len(unfinished) if grid is not None else 0
     argv = getattr(args, "argv", None) or sys.argv[1:]
     print(f"\nInterrupted: {done} trial(s) finished, {len(unfinished)} stopped; the search's state is saved in "
-          f"{folder}.\nResume it with:\n  {resume_command(argv, name)}", flush=True)
+          f"{folder}.", flush=True)
+    if space is not None and grid is not None:
+        rows, columns = summarize(grid, space, args.top)
+        if rows:
+            print(f"Results so far by {space.metric} ({space.mode}, {console.BEST_BY}; stopped trials at their last epoch):")
+            print(results_table(rows, columns))
+    print(f"Resume it with:\n  {resume_command(argv, name)}", flush=True)
     return 130
 
 

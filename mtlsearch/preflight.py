@@ -422,6 +422,10 @@ def check_resume_unchanged(args: argparse.Namespace, space) -> None:
     storage = Path(raw[len("file://"):] if raw and raw.startswith("file://") else raw).expanduser().resolve() if raw \
         else Path.cwd() / "ray_results"
     folder = storage / args.name if args.name else _latest(storage, space.name)
+    if folder is None:  # --resume is not a new full search: say so before anything starts
+        raise ConfigError(f"no unfinished search of {space.name!r} under {storage} to resume; run without --resume to "
+                          "start a new one (or give the --storage and --name that the interrupted search printed)",
+                          field="--resume")
     if folder is not None and folder.is_dir():
         check_saved_state(folder)
     if folder is None or not (folder / SEARCH_INFO_FILE).is_file():

@@ -40,7 +40,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from mtlsearch.errors import ConfigError
 
@@ -205,6 +205,27 @@ def read_search_info(folder: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _short(value: Any) -> str:
+    """2 significant digits, exponents without padding: 0.54, 5.9e-3, 12."""
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 1e-2 or abs(value) >= 1e4):
+            mantissa, exp = f"{value:.1e}".split("e")
+            return f"{mantissa}e{int(exp)}"
+        return f"{value:.2g}"
+    if isinstance(value, (list, tuple)):
+        return f"[{len(value)}]"
+    text = str(value)
+    return text.rsplit(":", 1)[-1] if ":" in text and "/" in text else text  # a user's path/file.py:Class
+
+
+def trial_run_name(trial_id: str, config: Mapping[str, Any], searched: Sequence[str] = ()) -> str:
+    """A trial run's name that reads in a list: ``gemtl p=0.54 lr=5.9e-3 (1a2b3c4d)``: the method, the
+    searched parameters that apply to it, the trial id (Ray's, as the console prints it)."""
+    parts = [str(config.get("method", ""))]
+    parts += [f"{k}={_short(config[k])}" for k in searched if k != "method" and config.get(k) is not None]
+    return f"{' '.join(p for p in parts if p)} ({trial_id})"
+
+
 def trial_params(config: Mapping[str, Any]) -> dict[str, Any]:
     """The trial's full validated config (defaults included: ``optimizer``, ``seed``, ...), so every
     run shows the same params whether or not the space searched them; the raw config if invalid."""
@@ -276,6 +297,7 @@ class Tracker:
         self.search_id = search_id
         self.tolerant = tolerant
         self.parent_run_id: str | None = None
+        self.searched: list[str] = []  # the searched parameters, named in the trial runs' names
         self.trial_runs: dict[str, str] = {}
         self._steps: dict[str, dict[str, set[int]]] = {}  # run id -> metric -> epochs already logged
         self.offline_since: float | None = None
@@ -337,6 +359,7 @@ class Tracker:
         """Create (or find again, on resume) the parent run; write the search's description beside
         Ray's results when they are on a local disk.  Not tolerant: failing here stops the launch."""
         info = search_info(space, overrides)
+        self.searched = [p.name for p in space.params if p.kind != "value"]
         if results_dir is not None:
             write_search_info(Path(results_dir), {**info, "experiment": self.experiment,
                                                   "tracking_uri": self.tracking_uri, "search_id": self.search_id})
@@ -412,7 +435,7 @@ class Tracker:
             return self.trial_runs[trial_id]
         run_id = self._find_run(**{TAG_SEARCH: self.search_id, TAG_TRIAL: trial_id})
         if run_id is None:
-            name = f"{trial_id} {config.get('method', '')}".strip()
+            name = trial_run_name(trial_id, config, self.searched)
             run = self.client.create_run(
                 self.experiment_id, run_name=name,
                 tags={**({PARENT_TAG: self.parent_run_id} if self.parent_run_id else {}), TAG_SEARCH: self.search_id,

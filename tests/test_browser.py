@@ -56,7 +56,10 @@ def test_mlflow_ui_shows_trial_runs_with_p_and_delta_m(remote_search, browser, t
     assert len(trials) == 4
     ids = [r["info"]["run_id"] for r in trials]
     names = {r["info"]["run_id"]: r["info"]["run_name"] for r in trials}
-    assert all(names[i].startswith(shared.run_tags(r)[TAG_TRIAL]) for i, r in zip(ids, trials))
+    # Readable in a list: the method, its searched parameters, the trial id (tracking.trial_run_name).
+    for i, r in zip(ids, trials):
+        method = {p["key"]: p["value"] for p in r["data"].get("params", [])}["method"]
+        assert names[i].startswith(method + " ") and names[i].endswith(f"({shared.run_tags(r)[TAG_TRIAL]})"), names[i]
     wait = WebDriverWait(browser, 60)
     try:
         # 1. The experiment's runs page lists the search (its parent run, named after the Ray folder).

@@ -249,7 +249,7 @@ def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating
         log1 = tmp_path / "run1.log"
         first = launch(argv, log1)
         name = _wait_for(log1, r"Search '([^']+)'", first, timeout=120).group(1)
-        _wait_for(log1, r"\[\d+/3 done\] \w+ completed", first, timeout=240)
+        _wait_for(log1, r"\[\d+/3 done[^\]]*\] \w+ completed", first, timeout=240)
         finished = _finished_in_saved_state(tmp_path / "ray" / name, first, timeout=60)
         first.send_signal(signal.SIGKILL)
         first.wait(30)

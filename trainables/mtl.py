@@ -48,6 +48,9 @@ def train_mtl(config: dict) -> None:
     from mtlsearch.trainer import NonFiniteLossError, Trainer
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "checkpoint created" line per epoch
+    from mtlsearch.console import quiet_trial_exit
+
+    quiet_trial_exit()  # an ASHA stop is one line of the driver's, not a SystemExit report from this worker
     marker = os.path.join(tune.get_context().get_trial_dir(), NONFINITE_MARKER)
     if os.path.exists(marker):
         with open(marker) as f:

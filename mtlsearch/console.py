@@ -1,0 +1,317 @@
+"""What a search prints on the console: our own lines only.
+
+* :func:`quiet_libraries` silences Ray, Ray Tune, MLflow and Optuna at their source (logger levels,
+  Tune's legacy reporter at verbosity 0, env vars Ray documents), before they are imported where it
+  matters: a successful search prints no log line or traceback of theirs; their errors still show.
+* :func:`quiet_trial_exit` (called in each trial's worker): a trial that ASHA stops ends its training
+  thread with ``SystemExit``, which Python reports as "Exception ignored ... SystemExit" on the worker's
+  stderr (forwarded to the driver by ``log_to_driver``); that one known message is dropped there.
+* :class:`Progress` keeps the whole-search line (trials done/running, epochs spent of the budget,
+  elapsed, ETA) and the live best; :data:`BEST_BY` is the one definition of "best" that the live line
+  and the final table share: a trial's value at its **last** reported epoch.
+* :func:`dry_run`: the ranges, the epoch budget and an estimated time, starting nothing.
+
+Nothing here imports Ray or MLflow at module level.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import time
+from typing import Any, Callable, Mapping
+
+BEST_BY = "value at each trial's last epoch"
+
+
+def quiet_libraries() -> None:
+    """Before Ray Tune, MLflow or Optuna run in this process (the driver)."""
+    # Tune's new output engine prints a configuration box, "View detailed results here" and a
+    # TensorBoard hint even at verbose=0; the legacy reporter is silent at verbose=0 (Ray documents
+    # RAY_AIR_NEW_OUTPUT=0 to switch back to it).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Ray warns about frequent experiment snapshots; with epoch-sized checkpoints they are expected.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # "Creating initial MLflow database tables"
+    for name, level in (
+        ("ray.tune", logging.WARNING),
+        # "Wrote the latest version of all result files" (INFO) and, after Ctrl-C, the advice to call
+        # Tuner.restore (WARNING): we print our own resume command.
+        ("ray.tune.tune", logging.ERROR),
+        ("ray.tune.execution.experiment_state", logging.ERROR),
+        # "Token authentication is enabled for this Ray cluster": Ray's default, nothing to act on.
+        ("ray._private.authentication.authentication_token_setup", logging.ERROR),
+        ("mlflow", logging.WARNING),
+        ("alembic", logging.WARNING),
+    ):
+        logging.getLogger(name).setLevel(level)
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory"
+    except ImportError:  # optuna is only needed by spaces that use it
+        pass
+
+
+def ray_logging_level() -> int:
+    """``ray.init(logging_level=...)``: no "Started a local Ray instance" line; warnings stay."""
+    return logging.WARNING
+
+
+def quiet_trial_exit() -> None:
+    """In a trial's worker: drop Python's "Exception ignored ... SystemExit" report of a training thread
+    that Ray Tune ends (ASHA stopped the trial); every other unraisable exception is reported as before."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_mtlsearch", False):
+        return
+
+    def hook(unraisable):
+        if isinstance(unraisable.exc_value, SystemExit):
+            return
+        previous(unraisable)
+
+    hook._mtlsearch = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+# ------------------------------------------------------------------------------ formatting
+def fmt(value: Any) -> str:
+    """A value in a table or progress line: short floats, file names of long paths, short lists."""
+    from pathlib import Path
+
+    if value is None:  # a conditional parameter that does not apply to this trial
+        return "-"
+    if isinstance(value, str) and ":" in value and "/" in value.partition(":")[0]:
+        return Path(value).name  # a user's /long/path/file.py:Class
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4):
+            return f"{value:.3g}"
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, float) for v in value):
+        # Per-task weights (static_weights): short, and at most 4 of the (up to 40) entries.
+        shown = [f"{v:.3g}" for v in value[:4]]
+        return "[" + ",".join(shown) + (f",...({len(value)})" if len(value) > 4 else "") + "]"
+    return str(value)
+
+
+def duration(seconds: float | None) -> str:
+    """``1:05`` (m:ss) or ``1:02:03``; ``-`` when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    s = int(round(max(0.0, seconds)))
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def total_trials(space) -> int:
+    """Trials a search runs: Tune crosses grid parameters with ``num_samples``."""
+    return space.num_samples * math.prod(len(p.args) for p in space.params if p.kind == "grid")
+
+
+def searched_names(space) -> list[str]:
+    return [p.name for p in space.params if p.kind != "value"]
+
+
+# ------------------------------------------------------------------------------ live progress
+class Progress:
+    """The state behind the progress lines (no Ray here: :func:`make_progress_callback` feeds it)."""
+
+    def __init__(self, space, *, quiet: bool = False, out: Callable[[str], None] | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self.space = space
+        self.quiet = quiet
+        self.total = total_trials(space)
+        self.budget = self.total * space.max_epochs
+        self.sign = 1 if space.mode == "max" else -1
+        self.clock = clock
+        self.start = clock()
+        self.out = out or (lambda line: print(line, flush=True))
+        self.epochs: dict[str, int] = {}  # trial -> last epoch reported
+        self.last: dict[str, float] = {}  # trial -> objective at its last epoch (BEST_BY)
+        self.running: set[str] = set()
+        self.ended: dict[str, str] = {}  # trial -> "completed" | "stopped" | "errored"
+        self.spent_here = 0  # epochs trained by this driver (for the rate; a resumed search's earlier ones excluded)
+
+    # ---------------------------------------------------------------- counts
+    @property
+    def spent(self) -> int:
+        return sum(self.epochs.values())
+
+    @property
+    def saved(self) -> int:
+        """Epochs the budget will not spend: trials ASHA stopped (or that errored) before max_epochs."""
+        return sum(self.space.max_epochs - self.epochs.get(t, 0) for t, how in self.ended.items() if how != "completed")
+
+    def eta(self) -> float | None:
+        left = max(0, self.budget - self.spent - self.saved)
+        if left == 0:
+            return 0.0
+        elapsed = self.clock() - self.start
+        if self.spent_here <= 0 or elapsed <= 0:
+            return None
+        return left * elapsed / self.spent_here  # an upper bound: ASHA usually stops more trials early
+
+    def best(self) -> tuple[float, str] | None:
+        if not self.last:
+            return None
+        trial = max(self.last, key=lambda t: self.sign * self.last[t])
+        return self.last[trial], trial
+
+    def status(self) -> str:
+        return (f"[{len(self.ended)}/{self.total} done, {len(self.running)} running | "
+                f"{self.spent}/{self.budget - self.saved} epochs"
+                + (f" (ASHA saved {self.saved})" if self.saved else "")
+                + f" | {duration(self.clock() - self.start)} elapsed, ETA {duration(self.eta())}]")
+
+    # ---------------------------------------------------------------- events
+    def seen(self, trial_id: str, last_result: Mapping[str, Any] | None) -> None:
+        """A trial known from a resumed search: its earlier epochs count as spent."""
+        if trial_id not in self.epochs and last_result:
+            self.epochs[trial_id] = int(last_result.get("epoch", 0) or 0)
+            value = last_result.get(self.space.metric)
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.last[trial_id] = float(value)
+
+    def started(self, trial_id: str) -> None:
+        self.running.add(trial_id)
+        self.ended.pop(trial_id, None)  # a retried trial runs again
+
+    def result(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any]) -> None:
+        epoch = int(result.get("epoch", 0) or 0)
+        if epoch > self.epochs.get(trial_id, 0):
+            self.spent_here += epoch - self.epochs.get(trial_id, 0)
+            self.epochs[trial_id] = epoch
+        self.running.add(trial_id)
+        value = result.get(self.space.metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            self.last[trial_id] = float(value)
+        if self.quiet:
+            return
+        params = " ".join(f"{k}={fmt(config[k])}" for k in searched_names(self.space) if k in config)
+        best = self.best()
+        shown = f"best {fmt(best[0])} ({best[1]})" if best else ""
+        self.out(f"{self.status()} {trial_id} epoch {epoch}/{self.space.max_epochs} {params} "
+                 f"{self.space.metric}={fmt(value) if value is not None else '-'}  {shown}".rstrip())
+
+    def ended_ok(self, trial_id: str, last_result: Mapping[str, Any] | None) -> None:
+        self.running.discard(trial_id)
+        epochs = int((last_result or {}).get("epoch", 0) or self.epochs.get(trial_id, 0))
+        self.epochs[trial_id] = max(epochs, self.epochs.get(trial_id, 0))
+        self.ended[trial_id] = "completed" if epochs >= self.space.max_epochs else "stopped"
+        if self.quiet:
+            return
+        if epochs >= self.space.max_epochs:
+            self.out(f"{self.status()} {trial_id} completed ({epochs} epochs)")
+        else:
+            self.out(f"{self.status()} {trial_id} stopped early by ASHA at epoch {epochs}")
+
+    def errored(self, trial_id: str) -> None:
+        self.running.discard(trial_id)
+        self.ended[trial_id] = "errored"
+        # An error is shown even with --quiet.
+        self.out(f"{self.status()} {trial_id} ERRORED (see its MLflow run / error file)")
+
+
+def make_progress_callback(space, *, quiet: bool = False):
+    """The Ray Tune callback that feeds a :class:`Progress` (one line per result and per ended trial)."""
+    from ray.tune import Callback
+
+    class ProgressCallback(Callback):
+        def __init__(self):
+            self.progress = Progress(space, quiet=quiet)
+            self._seeded = False
+
+        def on_step_begin(self, iteration, trials, **info):
+            if not self._seeded:  # a resumed search: what its trials did before counts
+                self._seeded = True
+                for t in trials:
+                    self.progress.seen(t.trial_id, t.last_result)
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.progress.started(trial.trial_id)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.progress.result(trial.trial_id, trial.config, result)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.progress.ended_ok(trial.trial_id, trial.last_result)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.progress.errored(trial.trial_id)
+
+    return ProgressCallback()
+
+
+# ------------------------------------------------------------------------------ --dry-run
+def describe_param(p) -> str:
+    when = (" when " + ", ".join(f"{k}={v}" for k, v in p.when.items())) if p.when else ""
+    if p.kind in ("uniform", "loguniform", "quniform", "randint"):
+        lo, hi = p.args[0], p.args[1]
+        extra = f" step {p.args[2]}" if len(p.args) > 2 else ""
+        return f"{p.name}: {p.kind} [{fmt(lo)}, {fmt(hi)}]{extra}{when}"
+    if p.kind in ("choice", "grid"):
+        return f"{p.name}: {p.kind} {{{', '.join(fmt(v) for v in p.args)}}}{when}"
+    return f"{p.name}: {p.kind} {fmt(p.args)}{when}"
+
+
+def time_one_epoch(space) -> tuple[float, float]:
+    """(seconds to build the first trial config's data and model, seconds of its first epoch), measured
+    here in this process on the CPU with a trial's thread count, writing nothing."""
+    from mtlsearch.config import TrialConfig
+    from mtlsearch.trainer import Trainer
+
+    probe = dict(space.probe_configs()[0])
+    if space.resources.get("gpus_per_trial", 0):
+        probe["device"] = "cpu"  # the driver may have no GPU; say so in the estimate
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(space.resources.get("cpus_per_trial") or 1)))  # as a trial does
+    try:
+        t0 = time.perf_counter()
+        cfg = TrialConfig.from_dict(probe, source=str(space.path))
+        trainer = Trainer(cfg)
+        t1 = time.perf_counter()
+        next(iter(trainer.run(1)))
+        return t1 - t0, time.perf_counter() - t1
+    finally:
+        torch.set_num_threads(threads)
+
+
+def dry_run(space, *, timed: bool = True, out: Callable[[str], None] = print) -> int:
+    """What the search would do, starting nothing (no Ray, no MLflow store, nothing written)."""
+    total = total_trials(space)
+    budget = total * space.max_epochs
+    out(f"Dry run of {space.name!r} ({space.path}): benchmark {space.benchmark!r}, objective "
+        f"{space.metric} ({space.mode}); the space and every trial configuration are valid.")
+    out("Searched parameters:")
+    for p in space.params:
+        if p.kind != "value":
+            out(f"  {describe_param(p)}")
+    fixed = ", ".join(f"{p.name}={fmt(p.args)}" for p in space.params if p.kind == "value")
+    if fixed:
+        out(f"Fixed: {fixed}")
+    sched = space.scheduler
+    asha = (f"; ASHA may stop trials from epoch {sched['grace_period']} on (reduction factor "
+            f"{sched['reduction_factor']})" if sched.get("type") == "asha" else "")
+    out(f"Epoch budget: {total} trials x {space.max_epochs} epochs = {budget} epochs at most{asha}.")
+    cpus = os.cpu_count() or 1
+    per = space.resources.get("cpus_per_trial") or 1
+    parallel = max(1, int(cpus // per)) if not space.resources.get("gpus_per_trial") else 1
+    if space.max_concurrent_trials:
+        parallel = min(parallel, space.max_concurrent_trials)
+    parallel = min(parallel, total)
+    if not timed:
+        out("Estimated time: not measured (--dry-run without a timed epoch).")
+        return 0
+    setup_s, epoch_s = time_one_epoch(space)
+    # Each trial builds its data and model once; epochs then run `parallel` at a time on this machine.
+    estimate = (total * setup_s + budget * epoch_s) / parallel
+    out(f"Estimated time: at most {duration(estimate)} on this machine ({cpus} CPUs, {parallel} trial(s) at a time): "
+        f"one epoch of the first trial configuration took {epoch_s:.2f} s here after {setup_s:.2f} s to build its "
+        f"data and model{' (on the CPU; trials ask for GPUs)' if space.resources.get('gpus_per_trial') else ''}; "
+        f"ASHA's early stops and Ray's start (~10 s) are not counted.")
+    out("Nothing was started or written (no Ray, no MLflow store); run without --dry-run to search.")
+    return 0
