@@ -1,10 +1,11 @@
 """A real search: local Ray, Optuna + ASHA, MLflow (SQLite) read back after the fact."""
+import re
 import textwrap
 
 from mlflow.tracking import MlflowClient
 
 from mtlsearch.launch import main
-from mtlsearch.tracking import PARENT_TAG, TAG_KIND, TAG_STATUS, TAG_TRIAL
+from mtlsearch.tracking import PARENT_TAG, TAG_KIND, TAG_STATUS, TAG_TRIAL, trial_run_name
 
 SPACE = """
 name: e2e_gemtl
@@ -22,14 +23,35 @@ params:
 """
 
 
-def test_search_logs_every_trial_under_its_parent(tmp_path, ray_session, capsys):
+def _not_progress_or_results(out: str) -> list[str]:
+    """Console lines other than progress lines (``[k/N done, ...]``) and the results table."""
+    lines, in_table = [], False
+    for line in out.splitlines():
+        if not line.strip():
+            in_table = False
+            continue
+        if line.startswith("Best trials by "):
+            in_table = True
+        if not in_table and not re.match(r"\[\d+/\d+ done, \d+ running \| \d+/\d+ epochs", line):
+            lines.append(line)
+    return lines
+
+
+def test_search_logs_every_trial_under_its_parent(tmp_path, ray_session, capfd):
     space = tmp_path / "e2e.yaml"
     space.write_text(textwrap.dedent(SPACE))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     code = main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri])
-    out = capsys.readouterr().out
+    captured = capfd.readouterr()  # file descriptors: Ray's and MLflow's log handlers write there too
+    out = captured.out + captured.err
     assert code == 0, out
-    assert "Best trials by val/delta_m" in out and "mlflow ui --backend-store-uri " + uri in out
+    assert "Best trials by val/delta_m (max, value at each trial's last epoch)" in out
+    assert "mlflow ui --backend-store-uri " + uri in out
+    # A quiet console: no traceback (an ASHA stop is one line of ours), nothing of Ray's, MLflow's or Optuna's.
+    assert "Traceback" not in out and "SystemExit" not in out, out
+    noise = _not_progress_or_results(out)
+    assert len(noise) <= 5, noise
+    assert re.search(r"\[4/4 done, 0 running \| \d+/\d+ epochs.*\] \w+ (completed|stopped early by ASHA at epoch \d)", out), out
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("e2e_gemtl")
@@ -52,6 +74,9 @@ def test_search_logs_every_trial_under_its_parent(tmp_path, ray_session, capsys)
         params = run.data.params
         assert -1.0 <= float(params["p"]) <= 2.0 and 1e-3 <= float(params["lr"]) <= 1e-2
         assert params["method"] == "gemtl"
+        # Readable in a list, e.g. "gemtl p=0.54 lr=5.9e-3 (1a2b3c4d)".
+        assert run.info.run_name == trial_run_name(run.data.tags[TAG_TRIAL], {
+            "method": "gemtl", "p": float(params["p"]), "lr": float(params["lr"])}, ["p", "lr"]), run.info.run_name
         # Only DESIGN.md's metric names: no pid, timestamps, trial ids or config copies.
         for key in run.data.metrics:
             assert key.split("/")[0] in {"train", "val", "test", "weights"}, key
