@@ -2,6 +2,7 @@
 
 Fast (no Ray is started): a search's own console output is checked in test_search_e2e.py."""
 import textwrap
+from pathlib import Path
 
 from mtlsearch import console, spaces
 from mtlsearch.launch import main
@@ -84,3 +85,26 @@ def test_progress_counts_the_budget_asha_savings_and_the_last_epoch_best(tmp_pat
     assert len(lines) == n  # --quiet: only errors
     quiet.errored("b")
     assert len(lines) == n + 1 and "ERRORED" in lines[-1]
+
+
+def test_a_trial_worker_drops_only_the_unraisable_systemexit_of_a_stopped_trial():
+    """What Python prints as "Exception ignored ... SystemExit: 1" when Ray ends a stopped trial's worker
+    goes through sys.unraisablehook: quiet_trial_exit drops that one, and reports every other as before."""
+    import subprocess
+    import sys
+
+    code = textwrap.dedent("""
+        from mtlsearch.console import quiet_trial_exit
+        quiet_trial_exit()
+        class Stopped:
+            def __del__(self):
+                raise SystemExit(1)
+        class Broken:
+            def __del__(self):
+                raise ValueError("a real error")
+        Stopped(); Broken()
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          cwd=str(Path(__file__).resolve().parents[1]))
+    assert proc.returncode == 0, proc.stderr
+    assert "SystemExit" not in proc.stderr and "ValueError: a real error" in proc.stderr, proc.stderr
