@@ -36,22 +36,39 @@ def quiet_libraries() -> None:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # "Creating initial MLflow database tables"
     for name, level in (
         ("ray.tune", logging.WARNING),
-        # "Wrote the latest version of all result files" (INFO) and, after Ctrl-C, the advice to call
-        # Tuner.restore (WARNING): we print our own resume command.
-        ("ray.tune.tune", logging.ERROR),
+        # "Wrote the latest version of all result files" (INFO); its warnings: see _TuneRunFilter.
+        ("ray.tune.tune", logging.WARNING),
         ("ray.tune.execution.experiment_state", logging.ERROR),
+        # After Ctrl-C: "Failed to fetch metrics" of a trial that had not reported yet.
+        ("ray.tune.analysis.experiment_analysis", logging.ERROR),
         # "Token authentication is enabled for this Ray cluster": Ray's default, nothing to act on.
         ("ray._private.authentication.authentication_token_setup", logging.ERROR),
         ("mlflow", logging.WARNING),
         ("alembic", logging.WARNING),
     ):
         logging.getLogger(name).setLevel(level)
+    tune_run = logging.getLogger("ray.tune.tune")
+    if not any(isinstance(f, _TuneRunFilter) for f in tune_run.filters):
+        tune_run.addFilter(_TuneRunFilter())
     try:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory"
     except ImportError:  # optuna is only needed by spaces that use it
         pass
+
+
+class _TuneRunFilter(logging.Filter):
+    """Ray Tune's own lines around Ctrl-C: its "Stop signal received" warning becomes one line of ours
+    (feedback while the trials stop); its advice to call ``Tuner.restore`` is dropped (the launcher
+    prints the command that resumes); its errors pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Stop signal received"):
+            print("\nStopping the search: ending its trials and saving its state (Ctrl-C again to skip saving) ...",
+                  file=sys.stderr, flush=True)
+            return False
+        return record.levelno >= logging.ERROR
 
 
 def ray_logging_level() -> int:

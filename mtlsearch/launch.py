@@ -725,7 +725,7 @@ def _interrupted(args: argparse.Namespace, tracker, folder: str, name: str, grid
     if space is not None and grid is not None:
         rows, columns = summarize(grid, space, args.top)
         if rows:
-            print(f"Results so far by {space.metric} ({space.mode}, {console.BEST_BY}; stopped trials at their last epoch):")
+            print(f"Results so far by {space.metric} ({space.mode}, {console.BEST_BY}):")
             print(results_table(rows, columns))
     print(f"Resume it with:\n  {resume_command(argv, name)}", flush=True)
     return 130

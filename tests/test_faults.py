@@ -271,6 +271,12 @@ def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating
         text2 = log2.read_text()
         resume = re.search(r"Resume it with:\n  (.+)\n", text2)
         assert resume, text2[-3000:]
+        # Only our own lines: no Tuner.restore advice, no warning or traceback of Ray's; a trial that never
+        # started is not counted as finished; the results so far are shown.
+        assert "Tuner.restore" not in text2 and "WARNING" not in text2 and "Traceback" not in text2, text2[-3000:]
+        counts = re.search(r"Interrupted: (\d+) trial\(s\) finished, (\d+) stopped", text2)
+        assert counts and int(counts.group(1)) >= len(finished) and sum(map(int, counts.groups())) <= 3, text2[-3000:]
+        assert "Results so far by val/delta_m" in text2, text2[-3000:]
         command = shlex.split(resume.group(1))
         assert command[:3] == ["python", "-m", "mtlsearch.launch"] and command[-3:] == ["--resume", "--name", name]
 
