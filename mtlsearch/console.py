@@ -326,9 +326,9 @@ def dry_run(space, *, timed: bool = True, out: Callable[[str], None] = print) ->
     setup_s, epoch_s = time_one_epoch(space)
     # Each trial builds its data and model once; epochs then run `parallel` at a time on this machine.
     estimate = (total * setup_s + budget * epoch_s) / parallel
-    out(f"Estimated time: at most {duration(estimate)} on this machine ({cpus} CPUs, {parallel} trial(s) at a time): "
-        f"one epoch of the first trial configuration took {epoch_s:.2f} s here after {setup_s:.2f} s to build its "
-        f"data and model{' (on the CPU; trials ask for GPUs)' if space.resources.get('gpus_per_trial') else ''}; "
-        f"ASHA's early stops and Ray's start (~10 s) are not counted.")
+    out(f"Estimated time: about {duration(estimate)} on this machine ({cpus} CPUs, {parallel} trial(s) at a time) if "
+        f"every trial ran all its epochs: one epoch of the first trial configuration took {epoch_s:.2f} s here after "
+        f"{setup_s:.2f} s to build its data and model{' (on the CPU; trials ask for GPUs)' if space.resources.get('gpus_per_trial') else ''}; "
+        f"not counted: ASHA's early stops (shorter), Ray's start and each trial's worker start (longer: ~10 s, a few s each).")
     out("Nothing was started or written (no Ray, no MLflow store); run without --dry-run to search.")
     return 0
