@@ -202,6 +202,8 @@ def _init_ray(address: str | None, runtime_env: dict[str, Any] | None = None, qu
     if address:
         from ray.exceptions import AuthenticationError
 
+        if not quiet:  # our line: Ray's own "Connecting to existing Ray cluster" is silenced
+            print(f"Connecting to the Ray cluster at {address} ...", flush=True)
         try:
             ray.init(address=address, runtime_env=runtime_env, logging_level=console.ray_logging_level())  # an existing cluster: never start a second one
         except (AuthenticationError, ConnectionError, RuntimeError, ValueError) as err:

@@ -226,7 +226,7 @@ def test_local_storage_on_a_multi_node_cluster_is_refused(cluster, tmp_path):
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "--storage: " in errors[0] and "the cluster has 2 nodes" in errors[0], proc.stderr
     assert "--storage-is-shared" in errors[0] and "s3://" in errors[0]
-    assert "Connecting to existing Ray cluster" in proc.stderr and "Started a local Ray" not in proc.stderr
+    assert "Connecting to the Ray cluster at" in proc.stdout and "Starting a local Ray" not in proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
 
 
@@ -276,8 +276,8 @@ def test_search_submitted_as_a_ray_job_succeeds_and_reaches_mlflow(cluster, tmp_
         "--storage", str(tmp_path / "results"), "--storage-is-shared", "--name", "on_cluster",
     ])
     assert code == 0 and f"Job '{job_id}' succeeded" in out, out[-6000:]
-    assert "Connecting to existing Ray cluster" in out and "Started a local Ray" not in out  # no second Ray
-    assert "Best trials by val/delta_m (max); 2 trials, 0 errored" in out
+    assert "Connecting to the Ray cluster at" in out and "Starting a local Ray" not in out  # no second Ray
+    assert "Best trials by val/delta_m (max, value at each trial's last epoch); 2 trials, 0 errored" in out
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("cluster_smoke")

@@ -32,7 +32,7 @@ def test_example_through_the_command_line(tmp_path, ray_session, capsys, monkeyp
                  "--set", f"params.method.grid=[ew, {METHOD}]", "--storage", str(tmp_path / "ray"), "--tracking-uri", uri])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "Best trials by val/delta_m (max); 2 trials, 0 errored" in out
+    assert "Best trials by val/delta_m (max, value at each trial's last epoch); 2 trials, 0 errored" in out
     assert "method.py:SoftMaxWeighting" in out  # the table shows the file, not the whole path
     client, trials = trial_runs(uri)
     methods = sorted(r.data.params["method"] for r in trials)
@@ -96,7 +96,7 @@ def test_example_submitted_as_a_ray_job_to_a_local_head(cluster, tmp_path):
         "--storage", str(tmp_path / "results"), "--storage-is-shared", "--name", "on_cluster",
     ])
     assert code == 0 and f"Job '{job_id}' succeeded" in out, out[-6000:]
-    assert "Best trials by val/delta_m (max); 2 trials, 0 errored" in out, out[-6000:]
+    assert "Best trials by val/delta_m (max, value at each trial's last epoch); 2 trials, 0 errored" in out, out[-6000:]
     client, trials = trial_runs(uri)
     assert len(trials) == 2
     for run in trials:
