@@ -92,6 +92,18 @@ def quiet_trial_exit() -> None:
     sys.unraisablehook = hook
 
 
+WORKER_SETUP_HOOK = "mtlsearch.console.quiet_worker"
+
+
+def quiet_worker() -> None:
+    """Ray's ``worker_process_setup_hook`` of a local Ray the launcher starts: runs in each worker before
+    a trial's actor, so Tune's "Restored on ... from checkpoint" INFO line (a resumed or retried trial)
+    is not forwarded to the console; warnings and errors are."""
+    for name in ("ray.tune.trainable", "ray.train"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_trial_exit()
+
+
 # ------------------------------------------------------------------------------ formatting
 def fmt(value: Any) -> str:
     """A value in a table or progress line: short floats, file names of long paths, short lists."""

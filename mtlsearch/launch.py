@@ -221,7 +221,8 @@ def _init_ray(address: str | None, runtime_env: dict[str, Any] | None = None, qu
         if not quiet:
             print("Starting a local Ray ...", flush=True)
         try:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=console.ray_logging_level())
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=console.ray_logging_level(),
+                     runtime_env={"worker_process_setup_hook": console.WORKER_SETUP_HOOK})
         except Exception as err:  # e.g. "The current node timed out during startup" on an overloaded machine
             ray.shutdown()
             raise faults.StartError(f"the local Ray did not start ({faults.first_line(err)}); see its logs under "
