@@ -20,7 +20,8 @@ import math
 import os
 import sys
 import time
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 BEST_BY = "value at each trial's last epoch"
 
@@ -128,7 +129,7 @@ def duration(seconds: float | None) -> str:
     """``1:05`` (m:ss) or ``1:02:03``; ``-`` when unknown."""
     if seconds is None or not math.isfinite(seconds):
         return "-"
-    s = int(round(max(0.0, seconds)))
+    s = round(max(0.0, seconds))
     h, rest = divmod(s, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -2,7 +2,8 @@
 
 The only place that builds a ``Tuner``: reads a space, picks the searcher (Optuna) and the scheduler
 (ASHA), resources per trial, storage, MLflow destination and resume; prints progress and the results
-table.  Embedded default: a local Ray started here, a SQLite MLflow store ``./mlflow.db`` and Ray
+table (their format, the silencing of Ray's, MLflow's and Optuna's own lines, ``--quiet`` and ``--dry-run``:
+``mtlsearch.console``).  Embedded default: a local Ray started here, a SQLite MLflow store ``./mlflow.db`` and Ray
 results under ``./ray_results``.  ``RAY_ADDRESS`` and ``MLFLOW_TRACKING_URI`` are honoured.
 
 On a cluster (``--address`` / ``RAY_ADDRESS``, set by Ray inside ``ray job submit``) the launcher
@@ -412,7 +413,6 @@ def trial_dirname(trial) -> str:
 
 def make_progress_callback(space, quiet: bool = False):
     """The whole-search progress lines (mtlsearch.console)."""
-
     return console.make_progress_callback(space, quiet=quiet)
 
 
