@@ -292,10 +292,9 @@ def time_one_epoch(space) -> tuple[float, float]:
     from mtlsearch.config import TrialConfig
     from mtlsearch.trainer import Trainer
 
-    probe = dict(space.probe_configs()[0])
-    if space.resources.get("gpus_per_trial", 0):
-        probe["device"] = "cpu"  # the driver may have no GPU; say so in the estimate
     import torch
+
+    probe = {**space.probe_configs()[0], "device": "cpu"}  # dry_run times CPU trials only
 
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(space.resources.get("cpus_per_trial") or 1)))  # as a trial does
@@ -329,19 +328,24 @@ def dry_run(space, *, timed: bool = True, out: Callable[[str], None] = print) ->
     out(f"Epoch budget: {total} trials x {space.max_epochs} epochs = {budget} epochs at most{asha}.")
     cpus = os.cpu_count() or 1
     per = space.resources.get("cpus_per_trial") or 1
-    parallel = max(1, int(cpus // per)) if not space.resources.get("gpus_per_trial") else 1
+    parallel = max(1, int(cpus // per))
     if space.max_concurrent_trials:
         parallel = min(parallel, space.max_concurrent_trials)
     parallel = min(parallel, total)
+    if space.resources.get("gpus_per_trial"):
+        # Trials train on GPUs: an epoch on this CPU says little (and may take long); say so.
+        out(f"Estimated time: not measured: trials ask for {space.resources['gpus_per_trial']:g} GPU each; time one "
+            "trial epoch with --num-samples 1 --max-epochs 1 and multiply by the epoch budget.")
+        timed = False
     if not timed:
-        out("Estimated time: not measured (--dry-run without a timed epoch).")
+        out("Nothing was started or written (no Ray, no MLflow store); run without --dry-run to search.")
         return 0
     setup_s, epoch_s = time_one_epoch(space)
     # Each trial builds its data and model once; epochs then run `parallel` at a time on this machine.
     estimate = (total * setup_s + budget * epoch_s) / parallel
     out(f"Estimated time: about {duration(estimate)} on this machine ({cpus} CPUs, {parallel} trial(s) at a time) if "
         f"every trial ran all its epochs: one epoch of the first trial configuration took {epoch_s:.2f} s here after "
-        f"{setup_s:.2f} s to build its data and model{' (on the CPU; trials ask for GPUs)' if space.resources.get('gpus_per_trial') else ''}; "
+        f"{setup_s:.2f} s to build its data and model; "
         f"not counted: ASHA's early stops (shorter), Ray's start and each trial's worker start (longer: ~10 s, a few s each).")
     out("Nothing was started or written (no Ray, no MLflow store); run without --dry-run to search.")
     return 0
