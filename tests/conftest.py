@@ -60,3 +60,16 @@ def remote_search(tmp_path_factory, ray_session, mlflow_server):
     import shared_search as shared
 
     return shared.finished_search(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """A local two-node Ray cluster started with ``ray start`` (tests/test_cluster.py), one per test module."""
+    from test_cluster import LocalCluster
+
+    c = LocalCluster()
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()

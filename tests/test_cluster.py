@@ -194,14 +194,6 @@ class LocalCluster:
             time.sleep(2)
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    c = LocalCluster()
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
 
 
 def test_cluster_has_two_nodes_listening_on_loopback_only(cluster):

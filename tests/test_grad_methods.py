@@ -22,15 +22,6 @@ from mtlsearch.errors import ConfigError
 GRAD_METHODS = sorted(name for name, cls in METHODS.items() if issubclass(cls, GradBalancing))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is faster, and much faster on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _grads(t, d=20, seed=0, conflict=True):
     g = torch.Generator().manual_seed(seed)
     scales = torch.logspace(-1, 1, t, dtype=torch.float64)

@@ -9,15 +9,6 @@ from mtlsearch import Trainer
 from mtlsearch.balancing import IMTLG, IMTLH, IMTLL
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models: one intra-op thread is faster, and much faster on a shared 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _random_grads(t, d=50, seed=0):
     g = torch.Generator().manual_seed(seed)
     scales = torch.logspace(-2, 2, t, dtype=torch.float64)[torch.randperm(t, generator=g)]

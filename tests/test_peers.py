@@ -608,14 +608,6 @@ def run_row(row: Peer) -> tuple[float, str]:
 
 
 # ---------------------------------------------------------------------------------------- tests
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("row", ALL_ROWS, ids=_row_id)
 def test_peer(row: Peer):
     worst, where = run_row(row)

@@ -1,10 +1,8 @@
 """The example of a user's own benchmark and method (examples/custom_mtl) end to end: through the
 command line, through the Python API, and submitted with ``ray job submit`` to a local two-node head."""
-import sys
 import uuid
 from pathlib import Path
 
-import pytest
 from mlflow.tracking import MlflowClient
 
 from mtlsearch.tracking import TAG_KIND, TAG_STATUS
@@ -72,17 +70,6 @@ def test_example_through_the_python_api(tmp_path, ray_session, monkeypatch):
     assert again.set_index("trial")["val/delta_m"].to_dict() == trials.set_index("trial")["val/delta_m"].to_dict()
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_cluster import LocalCluster
-
-    c = LocalCluster()
-    try:
-        c.start()
-        yield c
-    finally:
-        c.stop()
 
 
 def test_example_submitted_as_a_ray_job_to_a_local_head(cluster, tmp_path):
