@@ -46,6 +46,10 @@ def quiet_libraries() -> None:
         ("ray._private.authentication.authentication_token_setup", logging.ERROR),
         ("mlflow", logging.WARNING),
         ("alembic", logging.WARNING),
+        # "sample_from functions that take a spec dict are deprecated", once per conditional parameter:
+        # spaces.ConditionalSample reads ``spec.config`` on purpose, since that access is what makes Ray
+        # resolve the parameter a ``when`` depends on first (a plain config dict would show it unresolved).
+        ("ray.tune.search.sample", logging.ERROR),
     ):
         logging.getLogger(name).setLevel(level)
     tune_run = logging.getLogger("ray.tune.tune")

@@ -585,7 +585,7 @@ def _run_on_ray(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> in
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
     if not getattr(args, "quiet", False):
-        print(f"Search {name!r}: {space.num_samples} trials x up to {space.max_epochs} epochs of {space.benchmark!r}, "
+        print(f"Search {name!r}: {console.total_trials(space)} trials x up to {space.max_epochs} epochs of {space.benchmark!r}, "
               f"objective {space.metric} ({space.mode}); MLflow experiment {experiment!r} at {tracking_uri}")
     grid = None
     stuck = faults.StopWatchdog(lambda: _interrupted(args, tracker, f"{storage_uri}/{name}", name,
