@@ -151,15 +151,15 @@ class Trainer:
             if cfg.dominance_interval > 0 else None
         )
         self.epoch = 0
-        self.reference = load_reference(cfg.benchmark, self.task_names, getattr(self.benchmark, "root", None) or self.benchmark.data_root)
+        data_folder = getattr(self.benchmark, "root", None) or self.benchmark.data_root
+        self.reference = load_reference(cfg.benchmark, self.task_names, data_folder)
         #: The published protocol's own score (``test/delta_m_nashmtl``, ...), when the config names one.
         self.protocol_scorer = None
         if cfg.protocol:
             from mtlsearch.protocols import make_scorer
 
             self.protocol_scorer = make_scorer(
-                cfg.protocol, cfg.benchmark, self.task_names, self.lower_is_better(),
-                getattr(self.benchmark, "root", None) or self.benchmark.data_root, cfg.last_k or None,
+                cfg.protocol, cfg.benchmark, self.task_names, self.lower_is_better(), data_folder, cfg.last_k or None,
             )
 
     # ------------------------------------------------------------------ training
@@ -214,8 +214,9 @@ class Trainer:
             total = bal(losses)
             (weights,) = torch.autograd.grad(total, losses, retain_graph=True)
             total.backward()  # heads + method parameters; leaves get w_t * dL_t/dz
-            self._task_param_backward(leaves, leaves.grads())
-            task_grads = gradients.per_task_param_grads(leaves, leaves.grads(), self.shared, key=id(self.model))
+            rep_grads = leaves.grads()
+            self._task_param_backward(leaves, rep_grads)
+            task_grads = gradients.per_task_param_grads(leaves, rep_grads, self.shared, key=id(self.model))
             self._step_task_grads(task_grads)
             return losses.detach(), weights.detach()
 

@@ -315,6 +315,14 @@ def _launcher_env(ray_tmp: str, **extra: str) -> dict:
     return env
 
 
+def _end(proc: subprocess.Popen, ray_tmp: str) -> None:
+    """A launcher test's teardown: the launcher and every Ray process of its RAY_TMPDIR gone, the folder removed."""
+    if proc.poll() is None:
+        proc.kill()
+    kill_all(processes_with_env(f"RAY_TMPDIR={ray_tmp}"))
+    shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
 def _gone(ray_tmp: str, timeout: float) -> list[int]:
     """The processes of the launcher's Ray still alive after ``timeout`` s (none is what we want)."""
     deadline = time.time() + timeout
@@ -347,10 +355,7 @@ def test_ctrl_c_while_ray_starts_exits_130_with_one_line_and_leaves_nothing_runn
         code = proc.wait(60)
         left = _gone(ray_tmp, 30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        kill_all(processes_with_env(f"RAY_TMPDIR={ray_tmp}"))
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        _end(proc, ray_tmp)
     text = err.read_text()
     assert code == 130, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
@@ -381,10 +386,7 @@ def test_sigterm_to_the_process_group_stops_in_seconds_with_the_resume_command(t
         print(f"stopped {took:.1f} s after SIGTERM")
         left = _gone(ray_tmp, 30)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-        kill_all(processes_with_env(f"RAY_TMPDIR={ray_tmp}"))
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+        _end(proc, ray_tmp)
     text = out.read_text()
     assert code == 130, text[-3000:]
     assert took < 60, f"the stop took {took:.0f} s"
