@@ -7,6 +7,8 @@
 #   bash perf/gpu_checks.sh steps    step_time.py tables (b)-(g) on CUDA: optimizer step, methods on
 #                                          the NYUv2-sized model, default vs plain fp32 step, 1/2/4 trials
 #                                          sharing the GPU, every method x mode, short-run metrics
+#   bash perf/gpu_checks.sh mtan     perf/reproduce_time.sh: SegNet-MTAN step time under nashmtl@1 (ew famo
+#                                          nash_mtl) and the estimated GPU-hours of a full reproduction
 #   bash perf/gpu_checks.sh all      the three in turn, each under a time limit (SMOKE_S, SEARCH_S,
 #                                          then what is left of TOTAL_S for the steps), so a part that
 #                                          hangs costs only its own time
@@ -66,6 +68,8 @@ search() {
   TAIL=30 part report 20 python3 -m mtlsearch.report --tracking-uri sqlite:////tmp/mlflow.db --experiment nyuv2_gemtl_p --no-figures
 }
 
+mtan() { TAIL=30 part mtan "${MTAN_S:-240}" bash perf/reproduce_time.sh /tmp/mtlsearch_nyuv2_288x384 ${MTAN_METHODS:-ew famo nash_mtl}; }
+
 steps() {
   local limit=${STEPS_S:-$(( ${TOTAL_S:-470} - ($(date +%s) - started) ))}
   TAIL=200 part step_time "$limit" python3 perf/step_time.py --parts ${STEPS_PARTS:-b c d e f g} --device cuda --threads 4 \
@@ -78,7 +82,8 @@ case "$what" in
   steps) steps ;;
   all) smoke; search; steps ;;
   again) smoke; steps; search ;;  # the order of a second call: what was fixed first
-  *) echo "usage: bash perf/gpu_checks.sh smoke|search|steps|all|again" >&2; exit 2 ;;
+  late) search; mtan ;;  # what the first GPU session left unseen: the launcher's exit, the MTAN step
+  *) echo "usage: bash perf/gpu_checks.sh smoke|search|steps|mtan|all|again|late" >&2; exit 2 ;;
 esac
 echo "gpu_checks $what: exit $code after $(( $(date +%s) - started )) s"
 exit $code
