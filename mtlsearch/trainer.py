@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from mtlsearch import gradients
-from mtlsearch.balancing import GradBalancing, LossBalancing, get_method
+from mtlsearch.balancing import GradBalancing, GradResult, LossBalancing, get_method
 from mtlsearch.benchmarks import get_benchmark
 from mtlsearch.config import TrialConfig
 from mtlsearch.dominance import DominanceTracker
@@ -147,7 +147,7 @@ class Trainer:
         #: Task dominance (rAU per shared layer), when the config asks for it: then every step
         #: computes per-task gradients of the shared parameters, even for loss-level methods.
         self.dominance = (
-            DominanceTracker(self.model, self.shared, self.optimizer, self.task_names, cfg.dominance_beta)
+            DominanceTracker(self.model, self.shared, self.task_names, cfg.dominance_beta)
             if cfg.dominance_interval > 0 else None
         )
         self.epoch = 0
@@ -245,7 +245,9 @@ class Trainer:
         weights = result.weights if result.weights is not None else torch.full_like(losses, float("nan"))
         return losses, weights, task_grads
 
-    def _combine_rep(self, leaves: gradients.RepLeaves, rep_grads: list[Tensor], losses: Tensor):
+    def _combine_rep(
+        self, leaves: gradients.RepLeaves, rep_grads: list[Tensor], losses: Tensor
+    ) -> tuple[GradResult, list[Tensor] | None]:
         """``rep`` mode: the method sees G, one row dL_t/dz per task ([T, numel z]); one z_t per task
         (multi-input): task t only reaches z_t, so the rows are block-diagonal over the concatenated z's.
         Its weights (or direction) are pulled back through the encoder."""
@@ -264,7 +266,9 @@ class Trainer:
             leaves.backward([p.view_as(g) for p, g in zip(parts, rep_grads)])
         return result, None
 
-    def _combine_param(self, leaves: gradients.RepLeaves, rep_grads: list[Tensor], losses: Tensor):
+    def _combine_param(
+        self, leaves: gradients.RepLeaves, rep_grads: list[Tensor], losses: Tensor
+    ) -> tuple[GradResult, list[Tensor] | None]:
         """``param`` mode: the method sees the per-task gradients of the shared parameters ([T, d])."""
         task_grads = self._shared_task_grads(leaves, rep_grads)
         result = self.balancing(gradients.flatten_task_grads(task_grads), losses)
@@ -283,20 +287,16 @@ class Trainer:
         return gradients.per_task_param_grads(leaves, cotangents, self.shared, key=id(self.model))
 
     def _apply(self, task_grads: list[Tensor] | None) -> None:
-        """The one place a step is taken: from ``param.grad`` as filled by the backward passes, or
-        from per-task gradients of the shared parameters (AdaTask, or their sum for a base
-        optimizer), then feeding the dominance tracker if any."""
+        """The one place a step is taken: from ``param.grad`` as the backward passes filled it, or
+        from per-task gradients of the shared parameters (``step_tasks``: AdaTask's per-task
+        accumulators, or their sum for a base optimizer), which also gives each task's share of the
+        update to the dominance tracker, if any."""
         if task_grads is None:
             self.optimizer.step()
             return
-        if self.adatask:
-            self.optimizer.step(task_grads=task_grads)
-        else:
-            for p, g in zip(self.shared, task_grads):
-                p.grad = gradients.as_grad(p, g.sum(0)) if p.grad is None else p.grad.add_(g.sum(0))
-            self.optimizer.step()
+        shares = self.optimizer.step_tasks(task_grads, shares=self.dominance is not None)
         if self.dominance is not None:
-            self.dominance.update(task_grads)
+            self.dominance.update(shares)
 
     def _task_param_backward(self, leaves: gradients.RepLeaves, cotangents: list[Tensor]) -> None:
         """A model with one output per task: its task-specific parameters get their own task's gradient
