@@ -42,7 +42,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from mtlsearch.errors import ConfigError  # noqa: E402
 
@@ -308,7 +309,13 @@ def start_ray(args) -> None:
         ray.init(address=args.address, logging_level=console.ray_logging_level())
     else:
         ray.init(num_cpus=args.cpus or os.cpu_count(), include_dashboard=False, logging_level=console.ray_logging_level(),
-                 runtime_env={"worker_process_setup_hook": console.WORKER_SETUP_HOOK})
+                 runtime_env=worker_env(console))
+
+
+def worker_env(console) -> dict[str, Any]:
+    """The launcher's runtime_env for a local Ray, and this checkout on the workers' path (installed or not)."""
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return {"worker_process_setup_hook": console.WORKER_SETUP_HOOK, "env_vars": {"PYTHONPATH": path}}
 
 
 def main(argv: list[str] | None = None) -> int:
