@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", nargs="*", default=[], metavar="NAME=K", help="grid points of one parameter, e.g. p=5 lr=4")
     p.add_argument("--cpus", type=float, help="CPUs of the local Ray (default: all of this machine's)")
     p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs per trial (trials at a time = cpus / this) (default: %(default)s)")
+    p.add_argument("--max-concurrent", type=int, help="trials at a time of the sampled strategies "
+                   "(budget.max_concurrent_trials; default: as many as the CPUs allow). ASHA and TPE learn from "
+                   "finished rungs: 16 trials at once on 16 CPUs is another search than 2 at once")
     p.add_argument("--address", help="an existing Ray cluster instead of a local Ray")
     p.add_argument("--fractions", nargs="+", type=float, default=[0.10, 0.20, 0.35, 0.50, 1.00],
                    help="fractions of the grid's epochs at which to show the best so far (default: %(default)s)")
@@ -78,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target-fraction", type=float, default=0.35, help="target: with at most this fraction of the grid's epochs (default: %(default)s)")
     p.add_argument("--workdir", help="keep MLflow runs and Ray results here (default: a temporary folder, removed)")
     p.add_argument("--json", help="also write every search's (epochs spent, objective, test) curve to this file")
+    p.add_argument("--from-json", metavar="PATH", help="run nothing: print the tables again from a --json file "
+                   "(e.g. with other --fractions or targets)")
     p.add_argument("--verbose", action="store_true", help="show the launcher's own output (default: in WORKDIR/launch.log)")
     return p
 
@@ -167,7 +172,9 @@ def run_search(space_name: str, strategy: str, seed: int, grid: dict[str, list[A
         sets += ["searcher.type=optuna", "searcher.sampler=random", "scheduler.type=asha"]
     elif strategy == "tpe_fifo":
         sets += ["searcher.type=optuna", "searcher.sampler=tpe", "scheduler.type=fifo"]
-    else:  # the grid: Ray's variant generator crosses the grid values, one trial per point
+    if args.max_concurrent and strategy != "grid":
+        sets.append(f"budget.max_concurrent_trials={args.max_concurrent}")
+    if strategy == "grid":  # Ray's variant generator crosses the grid values, one trial per point
         sets += ["searcher.type=random", "scheduler.type=fifo"]
         sets += [f"params.{name}.grid={_yaml_list(values)}" for name, values in grid.items()]
         samples = 1
@@ -257,7 +264,7 @@ def report(space, runs: list[dict[str, Any]], grid: dict[str, list[Any]], args) 
         + f" = {grid_trials} trials x {max_epochs} epochs = {grid_epochs} epochs"
         + " (cell centres of each range: uniform linear, loguniform log; choice: all values)",
         f"sampled strategies: {args.samples or space.num_samples} trials each, searcher seeds {' '.join(map(str, args.seeds))} "
-        "(trials train with the space's seed; the grid runs once)",
+        f"(trials train with the space's seed; the grid runs once); {args.max_concurrent or 'as many as the CPUs allow'} at a time",
         "best = best objective of any reported epoch of any trial so far (last-epoch = the launcher's table's definition); "
         "test = test/delta_m of that same trial and epoch; mean ± sd over seeds",
     ]
@@ -299,6 +306,20 @@ def report(space, runs: list[dict[str, Any]], grid: dict[str, list[Any]], args) 
 
 
 # ------------------------------------------------------------------------------ main
+def reprint(args) -> int:
+    from mtlsearch import spaces
+
+    for key, entry in json.loads(Path(args.from_json).read_text()).items():
+        space = spaces.load_space(entry.get("space", key))
+        for field in ("samples", "max_epochs", "seeds", "max_concurrent"):
+            if field in entry:
+                setattr(args, field, entry[field])
+        args.strategies = [s for s in STRATEGIES if any(r["strategy"] == s for r in entry["runs"])]
+        args.seeds = entry.get("seeds") or sorted({r["seed"] for r in entry["runs"] if r["strategy"] != "grid"})
+        print(report(space, entry["runs"], entry["grid"], args)[0] + "\n")
+    return 0
+
+
 def start_ray(args) -> None:
     import ray
 
@@ -325,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.samples < 0:
             raise ConfigError(f"must be >= 0 (0: the space's num_samples), got {args.samples}", field="--samples")
+        if args.max_concurrent is not None and args.max_concurrent < 1:
+            raise ConfigError(f"must be >= 1, got {args.max_concurrent}", field="--max-concurrent")
         if args.max_epochs is not None and args.max_epochs < 1:
             raise ConfigError(f"must be >= 1, got {args.max_epochs}", field="--max-epochs")
         if not 0 < args.cpus_per_trial:
@@ -337,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
+    if args.from_json:
+        return reprint(args)
     keep = args.workdir is not None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mtlsearch_efficiency_")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -360,7 +385,9 @@ def main(argv: list[str] | None = None) -> int:
             texts.append(text)
             all_met.append(met)
             print("\n" + text + "\n", flush=True)
-            dump[space.name] = {"grid": grid, "runs": [{k: r[k] for k in ("strategy", "seed", "wall_s", "results")} for r in runs]}
+            dump[space.name] = {"space": name, "samples": args.samples or space.num_samples, "max_epochs": args.max_epochs,
+                                "seeds": args.seeds, "max_concurrent": args.max_concurrent, "grid": grid,
+                                "runs": [{k: r[k] for k in ("strategy", "seed", "wall_s", "results")} for r in runs]}
     finally:
         ray.shutdown()
         if log is not sys.stdout:

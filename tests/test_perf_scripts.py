@@ -85,6 +85,17 @@ def test_report_best_so_far_and_the_target_line():
     assert met is False and "within in 1/2" in text and text.endswith("NOT MET")
 
 
+def test_tables_again_from_the_json_file(tmp_path, capsys):
+    runs = [_run("grid", 0, [("a", 1, -30), ("a", 2, -20)]), _run("asha_tpe", 3, [("x", 1, -25), ("x", 2, -19.5)])]
+    path = tmp_path / "curves.json"
+    path.write_text(json.dumps({"gemtl_p": {"space": "gemtl_p", "max_epochs": 2, "grid": {"p": [1.0], "lr": [0.01]},
+                                            "runs": runs}}))
+    assert eff.main(["--from-json", str(path), "--target-fraction", "1.0"]) == 0
+    out = capsys.readouterr().out
+    assert "searcher seeds 3" in out and "= 1 trials x 2 epochs = 2 epochs" in out
+    assert "full grid's best val/delta_m (-20.00) with <= 100% of its epochs (2 of 2)" in out and out.strip().endswith("MET")
+
+
 def test_bad_input_is_one_line_and_exit_2_before_ray(capsys):
     assert eff.main(["--grid", "q=3"]) == 2
     err = capsys.readouterr().err.strip()
