@@ -11,8 +11,10 @@ bare first, ...):
   the trainable that checkpoints and reports every epoch, the MLflow callback, the progress lines),
   FIFO scheduler, on one Ray the script starts once (``--cpus``; its start is timed apart);
 * **bare**: a fresh Python process that builds ``mtlsearch.trainer.Trainer`` from the same config (the
-  one the tune trial received) with the same torch thread count, and iterates ``Trainer.run()``:
-  no Ray, no checkpoint, no MLflow.
+  one the tune trial received) with the same torch thread count and, by default, the same niceness
+  as the trial's Ray worker (Ray starts its workers at nice 15: on a loaded machine that alone makes
+  them several times slower than a process at nice 0; ``--same-nice no`` to see it), and iterates
+  ``Trainer.run()``: no Ray, no checkpoint, no MLflow.
 
 Epoch time is measured the same way in both: the wall time between the first and the last epoch's
 result as the caller receives it (the driver's Tune callback; the loop over ``Trainer.run()``),
@@ -60,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, default=1.10, help="target: median ratio tune / bare epoch time at most this (default: %(default)s)")
     p.add_argument("--workdir", help="keep MLflow runs and Ray results here (default: a temporary folder, removed)")
     p.add_argument("--verbose", action="store_true", help="show the launcher's own output (default: in WORKDIR/launch.log)")
+    p.add_argument("--same-nice", choices=["yes", "no"], default="yes",
+                   help="run the bare trainer at the niceness of Ray's trial worker (Ray starts workers niced; on a "
+                        "loaded machine that alone slows them) (default: %(default)s)")
     p.add_argument("--bare-config", help=argparse.SUPPRESS)  # internal: the bare child process
+    p.add_argument("--bare-nice", type=int, help=argparse.SUPPRESS)
     return p
 
 
@@ -113,11 +119,15 @@ def make_recorder():
             self.arrivals: list[float] = []
             self.iter_s: list[float] = []
             self.config: dict[str, Any] | None = None
+            self.nice: int | None = None
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             self.arrivals.append(time.perf_counter())
             self.iter_s.append(float(result.get("time_this_iter_s", math.nan)))
             self.config = dict(trial.config)
+            if self.nice is None and result.get("pid"):
+                with contextlib.suppress(OSError):  # the worker's niceness: Ray starts its workers niced
+                    self.nice = os.getpriority(os.PRIO_PROCESS, int(result["pid"]))
 
     return Recorder()
 
@@ -143,12 +153,14 @@ def run_tune(args, fixed: dict[str, str], workdir: Path, index: int, log) -> dic
                          f"of {args.epochs} epochs; its output: {getattr(log, 'name', 'above')}")
     t = recorder.arrivals
     return {"epoch_s": (t[-1] - t[0]) / (len(t) - 1), "iter_s": statistics.mean(recorder.iter_s[1:]),
-            "first_s": t[0] - start, "wall_s": wall, "config": recorder.config}
+            "first_s": t[0] - start, "wall_s": wall, "config": recorder.config, "nice": recorder.nice}
 
 
-def run_bare(args, config: dict[str, Any]) -> dict[str, Any]:
+def run_bare(args, config: dict[str, Any], nice: int | None) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--bare-config", json.dumps(config),
            "--cpus-per-trial", str(args.cpus_per_trial)]
+    if nice is not None:
+        cmd += ["--bare-nice", str(nice)]
     spawned, start = time.time(), time.perf_counter()
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=tempfile.gettempdir())
     wall = time.perf_counter() - start
@@ -157,11 +169,13 @@ def run_bare(args, config: dict[str, Any]) -> dict[str, Any]:
     child = json.loads(out.stdout.strip().splitlines()[-1])
     t = child["epochs_at"]
     return {"epoch_s": (t[-1] - t[0]) / (len(t) - 1), "iter_s": math.nan, "first_s": child["first_epoch_at"] - spawned,
-            "wall_s": wall}
+            "wall_s": wall, "nice": child["nice"]}
 
 
-def bare_child(config_json: str, cpus: float) -> int:
+def bare_child(config_json: str, cpus: float, nice: int | None) -> int:
     """In a fresh process: the trainer alone, as ``trainables.train_mtl`` builds it, timed per epoch."""
+    if nice is not None and nice > os.nice(0):
+        os.nice(nice - os.nice(0))  # the trial worker's priority (a loaded machine favours the less nice)
     import torch
 
     from mtlsearch.trainer import Trainer
@@ -175,7 +189,7 @@ def bare_child(config_json: str, cpus: float) -> int:
     for _ in trainer.run():
         epochs_at.append(time.perf_counter())
         first_epoch_at = first_epoch_at or time.time()  # wall clock: the parent's spawn time is on the same clock
-    print(json.dumps({"epochs_at": epochs_at, "first_epoch_at": first_epoch_at}))
+    print(json.dumps({"epochs_at": epochs_at, "first_epoch_at": first_epoch_at, "nice": os.nice(0)}))
     return 0
 
 
@@ -196,7 +210,7 @@ def table(header: list[str], rows: list[list[str]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.bare_config:
-        return bare_child(args.bare_config, args.cpus_per_trial)
+        return bare_child(args.bare_config, args.cpus_per_trial, args.bare_nice)
     from mtlsearch import spaces
 
     try:
@@ -230,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
           + ", ".join(f"{k}={v}" for k, v in fixed.items()) + f"; {args.cpus_per_trial:g} CPU(s)/torch threads; "
           f"Ray started once in {ray_start:.1f} s (not in the times below); work folder {workdir}", flush=True)
     rows, ratios, walls = [], [], []
-    config = None
+    config, nice = None, None
     try:
         for i in range(args.repeats):
             order = ["tune", "bare"] if i % 2 == 0 or config is None else ["bare", "tune"]
@@ -238,13 +252,13 @@ def main(argv: list[str] | None = None) -> int:
             for way in order:
                 if way == "tune":
                     got["tune"] = run_tune(args, fixed, workdir, i, log)
-                    config = got["tune"]["config"]
+                    config, nice = got["tune"]["config"], got["tune"]["nice"]
                 else:
-                    got["bare"] = run_bare(args, config)
+                    got["bare"] = run_bare(args, config, nice if args.same_nice == "yes" else None)
             b, t = got["bare"], got["tune"]
             ratios.append(t["epoch_s"] / b["epoch_s"])
             walls.append(t["wall_s"] / b["wall_s"])
-            rows.append([str(i), ",".join(order), f"{b['epoch_s']:.3f}", f"{t['epoch_s']:.3f}", f"{ratios[-1]:.3f}",
+            rows.append([str(i), ",".join(order), f"{b['nice']}/{t['nice']}", f"{b['epoch_s']:.3f}", f"{t['epoch_s']:.3f}", f"{ratios[-1]:.3f}",
                          f"{t['iter_s']:.3f}", f"{b['first_s']:.1f}", f"{t['first_s']:.1f}",
                          f"{b['wall_s']:.1f}", f"{t['wall_s']:.1f}", f"{walls[-1]:.2f}"])
             print(f"  repeat {i}: bare {b['epoch_s']:.3f} s/epoch, tune {t['epoch_s']:.3f} s/epoch", flush=True)
@@ -256,12 +270,12 @@ def main(argv: list[str] | None = None) -> int:
             import shutil
 
             shutil.rmtree(workdir, ignore_errors=True)
-    header = ["repeat", "order", "bare s/epoch", "tune s/epoch", "ratio", "tune time_this_iter_s",
+    header = ["repeat", "order", "nice bare/tune", "bare s/epoch", "tune s/epoch", "ratio", "tune time_this_iter_s",
               "bare to epoch 1 s", "tune to epoch 1 s", "bare wall s", "tune wall s", "wall ratio"]
-    rows.append(["median", "", f"{statistics.median(float(r[2]) for r in rows):.3f}",
-                 f"{statistics.median(float(r[3]) for r in rows):.3f}", f"{statistics.median(ratios):.3f}",
-                 "", "", "", f"{statistics.median(float(r[8]) for r in rows):.1f}",
-                 f"{statistics.median(float(r[9]) for r in rows):.1f}", f"{statistics.median(walls):.2f}"])
+    rows.append(["median", "", "", f"{statistics.median(float(r[3]) for r in rows):.3f}",
+                 f"{statistics.median(float(r[4]) for r in rows):.3f}", f"{statistics.median(ratios):.3f}",
+                 "", "", "", f"{statistics.median(float(r[9]) for r in rows):.1f}",
+                 f"{statistics.median(float(r[10]) for r in rows):.1f}", f"{statistics.median(walls):.2f}"])
     print()
     print("Epoch time = (last epoch's result - first epoch's result) / (epochs - 1), as the caller receives them")
     print(table(header, rows))
