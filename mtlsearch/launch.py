@@ -632,7 +632,8 @@ def _run_on_ray(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> in
     tracker.report_offline()
     print(f"Ray results: {storage_uri}/{name}")
     print(f"MLflow: experiment {experiment!r}, parent run {tracker.parent_run_id}")
-    print(f"Open the runs in the MLflow UI:\n  {tracking.ui_command(tracking_uri)}")
+    print(f"Open the runs in the MLflow UI:\n  "
+          f"{tracking.ui_command(tracking_uri, experiment, tracker.experiment_id, tracker.parent_run_id)}")
     return 0
 
 

@@ -70,10 +70,81 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
-def ui_command(tracking_uri: str) -> str:
+def ui_command(tracking_uri: str, experiment: str | None = None, experiment_id: str | None = None,
+               parent_run_id: str | None = None) -> str:
+    """What opens a search's trial comparison in the MLflow UI: on a tracking server, its URL
+    (:func:`trials_url`); on a local store, the ``mtlsearch ui`` command that serves it."""
     if tracking_uri.startswith(("http://", "https://")):
+        if experiment_id and parent_run_id:
+            return trials_url(tracking_uri, experiment_id, parent_run_id)
         return f"open {tracking_uri} in a browser"
-    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+    return f"python -m mtlsearch ui --tracking-uri {tracking_uri}" + (f" --experiment {experiment}" if experiment else "")
+
+
+# ------------------------------------------------------------------------------------ the UI's view
+# Read from MLflow 3.17.2's UI (mlflow/server/js/build): the experiment page takes its mode from the URL
+# parameter ``workflowType`` (else the browser's localStorage, default GenAI); MLflow UIs without that
+# switch read the experiment tag ``mlflow.experimentKind``.  The runs table takes its search (filter, sort)
+# and table state (columns) from a saved view, an experiment tag ``mlflow.sharedViewState.<key>`` holding
+# ``{"name", "createdAt", "state"}`` (state: JSON text), opened by ``?viewStateShareKey=<key>``; the view is
+# also listed under the page's "Views" menu.  Filtering on the parent run lists the trial runs flat (the
+# parent is not among the results, so nothing is collapsed under it).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # the UI's "Machine learning" / "Model training" kind
+UI_WORKFLOW = "machine_learning"
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+
+
+def trials_view_key(parent_run_id: str) -> str:
+    return f"mtlsearch-trials-{parent_run_id}"
+
+
+def trials_view_state(parent_run_id: str, objectives: Sequence[Sequence[str]], params: Sequence[str]) -> dict[str, Any]:
+    """The runs table of one search: its trial runs (children of ``parent_run_id``), sorted by the first
+    objective (best first), with the method, the searched params, the objectives and the status as columns."""
+    metric, mode = objectives[0]
+    names = list(dict.fromkeys(["method", *params]))
+    columns = [f"params.`{k}`" for k in names] + [f"metrics.`{m}`" for m, _ in objectives] + [f"tags.`{TAG_STATUS}`"]
+    return {
+        "searchFilter": f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+        "orderByKey": f"metrics.`{metric}`", "orderByAsc": mode == "min",
+        "selectedColumns": columns,
+        # the table's column ids: the run name, our columns in this order, then the UI's start time and duration
+        "columnOrder": ["attributes.`Run Name`", *columns, "runDateAndNestInfo", "duration"],
+    }
+
+
+def trials_view_tag(name: str, state: Mapping[str, Any], created_ms: int | None = None) -> tuple[str, str]:
+    """(value of the experiment tag, the view's name) in the UI's saved-view envelope."""
+    now = int(time.time() * 1000) if created_ms is None else created_ms
+    return json.dumps({"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}), name
+
+
+def trials_url(base_url: str, experiment_id: str, parent_run_id: str) -> str:
+    """The URL that opens a search's trial comparison (its view tag must exist: :meth:`Tracker.set_trials_view`)."""
+    return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType={UI_WORKFLOW}"
+            f"&viewStateShareKey={trials_view_key(parent_run_id)}")
+
+
+def set_trials_view(client, experiment_id: str, parent_run_id: str, search_name: str,
+                    objectives: Sequence[Sequence[str]], params: Sequence[str]) -> str:
+    """Write (or update) the experiment tag of a search's trial view; returns its key."""
+    state = trials_view_state(parent_run_id, objectives, params)
+    key = VIEW_TAG_PREFIX + trials_view_key(parent_run_id)
+    current = client.get_experiment(experiment_id).tags.get(key)
+    if current:
+        try:
+            old = json.loads(current)
+            if json.loads(old["state"]) == state:
+                return key
+            created = int(old["createdAt"])
+        except (ValueError, KeyError, TypeError):
+            created = None
+    else:
+        created = None
+    value, _ = trials_view_tag(f"Trials of {search_name}", state, created)
+    client.set_experiment_tag(experiment_id, key, value)
+    return key
 
 
 def is_metric(key: str, value: Any) -> bool:
@@ -313,10 +384,13 @@ class Tracker:
                 exp = self.client.get_experiment_by_name(experiment)
                 if exp is not None:
                     self.experiment_id = exp.experiment_id
+                    if EXPERIMENT_KIND_TAG not in exp.tags:  # made by an earlier mtlsearch
+                        self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
                 else:
                     db = _sqlite_path(self.tracking_uri)
                     location = (db.parent / "mlruns").as_uri() if db is not None else None
-                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=location,
+                                                                       tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
                 break
             except Exception:
                 if attempt == 2:
@@ -363,7 +437,9 @@ class Tracker:
         if results_dir is not None:
             write_search_info(Path(results_dir), {**info, "experiment": self.experiment,
                                                   "tracking_uri": self.tracking_uri, "search_id": self.search_id})
-        return self.start_search_from(info)
+        run_id = self.start_search_from(info)
+        set_trials_view(self.client, self.experiment_id, run_id, Path(self.search_id).name, info["objectives"], self.searched)
+        return run_id
 
     def start_search_from(self, info: Mapping[str, Any], *, reopen: bool = True) -> str:
         """Find or create the parent run from :func:`search_info`; ``reopen``: mark a found one RUNNING
