@@ -196,6 +196,13 @@ def run(args: argparse.Namespace) -> int:
     if serving is False:
         raise ConfigError(f"{base} is in use by another server (not one of {uri}); pass another --port", field="--port")
     print(f"Starting the MLflow UI for {uri} at {base} (Ctrl-C stops it) ...", file=sys.stderr, flush=True)
+    import os
+    import signal
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)  # a TERM stops the server too (it runs in its own session)
     proc = start_server(uri, args.host, args.port)
     try:
         wait_ready(base, proc)
@@ -205,9 +212,6 @@ def run(args: argparse.Namespace) -> int:
         pass
     finally:
         if proc.poll() is None:
-            import os
-            import signal
-
             os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout=20)
