@@ -103,7 +103,7 @@ def trials_view_state(parent_run_id: str, objectives: Sequence[Sequence[str]], p
     """The runs table of one search: its trial runs (children of ``parent_run_id``), sorted by the first
     objective (best first), with the method, the searched params, the objectives and the status as columns."""
     metric, mode = objectives[0]
-    names = list(dict.fromkeys(["method", *params]))
+    names = list(dict.fromkeys(["method", *params]))[:40]  # the tag holding the view takes 5000 characters
     columns = [f"params.`{k}`" for k in names] + [f"metrics.`{m}`" for m, _ in objectives] + [f"tags.`{TAG_STATUS}`"]
     return {
         "searchFilter": f"tags.`{PARENT_TAG}` = '{parent_run_id}'",

@@ -190,11 +190,11 @@ def run(args: argparse.Namespace) -> int:
     url = tracking.trials_url(base, exp.experiment_id, parent.info.run_id)
     serving = _serves(base, exp.experiment_id, parent.info.run_id)
     if serving:
-        print(f"The MLflow UI at {base} serves this store already.", file=sys.stderr)
+        print(f"The MLflow UI at {base} serves this store already.", file=sys.stderr, flush=True)
         _open(url, args.no_browser)
         return 0
     if serving is False:
-        raise ConfigError(f"{base} is in use by another server (not one of {uri}); pass another --port", field="--port")
+        raise ConfigError(f"{base} is in use by another server (not one of the store {uri}); pass another --port", field="--port")
     print(f"Starting the MLflow UI for {uri} at {base} (Ctrl-C stops it) ...", file=sys.stderr, flush=True)
     import os
     import signal
