@@ -1,7 +1,10 @@
 """MLflow, written from the driver only: the one module that owns the naming conventions.
 
 * One experiment per search name (``--experiment`` overrides it).  On a SQLite store the artifacts go
-  to ``mlruns/`` beside the database file (not into whatever folder the command ran in).
+  to ``mlruns/`` beside the database file (not into whatever folder the command ran in).  Experiment
+  tags: ``mlflow.experimentKind`` (model training) and, per search, a saved view of the UI's runs table
+  (``mlflow.sharedViewState.mtlsearch-trials-<parent run id>``: its trials, sorted by the objective;
+  :func:`trials_url` opens it; ``mtlsearch ui``).
 * One parent run per search (tags ``mtlsearch.kind = search``, ``mtlsearch.search_id`` = the Ray
   results folder): the space file (artifact ``space/<file>``), objective, budget, scheduler, searcher
   and resources (params), the project's git commit and package versions (tags ``git_commit``,
@@ -114,14 +117,14 @@ def trials_view_state(parent_run_id: str, objectives: Sequence[Sequence[str]], p
     }
 
 
-def trials_view_tag(name: str, state: Mapping[str, Any], created_ms: int | None = None) -> tuple[str, str]:
-    """(value of the experiment tag, the view's name) in the UI's saved-view envelope."""
+def trials_view_tag(name: str, state: Mapping[str, Any], created_ms: int | None = None) -> str:
+    """The experiment tag's value: the UI's saved-view envelope around ``state``."""
     now = int(time.time() * 1000) if created_ms is None else created_ms
-    return json.dumps({"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)}), name
+    return json.dumps({"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)})
 
 
 def trials_url(base_url: str, experiment_id: str, parent_run_id: str) -> str:
-    """The URL that opens a search's trial comparison (its view tag must exist: :meth:`Tracker.set_trials_view`)."""
+    """The URL that opens a search's trial comparison (its view tag must exist: :func:`set_trials_view`)."""
     return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType={UI_WORKFLOW}"
             f"&viewStateShareKey={trials_view_key(parent_run_id)}")
 
@@ -142,8 +145,7 @@ def set_trials_view(client, experiment_id: str, parent_run_id: str, search_name:
             created = None
     else:
         created = None
-    value, _ = trials_view_tag(f"Trials of {search_name}", state, created)
-    client.set_experiment_tag(experiment_id, key, value)
+    client.set_experiment_tag(experiment_id, key, trials_view_tag(f"Trials of {search_name}", state, created))
     return key
 
 

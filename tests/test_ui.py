@@ -30,8 +30,7 @@ def test_trials_view_lists_the_search_trials_best_first_with_their_params_and_ob
 
 def test_trials_view_tag_is_the_ui_saved_view_envelope():
     state = tracking.trials_view_state("abc123", [["val/delta_m", "max"]], ["p"])
-    value, name = tracking.trials_view_tag("Trials of s", state, created_ms=5)
-    envelope = json.loads(value)
+    envelope = json.loads(tracking.trials_view_tag("Trials of s", state, created_ms=5))
     assert envelope == {"name": "Trials of s", "createdAt": 5, "updatedAt": 5, "state": json.dumps(state)}
     assert json.loads(envelope["state"]) == state
 
