@@ -149,6 +149,70 @@ def set_trials_view(client, experiment_id: str, parent_run_id: str, search_name:
     return key
 
 
+# ------------------------------------------------------------------------------------ finding a search
+def open_store(tracking_uri: str):
+    """A client of an existing store (a missing SQLite file is an error, not a new empty store)."""
+    db = _sqlite_path(tracking_uri)
+    if db is not None and not db.is_file():
+        raise ConfigError(f"no MLflow store at {tracking_uri} (no file {db}); run a search first or pass the store "
+                          "it used", field="--tracking-uri")
+    check_reachable(tracking_uri)
+    import mlflow  # noqa: F401  (registers the stores)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _latest_search(client, experiment_ids: list[str]):
+    runs = client.search_runs(experiment_ids, filter_string=f"tags.`{TAG_KIND}` = 'search'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def find_search(client, experiment: str | None):
+    """(experiment, parent run) of ``experiment``'s latest search, else of the store's latest search."""
+    if experiment is not None:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            names = sorted(e.name for e in client.search_experiments())
+            raise ConfigError(f"no experiment {experiment!r} in this store; its experiments: "
+                              f"{', '.join(repr(n) for n in names) or 'none'}", field="--experiment")
+        parent = _latest_search(client, [exp.experiment_id])
+        if parent is None:
+            raise ConfigError(f"experiment {experiment!r} holds no mtlsearch search (no run tagged "
+                              f"{TAG_KIND}=search)", field="--experiment")
+        return exp, parent
+    ids = [e.experiment_id for e in client.search_experiments()]
+    parent = _latest_search(client, ids) if ids else None
+    if parent is None:
+        raise ConfigError("this store holds no mtlsearch search; run one first or pass the store it used", field="--tracking-uri")
+    return client.get_experiment(parent.info.experiment_id), parent
+
+
+def search_objectives(parent) -> list[list[str]]:
+    """``[[metric, mode], ...]`` of a search from its parent run's params (:func:`search_info`)."""
+    params = parent.data.params
+    if "objective_metrics" in params:
+        return [list(o) for o in zip(json.loads(params["objective_metrics"]), json.loads(params["objective_modes"]))]
+    return [[params.get("objective_metric", "val/delta_m"), params.get("objective_mode", "max")]]
+
+
+def ensure_trials_view(client, experiment, parent) -> None:
+    """The launcher writes the view as the search starts; a search from an earlier version gets it here."""
+    key = VIEW_TAG_PREFIX + trials_view_key(parent.info.run_id)
+    if key in client.get_experiment(experiment.experiment_id).tags:
+        return
+    trials = client.search_runs([experiment.experiment_id],
+                                filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=1000)
+    values: dict[str, set[str]] = {}
+    for run in trials:
+        for k, v in run.data.params.items():
+            values.setdefault(k, set()).add(v)
+    varying = [k for k in sorted(values) if len(values[k]) > 1 and k != "method"]
+    set_trials_view(client, experiment.experiment_id, parent.info.run_id, parent.info.run_name,
+                    search_objectives(parent), varying)
+
+
 def is_metric(key: str, value: Any) -> bool:
     """Whether a reported key is one of ours (``<root>/...`` with a finite number)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

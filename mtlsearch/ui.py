@@ -47,74 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------------------------ the search
-def _client(tracking_uri: str):
-    """A client of an existing store (a missing SQLite file is an error, not a new empty store)."""
-    db = tracking._sqlite_path(tracking_uri)
-    if db is not None and not db.is_file():
-        raise ConfigError(f"no MLflow store at {tracking_uri} (no file {db}); run a search first or pass the store "
-                          "it used", field="--tracking-uri")
-    tracking.check_reachable(tracking_uri)
-    import mlflow  # noqa: F401  (registers the stores)
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri)
-
-
-def _latest_search(client, experiment_ids: list[str]):
-    runs = client.search_runs(experiment_ids, filter_string=f"tags.`{tracking.TAG_KIND}` = 'search'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0] if runs else None
-
-
-def find_search(client, experiment: str | None):
-    """(experiment, parent run) of ``experiment``'s latest search, else of the store's latest search."""
-    if experiment is not None:
-        exp = client.get_experiment_by_name(experiment)
-        if exp is None:
-            names = sorted(e.name for e in client.search_experiments())
-            raise ConfigError(f"no experiment {experiment!r} in this store; its experiments: "
-                              f"{', '.join(repr(n) for n in names) or 'none'}", field="--experiment")
-        parent = _latest_search(client, [exp.experiment_id])
-        if parent is None:
-            raise ConfigError(f"experiment {experiment!r} holds no mtlsearch search (no run tagged "
-                              f"{tracking.TAG_KIND}=search)", field="--experiment")
-        return exp, parent
-    ids = [e.experiment_id for e in client.search_experiments()]
-    parent = _latest_search(client, ids) if ids else None
-    if parent is None:
-        raise ConfigError("this store holds no mtlsearch search; run one first or pass the store it used", field="--tracking-uri")
-    return client.get_experiment(parent.info.experiment_id), parent
-
-
-def _objectives(parent) -> list[list[str]]:
-    params = parent.data.params
-    if "objective_metrics" in params:
-        return [list(o) for o in zip(json.loads(params["objective_metrics"]), json.loads(params["objective_modes"]))]
-    return [[params.get("objective_metric", "val/delta_m"), params.get("objective_mode", "max")]]
-
-
-def ensure_trials_view(client, experiment, parent) -> None:
-    """The launcher writes the view as the search starts; a search from an earlier version gets it here."""
-    key = tracking.VIEW_TAG_PREFIX + tracking.trials_view_key(parent.info.run_id)
-    if key in client.get_experiment(experiment.experiment_id).tags:
-        return
-    trials = client.search_runs([experiment.experiment_id],
-                                filter_string=f"tags.`{tracking.PARENT_TAG}` = '{parent.info.run_id}'", max_results=1000)
-    values: dict[str, set[str]] = {}
-    for run in trials:
-        for k, v in run.data.params.items():
-            values.setdefault(k, set()).add(v)
-    varying = [k for k in sorted(values) if len(values[k]) > 1 and k != "method"]
-    tracking.set_trials_view(client, experiment.experiment_id, parent.info.run_id, parent.info.run_name,
-                             _objectives(parent), varying)
-
-
 def trials_url(tracking_uri: str, experiment: str | None = None, base_url: str | None = None) -> str:
     """The URL of the trial comparison of ``experiment``'s latest search (the store's latest search if
     None) on the UI at ``base_url`` (default: the tracking server itself); writes the view if missing."""
-    client = _client(tracking_uri)
-    exp, parent = find_search(client, experiment)
-    ensure_trials_view(client, exp, parent)
+    client = tracking.open_store(tracking_uri)
+    exp, parent = tracking.find_search(client, experiment)
+    tracking.ensure_trials_view(client, exp, parent)
     base = base_url or tracking_uri
     return tracking.trials_url(base, exp.experiment_id, parent.info.run_id)
 
@@ -183,9 +121,9 @@ def run(args: argparse.Namespace) -> int:
     if uri.startswith(("http://", "https://")):
         _open(trials_url(uri, experiment), args.no_browser)
         return 0
-    client = _client(uri)
-    exp, parent = find_search(client, experiment)
-    ensure_trials_view(client, exp, parent)
+    client = tracking.open_store(uri)
+    exp, parent = tracking.find_search(client, experiment)
+    tracking.ensure_trials_view(client, exp, parent)
     base = f"http://{args.host}:{args.port}"
     url = tracking.trials_url(base, exp.experiment_id, parent.info.run_id)
     serving = _serves(base, exp.experiment_id, parent.info.run_id)
