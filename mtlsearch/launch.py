@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from mtlsearch import console, faults
+from mtlsearch.results import pareto_rows, results_table, summarize
 from mtlsearch.errors import ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -416,44 +417,6 @@ def make_progress_callback(space, quiet: bool = False):
     return console.make_progress_callback(space, quiet=quiet)
 
 
-def _fmt(value: Any) -> str:
-    from mtlsearch.console import fmt
-
-    return fmt(value)
-
-
-def results_table(rows: list[dict[str, Any]], columns: Sequence[str]) -> str:
-    header = list(columns)
-    body = [[_fmt(r.get(c, "")) for c in header] for r in rows]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(b, widths)) for b in body]
-    return "\n".join(out)
-
-
-def summarize(result_grid, space, top: int) -> tuple[list[dict[str, Any]], list[str]]:
-    """Rows (best first) of every trial's last result, with the searched parameters."""
-    rows = []
-    for result in result_grid:
-        metrics = result.metrics or {}
-        if space.metric not in metrics:
-            continue
-        cfg = result.config or {}
-        row = {"trial": metrics.get("trial_id", ""), "epochs": int(metrics.get("epoch", 0))}
-        row.update({p.name: cfg.get(p.name) for p in space.params if p.kind != "value" and p.name in cfg})
-        row.update({k: v for k, v in metrics.items() if k.startswith("val/") or k == "test/delta_m"})
-        row["_config"] = cfg
-        row["_metrics"] = metrics
-        rows.append(row)
-    rows.sort(key=lambda r: r["_metrics"][space.metric], reverse=space.mode == "max")
-    searched = [p.name for p in space.params if p.kind != "value"]
-    metric_cols = sorted({k for r in rows for k in r if k.startswith("val/") and not k.endswith("delta_m")})
-    tail = [c for c in ("val/delta_m", "test/delta_m") if any(c in r for r in rows)]
-    columns = ["trial", *dict.fromkeys(searched), "epochs", *metric_cols, *tail]
-    return rows[:top] if top else rows, columns
-
-
 def run(args: argparse.Namespace, callbacks: Sequence[Any] = ()) -> int:
     """The search; ``callbacks``: extra Ray Tune callbacks (a notebook's display, a test's fault injector)."""
     from mtlsearch import preflight
@@ -609,8 +572,6 @@ def _run_on_ray(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> in
                 "run_id": tracker.trial_runs.get(top_row["trial"])}
     pareto = None
     if space.multi_objective:
-        from mtlsearch.report import pareto_rows
-
         pareto = pareto_rows(summarize(grid, space, 0)[0], space.objectives(), space.max_epochs)
     tracker.end_search(best, pareto=[r["trial"] for r in pareto] if pareto is not None else None)
 
