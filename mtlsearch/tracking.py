@@ -665,11 +665,44 @@ def read_search(tracking_uri: str, experiment: str, search: str | None = None) -
         "max_epochs": int(params.get("override.max_epochs") or params.get("max_epochs") or 0),
         "resources": json.loads(params["resources"] or "{}") if "resources" in params else None,
         "benchmark": params.get("override.benchmark") or params.get("benchmark"), "trials": trials,
+        "params": dict(params),
     }
 
 
+def read_space_text(tracking_uri: str, run_id: str) -> str | None:
+    """The space file a search ran (its parent run's ``space/`` artifact, ``--set`` lines included), or None."""
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no "Downloading artifacts" bar in the report
+    try:
+        files = [a.path for a in client.list_artifacts(run_id, "space") if not a.is_dir]
+        if not files:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(client.download_artifacts(run_id, files[0], tmp)).read_text()
+    except Exception:  # noqa: BLE001 - artifacts out of reach: the report infers the space from the trials
+        return None
+    finally:
+        if bar is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
+
+
+def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """One metric of one run: ``[(epoch, value), ...]`` sorted by epoch."""
+    from mlflow.tracking import MlflowClient
+
+    return sorted((m.step, m.value) for m in MlflowClient(tracking_uri=tracking_uri).get_metric_history(run_id, key))
+
+
 def log_report(tracking_uri: str, run_id: str, markdown: str, figures: Iterable[Path]) -> None:
-    """The report of a search, logged to its parent run: ``report/leaderboard.md`` and the figures under ``report/``."""
+    """The report of a search, logged to its parent run: ``report/leaderboard.md`` and the files under
+    ``report/`` (the figures, the HTML page ``report.html``, the per-trial ``trials.csv``)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)

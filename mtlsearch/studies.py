@@ -1,0 +1,63 @@
+"""Where a search's Optuna study is kept, so ``optuna-dashboard <storage>`` can open a finished search.
+
+Ray Tune's ``OptunaSearch`` keeps its study in memory unless it is given a storage; the launcher gives it
+an Optuna ``RDBStorage`` on a SQLite file, the study named after the search (its Ray results folder's
+name, unique under one ``--storage``):
+
+* beside the MLflow store when that is a SQLite file: ``sqlite:///path/mlflow.db`` ->
+  ``sqlite:///path/mlflow-optuna.db`` (the embedded default: ``./mlflow-optuna.db``);
+* else (an MLflow server, a database) in the search's local ``--storage`` folder: ``<storage>/optuna.db``;
+* nowhere (in memory, as before) when neither is a local path (a cloud ``--storage`` with a remote
+  MLflow): the report then rebuilds what it needs from MLflow.
+
+Only the driver writes to it (one writer per search, as with MLflow).  The study holds each trial's
+parameters, its objective per epoch (Optuna's intermediate values) and its last value; Ray records a
+trial ASHA stopped as COMPLETE with its partial value, and an errored one as FAIL.  The location is a
+param of the search's parent run (``optuna_storage``, ``optuna_study``) and of ``mtlsearch.json``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+#: SQLite waits this long for another writer's lock (two searches on one store) instead of failing.
+SQLITE_TIMEOUT_S = 60
+
+
+def storage_url(tracking_uri: str, local_storage: Path | None) -> str | None:
+    """The SQLite URL of the Optuna storage for a search (see the module docstring), or None."""
+    from mtlsearch.tracking import _sqlite_path
+
+    db = _sqlite_path(tracking_uri)
+    if db is not None:
+        return f"sqlite:///{db.parent.resolve() / (db.stem + '-optuna.db')}"
+    if local_storage is not None:
+        return f"sqlite:///{Path(local_storage).resolve() / 'optuna.db'}"
+    return None
+
+
+def open_storage(url: str) -> Any:
+    """An Optuna ``RDBStorage`` on ``url`` (created if missing) that waits for a busy SQLite file."""
+    import optuna
+
+    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+
+
+def load(url: str, study_name: str) -> Any | None:
+    """The stored study, or None when the file or the study is not there."""
+    import optuna
+
+    path = url.removeprefix("sqlite:///")
+    if url.startswith("sqlite:///") and not Path(path).is_file():
+        return None
+    try:
+        return optuna.load_study(study_name=study_name, storage=open_storage(url))
+    except KeyError:  # no such study in this storage
+        return None
+
+
+def describe(url: str | None, study_name: str | None) -> str:
+    """One line: where the study is and the command that opens it."""
+    if not url or not study_name:
+        return "Optuna study: kept in memory only (no local folder for it); the report rebuilds it from MLflow"
+    return f"Optuna study {study_name!r} in {url}; open it with: optuna-dashboard {url}"
