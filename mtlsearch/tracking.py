@@ -20,6 +20,11 @@
 
 Workers never talk to MLflow, so they need no credentials, and a SQLite store has one writer.
 
+No other module reads or writes these names: the report reads a search back through :func:`read_search`
+(and :func:`parse_param`, :func:`search_runs`), logs its figures through :func:`log_report`; the launcher
+marks runs through named :class:`Tracker` methods (``mark_interrupted``, ``mark_phase`` for the
+confirmation phase's ``mtlsearch.phase = final``, ``fail_running_runs``).
+
 Failure handling: :func:`check_reachable` is called before Ray starts (an unreachable server is one
 error line and exit code 2).  During a search the :class:`Tracker` is *tolerant*: the first MLflow
 failure prints one warning and the tracker goes offline for the rest of the search; the trials go
