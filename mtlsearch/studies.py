@@ -36,11 +36,21 @@ def storage_url(tracking_uri: str, local_storage: Path | None) -> str | None:
     return None
 
 
-def open_storage(url: str) -> Any:
-    """An Optuna ``RDBStorage`` on ``url`` (created if missing) that waits for a busy SQLite file."""
+def open_storage(url: str, study_name: str | None = None, *, fresh: bool = False) -> Any:
+    """An Optuna ``RDBStorage`` on ``url`` (created if missing) that waits for a busy SQLite file.
+
+    ``fresh``: a new search (not ``--resume``) deletes a study left under its name by a search whose Ray
+    folder is gone (the launcher refuses a name whose folder still holds a search), so that its trials
+    cannot warm-start the sampler: a new search samples as it would with an in-memory study."""
     import optuna
 
-    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+    if fresh and study_name:
+        try:
+            optuna.delete_study(study_name=study_name, storage=storage)
+        except KeyError:  # the usual case: no such study yet
+            pass
+    return storage
 
 
 def load(url: str, study_name: str) -> Any | None:

@@ -174,7 +174,7 @@ def _param_value(value: Any) -> str:
     return str(value)
 
 
-def search_info(space, overrides: Mapping[str, Any]) -> dict[str, Any]:
+def search_info(space, overrides: Mapping[str, Any], study: tuple[str, str] | None = None) -> dict[str, Any]:
     """What a search is, in plain JSON: the parent run's params and the space file; also written to
     :data:`SEARCH_INFO_FILE` in the Ray results folder so that ``report sync`` can recreate the run."""
     params: dict[str, Any] = {
@@ -191,6 +191,8 @@ def search_info(space, overrides: Mapping[str, Any]) -> dict[str, Any]:
         objectives = [(space.metric, space.mode)]
         params["objective_metric"], params["objective_mode"] = space.metric, space.mode
     params.update({f"override.{k}": v for k, v in overrides.items() if v is not None})
+    if study is not None:  # where the Optuna study is kept (mtlsearch.studies): storage URL and study name
+        params["optuna_storage"], params["optuna_study"] = study
     if getattr(space, "protocol", None):
         params["protocol"] = space.protocol
     return {
@@ -362,10 +364,11 @@ class Tracker:
             self.client.set_terminated(run_id, status=status)
 
     # -------------------------------------------------------------- the search
-    def start_search(self, space, overrides: Mapping[str, Any], results_dir: Path | None = None) -> str:
+    def start_search(self, space, overrides: Mapping[str, Any], results_dir: Path | None = None,
+                     study: tuple[str, str] | None = None) -> str:
         """Create (or find again, on resume) the parent run; write the search's description beside
         Ray's results when they are on a local disk.  Not tolerant: failing here stops the launch."""
-        info = search_info(space, overrides)
+        info = search_info(space, overrides, study)
         self.searched = [p.name for p in space.params if p.kind != "value"]
         if results_dir is not None:
             write_search_info(Path(results_dir), {**info, "experiment": self.experiment,

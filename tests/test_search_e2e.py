@@ -2,6 +2,7 @@
 import re
 import textwrap
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from mtlsearch.launch import main
@@ -88,6 +89,22 @@ def test_search_logs_every_trial_under_its_parent(tmp_path, ray_session, capfd):
                 assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, epochs + 1))
             assert len(client.get_metric_history(run.info.run_id, f"train/{task}/loss")) == epochs
     assert statuses <= {"completed", "stopped early by ASHA"} and "completed" in statuses
+
+    # The Optuna study is kept beside the SQLite store, named after the search, and optuna loads it:
+    # one trial per Ray trial, the same parameters as MLflow's, each trial's objective per epoch.
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'mlflow-optuna.db'}"
+    assert parent.data.params["optuna_storage"] == storage and parent.data.params["optuna_study"] == parent.info.run_name
+    assert f"Optuna study {parent.info.run_name!r} in {storage}; open it with: optuna-dashboard {storage}" in out
+    study = optuna.load_study(study_name=parent.info.run_name, storage=storage)
+    assert len(study.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    stored = sorted((round(t.params["p"], 12), round(t.params["lr"], 12)) for t in study.trials)
+    assert stored == sorted((round(float(r.data.params["p"]), 12), round(float(r.data.params["lr"]), 12)) for r in trials)
+    for t in study.trials:
+        run = next(r for r in trials if float(r.data.params["p"]) == pytest.approx(t.params["p"], rel=1e-12))
+        history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val/delta_m")}
+        assert t.intermediate_values == pytest.approx(history) and t.value == pytest.approx(history[max(history)])
 
 
 FINAL_SPACE = """
