@@ -202,10 +202,9 @@ def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], t
         print(results_table(confirmed, ["group", "seeds", *keys]))
     print()
     tracker.report_offline()
-    print(f"Ray results: {storage_uri}/{name}")
+    study = f" (Optuna study of the same name: optuna-dashboard {study_url})" if study_url else ""
+    print(f"Ray results: {storage_uri}/{name}{study}")
     print(f"MLflow: experiment {experiment!r}, parent run {tracker.parent_run_id}")
-    if space.searcher["type"] == "optuna":
-        print(studies.describe(study_url, name))
     print(f"Open the runs in the MLflow UI:\n  {tracking.ui_command(tracking_uri)}")
     return 0
 

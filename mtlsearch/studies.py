@@ -53,21 +53,6 @@ def open_storage(url: str, study_name: str | None = None, *, fresh: bool = False
     return storage
 
 
-def load(url: str, study_name: str) -> Any | None:
-    """The stored study, or None when the file or the study is not there."""
-    import optuna
-
-    path = url.removeprefix("sqlite:///")
-    if url.startswith("sqlite:///") and not Path(path).is_file():
-        return None
-    try:
-        return optuna.load_study(study_name=study_name, storage=open_storage(url))
-    except KeyError:  # no such study in this storage
-        return None
-
-
-def describe(url: str | None, study_name: str | None) -> str:
-    """One line: where the study is and the command that opens it."""
-    if not url or not study_name:
-        return "Optuna study: kept in memory only (no local folder for it); the report rebuilds it from MLflow"
-    return f"Optuna study {study_name!r} in {url}; open it with: optuna-dashboard {url}"
+def describe(url: str, study_name: str | None) -> str:
+    """One line: the study and the command that opens it."""
+    return f"Optuna study {study_name!r}: optuna-dashboard {url}"

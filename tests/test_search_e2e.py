@@ -96,7 +96,7 @@ def test_search_logs_every_trial_under_its_parent(tmp_path, ray_session, capfd):
 
     storage = f"sqlite:///{tmp_path / 'mlflow-optuna.db'}"
     assert parent.data.params["optuna_storage"] == storage and parent.data.params["optuna_study"] == parent.info.run_name
-    assert f"Optuna study {parent.info.run_name!r} in {storage}; open it with: optuna-dashboard {storage}" in out
+    assert f"{parent.info.run_name} (Optuna study of the same name: optuna-dashboard {storage})" in out
     study = optuna.load_study(study_name=parent.info.run_name, storage=storage)
     assert len(study.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     stored = sorted((round(t.params["p"], 12), round(t.params["lr"], 12)) for t in study.trials)

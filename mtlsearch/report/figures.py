@@ -503,7 +503,8 @@ def fig_importance(result, metric: str, out: Path, filename: str = "param_import
     ax.set_xlim(0, 1.1)
     ax.set_xlabel("importance (normalised to sum 1)")
     ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(f"Parameter importance of {metric} at epoch {result.epoch} ({result.trials} trials)", fontsize=9)
+    ax.set_title(f"Parameter importance of {metric} at epoch {result.epoch} (the {result.trials} trials that reached it)",
+                 fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     path = out / filename

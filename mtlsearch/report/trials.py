@@ -37,13 +37,6 @@ class SearchedParam:
     def numeric(self) -> bool:
         return self.kind in ("float", "int")
 
-    def describe(self) -> str:
-        if self.simplex:
-            return "simplex"
-        if self.kind == "categorical":
-            return f"choice of {len(self.choices)}"
-        return f"{'log' if self.log else 'uniform'} [{self.low:g}, {self.high:g}]"
-
 
 def _from_space_param(p) -> SearchedParam | None:
     cond = bool(p.when)
