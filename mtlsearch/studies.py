@@ -11,8 +11,10 @@ name, unique under one ``--storage``):
   MLflow): the report then rebuilds what it needs from MLflow.
 
 Only the driver writes to it (one writer per search, as with MLflow).  The study holds each trial's
-parameters, its objective per epoch (Optuna's intermediate values) and its last value; Ray records a
-trial ASHA stopped as COMPLETE with its partial value, and an errored one as FAIL.  The location is a
+parameters, its value (the objective at its last epoch: Ray records a trial ASHA stopped as COMPLETE
+with its partial value, an errored one as FAIL) and, as Optuna's intermediate values, the objective of
+every epoch but the last (Ray gives the searcher the result a scheduler stops a trial on only as the
+trial's final value).  The location is a
 param of the search's parent run (``optuna_storage``, ``optuna_study``) and of ``mtlsearch.json``.
 """
 from __future__ import annotations
