@@ -46,7 +46,11 @@ def open_storage(url: str, study_name: str | None = None, *, fresh: bool = False
     cannot warm-start the sampler: a new search samples as it would with an in-memory study."""
     import optuna
 
-    storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+    from mtlsearch.tracking import _store_lock
+
+    # Two launchers started at once on a new file would create its tables together: one at a time.
+    with _store_lock(url):
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
     if fresh and study_name:
         try:
             optuna.delete_study(study_name=study_name, storage=storage)

@@ -435,19 +435,12 @@ def fig_parallel(data: dict[str, Any] | None, out: Path, filename: str = "parall
         style = dict(color=colour, lw=0.8, alpha=0.22) if ln["faint"] else dict(color=colour, lw=1.8, alpha=0.95)
         if ln["errored"]:
             style = dict(color="0.5", lw=0.8, alpha=0.4, ls="--")
-        seg_x, seg_y = [], []
-        for i, y in enumerate(ys):
-            if y is None:
-                if len(seg_x) > 1:
-                    ax.plot(seg_x, seg_y, **style)
-                seg_x, seg_y = [], []
-                continue
-            seg_x.append(i)
-            seg_y.append(y)
-        if len(seg_x) > 1:
-            ax.plot(seg_x, seg_y, **style)
-        elif len(seg_x) == 1:
-            ax.plot(seg_x, seg_y, marker="o", ms=3, **style)
+        # A conditional parameter the trial does not have: the line passes its axis dotted.
+        present = [(i, y) for i, y in enumerate(ys) if y is not None]
+        for (i0, y0), (i1, y1) in zip(present, present[1:]):
+            ax.plot([i0, i1], [y0, y1], **{**style, **({} if i1 == i0 + 1 else {"ls": ":"})})
+        if len(present) == 1:
+            ax.plot(*zip(*present), marker="o", ms=3, **style)
     for i, p in enumerate(axes):
         ax.axvline(i, color="k", lw=0.8)
         if p.kind == "categorical":
@@ -473,7 +466,8 @@ def fig_parallel(data: dict[str, Any] | None, out: Path, filename: str = "parall
         ax.spines[side].set_visible(False)
     how = data["limits"][2] if data["limits"] else "no values"
     ax.set_title(f"Searched parameters of {len(lines)} trials, coloured by {data['metric']} (last axis)\n"
-                 f"faint: stopped early by ASHA; dashed grey: errored\n{how}; values outside clipped", fontsize=9)
+                 f"faint: stopped early by ASHA; dashed grey: errored; dotted: passes a parameter the trial does "
+                 f"not have\n{how}; values outside clipped", fontsize=9)
     fig.tight_layout()
     path = out / filename
     fig.savefig(path, dpi=110)
