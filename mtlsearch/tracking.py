@@ -70,6 +70,8 @@ STATUS_ERRORED = "errored"
 
 #: The search's description written beside Ray's results (read back by ``report sync``).
 SEARCH_INFO_FILE = "mtlsearch.json"
+#: Params of the parent run (and mtlsearch.json) saying where the search's Optuna study is (mtlsearch.studies).
+STUDY_PARAMS = ("optuna_storage", "optuna_study")
 
 
 def default_tracking_uri() -> str:
@@ -192,7 +194,7 @@ def search_info(space, overrides: Mapping[str, Any], study: tuple[str, str] | No
         params["objective_metric"], params["objective_mode"] = space.metric, space.mode
     params.update({f"override.{k}": v for k, v in overrides.items() if v is not None})
     if study is not None:  # where the Optuna study is kept (mtlsearch.studies): storage URL and study name
-        params["optuna_storage"], params["optuna_study"] = study
+        params.update(zip(STUDY_PARAMS, study))
     if getattr(space, "protocol", None):
         params["protocol"] = space.protocol
     return {
