@@ -4,8 +4,9 @@ The command line: reads a space and applies the flags, runs the pre-flight check
 connects to or starts Ray (``mtlsearch.cluster``), and hands over to ``mtlsearch.runner``, which builds
 the ``Tuner`` (searcher, scheduler, resources per trial, storage, MLflow destination, resume:
 ``mtlsearch.resume``) and prints the results table (``mtlsearch.results``); progress lines, the silencing
-of Ray's, MLflow's and Optuna's own lines, ``--quiet`` and ``--dry-run``: ``mtlsearch.console``.  Embedded default: a local Ray started here, a SQLite MLflow store ``./mlflow.db`` and Ray
-results under ``./ray_results``.  ``RAY_ADDRESS`` and ``MLFLOW_TRACKING_URI`` are honoured.
+of Ray's, MLflow's and Optuna's own lines, ``--quiet`` and ``--dry-run``: ``mtlsearch.console``.
+Embedded default: a local Ray started here, a SQLite MLflow store ``./mlflow.db`` and Ray results under
+``./ray_results``.  ``RAY_ADDRESS`` and ``MLFLOW_TRACKING_URI`` are honoured.
 
 On a cluster (``--address`` / ``RAY_ADDRESS``, set by Ray inside ``ray job submit``) the launcher
 connects and never starts a second Ray; before any trial starts it refuses (exit 2) a trial that asks

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
 
-from mtlsearch.console import fmt
 
 T = TypeVar("T")
 
@@ -95,6 +94,25 @@ def pareto_rows(rows: list[dict[str, Any]], objectives: Sequence[tuple[str, str]
 
 
 # ======================================================================================= tables
+def fmt(value: Any) -> str:
+    """A value in a table or progress line: short floats, file names of long paths, short lists."""
+    from pathlib import Path
+
+    if value is None:  # a conditional parameter that does not apply to this trial
+        return "-"
+    if isinstance(value, str) and ":" in value and "/" in value.partition(":")[0]:
+        return Path(value).name  # a user's /long/path/file.py:Class
+    if isinstance(value, float):
+        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4):
+            return f"{value:.3g}"
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)) and value and all(isinstance(v, float) for v in value):
+        # Per-task weights (static_weights): short, and at most 4 of the (up to 40) entries.
+        shown = [f"{v:.3g}" for v in value[:4]]
+        return "[" + ",".join(shown) + (f",...({len(value)})" if len(value) > 4 else "") + "]"
+    return str(value)
+
+
 def format_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
     """A plain-text table: columns padded to their widest cell, two spaces apart, a dashed rule."""
     widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
