@@ -205,7 +205,8 @@ def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], t
     study = f" (Optuna study of the same name: optuna-dashboard {study_url})" if study_url else ""
     print(f"Ray results: {storage_uri}/{name}{study}")
     print(f"MLflow: experiment {experiment!r}, parent run {tracker.parent_run_id}")
-    print(f"Open the runs in the MLflow UI:\n  {tracking.ui_command(tracking_uri)}")
+    print(f"Open the runs in the MLflow UI:\n  "
+          f"{tracking.ui_command(tracking_uri, experiment, tracker.experiment_id, tracker.parent_run_id)}")
     return 0
 
 
