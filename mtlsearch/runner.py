@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Any, Sequence
 
-from mtlsearch import cluster, console, faults, resume
+from mtlsearch import cluster, console, faults, resume, studies
 from mtlsearch.results import pareto_rows, results_table, summarize
 
 
@@ -49,17 +49,20 @@ def run_search(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> int
         name, lock = faults.claim_folder(local_storage, name, numbered=not (restore_path or args.name))
     search_id = f"{storage_uri.rstrip('/')}/{name}"
 
+    # The Optuna study, kept beside the MLflow store for optuna-dashboard (mtlsearch.studies), named after the search.
+    study_url = studies.storage_url(tracking_uri, local_storage) if space.searcher["type"] == "optuna" else None
     tracker = None
     try:
         try:
             tracker = tracking.Tracker(tracking_uri, experiment, search_id)
             tracker.start_search(space, {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed},
-                                 results_dir=local_storage / name if local_storage is not None else None)
+                                 results_dir=local_storage / name if local_storage is not None else None,
+                                 study=(study_url, name) if study_url else None)
         except Exception as err:  # the store passed the pre-flight; another writer, a full disk, a server gone since
             raise faults.StartError(f"MLflow at {tracking_uri} failed as the search started ({faults.first_line(err)}); "
                                     "nothing was trained; run the same command again") from None
         args.search_ref = (tracking_uri, experiment, tracker.parent_run_id)  # for mtlsearch.search(): where to read back
-        return _fit_and_report(args, space, callbacks, tracker, name, storage_uri, restore_path)
+        return _fit_and_report(args, space, callbacks, tracker, name, storage_uri, restore_path, study_url)
     except BaseException as err:
         faults.end_runs_failed(tracker, f"the launcher stopped: {type(err).__name__}: {err}")
         raise
@@ -69,7 +72,7 @@ def run_search(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> int
 
 
 def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], tracker, name: str, storage_uri: str,
-                    restore_path: str | None) -> int:
+                    restore_path: str | None, study_url: str | None = None) -> int:
     """The Tuner's run and what is printed and logged after it; ``tracker``: the search's MLflow tracker."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -106,7 +109,9 @@ def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], t
         objectives = space.objectives()
         search_alg = OptunaSearch(space=space.define_by_run(), sampler=sampler,
                                   metric=[m for m, _ in objectives] if space.multi_objective else space.metric,
-                                  mode=[m for _, m in objectives] if space.multi_objective else space.mode)
+                                  mode=[m for _, m in objectives] if space.multi_objective else space.mode,
+                                  storage=studies.open_storage(study_url, name, fresh=restore_path is None) if study_url else None,
+                                  study_name=name if study_url else None)
         param_space: dict[str, Any] = {}
     else:
         from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -197,7 +202,8 @@ def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], t
         print(results_table(confirmed, ["group", "seeds", *keys]))
     print()
     tracker.report_offline()
-    print(f"Ray results: {storage_uri}/{name}")
+    study = f" (Optuna study of the same name: optuna-dashboard {study_url})" if study_url else ""
+    print(f"Ray results: {storage_uri}/{name}{study}")
     print(f"MLflow: experiment {experiment!r}, parent run {tracker.parent_run_id}")
     print(f"Open the runs in the MLflow UI:\n  "
           f"{tracking.ui_command(tracking_uri, experiment, tracker.experiment_id, tracker.parent_run_id)}")
