@@ -16,17 +16,25 @@ Faults:
 Testing aid: with the environment variable ``MTLSEARCH_FAULT_AT_EPOCH=k`` set for the workers, an
 attempt that started before epoch k raises :class:`InjectedFault` right after reporting epoch k (so a
 retry from that checkpoint succeeds).  Nothing reads it otherwise.
+
+Measuring aid: with ``MTLSEARCH_TIMINGS=FOLDER`` set for the workers, each attempt appends the wall-clock
+times of its phases (entered, imports done, data ready, trainer built, and per epoch: trained,
+checkpoint saved, reported) to ``FOLDER/<trial id>-<pid>.jsonl`` (``perf/search_time.py`` reads them).
 """
 from __future__ import annotations
 
+import json
 import os
+import sys
 import tempfile
+import time
 
 from ray import tune
 
 CHECKPOINT_FILE = "state.pt"
 NONFINITE_MARKER = "nonfinite_loss.txt"
 FAULT_ENV = "MTLSEARCH_FAULT_AT_EPOCH"
+TIMINGS_ENV = "MTLSEARCH_TIMINGS"
 
 
 class UnreadableCheckpointError(RuntimeError):
@@ -38,7 +46,25 @@ class InjectedFault(RuntimeError):
     """The crash that ``MTLSEARCH_FAULT_AT_EPOCH`` asks for (tests of the retry path)."""
 
 
+class _Timings:
+    """Phase timestamps of one trial attempt (``MTLSEARCH_TIMINGS``); does nothing when it is unset."""
+
+    def __init__(self):
+        folder = os.environ.get(TIMINGS_ENV)
+        self.path = None
+        if folder:
+            trial = tune.get_context().get_trial_id()
+            self.path = os.path.join(folder, f"{trial}-{os.getpid()}.jsonl")
+            self.mark("enter", pid=os.getpid(), warm="torch" in sys.modules)
+
+    def mark(self, event: str, **extra) -> None:
+        if self.path:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"event": event, "t": time.time(), **extra}) + "\n")
+
+
 def train_mtl(config: dict) -> None:
+    timings = _Timings()
     import gc
     import logging
 
@@ -47,6 +73,7 @@ def train_mtl(config: dict) -> None:
 
     from mtlsearch.trainer import NonFiniteLossError, Trainer
 
+    timings.mark("imported")
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "checkpoint created" line per epoch
     from mtlsearch.console import quiet_trial_exit
 
@@ -67,6 +94,7 @@ def train_mtl(config: dict) -> None:
 
     # A fractional GPU (0.25: four trials on one GPU) bounds how much data this trial holds on it.
     trainer = Trainer(config, device_share=gpus if 0 < gpus < 1 else 1.0)
+    timings.mark("built")
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
@@ -78,12 +106,16 @@ def train_mtl(config: dict) -> None:
                                                 "the trial's earlier epochs are kept, it is not retried") from None
     fault_at = int(os.environ.get(FAULT_ENV, 0) or 0)
     started_at = trainer.epoch
+    timings.mark("ready", epoch=started_at)
 
     try:
         for result in trainer.run():
+            timings.mark("trained", epoch=trainer.epoch)
             with tempfile.TemporaryDirectory() as folder:
                 trainer.save(os.path.join(folder, CHECKPOINT_FILE))
+                timings.mark("saved")
                 tune.report(result, checkpoint=tune.Checkpoint.from_directory(folder))
+            timings.mark("reported")
             if fault_at and started_at < fault_at == trainer.epoch:
                 raise InjectedFault(f"{FAULT_ENV}={fault_at}: crash after epoch {fault_at}")
     except NonFiniteLossError as err:
@@ -97,3 +129,4 @@ def train_mtl(config: dict) -> None:
         # tensor was being freed from a thread that the exiting interpreter was unwinding.
         del trainer
         gc.collect()
+        timings.mark("exit")
