@@ -63,6 +63,15 @@ class _Timings:
                 f.write(json.dumps({"event": event, "t": time.time(), **extra}) + "\n")
 
 
+#: Trainers of trials that Ray stopped, kept alive rather than freed in the stopping thread.  When Tune
+#: stops a trial (ASHA, or its last epoch), ``tune.report`` raises ``SystemExit`` in the trial's thread
+#: and the worker process exits right after without waiting for it; freeing CUDA tensors there, while
+#: the interpreter shuts down, aborted the worker on an H200 (``Fatal Python error: Aborted`` in
+#: ``pybind11::gil_scoped_acquire``, a ~90-line trace in the driver's log).  A parked trainer is
+#: freed with the process, or at the next trial's start if Ray reuses the worker.
+_PARKED: list = []
+
+
 def train_mtl(config: dict) -> None:
     timings = _Timings()
     import gc
@@ -73,7 +82,11 @@ def train_mtl(config: dict) -> None:
 
     from mtlsearch.trainer import NonFiniteLossError, Trainer
 
+    if _PARKED:  # a reused worker: free the stopped trial's state here, on a thread that runs on
+        _PARKED.clear()
+        gc.collect()
     timings.mark("imported")
+
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "checkpoint created" line per epoch
     from mtlsearch.console import quiet_trial_exit
 
@@ -123,10 +136,8 @@ def train_mtl(config: dict) -> None:
         with open(marker, "w") as f:
             f.write(str(err))
         raise
+    except SystemExit:
+        _PARKED.append(trainer)  # Ray stops the trial: do not free CUDA state in a dying thread
+        raise
     finally:
-        # Free the trial's tensors while this thread still runs.  On an H200 a finished trial's worker
-        # aborted at exit (a ~90-line stack trace in the driver's log, results intact) while a CUDA
-        # tensor was being freed from a thread that the exiting interpreter was unwinding.
-        del trainer
-        gc.collect()
         timings.mark("exit")
