@@ -573,6 +573,7 @@ def _run_on_ray(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> in
         metric=space.metric, mode=space.mode, search_alg=search_alg, scheduler=scheduler,
         num_samples=space.num_samples, max_concurrent_trials=space.max_concurrent_trials,
         trial_dirname_creator=trial_dirname,
+        reuse_actors=True,  # a trial's worker runs the next trial: torch and the data stay loaded (trainables.mtl)
     )
     if restore_path is not None:
         if not getattr(args, "quiet", False):

@@ -17,8 +17,13 @@ Testing aid: with the environment variable ``MTLSEARCH_FAULT_AT_EPOCH=k`` set fo
 attempt that started before epoch k raises :class:`InjectedFault` right after reporting epoch k (so a
 retry from that checkpoint succeeds).  Nothing reads it otherwise.
 
+Data and warm workers: a benchmark's in-memory splits are built once per search, kept in the search's
+results folder (``data_cache/``) and in the worker's memory (:mod:`mtlsearch.benchmarks.cache`), and
+the launcher lets Ray reuse a trial's worker for the next trial (``reuse_actors``), so a worker
+imports torch and loads the data once, not once per trial.
+
 Measuring aid: with ``MTLSEARCH_TIMINGS=FOLDER`` set for the workers, each attempt appends the wall-clock
-times of its phases (entered, imports done, data ready, trainer built, and per epoch: trained,
+times of its phases (entered, imports done, data ready, model built, and per epoch: trained,
 checkpoint saved, reported) to ``FOLDER/<trial id>-<pid>.jsonl`` (``perf/search_time.py`` reads them).
 """
 from __future__ import annotations
@@ -72,6 +77,13 @@ class _Timings:
 _PARKED: list = []
 
 
+def _search_folder() -> str | None:
+    """The search's results folder when it is a path on this machine (local or a shared filesystem), the
+    home of its data cache; None for a cloud storage URI."""
+    folder = os.path.dirname(tune.get_context().get_trial_dir())
+    return folder if os.path.isabs(folder) and os.path.isdir(folder) else None
+
+
 def train_mtl(config: dict) -> None:
     timings = _Timings()
     import gc
@@ -80,6 +92,8 @@ def train_mtl(config: dict) -> None:
     import ray
     import torch
 
+    from mtlsearch.benchmarks import cache
+    from mtlsearch.config import TrialConfig
     from mtlsearch.trainer import NonFiniteLossError, Trainer
 
     if _PARKED:  # a reused worker: free the stopped trial's state here, on a thread that runs on
@@ -105,8 +119,12 @@ def train_mtl(config: dict) -> None:
     torch.set_num_threads(max(1, int(cpus)))
     gpus = float(resources.get("GPU", 0) or 0)
 
+    # The benchmark's data, built once per search and reused (mtlsearch.benchmarks.cache).
+    trial_config = TrialConfig.from_dict(config)
+    splits = cache.load_splits(trial_config, _search_folder())
+    timings.mark("data")
     # A fractional GPU (0.25: four trials on one GPU) bounds how much data this trial holds on it.
-    trainer = Trainer(config, device_share=gpus if 0 < gpus < 1 else 1.0)
+    trainer = Trainer(trial_config, device_share=gpus if 0 < gpus < 1 else 1.0, splits=splits)
     timings.mark("built")
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
