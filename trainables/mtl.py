@@ -41,6 +41,10 @@ NONFINITE_MARKER = "nonfinite_loss.txt"
 FAULT_ENV = "MTLSEARCH_FAULT_AT_EPOCH"
 TIMINGS_ENV = "MTLSEARCH_TIMINGS"
 
+# A reused worker (the launcher's reuse_actors) first waits for the previous trial's thread to end, 2 s
+# by default, else that trial errors with "Could not re-use actor"; on a loaded machine give it longer.
+os.environ.setdefault("TUNE_FUNCTION_THREAD_TIMEOUT_S", "60")
+
 
 class UnreadableCheckpointError(RuntimeError):
     """The trial's checkpoint cannot be loaded (corrupted, truncated): a retry from it fails the same way,
