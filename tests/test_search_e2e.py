@@ -1,4 +1,5 @@
 """A real search: local Ray, Optuna + ASHA, MLflow (SQLite) read back after the fact."""
+import json
 import re
 import textwrap
 
@@ -88,6 +89,13 @@ def test_search_logs_every_trial_under_its_parent(tmp_path, ray_session, capfd):
                 assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, epochs + 1))
             assert len(client.get_metric_history(run.info.run_id, f"train/{task}/loss")) == epochs
     assert statuses <= {"completed", "stopped early by ASHA"} and "completed" in statuses
+
+    # The data is built once per search and workers run several trials (trainables.mtl): one cache file
+    # in the search's folder, fewer worker processes than trials.
+    (folder,) = [d for d in (tmp_path / "ray").iterdir() if d.is_dir()]
+    assert [f.name.split("-")[0] for f in (folder / "data_cache").glob("*.pt")] == ["multidigits"]
+    pids = {json.loads(line)["pid"] for f in folder.glob("trial_*/result.json") for line in f.read_text().splitlines()}
+    assert 1 <= len(pids) < 4, pids
 
 
 FINAL_SPACE = """
