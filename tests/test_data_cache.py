@@ -5,7 +5,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mtlsearch import Trainer, TrialConfig
-from mtlsearch.benchmarks import TensorSplit, cache, get_benchmark
+from mtlsearch.benchmarks import Benchmark, TensorSplit, cache, get_benchmark
 from mtlsearch.benchmarks.folder import LoaderSplit
 
 CFG = {"benchmark": "multidigits", "method": "gemtl", "p": 0.5, "lr": 3e-3, "max_epochs": 2, "device": "cpu"}
@@ -87,3 +87,19 @@ def test_only_in_memory_tensor_splits_are_cached():
     big = TensorSplit(torch.zeros(1), {"t": torch.zeros(1)})
     big.inputs = torch.empty(cache.MAX_BYTES // 4 + 1)  # float32: just over the limit
     assert not cache.cacheable({"train": big})
+
+
+class _OnDisk(Benchmark):
+    name = "on_disk"
+
+    def load_splits(self, data_seed):
+        return {"train": _Items(), "val": _Items()}
+
+
+def test_a_disk_backed_dataset_is_not_cached(tmp_path):
+    cfg = TrialConfig.from_dict(CFG)  # the key; the benchmark object decides what is built
+    for _ in range(2):  # the second call finds the marker and builds without the lock
+        splits = cache.load_splits(cfg, tmp_path, benchmark=_OnDisk())
+        assert all(isinstance(s, LoaderSplit) for s in splits.values())
+    files = sorted(p.name for p in (tmp_path / cache.SUBFOLDER).iterdir())
+    assert files == [f"{cache.cache_key(cfg)}.lock", f"{cache.cache_key(cfg)}.uncached"]

@@ -13,7 +13,8 @@ The key is everything ``load_splits`` depends on: the benchmark (its name or ``m
 data folder and options, and ``data_seed`` (a benchmark's ``load_splits`` is deterministic for them,
 see :class:`~mtlsearch.benchmarks.base.Benchmark`).  Only splits held in memory as tensors
 (:class:`TensorSplit`, on the CPU, together at most :data:`MAX_BYTES`) are cached; a disk-backed
-dataset is read by its loader as before.  Cached splits are read, never written, by the trainer.
+dataset is read by its loader as before (a ``<key>.uncached`` marker spares the next trials the lock).
+Cached splits are read, never written, by the trainer.
 """
 from __future__ import annotations
 
@@ -131,20 +132,22 @@ def load_splits(config, folder: str | os.PathLike | None = None, benchmark=None)
         where.mkdir(parents=True, exist_ok=True)
     except OSError:
         return load_splits(config, None, benchmark)
-    path = where / f"{key}.pt"
+    path, uncached = where / f"{key}.pt", where / f"{key}.uncached"
+    if uncached.exists():  # a disk-backed dataset: every trial builds its own loaders, without waiting
+        return build_splits(benchmark, config)
     with _lock(where / f"{key}.lock"):
         splits = _read(path)
         if splits is None:
             splits = build_splits(benchmark, config)
-            if cacheable(splits):
-                tmp = where / f"{key}.{os.getpid()}.tmp"
-                try:
-                    torch.save(_to_file(splits), tmp)
-                    os.replace(tmp, path)
-                except OSError:  # a full or read-only disk: the memory level still works
-                    tmp.unlink(missing_ok=True)
-            else:
+            if not cacheable(splits):
+                uncached.touch()
                 return splits
+            tmp = where / f"{key}.{os.getpid()}.tmp"
+            try:
+                torch.save(_to_file(splits), tmp)
+                os.replace(tmp, path)
+            except OSError:  # a full or read-only disk: the memory level still works
+                tmp.unlink(missing_ok=True)
     _remember(key, splits)
     return dict(splits)
 
