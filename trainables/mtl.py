@@ -82,10 +82,28 @@ _PARKED: list = []
 
 
 def _search_folder() -> str | None:
-    """The search's results folder when it is a path on this machine (local or a shared filesystem), the
-    home of its data cache; None for a cloud storage URI."""
-    folder = os.path.dirname(tune.get_context().get_trial_dir())
-    return folder if os.path.isabs(folder) and os.path.isdir(folder) else None
+    """The search's results folder in Ray's storage when it is a path on this machine (a local disk or a
+    shared filesystem), the home of its data cache; None for a cloud storage URI."""
+    try:
+        import pyarrow.fs
+
+        storage = tune.get_context().get_storage()
+        if isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem) and os.path.isdir(storage.experiment_fs_path):
+            return storage.experiment_fs_path
+    except Exception:  # noqa: BLE001 - a Ray without this developer API: the worker's memory still caches
+        pass
+    return None
+
+
+def _trial_folder() -> str:
+    """This trial's folder on this node, the same in a fresh worker and in a reused one: Ray 2.60's
+    ``get_trial_dir()`` is the driver staging path in the first and the working directory in the second,
+    so a retry in a reused worker would not find the marker its first attempt left."""
+    context = tune.get_context()
+    try:
+        return context.get_storage().trial_driver_staging_path
+    except Exception:  # noqa: BLE001 - a Ray without this developer API
+        return context.get_trial_dir()
 
 
 def train_mtl(config: dict) -> None:
@@ -109,7 +127,7 @@ def train_mtl(config: dict) -> None:
     from mtlsearch.console import quiet_trial_exit
 
     quiet_trial_exit()  # an ASHA stop is one line of the driver's, not a SystemExit report from this worker
-    marker = os.path.join(tune.get_context().get_trial_dir(), NONFINITE_MARKER)
+    marker = os.path.join(_trial_folder(), NONFINITE_MARKER)
     if os.path.exists(marker):
         with open(marker) as f:
             raise NonFiniteLossError(f"{f.read()} (not retrained: the same checkpoint would diverge again)")
