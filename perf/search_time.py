@@ -88,7 +88,7 @@ def make_trial_clock():
 
 PHASES = [
     ("start", "start -> trainable entered (Ray)"),
-    ("imports", "imports (torch, core)"),
+    ("imports", "imports (torch, core); gc of the last trial"),
     ("data", "data (build or cache)"),
     ("model", "model, optimizer (+ data if not split)"),
     ("restore", "checkpoint restore"),
