@@ -135,6 +135,7 @@ def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], t
         metric=space.metric, mode=space.mode, search_alg=search_alg, scheduler=scheduler,
         num_samples=space.num_samples, max_concurrent_trials=space.max_concurrent_trials,
         trial_dirname_creator=trial_dirname,
+        reuse_actors=True,  # a trial's worker runs the next trial: torch and the data stay loaded (trainables.mtl)
     )
     if restore_path is not None:
         if not getattr(args, "quiet", False):
@@ -190,7 +191,7 @@ def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], t
                 trainable,
                 param_space={**config, "seed": tune.grid_search(seeds)},
                 tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode,
-                                            max_concurrent_trials=space.max_concurrent_trials),
+                                            max_concurrent_trials=space.max_concurrent_trials, reuse_actors=True),
                 run_config=make_run_config(f"final{index}", len(seeds)),
             )
             return [{"trial_id": (r.metrics or {}).get("trial_id"), "config": r.config or {}, "metrics": r.metrics or {}}

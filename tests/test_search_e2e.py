@@ -119,6 +119,13 @@ def test_search_logs_every_trial_under_its_parent(tmp_path, ray_session, capfd):
         assert t.value == pytest.approx(history[last])
         assert t.intermediate_values == pytest.approx({k: v for k, v in history.items() if k != last})
 
+    # The data is built once per search and workers run several trials (trainables.mtl): one cache file
+    # in the search's folder, fewer worker processes than trials.
+    (folder,) = [d for d in (tmp_path / "ray").iterdir() if d.is_dir()]
+    assert [f.name.split("-")[0] for f in (folder / "data_cache").glob("*.pt")] == ["multidigits"]
+    pids = {json.loads(line)["pid"] for f in folder.glob("trial_*/result.json") for line in f.read_text().splitlines()}
+    assert 1 <= len(pids) < 4, pids
+
 
 FINAL_SPACE = """
 name: e2e_final
