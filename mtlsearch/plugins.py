@@ -114,6 +114,8 @@ def _import_file(path: Path):
     # ``stem`` names another module (e.g. a file called json.py): load it under a private name.
     name = f"_mtlsearch_plugin_{abs(hash(str(path)))}_{stem}"
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} cannot be loaded as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -214,6 +216,7 @@ def ship_paths(specs: Iterable[str]) -> list[str]:
         if not is_plugin(spec):
             continue
         target, _, is_file = _split(spec, "plugin")
+        path: str | None
         if is_file:
             path = str(Path(target).expanduser().resolve())
         else:

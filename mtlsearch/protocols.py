@@ -170,7 +170,7 @@ def get_protocol(text: str) -> Protocol:
 
 # ------------------------------------------------------------------------------ published numbers
 def published_file(protocol: str):
-    return resources.files("mtlsearch.references").joinpath("published", f"{protocol}.json")
+    return resources.files("mtlsearch.references").joinpath("published").joinpath(f"{protocol}.json")
 
 
 def load_published(protocol: str) -> dict[str, Any] | None:

@@ -46,7 +46,7 @@ import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
@@ -95,7 +95,7 @@ class Param:
         return [self.args[0]]
 
 
-def simplex_size(p: Param, values: Mapping[str, Any], bench_tasks: int | None, params: list[Param] = ()) -> int:
+def simplex_size(p: Param, values: Mapping[str, Any], bench_tasks: int | None, params: Sequence[Param] = ()) -> int:
     """How many weights a ``simplex`` parameter samples for a trial: N, or one per task of the
     trial (its ``tasks`` subset when set, else every task of the benchmark).  ``params``: the space's
     parameters, for a constant ``tasks`` written after the simplex parameter."""
@@ -345,7 +345,7 @@ def _bundled_dir():
 
 
 def available_spaces() -> list[str]:
-    names = set()
+    names: set[str] = set()
     if SPACE_DIR.is_dir():
         names.update(p.stem for p in SPACE_DIR.glob("*.yaml"))
     bundled = _bundled_dir()
@@ -462,12 +462,13 @@ def _parse_param(name: str, spec: Any, source: str) -> Param:
 def _protocol_epochs(data: Mapping[str, Any], default: int) -> int:
     """The epochs of the space's protocol for its benchmark (the budget's default), else ``default``;
     a bad protocol is reported by :func:`with_protocol`."""
-    if data.get("protocol") is None:
+    benchmark = data.get("benchmark")
+    if data.get("protocol") is None or not isinstance(benchmark, str):
         return default
     from mtlsearch.protocols import get_protocol
 
     try:
-        return get_protocol(data["protocol"]).epochs(data.get("benchmark"))
+        return get_protocol(data["protocol"]).epochs(benchmark)
     except ConfigError:
         return default
 
@@ -485,7 +486,7 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
     metric = objective.get("metric", "val/delta_m")
     mode = objective.get("mode", "max")
     objective_metrics, objective_modes = _parse_objectives(objective, source)
-    if objective_metrics is not None and len(objective_metrics) == 1 and objective_metrics != ALL_TASKS:
+    if objective_metrics is not None and objective_modes is not None and len(objective_metrics) == 1 and objective_metrics != ALL_TASKS:
         (metric,), (mode,) = objective_metrics, objective_modes  # a list of one is one objective
         objective_metrics = objective_modes = None
     if not isinstance(metric, str) or not metric:
@@ -503,7 +504,7 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
 
     multi = objective_metrics is not None
     # A multi-objective search without a scheduler section runs FIFO (see the module docstring).
-    scheduler = {"type": "fifo" if multi and "scheduler" not in data else "asha", "grace_period": 1, "reduction_factor": 3, "brackets": 1}
+    scheduler: dict[str, Any] = {"type": "fifo" if multi and "scheduler" not in data else "asha", "grace_period": 1, "reduction_factor": 3, "brackets": 1}
     sched_in = _mapping(data.get("scheduler"), "scheduler", source)
     _check_keys(sched_in, SCHEDULER_KEYS, "scheduler.", source)
     if not multi and ("metric" in sched_in or "mode" in sched_in):

@@ -44,6 +44,9 @@ class SolverMethod(GradBalancing):
     ``<method>/solver_failures`` (cumulative), and a ``RuntimeWarning`` is issued.
     """
 
+    # Buffers (registered in __init__; declared here for type checkers).
+    solver_failures: Tensor
+
     def __init__(self, num_tasks: int, **hparams):
         super().__init__(num_tasks, **hparams)
         self.register_buffer("solver_failures", torch.zeros((), dtype=torch.long))

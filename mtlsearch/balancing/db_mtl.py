@@ -55,6 +55,12 @@ class DBMTL(GradBalancing):
         "db_mtl_beta_sigma": HParam(float, 0.0, "decay of the EMA factor: beta_k = beta / k^sigma at step k",
                                     check=lambda v: v >= 0, allowed="a number >= 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    db_mtl_beta: float
+    db_mtl_beta_sigma: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    norm_ema: Tensor
+    steps: Tensor
     linear = True
     modes = ("param", "rep")
     default_mode = "param"
@@ -70,7 +76,7 @@ class DBMTL(GradBalancing):
     def forward(self, grads: Tensor, losses: Tensor) -> GradResult:
         self.steps += 1
         norms = torch.linalg.vector_norm(grads.detach(), dim=1, dtype=float_dtype(grads)).to(self.norm_ema)
-        beta = self.db_mtl_beta
+        beta: float | Tensor = self.db_mtl_beta
         if self.db_mtl_beta_sigma:
             beta = beta / self.steps.to(norms.dtype) ** self.db_mtl_beta_sigma
         self.norm_ema.copy_(norms + beta * (self.norm_ema - norms))

@@ -32,6 +32,12 @@ class DWA(LossBalancing):
             float, 2.0, "softmax temperature T of the loss-ratio weights", check=lambda v: v > 0, allowed="a number > 0"
         ),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    dwa_temperature: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    loss_history: Tensor
+    epochs_seen: Tensor
+    weights: Tensor
 
     def __init__(self, num_tasks: int, **hparams):
         super().__init__(num_tasks, **hparams)

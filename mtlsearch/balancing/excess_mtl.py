@@ -46,6 +46,13 @@ class ExcessMTL(LazyStateMixin, GradBalancing):
         "excess_mtl_step": HParam(float, 0.01, "step size eta of the exponentiated weight update",
                                   check=lambda v: v >= 0, allowed="a number >= 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    excess_mtl_step: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    grad_sq_sum: Tensor
+    loss_weights: Tensor
+    initial_excess: Tensor
+    has_initial: Tensor
     linear = True
     modes = ("param",)
     default_mode = "param"

@@ -82,6 +82,11 @@ class GO4Align(LossBalancing):
         "go4align_step": HParam(float, 1e-4, "step size eta of the exponentiated risk update",
                                 check=lambda v: v >= 0, allowed="a number >= 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    go4align_groups: int
+    go4align_step: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    risk_probs: Tensor
 
     def __init__(self, num_tasks: int, **hparams):
         super().__init__(num_tasks, **hparams)

@@ -71,6 +71,15 @@ class GradNorm(GradBalancing):
                                          "L(0) is then the first epoch's mean loss (0: the first step's losses)",
                                          check=lambda v: v >= 0, allowed="an integer >= 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    gradnorm_alpha: float
+    gradnorm_lr: float
+    gradnorm_warmup_epochs: int
+    # Buffers (registered in __init__; declared here for type checkers).
+    loss_weights: Tensor
+    initial_losses: Tensor
+    initialised: Tensor
+    epochs_seen: Tensor
     linear = True
     modes = ("rep", "param")
     default_mode = "rep"

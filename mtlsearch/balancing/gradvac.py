@@ -73,6 +73,10 @@ class GradVac(GradBalancing):
             check=lambda v: 0.0 <= v <= 1.0, allowed="a number in [0, 1]",
         ),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    gradvac_beta: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    targets: Tensor
     linear = True
     modes = ("param", "rep")
     default_mode = "param"

@@ -40,6 +40,11 @@ class LDCMTL(LossBalancing):
         "ldc_mtl_lambda": HParam(float, 0.05, "weight of the loss-discrepancy penalty", check=lambda v: v >= 0,
                                  allowed="a number >= 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    ldc_mtl_lambda: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    ratios: Tensor
+    has_ratios: Tensor
 
     def __init__(self, num_tasks: int, **hparams):
         super().__init__(num_tasks, **hparams)

@@ -51,6 +51,16 @@ class MoCo(LazyStateMixin, GradBalancing):
         "moco_rho": HParam(float, 0.0, "L2 regularisation of the lambda update", check=lambda v: v >= 0,
                            allowed="a number >= 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    moco_beta: float
+    moco_beta_sigma: float
+    moco_gamma: float
+    moco_gamma_sigma: float
+    moco_rho: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    tracked: Tensor
+    lambd: Tensor
+    steps: Tensor
     linear = False
     modes = ("param",)
     default_mode = "param"

@@ -59,6 +59,12 @@ class NashMTL(SolverMethod):
         "nash_max_norm": HParam(float, 1.0, "upper bound on the norm of the update (0: no bound)",
                                 check=lambda v: v >= 0.0, allowed="a number >= 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    nash_update_every: int
+    nash_max_norm: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    step: Tensor
+    last_weights: Tensor
     linear = True
     modes = ("param", "rep")
     default_mode = "param"

@@ -64,6 +64,12 @@ class SDMGrad(GradBalancing):
         "sdmgrad_inner_lr": HParam(float, 5.0, "learning rate of the inner SGD on the weights (LibMTL 5, released code 10)",
                                    check=lambda v: v > 0, allowed="a number > 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    sdmgrad_lambda: float
+    sdmgrad_niter: int
+    sdmgrad_inner_lr: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    w: Tensor
     linear = True
     modes = ("param", "rep")
     default_mode = "param"

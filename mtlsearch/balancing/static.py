@@ -38,6 +38,10 @@ class Static(LossBalancing):
                                  check=_positive_numbers,
                                  allowed="[] (equal weights) or a list of finite numbers >= 0 with a positive sum, one per task"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    static_weights: list[float]
+    # Buffers (registered in __init__; declared here for type checkers).
+    weights: Tensor
 
     def __init__(self, num_tasks: int, **hparams):
         super().__init__(num_tasks, **hparams)

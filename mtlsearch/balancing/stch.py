@@ -49,6 +49,12 @@ reference=log z)`` on the log-losses is ours divided by T (``tests/test_peers.py
                                      "z_t is the mean training loss of the last of them (0: no warm-up, z = 1)",
                                      check=lambda v: v >= 0, allowed="an integer >= 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    stch_mu: float
+    stch_warmup_epochs: int
+    # Buffers (registered in __init__; declared here for type checkers).
+    nadir: Tensor
+    epochs_seen: Tensor
 
     def __init__(self, num_tasks: int, **hparams):
         super().__init__(num_tasks, **hparams)

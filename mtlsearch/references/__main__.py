@@ -64,7 +64,7 @@ def main(argv=None) -> int:
     splits: dict[str, dict[str, dict[str, float]]] = {"val": {}, "test": {}}
     chosen = {}
     for spec in bench.task_specs():
-        best = None
+        best: tuple[float, float, dict[str, dict[str, float]]] | None = None
         for lr in args.lrs:
             runs = []
             for seed in args.seeds:
@@ -78,6 +78,7 @@ def main(argv=None) -> int:
             print(f"{spec.name:>10} lr={lr:<8g} val={mean['val']} test={mean['test']}", flush=True)
             if best is None or score > best[0]:
                 best = (score, lr, mean)
+        assert best is not None  # --lrs has one value at least
         _, lr, mean = best
         chosen[spec.name] = lr
         for s in ("val", "test"):
