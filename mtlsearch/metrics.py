@@ -39,7 +39,7 @@ class RegressionMeter:
 class AccuracyMeter:
     """Top-1 accuracy of class logits ``[N, C]`` against integer labels ``[N]``."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.correct = 0
         self.n = 0
 
@@ -144,7 +144,7 @@ class DepthMeter:
     ratio, large because its targets are inverse depths close to 0).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.abs = 0.0
         self.rel = 0.0
         self.n = 0
@@ -176,7 +176,7 @@ class NormalMeter:
     BIN = 0.01  # degrees
     NBINS = 18000  # 180° / BIN
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.sum = 0.0
         self.n = 0
         self.within = {k: 0 for k in self.THRESHOLDS}
@@ -217,7 +217,7 @@ class BatchMeanMeter:
     """The mean over ``update`` calls (evaluation batches) of another meter's per-batch values: how
     the released Nash-MTL/FAMO code averages depth and normal metrics over its test batches."""
 
-    def __init__(self, new_meter):
+    def __init__(self, new_meter: Callable[[], Meter]):
         self.new_meter = new_meter
         self.sums: dict[str, float] = {}
         self.n = 0
@@ -236,7 +236,7 @@ class BatchMeanMeter:
 class BinaryAccuracyMeter:
     """Accuracy of one binary attribute: logit > 0 predicts 1; ``target`` in {0, 1}."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.correct = 0
         self.n = 0
 

@@ -46,11 +46,16 @@ import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import yaml
 
 from mtlsearch.errors import ConfigError, choices
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
+
+    import optuna
 
 SPACE_DIR = Path(__file__).resolve().parent.parent / "search_spaces"  # in a checkout
 
@@ -137,7 +142,7 @@ class ConditionalSample:
         self.rng = np.random.RandomState(seed)
         self.bench_tasks = bench_tasks
 
-    def __call__(self, spec) -> Any:
+    def __call__(self, spec: Any) -> Any:  # Ray Tune's spec: the trial's config so far in spec.config
         if not self.param.active(spec.config):
             return None
         if self.param.kind == "value":
@@ -157,7 +162,7 @@ class DefineByRun:
         self.base = base
         self.bench_tasks = bench_tasks
 
-    def __call__(self, trial) -> dict[str, Any]:
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         values: dict[str, Any] = dict(self.base)
         constants: dict[str, Any] = dict(self.base)
         for p in self.params:
@@ -324,7 +329,7 @@ class SearchSpace:
         self.validate_objectives()
 
 
-def task_objectives(benchmark: str, data_root: str | None = None, *, tasks=None, split: str = "val") -> list[tuple[str, str]]:
+def task_objectives(benchmark: str, data_root: str | None = None, *, tasks: Sequence[str] | None = None, split: str = "val") -> list[tuple[str, str]]:
     """``(<split>/<task>/<metric>, "min"|"max")`` for every metric of every task of ``benchmark``."""
     from mtlsearch.benchmarks import get_benchmark
 
@@ -337,7 +342,7 @@ def task_objectives(benchmark: str, data_root: str | None = None, *, tasks=None,
 
 
 # ---------------------------------------------------------------------- loading
-def _bundled_dir():
+def _bundled_dir() -> Traversable | None:
     try:
         return resources.files("mtlsearch.search_spaces")
     except ModuleNotFoundError:  # pragma: no cover - running from a checkout without the package

@@ -1,6 +1,8 @@
 """DB-MTL: dual balancing, of loss scales (log-losses) and of gradient magnitudes (to the largest)."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -65,7 +67,7 @@ class DBMTL(GradBalancing):
     modes = ("param", "rep")
     default_mode = "param"
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.register_buffer("norm_ema", torch.zeros(num_tasks))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))

@@ -1,6 +1,8 @@
 """Dynamic weight average (DWA): weights from the recent rate of change of each task's loss."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -39,7 +41,7 @@ class DWA(LossBalancing):
     epochs_seen: Tensor
     weights: Tensor
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         #: Row 0: mean training losses of the second-to-last epoch; row 1: of the last epoch.
         self.register_buffer("loss_history", torch.ones(2, num_tasks))

@@ -1,6 +1,8 @@
 """ExcessMTL: robust MTL weighting by each task's estimated excess risk (He et al., ICML 2024)."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -58,7 +60,7 @@ class ExcessMTL(LazyStateMixin, GradBalancing):
     default_mode = "param"
     lazy_buffers = ("grad_sq_sum",)
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self._register_lazy()
         self.register_buffer("loss_weights", torch.ones(num_tasks, dtype=torch.float64))

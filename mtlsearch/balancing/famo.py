@@ -1,6 +1,8 @@
 """FAMO: fast adaptive multitask optimization (O(1) per step: no per-task gradients)."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -66,7 +68,7 @@ class FAMO(LossBalancing):
     prev_log_losses: Tensor
     has_prev: Tensor
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.register_buffer("logits", torch.zeros(num_tasks))
         self.register_buffer("exp_avg", torch.zeros(num_tasks))

@@ -1,6 +1,8 @@
 """GO4Align: group optimisation for multi-task alignment (risk-guided weights, clustered into groups)."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -88,7 +90,7 @@ class GO4Align(LossBalancing):
     # Buffers (registered in __init__; declared here for type checkers).
     risk_probs: Tensor
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.register_buffer("risk_probs", torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64))
 

@@ -1,6 +1,8 @@
 """GradNorm: learned task weights that equalise the tasks' gradient norms, scaled by training rates."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -84,7 +86,7 @@ class GradNorm(GradBalancing):
     modes = ("rep", "param")
     default_mode = "rep"
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.register_buffer("loss_weights", torch.ones(num_tasks))
         self.register_buffer("initial_losses", torch.ones(num_tasks))

@@ -22,7 +22,7 @@ its cosine as ~0 and moves the targets towards it, where this skips the pair (``
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -81,7 +81,7 @@ class GradVac(GradBalancing):
     modes = ("param", "rep")
     default_mode = "param"
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.register_buffer("targets", torch.zeros(num_tasks, num_tasks, dtype=torch.float64))
 

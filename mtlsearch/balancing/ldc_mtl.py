@@ -1,6 +1,8 @@
 """LDC-MTL: loss discrepancy control with learned (router) weights, first-order bilevel penalty."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -46,7 +48,7 @@ class LDCMTL(LossBalancing):
     ratios: Tensor
     has_ratios: Tensor
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.router = nn.Parameter(torch.ones(num_tasks))
         self.register_buffer("ratios", torch.ones(num_tasks))

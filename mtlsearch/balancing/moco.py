@@ -1,6 +1,8 @@
 """MoCo: multi-objective gradient correction with tracked gradients (Fernando et al., ICLR 2023)."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -66,7 +68,7 @@ class MoCo(LazyStateMixin, GradBalancing):
     default_mode = "param"
     lazy_buffers = ("tracked",)
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self._register_lazy()
         self.register_buffer("lambd", torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64))

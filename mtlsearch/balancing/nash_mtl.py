@@ -30,6 +30,8 @@ residual of the raw-Gramian equation on every case.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -69,7 +71,7 @@ class NashMTL(SolverMethod):
     modes = ("param", "rep")
     default_mode = "param"
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("last_weights", torch.ones(num_tasks, dtype=torch.float64))

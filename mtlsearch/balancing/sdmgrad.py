@@ -1,6 +1,8 @@
 """SDMGrad: stochastic direction-oriented multi-objective gradient descent (Xiao et al., NeurIPS 2023)."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -74,7 +76,7 @@ class SDMGrad(GradBalancing):
     modes = ("param", "rep")
     default_mode = "param"
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.register_buffer("w", torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64))
 

@@ -1,6 +1,8 @@
 """Smooth Tchebycheff scalarization (STCH) of the task losses."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -56,7 +58,7 @@ reference=log z)`` on the log-losses is ours divided by T (``tests/test_peers.py
     nadir: Tensor
     epochs_seen: Tensor
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.register_buffer("nadir", torch.ones(num_tasks))
         self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.long))

@@ -15,6 +15,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from mtlsearch.benchmarks import get_benchmark
 from mtlsearch.trainer import Trainer
@@ -27,7 +28,7 @@ def _score(metrics: dict[str, float], lower: dict[str, bool]) -> float:
     return statistics.mean(-v if lower[k] else v for k, v in metrics.items())
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mtlsearch.references", description=__doc__.splitlines()[1])
     parser.add_argument("--benchmark", required=True)
     parser.add_argument("--epochs", type=int, default=12)
