@@ -38,6 +38,15 @@ class InjectedFault(RuntimeError):
     """The crash that ``MTLSEARCH_FAULT_AT_EPOCH`` asks for (tests of the retry path)."""
 
 
+#: Trainers of trials that Ray stopped, kept alive rather than freed in the stopping thread.  When Tune
+#: stops a trial (ASHA, or its last epoch), ``tune.report`` raises ``SystemExit`` in the trial's thread
+#: and the worker process exits right after without waiting for it; freeing CUDA tensors there, while
+#: the interpreter shuts down, aborted the worker on an H200 (``Fatal Python error: Aborted`` in
+#: ``pybind11::gil_scoped_acquire``, a ~90-line trace in the driver's log).  A parked trainer is
+#: freed with the process, or at the next trial's start if Ray reuses the worker.
+_PARKED: list = []
+
+
 def train_mtl(config: dict) -> None:
     import gc
     import logging
@@ -46,6 +55,10 @@ def train_mtl(config: dict) -> None:
     import torch
 
     from mtlsearch.trainer import NonFiniteLossError, Trainer
+
+    if _PARKED:  # a reused worker: free the stopped trial's state here, on a thread that runs on
+        _PARKED.clear()
+        gc.collect()
 
     logging.getLogger("ray.train").setLevel(logging.WARNING)  # no "checkpoint created" line per epoch
     from mtlsearch.console import quiet_trial_exit
@@ -91,9 +104,6 @@ def train_mtl(config: dict) -> None:
         with open(marker, "w") as f:
             f.write(str(err))
         raise
-    finally:
-        # Free the trial's tensors while this thread still runs.  On an H200 a finished trial's worker
-        # aborted at exit (a ~90-line stack trace in the driver's log, results intact) while a CUDA
-        # tensor was being freed from a thread that the exiting interpreter was unwinding.
-        del trainer
-        gc.collect()
+    except SystemExit:
+        _PARKED.append(trainer)  # Ray stops the trial: do not free CUDA state in a dying thread
+        raise
