@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from mtlsearch.results import fmt  # a value in a progress line is written as in a results table
+
 BEST_BY = "value at each trial's last epoch"
 
 
@@ -110,25 +112,6 @@ def quiet_worker() -> None:
 
 
 # ------------------------------------------------------------------------------ formatting
-def fmt(value: Any) -> str:
-    """A value in a table or progress line: short floats, file names of long paths, short lists."""
-    from pathlib import Path
-
-    if value is None:  # a conditional parameter that does not apply to this trial
-        return "-"
-    if isinstance(value, str) and ":" in value and "/" in value.partition(":")[0]:
-        return Path(value).name  # a user's /long/path/file.py:Class
-    if isinstance(value, float):
-        if value != 0 and (abs(value) < 1e-3 or abs(value) >= 1e4):
-            return f"{value:.3g}"
-        return f"{value:.4g}"
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, float) for v in value):
-        # Per-task weights (static_weights): short, and at most 4 of the (up to 40) entries.
-        shown = [f"{v:.3g}" for v in value[:4]]
-        return "[" + ",".join(shown) + (f",...({len(value)})" if len(value) > 4 else "") + "]"
-    return str(value)
-
-
 def duration(seconds: float | None) -> str:
     """``1:05`` (m:ss) or ``1:02:03``; ``-`` when unknown."""
     if seconds is None or not math.isfinite(seconds):

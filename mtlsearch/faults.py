@@ -99,16 +99,8 @@ def end_runs_failed(tracker: Tracker | None, reason: str) -> None:
     """Best effort: the search's runs still RUNNING (a start that failed) end FAILED with ``reason``."""
     if tracker is None:
         return
-    from mtlsearch import tracking
-
     try:
-        client = tracker.client
-        for run_id in [*tracker.trial_runs.values(), tracker.parent_run_id]:
-            if run_id and client.get_run(run_id).info.status == "RUNNING":
-                client.set_tag(run_id, "error", reason[-4900:])
-                if run_id != tracker.parent_run_id:
-                    client.set_tag(run_id, tracking.TAG_STATUS, tracking.STATUS_ERRORED)
-                client.set_terminated(run_id, status="FAILED")
+        tracker.fail_running_runs(reason)
     except Exception as err:  # noqa: BLE001 - MLflow itself may be what failed
         print(f"warning: could not mark the search's MLflow runs FAILED ({type(err).__name__}: {err})",
               file=sys.stderr, flush=True)

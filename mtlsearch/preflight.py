@@ -484,6 +484,6 @@ def _same_as_space_change(entry: str, space_diff: list[str]) -> bool:
 
 
 def _latest(storage: Path, space_name: str) -> Path | None:
-    from mtlsearch.launch import _latest_unfinished
+    from mtlsearch.resume import latest_unfinished
 
-    return _latest_unfinished(storage, space_name)
+    return latest_unfinished(storage, space_name)

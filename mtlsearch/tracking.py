@@ -20,6 +20,11 @@
 
 Workers never talk to MLflow, so they need no credentials, and a SQLite store has one writer.
 
+No other module reads or writes these names: the report reads a search back through :func:`read_search`
+(and :func:`parse_param`, :func:`search_runs`), logs its figures through :func:`log_report`; the launcher
+marks runs through named :class:`Tracker` methods (``mark_interrupted``, ``mark_phase`` for the
+confirmation phase's ``mtlsearch.phase = final``, ``fail_running_runs``).
+
 Failure handling: :func:`check_reachable` is called before Ray starts (an unreachable server is one
 error line and exit code 2).  During a search the :class:`Tracker` is *tolerant*: the first MLflow
 failure prints one warning and the tracker goes offline for the rest of the search; the trials go
@@ -53,6 +58,8 @@ TAG_TIME = "mtlsearch.time_total_s"
 TAG_CHECKPOINT = "checkpoint"
 #: ``NAME@VERSION`` of the published protocol a search and its trials follow (mtlsearch.protocols).
 TAG_PROTOCOL = "mtlsearch.protocol"
+TAG_PHASE = "mtlsearch.phase"  # "final" on the confirmation phase's trial runs (mtlsearch.confirm)
+TAG_ERROR = "error"
 PARENT_TAG = "mlflow.parentRunId"
 METRIC_ROOTS = ("train", "val", "test", "weights", "dominance")
 
@@ -487,7 +494,7 @@ class Tracker:
         run_id = self.trial_run(trial_id, config)
         tags = {TAG_STATUS: status}
         if error:
-            tags["error"] = error[-4900:]
+            tags[TAG_ERROR] = error[-4900:]
         if checkpoint:
             tags[TAG_CHECKPOINT] = str(checkpoint)
         if epochs is not None:
@@ -499,6 +506,32 @@ class Tracker:
             if current.data.tags.get(key) != value:
                 self.client.set_tag(run_id, key, value)
         self._finish(run_id, "FAILED" if status == STATUS_ERRORED else "FINISHED")
+
+    def mark_phase(self, trial_id: str, phase: str) -> None:
+        """Tag a trial's run with the search phase it belongs to (``final``: the confirmation phase)."""
+        if trial_id in self.trial_runs:
+            self.client.set_tag(self.trial_runs[trial_id], TAG_PHASE, phase)
+
+    def mark_interrupted(self, trial_ids: Iterable[str]) -> None:
+        """After Ctrl-C: the runs of the trials that had not ended are KILLED, status ``interrupted``."""
+        for trial_id in sorted(trial_ids):
+            if trial_id in self.trial_runs:
+                run_id = self.trial_runs[trial_id]
+                self.client.set_tag(run_id, TAG_STATUS, "interrupted")
+                self.client.set_terminated(run_id, status="KILLED")
+
+    def fail_running_runs(self, reason: str) -> None:
+        """The search's runs still RUNNING (a start that failed) end FAILED with ``reason`` as their error."""
+        for run_id in [*self.trial_runs.values(), self.parent_run_id]:
+            if run_id and self.client.get_run(run_id).info.status == "RUNNING":
+                self.client.set_tag(run_id, TAG_ERROR, reason[-4900:])
+                if run_id != self.parent_run_id:
+                    self.client.set_tag(run_id, TAG_STATUS, STATUS_ERRORED)
+                self.client.set_terminated(run_id, status="FAILED")
+
+    def count_search_runs(self) -> int:
+        """How many runs (parent and trials) this search has in the experiment."""
+        return len(search_runs(self.client, [self.experiment_id], f"tags.`{TAG_SEARCH}` = '{self.search_id}'"))
 
 
 def make_callback(tracker: Tracker, metric: str, max_epochs: int):
@@ -535,3 +568,116 @@ def make_callback(tracker: Tracker, metric: str, max_epochs: int):
                               time_total_s=last.get("time_total_s"))
 
     return MLflowTrials()
+
+
+# ======================================================================================= read side
+def parse_param(text: str) -> Any:
+    """A param as logged (``_param_value``) back to a Python value: bools, None, numbers, JSON lists."""
+    if text in ("True", "False"):
+        return text == "True"
+    if text == "None":
+        return None
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    if text[:1] in "[{":
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
+
+
+def search_runs(client, experiment_ids: list[str], filter_string: str, order_by: list[str] | None = None) -> list:
+    """Every run matching ``filter_string`` (all pages)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=1000,
+                                  order_by=order_by, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def count_search_runs(tracking_uri: str, experiment: str, search_id: str) -> int:
+    """How many runs (parent and trials) of search ``search_id`` the experiment holds (0 if it does not exist)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return 0
+    return len(search_runs(client, [exp.experiment_id], f"tags.`{TAG_SEARCH}` = '{search_id}'"))
+
+
+def read_search(tracking_uri: str, experiment: str, search: str | None = None) -> dict[str, Any]:
+    """A search as the tracker wrote it: ``search`` = a parent run id, search id or run name (default:
+    the latest search of the experiment).  Returns plain values: the parent's ``name``, ``search_id``,
+    ``parent_run_id``, objective (``metric``, ``mode``, ``objectives``), ``max_epochs``, ``resources``
+    (None if not logged), ``benchmark``, and ``trials``: one dict per trial run (``trial_id``,
+    ``run_id``, ``params``, ``status``, ``final`` metrics, ``epochs`` (None while running),
+    ``time_total_s``, ``checkpoint``, ``error``, ``metric_keys`` and ``history()``: ``{metric: [(epoch,
+    value), ...]}`` fetched when called)."""
+    from mlflow.tracking import MlflowClient
+
+    check_reachable(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise ConfigError(f"no experiment {experiment!r} at {tracking_uri}; there are: {', '.join(names) or 'none'}",
+                          field="--experiment")
+    parents = search_runs(client, [exp.experiment_id], f"tags.`{TAG_KIND}` = 'search'",
+                          order_by=["attributes.start_time DESC"])
+    if search:
+        parents = [r for r in parents if search in (r.info.run_id, r.data.tags.get(TAG_SEARCH), r.info.run_name)]
+    if not parents:
+        raise ConfigError(f"experiment {experiment!r} has no search{f' {search!r}' if search else ''} "
+                          f"(parent run tagged {TAG_KIND}=search)", field="--search" if search else "--experiment")
+    parent = parents[0]
+    params = parent.data.params
+    search_id = parent.data.tags[TAG_SEARCH]
+    metric = params.get("objective_metric") or params.get("scalar_metric") or "val/delta_m"
+    mode = params.get("objective_mode") or params.get("scalar_mode") or "max"
+    if "objective_metrics" in params:
+        objectives = list(zip(json.loads(params["objective_metrics"]), json.loads(params["objective_modes"])))
+    else:
+        objectives = [(metric, mode)]
+
+    trials = []
+    for run in search_runs(client, [exp.experiment_id], f"tags.`{TAG_SEARCH}` = '{search_id}' and tags.`{TAG_KIND}` = 'trial'"):
+        tags = run.data.tags
+        run_id = run.info.run_id
+        keys = list(run.data.metrics)
+
+        def history(run_id=run_id, keys=keys):
+            return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys}
+
+        trials.append({
+            "trial_id": tags.get(TAG_TRIAL, run_id), "run_id": run_id,
+            "params": {k: parse_param(v) for k, v in run.data.params.items()},
+            "status": tags.get(TAG_STATUS, STATUS_RUNNING), "final": dict(run.data.metrics), "metric_keys": keys,
+            "epochs": int(tags[TAG_EPOCHS]) if TAG_EPOCHS in tags else None,
+            "time_total_s": float(tags[TAG_TIME]) if TAG_TIME in tags else None,
+            "checkpoint": tags.get(TAG_CHECKPOINT), "error": tags.get(TAG_ERROR), "history": history,
+        })
+    return {
+        "name": parent.info.run_name or Path(search_id).name, "search_id": search_id, "parent_run_id": parent.info.run_id,
+        "metric": metric, "mode": mode, "objectives": objectives,
+        "max_epochs": int(params.get("override.max_epochs") or params.get("max_epochs") or 0),
+        "resources": json.loads(params["resources"] or "{}") if "resources" in params else None,
+        "benchmark": params.get("override.benchmark") or params.get("benchmark"), "trials": trials,
+    }
+
+
+def log_report(tracking_uri: str, run_id: str, markdown: str, figures: Iterable[Path]) -> None:
+    """The report of a search, logged to its parent run: ``report/leaderboard.md`` and the figures under ``report/``."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    client.log_text(run_id, markdown, "report/leaderboard.md")
+    for path in figures:
+        client.log_artifact(run_id, str(path), "report")

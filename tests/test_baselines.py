@@ -326,7 +326,7 @@ def test_methods_space_runs_every_registered_method():
     assert probed == set(METHODS)
     static = [c for c in space.probe_configs() if c["method"] == "static"]
     assert static and all(c["static_weights"] == [1 / 3] * 3 for c in static)
-    from mtlsearch.launch import _fmt  # progress lines and tables stay short with 40 weights
+    from mtlsearch.results import fmt as _fmt  # progress lines and tables stay short with 40 weights
 
     assert _fmt([0.5, 0.25, 0.25]) == "[0.5,0.25,0.25]" and _fmt([0.025] * 40) == "[0.025,0.025,0.025,0.025,...(40)]"
 

@@ -18,6 +18,7 @@ import shared_search as shared
 from mlflow.tracking import MlflowClient
 
 from mtlsearch import report, spaces, tracking
+from mtlsearch.results import pareto_mask
 from mtlsearch.launch import main
 from mtlsearch.tracking import (
     PARENT_TAG, TAG_CHECKPOINT, TAG_EPOCHS, TAG_KIND, TAG_SEARCH, TAG_STATUS, TAG_TIME, TAG_TRIAL,
@@ -225,7 +226,7 @@ def test_multi_objective_search_survives_a_tracking_outage_and_resyncs(tmp_path,
     # The Pareto set printed by the launcher is the non-dominated set of the trials' final metrics.
     table = out.split("Pareto set on ")[1]
     printed = set(re.findall(r"^([0-9a-f]{8}) ", table, flags=re.M))
-    mask = report.pareto_mask([[t.final[m] for m, _ in objectives] for t in search.trials], ["min"] * 3)
+    mask = pareto_mask([[t.final[m] for m, _ in objectives] for t in search.trials], ["min"] * 3)
     assert printed == {t.trial_id for t, keep in zip(search.trials, mask) if keep} and printed
 
     # MLflow missed the end of the search; sync (straight to the server) completes it.

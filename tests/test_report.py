@@ -10,9 +10,9 @@ import random
 import pytest
 import shared_search as shared
 
-from mtlsearch import report, spaces
+from mtlsearch import report, results, spaces
 from mtlsearch.errors import ConfigError
-from mtlsearch.report import Search, Trial
+from mtlsearch.report import Search, Trial, analysis, figures
 from mtlsearch.tracking import STATUS_COMPLETED, STATUS_ERRORED, STATUS_STOPPED, TAG_KIND, TAG_STATUS, TAG_TIME
 
 
@@ -20,11 +20,11 @@ from mtlsearch.tracking import STATUS_COMPLETED, STATUS_ERRORED, STATUS_STOPPED,
 def test_pareto_mask_on_hand_made_points():
     # (accuracy: max, error: min)
     points = [(0.9, 2.0), (0.8, 1.0), (0.7, 3.0), (0.9, 2.0), (0.95, 2.5), (0.8, 1.5)]
-    assert report.pareto_mask(points, ["max", "min"]) == [True, True, False, True, True, False]
+    assert results.pareto_mask(points, ["max", "min"]) == [True, True, False, True, True, False]
     # (0.7, 3.0) is beaten on both; (0.8, 1.5) by (0.8, 1.0): equal on one, better on the other.
-    assert report.pareto_mask([(1, 1), (2, 0), (0, 2), (0.5, 0.5)], ["max", "max"]) == [True, True, True, False]
-    assert report.pareto_mask([(1, 1), (2, 0), (0, 2), (0.5, 0.5)], ["min", "min"]) == [False, True, True, True]
-    assert report.pareto_mask([], ["max"]) == [] and report.pareto_mask([(3.0,)], ["min"]) == [True]
+    assert results.pareto_mask([(1, 1), (2, 0), (0, 2), (0.5, 0.5)], ["max", "max"]) == [True, True, True, False]
+    assert results.pareto_mask([(1, 1), (2, 0), (0, 2), (0.5, 0.5)], ["min", "min"]) == [False, True, True, True]
+    assert results.pareto_mask([], ["max"]) == [] and results.pareto_mask([(3.0,)], ["min"]) == [True]
 
 
 def test_pareto_mask_defining_property_on_random_points():
@@ -32,7 +32,7 @@ def test_pareto_mask_defining_property_on_random_points():
     for _ in range(20):
         modes = [rng.choice(["min", "max"]) for _ in range(3)]
         pts = [[rng.randint(0, 4) for _ in range(3)] for _ in range(25)]
-        mask = report.pareto_mask(pts, modes)
+        mask = results.pareto_mask(pts, modes)
 
         def dominates(a, b, modes=modes):
             better = [(x > y) if m == "max" else (x < y) for x, y, m in zip(a, b, modes)]
@@ -53,7 +53,7 @@ def test_pareto_rows_use_only_trials_that_reached_max_epochs():
         {"trial": "c", "epochs": 3, "_metrics": {"val/x/acc": 0.8, "val/y/mae": 1.0}},
         {"trial": "d", "epochs": 3, "_metrics": {"val/x/acc": 0.7, "val/y/mae": 3.0}},
     ]
-    front = report.pareto_rows(rows, [("val/x/acc", "max"), ("val/y/mae", "min")], max_epochs=3)
+    front = results.pareto_rows(rows, [("val/x/acc", "max"), ("val/y/mae", "min")], max_epochs=3)
     assert [r["trial"] for r in front] == ["a", "c"]
 
 
@@ -106,10 +106,10 @@ def test_leaderboard_pools_seeds_buckets_p_and_counts_cost():
 
 
 def test_p_buckets_and_metric_directions():
-    assert [report.p_bucket(p) for p in (-2, -1e-9, 0, 0.99, 1, 3.5)] == ["p<0", "p<0", "0<=p<1", "0<=p<1", "p>=1", "p>=1"]
+    assert [analysis.p_bucket(p) for p in (-2, -1e-9, 0, 0.99, 1, 3.5)] == ["p<0", "p<0", "0<=p<1", "0<=p<1", "p>=1", "p>=1"]
     search = _search([])
     search.benchmark = "multidigits"
-    modes = report.metric_modes(search, ["val/left/accuracy", "val/number/mae", "val/unknown/loss", "val/x/miou"])
+    modes = analysis.metric_modes(search, ["val/left/accuracy", "val/number/mae", "val/unknown/loss", "val/x/miou"])
     assert modes == {"val/left/accuracy": "max", "val/number/mae": "min", "val/unknown/loss": "min", "val/x/miou": "max"}
 
 
@@ -123,25 +123,25 @@ def test_metric_directions_of_a_folder_benchmark_come_from_the_trials_data_root(
     trial.params.update(benchmark="nyuv2", data_root=str(tmp_path / "nyu"))
     search = _search([trial])
     search.benchmark = "nyuv2"
-    modes = report.metric_modes(search, ["val/normal/mean", "val/normal/median", "val/normal/within_30", "test/depth/abs_err"])
+    modes = analysis.metric_modes(search, ["val/normal/mean", "val/normal/median", "val/normal/within_30", "test/depth/abs_err"])
     assert modes == {"val/normal/mean": "min", "val/normal/median": "min", "val/normal/within_30": "max",
                      "test/depth/abs_err": "min"}
     trial.final = {"val/normal/mean": 30.0, "val/segmentation/miou": 0.2, "val/delta_m": 1.0}
-    assert report.task_metrics(search) == ["val/segmentation/miou", "val/normal/mean"]  # the benchmark's task order
+    assert analysis.task_metrics(search) == ["val/segmentation/miou", "val/normal/mean"]  # the benchmark's task order
 
 
 def test_dominance_heatmap_from_metrics(tmp_path):
     dom = {"dominance/encoder.0/scale_1": 0.1, "dominance/encoder.0/scale_100": 0.8, "dominance/encoder.0/scale_10": 0.1,
            "dominance/encoder.2/scale_1": 0.3, "dominance/encoder.2/scale_100": 0.4, "dominance/encoder.2/scale_10": 0.3}
-    layers, tasks, mat = report.dominance_matrix(dom)
+    layers, tasks, mat = analysis.dominance_matrix(dom)
     assert layers == ["encoder.0", "encoder.2"] and tasks == ["scale_1", "scale_100", "scale_10"]
     assert mat[0][1] == 0.8 and mat[1][2] == 0.3
     trials = [_trial("a", "ew", STATUS_COMPLETED, -1.0, extra=dom),
               _trial("b", "ew", STATUS_COMPLETED, -2.0, optimizer="adam_adatask",
                      extra={k: 1 / 3 for k in dom})]
-    path = report.fig_dominance(_search(trials), tmp_path)
+    path = figures.fig_dominance(_search(trials), tmp_path)
     _assert_png(path)
-    assert report.fig_dominance(_search([_trial("c", "ew", STATUS_COMPLETED, 0.0)]), tmp_path / "none") is None
+    assert figures.fig_dominance(_search([_trial("c", "ew", STATUS_COMPLETED, 0.0)]), tmp_path / "none") is None
 
 
 # ----------------------------------------------------------------------------------------- multi-objective spaces
@@ -229,7 +229,7 @@ def test_report_on_a_real_search(remote_search, tmp_path, capsys):
     assert all(float(r["gpu_hours"]) == 0.0 for r in rows)  # gpus_per_trial = 0
     for r in rows:
         if r["method"] == "gemtl":
-            assert r["p bucket"] in report.P_BUCKETS
+            assert r["p bucket"] in analysis.P_BUCKETS
         for task in ("scale_1", "scale_10", "scale_100"):
             assert float(r[f"val/{task}/mse"]) > 0
 

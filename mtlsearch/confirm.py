@@ -5,13 +5,20 @@ the launcher takes, after the search, the best ``top`` trials of each group (``p
 one group per method) and re-runs each of their configurations once per seed in ``seeds``, for the
 full epoch budget and without early stopping.  The runs land in the same MLflow experiment under the
 same parent run (tag ``mtlsearch.phase = final``), and the launcher prints mean ± std over seeds.
+
+No Ray here: the launcher (:mod:`mtlsearch.runner`) passes the function that trains a configuration's
+seeds (``fit(index, config, seeds)`` -> one ``{"trial_id", "config", "metrics"}`` per trial).
 """
 from __future__ import annotations
 
 import statistics
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-PHASE_TAG = "mtlsearch.phase"
+from mtlsearch.tracking import TAG_PHASE  # noqa: F401 - the tag these runs get (named there)
+
+PHASE = "final"
+
+Fit = Callable[[int, dict[str, Any], list[int]], list[dict[str, Any]]]
 
 
 def pick_configs(rows: Sequence[Mapping[str, Any]], space) -> list[tuple[str, dict[str, Any]]]:
@@ -47,28 +54,18 @@ def summarize(results: Sequence[Mapping[str, Any]], picked: Sequence[tuple[str, 
     return rows
 
 
-def run_final(space, rows, trainable, make_run_config, tracker) -> list[dict[str, Any]]:
-    """Run the confirmation trials; returns the summary rows (one per picked configuration)."""
-    from ray import tune
-
+def run_confirmation(space, rows: Sequence[Mapping[str, Any]], fit: Fit, tracker) -> list[dict[str, Any]]:
+    """Run the confirmation trials through ``fit``, one configuration after another; tag their runs
+    through ``tracker``; returns the summary rows (one per picked configuration)."""
     picked = pick_configs(rows, space)
     seeds = list(space.final["seeds"])
     print(f"\nConfirming the best configuration{'s' if len(picked) > 1 else ''} "
           f"({len(picked)} x seeds {seeds}): {len(picked) * len(seeds)} trials without early stopping")
     results = []
     for index, (_, cfg) in enumerate(picked):
-        # One small grid per configuration: its seeds run in parallel, configurations one after another.
-        tuner = tune.Tuner(
-            trainable,
-            param_space={**cfg, "seed": tune.grid_search(seeds)},
-            tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode,
-                                        max_concurrent_trials=space.max_concurrent_trials),
-            run_config=make_run_config(f"final{index}", len(seeds)),
-        )
-        for result in tuner.fit():
-            trial_id = (result.metrics or {}).get("trial_id")
-            if trial_id and trial_id in tracker.trial_runs:
-                tracker.client.set_tag(tracker.trial_runs[trial_id], PHASE_TAG, "final")
-            results.append({"config": result.config or {}, "metrics": result.metrics or {}})
+        for result in fit(index, cfg, seeds):
+            if result.get("trial_id"):
+                tracker.mark_phase(result["trial_id"], PHASE)
+            results.append({"config": result["config"], "metrics": result["metrics"]})
     task_keys = sorted({k for r in results for k in r["metrics"] if k.startswith("val/") or k.startswith("test/")})
     return summarize(results, picked, task_keys)

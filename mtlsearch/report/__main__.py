@@ -1,0 +1,5 @@
+import sys
+
+from mtlsearch.report.cli import main
+
+sys.exit(main())

@@ -1,0 +1,176 @@
+"""Analysis of a loaded search: the leaderboard (best configuration per method, optimizer and GeMTL p
+bucket, seeds pooled), task metrics and their directions, the Pareto set (through
+:mod:`mtlsearch.results`)."""
+from __future__ import annotations
+
+import functools
+import json
+import math
+from typing import Any, Iterable, Mapping
+
+from mtlsearch import results
+from mtlsearch.report.load import Search, Trial
+from mtlsearch.tracking import STATUS_COMPLETED, STATUS_ERRORED, STATUS_STOPPED
+
+#: Config keys that are not hyperparameters of a configuration (pooled over / never shown).
+SEED_KEYS = ("seed",)
+HIDDEN_KEYS = {"seed", "data_root", "device", "benchmark", "max_epochs"}
+P_BUCKETS = ("p<0", "0<=p<1", "p>=1")
+LOWER_IS_BETTER_HINTS = ("loss", "mae", "mse", "rmse", "error", "err", "abs_rel", "rel", "angle", "nll")
+
+
+def p_bucket(p: Any) -> str:
+    """GeMTL's p bucket (see the module docstring): ``p<0``, ``0<=p<1`` or ``p>=1``."""
+    p = float(p)
+    return P_BUCKETS[0] if p < 0 else P_BUCKETS[1] if p < 1 else P_BUCKETS[2]
+
+
+
+def benchmark_objectives(search: Search, split: str) -> list[tuple[str, str]]:
+    """The benchmark's ``(<split>/<task>/<metric>, mode)`` in task order; a folder benchmark is opened
+    with the trials' ``data_root`` (its tasks may come from the folder); [] if that cannot be done."""
+    if not search.benchmark:
+        return []
+    roots = tuple(sorted({str(t.params["data_root"]) for t in search.trials if t.params.get("data_root")}))
+    return list(_benchmark_objectives(search.benchmark, roots, split))
+
+
+@functools.lru_cache(maxsize=32)
+def _benchmark_objectives(benchmark: str, roots: tuple[str, ...], split: str) -> tuple[tuple[str, str], ...]:
+    """Cached: opening a folder benchmark checks its files, and a report asks several times."""
+    from mtlsearch.spaces import task_objectives
+
+    for root in [*roots, None]:
+        try:
+            return tuple(task_objectives(benchmark, root, split=split))
+        except Exception:  # noqa: BLE001 - data moved, or a benchmark this checkout does not know
+            continue
+    return ()
+
+
+def metric_modes(search: Search, metrics: Iterable[str]) -> dict[str, str]:
+    """Direction of each task metric: the search's objectives, the benchmark's ``lower_is_better``,
+    else the metric's name (loss, mae, mse, rmse, error, ... are minimised)."""
+    known = dict(search.objectives)
+    for split in ("val", "test"):
+        known.update(dict(benchmark_objectives(search, split)))
+    out = {}
+    for m in metrics:
+        name = m.rsplit("/", 1)[-1].lower()
+        out[m] = known.get(m) or ("min" if any(h in name for h in LOWER_IS_BETTER_HINTS) else "max")
+    return out
+
+
+def task_metrics(search: Search, split: str = "val") -> list[str]:
+    """``<split>/<task>/<metric>`` reported by the search's trials, in the benchmark's task order."""
+    seen = {k for t in search.trials for k in t.final if k.startswith(split + "/") and k.count("/") == 2}
+    order = [m for m, _ in benchmark_objectives(search, split)]
+    return [m for m in order if m in seen] + sorted(seen - set(order))
+
+
+def pareto_set(search: Search) -> tuple[list[tuple[str, str]], list[Trial], list[bool]]:
+    """(metrics with modes, candidate trials, mask): trials that reached ``max_epochs`` on every
+    validation task metric."""
+    metrics = task_metrics(search, "val")
+    modes = metric_modes(search, metrics)
+    objectives = [(m, modes[m]) for m in metrics]
+    cands = [t for t in search.trials if t.status == STATUS_COMPLETED and all(m in t.final for m in metrics)]
+    if not objectives:
+        return objectives, cands, [True] * len(cands)
+    return objectives, cands, results.pareto_mask([[t.final[m] for m in metrics] for t in cands], [d for _, d in objectives])
+
+
+# ======================================================================================= leaderboard
+def searched_keys(search: Search) -> list[str]:
+    """Parameters whose value differs between trials (what the search varied), minus the seed."""
+    keys: dict[str, set] = {}
+    for t in search.trials:
+        for k, v in t.params.items():
+            keys.setdefault(k, set()).add(json.dumps(v, sort_keys=True, default=str))
+    varied = [k for k, vals in keys.items() if len(vals) > 1 or any(k not in t.params for t in search.trials)]
+    return [k for k in sorted(varied) if k not in HIDDEN_KEYS and k not in ("method", "optimizer")]
+
+
+def _config_key(trial: Trial) -> str:
+    return json.dumps({k: v for k, v in trial.params.items() if k not in SEED_KEYS}, sort_keys=True, default=str)
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def group_of(trial: Trial) -> tuple[str, str, str]:
+    method = str(trial.params.get("method", "?"))
+    bucket = p_bucket(trial.params["p"]) if method == "gemtl" and isinstance(trial.params.get("p"), (int, float)) else ""
+    return method, str(trial.params.get("optimizer", "")), bucket
+
+
+def leaderboard(search: Search) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per (method, optimizer, p bucket), best first; and the metric columns it fills."""
+    sign = results.sign(search.mode)
+    val_metrics = task_metrics(search, "val")
+    test_metrics = task_metrics(search, "test")
+    metrics = [*val_metrics, *[m for m in ("val/delta_m",) if any(m in t.final for t in search.trials)],
+               *test_metrics, *[m for m in ("test/delta_m",) if any(m in t.final for t in search.trials)]]
+    if search.metric not in metrics:
+        metrics.insert(0, search.metric)
+    shown = searched_keys(search)
+    groups: dict[tuple[str, str, str], list[Trial]] = {}
+    for t in search.trials:
+        groups.setdefault(group_of(t), []).append(t)
+
+    rows = []
+    for (method, optimizer, bucket), trials in groups.items():
+        configs: dict[str, list[Trial]] = {}
+        for t in trials:
+            if t.status != STATUS_ERRORED and search.metric in t.final:
+                configs.setdefault(_config_key(t), []).append(t)
+        best = None  # (partial?, score, pool)
+        for pool in configs.values():
+            done = [t for t in pool if t.status == STATUS_COMPLETED]
+            partial = not done
+            pool = done or pool
+            score = sum(t.final[search.metric] for t in pool) / len(pool)
+            key = (not partial, sign * score)
+            if best is None or key > best[0]:
+                best = (key, pool)
+        row: dict[str, Any] = {
+            "method": method, "optimizer": optimizer, "p bucket": bucket, "trials": len(trials),
+            "asha_stopped": sum(t.status == STATUS_STOPPED for t in trials),
+            "errored": sum(t.status == STATUS_ERRORED for t in trials),
+            "epochs_spent": sum(t.epochs for t in trials),
+            "gpu_hours": sum(t.time_total_s or 0.0 for t in trials) * search.gpus_per_trial / 3600.0,
+            "cpu_hours": sum(t.time_total_s or 0.0 for t in trials) * search.cpus_per_trial / 3600.0,
+        }
+        if best is not None:
+            (complete, _), pool = best
+            ref = pool[0]
+            row["best_trials"] = " ".join(t.trial_id for t in pool)
+            row["config"] = " ".join(f"{k}={results.fmt(ref.params[k])}" for k in shown if k in ref.params)
+            row["seeds"] = len(pool)
+            row["epochs"] = max(t.epochs for t in pool)
+            row["partial"] = not complete
+            row["_pool"] = pool
+            for m in metrics:
+                values = [t.final[m] for t in pool if m in t.final]
+                if values:
+                    row[m], row[m + " std"] = _mean_std(values)
+        rows.append(row)
+    rows.sort(key=lambda r: (search.metric not in r, -sign * r.get(search.metric, 0.0)))
+    return rows, metrics
+
+
+def dominance_matrix(final: Mapping[str, float]) -> tuple[list[str], list[str], list[list[float]]]:
+    """``dominance/<layer>/<task>`` values -> (layers, tasks, matrix[layer][task]); NaN where absent."""
+    cells = {}
+    for key, value in final.items():
+        if key.startswith("dominance/") and key.count("/") >= 2:
+            layer, task = key[len("dominance/"):].rsplit("/", 1)
+            cells[(layer, task)] = value
+    layers = list(dict.fromkeys(l for l, _ in cells))
+    tasks = list(dict.fromkeys(t for _, t in cells))
+    return layers, tasks, [[cells.get((l, t), float("nan")) for t in tasks] for l in layers]
+

@@ -1,0 +1,295 @@
+"""The Ray run of a search: the ``Tuner`` (searcher, scheduler, resources, storage, callbacks), the
+MLflow tracker's parent run, SIGTERM handled like Ctrl-C, the book of started and ended trials, what an
+interrupted search leaves (runs marked, partial results, the resume command), the results table and
+the confirmation phase (:mod:`mtlsearch.confirm`, given a fit function built here).
+
+The only place that builds a ``Tuner``; :mod:`mtlsearch.launch` calls :func:`run_search` once Ray is up.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from typing import Any, Sequence
+
+from mtlsearch import cluster, console, faults, resume
+from mtlsearch.results import pareto_rows, results_table, summarize
+
+
+def trial_dirname(trial) -> str:
+    """Short trial folders (Ray's default repeats the whole config in the name)."""
+    return f"trial_{trial.trial_id}"
+
+
+def make_progress_callback(space, quiet: bool = False):
+    """The whole-search progress lines (mtlsearch.console)."""
+    return console.make_progress_callback(space, quiet=quiet)
+
+
+def run_search(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> int:
+    """Run the search on the Ray that the launcher connected to or started; returns the exit code.
+    ``args``: the launcher's parsed command line; ``args.search_ref`` is set to where MLflow holds it."""
+    from mtlsearch import tracking
+
+    # Everything that can refuse the search does so before MLflow or Ray Tune write anything.
+    alive, types = cluster.cluster_nodes()
+    remote = bool(args.address or os.environ.get("RAY_ADDRESS"))
+    wait_s = float(os.environ.get(cluster.NODE_WAIT_ENV) or (300 if remote else 0))
+    alive, types = cluster.check_cluster_resources(space, args, alive, types, wait_s)
+    storage_uri, local_storage = cluster.resolve_storage(args, alive, types)
+    restore_path = resume.find_restore_path(args, space, storage_uri, local_storage)
+    tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
+    experiment = args.experiment or space.name
+
+    name = restore_path.rstrip("/").rsplit("/", 1)[-1] if restore_path else (args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    lock = None  # held (open) until the search returns
+    if local_storage is not None:  # one driver per search folder, even for searches started at the same moment
+        name, lock = faults.claim_folder(local_storage, name, numbered=not (restore_path or args.name))
+    search_id = f"{storage_uri.rstrip('/')}/{name}"
+
+    tracker = None
+    try:
+        try:
+            tracker = tracking.Tracker(tracking_uri, experiment, search_id)
+            tracker.start_search(space, {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed},
+                                 results_dir=local_storage / name if local_storage is not None else None)
+        except Exception as err:  # the store passed the pre-flight; another writer, a full disk, a server gone since
+            raise faults.StartError(f"MLflow at {tracking_uri} failed as the search started ({faults.first_line(err)}); "
+                                    "nothing was trained; run the same command again") from None
+        args.search_ref = (tracking_uri, experiment, tracker.parent_run_id)  # for mtlsearch.search(): where to read back
+        return _fit_and_report(args, space, callbacks, tracker, name, storage_uri, restore_path)
+    except BaseException as err:
+        faults.end_runs_failed(tracker, f"the launcher stopped: {type(err).__name__}: {err}")
+        raise
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], tracker, name: str, storage_uri: str,
+                    restore_path: str | None) -> int:
+    """The Tuner's run and what is printed and logged after it; ``tracker``: the search's MLflow tracker."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    from mtlsearch import spaces, tracking
+    from trainables import train_mtl
+
+    tracking_uri, experiment = tracker.tracking_uri, tracker.experiment
+    callback = tracking.make_callback(tracker, space.metric, space.max_epochs)
+
+    trainable = tune.with_resources(
+        train_mtl, {"cpu": space.resources["cpus_per_trial"], "gpu": space.resources["gpus_per_trial"]}
+    )
+    if space.scheduler["type"] == "asha":
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration", max_t=space.max_epochs, grace_period=space.scheduler["grace_period"],
+            reduction_factor=space.scheduler["reduction_factor"], brackets=space.scheduler["brackets"],
+        )
+    else:
+        scheduler = FIFOScheduler()
+    if space.searcher["type"] == "optuna":
+        import optuna
+
+        seed = space.searcher["seed"]
+        sampler = {
+            "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+            "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+            "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
+            "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
+            "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
+        }[space.searcher["sampler"]]()
+        # Multi-objective: the metric/mode lists go on OptunaSearch only; Tune and ASHA keep the scalar.
+        objectives = space.objectives()
+        search_alg = OptunaSearch(space=space.define_by_run(), sampler=sampler,
+                                  metric=[m for m, _ in objectives] if space.multi_objective else space.metric,
+                                  mode=[m for _, m in objectives] if space.multi_objective else space.mode)
+        param_space: dict[str, Any] = {}
+    else:
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        search_alg = BasicVariantGenerator(random_state=space.searcher["seed"])
+        param_space = space.tune_param_space()
+
+    book = _trial_book()
+
+    def make_run_config(suffix: str | None = None, num_trials: int | None = None):
+        shown = spaces.override(space, num_samples=num_trials) if num_trials else space
+        return tune.RunConfig(
+            name=f"{name}-{suffix}" if suffix else name, storage_path=storage_uri, verbose=0,
+            callbacks=[callback, make_progress_callback(shown, getattr(args, "quiet", False)), book, faults.no_retry_after_nonfinite(), *callbacks],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=args.max_failures),
+        )
+
+    run_config = make_run_config()
+    tune_config = tune.TuneConfig(
+        metric=space.metric, mode=space.mode, search_alg=search_alg, scheduler=scheduler,
+        num_samples=space.num_samples, max_concurrent_trials=space.max_concurrent_trials,
+        trial_dirname_creator=trial_dirname,
+    )
+    if restore_path is not None:
+        if not getattr(args, "quiet", False):
+            print(f"Resuming {restore_path}")
+        # resume_errored: a trial that used up its retries (a lost node, ...) gets another chance from its
+        # last checkpoint; one whose loss became NaN/inf fails again at once (see trainables.mtl).
+        tuner = tune.Tuner.restore(restore_path, trainable, resume_errored=True)
+        _use_this_runs_callbacks(tuner, run_config)
+    else:
+        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+
+    if not getattr(args, "quiet", False):
+        print(f"Search {name!r}: {console.total_trials(space)} trials x up to {space.max_epochs} epochs of {space.benchmark!r}, "
+              f"objective {space.metric} ({space.mode}); MLflow experiment {experiment!r} at {tracking_uri}")
+    grid = None
+    stuck = faults.StopWatchdog(lambda: _interrupted(args, tracker, f"{storage_uri}/{name}", name,
+                                                      None, book.unfinished, book=book, space=space))
+    with _sigterm_as_sigint(stuck):
+        try:
+            grid = tuner.fit()
+        except KeyboardInterrupt:  # a second Ctrl-C while Tune was already stopping
+            pass
+    if grid is None or book.unfinished or len(grid) < space.num_samples:
+        return _interrupted(args, tracker, f"{storage_uri}/{name}", name, grid, book.unfinished, book=book, space=space)
+
+    rows, columns = summarize(grid, space, 0)
+    errors = [r for r in grid if r.error is not None]
+    if errors and len(errors) == len(grid):
+        return faults.all_errored(tracker, grid, space)
+    best = None
+    if rows:
+        top_row = rows[0]
+        best = {"trial_id": top_row["trial"], "config": top_row["_config"], "metrics": top_row["_metrics"],
+                "run_id": tracker.trial_runs.get(top_row["trial"])}
+    pareto = None
+    if space.multi_objective:
+        pareto = pareto_rows(rows, space.objectives(), space.max_epochs)
+    tracker.end_search(best, pareto=[r["trial"] for r in pareto] if pareto is not None else None)
+
+    print()
+    print(f"Best trials by {space.metric} ({space.mode}, {console.BEST_BY}); {len(grid)} trials, {len(errors)} errored:")
+    print(results_table(rows[: args.top], columns) if rows else "(no trial reported the objective)")
+    if pareto is not None:
+        names = ", ".join(f"{m} ({d})" for m, d in space.objectives())
+        print(f"\nPareto set on {names}: {len(pareto)} trials not dominated among those that reached {space.max_epochs} epochs:")
+        print(results_table(pareto, columns) if pareto else "(no trial reached max_epochs)")
+    if space.final and rows:
+        from mtlsearch import confirm
+
+        def fit(index: int, config: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
+            """One small grid per configuration: its seeds run in parallel, without early stopping."""
+            tuner = tune.Tuner(
+                trainable,
+                param_space={**config, "seed": tune.grid_search(seeds)},
+                tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode,
+                                            max_concurrent_trials=space.max_concurrent_trials),
+                run_config=make_run_config(f"final{index}", len(seeds)),
+            )
+            return [{"trial_id": (r.metrics or {}).get("trial_id"), "config": r.config or {}, "metrics": r.metrics or {}}
+                    for r in tuner.fit()]
+
+        confirmed = confirm.run_confirmation(space, rows, fit, tracker)
+        keys = [c for c in columns if c.startswith("val/")] + (["test/delta_m"] if "test/delta_m" in columns else [])
+        print(f"\nMean ± std over seeds {space.final['seeds']} of the best configuration per {space.final['per'] or 'search'}:")
+        print(results_table(confirmed, ["group", "seeds", *keys]))
+    print()
+    tracker.report_offline()
+    print(f"Ray results: {storage_uri}/{name}")
+    print(f"MLflow: experiment {experiment!r}, parent run {tracker.parent_run_id}")
+    print(f"Open the runs in the MLflow UI:\n  {tracking.ui_command(tracking_uri)}")
+    return 0
+
+
+def _use_this_runs_callbacks(tuner, run_config) -> None:
+    """``Tuner.restore`` brings back the RunConfig pickled when the search started, callbacks included
+    (the first driver's MLflow tracker and progress printer) and ``max_failures``; this driver's replace
+    them.  Ray offers no public setter, hence the private attribute (checked, so a Ray that renames it
+    fails loudly here rather than logging through stale callbacks)."""
+    internal = getattr(tuner, "_local_tuner", None)
+    restored = internal.get_run_config() if internal is not None else None
+    if restored is None or not hasattr(restored, "callbacks"):
+        raise RuntimeError("this Ray version's Tuner has no _local_tuner.get_run_config(); update _use_this_runs_callbacks")
+    restored.callbacks = run_config.callbacks
+    restored.failure_config = run_config.failure_config
+
+
+class _sigterm_as_sigint:
+    """SIGTERM (``ray job stop``, a scheduler ending the job) stops the search the way Ctrl-C does:
+    Ray Tune's SIGINT handler ends the trials and saves the experiment state."""
+
+    def __init__(self, watchdog=None):
+        self.watchdog = watchdog  # faults.StopWatchdog: a bounded wait for Ray Tune's stop
+
+    def _on_sigterm(self, signum, frame):
+        if self.watchdog is not None:
+            self.watchdog.arm()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    def __enter__(self):
+        self.previous = None
+        try:
+            self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        if self.watchdog is not None:
+            self.watchdog.disarm()
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
+
+
+def _trial_book():
+    """A callback that knows which trials this driver started and saw end.  After Ctrl-C, Ray Tune
+    marks the trials it stopped TERMINATED in memory (the saved state says RUNNING), so the statuses in
+    the ResultGrid cannot tell an interrupted search from a finished one; this can."""
+    from ray.tune import Callback
+
+    class TrialBook(Callback):
+        def __init__(self):
+            self.started: set[str] = set()
+            self.ended: set[str] = set()
+
+        @property
+        def unfinished(self) -> set[str]:
+            return self.started - self.ended
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.started.add(trial.trial_id)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.ended.add(trial.trial_id)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.ended.add(trial.trial_id)
+
+    return TrialBook()
+
+
+def _interrupted(args: argparse.Namespace, tracker, folder: str, name: str, grid, unfinished: set[str], *,
+                 book=None, space=None) -> int:
+    """After Ctrl-C: mark the MLflow runs of unfinished trials and the search KILLED, print the results so
+    far and how to resume.  Finished = ended in this driver, or before it (a resumed search); a trial
+    that never started is not finished."""
+    tracker.mark_interrupted(unfinished)
+    tracker.end_search(None, status="KILLED")
+    if book is not None:
+        earlier = {(r.metrics or {}).get("trial_id") for r in (grid or []) if r is not None and (r.metrics or {}).get("epoch")}
+        done = len(book.ended | (earlier - book.started - {None}))
+    else:
+        done = len(grid) - len(unfinished) if grid is not None else 0
+    argv = getattr(args, "argv", None) or sys.argv[1:]
+    print(f"\nInterrupted: {done} trial(s) finished, {len(unfinished)} stopped; the search's state is saved in "
+          f"{folder}.", flush=True)
+    if space is not None and grid is not None:
+        rows, columns = summarize(grid, space, args.top)
+        if rows:
+            print(f"Results so far by {space.metric} ({space.mode}, {console.BEST_BY}):")
+            print(results_table(rows, columns))
+    print(f"Resume it with:\n  {resume.resume_command(argv, name)}", flush=True)
+    return 130

@@ -1,0 +1,113 @@
+"""The driver side has no import circle: each job has one module and modules do not import each other
+(launch and report once did, through a private formatter).  Read from the source (every ``import``,
+at module level or inside a function), so a circle is caught even where a lazy import hides it at run
+time."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The driver modules (Ray, MLflow, the command lines).  spaces and plugins are left out: they sit in a
+# circle with the core's registries (config -> balancing/benchmarks -> plugins -> config), a seam of its own.
+DRIVER = {"mtlsearch.launch", "mtlsearch.runner", "mtlsearch.cluster", "mtlsearch.resume", "mtlsearch.confirm",
+          "mtlsearch.results", "mtlsearch.tracking", "mtlsearch.console", "mtlsearch.preflight", "mtlsearch.faults",
+          "mtlsearch.api", "mtlsearch.reproduce", "mtlsearch.report"}
+
+
+def import_graph(root: Path, package: str) -> dict[str, set[str]]:
+    """``{module: {modules of package it imports}}``; a package's ``__init__`` re-exporting its own
+    submodules is not an edge (importing a submodule runs its package's ``__init__`` first anyway)."""
+    files = {}
+    for path in (root / package).rglob("*.py"):
+        parts = list(path.relative_to(root).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        files[".".join(parts)] = path
+
+    def resolve(name: str) -> str | None:
+        while name and name not in files:
+            name = name.rpartition(".")[0]
+        return name or None
+
+    graph: dict[str, set[str]] = {m: set() for m in files}
+    for module, path in files.items():
+        here = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    parts = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    base = ".".join(parts + ([base] if base else []))
+                targets = [f"{base}.{a.name}" for a in node.names]
+            else:
+                continue
+            for target in targets:
+                found = resolve(target)
+                if found and found != module and not (path.name == "__init__.py" and found.startswith(module + ".")):
+                    graph[module].add(found)
+    return graph
+
+
+def circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def _is_driver(module: str) -> bool:
+    return any(module == d or module.startswith(d + ".") for d in DRIVER)
+
+
+def test_no_import_circle_through_a_driver_module():
+    graph = import_graph(ROOT, "mtlsearch")
+    assert {"mtlsearch.launch", "mtlsearch.runner", "mtlsearch.report.load", "mtlsearch.results"} <= set(graph)
+    assert "mtlsearch.results" in graph["mtlsearch.runner"] and "mtlsearch.results" in graph["mtlsearch.report.analysis"]
+    bad = [c for c in circles(graph) if any(_is_driver(m) for m in c)]
+    assert not bad, f"import circles through driver modules: {bad}"
+    assert "mtlsearch.report" not in graph["mtlsearch.launch"] and "mtlsearch.launch" not in graph["mtlsearch.report.cli"]
+
+
+def test_the_checker_finds_a_circle_hidden_in_a_function(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from pkg.sub import b\n")
+    (pkg / "sub" / "__init__.py").write_text("from pkg.sub.b import f\n")  # a re-export: not a circle
+    (pkg / "sub" / "b.py").write_text("def f():\n    from ..a import x\n")  # a lazy, relative import back
+    (pkg / "c.py").write_text("import pkg.a\n")
+    graph = import_graph(tmp_path, "pkg")
+    assert graph["pkg.sub.b"] == {"pkg.a"} and graph["pkg.sub"] == set()
+    assert circles(graph) == [["pkg.a", "pkg.sub.b"]]
