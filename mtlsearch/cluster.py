@@ -61,7 +61,8 @@ def init_ray(address: str | None, runtime_env: dict[str, Any] | None = None, qui
         try:
             ray.init(address=address, runtime_env=runtime_env, logging_level=console.ray_logging_level())  # an existing cluster: never start a second one
         except (AuthenticationError, ConnectionError, RuntimeError, ValueError) as err:
-            chain, cause = [], err
+            chain: list[str] = []
+            cause: BaseException | None = err
             while cause is not None and len(chain) < 5:  # Ray wraps the AuthenticationError of the GCS client
                 chain.append(getattr(cause, "message", None) or str(cause))
                 cause = cause.__cause__ or cause.__context__

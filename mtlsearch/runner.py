@@ -72,7 +72,8 @@ def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], t
                     restore_path: str | None) -> int:
     """The Tuner's run and what is printed and logged after it; ``tracker``: the search's MLflow tracker."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+    from ray.tune.search import SearchAlgorithm, Searcher
     from ray.tune.search.optuna import OptunaSearch
 
     from mtlsearch import spaces, tracking
@@ -84,6 +85,7 @@ def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], t
     trainable = tune.with_resources(
         train_mtl, {"cpu": space.resources["cpus_per_trial"], "gpu": space.resources["gpus_per_trial"]}
     )
+    scheduler: TrialScheduler
     if space.scheduler["type"] == "asha":
         scheduler = ASHAScheduler(
             time_attr="training_iteration", max_t=space.max_epochs, grace_period=space.scheduler["grace_period"],
@@ -91,6 +93,7 @@ def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], t
         )
     else:
         scheduler = FIFOScheduler()
+    search_alg: Searcher | SearchAlgorithm
     if space.searcher["type"] == "optuna":
         import optuna
 
@@ -156,7 +159,8 @@ def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], t
         return _interrupted(args, tracker, f"{storage_uri}/{name}", name, grid, book.unfinished, book=book, space=space)
 
     rows, columns = summarize(grid, space, 0)
-    errors = [r for r in grid if r.error is not None]
+    # ResultGrid iterates through __getitem__/__len__; Ray's class declares no __iter__ for type checkers.
+    errors = [r for r in grid if r.error is not None]  # type: ignore[attr-defined]
     if errors and len(errors) == len(grid):
         return faults.all_errored(tracker, grid, space)
     best = None
@@ -189,7 +193,7 @@ def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], t
                 run_config=make_run_config(f"final{index}", len(seeds)),
             )
             return [{"trial_id": (r.metrics or {}).get("trial_id"), "config": r.config or {}, "metrics": r.metrics or {}}
-                    for r in tuner.fit()]
+                    for r in tuner.fit()]  # type: ignore[attr-defined]  # ResultGrid: no __iter__ declared
 
         confirmed = confirm.run_confirmation(space, rows, fit, tracker)
         keys = [c for c in columns if c.startswith("val/")] + (["test/delta_m"] if "test/delta_m" in columns else [])

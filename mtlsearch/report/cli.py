@@ -37,7 +37,7 @@ def report(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out else Path("mtlsearch_report") / search.name
         figures = make_figures(search, rows, out)
         print(f"Figures in {out}: {', '.join(p.name for p in figures) or 'none'}")
-        if search.parent_run_id and not args.no_log:
+        if search.parent_run_id and search.tracking_uri and not args.no_log:
             tracking.log_report(search.tracking_uri, search.parent_run_id, render(search, markdown=True, wide=True)[0],
                                 figures)
             print(f"Logged to MLflow run {search.parent_run_id} (artifacts report/)")

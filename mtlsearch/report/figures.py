@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Collection
 
 from mtlsearch.report.analysis import P_BUCKETS, dominance_matrix, metric_modes, pareto_set, task_metrics
 from mtlsearch.report.load import Search, Trial
@@ -38,7 +38,7 @@ def _scatter_status(ax, xs, ys, statuses, color, label):
                    label=f"{label} (stopped early)" if not done else None)
 
 
-def fig_delta_vs_param(search: Search, out: Path, param: str, *, methods: Iterable[str] | None = None, log: bool = False,
+def fig_delta_vs_param(search: Search, out: Path, param: str, *, methods: Collection[str] | None = None, log: bool = False,
                        filename: str) -> Path | None:
     plt = _plt()
     dm = search.delta_metric()
