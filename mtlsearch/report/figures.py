@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
-from typing import Any, Collection
+from typing import TYPE_CHECKING, Any, Collection, Sequence
 
 from mtlsearch.report.analysis import P_BUCKETS, dominance_matrix, metric_modes, pareto_set, task_metrics
 from mtlsearch.report.load import Search, Trial
@@ -13,8 +13,11 @@ from mtlsearch import results
 from mtlsearch.results import pareto_mask
 from mtlsearch.tracking import STATUS_COMPLETED
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
-def _plt():
+
+def _plt() -> Any:  # matplotlib.pyplot, imported on first use
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,13 +31,16 @@ def _label(t: Trial, several_optimizers: bool) -> str:
     return f"{m}+{t.params.get('optimizer')}" if several_optimizers and t.params.get("optimizer") else m
 
 
-def _scatter_status(ax, xs, ys, statuses, color, label):
+def _scatter_status(ax: Axes, xs: Sequence[float], ys: Sequence[float], statuses: Sequence[str], color: Any,
+                    label: str | None) -> None:
     done = [(x, y) for x, y, s in zip(xs, ys, statuses) if s == STATUS_COMPLETED]
     part = [(x, y) for x, y, s in zip(xs, ys, statuses) if s != STATUS_COMPLETED]
     if done:
-        ax.scatter(*zip(*done), color=color, s=36, label=label, zorder=3)
+        done_x, done_y = zip(*done)
+        ax.scatter(done_x, done_y, color=color, s=36, label=label, zorder=3)
     if part:
-        ax.scatter(*zip(*part), facecolors="none", edgecolors=color, s=36, zorder=3,
+        part_x, part_y = zip(*part)
+        ax.scatter(part_x, part_y, facecolors="none", edgecolors=color, s=36, zorder=3,
                    label=f"{label} (stopped early)" if not done else None)
 
 
