@@ -212,7 +212,8 @@ def _fit_and_report(args: argparse.Namespace, space: SearchSpace, callbacks: Seq
     tracker.report_offline()
     print(f"Ray results: {storage_uri}/{name}")
     print(f"MLflow: experiment {experiment!r}, parent run {tracker.parent_run_id}")
-    print(f"Open the runs in the MLflow UI:\n  {tracking.ui_command(tracking_uri)}")
+    print(f"Open the runs in the MLflow UI:\n  "
+          f"{tracking.ui_command(tracking_uri, experiment, tracker.experiment_id, tracker.parent_run_id)}")
     return 0
 
 

@@ -1,7 +1,10 @@
 """MLflow, written from the driver only: the one module that owns the naming conventions.
 
 * One experiment per search name (``--experiment`` overrides it).  On a SQLite store the artifacts go
-  to ``mlruns/`` beside the database file (not into whatever folder the command ran in).
+  to ``mlruns/`` beside the database file (not into whatever folder the command ran in).  Experiment
+  tags: ``mlflow.experimentKind`` (model training) and, per search, a saved view of the UI's runs table
+  (``mlflow.sharedViewState.mtlsearch-trials-<parent run id>``: its trials, sorted by the objective;
+  :func:`trials_url` opens it; ``mtlsearch ui``).
 * One parent run per search (tags ``mtlsearch.kind = search``, ``mtlsearch.search_id`` = the Ray
   results folder): the space file (artifact ``space/<file>``), objective, budget, scheduler, searcher
   and resources (params), the project's git commit and package versions (tags ``git_commit``,
@@ -88,10 +91,144 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
-def ui_command(tracking_uri: str) -> str:
+def ui_command(tracking_uri: str, experiment: str | None = None, experiment_id: str | None = None,
+               parent_run_id: str | None = None) -> str:
+    """What opens a search's trial comparison in the MLflow UI: on a tracking server, its URL
+    (:func:`trials_url`); on a local store, the ``mtlsearch ui`` command that serves it."""
     if tracking_uri.startswith(("http://", "https://")):
+        if experiment_id and parent_run_id:
+            return trials_url(tracking_uri, experiment_id, parent_run_id)
         return f"open {tracking_uri} in a browser"
-    return f"mlflow ui --backend-store-uri {tracking_uri} --host 127.0.0.1 --port 5000"
+    return f"python -m mtlsearch ui --tracking-uri {tracking_uri}" + (f" --experiment {experiment}" if experiment else "")
+
+
+# ------------------------------------------------------------------------------------ the UI's view
+# Read from MLflow 3.17.2's UI (mlflow/server/js/build): the experiment page takes its mode from the URL
+# parameter ``workflowType`` (else the browser's localStorage, default GenAI); MLflow UIs without that
+# switch read the experiment tag ``mlflow.experimentKind``.  The runs table takes its search (filter, sort)
+# and table state (columns) from a saved view, an experiment tag ``mlflow.sharedViewState.<key>`` holding
+# ``{"name", "createdAt", "state"}`` (state: JSON text), opened by ``?viewStateShareKey=<key>``; the view is
+# also listed under the page's "Views" menu.  Filtering on the parent run lists the trial runs flat (the
+# parent is not among the results, so nothing is collapsed under it).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"  # the UI's "Machine learning" / "Model training" kind
+UI_WORKFLOW = "machine_learning"
+VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+
+
+def trials_view_key(parent_run_id: str) -> str:
+    return f"mtlsearch-trials-{parent_run_id}"
+
+
+def trials_view_state(parent_run_id: str, objectives: Sequence[Sequence[str]], params: Sequence[str]) -> dict[str, Any]:
+    """The runs table of one search: its trial runs (children of ``parent_run_id``), sorted by the first
+    objective (best first), with the method, the searched params, the objectives and the status as columns."""
+    metric, mode = objectives[0]
+    names = list(dict.fromkeys(["method", *params]))[:40]  # the tag holding the view takes 5000 characters
+    columns = [f"params.`{k}`" for k in names] + [f"metrics.`{m}`" for m, _ in objectives] + [f"tags.`{TAG_STATUS}`"]
+    return {
+        "searchFilter": f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
+        "orderByKey": f"metrics.`{metric}`", "orderByAsc": mode == "min",
+        "selectedColumns": columns,
+        # the table's column ids: the run name, our columns in this order, then the UI's start time and duration
+        "columnOrder": ["attributes.`Run Name`", *columns, "runDateAndNestInfo", "duration"],
+    }
+
+
+def trials_view_tag(name: str, state: Mapping[str, Any], created_ms: int | None = None) -> str:
+    """The experiment tag's value: the UI's saved-view envelope around ``state``."""
+    now = int(time.time() * 1000) if created_ms is None else created_ms
+    return json.dumps({"name": name, "createdAt": now, "updatedAt": now, "state": json.dumps(state)})
+
+
+def trials_url(base_url: str, experiment_id: str, parent_run_id: str) -> str:
+    """The URL that opens a search's trial comparison (its view tag must exist: :func:`set_trials_view`)."""
+    return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType={UI_WORKFLOW}"
+            f"&viewStateShareKey={trials_view_key(parent_run_id)}")
+
+
+def set_trials_view(client, experiment_id: str, parent_run_id: str, search_name: str,
+                    objectives: Sequence[Sequence[str]], params: Sequence[str]) -> str:
+    """Write (or update) the experiment tag of a search's trial view; returns its key."""
+    state = trials_view_state(parent_run_id, objectives, params)
+    key = VIEW_TAG_PREFIX + trials_view_key(parent_run_id)
+    current = client.get_experiment(experiment_id).tags.get(key)
+    if current:
+        try:
+            old = json.loads(current)
+            if json.loads(old["state"]) == state:
+                return key
+            created = int(old["createdAt"])
+        except (ValueError, KeyError, TypeError):
+            created = None
+    else:
+        created = None
+    client.set_experiment_tag(experiment_id, key, trials_view_tag(f"Trials of {search_name}", state, created))
+    return key
+
+
+# ------------------------------------------------------------------------------------ finding a search
+def open_store(tracking_uri: str):
+    """A client of an existing store (a missing SQLite file is an error, not a new empty store)."""
+    db = _sqlite_path(tracking_uri)
+    if db is not None and not db.is_file():
+        raise ConfigError(f"no MLflow store at {tracking_uri} (no file {db}); run a search first or pass the store "
+                          "it used", field="--tracking-uri")
+    check_reachable(tracking_uri)
+    import mlflow  # noqa: F401  (registers the stores)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri)
+
+
+def _latest_search(client, experiment_ids: list[str]):
+    runs = client.search_runs(experiment_ids, filter_string=f"tags.`{TAG_KIND}` = 'search'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def find_search(client, experiment: str | None):
+    """(experiment, parent run) of ``experiment``'s latest search, else of the store's latest search."""
+    if experiment is not None:
+        exp = client.get_experiment_by_name(experiment)
+        if exp is None:
+            names = sorted(e.name for e in client.search_experiments())
+            raise ConfigError(f"no experiment {experiment!r} in this store; its experiments: "
+                              f"{', '.join(repr(n) for n in names) or 'none'}", field="--experiment")
+        parent = _latest_search(client, [exp.experiment_id])
+        if parent is None:
+            raise ConfigError(f"experiment {experiment!r} holds no mtlsearch search (no run tagged "
+                              f"{TAG_KIND}=search)", field="--experiment")
+        return exp, parent
+    ids = [e.experiment_id for e in client.search_experiments()]
+    parent = _latest_search(client, ids) if ids else None
+    if parent is None:
+        raise ConfigError("this store holds no mtlsearch search; run one first or pass the store it used", field="--tracking-uri")
+    return client.get_experiment(parent.info.experiment_id), parent
+
+
+def search_objectives(parent) -> list[list[str]]:
+    """``[[metric, mode], ...]`` of a search from its parent run's params (:func:`search_info`)."""
+    params = parent.data.params
+    if "objective_metrics" in params:
+        return [list(o) for o in zip(json.loads(params["objective_metrics"]), json.loads(params["objective_modes"]))]
+    return [[params.get("objective_metric", "val/delta_m"), params.get("objective_mode", "max")]]
+
+
+def ensure_trials_view(client, experiment, parent) -> None:
+    """The launcher writes the view as the search starts; a search from an earlier version gets it here."""
+    key = VIEW_TAG_PREFIX + trials_view_key(parent.info.run_id)
+    if key in client.get_experiment(experiment.experiment_id).tags:
+        return
+    trials = client.search_runs([experiment.experiment_id],
+                                filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=1000)
+    values: dict[str, set[str]] = {}
+    for run in trials:
+        for k, v in run.data.params.items():
+            values.setdefault(k, set()).add(v)
+    varying = [k for k in sorted(values) if len(values[k]) > 1 and k != "method"]
+    set_trials_view(client, experiment.experiment_id, parent.info.run_id, parent.info.run_name,
+                    search_objectives(parent), varying)
 
 
 def is_metric(key: str, value: Any) -> bool:
@@ -331,10 +468,13 @@ class Tracker:
                 exp = self.client.get_experiment_by_name(experiment)
                 if exp is not None:
                     self.experiment_id = exp.experiment_id
+                    if EXPERIMENT_KIND_TAG not in exp.tags:  # made by an earlier mtlsearch
+                        self.client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
                 else:
                     db = _sqlite_path(self.tracking_uri)
                     location = (db.parent / "mlruns").as_uri() if db is not None else None
-                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=location,
+                                                                       tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
                 break
             except Exception:
                 if attempt == 2:
@@ -381,7 +521,9 @@ class Tracker:
         if results_dir is not None:
             write_search_info(Path(results_dir), {**info, "experiment": self.experiment,
                                                   "tracking_uri": self.tracking_uri, "search_id": self.search_id})
-        return self.start_search_from(info)
+        run_id = self.start_search_from(info)
+        set_trials_view(self.client, self.experiment_id, run_id, Path(self.search_id).name, info["objectives"], self.searched)
+        return run_id
 
     def start_search_from(self, info: Mapping[str, Any], *, reopen: bool = True) -> str:
         """Find or create the parent run from :func:`search_info`; ``reopen``: mark a found one RUNNING

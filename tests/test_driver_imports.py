@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # circle with the core's registries (config -> balancing/benchmarks -> plugins -> config), a seam of its own.
 DRIVER = {"mtlsearch.launch", "mtlsearch.runner", "mtlsearch.cluster", "mtlsearch.resume", "mtlsearch.confirm",
           "mtlsearch.results", "mtlsearch.tracking", "mtlsearch.console", "mtlsearch.preflight", "mtlsearch.faults",
-          "mtlsearch.api", "mtlsearch.reproduce", "mtlsearch.report"}
+          "mtlsearch.api", "mtlsearch.reproduce", "mtlsearch.report", "mtlsearch.ui"}
 
 
 def import_graph(root: Path, package: str) -> dict[str, set[str]]:

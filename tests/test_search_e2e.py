@@ -1,9 +1,11 @@
 """A real search: local Ray, Optuna + ASHA, MLflow (SQLite) read back after the fact."""
+import json
 import re
 import textwrap
 
 from mlflow.tracking import MlflowClient
 
+from mtlsearch import tracking, ui
 from mtlsearch.launch import main
 from mtlsearch.tracking import PARENT_TAG, TAG_KIND, TAG_STATUS, TAG_TRIAL, trial_run_name
 
@@ -46,7 +48,7 @@ def test_search_logs_every_trial_under_its_parent(tmp_path, ray_session, capfd):
     out = captured.out + captured.err
     assert code == 0, out
     assert "Best trials by val/delta_m (max, value at each trial's last epoch)" in out
-    assert "mlflow ui --backend-store-uri " + uri in out
+    assert f"Open the runs in the MLflow UI:\n  python -m mtlsearch ui --tracking-uri {uri} --experiment e2e_gemtl\n" in out
     # A quiet console: no traceback (an ASHA stop is one line of ours), nothing of Ray's, MLflow's or Optuna's.
     assert "Traceback" not in out and "SystemExit" not in out, out
     noise = _not_progress_or_results(out)
@@ -65,6 +67,13 @@ def test_search_logs_every_trial_under_its_parent(tmp_path, ray_session, capfd):
     assert "best/val/delta_m" in parent.data.metrics
     artifacts = [a.path for a in client.list_artifacts(parent.info.run_id, "space")]
     assert artifacts == ["space/e2e.yaml"]
+    # The UI's model-training kind and the search's trial view (tests/test_browser.py opens one in Chromium).
+    assert exp.tags[tracking.EXPERIMENT_KIND_TAG] == tracking.EXPERIMENT_KIND
+    view = json.loads(json.loads(exp.tags[tracking.VIEW_TAG_PREFIX + tracking.trials_view_key(parent.info.run_id)])["state"])
+    assert view == tracking.trials_view_state(parent.info.run_id, [["val/delta_m", "max"]], ["p", "lr"])
+    assert ui.trials_url(uri, "e2e_gemtl", base_url="http://127.0.0.1:5000") == tracking.trials_url(
+        "http://127.0.0.1:5000", exp.experiment_id, parent.info.run_id)
+    _mtlsearch_ui_serves_the_store(uri, tracking.trials_url("http://127.0.0.1:{port}", exp.experiment_id, parent.info.run_id))
 
     statuses = set()
     for run in trials:
@@ -154,3 +163,33 @@ def test_bundled_nyuv2_space_on_generated_data_with_a_relative_data_root(tmp_pat
         assert run.data.params["backbone"] == "resnet50" and run.data.params["method"] == "gemtl"
         for key in ("val/segmentation/miou", "val/depth/abs_err", "val/normal/median", "val/delta_m", "test/delta_m"):
             assert key in run.data.metrics, key
+
+
+def _mtlsearch_ui_serves_the_store(uri: str, url_form: str) -> None:
+    """``mtlsearch ui`` on a local store starts ``mlflow server`` for it, prints the trials' URL and serves
+    until stopped; a second one finds that server and only prints the URL; a TERM stops both."""
+    import select
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import shared_search as shared
+
+    port = shared.free_port()
+    cmd = [sys.executable, "-m", "mtlsearch", "ui", "--no-browser", "--tracking-uri", uri, "--port", str(port)]
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=root)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 240)  # the URL comes once the server answers
+        assert ready, "mtlsearch ui printed no URL in 240 s"
+        url = proc.stdout.readline().strip()
+        assert url == url_form.format(port=port)
+        base = f"http://127.0.0.1:{port}"
+        assert shared.rest(base, "experiments/get-by-name", params={"experiment_name": "e2e_gemtl"})["experiment"]
+        again = subprocess.run(cmd, capture_output=True, text=True, cwd=root, timeout=240)
+        assert again.returncode == 0 and again.stdout.strip() == url, again
+        assert f"The MLflow UI at {base} serves this store already." in again.stderr
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    assert not shared.listening_addresses(port)  # the server went with it

@@ -1,0 +1,174 @@
+"""``mtlsearch ui``: open a search's trial comparison in the MLflow UI.
+
+The URL (:func:`mtlsearch.tracking.trials_url`) lands on the search's experiment in the UI's model-training
+mode, on a saved view of the runs table that the launcher wrote when the search started: the trial runs
+(not collapsed under the parent run), sorted by the objective, with the method, the searched parameters,
+the objective(s) and the trial status as columns.  For a search logged by an earlier version the view is
+written here (its columns: the parameters whose values differ between the trials).
+
+On a tracking server (``--tracking-uri http://...``) the command prints the URL and opens it.  On a local
+store (a SQLite file) it starts ``mlflow server`` for that store on ``--host``/``--port`` and serves until
+Ctrl-C, or reuses a server already there for the same store.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Sequence
+
+from mtlsearch import tracking
+from mtlsearch.errors import ConfigError
+
+EXIT_BAD_INPUT = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mtlsearch ui",
+        description="Open a search's trial comparison in the MLflow UI: its trial runs with the method, the searched "
+                    "parameters and the objective as columns, sorted by the objective.")
+    p.add_argument("--tracking-uri", default=None,
+                   help="the MLflow store of the search (default: MLFLOW_TRACKING_URI, else sqlite:///$PWD/mlflow.db, "
+                        "as the launcher)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--experiment", help="the search's MLflow experiment (default: that of the latest search in the store)")
+    which.add_argument("--space", help="the search space NAME or PATH the search ran (its experiment is the space's name)")
+    p.add_argument("--host", default="127.0.0.1", help="where a local store's UI server listens (default: %(default)s)")
+    p.add_argument("--port", type=int, default=5000, help="its port (default: %(default)s)")
+    p.add_argument("--no-browser", action="store_true", help="print the URL only, do not open a browser")
+    return p
+
+
+# ------------------------------------------------------------------------------------ the search
+def trials_url(tracking_uri: str, experiment: str | None = None, base_url: str | None = None) -> str:
+    """The URL of the trial comparison of ``experiment``'s latest search (the store's latest search if
+    None) on the UI at ``base_url`` (default: the tracking server itself); writes the view if missing."""
+    client = tracking.open_store(tracking_uri)
+    exp, parent = tracking.find_search(client, experiment)
+    tracking.ensure_trials_view(client, exp, parent)
+    base = base_url or tracking_uri
+    return tracking.trials_url(base, exp.experiment_id, parent.info.run_id)
+
+
+# ------------------------------------------------------------------------------------ the server
+def _get_json(url: str, timeout: float = 5.0):
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read() or b"{}")
+
+
+def _serves(base: str, experiment_id: str, parent_run_id: str) -> bool | None:
+    """None: nothing answers at ``base``; True: a server of this store (it has the search's parent run in
+    the same experiment); False: something else."""
+    try:
+        with urllib.request.urlopen(base + "/health", timeout=3):
+            pass
+    except urllib.error.HTTPError:
+        return False
+    except (urllib.error.URLError, OSError):
+        return None
+    try:
+        run = _get_json(f"{base}/api/2.0/mlflow/runs/get?" + urllib.parse.urlencode({"run_id": parent_run_id}))
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+    return run.get("run", {}).get("info", {}).get("experiment_id") == experiment_id
+
+
+def start_server(tracking_uri: str, host: str, port: int, log: Path | None = None) -> subprocess.Popen:
+    """``mlflow server`` for a local store (one worker: uvicorn's default of 4 is slow to start on small machines)."""
+    out = open(log, "w") if log else subprocess.DEVNULL
+    return subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
+                             "--host", host, "--port", str(port), "--workers", "1"],
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"mlflow server exited with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(base + "/health", timeout=2):
+                return
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.5)
+    raise RuntimeError(f"mlflow server did not answer at {base} within {timeout:.0f} s")
+
+
+def _open(url: str, no_browser: bool) -> None:
+    print(url, flush=True)
+    if not no_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+
+
+def run(args: argparse.Namespace) -> int:
+    uri = args.tracking_uri or tracking.default_tracking_uri()
+    experiment = args.experiment
+    if args.space:
+        from mtlsearch.spaces import load_space
+
+        experiment = load_space(args.space, validate=False).name
+    if not 0 < args.port < 65536:
+        raise ConfigError(f"{args.port} is not a TCP port (1 to 65535)", field="--port")
+    if uri.startswith(("http://", "https://")):
+        _open(trials_url(uri, experiment), args.no_browser)
+        return 0
+    client = tracking.open_store(uri)
+    exp, parent = tracking.find_search(client, experiment)
+    tracking.ensure_trials_view(client, exp, parent)
+    base = f"http://{args.host}:{args.port}"
+    url = tracking.trials_url(base, exp.experiment_id, parent.info.run_id)
+    serving = _serves(base, exp.experiment_id, parent.info.run_id)
+    if serving:
+        print(f"The MLflow UI at {base} serves this store already.", file=sys.stderr, flush=True)
+        _open(url, args.no_browser)
+        return 0
+    if serving is False:
+        raise ConfigError(f"{base} is in use by another server (not one of the store {uri}); pass another --port", field="--port")
+    print(f"Starting the MLflow UI for {uri} at {base} (Ctrl-C stops it) ...", file=sys.stderr, flush=True)
+    import os
+    import signal
+
+    def _interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _interrupt)  # a TERM stops the server too (it runs in its own session)
+    proc = start_server(uri, args.host, args.port)
+    try:
+        wait_ready(base, proc)
+        _open(url, args.no_browser)
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        return run(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RuntimeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
