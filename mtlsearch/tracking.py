@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Seq
 from mtlsearch.errors import ConfigError
 
 if TYPE_CHECKING:
-    from mlflow.entities import Run
+    from mlflow.entities import Experiment, Run
     from mlflow.tracking import MlflowClient
     from ray.tune import Callback
     from ray.tune.experiment import Trial
@@ -147,7 +147,7 @@ def trials_url(base_url: str, experiment_id: str, parent_run_id: str) -> str:
             f"&viewStateShareKey={trials_view_key(parent_run_id)}")
 
 
-def set_trials_view(client, experiment_id: str, parent_run_id: str, search_name: str,
+def set_trials_view(client: MlflowClient, experiment_id: str, parent_run_id: str, search_name: str,
                     objectives: Sequence[Sequence[str]], params: Sequence[str]) -> str:
     """Write (or update) the experiment tag of a search's trial view; returns its key."""
     state = trials_view_state(parent_run_id, objectives, params)
@@ -168,7 +168,7 @@ def set_trials_view(client, experiment_id: str, parent_run_id: str, search_name:
 
 
 # ------------------------------------------------------------------------------------ finding a search
-def open_store(tracking_uri: str):
+def open_store(tracking_uri: str) -> MlflowClient:
     """A client of an existing store (a missing SQLite file is an error, not a new empty store)."""
     db = _sqlite_path(tracking_uri)
     if db is not None and not db.is_file():
@@ -181,13 +181,13 @@ def open_store(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def _latest_search(client, experiment_ids: list[str]):
+def _latest_search(client: MlflowClient, experiment_ids: list[str]) -> Run | None:
     runs = client.search_runs(experiment_ids, filter_string=f"tags.`{TAG_KIND}` = 'search'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
 
 
-def find_search(client, experiment: str | None):
+def find_search(client: MlflowClient, experiment: str | None) -> tuple[Experiment, Run]:
     """(experiment, parent run) of ``experiment``'s latest search, else of the store's latest search."""
     if experiment is not None:
         exp = client.get_experiment_by_name(experiment)
@@ -207,7 +207,7 @@ def find_search(client, experiment: str | None):
     return client.get_experiment(parent.info.experiment_id), parent
 
 
-def search_objectives(parent) -> list[list[str]]:
+def search_objectives(parent: Run) -> list[list[str]]:
     """``[[metric, mode], ...]`` of a search from its parent run's params (:func:`search_info`)."""
     params = parent.data.params
     if "objective_metrics" in params:
@@ -215,7 +215,7 @@ def search_objectives(parent) -> list[list[str]]:
     return [[params.get("objective_metric", "val/delta_m"), params.get("objective_mode", "max")]]
 
 
-def ensure_trials_view(client, experiment, parent) -> None:
+def ensure_trials_view(client: MlflowClient, experiment: Experiment, parent: Run) -> None:
     """The launcher writes the view as the search starts; a search from an earlier version gets it here."""
     key = VIEW_TAG_PREFIX + trials_view_key(parent.info.run_id)
     if key in client.get_experiment(experiment.experiment_id).tags:
