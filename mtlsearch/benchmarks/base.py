@@ -145,7 +145,7 @@ class OutputsModel(nn.Module):
         return self.net(x)
 
 
-def as_model(model: nn.Module) -> nn.Module:
+def as_model(model: nn.Module) -> HPSModel | OutputsModel:
     """The model a benchmark built, in the form the trainer uses (an :class:`HPSModel` unchanged)."""
     if isinstance(model, (HPSModel, OutputsModel)):
         return model
