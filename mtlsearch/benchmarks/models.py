@@ -18,6 +18,7 @@ stride or dilation).  Nothing is downloaded.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +60,8 @@ def load_backbone_weights(model: nn.Module, path: str | None, benchmark: str) ->
 def _dilate_basic_blocks(layer: nn.Sequential, dilation: int) -> None:
     # torchvision's BasicBlock refuses replace_stride_with_dilation; do what it does for Bottleneck:
     # the stage's strided convs get stride 1, its first 3x3 conv dilation/2, the others dilation.
-    for i, block in enumerate(layer):
+    blocks: list[Any] = list(layer)  # torchvision's BasicBlocks (untyped)
+    for i, block in enumerate(blocks):
         for conv in (block.conv1, block.conv2):
             first = i == 0 and conv is block.conv1
             d = max(dilation // 2, 1) if first else dilation
@@ -153,7 +155,8 @@ class SegNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_normal_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # every conv here has one (bias=True)
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         indices, sizes = [], []
@@ -163,7 +166,7 @@ class SegNet(nn.Module):
             x, idx = F.max_pool2d(x, 2, 2, return_indices=True)
             indices.append(idx)
         for i in reversed(range(5)):
-            x = F.max_unpool2d(x, indices[i], 2, 2, output_size=sizes[i])
+            x = F.max_unpool2d(x, indices[i], (2, 2), (2, 2), output_size=sizes[i])
             x = self.dec[i](x)
         return x
 
@@ -177,7 +180,8 @@ class SegNetHead(nn.Sequential):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_normal_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # every conv here has one (bias=True)
+                    nn.init.zeros_(m.bias)
 
     def forward(self, z: Tensor) -> Tensor:
         y = super().forward(z)
@@ -273,7 +277,8 @@ class SegNetMTAN(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_normal_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # every conv here has one (bias=True)
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         first, second, indices = [], [], []
@@ -287,15 +292,17 @@ class SegNetMTAN(nn.Module):
         ups, dec_out = [], []
         for j in range(5):
             stage = 4 - j
-            up = F.max_unpool2d(x, indices[stage], 2, 2, output_size=second[stage].shape[-2:])
+            up = F.max_unpool2d(x, indices[stage], (2, 2), (2, 2), output_size=second[stage].shape[-2:])
             x = self.dec_more[stage](self.dec_in[stage](up))
             ups.append(up)
             dec_out.append(x)
         reps = []
-        for enc_att, dec_att in zip(self.enc_att, self.dec_att):
+        enc_atts: list[Any] = list(self.enc_att)  # per task: a ModuleList of five attention blocks
+        dec_atts: list[Any] = list(self.dec_att)
+        for enc_att, dec_att in zip(enc_atts, dec_atts):
             a = None
             for i in range(5):
-                mask = enc_att[i](first[i] if i == 0 else torch.cat((first[i], a), dim=1))
+                mask = enc_att[i](first[i] if a is None else torch.cat((first[i], a), dim=1))  # a is None at i == 0 only
                 a = F.max_pool2d(self.enc_att_conv[i](mask * second[i]), 2, 2)
             for j in range(5):
                 stage = 4 - j
