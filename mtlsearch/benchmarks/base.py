@@ -124,12 +124,13 @@ class OutputsModel(nn.Module):
         super().__init__()
         self.net = net
         if shared is None:
-            if not callable(getattr(net, "shared_parameters", None)):
+            shared_parameters = getattr(net, "shared_parameters", None)
+            if not callable(shared_parameters):
                 raise TypeError(
                     f"{type(net).__name__} returns one output per task but does not say which parameters are "
                     "shared: give it a shared_parameters() method, or return OutputsModel(net, shared=...)"
                 )
-            shared = net.shared_parameters()
+            shared = shared_parameters()
         self._shared_ids = {id(p) for p in shared}
         if not self._shared_ids:
             raise TypeError(f"{type(net).__name__}: no shared parameters (shared_parameters() is empty)")

@@ -28,6 +28,7 @@ confusion matrix), ``image_size`` (``"HxW"``: refuse a folder whose images have 
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -77,7 +78,8 @@ def scale_crop_flip(x: Tensor, targets: dict[str, Tensor], generator: torch.Gene
     draws taken from ``generator`` (so a restored trainer augments exactly as an uninterrupted one)."""
     height, width = x.shape[-2:]
     size = (height, width)
-    xs, ys = [], {k: [] for k in targets}
+    xs: list[Tensor] = []
+    ys: dict[str, list[Tensor]] = {k: [] for k in targets}
     for b in range(x.shape[0]):
         sc = SCALES[int(torch.randint(len(SCALES), (1,), generator=generator))]
         h, w = int(height / sc), int(width / sc)
@@ -221,6 +223,7 @@ class DenseNpyBenchmark(Benchmark):
                 self._check_example(folder, name)
         wanted = self.opts.get("image_size")
         if wanted and _parse_hw(wanted) != self.image_size:
+            assert self.image_size is not None  # set by _check_example above
             h, w = self.image_size
             raise ConfigError(
                 f"{self.name}: the images in {self.root} are {h}x{w}, but image_size asks for {wanted} "
@@ -275,11 +278,12 @@ class DenseNpyBenchmark(Benchmark):
         if self.opts.get("eval_average") == "batch":
             for name in ("depth", "normal"):
                 spec = specs[name]
-                specs[name] = TaskSpec(spec.name, spec.loss, spec.metrics, lambda f=spec.new_meter: BatchMeanMeter(f))
+                specs[name] = TaskSpec(spec.name, spec.loss, spec.metrics, functools.partial(BatchMeanMeter, spec.new_meter))
         return [specs[t] for t in self.modalities]
 
     def load_splits(self, data_seed: int) -> dict[str, LoaderSplit]:
         train_names = self.names["train"]
+        carved: list[int]
         if self.opts["val_fraction"] == 0:  # the released codes' setting: no validation split
             kept, carved = list(range(len(train_names))), []
         else:

@@ -154,6 +154,7 @@ class OfficeBenchmark(Benchmark):
             except (OSError, UnidentifiedImageError) as err:
                 raise self._error(f"{items[0][0]} is not a readable image ({err})") from None
             self.images[task] = items
+        assert classes is not None  # every domain's class folders were read above
         self.classes = classes
         self.num_classes = len(classes)
 
