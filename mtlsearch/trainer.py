@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from mtlsearch import gradients
-from mtlsearch.balancing import GradBalancing, LossBalancing, get_method
+from mtlsearch.balancing import GradBalancing, GradResult, LossBalancing, get_method
 from mtlsearch.benchmarks import get_benchmark
 from mtlsearch.config import TrialConfig
 from mtlsearch.dominance import DominanceTracker
@@ -147,7 +147,7 @@ class Trainer:
         #: Task dominance (rAU per shared layer), when the config asks for it: then every step
         #: computes per-task gradients of the shared parameters, even for loss-level methods.
         self.dominance = (
-            DominanceTracker(self.model, self.shared, self.optimizer, self.task_names, cfg.dominance_beta)
+            DominanceTracker(self.model, self.shared, self.task_names, cfg.dominance_beta)
             if cfg.dominance_interval > 0 else None
         )
         self.epoch = 0
@@ -190,78 +190,113 @@ class Trainer:
         )
 
     def train_step(self, x: Tensor | Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """One optimisation step; returns the raw task losses and the effective task weights."""
+        """One optimisation step; returns the raw task losses and the effective task weights.
+
+        Two stages: the balancing method turns the task losses (loss level) or the per-task gradients
+        (gradient level) into either gradients already in ``param.grad`` or, where the step needs them
+        (an AdaTask optimizer, the dominance tracker), per-task gradients of the shared parameters;
+        :meth:`_apply` then steps from them."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             sources = self._encode(x)
+        if isinstance(self.balancing, LossBalancing):
+            losses, weights, task_grads = self._loss_level(sources, targets)
+        else:
+            losses, weights, task_grads = self._grad_level(sources, targets)
+        self._apply(task_grads)
+        return losses.detach(), weights.detach()
+
+    @property
+    def _per_task_step(self) -> bool:
+        """The step needs each task's gradient of the shared parameters (AdaTask, task dominance)."""
+        return self.adatask or self.dominance is not None
+
+    def _loss_level(self, sources: list[Tensor], targets: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, list[Tensor] | None]:
+        """A loss-level method: one backward of its scalar; the weights are ``d total / d losses``.
+        Without a per-task step this is what ``ew`` costs (one forward, one backward); with one, the
+        backward stops at the representation and the per-task gradients are formed from there."""
+        leaves = gradients.RepLeaves(sources) if self._per_task_step else None
+        with self._autocast():
+            losses = self._losses(sources if leaves is None else leaves.leaves, targets).float()
+        total = self.balancing(losses)
+        (weights,) = torch.autograd.grad(total, losses, retain_graph=True)
+        total.backward()  # heads + method parameters (+ the shared ones, or leaves get w_t * dL_t/dz)
+        if leaves is None:
+            return losses, weights, None
+        rep_grads = leaves.grads()
+        self._task_param_backward(leaves, rep_grads)
+        return losses, weights, self._shared_task_grads(leaves, rep_grads)
+
+    def _grad_level(self, sources: list[Tensor], targets: Mapping[str, Tensor]) -> tuple[Tensor, Tensor, list[Tensor] | None]:
+        """A gradient-level method: heads get their own losses' gradients, the method combines the
+        per-task gradients of the representation (``rep``) or of the shared parameters (``param``)."""
         bal = self.balancing
-
-        if isinstance(bal, LossBalancing) and not self.adatask and self.dominance is None:
-            # The plain path: one forward, one backward (what `ew` costs).
-            with self._autocast():
-                losses = self._losses(sources, targets).float()
-            total = bal(losses)
-            (weights,) = torch.autograd.grad(total, losses, retain_graph=True)
-            total.backward()
-            self.optimizer.step()
-            return losses.detach(), weights.detach()
-
+        assert isinstance(bal, GradBalancing)
         leaves = gradients.RepLeaves(sources)
         with self._autocast():
             losses = self._losses(leaves.leaves, targets).float()
-        if isinstance(bal, LossBalancing):  # loss-level method under an AdaTask optimizer
-            total = bal(losses)
-            (weights,) = torch.autograd.grad(total, losses, retain_graph=True)
-            total.backward()  # heads + method parameters; leaves get w_t * dL_t/dz
-            rep_grads = leaves.grads()
-            self._task_param_backward(leaves, rep_grads)
-            task_grads = gradients.per_task_param_grads(leaves, rep_grads, self.shared, key=id(self.model))
-            self._step_task_grads(task_grads)
-            return losses.detach(), weights.detach()
-
-        assert isinstance(bal, GradBalancing)
         head_losses = bal.transform_losses(losses)
         head_losses.sum().backward()  # heads (and e.g. IMTL-H's scales) get their own losses' gradients
         rep_grads = leaves.grads()
         self._task_param_backward(leaves, rep_grads)
-        if self.grad_mode == "rep":
-            # G: one row per task.  Shared z: rows dL_t/dz ([T, numel z]); one z_t per task (multi-input):
-            # task t only reaches z_t, so the rows are block-diagonal over the concatenated z's.
-            flat = [g.reshape(1, -1) for g in rep_grads]
-            G = torch.cat(flat) if leaves.shared_source else torch.block_diag(*flat)
-            result = bal(G, head_losses.detach())
-            if result.weights is not None:
-                weighted = gradients.weighted_sum(result.weights, rep_grads)
-                if self.adatask or self.dominance is not None:
-                    task_grads = gradients.per_task_param_grads(leaves, weighted, self.shared, key=id(self.model))
-                    self._step_task_grads(task_grads)
-                    return losses.detach(), result.weights.detach()
-                leaves.backward(weighted)
-            else:
-                direction = result.direction
-                if leaves.shared_source:
-                    leaves.backward([direction.view_as(rep_grads[0])])
-                else:
-                    parts = direction.split([g.numel() for g in rep_grads])
-                    leaves.backward([p.view_as(g) for p, g in zip(parts, rep_grads)])
-        else:  # param mode
-            task_grads = gradients.per_task_param_grads(leaves, rep_grads, self.shared, key=id(self.model))
-            result = bal(gradients.flatten_task_grads(task_grads), head_losses.detach())
-            if self.adatask or self.dominance is not None:
-                weighted = [
-                    g * result.weights.to(g.dtype).view(-1, *([1] * (g.dim() - 1))) for g in task_grads
-                ]
-                self._step_task_grads(weighted)
-                return losses.detach(), result.weights.detach()
-            if result.weights is not None:
-                direction = result.weights.to(task_grads[0].dtype) @ gradients.flatten_task_grads(task_grads)
-            else:
-                direction = result.direction
-            gradients.set_flat_grad(self.shared, direction)
-        self.optimizer.step()
+        combine = self._combine_rep if self.grad_mode == "rep" else self._combine_param
+        result, task_grads = combine(leaves, rep_grads, head_losses.detach())
         weights = result.weights if result.weights is not None else torch.full_like(losses, float("nan"))
-        return losses.detach(), weights.detach()
+        return losses, weights, task_grads
+
+    def _combine_rep(
+        self, leaves: gradients.RepLeaves, rep_grads: list[Tensor], losses: Tensor
+    ) -> tuple[GradResult, list[Tensor] | None]:
+        """``rep`` mode: the method sees G, one row dL_t/dz per task ([T, numel z]); one z_t per task
+        (multi-input): task t only reaches z_t, so the rows are block-diagonal over the concatenated z's.
+        Its weights (or direction) are pulled back through the encoder."""
+        flat = [g.reshape(1, -1) for g in rep_grads]
+        G = torch.cat(flat) if leaves.shared_source else torch.block_diag(*flat)
+        result = self.balancing(G, losses)
+        if result.weights is not None:
+            weighted = gradients.weighted_sum(result.weights, rep_grads)
+            if self._per_task_step:
+                return result, self._shared_task_grads(leaves, weighted)
+            leaves.backward(weighted)
+        elif leaves.shared_source:
+            leaves.backward([result.direction.view_as(rep_grads[0])])
+        else:
+            parts = result.direction.split([g.numel() for g in rep_grads])
+            leaves.backward([p.view_as(g) for p, g in zip(parts, rep_grads)])
+        return result, None
+
+    def _combine_param(
+        self, leaves: gradients.RepLeaves, rep_grads: list[Tensor], losses: Tensor
+    ) -> tuple[GradResult, list[Tensor] | None]:
+        """``param`` mode: the method sees the per-task gradients of the shared parameters ([T, d])."""
+        task_grads = self._shared_task_grads(leaves, rep_grads)
+        result = self.balancing(gradients.flatten_task_grads(task_grads), losses)
+        if self._per_task_step:
+            return result, [g * result.weights.to(g.dtype).view(-1, *([1] * (g.dim() - 1))) for g in task_grads]
+        if result.weights is not None:
+            direction = result.weights.to(task_grads[0].dtype) @ gradients.flatten_task_grads(task_grads)
+        else:
+            direction = result.direction
+        gradients.set_flat_grad(self.shared, direction)
+        return result, None
+
+    def _shared_task_grads(self, leaves: gradients.RepLeaves, cotangents: list[Tensor]) -> list[Tensor]:
+        """Per-task gradients of the shared parameters (``[T, *p.shape]`` each) from the
+        representation's per-task cotangents."""
+        return gradients.per_task_param_grads(leaves, cotangents, self.shared, key=id(self.model))
+
+    def _apply(self, task_grads: list[Tensor] | None) -> None:
+        """The one place a step is taken: from ``param.grad`` as the backward passes filled it, or
+        from per-task gradients of the shared parameters (``step_tasks``: AdaTask's per-task
+        accumulators, or their sum for a base optimizer), which also gives each task's share of the
+        update to the dominance tracker, if any."""
+        if task_grads is None:
+            self.optimizer.step()
+            return
+        shares = self.optimizer.step_tasks(task_grads, shares=self.dominance is not None)
+        if self.dominance is not None:
+            self.dominance.update(shares)
 
     def _task_param_backward(self, leaves: gradients.RepLeaves, cotangents: list[Tensor]) -> None:
         """A model with one output per task: its task-specific parameters get their own task's gradient
@@ -275,18 +310,6 @@ class Trainer:
         for p, g in zip(params, grads):
             if g is not None:
                 p.grad = g if p.grad is None else p.grad.add_(g)
-
-    def _step_task_grads(self, task_grads: list[Tensor]) -> None:
-        """Step from per-task gradients of the shared parameters (AdaTask, or their sum for a base
-        optimizer), then feed the dominance tracker if any."""
-        if self.adatask:
-            self.optimizer.step(task_grads=task_grads)
-        else:
-            for p, g in zip(self.shared, task_grads):
-                p.grad = gradients.as_grad(p, g.sum(0)) if p.grad is None else p.grad.add_(g.sum(0))
-            self.optimizer.step()
-        if self.dominance is not None:
-            self.dominance.update(task_grads)
 
     def _epoch_generator(self) -> torch.Generator:
         # Derived from (seed, epoch), so a restored trainer shuffles exactly as an uninterrupted one.

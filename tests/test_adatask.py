@@ -10,9 +10,10 @@ import torch
 
 from mtlsearch.balancing import METHODS, GradBalancing, GradResult
 from mtlsearch.config import TrialConfig
-from mtlsearch.dominance import DominanceTracker, plot_heatmaps, table_from_metrics
+from mtlsearch.dominance import DominanceTracker, table_from_metrics
+from mtlsearch.dominance.heatmap import draw_heatmaps
 from mtlsearch.errors import ConfigError
-from mtlsearch.optim import ADATASK_OPTIMIZERS, AdagradAdaTask, AdamAdaTask, RMSpropAdaTask, build_optimizer
+from mtlsearch.optim import ADATASK_OPTIMIZERS, OPTIMIZERS, AdagradAdaTask, AdamAdaTask, RMSpropAdaTask, build_optimizer
 from mtlsearch.trainer import Trainer
 
 VARIANTS = {
@@ -180,25 +181,34 @@ def test_registered_under_their_names():
 
 
 # ---------------------------------------------------------------------------- task dominance
-@pytest.mark.parametrize("name", ["adam", "rmsprop", "adagrad", "sgd", "adam_adatask", "rmsprop_adatask"])
-def test_attributed_updates_sum_to_the_step(name):
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_each_optimizer_splits_its_own_step_over_the_tasks(name):
+    """Every optimizer by name owns its update rule's per-task shares: ``step_tasks(shares=True)``
+    takes the same step as without shares (torch's, on the summed gradient, for a base optimizer),
+    and the shares sum to it."""
     model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.ReLU(), torch.nn.Linear(3, 2))
-    shared = list(model.parameters())
+    twin = copy.deepcopy(model)
+    shared, twin_shared = list(model.parameters()), list(twin.parameters())
     opt = build_optimizer(name, shared, [], lr=1e-2, weight_decay=0.0, num_tasks=3)
-    tracker = DominanceTracker(model, shared, opt, ["a", "b", "c"], beta=0.5)
+    plain = build_optimizer(name, twin_shared, [], lr=1e-2, weight_decay=0.0, num_tasks=3)
+    tracker = DominanceTracker(model, shared, ["a", "b", "c"], beta=0.5)
     assert tracker.layers == ["0", "2"]
     g = torch.Generator().manual_seed(0)
     for _ in range(4):
         task_grads = [torch.randn(3, *p.shape, generator=g) * torch.tensor([1.0, 10.0, 100.0]).view(3, *[1] * p.dim()) for p in shared]
         before = [p.detach().clone() for p in shared]
-        if name.endswith("adatask"):
-            opt.step(task_grads=task_grads)
+        opt.zero_grad(set_to_none=True)
+        shares = opt.step_tasks(task_grads, shares=True)
+        if name in ADATASK_OPTIMIZERS:
+            assert plain.step_tasks([t.clone() for t in task_grads]) is None
         else:
-            for p, tg in zip(shared, task_grads):
+            for p, tg in zip(twin_shared, task_grads):
                 p.grad = tg.sum(0)
-            opt.step()
-        updates = tracker.update(task_grads)
-        for p, b, u in zip(shared, before, updates):
+            plain.step()  # torch's own step
+        tracker.update(shares)
+        for p, q, b, u in zip(shared, twin_shared, before, shares):
+            assert torch.equal(p, q)
+            assert u.shape == (3, *p.shape)
             torch.testing.assert_close(u.sum(0), p.detach() - b, rtol=1e-4, atol=1e-7)
     rau = tracker.relative()
     for layer in rau.values():
@@ -291,5 +301,5 @@ def test_dominance_config_is_validated():
 def test_heatmap_is_written(tmp_path):
     path = tmp_path / "dom.png"
     table = {"encoder.0": {"a": 0.9, "b": 0.1}, "encoder.2": {"a": 0.5, "b": 0.5}}
-    plot_heatmaps({"adam": table, "adam_adatask": copy.deepcopy(table)}, str(path), title="t")
+    assert draw_heatmaps({"adam": table, "adam_adatask": copy.deepcopy(table)}, str(path), title="t") == path
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -10,7 +10,7 @@ import torch
 from mtlsearch import Trainer, TrialConfig
 from mtlsearch.benchmarks import BENCHMARKS, get_benchmark
 from mtlsearch.benchmarks.dense import depth_loss, normal_loss, segmentation_loss
-from mtlsearch.benchmarks.folder import LoaderSplit, carve
+from mtlsearch.benchmarks.folder import ENV_DATA_ROOT, LoaderSplit, carve
 from mtlsearch.errors import ConfigError
 from mtlsearch.metrics import BinaryAccuracyMeter, DepthMeter, NormalMeter, SegmentationMeter
 from mtlsearch.references import load_reference_file
@@ -424,20 +424,28 @@ def test_dense_losses_mean_over_valid_pixels():
     assert segmentation_loss(logits, torch.tensor([[[-1, -1]]])).item() == 0.0  # no labelled pixel: 0, not NaN
 
 
-def test_user_references_beside_the_data_give_validation_delta_m(tmp_path):
-    # `python -m mtlsearch.references --data-root DIR` writes DIR/mtlsearch_references.json from real
-    # single-task runs; trials on that folder then get val/delta_m as well as test/delta_m.
+@pytest.mark.parametrize("via", ["--data-root", ENV_DATA_ROOT])
+def test_user_references_beside_the_data_give_validation_delta_m(tmp_path, monkeypatch, via):
+    # `python -m mtlsearch.references --data-root DIR` (or with $MTLSEARCH_DATA_ROOT=DIR) writes
+    # DIR/mtlsearch_references.json from real single-task runs, never the packaged cityscapes.json;
+    # trials on that folder then get val/delta_m as well as test/delta_m.
     import json
     import shutil
 
+    from mtlsearch.references import reference_path
     from mtlsearch.references.__main__ import main as make_references
 
     root = write_dense(tmp_path / "cityscapes", (32, 48), {"train": 3, "val": 2}, ["label_7", "depth"], 7, depth_2d=True)
-    assert make_references(["--benchmark", "cityscapes", "--data-root", str(root), "--epochs", "1", "--lrs", "0.001",
+    folder = ["--data-root", str(root)] if via == "--data-root" else []
+    if via == ENV_DATA_ROOT:
+        monkeypatch.setenv(ENV_DATA_ROOT, str(root))
+    packaged = reference_path("cityscapes").read_bytes()
+    assert make_references(["--benchmark", "cityscapes", *folder, "--epochs", "1", "--lrs", "0.001",
                             "--seeds", "0", "--batch-size", "2", "--option", "val_fraction=0.34", "--device", "cpu"]) == 0
+    assert reference_path("cityscapes").read_bytes() == packaged
     data = json.loads((root / "mtlsearch_references.json").read_text())
     assert data["benchmark"] == "cityscapes" and set(data["splits"]["val"]) == {"segmentation", "depth"}
-    assert "--data-root" in data["command"]
+    assert f"--data-root {root}" in data["command"]
     cfg = {"benchmark": "cityscapes", "data_root": str(root), "method": "ew", "max_epochs": 1, "batch_size": 2,
            "device": "cpu", "val_fraction": 0.34}
     (result,) = list(Trainer(cfg).run())

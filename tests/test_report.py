@@ -131,11 +131,13 @@ def test_metric_directions_of_a_folder_benchmark_come_from_the_trials_data_root(
 
 
 def test_dominance_heatmap_from_metrics(tmp_path):
+    from mtlsearch.dominance import table_from_metrics
+
     dom = {"dominance/encoder.0/scale_1": 0.1, "dominance/encoder.0/scale_100": 0.8, "dominance/encoder.0/scale_10": 0.1,
            "dominance/encoder.2/scale_1": 0.3, "dominance/encoder.2/scale_100": 0.4, "dominance/encoder.2/scale_10": 0.3}
-    layers, tasks, mat = analysis.dominance_matrix(dom)
-    assert layers == ["encoder.0", "encoder.2"] and tasks == ["scale_1", "scale_100", "scale_10"]
-    assert mat[0][1] == 0.8 and mat[1][2] == 0.3
+    table = table_from_metrics(dom)
+    assert list(table) == ["encoder.0", "encoder.2"] and list(table["encoder.0"]) == ["scale_1", "scale_100", "scale_10"]
+    assert table["encoder.0"]["scale_100"] == 0.8 and table["encoder.2"]["scale_10"] == 0.3
     trials = [_trial("a", "ew", STATUS_COMPLETED, -1.0, extra=dom),
               _trial("b", "ew", STATUS_COMPLETED, -2.0, optimizer="adam_adatask",
                      extra={k: 1 / 3 for k in dom})]

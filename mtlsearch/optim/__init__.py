@@ -3,7 +3,9 @@
 ``build_optimizer`` gets the shared parameters and the task-specific ones (heads and any learnable
 parameters of the balancing method) separately: AdaTask optimizers treat them differently, the base
 optimizers do not.  An AdaTask optimizer's ``step(task_grads=...)`` takes, for each shared parameter,
-its per-task gradients stacked as ``[T, *param.shape]``; plain ones use ``param.grad``.
+its per-task gradients stacked as ``[T, *param.shape]``; plain ones use ``param.grad``.  Every optimizer
+built here also has ``step_tasks(task_grads, shares=...)``: a step from per-task gradients that can
+return each task's share of the update (the base optimizers' rules in :mod:`.base`).
 """
 from __future__ import annotations
 
@@ -15,18 +17,26 @@ from torch import nn
 from mtlsearch.errors import ConfigError, choices
 
 from .adatask import AdagradAdaTask, AdamAdaTask, AdaTaskOptimizer, RMSpropAdaTask  # noqa: F401 - public names
+from .base import SGD, Adagrad, Adam, RMSprop, TaskStepMixin  # noqa: F401 - public names
 
 BaseFactory = Callable[..., torch.optim.Optimizer]
 
+#: name -> factory(params, lr, weight_decay, fused, shared): torch's optimizers (``shared``: the
+#: parameters that ``step_tasks`` gets per-task gradients for)
 BASE_OPTIMIZERS: dict[str, BaseFactory] = {
     # Fused Adam on CUDA (unless fused=False); fused=None lets torch pick its foreach kernels.
-    "adam": lambda params, lr, weight_decay, fused=True: torch.optim.Adam(
-        params, lr=lr, weight_decay=weight_decay, fused=True if fused and params and params[0].is_cuda else None
+    "adam": lambda params, lr, weight_decay, fused=True, shared=(): Adam(
+        params, lr=lr, weight_decay=weight_decay, fused=True if fused and params and params[0].is_cuda else None,
+        shared=shared,
     ),
-    "rmsprop": lambda params, lr, weight_decay, fused=True: torch.optim.RMSprop(params, lr=lr, weight_decay=weight_decay),
-    "adagrad": lambda params, lr, weight_decay, fused=True: torch.optim.Adagrad(params, lr=lr, weight_decay=weight_decay),
-    "sgd": lambda params, lr, weight_decay, fused=True: torch.optim.SGD(
-        params, lr=lr, momentum=0.9, weight_decay=weight_decay
+    "rmsprop": lambda params, lr, weight_decay, fused=True, shared=(): RMSprop(
+        params, lr=lr, weight_decay=weight_decay, shared=shared
+    ),
+    "adagrad": lambda params, lr, weight_decay, fused=True, shared=(): Adagrad(
+        params, lr=lr, weight_decay=weight_decay, shared=shared
+    ),
+    "sgd": lambda params, lr, weight_decay, fused=True, shared=(): SGD(
+        params, lr=lr, momentum=0.9, weight_decay=weight_decay, shared=shared
     ),
 }
 
@@ -73,4 +83,4 @@ def build_optimizer(
     check_optimizer(name)
     if name in ADATASK_OPTIMIZERS:
         return ADATASK_OPTIMIZERS[name](shared, specific, lr=lr, weight_decay=weight_decay, num_tasks=num_tasks, **kwargs)
-    return BASE_OPTIMIZERS[name]([*shared, *specific], lr, weight_decay, fused=fused)
+    return BASE_OPTIMIZERS[name]([*shared, *specific], lr, weight_decay, fused=fused, shared=shared)

@@ -37,9 +37,10 @@ per-parameter Python work is the sum over tasks and reading the step counters.  
 run over all parameters at once; on the CPU over batches of about ``cpu_chunk_numel`` values (large
 parameters cut into blocks of views), which keeps temporaries in cache and avoids allocating and
 page-faulting model-sized buffers every step (``perf/step_time.py`` measures it).
-Task-specific parameters go through the same code with a leading dimension of one.  Set ``keep_task_updates = True`` to keep the last per-task steps of the
-shared parameters in ``task_updates`` (a list of ``[T, *p.shape]``, the signed update ``Delta theta_t``
-per task), which :mod:`mtlsearch.dominance` reads.
+Task-specific parameters go through the same code with a leading dimension of one.
+``step_tasks(task_grads, shares=True)`` steps and returns the per-task steps of the shared parameters
+(a list of ``[T, *p.shape]``, the signed update ``Delta theta_t`` per task), the same method as the base
+optimizers' (:mod:`.base`), which the task-dominance metric (:mod:`mtlsearch.dominance`) averages.
 
 Deviations from the released code (``adatask.py``, Adam only): weight decay is applied as above instead
 of ignored; ``amsgrad`` is not offered; a parameter a task does not reach gets a zero gradient from
@@ -93,9 +94,6 @@ class AdaTaskOptimizer(Optimizer):
             if params
         ]
         super().__init__(groups, {**defaults, "shared": False})
-        #: When True, :meth:`step` keeps the shared parameters' per-task steps in ``task_updates``.
-        self.keep_task_updates = False
-        self.task_updates: list[Tensor] | None = None
 
     # ------------------------------------------------------------------ state
     def _state(self, p: Tensor, group: dict, lead: tuple[int, ...]) -> dict[str, Tensor]:
@@ -176,8 +174,18 @@ class AdaTaskOptimizer(Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._step(task_grads, shares=False)
+        return loss
+
+    def step_tasks(self, task_grads: Sequence[Tensor | None], *, shares: bool = False) -> list[Tensor] | None:
+        """One step from the shared parameters' per-task gradients (as :meth:`step`); with ``shares``,
+        return each task's step of each shared parameter, ``[T, *p.shape]`` (they sum to its update)."""
+        return self._step(task_grads, shares=shares)
+
+    @torch.no_grad()
+    def _step(self, task_grads: Sequence[Tensor | None] | None, shares: bool) -> list[Tensor] | None:
         shared_grads = iter(self._shared_grads(task_grads))
-        self.task_updates = [] if self.keep_task_updates else None
+        task_updates: list[Tensor] | None = [] if shares else None
         for group in self.param_groups:
             if group["shared"]:
                 params = list(group["params"])
@@ -195,7 +203,7 @@ class AdaTaskOptimizer(Optimizer):
             step_ts = [s["step"] for s in states]
             torch._foreach_add_(step_ts, 1.0)
             steps = [s.item() for s in step_ts]
-            record = group["shared"] and self.task_updates is not None
+            record = group["shared"] and task_updates is not None
             for piece_params, piece_grads, piece_acc, piece_steps in self._pieces(params, grads, acc, steps, whole=record):
                 if group["weight_decay"] != 0:
                     # L2 once per parameter: wd * theta split equally over the tasks' gradients.
@@ -205,8 +213,8 @@ class AdaTaskOptimizer(Optimizer):
                 updates = self._task_steps(group, piece_grads, piece_acc, piece_steps)
                 torch._foreach_add_(piece_params, [u[0] if u.shape[0] == 1 else u.sum(0) for u in updates])
                 if record:
-                    self.task_updates.extend(updates)
-        return loss
+                    task_updates.extend(updates)
+        return task_updates
 
 
 class AdamAdaTask(AdaTaskOptimizer):

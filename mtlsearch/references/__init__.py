@@ -2,8 +2,9 @@
 
 ``<benchmark>.json`` holds, per split, each task's metrics when that task is trained alone with the
 same budget and defaults as the searches (see ``settings`` in the file), averaged over seeds.
-Regenerate with ``python -m mtlsearch.references --benchmark NAME`` (the exact command is stored in
-the file's ``command`` field).  Benchmarks without a file get no Δm: it is never computed against a
+Regenerate with ``python -m mtlsearch.references --benchmark NAME --out mtlsearch/references/NAME.json``
+in a checkout (the settings are stored in the file's ``command`` field; without ``--out`` the command
+writes into the working directory, never into the installed package).  Benchmarks without a file get no Δm: it is never computed against a
 made-up reference.
 
 For a user-supplied dataset, references of the user's own single-task runs live beside the data:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable
 
 from mtlsearch import results
 from mtlsearch.report.load import Search, Trial
@@ -161,16 +161,3 @@ def leaderboard(search: Search) -> tuple[list[dict[str, Any]], list[str]]:
         rows.append(row)
     rows.sort(key=lambda r: (search.metric not in r, -sign * r.get(search.metric, 0.0)))
     return rows, metrics
-
-
-def dominance_matrix(final: Mapping[str, float]) -> tuple[list[str], list[str], list[list[float]]]:
-    """``dominance/<layer>/<task>`` values -> (layers, tasks, matrix[layer][task]); NaN where absent."""
-    cells = {}
-    for key, value in final.items():
-        if key.startswith("dominance/") and key.count("/") >= 2:
-            layer, task = key[len("dominance/"):].rsplit("/", 1)
-            cells[(layer, task)] = value
-    layers = list(dict.fromkeys(l for l, _ in cells))
-    tasks = list(dict.fromkeys(t for _, t in cells))
-    return layers, tasks, [[cells.get((l, t), float("nan")) for t in tasks] for l in layers]
-

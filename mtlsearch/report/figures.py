@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Collection, Sequence
 
-from mtlsearch.report.analysis import P_BUCKETS, dominance_matrix, metric_modes, pareto_set, task_metrics
+from mtlsearch.report.analysis import P_BUCKETS, metric_modes, pareto_set, task_metrics
 from mtlsearch.report.load import Search, Trial
 from mtlsearch import results
 from mtlsearch.results import pareto_mask
@@ -148,32 +148,19 @@ def fig_learning_curves(search: Search, rows: list[dict[str, Any]], out: Path, t
 def fig_dominance(search: Search, out: Path) -> Path | None:
     """Task-dominance heatmap (rAU per shared layer and task, last epoch) of the best trial that
     logged it, one panel per optimizer (e.g. Adam vs Adam+AdaTask)."""
-    plt = _plt()
     sign = results.sign(search.mode)
     with_dom = [t for t in search.trials if any(k.startswith("dominance/") for k in t.final)]
     if not with_dom:
         return None
-    panels: dict[str, Trial] = {}
+    from mtlsearch.dominance import table_from_metrics
+    from mtlsearch.dominance.heatmap import draw_heatmaps
+
+    best: dict[str, Trial] = {}
     for t in sorted(with_dom, key=lambda t: (t.status == STATUS_COMPLETED, sign * t.final.get(search.metric, -math.inf * sign)),
                     reverse=True):
-        panels.setdefault(str(t.params.get("optimizer", "")), t)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 0.8, 3.6), squeeze=False)
-    for ax, (opt, t) in zip(axes[0], panels.items()):
-        layers, tasks, mat = dominance_matrix(t.final)
-        im = ax.imshow(mat, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto")
-        ax.set_xticks(range(len(tasks)), tasks, rotation=30, ha="right")
-        ax.set_yticks(range(len(layers)), layers)
-        for i, row in enumerate(mat):
-            for j, v in enumerate(row):
-                if v == v:
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=8, color="w" if v < 0.6 else "k")
-        ax.set_title(f"{t.params.get('method')} + {opt} ({t.trial_id})\nbalanced = {1 / max(len(tasks), 1):.2f}", fontsize=9)
-    fig.colorbar(im, ax=list(axes[0]), shrink=0.8, label="relative update share rAU")
-    fig.suptitle("Task dominance of the shared layers (last epoch)", fontsize=10)
-    path = out / "task_dominance.png"
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+        best.setdefault(str(t.params.get("optimizer", "")), t)
+    panels = {f"{t.params.get('method')} + {opt} ({t.trial_id})": table_from_metrics(t.final) for opt, t in best.items()}
+    return draw_heatmaps(panels, out / "task_dominance.png", title="Task dominance of the shared layers (last epoch)")
 
 
 def fig_pareto(search: Search, out: Path, max_pairs: int = 6) -> Path | None:
