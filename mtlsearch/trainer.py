@@ -21,7 +21,7 @@ from torch import Tensor
 
 from mtlsearch import gradients
 from mtlsearch.balancing import GradBalancing, GradResult, LossBalancing, get_method
-from mtlsearch.benchmarks import get_benchmark
+from mtlsearch.benchmarks import HPSModel, get_benchmark
 from mtlsearch.config import TrialConfig
 from mtlsearch.dominance import DominanceTracker
 from mtlsearch.metrics import delta_m
@@ -81,7 +81,8 @@ def hold_on_device(splits: Mapping[str, Any], device: torch.device, budget: floa
     free, total = torch.cuda.mem_get_info(device)
     out = dict(splits)
     for name in splits_to_hold({k: split_bytes(v) for k, v in splits.items()}, free, total, budget, share):
-        xs, ys = [], {}
+        xs: list[Tensor] = []
+        ys: dict[str, list[Tensor]] = {}
         for x, targets in _unwrap(splits[name]).batches(64, shuffle=False):
             xs.append(x)
             for k, v in targets.items():
@@ -179,9 +180,11 @@ class Trainer:
         if self.outputs_per_task:  # the "representation" of each task is its output
             out = self.model(x)
             return [out[t] for t in self.task_names]
+        model = self.model
+        assert isinstance(model, HPSModel)  # as_model gives an OutputsModel only with outputs_per_task
         if isinstance(x, Mapping):
-            return [self.model.encoder(x[t]) for t in self.task_names]
-        z = self.model.encoder(x)
+            return [model.encoder(x[t]) for t in self.task_names]
+        z = model.encoder(x)
         return list(z) if isinstance(z, (list, tuple)) else [z] * len(self.task_names)
 
     def _losses(self, reps: list[Tensor], targets: Mapping[str, Tensor]) -> Tensor:
@@ -295,7 +298,7 @@ class Trainer:
             self.optimizer.step()
             return
         shares = self.optimizer.step_tasks(task_grads, shares=self.dominance is not None)
-        if self.dominance is not None:
+        if self.dominance is not None and shares is not None:  # shares were asked for
             self.dominance.update(shares)
 
     def _task_param_backward(self, leaves: gradients.RepLeaves, cotangents: list[Tensor]) -> None:

@@ -168,7 +168,9 @@ class AdaTaskOptimizer(Optimizer):
             yield batch
 
     @torch.no_grad()
-    def step(self, task_grads: Sequence[Tensor | None] | None = None, closure: Callable[[], Any] | None = None):
+    def step(  # type: ignore[override]  # also takes the per-task gradients (torch's step: closure only)
+        self, task_grads: Sequence[Tensor | None] | None = None, closure: Callable[[], Any] | None = None
+    ) -> Any:
         """One step; ``task_grads[i]`` is ``[T, *p.shape]`` for the i-th shared parameter."""
         loss = None
         if closure is not None:
@@ -207,12 +209,12 @@ class AdaTaskOptimizer(Optimizer):
             for piece_params, piece_grads, piece_acc, piece_steps in self._pieces(params, grads, acc, steps, whole=record):
                 if group["weight_decay"] != 0:
                     # L2 once per parameter: wd * theta split equally over the tasks' gradients.
-                    piece_grads = torch._foreach_add(
+                    piece_grads = list(torch._foreach_add(
                         piece_grads, [p.unsqueeze(0) for p in piece_params], alpha=group["weight_decay"] / piece_grads[0].shape[0]
-                    )
+                    ))
                 updates = self._task_steps(group, piece_grads, piece_acc, piece_steps)
                 torch._foreach_add_(piece_params, [u[0] if u.shape[0] == 1 else u.sum(0) for u in updates])
-                if record:
+                if record and task_updates is not None:  # record implies a list
                     task_updates.extend(updates)
         return task_updates
 
