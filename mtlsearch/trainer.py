@@ -44,7 +44,7 @@ def _unwrap(split: Any) -> Any:
     return split.inner if hasattr(split, "with_inner") else split
 
 
-def split_bytes(split) -> int | None:
+def split_bytes(split: Any) -> int | None:
     """Bytes that a disk-backed split would take held in memory (None: not a split of tensors)."""
     from mtlsearch.benchmarks import TensorSplit
 
@@ -164,7 +164,9 @@ class Trainer:
             )
 
     # ------------------------------------------------------------------ training
-    def _to_device(self, x: Tensor | Mapping[str, Tensor], targets: Mapping[str, Tensor]):
+    def _to_device(
+        self, x: Tensor | Mapping[str, Tensor], targets: Mapping[str, Tensor]
+    ) -> tuple[Tensor | dict[str, Tensor], dict[str, Tensor]]:
         """Move a batch to the trainer's device: splits read from disk yield CPU tensors (a no-op
         for in-memory splits, which were moved once with ``split.to``)."""
         if isinstance(x, Mapping):
@@ -173,7 +175,7 @@ class Trainer:
             x = x.to(self.device, non_blocking=True)
         return x, {k: v.to(self.device, non_blocking=True) for k, v in targets.items()}
 
-    def _autocast(self):
+    def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
 
     def _encode(self, x: Tensor | Mapping[str, Tensor]) -> list[Tensor]:

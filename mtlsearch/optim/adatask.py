@@ -106,7 +106,7 @@ class AdaTaskOptimizer(Optimizer):
 
     def _task_steps(
         self, group: dict, grads: list[Tensor], acc: dict[str, list[Tensor]], steps: list[float]
-    ) -> list[Tensor]:  # pragma: no cover - interface
+    ) -> Sequence[Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
 
     # ------------------------------------------------------------------ step
@@ -246,7 +246,9 @@ class AdamAdaTask(AdaTaskOptimizer):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         super().__init__(shared_params, task_params, num_tasks=num_tasks, defaults=defaults)
 
-    def _task_steps(self, group, grads, acc, steps):
+    def _task_steps(
+        self, group: dict, grads: list[Tensor], acc: dict[str, list[Tensor]], steps: list[float]
+    ) -> Sequence[Tensor]:
         beta1, beta2 = group["betas"]
         lr, eps = group["lr"], group["eps"]
         m, v = acc["exp_avg"], acc["exp_avg_sq"]
@@ -286,7 +288,9 @@ class RMSpropAdaTask(AdaTaskOptimizer):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay)
         super().__init__(shared_params, task_params, num_tasks=num_tasks, defaults=defaults)
 
-    def _task_steps(self, group, grads, acc, steps):
+    def _task_steps(
+        self, group: dict, grads: list[Tensor], acc: dict[str, list[Tensor]], steps: list[float]
+    ) -> Sequence[Tensor]:
         alpha, lr, eps = group["alpha"], group["lr"], group["eps"]
         v = acc["square_avg"]
         torch._foreach_mul_(v, alpha)
@@ -326,7 +330,9 @@ class AdagradAdaTask(AdaTaskOptimizer):
         )
         super().__init__(shared_params, task_params, num_tasks=num_tasks, defaults=defaults)
 
-    def _task_steps(self, group, grads, acc, steps):
+    def _task_steps(
+        self, group: dict, grads: list[Tensor], acc: dict[str, list[Tensor]], steps: list[float]
+    ) -> Sequence[Tensor]:
         lr, lr_decay, eps = group["lr"], group["lr_decay"], group["eps"]
         g_sum = acc["sum"]
         torch._foreach_addcmul_(g_sum, grads, grads, 1)  # G_t <- G_t + g_t^2
