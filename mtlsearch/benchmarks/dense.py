@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -120,7 +120,9 @@ class AugmentedSplit:
         """The same augmentation over another copy of the data (e.g. the one held on the GPU)."""
         return AugmentedSplit(inner)
 
-    def batches(self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
+    def batches(
+        self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
         for x, targets in self.inner.batches(batch_size, shuffle, generator):
             yield scale_crop_flip(x, targets, generator) if shuffle else (x, targets)
@@ -142,7 +144,7 @@ def normal_loss(pred: Tensor, target: Tensor) -> Tensor:
     return 1 - (pred * target * valid).sum() / valid.sum().clamp(min=1)
 
 
-def _sort_key(name: str):
+def _sort_key(name: str) -> tuple[int, int, str]:
     stem = name[: -len(".npy")]
     return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
 
@@ -161,7 +163,7 @@ class NpyDenseDataset(Dataset):
     def _load(self, modality: str, name: str) -> np.ndarray:
         return np.load(self.folder / modality / name)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[Tensor, dict[str, Tensor]]:
         name = self.names[i]
         image = torch.from_numpy(np.ascontiguousarray(np.moveaxis(self._load("image", name), -1, 0))).float()
         targets = {}
@@ -194,7 +196,7 @@ class DenseNpyBenchmark(Benchmark):
         mods = ",".join(["image", *cls.modalities.values()])
         return f"{{train,val}}/{{{mods}}}/<i>.npy"
 
-    def _error(self, what: str):
+    def _error(self, what: str) -> ConfigError:
         return layout_error(self.name, what, self.layout())
 
     def check(self) -> None:

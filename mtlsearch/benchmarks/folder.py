@@ -76,13 +76,13 @@ def carve(n: int, fraction: float, seed: int, benchmark: str, what: str) -> tupl
 class _BatchList:
     """A batch sampler whose batches are set before each pass (one DataLoader serves every pass)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.batches: list[list[Any]] = []  # dataset keys: indices, or (task, index) for a multi-input split
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[list[Any]]:
         return iter(self.batches)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.batches)
 
 
@@ -192,13 +192,13 @@ class _TaskIndexed(Dataset):
     def __len__(self) -> int:
         return sum(len(cast(Sized, d)) for d in self.datasets.values())
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: tuple[str, int]) -> tuple[str, Any, Any]:
         task, i = key
         x, y = self.datasets[task][i]
         return task, x, y
 
 
-def _collate_by_task(items):
+def _collate_by_task(items: Sequence[tuple[str, Any, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     from torch.utils.data import default_collate
 
     groups: dict[str, list] = {}

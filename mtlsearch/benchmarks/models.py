@@ -111,7 +111,7 @@ class ASPPHead(nn.Module):
     projection with dropout 0.5, 3x3 conv-BN-ReLU, 1x1 classifier, bilinear resize to ``out_size``.
     ``normalize``: L2-normalise the output channels (surface normals)."""
 
-    def __init__(self, cin: int, cout: int, out_size: tuple[int, int], rates=(12, 24, 36), width: int = 256, normalize: bool = False):
+    def __init__(self, cin: int, cout: int, out_size: tuple[int, int], rates: tuple[int, ...] = (12, 24, 36), width: int = 256, normalize: bool = False):
         super().__init__()
         self.branches = nn.ModuleList(
             [_conv_bn_relu(cin, width, kernel=1)] + [_conv_bn_relu(cin, width, dilation=r) for r in rates] + [_ASPPPooling(cin, width)]
@@ -134,7 +134,7 @@ class SegNet(nn.Module):
     decoder's max-unpool): ``[N, 3, H, W] -> [N, 64, H, W]``.  Any H, W (unpooling restores each
     stage's size, so sizes need not be multiples of 32).  Xavier-normal init as in MTAN."""
 
-    def __init__(self, filters=(64, 128, 256, 512, 512)):
+    def __init__(self, filters: tuple[int, ...] = (64, 128, 256, 512, 512)):
         super().__init__()
         f = list(filters)
 
@@ -212,7 +212,7 @@ class ClassifierEncoder(nn.Module):
 class SmallCNN(nn.Module):
     """Four blocks of conv3x3-BN-ReLU-maxpool2 (widths ``widths``), then global average pooling."""
 
-    def __init__(self, widths=(64, 128, 256, 512)):
+    def __init__(self, widths: tuple[int, ...] = (64, 128, 256, 512)):
         super().__init__()
         layers, cin = [], 3
         for w in widths:
@@ -240,7 +240,7 @@ class SegNetMTAN(nn.Module):
     init of convolutions, zero biases, BN weight 1, as released.
     """
 
-    def __init__(self, num_tasks: int, filters=(64, 128, 256, 512, 512)):
+    def __init__(self, num_tasks: int, filters: tuple[int, ...] = (64, 128, 256, 512, 512)):
         super().__init__()
         f = list(filters)
 
@@ -321,7 +321,7 @@ class CelebACNN(nn.Module):
     two bias-free Linear(512, 512)-BN-ReLU layers: ``[N, 3, H, W] -> [N, 512]``.  Heads: one
     Linear(512, 1) logit per attribute (the released sigmoid + BCE equals BCE on logits)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         layers, cin = [], 3
         for i, w in enumerate((64, 128, 128, 256, 256, 512, 512)):
