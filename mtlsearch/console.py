@@ -334,11 +334,12 @@ def dry_run(space: SearchSpace, *, timed: bool = True, out: Callable[[str], None
         out("Nothing was started or written (no Ray, no MLflow store); run without --dry-run to search.")
         return 0
     setup_s, epoch_s = time_one_epoch(space)
-    # Each trial builds its data and model once; epochs then run `parallel` at a time on this machine.
-    estimate = (total * setup_s + budget * epoch_s) / parallel
+    # Each worker builds the data and model once (workers run trial after trial, the data is built once per
+    # search: trainables.mtl); epochs then run `parallel` at a time on this machine.
+    estimate = setup_s + budget * epoch_s / parallel
     out(f"Estimated time: about {duration(estimate)} on this machine ({cpus} CPUs, {parallel} trial(s) at a time) if "
         f"every trial ran all its epochs: one epoch of the first trial configuration took {epoch_s:.2f} s here after "
         f"{setup_s:.2f} s to build its data and model; "
-        f"not counted: ASHA's early stops (shorter), Ray's start and each trial's worker start (longer: ~10 s, a few s each).")
+        f"not counted: ASHA's early stops (shorter), Ray's start and the workers' start (longer: ~10 s, a few s each).")
     out("Nothing was started or written (no Ray, no MLflow store); run without --dry-run to search.")
     return 0

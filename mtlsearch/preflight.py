@@ -420,7 +420,7 @@ def check_resume_unchanged(args: argparse.Namespace, space: SearchSpace) -> None
 
     import yaml
 
-    from mtlsearch.tracking import SEARCH_INFO_FILE, search_info
+    from mtlsearch.tracking import SEARCH_INFO_FILE, STUDY_PARAMS, search_info
 
     raw = args.storage
     if raw and "://" in raw and not raw.startswith("file://"):
@@ -444,7 +444,8 @@ def check_resume_unchanged(args: argparse.Namespace, space: SearchSpace) -> None
     overrides = {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed}
     new_space = yaml.safe_load(space.text) or {}
     diff = changes(old_space, new_space) if saved.get("space_text") is not None else []
-    diff += [d for d in changes(saved.get("params", {}), json.loads(json.dumps(search_info(space, overrides)["params"], default=str)))
+    saved_params = {k: v for k, v in saved.get("params", {}).items() if k not in STUDY_PARAMS}  # where, not what
+    diff += [d for d in changes(saved_params, json.loads(json.dumps(search_info(space, overrides)["params"], default=str)))
              if d.split(":", 1)[0] not in {c.split(":", 1)[0] for c in diff} and not _same_as_space_change(d, diff)]
     if diff:
         raise ConfigError(

@@ -15,7 +15,7 @@ import time
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
-from mtlsearch import cluster, console, faults, resume
+from mtlsearch import cluster, console, faults, resume, studies
 from mtlsearch.results import pareto_rows, results_table, summarize
 
 if TYPE_CHECKING:
@@ -58,17 +58,20 @@ def run_search(args: argparse.Namespace, space: SearchSpace, callbacks: Sequence
         name, lock = faults.claim_folder(local_storage, name, numbered=not (restore_path or args.name))
     search_id = f"{storage_uri.rstrip('/')}/{name}"
 
+    # The Optuna study, kept beside the MLflow store for optuna-dashboard (mtlsearch.studies), named after the search.
+    study_url = studies.storage_url(tracking_uri, local_storage) if space.searcher["type"] == "optuna" else None
     tracker = None
     try:
         try:
             tracker = tracking.Tracker(tracking_uri, experiment, search_id)
             tracker.start_search(space, {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed},
-                                 results_dir=local_storage / name if local_storage is not None else None)
+                                 results_dir=local_storage / name if local_storage is not None else None,
+                                 study=(study_url, name) if study_url else None)
         except Exception as err:  # the store passed the pre-flight; another writer, a full disk, a server gone since
             raise faults.StartError(f"MLflow at {tracking_uri} failed as the search started ({faults.first_line(err)}); "
                                     "nothing was trained; run the same command again") from None
         args.search_ref = (tracking_uri, experiment, tracker.parent_run_id)  # for mtlsearch.search(): where to read back
-        return _fit_and_report(args, space, callbacks, tracker, name, storage_uri, restore_path)
+        return _fit_and_report(args, space, callbacks, tracker, name, storage_uri, restore_path, study_url)
     except BaseException as err:
         faults.end_runs_failed(tracker, f"the launcher stopped: {type(err).__name__}: {err}")
         raise
@@ -78,7 +81,7 @@ def run_search(args: argparse.Namespace, space: SearchSpace, callbacks: Sequence
 
 
 def _fit_and_report(args: argparse.Namespace, space: SearchSpace, callbacks: Sequence[Any], tracker: Tracker, name: str, storage_uri: str,
-                    restore_path: str | None) -> int:
+                    restore_path: str | None, study_url: str | None = None) -> int:
     """The Tuner's run and what is printed and logged after it; ``tracker``: the search's MLflow tracker."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
@@ -118,7 +121,9 @@ def _fit_and_report(args: argparse.Namespace, space: SearchSpace, callbacks: Seq
         objectives = space.objectives()
         search_alg = OptunaSearch(space=space.define_by_run(), sampler=sampler,
                                   metric=[m for m, _ in objectives] if space.multi_objective else space.metric,
-                                  mode=[m for _, m in objectives] if space.multi_objective else space.mode)
+                                  mode=[m for _, m in objectives] if space.multi_objective else space.mode,
+                                  storage=studies.open_storage(study_url, name, fresh=restore_path is None) if study_url else None,
+                                  study_name=name if study_url else None)
         param_space: dict[str, Any] = {}
     else:
         from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -142,6 +147,7 @@ def _fit_and_report(args: argparse.Namespace, space: SearchSpace, callbacks: Seq
         metric=space.metric, mode=space.mode, search_alg=search_alg, scheduler=scheduler,
         num_samples=space.num_samples, max_concurrent_trials=space.max_concurrent_trials,
         trial_dirname_creator=trial_dirname,
+        reuse_actors=True,  # a trial's worker runs the next trial: torch and the data stay loaded (trainables.mtl)
     )
     if restore_path is not None:
         if not getattr(args, "quiet", False):
@@ -198,7 +204,7 @@ def _fit_and_report(args: argparse.Namespace, space: SearchSpace, callbacks: Seq
                 trainable,
                 param_space={**config, "seed": tune.grid_search(seeds)},
                 tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode,
-                                            max_concurrent_trials=space.max_concurrent_trials),
+                                            max_concurrent_trials=space.max_concurrent_trials, reuse_actors=True),
                 run_config=make_run_config(f"final{index}", len(seeds)),
             )
             return [{"trial_id": (r.metrics or {}).get("trial_id"), "config": r.config or {}, "metrics": r.metrics or {}}
@@ -210,7 +216,8 @@ def _fit_and_report(args: argparse.Namespace, space: SearchSpace, callbacks: Seq
         print(results_table(confirmed, ["group", "seeds", *keys]))
     print()
     tracker.report_offline()
-    print(f"Ray results: {storage_uri}/{name}")
+    study = f" (Optuna study of the same name: optuna-dashboard {study_url})" if study_url else ""
+    print(f"Ray results: {storage_uri}/{name}{study}")
     print(f"MLflow: experiment {experiment!r}, parent run {tracker.parent_run_id}")
     print(f"Open the runs in the MLflow UI:\n  "
           f"{tracking.ui_command(tracking_uri, experiment, tracker.experiment_id, tracker.parent_run_id)}")

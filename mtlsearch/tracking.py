@@ -84,6 +84,8 @@ STATUS_ERRORED = "errored"
 
 #: The search's description written beside Ray's results (read back by ``report sync``).
 SEARCH_INFO_FILE = "mtlsearch.json"
+#: Params of the parent run (and mtlsearch.json) saying where the search's Optuna study is (mtlsearch.studies).
+STUDY_PARAMS = ("optuna_storage", "optuna_study")
 
 
 def default_tracking_uri() -> str:
@@ -322,7 +324,7 @@ def _param_value(value: Any) -> str:
     return str(value)
 
 
-def search_info(space: SearchSpace, overrides: Mapping[str, Any]) -> dict[str, Any]:
+def search_info(space: SearchSpace, overrides: Mapping[str, Any], study: tuple[str, str] | None = None) -> dict[str, Any]:
     """What a search is, in plain JSON: the parent run's params and the space file; also written to
     :data:`SEARCH_INFO_FILE` in the Ray results folder so that ``report sync`` can recreate the run."""
     params: dict[str, Any] = {
@@ -339,6 +341,8 @@ def search_info(space: SearchSpace, overrides: Mapping[str, Any]) -> dict[str, A
         objectives = [(space.metric, space.mode)]
         params["objective_metric"], params["objective_mode"] = space.metric, space.mode
     params.update({f"override.{k}": v for k, v in overrides.items() if v is not None})
+    if study is not None:  # where the Optuna study is kept (mtlsearch.studies): storage URL and study name
+        params.update(zip(STUDY_PARAMS, study))
     if getattr(space, "protocol", None):
         params["protocol"] = space.protocol
     return {
@@ -513,10 +517,11 @@ class Tracker:
             self.client.set_terminated(run_id, status=status)
 
     # -------------------------------------------------------------- the search
-    def start_search(self, space: SearchSpace, overrides: Mapping[str, Any], results_dir: Path | None = None) -> str:
+    def start_search(self, space: SearchSpace, overrides: Mapping[str, Any], results_dir: Path | None = None,
+                     study: tuple[str, str] | None = None) -> str:
         """Create (or find again, on resume) the parent run; write the search's description beside
         Ray's results when they are on a local disk.  Not tolerant: failing here stops the launch."""
-        info = search_info(space, overrides)
+        info = search_info(space, overrides, study)
         self.searched = [p.name for p in space.params if p.kind != "value"]
         if results_dir is not None:
             write_search_info(Path(results_dir), {**info, "experiment": self.experiment,
@@ -824,11 +829,44 @@ def read_search(tracking_uri: str, experiment: str, search: str | None = None) -
         "max_epochs": int(params.get("override.max_epochs") or params.get("max_epochs") or 0),
         "resources": json.loads(params["resources"] or "{}") if "resources" in params else None,
         "benchmark": params.get("override.benchmark") or params.get("benchmark"), "trials": trials,
+        "params": dict(params),
     }
 
 
+def read_space_text(tracking_uri: str, run_id: str) -> str | None:
+    """The space file a search ran (its parent run's ``space/`` artifact, ``--set`` lines included), or None."""
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    bar = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no "Downloading artifacts" bar in the report
+    try:
+        files = [a.path for a in client.list_artifacts(run_id, "space") if not a.is_dir]
+        if not files:
+            return None
+        with tempfile.TemporaryDirectory() as tmp:
+            return Path(client.download_artifacts(run_id, files[0], tmp)).read_text()
+    except Exception:  # noqa: BLE001 - artifacts out of reach: the report infers the space from the trials
+        return None
+    finally:
+        if bar is None:
+            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
+        else:
+            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = bar
+
+
+def metric_history(tracking_uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
+    """One metric of one run: ``[(epoch, value), ...]`` sorted by epoch."""
+    from mlflow.tracking import MlflowClient
+
+    return sorted((m.step, m.value) for m in MlflowClient(tracking_uri=tracking_uri).get_metric_history(run_id, key))
+
+
 def log_report(tracking_uri: str, run_id: str, markdown: str, figures: Iterable[Path]) -> None:
-    """The report of a search, logged to its parent run: ``report/leaderboard.md`` and the figures under ``report/``."""
+    """The report of a search, logged to its parent run: ``report/leaderboard.md`` and the files under
+    ``report/`` (the figures, the HTML page ``report.html``, the per-trial ``trials.csv``)."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)

@@ -93,9 +93,12 @@ def hold_on_device(splits: Mapping[str, Any], device: torch.device, budget: floa
 
 
 class Trainer:
-    def __init__(self, config: TrialConfig | Mapping[str, Any], *, device_share: float = 1.0):
+    def __init__(self, config: TrialConfig | Mapping[str, Any], *, device_share: float = 1.0,
+                 splits: Mapping[str, Any] | None = None):
         """``device_share``: the fraction of the GPU this trial was given (Ray's fractional GPUs); it
-        bounds the memory used to hold data on the GPU, so packed trials do not run out together."""
+        bounds the memory used to hold data on the GPU, so packed trials do not run out together.
+        ``splits``: this config's splits already built (``mtlsearch.benchmarks.cache``), read and never
+        changed; by default the benchmark builds them."""
         self.config = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
         cfg = self.config
         self.device = resolve_device(cfg.device)
@@ -105,8 +108,9 @@ class Trainer:
         self.tasks = [specs[t] for t in self.task_names]
         from mtlsearch.benchmarks import as_model, as_split
 
-        num_workers = self.benchmark.opts.get("num_workers", 0) or 0
-        splits = {k: as_split(v, num_workers) for k, v in self.benchmark.load_splits(cfg.data_seed).items()}
+        if splits is None:
+            num_workers = self.benchmark.opts.get("num_workers", 0) or 0
+            splits = {k: as_split(v, num_workers) for k, v in self.benchmark.load_splits(cfg.data_seed).items()}
         self.splits = {k: (v.to(self.device) if hasattr(v, "to") else v) for k, v in splits.items()}
 
         # The fast GPU defaults: bf16 autocast (``amp``), and with ``gpu_speedups``: channels_last for

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 import random
+import re
 
 import pytest
 import shared_search as shared
@@ -13,7 +14,7 @@ import shared_search as shared
 from mtlsearch import report, results, spaces
 from mtlsearch.errors import ConfigError
 from mtlsearch.report import Search, Trial, analysis, figures
-from mtlsearch.tracking import STATUS_COMPLETED, STATUS_ERRORED, STATUS_STOPPED, TAG_KIND, TAG_STATUS, TAG_TIME
+from mtlsearch.tracking import STATUS_COMPLETED, STATUS_ERRORED, STATUS_STOPPED, TAG_KIND, TAG_STATUS, TAG_TIME, TAG_TRIAL
 
 
 # ----------------------------------------------------------------------------------------- Pareto
@@ -240,7 +241,7 @@ def test_report_on_a_real_search(remote_search, tmp_path, capsys):
     assert "| method | optimizer | p bucket |" in markdown and "Pareto set:" in markdown
     assert markdown.count("\n| ") >= 1 + len(rows)
 
-    expected = {"delta_m_vs_lr.png", "delta_m_by_method.png", "learning_curves.png"}
+    expected = {"delta_m_vs_lr.png", "delta_m_by_method.png", "learning_curves.png", "parallel_coordinates.png"}
     if any(shared.run_params(r)["method"] == "gemtl" for r in trials):
         expected.add("delta_m_vs_p.png")
     if sum(shared.run_tags(r)[TAG_STATUS] == STATUS_COMPLETED for r in trials) >= 1:
@@ -249,7 +250,33 @@ def test_report_on_a_real_search(remote_search, tmp_path, capsys):
     for name in expected:
         _assert_png(out / name)
     logged = shared.rest(uri, "artifacts/list", params={"run_id": parent["info"]["run_id"], "path": "report"})
-    assert expected | {"leaderboard.md"} <= {f["path"].split("/")[-1] for f in logged["files"]}
+    assert expected | {"leaderboard.md", "report.html", "trials.csv"} <= {f["path"].split("/")[-1] for f in logged["files"]}
+
+    # The per-trial CSV: one row per trial, one column per searched parameter (from the logged space file).
+    with open(out / "trials.csv") as f:
+        per_trial = list(csv.DictReader(f))
+    assert len(per_trial) == len(trials)
+    header = list(per_trial[0])
+    assert [k for k in header if k in ("method", "p", "lr", "seed", "batch_size")] == ["method", "p", "lr", "seed"]
+    assert {r["trial"] for r in per_trial} == {shared.run_tags(r)[TAG_TRIAL] for r in trials}
+    # One self-contained page: every figure inline, nothing loaded from elsewhere; 4 trials are too few to
+    # rank parameters, which the report says in one line (the table itself: test_report_page.py).
+    html = (out / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == len(list(out.glob("*.png")))
+    assert not re.search(r'(src|href)\s*=\s*"(?!data:)', html) and "<link" not in html and "<script" not in html
+    note = "Parameter importance: not computed: "
+    assert note in text and note in html and "at least 5 are needed" in html
+    assert "remote_small" in html and "synthetic" in html and "4 trials x up to 2 epochs" in html
+
+    # The Optuna study (remote tracking: kept in the search's --storage folder), loaded by optuna.
+    import optuna
+
+    storage = f"sqlite:///{remote_search.results_dir.parent / 'optuna.db'}"
+    assert f"optuna-dashboard {storage}" in text and f"optuna-dashboard {storage}" in remote_search.output
+    study = optuna.load_study(study_name="remote", storage=storage)
+    assert len(study.trials) == len(trials)
+    assert sorted(round(t.params["lr"], 12) for t in study.trials) == sorted(
+        round(float(shared.run_params(r)["lr"]), 12) for r in trials)
 
     # The Ray results folder gives the same leaderboard as MLflow.
     from_ray, _ = report.leaderboard(report.load_results(remote_search.results_dir))

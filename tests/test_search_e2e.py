@@ -3,6 +3,7 @@ import json
 import re
 import textwrap
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 from mtlsearch import tracking, ui
@@ -97,6 +98,33 @@ def test_search_logs_every_trial_under_its_parent(tmp_path, ray_session, capfd):
                 assert [m.step for m in sorted(history, key=lambda m: m.step)] == list(range(1, epochs + 1))
             assert len(client.get_metric_history(run.info.run_id, f"train/{task}/loss")) == epochs
     assert statuses <= {"completed", "stopped early by ASHA"} and "completed" in statuses
+
+    # The Optuna study is kept beside the SQLite store, named after the search, and optuna loads it:
+    # one trial per Ray trial, the same parameters as MLflow's, its value the objective at its last epoch,
+    # its intermediate values the epochs before (Ray does not pass the result it stops a trial on to the
+    # searcher, only to on_trial_complete).
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'mlflow-optuna.db'}"
+    assert parent.data.params["optuna_storage"] == storage and parent.data.params["optuna_study"] == parent.info.run_name
+    assert f"{parent.info.run_name} (Optuna study of the same name: optuna-dashboard {storage})" in out
+    study = optuna.load_study(study_name=parent.info.run_name, storage=storage)
+    assert len(study.trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    stored = sorted((round(t.params["p"], 12), round(t.params["lr"], 12)) for t in study.trials)
+    assert stored == sorted((round(float(r.data.params["p"]), 12), round(float(r.data.params["lr"]), 12)) for r in trials)
+    for t in study.trials:
+        run = next(r for r in trials if float(r.data.params["p"]) == pytest.approx(t.params["p"], rel=1e-12))
+        history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "val/delta_m")}
+        last = max(history)
+        assert t.value == pytest.approx(history[last])
+        assert t.intermediate_values == pytest.approx({k: v for k, v in history.items() if k != last})
+
+    # The data is built once per search and workers run several trials (trainables.mtl): one cache file
+    # in the search's folder, fewer worker processes than trials.
+    (folder,) = [d for d in (tmp_path / "ray").iterdir() if d.is_dir()]
+    assert [f.name.split("-")[0] for f in (folder / "data_cache").glob("*.pt")] == ["multidigits"]
+    pids = {json.loads(line)["pid"] for f in folder.glob("trial_*/result.json") for line in f.read_text().splitlines()}
+    assert 1 <= len(pids) < 4, pids
 
 
 FINAL_SPACE = """

@@ -6,12 +6,15 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from mtlsearch import tracking
+from mtlsearch import studies, tracking
 from mtlsearch.errors import ConfigError
-from mtlsearch.report.figures import make_figures
+from mtlsearch.report.figures import fig_importance, fig_joint, fig_parallel, joint_data, make_figures, parallel_data
+from mtlsearch.report.importance import importance_text, param_importance
 from mtlsearch.report.load import load_mlflow, load_results
+from mtlsearch.report.page import build_page
 from mtlsearch.report.render import render, write_csv
 from mtlsearch.report.syncing import sync
+from mtlsearch.report.trials import searched_params, write_trials_csv
 
 EXIT_BAD_INPUT = 2
 
@@ -24,9 +27,18 @@ def report(args: argparse.Namespace) -> int:
     if not search.trials:
         raise ConfigError(f"search {search.name!r} has no trials yet", field="--experiment")
     text, rows, metrics = render(search)
-    print(text, end="")
+    space_text = (search.info or {}).get("space_text")
+    if space_text is None and search.parent_run_id and search.tracking_uri:
+        space_text = tracking.read_space_text(search.tracking_uri, search.parent_run_id)
+    searched = searched_params(search, space_text)
+    importance = param_importance(search, searched)
+    print(text + "\n" + importance_text(importance, search.metric))
+    params = (search.info or {}).get("params") or {}
+    if params.get("optuna_storage"):
+        print(studies.describe(params["optuna_storage"], params.get("optuna_study")))
     if args.markdown:
         md, _, _ = render(search, markdown=True, wide=True)
+        md += "\n" + importance_text(importance, search.metric, markdown=True) + "\n"
         Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
         Path(args.markdown).write_text(md)
         print(f"Markdown: {args.markdown}")
@@ -36,10 +48,17 @@ def report(args: argparse.Namespace) -> int:
     if not args.no_figures:
         out = Path(args.out) if args.out else Path("mtlsearch_report") / search.name
         figures = make_figures(search, rows, out)
+        figures = [p for p in (fig_joint(joint_data(search, searched, importance), out),
+                               fig_parallel(parallel_data(search, searched), out),
+                               fig_importance(importance, search.metric, out)) if p is not None] + figures
+        trials_csv = write_trials_csv(out / "trials.csv", search, searched)
+        page = out / "report.html"
+        page.write_text(build_page(search, rows, metrics, importance, searched, figures))
         print(f"Figures in {out}: {', '.join(p.name for p in figures) or 'none'}")
+        print(f"Report page: {page}; one row per trial: {trials_csv}")
         if search.parent_run_id and search.tracking_uri and not args.no_log:
             tracking.log_report(search.tracking_uri, search.parent_run_id, render(search, markdown=True, wide=True)[0],
-                                figures)
+                                [*figures, page, trials_csv])
             print(f"Logged to MLflow run {search.parent_run_id} (artifacts report/)")
     return 0
 
@@ -57,11 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--results", help="a Ray results folder (<storage>/<search name>) instead of MLflow")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     p.add_argument("--search", help="parent run id or search id within the experiment (default: the latest search)")
-    p.add_argument("--out", help="folder for the figures (default: mtlsearch_report/<search name>)")
+    p.add_argument("--out", help="folder for the figures, the HTML page report.html and the per-trial trials.csv "
+                                 "(default: mtlsearch_report/<search name>)")
     p.add_argument("--markdown", help="write the leaderboard and Pareto set as Markdown to this file")
     p.add_argument("--csv", help="write the leaderboard as CSV to this file")
-    p.add_argument("--no-figures", action="store_true", help="tables only")
-    p.add_argument("--no-log", action="store_true", help="do not log the figures to the search's parent run")
+    p.add_argument("--no-figures", action="store_true", help="tables only (no figures, HTML page or trials.csv)")
+    p.add_argument("--no-log", action="store_true", help="do not log the figures and the page to the search's parent run")
     return p
 
 

@@ -91,7 +91,7 @@ def load_mlflow(tracking_uri: str, experiment: str, search: str | None = None) -
         gpus_per_trial=float(resources.get("gpus_per_trial", 0.0)), cpus_per_trial=float(resources.get("cpus_per_trial", 1.0)),
         benchmark=found["benchmark"], trials=trials,
         parent_run_id=found["parent_run_id"], tracking_uri=tracking_uri, experiment=experiment,
-        resources_known=found["resources"] is not None,
+        info={"params": found["params"]}, resources_known=found["resources"] is not None,
     )
 
 
