@@ -1,10 +1,12 @@
 """mtlsearch: fair, reproducible and fast method and hyperparameter search for multi-task learning."""
 from __future__ import annotations
 
+from typing import Any
+
 __version__ = "0.1.0"
 
 
-def __getattr__(name):  # lazy, so `python -m mtlsearch.launch --help` does not import torch first
+def __getattr__(name: str) -> Any:  # lazy, so `python -m mtlsearch.launch --help` does not import torch first
     if name == "Trainer":
         from mtlsearch.trainer import Trainer
 

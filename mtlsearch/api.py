@@ -17,9 +17,12 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from mtlsearch.errors import ConfigError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: Keyword arguments of :func:`search` that are launcher flags (the rest are space keys, see ``search``).
 FLAGS = {
@@ -77,7 +80,7 @@ def search_argv(space: str | Mapping[str, Any], benchmark: Any = None, method: A
     return argv
 
 
-def search(space: str | Mapping[str, Any], benchmark: Any = None, method: Any = None, **overrides: Any):
+def search(space: str | Mapping[str, Any], benchmark: Any = None, method: Any = None, **overrides: Any) -> pd.DataFrame:
     """Run a search as ``python -m mtlsearch.launch`` does and return its trials (:func:`load_results`).
 
     ``space``: a space name, a YAML path, or the space as a dict.  ``benchmark`` / ``method``: a
@@ -102,7 +105,7 @@ def search(space: str | Mapping[str, Any], benchmark: Any = None, method: Any = 
     return load_results(experiment, parent, tracking_uri=tracking_uri)
 
 
-def load_results(experiment: str, search: str | None = None, *, tracking_uri: str | None = None):
+def load_results(experiment: str, search: str | None = None, *, tracking_uri: str | None = None) -> pd.DataFrame:
     """A finished (or running) search read back from MLflow as a ``pandas.DataFrame``, one row per trial.
 
     ``experiment``: the MLflow experiment (by default the space's name); ``search``: a parent run id,

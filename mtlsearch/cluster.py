@@ -7,10 +7,13 @@ import argparse
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtlsearch import console, faults
 from mtlsearch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mtlsearch.spaces import SearchSpace
 
 
 def in_ray_job() -> bool:
@@ -61,7 +64,8 @@ def init_ray(address: str | None, runtime_env: dict[str, Any] | None = None, qui
         try:
             ray.init(address=address, runtime_env=runtime_env, logging_level=console.ray_logging_level())  # an existing cluster: never start a second one
         except (AuthenticationError, ConnectionError, RuntimeError, ValueError) as err:
-            chain, cause = [], err
+            chain: list[str] = []
+            cause: BaseException | None = err
             while cause is not None and len(chain) < 5:  # Ray wraps the AuthenticationError of the GCS client
                 chain.append(getattr(cause, "message", None) or str(cause))
                 cause = cause.__cause__ or cause.__context__
@@ -117,14 +121,15 @@ def _describe(nodes: list[dict[str, Any]]) -> str:
 NODE_WAIT_ENV = "MTLSEARCH_NODE_WAIT_S"
 
 
-def check_cluster_resources(space, args: argparse.Namespace, alive, types, wait_s: float = 0.0):
+def check_cluster_resources(space: SearchSpace, args: argparse.Namespace, alive: list[dict[str, Any]], types: list[dict[str, Any]],
+                            wait_s: float = 0.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A trial runs on one node: refuse asking for more CPUs/GPUs per trial than any node has (or, with
     an autoscaler, any node type could have) instead of leaving the trials pending forever.  On a
     remote cluster, nodes may still be joining (pods being scheduled, images pulled): wait up to
     ``wait_s`` for one that fits before refusing.  Returns the (possibly refreshed) nodes."""
     cpus, gpus = space.resources["cpus_per_trial"], space.resources["gpus_per_trial"]
 
-    def fits(node):
+    def fits(node: dict[str, Any]) -> bool:
         return node["CPU"] >= cpus and node["GPU"] >= gpus
 
     deadline = time.monotonic() + wait_s
@@ -158,7 +163,7 @@ def check_cluster_resources(space, args: argparse.Namespace, alive, types, wait_
                       f"({_describe(nodes)}); lower --cpus-per-trial or --gpus-per-trial", **where)
 
 
-def resolve_storage(args: argparse.Namespace, alive, types) -> tuple[str, Path | None]:
+def resolve_storage(args: argparse.Namespace, alive: list[dict[str, Any]], types: list[dict[str, Any]]) -> tuple[str, Path | None]:
     """(storage URI or absolute path for Ray Tune, the local path or None for a cloud URI).
 
     A local path is only visible to the node it is on: on a multi-node cluster (alive nodes > 1, or an

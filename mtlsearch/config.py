@@ -87,7 +87,7 @@ class TrialConfig:
                 continue
             if key in common:
                 values[key] = value
-            elif key in method_cls.hyperparams and key in bench_options:
+            elif key in method_cls.hyperparams and bench_cls is not None and key in bench_cls.options:
                 raise ConfigError(
                     f"{key!r} is both a hyperparameter of method {method_name!r} and an option of benchmark "
                     f"{bench_cls.name!r}; set it as method_params: {{{key}: ...}} or benchmark_options: {{{key}: ...}}",

@@ -12,17 +12,22 @@ seeds (``fit(index, config, seeds)`` -> one ``{"trial_id", "config", "metrics"}`
 from __future__ import annotations
 
 import statistics
-from typing import Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from mtlsearch.tracking import TAG_PHASE  # noqa: F401 - the tag these runs get (named there)
+
+if TYPE_CHECKING:
+    from mtlsearch.spaces import SearchSpace
+    from mtlsearch.tracking import Tracker
 
 PHASE = "final"
 
 Fit = Callable[[int, dict[str, Any], list[int]], list[dict[str, Any]]]
 
 
-def pick_configs(rows: Sequence[Mapping[str, Any]], space) -> list[tuple[str, dict[str, Any]]]:
+def pick_configs(rows: Sequence[Mapping[str, Any]], space: SearchSpace) -> list[tuple[str, dict[str, Any]]]:
     """``[(group, config)]``: the best ``top`` rows of each group (rows are sorted best first)."""
+    assert space.final is not None  # the confirmation phase runs for a space with a final section
     per, top = space.final["per"], space.final["top"]
     chosen: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
@@ -54,10 +59,11 @@ def summarize(results: Sequence[Mapping[str, Any]], picked: Sequence[tuple[str, 
     return rows
 
 
-def run_confirmation(space, rows: Sequence[Mapping[str, Any]], fit: Fit, tracker) -> list[dict[str, Any]]:
+def run_confirmation(space: SearchSpace, rows: Sequence[Mapping[str, Any]], fit: Fit, tracker: Tracker) -> list[dict[str, Any]]:
     """Run the confirmation trials through ``fit``, one configuration after another; tag their runs
     through ``tracker``; returns the summary rows (one per picked configuration)."""
     picked = pick_configs(rows, space)
+    assert space.final is not None
     seeds = list(space.final["seeds"])
     print(f"\nConfirming the best configuration{'s' if len(picked) > 1 else ''} "
           f"({len(picked)} x seeds {seeds}): {len(picked) * len(seeds)} trials without early stopping")

@@ -21,9 +21,15 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mtlsearch.results import fmt  # a value in a progress line is written as in a results table
+
+if TYPE_CHECKING:
+    from ray.tune import Callback
+    from ray.tune.experiment import Trial
+
+    from mtlsearch.spaces import Param, SearchSpace
 
 BEST_BY = "value at each trial's last epoch"
 
@@ -90,7 +96,7 @@ def quiet_trial_exit() -> None:
     if getattr(previous, "_mtlsearch", False):
         return
 
-    def hook(unraisable):
+    def hook(unraisable: Any) -> None:  # sys.UnraisableHookArgs
         if isinstance(unraisable.exc_value, SystemExit):
             return
         previous(unraisable)
@@ -122,12 +128,12 @@ def duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def total_trials(space) -> int:
+def total_trials(space: SearchSpace) -> int:
     """Trials a search runs: Tune crosses grid parameters with ``num_samples``."""
     return space.num_samples * math.prod(len(p.args) for p in space.params if p.kind == "grid")
 
 
-def searched_names(space) -> list[str]:
+def searched_names(space: SearchSpace) -> list[str]:
     return [p.name for p in space.params if p.kind != "value"]
 
 
@@ -135,7 +141,7 @@ def searched_names(space) -> list[str]:
 class Progress:
     """The state behind the progress lines (no Ray here: :func:`make_progress_callback` feeds it)."""
 
-    def __init__(self, space, *, quiet: bool = False, out: Callable[[str], None] | None = None,
+    def __init__(self, space: SearchSpace, *, quiet: bool = False, out: Callable[[str], None] | None = None,
                  clock: Callable[[], float] = time.monotonic):
         self.space = space
         self.quiet = quiet
@@ -231,38 +237,38 @@ class Progress:
         self.out(f"{self.status()} {trial_id} ERRORED (see its MLflow run / error file)")
 
 
-def make_progress_callback(space, *, quiet: bool = False):
+def make_progress_callback(space: SearchSpace, *, quiet: bool = False) -> Callback:
     """The Ray Tune callback that feeds a :class:`Progress` (one line per result and per ended trial)."""
     from ray.tune import Callback
 
     class ProgressCallback(Callback):
-        def __init__(self):
+        def __init__(self) -> None:
             self.progress = Progress(space, quiet=quiet)
             self._seeded = False
 
-        def on_step_begin(self, iteration, trials, **info):
+        def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
             if not self._seeded:  # a resumed search: what its trials did before counts
                 self._seeded = True
                 for t in trials:
                     self.progress.seen(t.trial_id, t.last_result)
 
-        def on_trial_start(self, iteration, trials, trial, **info):
+        def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
             self.progress.started(trial.trial_id)
 
-        def on_trial_result(self, iteration, trials, trial, result, **info):
+        def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
             self.progress.result(trial.trial_id, trial.config, result)
 
-        def on_trial_complete(self, iteration, trials, trial, **info):
+        def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
             self.progress.ended_ok(trial.trial_id, trial.last_result)
 
-        def on_trial_error(self, iteration, trials, trial, **info):
+        def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
             self.progress.errored(trial.trial_id)
 
     return ProgressCallback()
 
 
 # ------------------------------------------------------------------------------ --dry-run
-def describe_param(p) -> str:
+def describe_param(p: Param) -> str:
     when = (" when " + ", ".join(f"{k}={v}" for k, v in p.when.items())) if p.when else ""
     if p.kind in ("uniform", "loguniform", "quniform", "randint"):
         lo, hi = p.args[0], p.args[1]
@@ -273,7 +279,7 @@ def describe_param(p) -> str:
     return f"{p.name}: {p.kind} {fmt(p.args)}{when}"
 
 
-def time_one_epoch(space) -> tuple[float, float]:
+def time_one_epoch(space: SearchSpace) -> tuple[float, float]:
     """(seconds to build the first trial config's data and model, seconds of its first epoch), measured
     here in this process on the CPU with a trial's thread count, writing nothing."""
     from mtlsearch.config import TrialConfig
@@ -296,7 +302,7 @@ def time_one_epoch(space) -> tuple[float, float]:
         torch.set_num_threads(threads)
 
 
-def dry_run(space, *, timed: bool = True, out: Callable[[str], None] = print) -> int:
+def dry_run(space: SearchSpace, *, timed: bool = True, out: Callable[[str], None] = print) -> int:
     """What the search would do, starting nothing (no Ray, no MLflow store, nothing written)."""
     total = total_trials(space)
     budget = total * space.max_epochs

@@ -1,6 +1,8 @@
 """One exception type for every kind of bad input the user can give us."""
 from __future__ import annotations
 
+from typing import Any, Iterable
+
 
 class ConfigError(ValueError):
     """Bad user input (a YAML file, a CLI flag, a trial config, a data folder).
@@ -27,6 +29,6 @@ class ConfigError(ValueError):
         return ConfigError(self.message, source=source, field=self.field)
 
 
-def choices(values) -> str:
+def choices(values: Iterable[Any]) -> str:
     """Format a list of valid choices for an error message."""
     return ", ".join(repr(v) for v in sorted(values))

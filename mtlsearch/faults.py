@@ -25,7 +25,14 @@ import sys
 import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from ray.tune import Callback, ResultGrid
+    from ray.tune.experiment import Trial
+
+    from mtlsearch.spaces import SearchSpace
+    from mtlsearch.tracking import Tracker
 
 EXIT_ALL_ERRORED = 1
 EXIT_START_FAILED = 1
@@ -44,13 +51,13 @@ STOP_TIMEOUT_ENV = "MTLSEARCH_STOP_TIMEOUT_S"
 NOT_RETRIED = ("NonFiniteLossError", "UnreadableCheckpointError")
 
 
-def no_retry_after_nonfinite():
+def no_retry_after_nonfinite() -> Callback:
     """A callback: a trial that failed with a non-finite loss or an unreadable checkpoint gets no retry
     beyond the one Ray already started (which re-raises at once)."""
     from ray.tune import Callback
 
     class NoRetryAfterNonFinite(Callback):
-        def on_trial_recover(self, iteration, trials, trial, **info):
+        def on_trial_recover(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
             error_file = getattr(trial, "error_file", None)
             try:
                 text = Path(error_file).read_text() if error_file else ""
@@ -74,9 +81,10 @@ def error_line(error: Any) -> str:
     return re.sub(r" \([^()]*\)$", "", line)[:300]  # the trial's own values, e.g. "(method=ew, lr=100.0)"
 
 
-def all_errored(tracker, grid, space) -> int:
+def all_errored(tracker: Tracker, grid: ResultGrid, space: SearchSpace) -> int:
     """Every trial errored: MLflow's parent run FAILED, one summary line per distinct error, exit 1."""
-    counts = Counter(error_line(r.error) for r in grid if r.error is not None)
+    # ResultGrid iterates through __getitem__/__len__; Ray's class declares no __iter__ for type checkers.
+    counts = Counter(error_line(r.error) for r in grid if r.error is not None)  # type: ignore[attr-defined]
     tracker.end_search(None, status="FAILED")
     print(f"error: all {len(grid)} trials of the search errored; nothing to rank. Errors "
           f"({', '.join(f'{n} x' for n in counts.values())}):", file=sys.stderr)
@@ -87,7 +95,7 @@ def all_errored(tracker, grid, space) -> int:
     return EXIT_ALL_ERRORED
 
 
-def end_runs_failed(tracker, reason: str) -> None:
+def end_runs_failed(tracker: Tracker | None, reason: str) -> None:
     """Best effort: the search's runs still RUNNING (a start that failed) end FAILED with ``reason``."""
     if tracker is None:
         return
@@ -133,7 +141,7 @@ class StopWatchdog:
 LOCK_FILE = ".mtlsearch.lock"
 
 
-def claim_folder(storage: Path, name: str, *, numbered: bool):
+def claim_folder(storage: Path, name: str, *, numbered: bool) -> tuple[str, IO[str]]:
     """Claim ``storage/name`` for this driver: ``(name, lock)``; keep ``lock`` open while the search runs.
 
     The claim is an exclusive ``flock`` on a file in the folder (released by the kernel when the process

@@ -81,7 +81,7 @@ def per_task_param_grads(
             )
         )
     return [
-        torch.stack([g[i] if g[i] is not None else p.new_zeros(p.shape) for g in per_task])
+        torch.stack([gi if (gi := g[i]) is not None else p.new_zeros(p.shape) for g in per_task])
         for i, p in enumerate(params)
     ]
 

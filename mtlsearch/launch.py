@@ -22,10 +22,13 @@ import argparse
 import math
 import os
 import sys
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from mtlsearch import cluster, console, faults, runner
 from mtlsearch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mtlsearch.spaces import SearchSpace
 
 EXIT_BAD_INPUT = 2
 
@@ -75,7 +78,7 @@ def _positive(value: float | None, flag: str, *, allow_zero: bool = False) -> No
         raise ConfigError(f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}", field=flag)
 
 
-def prepare_space(args: argparse.Namespace):
+def prepare_space(args: argparse.Namespace) -> SearchSpace:
     """Load the space and apply the CLI overrides; every error here is a ConfigError (exit 2)."""
     from mtlsearch import spaces
 
@@ -133,7 +136,7 @@ def prepare_space(args: argparse.Namespace):
 
 
 # ------------------------------------------------------------------------------ checks before Ray
-def check_resource_shape(space, args: argparse.Namespace) -> None:
+def check_resource_shape(space: SearchSpace, args: argparse.Namespace) -> None:
     """Ray takes a fraction of a GPU only below 1: 0.25 packs four trials on a GPU; 1.5 is not a request."""
     gpus = space.resources["gpus_per_trial"]
     if gpus > 1 and not float(gpus).is_integer():
@@ -142,7 +145,7 @@ def check_resource_shape(space, args: argparse.Namespace) -> None:
         raise ConfigError(f"a trial takes a fraction of one GPU (0 < g <= 1) or a whole number of GPUs, got {gpus!r}", **where)
 
 
-def check_data_folder(space) -> None:
+def check_data_folder(space: SearchSpace) -> None:
     """Build the benchmark of a representative trial config: a user-supplied data folder that is missing
     or malformed fails here (the check is cheap: it lists files), before Ray or MLflow start.  The driver
     therefore needs the data folder at the same path as the nodes (shared filesystem or a copy)."""

@@ -1,7 +1,7 @@
 """Task metrics accumulated over a whole split, and the multi-task score Δm."""
 from __future__ import annotations
 
-from typing import Mapping, Protocol
+from typing import Callable, Mapping, Protocol
 
 import torch
 from torch import Tensor
@@ -39,7 +39,7 @@ class RegressionMeter:
 class AccuracyMeter:
     """Top-1 accuracy of class logits ``[N, C]`` against integer labels ``[N]``."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.correct = 0
         self.n = 0
 
@@ -55,7 +55,7 @@ class MeanMeter:
     """Metrics given as functions ``fn(pred, target) -> mean over the batch``, averaged over the split
     (weighted by batch size): ``lambda: MeanMeter({"f1": my_f1})`` for a user's task."""
 
-    def __init__(self, functions: Mapping[str, "callable"]):
+    def __init__(self, functions: Mapping[str, Callable[[Tensor, Tensor], Tensor | float]]):
         self.functions = dict(functions)
         self.sums = {k: 0.0 for k in self.functions}
         self.n = 0
@@ -144,7 +144,7 @@ class DepthMeter:
     ratio, large because its targets are inverse depths close to 0).
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.abs = 0.0
         self.rel = 0.0
         self.n = 0
@@ -176,7 +176,7 @@ class NormalMeter:
     BIN = 0.01  # degrees
     NBINS = 18000  # 180° / BIN
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.sum = 0.0
         self.n = 0
         self.within = {k: 0 for k in self.THRESHOLDS}
@@ -196,19 +196,19 @@ class NormalMeter:
         counts = torch.bincount(bins, minlength=self.NBINS)
         self.hist = counts if self.hist is None else self.hist + counts
 
-    def _median(self) -> float:
+    def _median(self, hist: Tensor) -> float:
         # The 0.5 quantile with linear interpolation inside the bin holding it.
-        cum = self.hist.double().cumsum(0)
+        cum = hist.double().cumsum(0)
         half = 0.5 * self.n
         k = int(torch.searchsorted(cum, torch.tensor([half], dtype=cum.dtype, device=cum.device)))
         below = float(cum[k - 1]) if k > 0 else 0.0
-        in_bin = float(self.hist[k])
+        in_bin = float(hist[k])
         return (k + (half - below) / in_bin) * self.BIN
 
     def compute(self) -> dict[str, float]:
-        if self.n == 0:
+        if self.n == 0 or self.hist is None:  # the histogram exists once update() has run
             return {"mean": float("nan"), "median": float("nan"), **{k: float("nan") for k in self.THRESHOLDS}}
-        out = {"mean": self.sum / self.n, "median": self._median()}
+        out = {"mean": self.sum / self.n, "median": self._median(self.hist)}
         out.update({k: v / self.n for k, v in self.within.items()})
         return out
 
@@ -217,7 +217,7 @@ class BatchMeanMeter:
     """The mean over ``update`` calls (evaluation batches) of another meter's per-batch values: how
     the released Nash-MTL/FAMO code averages depth and normal metrics over its test batches."""
 
-    def __init__(self, new_meter):
+    def __init__(self, new_meter: Callable[[], Meter]):
         self.new_meter = new_meter
         self.sums: dict[str, float] = {}
         self.n = 0
@@ -236,7 +236,7 @@ class BatchMeanMeter:
 class BinaryAccuracyMeter:
     """Accuracy of one binary attribute: logit > 0 predicts 1; ``target`` in {0, 1}."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.correct = 0
         self.n = 0
 

@@ -26,9 +26,14 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Iterable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Iterable
 
 from mtlsearch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mtlsearch.config import TrialConfig
+    from mtlsearch.spaces import SearchSpace
 
 _CACHE: dict[str, type] = {}
 
@@ -98,7 +103,7 @@ def one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
-def _import_file(path: Path):
+def _import_file(path: Path) -> ModuleType:
     """Import ``dir/name.py`` as module ``name`` with ``dir`` on ``sys.path``, so that its classes can
     be pickled (DataLoader workers) and imported again by name."""
     folder, stem = str(path.parent), path.stem
@@ -114,6 +119,8 @@ def _import_file(path: Path):
     # ``stem`` names another module (e.g. a file called json.py): load it under a private name.
     name = f"_mtlsearch_plugin_{abs(hash(str(path)))}_{stem}"
     spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} cannot be loaded as a Python module")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -157,7 +164,7 @@ def load_class(spec: str, base: type, what: str) -> type:
             raise
         where = _user_frame(err, [source]) or source
         raise ConfigError(f"importing it failed: {one_line(err)}", source=where, field=what) from None
-    obj = module
+    obj: Any = module
     for part in attr.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
@@ -214,6 +221,7 @@ def ship_paths(specs: Iterable[str]) -> list[str]:
         if not is_plugin(spec):
             continue
         target, _, is_file = _split(spec, "plugin")
+        path: str | None
         if is_file:
             path = str(Path(target).expanduser().resolve())
         else:
@@ -230,7 +238,7 @@ def ship_paths(specs: Iterable[str]) -> list[str]:
     return out
 
 
-def space_plugins(space) -> list[str]:
+def space_plugins(space: SearchSpace) -> list[str]:
     """Every ``module:Class`` a space names: its benchmark and any method values."""
     specs = [space.benchmark] if is_plugin(space.benchmark) else []
     for p in space.params:
@@ -240,7 +248,7 @@ def space_plugins(space) -> list[str]:
     return specs
 
 
-def runtime_env(space, *, remote: bool, in_job: bool, cwd: str | None = None) -> dict[str, Any] | None:
+def runtime_env(space: SearchSpace, *, remote: bool, in_job: bool, cwd: str | None = None) -> dict[str, Any] | None:
     """``{"py_modules": [...]}`` for a remote cluster, or ``None`` when the workers see the files already."""
     if not remote:
         return None
@@ -251,7 +259,7 @@ def runtime_env(space, *, remote: bool, in_job: bool, cwd: str | None = None) ->
 
 
 # ------------------------------------------------------------------------------ localising a space
-def localize(space, *, in_job: bool | None = None):
+def localize(space: SearchSpace, *, in_job: bool | None = None) -> SearchSpace:
     """The space with plugin file paths made absolute (trials run in their own working directories);
     inside a Ray job, paths under its working directory relative to it (see :func:`absolute`)."""
     import dataclasses
@@ -263,7 +271,7 @@ def localize(space, *, in_job: bool | None = None):
         in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
     base = Path.cwd() if in_job else None
 
-    def fix(value):
+    def fix(value: Any) -> Any:
         return [fix(v) for v in value] if isinstance(value, list) else absolute(value, folder, base)
 
     params = []
@@ -275,7 +283,7 @@ def localize(space, *, in_job: bool | None = None):
 
 
 # ------------------------------------------------------------------------------ checks before any trial
-def prepare(space):
+def prepare(space: SearchSpace) -> SearchSpace:
     """:func:`localize` the space and check its plugin classes (importable, right base class, declared
     hyperparameters) before its trial configs are validated against them."""
     space = localize(space)
@@ -289,7 +297,7 @@ def prepare(space):
     return space
 
 
-def check_space(space) -> None:
+def check_space(space: SearchSpace) -> None:
     """Check every plugin of the space's representative trial configs (see the module docstring)."""
     from mtlsearch.config import TrialConfig
 
@@ -332,7 +340,7 @@ def _fail(spec: str, message: str, err: BaseException | None = None, field: str 
     return ConfigError(message + (f" ({one_line(err)})" if err is not None else ""), source=where or source, field=field)
 
 
-def check_benchmark(cfg) -> None:
+def check_benchmark(cfg: TrialConfig) -> None:
     """Tasks, splits, a first batch through the model with every task's output, losses and meters."""
     import torch
 
@@ -441,7 +449,7 @@ def _shape(value: Any) -> str:
     return type(value).__name__
 
 
-def check_step(cfg) -> None:
+def check_step(cfg: TrialConfig) -> None:
     """One training step of the trial config on the CPU (a user's method, or a user's model under a method)."""
     import dataclasses
 

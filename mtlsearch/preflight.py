@@ -23,9 +23,15 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from mtlsearch.errors import ConfigError, choices
+
+if TYPE_CHECKING:
+    import yaml
+
+    from mtlsearch.benchmarks.base import Benchmark
+    from mtlsearch.spaces import SearchSpace
 
 #: Optuna's samplers and numpy's RandomState take seeds in [0, 2**32).
 SEED_MAX = 2**32 - 1
@@ -98,7 +104,7 @@ def check_space_text(path: Path) -> None:
         _check_nodes(root, "", source)
 
 
-def _check_nodes(node, where: str, source: str) -> None:
+def _check_nodes(node: yaml.Node, where: str, source: str) -> None:
     import yaml
 
     if isinstance(node, yaml.MappingNode):
@@ -123,7 +129,7 @@ def _check_nodes(node, where: str, source: str) -> None:
 
 
 # ------------------------------------------------------------------------------ once the space is loaded
-def check(args: argparse.Namespace, space) -> None:
+def check(args: argparse.Namespace, space: SearchSpace) -> None:
     """Everything else a trial needs (see the module docstring), before Ray or MLflow starts."""
     check_when(space)
     check_trial_configs(space, remote=bool(args.address or os.environ.get("RAY_ADDRESS")))
@@ -139,7 +145,7 @@ def check(args: argparse.Namespace, space) -> None:
         check_resume_unchanged(args, space)
 
 
-def _possible_values(space, name: str) -> list[Any] | None:
+def _possible_values(space: SearchSpace, name: str) -> list[Any] | None:
     """The values parameter ``name`` can take, or None where it is continuous (any value may match)."""
     if name == "benchmark":
         return [space.benchmark]
@@ -158,7 +164,7 @@ def _possible_values(space, name: str) -> list[Any] | None:
     return values
 
 
-def check_when(space) -> None:
+def check_when(space: SearchSpace) -> None:
     """A ``when`` value that the conditioning parameter never takes: the parameter would never be searched.
     A protocol's per-method settings (``protocol_params``) are exempt: they apply when their method runs,
     and a space under the protocol need not run every method it has settings for."""
@@ -177,7 +183,7 @@ def check_when(space) -> None:
                         field=f"params.{p.name}.when.{key}")
 
 
-def _reported_metrics(benchmark, tasks) -> set[str]:
+def _reported_metrics(benchmark: Benchmark, tasks: Sequence[str] | None) -> set[str]:
     specs = [s for s in benchmark.task_specs() if tasks is None or s.name in tasks]
     out = {f"{split}/delta_m" for split in ("val", "test")}
     for s in specs:
@@ -191,7 +197,7 @@ def _metric_known(metric: str, known: set[str]) -> bool:
     return metric in known or re.fullmatch(r"(val|test)/delta_m_\w+", metric) is not None or metric.startswith("dominance/")
 
 
-def check_trial_configs(space, *, remote: bool) -> None:
+def check_trial_configs(space: SearchSpace, *, remote: bool) -> None:
     """Each representative trial config as a whole: tasks, device, and the metrics the search needs."""
     from mtlsearch.benchmarks import get_benchmark
     from mtlsearch.config import TrialConfig
@@ -229,7 +235,7 @@ def check_trial_configs(space, *, remote: bool) -> None:
                                       source=source, field="device")
         known = _reported_metrics(bench, cfg.tasks)
         wanted = [("objective.metric" if not space.multi_objective else "scheduler.metric", space.metric)]
-        if space.multi_objective and space.objective_metrics != "tasks":
+        if space.multi_objective and isinstance(space.objective_metrics, list):  # a list, or "tasks"
             wanted += [("objective.metrics", m) for m in space.objective_metrics]
         for field, metric in wanted:
             if not _metric_known(metric, known):
@@ -358,7 +364,7 @@ def _probe_cloud(uri: str) -> None:
 
     outcome: dict[str, Any] = {}
 
-    def probe():
+    def probe() -> None:
         try:
             import pyarrow.fs as pafs
 
@@ -407,7 +413,7 @@ def changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     return [f"{k}: {a.get(k, '(unset)')} -> {b.get(k, '(unset)')}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
 
 
-def check_resume_unchanged(args: argparse.Namespace, space) -> None:
+def check_resume_unchanged(args: argparse.Namespace, space: SearchSpace) -> None:
     """Ray Tune resumes with the search it saved: an edited space file or other overrides would be
     silently ignored, so refuse them and say what changed."""
     import json

@@ -42,9 +42,12 @@ import json
 from collections import deque
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from mtlsearch.errors import ConfigError, choices
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
 
 Metrics = Mapping[str, Mapping[str, float]]  # {task: {metric: value}}
 
@@ -169,8 +172,8 @@ def get_protocol(text: str) -> Protocol:
 
 
 # ------------------------------------------------------------------------------ published numbers
-def published_file(protocol: str):
-    return resources.files("mtlsearch.references").joinpath("published", f"{protocol}.json")
+def published_file(protocol: str) -> Traversable:
+    return resources.files("mtlsearch.references").joinpath("published").joinpath(f"{protocol}.json")
 
 
 def load_published(protocol: str) -> dict[str, Any] | None:
@@ -259,7 +262,7 @@ class ProtocolScorer:
         self.history.extend(state.get("history", []))
 
 
-def make_scorer(tag: str, benchmark: str, tasks: Sequence[str], lower_is_better, data_root: str | None,
+def make_scorer(tag: str, benchmark: str, tasks: Sequence[str], lower_is_better: Mapping[str, Mapping[str, bool]], data_root: str | None,
                 last_k: int | None = None) -> ProtocolScorer | None:
     """The scorer of a trial whose config names ``protocol``; None when the protocol has no reference
     for these tasks (then the score is not reported, never computed against a made-up reference)."""

@@ -27,11 +27,17 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import yaml
 
 from mtlsearch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ray.tune.experiment import Trial
+
+    from mtlsearch.config import TrialConfig
+    from mtlsearch.protocols import Protocol
 
 EXIT_BAD_INPUT = 2
 #: A reproduction is called successful within this many Δm points of the published number.
@@ -87,7 +93,7 @@ def trial_config(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     return cfg
 
 
-def check(args: argparse.Namespace):
+def check(args: argparse.Namespace) -> tuple[Protocol, TrialConfig]:
     """Every refusal before anything runs; returns (protocol, validated config of the first seed)."""
     from mtlsearch.balancing import get_method
     from mtlsearch.benchmarks import get_benchmark
@@ -126,7 +132,7 @@ def check(args: argparse.Namespace):
 REAL_SIZES = {"nyuv2": (795, 654), "cityscapes": (2975, 500)}
 
 
-def time_one_epoch(cfg) -> dict[str, Any]:
+def time_one_epoch(cfg: TrialConfig) -> dict[str, Any]:
     """One training epoch and its evaluation, timed apart, on the device a trial would use."""
     import torch
 
@@ -156,7 +162,7 @@ def time_one_epoch(cfg) -> dict[str, Any]:
             "eval_image_s": (end - middle) / max(n_eval, 1), "n_train": n_train, "n_eval": n_eval}
 
 
-def budget_lines(protocol, args, cfg, timing: dict[str, Any] | None) -> list[str]:
+def budget_lines(protocol: Protocol, args: argparse.Namespace, cfg: TrialConfig, timing: dict[str, Any] | None) -> list[str]:
     trials, epochs = len(args.seeds), cfg.max_epochs
     lines = [
         f"Reproduce {args.method} on {args.benchmark} under {protocol.tag}: {protocol.description}",
@@ -197,7 +203,7 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:.4e}"
 
 
-def compare(protocol, benchmark: str, method: str, tasks_metrics: dict[str, dict[str, bool]],
+def compare(protocol: Protocol, benchmark: str, method: str, tasks_metrics: dict[str, dict[str, bool]],
             per_seed: dict[int, list[dict[str, float]]], last_k: int, data_root: str | None) -> tuple[str, dict[str, Any]]:
     """The comparison table and its figures from each seed's per-epoch results (all epochs, in order)."""
     from mtlsearch.protocols import mean_metrics, published_result, reference_for, score
@@ -249,23 +255,25 @@ def compare(protocol, benchmark: str, method: str, tasks_metrics: dict[str, dict
 
 
 # ------------------------------------------------------------------------------ the run
-def make_collector():
-    """A Ray Tune callback keeping every result of every trial (the launcher runs the Tuner)."""
+def make_collector() -> Any:
+    """A Ray Tune callback keeping every result of every trial (the launcher runs the Tuner): its
+    ``results`` (trial id -> results) and ``seeds`` (trial id -> seed).  Typed ``Any``: the class is
+    made here so that Ray is imported only when a run starts."""
     from ray.tune import Callback
 
     class Collector(Callback):
-        def __init__(self):
+        def __init__(self) -> None:
             self.results: dict[str, list[dict[str, Any]]] = {}
             self.seeds: dict[str, int] = {}
 
-        def on_trial_result(self, iteration, trials, trial, result, **info):
+        def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
             self.results.setdefault(trial.trial_id, []).append(dict(result))
             self.seeds[trial.trial_id] = int(trial.config.get("seed", 0))
 
     return Collector()
 
 
-def space_text(args, protocol, cfg, first_task: str) -> str:
+def space_text(args: argparse.Namespace, protocol: Protocol, cfg: TrialConfig, first_task: str) -> str:
     params = {"method": args.method, "seed": {"grid": list(args.seeds)}, **args.override_values}
     if args.last_k:
         params["last_k"] = args.last_k

@@ -7,7 +7,12 @@ Nothing here imports Ray or MLflow: a "row" is a plain dict (``_metrics``: the t
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
+
+if TYPE_CHECKING:
+    from ray.tune import ResultGrid
+
+    from mtlsearch.spaces import SearchSpace
 
 
 T = TypeVar("T")
@@ -33,11 +38,11 @@ def best(items: Iterable[T], score: Callable[[T], float], mode: str) -> T | None
     return ranked[0] if ranked else None
 
 
-def summarize(result_grid, space, top: int) -> tuple[list[dict[str, Any]], list[str]]:
+def summarize(result_grid: ResultGrid, space: SearchSpace, top: int) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows (best first) of every trial's last result, with the searched parameters; and the columns of
     the launcher's table."""
     rows = []
-    for result in result_grid:
+    for result in result_grid:  # type: ignore[attr-defined]  # ResultGrid iterates via __getitem__; Ray declares no __iter__
         metrics = result.metrics or {}
         if space.metric not in metrics:
             continue

@@ -6,9 +6,12 @@ import argparse
 import json
 import shlex
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from mtlsearch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mtlsearch.spaces import SearchSpace
 
 
 def _experiment_unfinished(folder: Path) -> bool:
@@ -41,7 +44,7 @@ def latest_unfinished(storage: Path, space_name: str) -> Path | None:
     return None
 
 
-def find_restore_path(args: argparse.Namespace, space, storage_uri: str, local_storage: Path | None) -> str | None:
+def find_restore_path(args: argparse.Namespace, space: SearchSpace, storage_uri: str, local_storage: Path | None) -> str | None:
     """The experiment folder that ``--resume`` continues: ``--name``'s, else the latest unfinished search
     of this space under a local storage (a cloud storage needs ``--name``).  Without ``--resume``, a
     ``--name`` that is taken is refused: two searches in one folder would mix their trials."""

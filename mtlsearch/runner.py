@@ -12,23 +12,32 @@ import os
 import signal
 import sys
 import time
-from typing import Any, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from mtlsearch import cluster, console, faults, resume, studies
 from mtlsearch.results import pareto_rows, results_table, summarize
 
+if TYPE_CHECKING:
+    from ray import tune
+    from ray.tune import Callback, ResultGrid
+    from ray.tune.experiment import Trial
 
-def trial_dirname(trial) -> str:
+    from mtlsearch.spaces import SearchSpace
+    from mtlsearch.tracking import Tracker
+
+
+def trial_dirname(trial: Trial) -> str:
     """Short trial folders (Ray's default repeats the whole config in the name)."""
     return f"trial_{trial.trial_id}"
 
 
-def make_progress_callback(space, quiet: bool = False):
+def make_progress_callback(space: SearchSpace, quiet: bool = False) -> Callback:
     """The whole-search progress lines (mtlsearch.console)."""
     return console.make_progress_callback(space, quiet=quiet)
 
 
-def run_search(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> int:
+def run_search(args: argparse.Namespace, space: SearchSpace, callbacks: Sequence[Any]) -> int:
     """Run the search on the Ray that the launcher connected to or started; returns the exit code.
     ``args``: the launcher's parsed command line; ``args.search_ref`` is set to where MLflow holds it."""
     from mtlsearch import tracking
@@ -71,11 +80,12 @@ def run_search(args: argparse.Namespace, space, callbacks: Sequence[Any]) -> int
             lock.close()
 
 
-def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], tracker, name: str, storage_uri: str,
+def _fit_and_report(args: argparse.Namespace, space: SearchSpace, callbacks: Sequence[Any], tracker: Tracker, name: str, storage_uri: str,
                     restore_path: str | None, study_url: str | None = None) -> int:
     """The Tuner's run and what is printed and logged after it; ``tracker``: the search's MLflow tracker."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+    from ray.tune.search import SearchAlgorithm, Searcher
     from ray.tune.search.optuna import OptunaSearch
 
     from mtlsearch import spaces, tracking
@@ -87,6 +97,7 @@ def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], t
     trainable = tune.with_resources(
         train_mtl, {"cpu": space.resources["cpus_per_trial"], "gpu": space.resources["gpus_per_trial"]}
     )
+    scheduler: TrialScheduler
     if space.scheduler["type"] == "asha":
         scheduler = ASHAScheduler(
             time_attr="training_iteration", max_t=space.max_epochs, grace_period=space.scheduler["grace_period"],
@@ -94,6 +105,7 @@ def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], t
         )
     else:
         scheduler = FIFOScheduler()
+    search_alg: Searcher | SearchAlgorithm
     if space.searcher["type"] == "optuna":
         import optuna
 
@@ -121,7 +133,7 @@ def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], t
 
     book = _trial_book()
 
-    def make_run_config(suffix: str | None = None, num_trials: int | None = None):
+    def make_run_config(suffix: str | None = None, num_trials: int | None = None) -> tune.RunConfig:
         shown = spaces.override(space, num_samples=num_trials) if num_trials else space
         return tune.RunConfig(
             name=f"{name}-{suffix}" if suffix else name, storage_path=storage_uri, verbose=0,
@@ -162,7 +174,8 @@ def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], t
         return _interrupted(args, tracker, f"{storage_uri}/{name}", name, grid, book.unfinished, book=book, space=space)
 
     rows, columns = summarize(grid, space, 0)
-    errors = [r for r in grid if r.error is not None]
+    # ResultGrid iterates through __getitem__/__len__; Ray's class declares no __iter__ for type checkers.
+    errors = [r for r in grid if r.error is not None]  # type: ignore[attr-defined]
     if errors and len(errors) == len(grid):
         return faults.all_errored(tracker, grid, space)
     best = None
@@ -195,7 +208,7 @@ def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], t
                 run_config=make_run_config(f"final{index}", len(seeds)),
             )
             return [{"trial_id": (r.metrics or {}).get("trial_id"), "config": r.config or {}, "metrics": r.metrics or {}}
-                    for r in tuner.fit()]
+                    for r in tuner.fit()]  # type: ignore[attr-defined]  # ResultGrid: no __iter__ declared
 
         confirmed = confirm.run_confirmation(space, rows, fit, tracker)
         keys = [c for c in columns if c.startswith("val/")] + (["test/delta_m"] if "test/delta_m" in columns else [])
@@ -211,7 +224,7 @@ def _fit_and_report(args: argparse.Namespace, space, callbacks: Sequence[Any], t
     return 0
 
 
-def _use_this_runs_callbacks(tuner, run_config) -> None:
+def _use_this_runs_callbacks(tuner: tune.Tuner, run_config: tune.RunConfig) -> None:
     """``Tuner.restore`` brings back the RunConfig pickled when the search started, callbacks included
     (the first driver's MLflow tracker and progress printer) and ``max_failures``; this driver's replace
     them.  Ray offers no public setter, hence the private attribute (checked, so a Ray that renames it
@@ -228,23 +241,23 @@ class _sigterm_as_sigint:
     """SIGTERM (``ray job stop``, a scheduler ending the job) stops the search the way Ctrl-C does:
     Ray Tune's SIGINT handler ends the trials and saves the experiment state."""
 
-    def __init__(self, watchdog=None):
+    def __init__(self, watchdog: faults.StopWatchdog | None = None):
         self.watchdog = watchdog  # faults.StopWatchdog: a bounded wait for Ray Tune's stop
 
-    def _on_sigterm(self, signum, frame):
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         if self.watchdog is not None:
             self.watchdog.arm()
         os.kill(os.getpid(), signal.SIGINT)
 
-    def __enter__(self):
-        self.previous = None
+    def __enter__(self) -> _sigterm_as_sigint:
+        self.previous: Any = None
         try:
             self.previous = signal.signal(signal.SIGTERM, self._on_sigterm)
         except ValueError:  # not the main thread: leave signals alone
             pass
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         if self.watchdog is not None:
             self.watchdog.disarm()
         if self.previous is not None:
@@ -252,14 +265,14 @@ class _sigterm_as_sigint:
         return False
 
 
-def _trial_book():
+def _trial_book() -> Any:
     """A callback that knows which trials this driver started and saw end.  After Ctrl-C, Ray Tune
     marks the trials it stopped TERMINATED in memory (the saved state says RUNNING), so the statuses in
     the ResultGrid cannot tell an interrupted search from a finished one; this can."""
     from ray.tune import Callback
 
     class TrialBook(Callback):
-        def __init__(self):
+        def __init__(self) -> None:
             self.started: set[str] = set()
             self.ended: set[str] = set()
 
@@ -267,27 +280,28 @@ def _trial_book():
         def unfinished(self) -> set[str]:
             return self.started - self.ended
 
-        def on_trial_start(self, iteration, trials, trial, **info):
+        def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
             self.started.add(trial.trial_id)
 
-        def on_trial_complete(self, iteration, trials, trial, **info):
+        def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
             self.ended.add(trial.trial_id)
 
-        def on_trial_error(self, iteration, trials, trial, **info):
+        def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
             self.ended.add(trial.trial_id)
 
     return TrialBook()
 
 
-def _interrupted(args: argparse.Namespace, tracker, folder: str, name: str, grid, unfinished: set[str], *,
-                 book=None, space=None) -> int:
+def _interrupted(args: argparse.Namespace, tracker: Tracker, folder: str, name: str, grid: ResultGrid | None, unfinished: set[str], *,
+                 book: Any = None, space: SearchSpace | None = None) -> int:
     """After Ctrl-C: mark the MLflow runs of unfinished trials and the search KILLED, print the results so
     far and how to resume.  Finished = ended in this driver, or before it (a resumed search); a trial
     that never started is not finished."""
     tracker.mark_interrupted(unfinished)
     tracker.end_search(None, status="KILLED")
     if book is not None:
-        earlier = {(r.metrics or {}).get("trial_id") for r in (grid or []) if r is not None and (r.metrics or {}).get("epoch")}
+        earlier = {(r.metrics or {}).get("trial_id") for r in (grid or [])  # type: ignore[union-attr]  # ResultGrid: no __iter__ declared
+                   if r is not None and (r.metrics or {}).get("epoch")}
         done = len(book.ended | (earlier - book.started - {None}))
     else:
         done = len(grid) - len(unfinished) if grid is not None else 0

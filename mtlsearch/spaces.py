@@ -46,11 +46,16 @@ import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import yaml
 
 from mtlsearch.errors import ConfigError, choices
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
+
+    import optuna
 
 SPACE_DIR = Path(__file__).resolve().parent.parent / "search_spaces"  # in a checkout
 
@@ -95,7 +100,7 @@ class Param:
         return [self.args[0]]
 
 
-def simplex_size(p: Param, values: Mapping[str, Any], bench_tasks: int | None, params: list[Param] = ()) -> int:
+def simplex_size(p: Param, values: Mapping[str, Any], bench_tasks: int | None, params: Sequence[Param] = ()) -> int:
     """How many weights a ``simplex`` parameter samples for a trial: N, or one per task of the
     trial (its ``tasks`` subset when set, else every task of the benchmark).  ``params``: the space's
     parameters, for a constant ``tasks`` written after the simplex parameter."""
@@ -137,7 +142,7 @@ class ConditionalSample:
         self.rng = np.random.RandomState(seed)
         self.bench_tasks = bench_tasks
 
-    def __call__(self, spec) -> Any:
+    def __call__(self, spec: Any) -> Any:  # Ray Tune's spec: the trial's config so far in spec.config
         if not self.param.active(spec.config):
             return None
         if self.param.kind == "value":
@@ -157,7 +162,7 @@ class DefineByRun:
         self.base = base
         self.bench_tasks = bench_tasks
 
-    def __call__(self, trial) -> dict[str, Any]:
+    def __call__(self, trial: optuna.Trial) -> dict[str, Any]:
         values: dict[str, Any] = dict(self.base)
         constants: dict[str, Any] = dict(self.base)
         for p in self.params:
@@ -324,7 +329,7 @@ class SearchSpace:
         self.validate_objectives()
 
 
-def task_objectives(benchmark: str, data_root: str | None = None, *, tasks=None, split: str = "val") -> list[tuple[str, str]]:
+def task_objectives(benchmark: str, data_root: str | None = None, *, tasks: Sequence[str] | None = None, split: str = "val") -> list[tuple[str, str]]:
     """``(<split>/<task>/<metric>, "min"|"max")`` for every metric of every task of ``benchmark``."""
     from mtlsearch.benchmarks import get_benchmark
 
@@ -337,7 +342,7 @@ def task_objectives(benchmark: str, data_root: str | None = None, *, tasks=None,
 
 
 # ---------------------------------------------------------------------- loading
-def _bundled_dir():
+def _bundled_dir() -> Traversable | None:
     try:
         return resources.files("mtlsearch.search_spaces")
     except ModuleNotFoundError:  # pragma: no cover - running from a checkout without the package
@@ -345,7 +350,7 @@ def _bundled_dir():
 
 
 def available_spaces() -> list[str]:
-    names = set()
+    names: set[str] = set()
     if SPACE_DIR.is_dir():
         names.update(p.stem for p in SPACE_DIR.glob("*.yaml"))
     bundled = _bundled_dir()
@@ -462,12 +467,13 @@ def _parse_param(name: str, spec: Any, source: str) -> Param:
 def _protocol_epochs(data: Mapping[str, Any], default: int) -> int:
     """The epochs of the space's protocol for its benchmark (the budget's default), else ``default``;
     a bad protocol is reported by :func:`with_protocol`."""
-    if data.get("protocol") is None:
+    benchmark = data.get("benchmark")
+    if data.get("protocol") is None or not isinstance(benchmark, str):
         return default
     from mtlsearch.protocols import get_protocol
 
     try:
-        return get_protocol(data["protocol"]).epochs(data.get("benchmark"))
+        return get_protocol(data["protocol"]).epochs(benchmark)
     except ConfigError:
         return default
 
@@ -485,7 +491,7 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
     metric = objective.get("metric", "val/delta_m")
     mode = objective.get("mode", "max")
     objective_metrics, objective_modes = _parse_objectives(objective, source)
-    if objective_metrics is not None and len(objective_metrics) == 1 and objective_metrics != ALL_TASKS:
+    if objective_metrics is not None and objective_modes is not None and len(objective_metrics) == 1 and objective_metrics != ALL_TASKS:
         (metric,), (mode,) = objective_metrics, objective_modes  # a list of one is one objective
         objective_metrics = objective_modes = None
     if not isinstance(metric, str) or not metric:
@@ -503,7 +509,7 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
 
     multi = objective_metrics is not None
     # A multi-objective search without a scheduler section runs FIFO (see the module docstring).
-    scheduler = {"type": "fifo" if multi and "scheduler" not in data else "asha", "grace_period": 1, "reduction_factor": 3, "brackets": 1}
+    scheduler: dict[str, Any] = {"type": "fifo" if multi and "scheduler" not in data else "asha", "grace_period": 1, "reduction_factor": 3, "brackets": 1}
     sched_in = _mapping(data.get("scheduler"), "scheduler", source)
     _check_keys(sched_in, SCHEDULER_KEYS, "scheduler.", source)
     if not multi and ("metric" in sched_in or "mode" in sched_in):

@@ -48,9 +48,20 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+import typing
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Literal, Mapping, Sequence, TypeVar
 
 from mtlsearch.errors import ConfigError
+
+if TYPE_CHECKING:
+    from mlflow.entities import Experiment, Run
+    from mlflow.tracking import MlflowClient
+    from ray.tune import Callback
+    from ray.tune.experiment import Trial
+
+    from mtlsearch.spaces import SearchSpace
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 TAG_SEARCH = "mtlsearch.search_id"
 TAG_TRIAL = "mtlsearch.trial_id"
@@ -138,7 +149,7 @@ def trials_url(base_url: str, experiment_id: str, parent_run_id: str) -> str:
             f"&viewStateShareKey={trials_view_key(parent_run_id)}")
 
 
-def set_trials_view(client, experiment_id: str, parent_run_id: str, search_name: str,
+def set_trials_view(client: MlflowClient, experiment_id: str, parent_run_id: str, search_name: str,
                     objectives: Sequence[Sequence[str]], params: Sequence[str]) -> str:
     """Write (or update) the experiment tag of a search's trial view; returns its key."""
     state = trials_view_state(parent_run_id, objectives, params)
@@ -159,7 +170,7 @@ def set_trials_view(client, experiment_id: str, parent_run_id: str, search_name:
 
 
 # ------------------------------------------------------------------------------------ finding a search
-def open_store(tracking_uri: str):
+def open_store(tracking_uri: str) -> MlflowClient:
     """A client of an existing store (a missing SQLite file is an error, not a new empty store)."""
     db = _sqlite_path(tracking_uri)
     if db is not None and not db.is_file():
@@ -172,13 +183,13 @@ def open_store(tracking_uri: str):
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def _latest_search(client, experiment_ids: list[str]):
+def _latest_search(client: MlflowClient, experiment_ids: list[str]) -> Run | None:
     runs = client.search_runs(experiment_ids, filter_string=f"tags.`{TAG_KIND}` = 'search'",
                               order_by=["attributes.start_time DESC"], max_results=1)
     return runs[0] if runs else None
 
 
-def find_search(client, experiment: str | None):
+def find_search(client: MlflowClient, experiment: str | None) -> tuple[Experiment, Run]:
     """(experiment, parent run) of ``experiment``'s latest search, else of the store's latest search."""
     if experiment is not None:
         exp = client.get_experiment_by_name(experiment)
@@ -198,7 +209,7 @@ def find_search(client, experiment: str | None):
     return client.get_experiment(parent.info.experiment_id), parent
 
 
-def search_objectives(parent) -> list[list[str]]:
+def search_objectives(parent: Run) -> list[list[str]]:
     """``[[metric, mode], ...]`` of a search from its parent run's params (:func:`search_info`)."""
     params = parent.data.params
     if "objective_metrics" in params:
@@ -206,7 +217,7 @@ def search_objectives(parent) -> list[list[str]]:
     return [[params.get("objective_metric", "val/delta_m"), params.get("objective_mode", "max")]]
 
 
-def ensure_trials_view(client, experiment, parent) -> None:
+def ensure_trials_view(client: MlflowClient, experiment: Experiment, parent: Run) -> None:
     """The launcher writes the view as the search starts; a search from an earlier version gets it here."""
     key = VIEW_TAG_PREFIX + trials_view_key(parent.info.run_id)
     if key in client.get_experiment(experiment.experiment_id).tags:
@@ -313,7 +324,7 @@ def _param_value(value: Any) -> str:
     return str(value)
 
 
-def search_info(space, overrides: Mapping[str, Any], study: tuple[str, str] | None = None) -> dict[str, Any]:
+def search_info(space: SearchSpace, overrides: Mapping[str, Any], study: tuple[str, str] | None = None) -> dict[str, Any]:
     """What a search is, in plain JSON: the parent run's params and the space file; also written to
     :data:`SEARCH_INFO_FILE` in the Ray results folder so that ``report sync`` can recreate the run."""
     params: dict[str, Any] = {
@@ -396,7 +407,7 @@ class _store_lock:
         self.db = _sqlite_path(tracking_uri)
         self.fd: int | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> _store_lock:
         if self.db is not None and self.db.parent.is_dir():
             import fcntl
 
@@ -404,17 +415,17 @@ class _store_lock:
             fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         if self.fd is not None:
             os.close(self.fd)  # releases the lock
         return False
 
 
-def _tolerant(method):
+def _tolerant(method: F) -> F:
     """Tolerant mode: the first failure warns once and turns the tracker off; the search goes on."""
 
     @functools.wraps(method)
-    def wrapper(self, *args, **kwargs):
+    def wrapper(self: Tracker, *args: Any, **kwargs: Any) -> Any:
         if self.offline_since is not None:
             self.missed += 1
             return None
@@ -426,7 +437,7 @@ def _tolerant(method):
             self._go_offline(err)
             return None
 
-    return wrapper
+    return typing.cast(F, wrapper)
 
 
 class Tracker:
@@ -506,7 +517,7 @@ class Tracker:
             self.client.set_terminated(run_id, status=status)
 
     # -------------------------------------------------------------- the search
-    def start_search(self, space, overrides: Mapping[str, Any], results_dir: Path | None = None,
+    def start_search(self, space: SearchSpace, overrides: Mapping[str, Any], results_dir: Path | None = None,
                      study: tuple[str, str] | None = None) -> str:
         """Create (or find again, on resume) the parent run; write the search's description beside
         Ray's results when they are on a local disk.  Not tolerant: failing here stops the launch."""
@@ -681,7 +692,7 @@ class Tracker:
         return len(search_runs(self.client, [self.experiment_id], f"tags.`{TAG_SEARCH}` = '{self.search_id}'"))
 
 
-def make_callback(tracker: Tracker, metric: str, max_epochs: int):
+def make_callback(tracker: Tracker, metric: str, max_epochs: int) -> Callback:
     """A Ray Tune callback that mirrors trial events into MLflow through ``tracker``.
 
     ``tracker`` is tolerant (see the module docstring): an MLflow failure never stops the search.
@@ -689,13 +700,13 @@ def make_callback(tracker: Tracker, metric: str, max_epochs: int):
     from ray.tune import Callback
 
     class MLflowTrials(Callback):
-        def on_trial_start(self, iteration, trials, trial, **info):
+        def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
             tracker.start_trial(trial.trial_id, trial.config)
 
-        def on_trial_result(self, iteration, trials, trial, result, **info):
+        def on_trial_result(self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any) -> None:
             tracker.log_result(trial.trial_id, trial.config, result)
 
-        def on_trial_complete(self, iteration, trials, trial, **info):
+        def on_trial_complete(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
             last = trial.last_result or {}
             epochs = int(last.get("epoch", 0))
             checkpoint = getattr(trial, "checkpoint", None)
@@ -703,7 +714,7 @@ def make_callback(tracker: Tracker, metric: str, max_epochs: int):
                               checkpoint=getattr(checkpoint, "path", None), epochs=epochs,
                               time_total_s=last.get("time_total_s"))
 
-        def on_trial_error(self, iteration, trials, trial, **info):
+        def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
             err = None
             error_file = getattr(trial, "error_file", None)
             if error_file and os.path.exists(error_file):
@@ -737,9 +748,10 @@ def parse_param(text: str) -> Any:
     return text
 
 
-def search_runs(client, experiment_ids: list[str], filter_string: str, order_by: list[str] | None = None) -> list:
+def search_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str, order_by: list[str] | None = None) -> list[Run]:
     """Every run matching ``filter_string`` (all pages)."""
-    runs, token = [], None
+    runs: list[Run] = []
+    token = None
     while True:
         page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=1000,
                                   order_by=order_by, page_token=token)
@@ -800,7 +812,7 @@ def read_search(tracking_uri: str, experiment: str, search: str | None = None) -
         run_id = run.info.run_id
         keys = list(run.data.metrics)
 
-        def history(run_id=run_id, keys=keys):
+        def history(run_id: str = run_id, keys: list[str] = keys) -> dict[str, list[tuple[int, float]]]:
             return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys}
 
         trials.append({

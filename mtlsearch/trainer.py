@@ -21,7 +21,7 @@ from torch import Tensor
 
 from mtlsearch import gradients
 from mtlsearch.balancing import GradBalancing, GradResult, LossBalancing, get_method
-from mtlsearch.benchmarks import get_benchmark
+from mtlsearch.benchmarks import HPSModel, get_benchmark
 from mtlsearch.config import TrialConfig
 from mtlsearch.dominance import DominanceTracker
 from mtlsearch.metrics import delta_m
@@ -44,7 +44,7 @@ def _unwrap(split: Any) -> Any:
     return split.inner if hasattr(split, "with_inner") else split
 
 
-def split_bytes(split) -> int | None:
+def split_bytes(split: Any) -> int | None:
     """Bytes that a disk-backed split would take held in memory (None: not a split of tensors)."""
     from mtlsearch.benchmarks import TensorSplit
 
@@ -81,7 +81,8 @@ def hold_on_device(splits: Mapping[str, Any], device: torch.device, budget: floa
     free, total = torch.cuda.mem_get_info(device)
     out = dict(splits)
     for name in splits_to_hold({k: split_bytes(v) for k, v in splits.items()}, free, total, budget, share):
-        xs, ys = [], {}
+        xs: list[Tensor] = []
+        ys: dict[str, list[Tensor]] = {}
         for x, targets in _unwrap(splits[name]).batches(64, shuffle=False):
             xs.append(x)
             for k, v in targets.items():
@@ -167,7 +168,9 @@ class Trainer:
             )
 
     # ------------------------------------------------------------------ training
-    def _to_device(self, x: Tensor | Mapping[str, Tensor], targets: Mapping[str, Tensor]):
+    def _to_device(
+        self, x: Tensor | Mapping[str, Tensor], targets: Mapping[str, Tensor]
+    ) -> tuple[Tensor | dict[str, Tensor], dict[str, Tensor]]:
         """Move a batch to the trainer's device: splits read from disk yield CPU tensors (a no-op
         for in-memory splits, which were moved once with ``split.to``)."""
         if isinstance(x, Mapping):
@@ -176,16 +179,18 @@ class Trainer:
             x = x.to(self.device, non_blocking=True)
         return x, {k: v.to(self.device, non_blocking=True) for k, v in targets.items()}
 
-    def _autocast(self):
+    def _autocast(self) -> torch.autocast:
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None)
 
     def _encode(self, x: Tensor | Mapping[str, Tensor]) -> list[Tensor]:
         if self.outputs_per_task:  # the "representation" of each task is its output
             out = self.model(x)
             return [out[t] for t in self.task_names]
+        model = self.model
+        assert isinstance(model, HPSModel)  # as_model gives an OutputsModel only with outputs_per_task
         if isinstance(x, Mapping):
-            return [self.model.encoder(x[t]) for t in self.task_names]
-        z = self.model.encoder(x)
+            return [model.encoder(x[t]) for t in self.task_names]
+        z = model.encoder(x)
         return list(z) if isinstance(z, (list, tuple)) else [z] * len(self.task_names)
 
     def _losses(self, reps: list[Tensor], targets: Mapping[str, Tensor]) -> Tensor:
@@ -299,7 +304,7 @@ class Trainer:
             self.optimizer.step()
             return
         shares = self.optimizer.step_tasks(task_grads, shares=self.dominance is not None)
-        if self.dominance is not None:
+        if self.dominance is not None and shares is not None:  # shares were asked for
             self.dominance.update(shares)
 
     def _task_param_backward(self, leaves: gradients.RepLeaves, cotangents: list[Tensor]) -> None:

@@ -21,7 +21,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Sequence
+from types import FrameType
+from typing import Any, Sequence
 
 from mtlsearch import tracking
 from mtlsearch.errors import ConfigError
@@ -58,7 +59,7 @@ def trials_url(tracking_uri: str, experiment: str | None = None, base_url: str |
 
 
 # ------------------------------------------------------------------------------------ the server
-def _get_json(url: str, timeout: float = 5.0):
+def _get_json(url: str, timeout: float = 5.0) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return json.loads(resp.read() or b"{}")
 
@@ -137,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     import os
     import signal
 
-    def _interrupt(signum, frame):
+    def _interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _interrupt)  # a TERM stops the server too (it runs in its own session)

@@ -33,6 +33,7 @@ import os
 import sys
 import tempfile
 import time
+from typing import Any
 
 from ray import tune
 
@@ -58,7 +59,7 @@ class InjectedFault(RuntimeError):
 class _Timings:
     """Phase timestamps of one trial attempt (``MTLSEARCH_TIMINGS``); does nothing when it is unset."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         folder = os.environ.get(TIMINGS_ENV)
         self.path = None
         if folder:
@@ -66,7 +67,7 @@ class _Timings:
             self.path = os.path.join(folder, f"{trial}-{os.getpid()}.jsonl")
             self.mark("enter", pid=os.getpid(), warm="torch" in sys.modules)
 
-    def mark(self, event: str, **extra) -> None:
+    def mark(self, event: str, **extra: Any) -> None:
         if self.path:
             with open(self.path, "a") as f:
                 f.write(json.dumps({"event": event, "t": time.time(), **extra}) + "\n")

@@ -9,6 +9,7 @@ float64 copy of a model-sized matrix is ever made) and then promoted to float64.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -44,7 +45,10 @@ class SolverMethod(GradBalancing):
     ``<method>/solver_failures`` (cumulative), and a ``RuntimeWarning`` is issued.
     """
 
-    def __init__(self, num_tasks: int, **hparams):
+    # Buffers (registered in __init__; declared here for type checkers).
+    solver_failures: Tensor
+
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.register_buffer("solver_failures", torch.zeros((), dtype=torch.long))
 

@@ -2,6 +2,8 @@
 ``d`` is the number of shared parameters or of representation entries)."""
 from __future__ import annotations
 
+from typing import Any, Mapping
+
 import torch
 from torch import Tensor, nn
 
@@ -30,9 +32,10 @@ class LazyStateMixin(nn.Module):
                              f"{tuple(buf.shape)} but this step's gradients need {tuple(shape)}")
         return buf
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
         for name in self.lazy_buffers:
             saved = state_dict.get(prefix + name)
-            if saved is not None:
-                self._buffers[name] = torch.empty_like(saved, device=self._buffers[name].device)
+            current = self._buffers[name]
+            if saved is not None and current is not None:  # registered by _register_lazy: never None
+                self._buffers[name] = torch.empty_like(saved, device=current.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

@@ -91,6 +91,9 @@ class CAGrad(SolverMethod):
         "cagrad_rescale": HParam(int, 1, "divide the update by 1 (0), 1 + c^2 (1) or 1 + c (2)",
                                  check=lambda v: v in (0, 1, 2), allowed="0, 1 or 2"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    cagrad_c: float
+    cagrad_rescale: int
     linear = True
     modes = ("param", "rep")
     default_mode = "param"

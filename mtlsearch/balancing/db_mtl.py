@@ -1,6 +1,8 @@
 """DB-MTL: dual balancing, of loss scales (log-losses) and of gradient magnitudes (to the largest)."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -55,11 +57,17 @@ class DBMTL(GradBalancing):
         "db_mtl_beta_sigma": HParam(float, 0.0, "decay of the EMA factor: beta_k = beta / k^sigma at step k",
                                     check=lambda v: v >= 0, allowed="a number >= 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    db_mtl_beta: float
+    db_mtl_beta_sigma: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    norm_ema: Tensor
+    steps: Tensor
     linear = True
     modes = ("param", "rep")
     default_mode = "param"
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.register_buffer("norm_ema", torch.zeros(num_tasks))
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))
@@ -70,7 +78,7 @@ class DBMTL(GradBalancing):
     def forward(self, grads: Tensor, losses: Tensor) -> GradResult:
         self.steps += 1
         norms = torch.linalg.vector_norm(grads.detach(), dim=1, dtype=float_dtype(grads)).to(self.norm_ema)
-        beta = self.db_mtl_beta
+        beta: float | Tensor = self.db_mtl_beta
         if self.db_mtl_beta_sigma:
             beta = beta / self.steps.to(norms.dtype) ** self.db_mtl_beta_sigma
         self.norm_ema.copy_(norms + beta * (self.norm_ema - norms))

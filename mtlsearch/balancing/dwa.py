@@ -1,6 +1,8 @@
 """Dynamic weight average (DWA): weights from the recent rate of change of each task's loss."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -32,8 +34,14 @@ class DWA(LossBalancing):
             float, 2.0, "softmax temperature T of the loss-ratio weights", check=lambda v: v > 0, allowed="a number > 0"
         ),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    dwa_temperature: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    loss_history: Tensor
+    epochs_seen: Tensor
+    weights: Tensor
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         #: Row 0: mean training losses of the second-to-last epoch; row 1: of the last epoch.
         self.register_buffer("loss_history", torch.ones(2, num_tasks))

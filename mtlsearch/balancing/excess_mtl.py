@@ -1,6 +1,8 @@
 """ExcessMTL: robust MTL weighting by each task's estimated excess risk (He et al., ICML 2024)."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -46,12 +48,19 @@ class ExcessMTL(LazyStateMixin, GradBalancing):
         "excess_mtl_step": HParam(float, 0.01, "step size eta of the exponentiated weight update",
                                   check=lambda v: v >= 0, allowed="a number >= 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    excess_mtl_step: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    grad_sq_sum: Tensor
+    loss_weights: Tensor
+    initial_excess: Tensor
+    has_initial: Tensor
     linear = True
     modes = ("param",)
     default_mode = "param"
     lazy_buffers = ("grad_sq_sum",)
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self._register_lazy()
         self.register_buffer("loss_weights", torch.ones(num_tasks, dtype=torch.float64))

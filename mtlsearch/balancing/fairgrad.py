@@ -45,6 +45,8 @@ class FairGrad(SolverMethod):
         "fairgrad_alpha": HParam(float, 1.0, "fairness exponent (1: proportional, larger: towards max-min)",
                                  check=lambda v: 0.1 <= v <= 20.0, allowed="a number in [0.1, 20]"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    fairgrad_alpha: float
     linear = True
     modes = ("param", "rep")
     default_mode = "param"

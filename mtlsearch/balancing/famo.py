@@ -1,6 +1,8 @@
 """FAMO: fast adaptive multitask optimization (O(1) per step: no per-task gradients)."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -55,8 +57,18 @@ class FAMO(LossBalancing):
         "famo_gamma": HParam(float, 0.001, "weight decay (L2) of the task logits", check=lambda v: v >= 0,
                              allowed="a number >= 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    famo_lr: float
+    famo_gamma: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    logits: Tensor
+    exp_avg: Tensor
+    exp_avg_sq: Tensor
+    adam_steps: Tensor
+    prev_log_losses: Tensor
+    has_prev: Tensor
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.register_buffer("logits", torch.zeros(num_tasks))
         self.register_buffer("exp_avg", torch.zeros(num_tasks))

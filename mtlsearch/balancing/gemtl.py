@@ -64,6 +64,9 @@ class PositiveLossMean(LossBalancing):
 
     #: None: check every step on the CPU, once per epoch elsewhere (True / False force it).
     defer_check: bool | None = None
+    #: With a deferred check: the lowest loss of each task this epoch, and the exponent it was seen with.
+    _lowest: Tensor | None
+    _lowest_p: float
 
     def aggregate(self, losses: Tensor, p: float) -> Tensor:
         defer = self.defer_check if self.defer_check is not None else losses.device.type != "cpu"
@@ -88,6 +91,8 @@ class GeMTL(PositiveLossMean):
     hyperparams = {
         "p": HParam(float, 1.0, "exponent of the generalized mean", allowed="any finite real number"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    p: float
 
     def forward(self, losses: Tensor) -> Tensor:
         return self.aggregate(losses, self.p)

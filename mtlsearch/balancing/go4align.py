@@ -1,6 +1,8 @@
 """GO4Align: group optimisation for multi-task alignment (risk-guided weights, clustered into groups)."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -82,8 +84,13 @@ class GO4Align(LossBalancing):
         "go4align_step": HParam(float, 1e-4, "step size eta of the exponentiated risk update",
                                 check=lambda v: v >= 0, allowed="a number >= 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    go4align_groups: int
+    go4align_step: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    risk_probs: Tensor
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.register_buffer("risk_probs", torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64))
 

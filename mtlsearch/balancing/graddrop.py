@@ -55,6 +55,8 @@ class GradDrop(GradBalancing):
             check=lambda v: 0.0 <= v <= 1.0, allowed="a number in [0, 1]",
         ),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    graddrop_leak: float
     linear = False
     modes = ("rep", "param")
     default_mode = "rep"

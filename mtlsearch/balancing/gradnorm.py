@@ -1,6 +1,8 @@
 """GradNorm: learned task weights that equalise the tasks' gradient norms, scaled by training rates."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -71,11 +73,20 @@ class GradNorm(GradBalancing):
                                          "L(0) is then the first epoch's mean loss (0: the first step's losses)",
                                          check=lambda v: v >= 0, allowed="an integer >= 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    gradnorm_alpha: float
+    gradnorm_lr: float
+    gradnorm_warmup_epochs: int
+    # Buffers (registered in __init__; declared here for type checkers).
+    loss_weights: Tensor
+    initial_losses: Tensor
+    initialised: Tensor
+    epochs_seen: Tensor
     linear = True
     modes = ("rep", "param")
     default_mode = "rep"
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.register_buffer("loss_weights", torch.ones(num_tasks))
         self.register_buffer("initial_losses", torch.ones(num_tasks))

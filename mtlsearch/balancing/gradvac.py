@@ -22,7 +22,7 @@ its cosine as ~0 and moves the targets towards it, where this skips the pair (``
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -73,11 +73,15 @@ class GradVac(GradBalancing):
             check=lambda v: 0.0 <= v <= 1.0, allowed="a number in [0, 1]",
         ),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    gradvac_beta: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    targets: Tensor
     linear = True
     modes = ("param", "rep")
     default_mode = "param"
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.register_buffer("targets", torch.zeros(num_tasks, num_tasks, dtype=torch.float64))
 

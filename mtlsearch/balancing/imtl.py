@@ -37,6 +37,8 @@ Both asserted in ``tests/test_peers.py``.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -110,7 +112,7 @@ class IMTLL(LossBalancing):
     name = "imtl_l"
     reference = REFERENCE + " (IMTL-L)"
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.s = nn.Parameter(torch.zeros(num_tasks))
 
@@ -128,7 +130,7 @@ class IMTLH(IMTLG):
     name = "imtl_h"
     reference = REFERENCE + " (IMTL-H)"
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.s = nn.Parameter(torch.zeros(num_tasks))
 

@@ -1,6 +1,8 @@
 """LDC-MTL: loss discrepancy control with learned (router) weights, first-order bilevel penalty."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -40,8 +42,13 @@ class LDCMTL(LossBalancing):
         "ldc_mtl_lambda": HParam(float, 0.05, "weight of the loss-discrepancy penalty", check=lambda v: v >= 0,
                                  allowed="a number >= 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    ldc_mtl_lambda: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    ratios: Tensor
+    has_ratios: Tensor
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.router = nn.Parameter(torch.ones(num_tasks))
         self.register_buffer("ratios", torch.ones(num_tasks))

@@ -47,6 +47,8 @@ class MGDA(SolverMethod):
             check=lambda v: v in NORMALIZATIONS, allowed=", ".join(NORMALIZATIONS),
         ),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    mgda_normalization: str
     linear = True
     modes = ("rep", "param")
     default_mode = "rep"

@@ -1,6 +1,8 @@
 """MoCo: multi-objective gradient correction with tracked gradients (Fernando et al., ICLR 2023)."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -51,12 +53,22 @@ class MoCo(LazyStateMixin, GradBalancing):
         "moco_rho": HParam(float, 0.0, "L2 regularisation of the lambda update", check=lambda v: v >= 0,
                            allowed="a number >= 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    moco_beta: float
+    moco_beta_sigma: float
+    moco_gamma: float
+    moco_gamma_sigma: float
+    moco_rho: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    tracked: Tensor
+    lambd: Tensor
+    steps: Tensor
     linear = False
     modes = ("param",)
     default_mode = "param"
     lazy_buffers = ("tracked",)
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self._register_lazy()
         self.register_buffer("lambd", torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64))

@@ -30,6 +30,8 @@ residual of the raw-Gramian equation on every case.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -59,11 +61,17 @@ class NashMTL(SolverMethod):
         "nash_max_norm": HParam(float, 1.0, "upper bound on the norm of the update (0: no bound)",
                                 check=lambda v: v >= 0.0, allowed="a number >= 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    nash_update_every: int
+    nash_max_norm: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    step: Tensor
+    last_weights: Tensor
     linear = True
     modes = ("param", "rep")
     default_mode = "param"
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("last_weights", torch.ones(num_tasks, dtype=torch.float64))

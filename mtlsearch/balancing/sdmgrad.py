@@ -1,6 +1,8 @@
 """SDMGrad: stochastic direction-oriented multi-objective gradient descent (Xiao et al., NeurIPS 2023)."""
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -64,11 +66,17 @@ class SDMGrad(GradBalancing):
         "sdmgrad_inner_lr": HParam(float, 5.0, "learning rate of the inner SGD on the weights (LibMTL 5, released code 10)",
                                    check=lambda v: v > 0, allowed="a number > 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    sdmgrad_lambda: float
+    sdmgrad_niter: int
+    sdmgrad_inner_lr: float
+    # Buffers (registered in __init__; declared here for type checkers).
+    w: Tensor
     linear = True
     modes = ("param", "rep")
     default_mode = "param"
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.register_buffer("w", torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64))
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -9,7 +10,7 @@ from torch import Tensor
 from .base import HParam, LossBalancing
 
 
-def _positive_numbers(value) -> bool:
+def _positive_numbers(value: Any) -> bool:
     return not value or all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in value
     ) and sum(value) > 0
@@ -38,8 +39,12 @@ class Static(LossBalancing):
                                  check=_positive_numbers,
                                  allowed="[] (equal weights) or a list of finite numbers >= 0 with a positive sum, one per task"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    static_weights: list[float]
+    # Buffers (registered in __init__; declared here for type checkers).
+    weights: Tensor
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         raw = list(self.static_weights) or [1.0] * num_tasks
         if len(raw) != num_tasks:

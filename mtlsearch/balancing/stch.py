@@ -1,6 +1,8 @@
 """Smooth Tchebycheff scalarization (STCH) of the task losses."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -49,8 +51,14 @@ reference=log z)`` on the log-losses is ours divided by T (``tests/test_peers.py
                                      "z_t is the mean training loss of the last of them (0: no warm-up, z = 1)",
                                      check=lambda v: v >= 0, allowed="an integer >= 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    stch_mu: float
+    stch_warmup_epochs: int
+    # Buffers (registered in __init__; declared here for type checkers).
+    nadir: Tensor
+    epochs_seen: Tensor
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.register_buffer("nadir", torch.ones(num_tasks))
         self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.long))

@@ -1,6 +1,8 @@
 """Uncertainty weighting (UW): learned homoscedastic task uncertainties."""
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -30,7 +32,7 @@ factor 2, same optimum ``s_t = log L_t``; asserted in ``tests/test_peers.py``).
         "Geometry and Semantics, CVPR 2018"
     )
 
-    def __init__(self, num_tasks: int, **hparams):
+    def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__(num_tasks, **hparams)
         self.log_vars = nn.Parameter(torch.zeros(num_tasks))
 

@@ -29,6 +29,8 @@ class UWSO(LossBalancing):
         "uw_so_temperature": HParam(float, 1.0, "softmax temperature of the inverse losses",
                                     check=lambda v: v > 0, allowed="a number > 0"),
     }
+    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
+    uw_so_temperature: float
 
     def forward(self, losses: Tensor) -> Tensor:
         w = torch.softmax((1.0 / (losses.detach() + EPS)) / self.uw_so_temperature, dim=0)

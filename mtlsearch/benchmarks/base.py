@@ -27,7 +27,7 @@ Options a config may set for the benchmark are declared in ``options``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
 
 import torch
 from torch import Tensor, nn
@@ -51,7 +51,7 @@ class TaskSpec:
     metrics: Mapping[str, bool]  # metric name -> lower_is_better
     new_meter: Callable[[], Meter]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         from mtlsearch.errors import ConfigError
 
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
@@ -104,11 +104,11 @@ class HPSModel(nn.Module):
 class _IdentityHeads:
     """``heads[task](z) = z`` for every task (no parameters)."""
 
-    def __getitem__(self, task: str):
+    def __getitem__(self, task: str) -> Callable[[Tensor], Tensor]:
         return _identity
 
 
-def _identity(z):
+def _identity(z: Tensor) -> Tensor:
     return z
 
 
@@ -120,16 +120,17 @@ class OutputsModel(nn.Module):
 
     outputs_per_task = True
 
-    def __init__(self, net: nn.Module, shared=None):
+    def __init__(self, net: nn.Module, shared: Iterable[nn.Parameter] | None = None):
         super().__init__()
         self.net = net
         if shared is None:
-            if not callable(getattr(net, "shared_parameters", None)):
+            shared_parameters = getattr(net, "shared_parameters", None)
+            if not callable(shared_parameters):
                 raise TypeError(
                     f"{type(net).__name__} returns one output per task but does not say which parameters are "
                     "shared: give it a shared_parameters() method, or return OutputsModel(net, shared=...)"
                 )
-            shared = net.shared_parameters()
+            shared = shared_parameters()
         self._shared_ids = {id(p) for p in shared}
         if not self._shared_ids:
             raise TypeError(f"{type(net).__name__}: no shared parameters (shared_parameters() is empty)")
@@ -141,11 +142,11 @@ class OutputsModel(nn.Module):
     def task_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.net.parameters() if id(p) not in self._shared_ids and p.requires_grad]
 
-    def forward(self, x):
+    def forward(self, x: Any) -> Any:
         return self.net(x)
 
 
-def as_model(model: nn.Module) -> nn.Module:
+def as_model(model: nn.Module) -> HPSModel | OutputsModel:
     """The model a benchmark built, in the form the trainer uses (an :class:`HPSModel` unchanged)."""
     if isinstance(model, (HPSModel, OutputsModel)):
         return model

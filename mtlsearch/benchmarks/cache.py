@@ -22,11 +22,16 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Literal, Mapping
 
 import torch
 
 from .base import TensorSplit, as_split
+
+if TYPE_CHECKING:
+    from mtlsearch.config import TrialConfig
+
+    from .base import Benchmark
 
 #: Splits larger than this (together) are not cached.
 MAX_BYTES = 256 * 2**20
@@ -38,7 +43,7 @@ SUBFOLDER = "data_cache"
 _MEMO: dict[str, dict[str, TensorSplit]] = {}
 
 
-def cache_key(config) -> str:
+def cache_key(config: TrialConfig) -> str:
     """``<benchmark>-<hash>``: the benchmark, its data folder and options, and the data seed of a
     :class:`~mtlsearch.config.TrialConfig`."""
     what = {"benchmark": config.benchmark, "data_root": config.data_root, "data_seed": config.data_seed,
@@ -48,7 +53,7 @@ def cache_key(config) -> str:
     return f"{name}-{digest}"
 
 
-def build_splits(benchmark, config) -> dict[str, Any]:
+def build_splits(benchmark: Benchmark, config: TrialConfig) -> dict[str, Any]:
     """The splits as the trainer iterates them, built afresh (what :class:`~mtlsearch.trainer.Trainer`
     does without a cache)."""
     num_workers = benchmark.opts.get("num_workers", 0) or 0
@@ -82,9 +87,10 @@ class _lock:
     """An exclusive ``flock`` on ``path`` (none where the filesystem refuses it: then each builds)."""
 
     def __init__(self, path: Path):
-        self.path, self.fd = path, None
+        self.path = path
+        self.fd: int | None = None
 
-    def __enter__(self):
+    def __enter__(self) -> _lock:
         import fcntl
 
         try:
@@ -96,7 +102,7 @@ class _lock:
             self.fd = None
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> Literal[False]:
         if self.fd is not None:
             os.close(self.fd)  # releases the lock
         return False
@@ -111,7 +117,7 @@ def _read(path: Path) -> dict[str, TensorSplit] | None:
         return None
 
 
-def load_splits(config, folder: str | os.PathLike | None = None, benchmark=None) -> dict[str, Any]:
+def load_splits(config: TrialConfig, folder: str | os.PathLike | None = None, benchmark: Benchmark | None = None) -> dict[str, Any]:
     """The splits of ``config``'s benchmark (built afresh only the first time; see the module doc).
     ``folder``: where the search keeps its files (None: this process's memory only); ``benchmark``: the
     benchmark object if the caller has one (else built from ``config`` when the data must be built)."""
@@ -136,8 +142,10 @@ def load_splits(config, folder: str | os.PathLike | None = None, benchmark=None)
     if uncached.exists():  # a disk-backed dataset: every trial builds its own loaders, without waiting
         return build_splits(benchmark, config)
     with _lock(where / f"{key}.lock"):
-        splits = _read(path)
-        if splits is None:
+        held = _read(path)
+        if held is not None:
+            splits = held
+        else:
             splits = build_splits(benchmark, config)
             if not cacheable(splits):
                 uncached.touch()

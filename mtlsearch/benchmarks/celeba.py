@@ -24,10 +24,10 @@ linear logit per task (``model: famo_cnn``: FAMO's 9-layer CNN, see
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from mtlsearch.balancing.base import HParam
 from mtlsearch.errors import ConfigError
@@ -52,7 +52,7 @@ LAYOUT = "<folder>/{img_align_celeba/*.jpg," + ",".join(TEXT_FILES) + "} (or <ro
 SPLITS = {"train": "train", "val": "valid", "test": "test"}
 
 
-def _bce(pred, target):
+def _bce(pred: Tensor, target: Tensor) -> Tensor:
     return nn.functional.binary_cross_entropy_with_logits(pred.reshape(-1), target.reshape(-1).to(pred.dtype))
 
 
@@ -62,7 +62,7 @@ class _AttrCollate:
     def __init__(self, tasks: list[str]):
         self.tasks = tasks
 
-    def __call__(self, items):
+    def __call__(self, items: Sequence[tuple[Tensor, Tensor]]) -> tuple[Tensor, dict[str, Tensor]]:
         images = torch.stack([x for x, _ in items])
         attrs = torch.stack([a for _, a in items]).float()
         return images, {t: attrs[:, k] for k, t in enumerate(self.tasks)}
@@ -85,7 +85,7 @@ class CelebA(Benchmark):
         self.eval_batch_size = self.opts["eval_batch_size"]
         self.check()
 
-    def _error(self, what: str):
+    def _error(self, what: str) -> ConfigError:
         return layout_error(self.name, what, LAYOUT)
 
     def check(self) -> None:
@@ -126,7 +126,7 @@ class CelebA(Benchmark):
                     )
         self.folder = folder
 
-    def _dataset(self, split: str):
+    def _dataset(self, split: str) -> Any:  # torchvision's CelebA (untyped)
         from torchvision import transforms
         from torchvision.datasets import CelebA as TVCelebA
 

@@ -28,8 +28,9 @@ confusion matrix), ``image_size`` (``"HxW"``: refuse a folder whose images have 
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -77,7 +78,8 @@ def scale_crop_flip(x: Tensor, targets: dict[str, Tensor], generator: torch.Gene
     draws taken from ``generator`` (so a restored trainer augments exactly as an uninterrupted one)."""
     height, width = x.shape[-2:]
     size = (height, width)
-    xs, ys = [], {k: [] for k in targets}
+    xs: list[Tensor] = []
+    ys: dict[str, list[Tensor]] = {k: [] for k in targets}
     for b in range(x.shape[0]):
         sc = SCALES[int(torch.randint(len(SCALES), (1,), generator=generator))]
         h, w = int(height / sc), int(width / sc)
@@ -118,7 +120,9 @@ class AugmentedSplit:
         """The same augmentation over another copy of the data (e.g. the one held on the GPU)."""
         return AugmentedSplit(inner)
 
-    def batches(self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
+    def batches(
+        self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[Tensor, dict[str, Tensor]]]:
         generator = generator if generator is not None else torch.Generator().manual_seed(0)
         for x, targets in self.inner.batches(batch_size, shuffle, generator):
             yield scale_crop_flip(x, targets, generator) if shuffle else (x, targets)
@@ -140,7 +144,7 @@ def normal_loss(pred: Tensor, target: Tensor) -> Tensor:
     return 1 - (pred * target * valid).sum() / valid.sum().clamp(min=1)
 
 
-def _sort_key(name: str):
+def _sort_key(name: str) -> tuple[int, int, str]:
     stem = name[: -len(".npy")]
     return (0, int(stem), "") if stem.isdigit() else (1, 0, stem)
 
@@ -159,7 +163,7 @@ class NpyDenseDataset(Dataset):
     def _load(self, modality: str, name: str) -> np.ndarray:
         return np.load(self.folder / modality / name)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[Tensor, dict[str, Tensor]]:
         name = self.names[i]
         image = torch.from_numpy(np.ascontiguousarray(np.moveaxis(self._load("image", name), -1, 0))).float()
         targets = {}
@@ -192,7 +196,7 @@ class DenseNpyBenchmark(Benchmark):
         mods = ",".join(["image", *cls.modalities.values()])
         return f"{{train,val}}/{{{mods}}}/<i>.npy"
 
-    def _error(self, what: str):
+    def _error(self, what: str) -> ConfigError:
         return layout_error(self.name, what, self.layout())
 
     def check(self) -> None:
@@ -221,6 +225,7 @@ class DenseNpyBenchmark(Benchmark):
                 self._check_example(folder, name)
         wanted = self.opts.get("image_size")
         if wanted and _parse_hw(wanted) != self.image_size:
+            assert self.image_size is not None  # set by _check_example above
             h, w = self.image_size
             raise ConfigError(
                 f"{self.name}: the images in {self.root} are {h}x{w}, but image_size asks for {wanted} "
@@ -275,11 +280,12 @@ class DenseNpyBenchmark(Benchmark):
         if self.opts.get("eval_average") == "batch":
             for name in ("depth", "normal"):
                 spec = specs[name]
-                specs[name] = TaskSpec(spec.name, spec.loss, spec.metrics, lambda f=spec.new_meter: BatchMeanMeter(f))
+                specs[name] = TaskSpec(spec.name, spec.loss, spec.metrics, functools.partial(BatchMeanMeter, spec.new_meter))
         return [specs[t] for t in self.modalities]
 
     def load_splits(self, data_seed: int) -> dict[str, LoaderSplit]:
         train_names = self.names["train"]
+        carved: list[int]
         if self.opts["val_fraction"] == 0:  # the released codes' setting: no validation split
             kept, carved = list(range(len(train_names))), []
         else:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence, Sized, cast
 
 import numpy as np
 import torch
@@ -76,13 +76,13 @@ def carve(n: int, fraction: float, seed: int, benchmark: str, what: str) -> tupl
 class _BatchList:
     """A batch sampler whose batches are set before each pass (one DataLoader serves every pass)."""
 
-    def __init__(self):
-        self.batches: list[list[int]] = []
+    def __init__(self) -> None:
+        self.batches: list[list[Any]] = []  # dataset keys: indices, or (task, index) for a multi-input split
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[list[Any]]:
         return iter(self.batches)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.batches)
 
 
@@ -119,7 +119,7 @@ class LoaderSplit:
         self._loader = _loader(dataset, self._sampler, num_workers, collate_fn)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(cast(Sized, self.dataset))  # a map-style Dataset has __len__ (torch does not declare it)
 
     def batches(self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> Iterator[Any]:
         n = len(self)
@@ -150,7 +150,7 @@ class MultiInputSplit:
 
     def __init__(self, datasets: Mapping[str, Dataset], num_workers: int = 0):
         self.datasets = dict(datasets)
-        self.sizes = {t: len(d) for t, d in self.datasets.items()}
+        self.sizes = {t: len(cast(Sized, d)) for t, d in self.datasets.items()}
         # One loader over all tasks (a batch = one step: every task's examples, grouped by task),
         # so one pool of workers serves the split.
         self._sampler = _BatchList()
@@ -190,15 +190,15 @@ class _TaskIndexed(Dataset):
         self.datasets = datasets
 
     def __len__(self) -> int:
-        return sum(len(d) for d in self.datasets.values())
+        return sum(len(cast(Sized, d)) for d in self.datasets.values())
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: tuple[str, int]) -> tuple[str, Any, Any]:
         task, i = key
         x, y = self.datasets[task][i]
         return task, x, y
 
 
-def _collate_by_task(items):
+def _collate_by_task(items: Sequence[tuple[str, Any, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
     from torch.utils.data import default_collate
 
     groups: dict[str, list] = {}

@@ -18,6 +18,7 @@ stride or dilation).  Nothing is downloaded.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -59,7 +60,8 @@ def load_backbone_weights(model: nn.Module, path: str | None, benchmark: str) ->
 def _dilate_basic_blocks(layer: nn.Sequential, dilation: int) -> None:
     # torchvision's BasicBlock refuses replace_stride_with_dilation; do what it does for Bottleneck:
     # the stage's strided convs get stride 1, its first 3x3 conv dilation/2, the others dilation.
-    for i, block in enumerate(layer):
+    blocks: list[Any] = list(layer)  # torchvision's BasicBlocks (untyped)
+    for i, block in enumerate(blocks):
         for conv in (block.conv1, block.conv2):
             first = i == 0 and conv is block.conv1
             d = max(dilation // 2, 1) if first else dilation
@@ -109,7 +111,7 @@ class ASPPHead(nn.Module):
     projection with dropout 0.5, 3x3 conv-BN-ReLU, 1x1 classifier, bilinear resize to ``out_size``.
     ``normalize``: L2-normalise the output channels (surface normals)."""
 
-    def __init__(self, cin: int, cout: int, out_size: tuple[int, int], rates=(12, 24, 36), width: int = 256, normalize: bool = False):
+    def __init__(self, cin: int, cout: int, out_size: tuple[int, int], rates: tuple[int, ...] = (12, 24, 36), width: int = 256, normalize: bool = False):
         super().__init__()
         self.branches = nn.ModuleList(
             [_conv_bn_relu(cin, width, kernel=1)] + [_conv_bn_relu(cin, width, dilation=r) for r in rates] + [_ASPPPooling(cin, width)]
@@ -132,7 +134,7 @@ class SegNet(nn.Module):
     decoder's max-unpool): ``[N, 3, H, W] -> [N, 64, H, W]``.  Any H, W (unpooling restores each
     stage's size, so sizes need not be multiples of 32).  Xavier-normal init as in MTAN."""
 
-    def __init__(self, filters=(64, 128, 256, 512, 512)):
+    def __init__(self, filters: tuple[int, ...] = (64, 128, 256, 512, 512)):
         super().__init__()
         f = list(filters)
 
@@ -153,7 +155,8 @@ class SegNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_normal_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # every conv here has one (bias=True)
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         indices, sizes = [], []
@@ -163,7 +166,7 @@ class SegNet(nn.Module):
             x, idx = F.max_pool2d(x, 2, 2, return_indices=True)
             indices.append(idx)
         for i in reversed(range(5)):
-            x = F.max_unpool2d(x, indices[i], 2, 2, output_size=sizes[i])
+            x = F.max_unpool2d(x, indices[i], (2, 2), (2, 2), output_size=sizes[i])
             x = self.dec[i](x)
         return x
 
@@ -177,7 +180,8 @@ class SegNetHead(nn.Sequential):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_normal_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # every conv here has one (bias=True)
+                    nn.init.zeros_(m.bias)
 
     def forward(self, z: Tensor) -> Tensor:
         y = super().forward(z)
@@ -208,7 +212,7 @@ class ClassifierEncoder(nn.Module):
 class SmallCNN(nn.Module):
     """Four blocks of conv3x3-BN-ReLU-maxpool2 (widths ``widths``), then global average pooling."""
 
-    def __init__(self, widths=(64, 128, 256, 512)):
+    def __init__(self, widths: tuple[int, ...] = (64, 128, 256, 512)):
         super().__init__()
         layers, cin = [], 3
         for w in widths:
@@ -236,7 +240,7 @@ class SegNetMTAN(nn.Module):
     init of convolutions, zero biases, BN weight 1, as released.
     """
 
-    def __init__(self, num_tasks: int, filters=(64, 128, 256, 512, 512)):
+    def __init__(self, num_tasks: int, filters: tuple[int, ...] = (64, 128, 256, 512, 512)):
         super().__init__()
         f = list(filters)
 
@@ -273,7 +277,8 @@ class SegNetMTAN(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_normal_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # every conv here has one (bias=True)
+                    nn.init.zeros_(m.bias)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         first, second, indices = [], [], []
@@ -287,15 +292,17 @@ class SegNetMTAN(nn.Module):
         ups, dec_out = [], []
         for j in range(5):
             stage = 4 - j
-            up = F.max_unpool2d(x, indices[stage], 2, 2, output_size=second[stage].shape[-2:])
+            up = F.max_unpool2d(x, indices[stage], (2, 2), (2, 2), output_size=second[stage].shape[-2:])
             x = self.dec_more[stage](self.dec_in[stage](up))
             ups.append(up)
             dec_out.append(x)
         reps = []
-        for enc_att, dec_att in zip(self.enc_att, self.dec_att):
+        enc_atts: list[Any] = list(self.enc_att)  # per task: a ModuleList of five attention blocks
+        dec_atts: list[Any] = list(self.dec_att)
+        for enc_att, dec_att in zip(enc_atts, dec_atts):
             a = None
             for i in range(5):
-                mask = enc_att[i](first[i] if i == 0 else torch.cat((first[i], a), dim=1))
+                mask = enc_att[i](first[i] if a is None else torch.cat((first[i], a), dim=1))  # a is None at i == 0 only
                 a = F.max_pool2d(self.enc_att_conv[i](mask * second[i]), 2, 2)
             for j in range(5):
                 stage = 4 - j
@@ -314,7 +321,7 @@ class CelebACNN(nn.Module):
     two bias-free Linear(512, 512)-BN-ReLU layers: ``[N, 3, H, W] -> [N, 512]``.  Heads: one
     Linear(512, 1) logit per attribute (the released sigmoid + BCE equals BCE on logits)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
         layers, cin = [], 3
         for i, w in enumerate((64, 128, 128, 256, 256, 512, 512)):

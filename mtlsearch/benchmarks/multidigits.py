@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from mtlsearch.metrics import AccuracyMeter, RegressionMeter
 
@@ -23,11 +23,11 @@ SIZES = {"train": 4000, "val": 1000, "test": 1000}
 POOLS = {"train": 0.6, "val": 0.2, "test": 0.2}
 
 
-def _ce(pred, target):
+def _ce(pred: Tensor, target: Tensor) -> Tensor:
     return nn.functional.cross_entropy(pred, target)
 
 
-def _mse(pred, target):
+def _mse(pred: Tensor, target: Tensor) -> Tensor:
     return nn.functional.mse_loss(pred.squeeze(-1), target)
 
 

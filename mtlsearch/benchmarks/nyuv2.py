@@ -58,6 +58,7 @@ class NYUv2(DenseNpyBenchmark):
             mtan = SegNetMTAN(len(task_names), mtan_filters(self.opts["mtan_width"]))
             return HPSModel(mtan, {t: SegNetHead(mtan.out_channels, out[t], normalize=t == "normal") for t in task_names})
         encoder = DilatedResNet(self.opts["backbone"], self.opts["pretrained"], self.name)
+        assert self.image_size is not None  # read from the folder when the benchmark was built
         out = {"segmentation": self.num_classes, "depth": 1, "normal": 3}
         heads = {t: ASPPHead(encoder.out_channels, out[t], self.image_size, normalize=t == "normal") for t in task_names}
         return HPSModel(encoder, heads)

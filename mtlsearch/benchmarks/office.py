@@ -29,10 +29,10 @@ BatchNorm in the hidden layer needs training batches of at least 2 images.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
-from torch import nn
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 
 from mtlsearch.balancing.base import HParam
@@ -47,7 +47,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def _ce(pred, target):
+def _ce(pred: Tensor, target: Tensor) -> Tensor:
     return nn.functional.cross_entropy(pred, target)
 
 
@@ -55,7 +55,7 @@ def _norm(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-def image_transform(size: int):
+def image_transform(size: int) -> Callable[[Any], Tensor]:
     from torchvision import transforms
 
     return transforms.Compose([
@@ -75,7 +75,7 @@ class ImageListDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[Tensor, int]:
         from PIL import Image
 
         path, label = self.items[i]
@@ -110,7 +110,7 @@ class OfficeBenchmark(Benchmark):
     def layout(cls) -> str:
         return f"<root>/{{{','.join(cls.domains.values())}}}/<class>/<image>"
 
-    def _error(self, what: str):
+    def _error(self, what: str) -> ConfigError:
         return layout_error(self.name, what, self.layout())
 
     def _domain_dir(self, task: str) -> Path:
@@ -154,6 +154,7 @@ class OfficeBenchmark(Benchmark):
             except (OSError, UnidentifiedImageError) as err:
                 raise self._error(f"{items[0][0]} is not a readable image ({err})") from None
             self.images[task] = items
+        assert classes is not None  # every domain's class folders were read above
         self.classes = classes
         self.num_classes = len(classes)
 

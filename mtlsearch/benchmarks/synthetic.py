@@ -8,7 +8,7 @@ differ by a factor of 10^4.  Generated from ``data_seed``; nothing is read from 
 from __future__ import annotations
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from mtlsearch.metrics import RegressionMeter
 
@@ -18,7 +18,7 @@ SIZES = {"train": 2000, "val": 500, "test": 500}
 IN_DIM, OUT_DIM, HIDDEN = 32, 4, 64
 
 
-def _mse(pred, target):
+def _mse(pred: Tensor, target: Tensor) -> Tensor:
     return nn.functional.mse_loss(pred, target)
 
 

@@ -32,6 +32,7 @@ def draw_heatmaps(
             for j, v in enumerate(row):
                 if v == v:  # not NaN
                     ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="white" if v < 0.6 else "black", fontsize=8)
+    assert image is not None  # one panel at least
     fig.colorbar(image, ax=list(axes), shrink=0.8, label="relative update share rAU")
     if title:
         fig.suptitle(title, fontsize=10)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
 from mtlsearch.errors import ConfigError, choices
@@ -19,7 +18,7 @@ from mtlsearch.errors import ConfigError, choices
 from .adatask import AdagradAdaTask, AdamAdaTask, AdaTaskOptimizer, RMSpropAdaTask  # noqa: F401 - public names
 from .base import SGD, Adagrad, Adam, RMSprop, TaskStepMixin  # noqa: F401 - public names
 
-BaseFactory = Callable[..., torch.optim.Optimizer]
+BaseFactory = Callable[..., TaskStepMixin]
 
 #: name -> factory(params, lr, weight_decay, fused, shared): torch's optimizers (``shared``: the
 #: parameters that ``step_tasks`` gets per-task gradients for)
@@ -41,7 +40,7 @@ BASE_OPTIMIZERS: dict[str, BaseFactory] = {
 }
 
 #: name -> factory(shared, specific, lr, weight_decay, num_tasks) for optimizers needing per-task grads
-ADATASK_OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+ADATASK_OPTIMIZERS: dict[str, Callable[..., AdaTaskOptimizer]] = {
     "adam_adatask": lambda shared, specific, lr, weight_decay, num_tasks, **kw: AdamAdaTask(
         shared, specific, num_tasks=num_tasks, lr=lr, weight_decay=weight_decay, **kw
     ),
@@ -78,7 +77,7 @@ def build_optimizer(
     num_tasks: int,
     fused: bool = True,
     **kwargs: Any,
-) -> torch.optim.Optimizer:
+) -> TaskStepMixin | AdaTaskOptimizer:
     """``fused=False``: torch's default (foreach) Adam kernels on CUDA instead of the fused one."""
     check_optimizer(name)
     if name in ADATASK_OPTIMIZERS:

@@ -106,7 +106,7 @@ class AdaTaskOptimizer(Optimizer):
 
     def _task_steps(
         self, group: dict, grads: list[Tensor], acc: dict[str, list[Tensor]], steps: list[float]
-    ) -> list[Tensor]:  # pragma: no cover - interface
+    ) -> Sequence[Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
 
     # ------------------------------------------------------------------ step
@@ -168,7 +168,9 @@ class AdaTaskOptimizer(Optimizer):
             yield batch
 
     @torch.no_grad()
-    def step(self, task_grads: Sequence[Tensor | None] | None = None, closure: Callable[[], Any] | None = None):
+    def step(  # type: ignore[override]  # also takes the per-task gradients (torch's step: closure only)
+        self, task_grads: Sequence[Tensor | None] | None = None, closure: Callable[[], Any] | None = None
+    ) -> Any:
         """One step; ``task_grads[i]`` is ``[T, *p.shape]`` for the i-th shared parameter."""
         loss = None
         if closure is not None:
@@ -207,12 +209,12 @@ class AdaTaskOptimizer(Optimizer):
             for piece_params, piece_grads, piece_acc, piece_steps in self._pieces(params, grads, acc, steps, whole=record):
                 if group["weight_decay"] != 0:
                     # L2 once per parameter: wd * theta split equally over the tasks' gradients.
-                    piece_grads = torch._foreach_add(
+                    piece_grads = list(torch._foreach_add(
                         piece_grads, [p.unsqueeze(0) for p in piece_params], alpha=group["weight_decay"] / piece_grads[0].shape[0]
-                    )
+                    ))
                 updates = self._task_steps(group, piece_grads, piece_acc, piece_steps)
                 torch._foreach_add_(piece_params, [u[0] if u.shape[0] == 1 else u.sum(0) for u in updates])
-                if record:
+                if record and task_updates is not None:  # record implies a list
                     task_updates.extend(updates)
         return task_updates
 
@@ -244,7 +246,9 @@ class AdamAdaTask(AdaTaskOptimizer):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         super().__init__(shared_params, task_params, num_tasks=num_tasks, defaults=defaults)
 
-    def _task_steps(self, group, grads, acc, steps):
+    def _task_steps(
+        self, group: dict, grads: list[Tensor], acc: dict[str, list[Tensor]], steps: list[float]
+    ) -> Sequence[Tensor]:
         beta1, beta2 = group["betas"]
         lr, eps = group["lr"], group["eps"]
         m, v = acc["exp_avg"], acc["exp_avg_sq"]
@@ -284,7 +288,9 @@ class RMSpropAdaTask(AdaTaskOptimizer):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay)
         super().__init__(shared_params, task_params, num_tasks=num_tasks, defaults=defaults)
 
-    def _task_steps(self, group, grads, acc, steps):
+    def _task_steps(
+        self, group: dict, grads: list[Tensor], acc: dict[str, list[Tensor]], steps: list[float]
+    ) -> Sequence[Tensor]:
         alpha, lr, eps = group["alpha"], group["lr"], group["eps"]
         v = acc["square_avg"]
         torch._foreach_mul_(v, alpha)
@@ -324,7 +330,9 @@ class AdagradAdaTask(AdaTaskOptimizer):
         )
         super().__init__(shared_params, task_params, num_tasks=num_tasks, defaults=defaults)
 
-    def _task_steps(self, group, grads, acc, steps):
+    def _task_steps(
+        self, group: dict, grads: list[Tensor], acc: dict[str, list[Tensor]], steps: list[float]
+    ) -> Sequence[Tensor]:
         lr, lr_decay, eps = group["lr"], group["lr_decay"], group["eps"]
         g_sum = acc["sum"]
         torch._foreach_addcmul_(g_sum, grads, grads, 1)  # G_t <- G_t + g_t^2

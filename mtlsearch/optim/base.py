@@ -23,7 +23,7 @@ shares were asked for.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 from torch import Tensor
@@ -32,8 +32,13 @@ from mtlsearch.gradients import as_grad
 
 __all__ = ["TaskStepMixin", "Adam", "RMSprop", "Adagrad", "SGD"]
 
+if TYPE_CHECKING:  # the mixin is always combined with a torch optimizer (its step, param_groups, state)
+    _Optimizer = torch.optim.Optimizer
+else:
+    _Optimizer = object
 
-class TaskStepMixin:
+
+class TaskStepMixin(_Optimizer):
     """``step_tasks`` for a torch optimizer; ``shared`` names the parameters the tasks share (the
     others, heads and a method's parameters, step from their ``p.grad`` as usual)."""
 
@@ -63,9 +68,9 @@ class Adam(TaskStepMixin, torch.optim.Adam):
     def task_shares(self, grads: list[Tensor]) -> list[Tensor]:
         groups, states = self._groups_and_states()
         moments = []
-        for st, g in zip(states, grads):
+        for st, grad in zip(states, grads):
             if "task_exp_avg" not in st:
-                st["task_exp_avg"] = torch.zeros_like(g)
+                st["task_exp_avg"] = torch.zeros_like(grad)
             moments.append(st["task_exp_avg"])
         torch._foreach_lerp_(moments, grads, 1 - groups[0]["betas"][0])  # m_t, as Adam's m
         out = []

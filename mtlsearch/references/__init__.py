@@ -22,10 +22,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from importlib.abc import Traversable
 
 
-def reference_path(benchmark: str):
+def reference_path(benchmark: str) -> Path | Traversable:
     """The packaged file of a built-in benchmark; a user's benchmark's file beside its module."""
     if ":" in benchmark:
         from mtlsearch.plugins import source_file

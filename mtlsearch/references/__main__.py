@@ -21,6 +21,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import Sequence
 
 from mtlsearch.benchmarks import get_benchmark
 from mtlsearch.trainer import Trainer
@@ -77,7 +78,7 @@ def default_out(benchmark: str, data_folder: str | Path | None) -> tuple[Path, s
     )
 
 
-def main(argv=None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
 
@@ -104,7 +105,7 @@ def main(argv=None) -> int:
     splits: dict[str, dict[str, dict[str, float]]] = {"val": {}, "test": {}}
     chosen = {}
     for spec in bench.task_specs():
-        best = None
+        best: tuple[float, float, dict[str, dict[str, float]]] | None = None
         for lr in args.lrs:
             runs = []
             for seed in args.seeds:
@@ -119,6 +120,7 @@ def main(argv=None) -> int:
             print(f"{spec.name:>10} lr={lr:<8g} val={mean['val']} test={mean['test']}", flush=True)
             if best is None or score > best[0]:
                 best = (score, lr, mean)
+        assert best is not None  # --lrs has one value at least
         _, lr, mean = best
         chosen[spec.name] = lr
         for s in ("val", "test"):

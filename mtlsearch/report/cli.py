@@ -56,7 +56,7 @@ def report(args: argparse.Namespace) -> int:
         page.write_text(build_page(search, rows, metrics, importance, searched, figures))
         print(f"Figures in {out}: {', '.join(p.name for p in figures) or 'none'}")
         print(f"Report page: {page}; one row per trial: {trials_csv}")
-        if search.parent_run_id and not args.no_log:
+        if search.parent_run_id and search.tracking_uri and not args.no_log:
             tracking.log_report(search.tracking_uri, search.parent_run_id, render(search, markdown=True, wide=True)[0],
                                 [*figures, page, trials_csv])
             print(f"Logged to MLflow run {search.parent_run_id} (artifacts report/)")

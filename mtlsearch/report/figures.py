@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Sequence, TypeGuard
 
 from mtlsearch.report.analysis import P_BUCKETS, metric_modes, pareto_set, task_metrics
 from mtlsearch.report.load import Search, Trial
@@ -22,8 +22,14 @@ from mtlsearch import results
 from mtlsearch.results import pareto_mask
 from mtlsearch.tracking import STATUS_COMPLETED, STATUS_ERRORED, STATUS_STOPPED
 
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
-def _plt():
+    from mtlsearch.report.importance import Importance
+    from mtlsearch.report.trials import SearchedParam
+
+
+def _plt() -> Any:  # matplotlib.pyplot, imported on first use
     import matplotlib
 
     matplotlib.use("Agg")
@@ -37,17 +43,20 @@ def _label(t: Trial, several_optimizers: bool) -> str:
     return f"{m}+{t.params.get('optimizer')}" if several_optimizers and t.params.get("optimizer") else m
 
 
-def _scatter_status(ax, xs, ys, statuses, color, label):
+def _scatter_status(ax: Axes, xs: Sequence[float], ys: Sequence[float], statuses: Sequence[str], color: Any,
+                    label: str | None) -> None:
     done = [(x, y) for x, y, s in zip(xs, ys, statuses) if s == STATUS_COMPLETED]
     part = [(x, y) for x, y, s in zip(xs, ys, statuses) if s != STATUS_COMPLETED]
     if done:
-        ax.scatter(*zip(*done), color=color, s=36, label=label, zorder=3)
+        done_x, done_y = zip(*done)
+        ax.scatter(done_x, done_y, color=color, s=36, label=label, zorder=3)
     if part:
-        ax.scatter(*zip(*part), facecolors="none", edgecolors=color, s=36, zorder=3,
+        part_x, part_y = zip(*part)
+        ax.scatter(part_x, part_y, facecolors="none", edgecolors=color, s=36, zorder=3,
                    label=f"{label} (stopped early)" if not done else None)
 
 
-def fig_delta_vs_param(search: Search, out: Path, param: str, *, methods: Iterable[str] | None = None, log: bool = False,
+def fig_delta_vs_param(search: Search, out: Path, param: str, *, methods: Collection[str] | None = None, log: bool = False,
                        filename: str) -> Path | None:
     plt = _plt()
     dm = search.delta_metric()
@@ -220,7 +229,7 @@ def make_figures(search: Search, rows: list[dict[str, Any]], out: Path) -> list[
 
 
 # ======================================================================================= searched parameters
-def _finite(v: Any) -> bool:
+def _finite(v: Any) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
@@ -247,7 +256,7 @@ def colour_limits(search: Search) -> tuple[float, float, str] | None:
     return lo, hi, "colour scale: robust limits (the values within 1.5 IQR of the quartiles)"
 
 
-def joint_axes(params: Sequence, importance=None) -> tuple[Any, Any] | None:
+def joint_axes(params: Sequence[SearchedParam], importance: Importance | None = None) -> tuple[Any, Any] | None:
     """(x, y) parameters of the joint figure: lr and p when both are searched numbers, else lr (or the most
     important numeric parameter) against the next most important one; None without two numeric ones."""
     numeric = {p.name: p for p in params if p.numeric}
@@ -265,7 +274,7 @@ def joint_axes(params: Sequence, importance=None) -> tuple[Any, Any] | None:
     return numeric[x], numeric[y]
 
 
-def joint_data(search: Search, params: Sequence, importance=None) -> dict[str, Any] | None:
+def joint_data(search: Search, params: Sequence[SearchedParam], importance: Importance | None = None) -> dict[str, Any] | None:
     """The joint figure as data: axes, colour scale and one point per trial (``hollow``: stopped early by
     ASHA, ``errored``: drawn as a grey cross, without a colour)."""
     axes = joint_axes(params, importance)
@@ -288,7 +297,7 @@ def joint_data(search: Search, params: Sequence, importance=None) -> dict[str, A
             "max_epochs": search.max_epochs}
 
 
-def _axis_limits(p, values: list[float]) -> tuple[float, float]:
+def _axis_limits(p: SearchedParam, values: list[float]) -> tuple[float, float]:
     lo = min([p.low, *values]) if p.low is not None else min(values)
     hi = max([p.high, *values]) if p.high is not None else max(values)
     if p.log and lo > 0:
@@ -348,7 +357,7 @@ def fig_joint(data: dict[str, Any] | None, out: Path, filename: str = "joint_par
     return path
 
 
-def _position(p, v: Any) -> float | None:
+def _position(p: SearchedParam, v: Any) -> float | None:
     """A parameter value on its parallel axis, in [0, 1] (None: the trial has no value)."""
     if v is None:
         return None
@@ -462,7 +471,7 @@ def fig_parallel(data: dict[str, Any] | None, out: Path, filename: str = "parall
     return path
 
 
-def fig_importance(result, metric: str, out: Path, filename: str = "param_importance.png") -> Path | None:
+def fig_importance(result: Importance | None, metric: str, out: Path, filename: str = "param_importance.png") -> Path | None:
     """Horizontal bars, one group per parameter, one bar per evaluator (labelled with its evaluator)."""
     if result is None or not result.ok:
         return None

@@ -19,12 +19,18 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from mtlsearch import tracking
 from mtlsearch.report.load import Search, Trial
 from mtlsearch.results import format_table, markdown_table
 from mtlsearch.tracking import STATUS_ERRORED
+
+if TYPE_CHECKING:
+    from optuna import Study
+    from optuna.distributions import BaseDistribution
+
+    from mtlsearch.report.trials import SearchedParam
 
 MIN_TRIALS = 5
 EVALUATORS = (
@@ -76,7 +82,7 @@ def value_at(search: Search, trial: Trial, metric: str, epoch: int) -> float | N
     return float(value) if value is not None and math.isfinite(value) else None
 
 
-def _distribution(p, observed: list[Any]):
+def _distribution(p: SearchedParam, observed: list[Any]) -> BaseDistribution:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     if p.kind == "categorical":
@@ -95,7 +101,7 @@ def _distribution(p, observed: list[Any]):
     return FloatDistribution(float(low), float(high), log=p.log and low > 0, step=step)
 
 
-def build_study(search: Search, params: Sequence, epoch: int):
+def build_study(search: Search, params: Sequence[SearchedParam], epoch: int) -> tuple[Study, list[str], dict[str, str]]:
     """An in-memory Optuna study of the trials' values at ``epoch`` over the searched ``params`` that every
     such trial has; returns (study, the parameter names, {left-out parameter: why})."""
     import optuna
@@ -133,8 +139,8 @@ def param_importance(search: Search, params: Sequence) -> Importance:
     ``note`` says in one line why there are none (one searched parameter, too few trials, ...)."""
     searched = [p for p in params if not p.simplex]
     if len(searched) < 2:
-        names = ", ".join(p.name for p in params) or "none"
-        return Importance(note=f"Parameter importance: not computed: the space searches one parameter ({names}); "
+        listed = ", ".join(p.name for p in params) or "none"
+        return Importance(note=f"Parameter importance: not computed: the space searches one parameter ({listed}); "
                                "nothing to compare it with")
     epoch = comparison_epoch(search)
     if epoch is None:

@@ -10,7 +10,12 @@ import html
 import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from mtlsearch.report.importance import Importance
+    from mtlsearch.report.load import Search
+    from mtlsearch.report.trials import SearchedParam
 
 STYLE = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
@@ -40,7 +45,7 @@ def figure(path: Path, caption: str = "") -> str:
     return f'<figure><img alt="{alt}" src="data:image/png;base64,{data}">{cap}</figure>'
 
 
-def header_items(search) -> list[tuple[str, str]]:
+def header_items(search: Search) -> list[tuple[str, str]]:
     """The search's header: space, benchmark, objective, budget, scheduler, searcher, sources."""
     params = dict((search.info or {}).get("params") or {})
 
@@ -78,7 +83,7 @@ def header_items(search) -> list[tuple[str, str]]:
     return items
 
 
-def html_page(search, *, sections: Sequence[tuple[str, str]]) -> str:
+def html_page(search: Search, *, sections: Sequence[tuple[str, str]]) -> str:
     """The page: the search's header, then ``sections`` ((title, HTML body), in order)."""
     head = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in header_items(search))
     body = "".join(f"<h2>{esc(title)}</h2>\n{content}\n" for title, content in sections)
@@ -87,7 +92,7 @@ def html_page(search, *, sections: Sequence[tuple[str, str]]) -> str:
             f"<dl>{head}</dl>\n{body}</body></html>\n")
 
 
-def build_page(search, rows: list[dict[str, Any]], metrics: list[str], importance, searched: Sequence,
+def build_page(search: Search, rows: list[dict[str, Any]], metrics: list[str], importance: Importance, searched: Sequence[SearchedParam],
                figures: Sequence[Path]) -> str:
     """The report page of a search: leaderboard and totals, parameter importance, Pareto set, every
     figure, and one row per trial."""

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from mtlsearch import results, tracking
 from mtlsearch.report.load import load_results
 from mtlsearch.tracking import STATUS_ERRORED, STATUS_RUNNING
 
 
-def sync(results_folder: str | Path, tracking_uri: str, experiment: str | None = None) -> dict[str, int]:
+def sync(results_folder: str | Path, tracking_uri: str, experiment: str | None = None) -> dict[str, Any]:
     """Copy a Ray results folder into MLflow, idempotently; returns counts of what was written."""
     search = load_results(results_folder)
+    assert search.search_id is not None  # a Ray results folder's search id falls back to its path
     tracking.check_reachable(tracking_uri)
     experiment = experiment or search.experiment or search.name.rsplit("-", 2)[0]
     before = tracking.count_search_runs(tracking_uri, experiment, search.search_id)

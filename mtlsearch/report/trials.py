@@ -13,10 +13,13 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, TypeGuard
 
 from mtlsearch.report.analysis import HIDDEN_KEYS, task_metrics
 from mtlsearch.report.load import Search, Trial
+
+if TYPE_CHECKING:
+    from mtlsearch.spaces import Param
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,7 @@ class SearchedParam:
         return self.kind in ("float", "int")
 
 
-def _from_space_param(p) -> SearchedParam | None:
+def _from_space_param(p: Param) -> SearchedParam | None:
     cond = bool(p.when)
     if p.kind == "uniform":
         return SearchedParam(p.name, "float", False, p.args[0], p.args[1], conditional=cond)
@@ -72,7 +75,7 @@ def params_from_space_text(text: str, source: str = "space") -> list[SearchedPar
     return [s for s in (_from_space_param(p) for p in params if p.kind != "value") if s is not None]
 
 
-def _number(v: Any) -> bool:
+def _number(v: Any) -> TypeGuard[float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
