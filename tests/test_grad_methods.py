@@ -1,7 +1,6 @@
 """Gradient-level baselines: each method's defining property, degenerate inputs, 40 tasks, and a
 Trainer run of every registered method."""
 import math
-import time
 
 import numpy as np
 import pytest
@@ -339,18 +338,16 @@ def test_degenerate_gradients_give_finite_results(name, case):
 
 
 @pytest.mark.parametrize("name", GRAD_METHODS)
-def test_forty_tasks_are_fast_and_finite(name):
+def test_forty_tasks_are_finite_and_solved(name):
+    # How fast a method is at 40 tasks is measured by perf/step_time.py, not asserted here (a wall-clock
+    # bound flaked on a loaded machine); what a test can hold: finite output and no solver failure.
     grads = torch.randn(40, 1000, generator=torch.Generator().manual_seed(0))
     losses = torch.rand(40, generator=torch.Generator().manual_seed(1)) + 0.5
     method = METHODS[name](40)
-    elapsed = []
     for _ in range(2):
-        start = time.perf_counter()
         result = method(grads, losses)
-        elapsed.append(time.perf_counter() - start)
-    out = result.weights if result.weights is not None else result.direction
-    assert torch.isfinite(out).all()
-    assert min(elapsed) < 0.5, f"{name}: {min(elapsed):.3f} s for 40 tasks"
+        out = result.weights if result.weights is not None else result.direction
+        assert out is not None and torch.isfinite(out).all()
     assert method.extra_metrics().get(f"{name}/solver_failures", 0.0) == 0.0
 
 

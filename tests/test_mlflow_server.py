@@ -127,13 +127,12 @@ def test_unreachable_server_is_one_error_line_before_ray(tmp_path, capsys):
     port = shared.free_port()  # nothing listens there
     space = tmp_path / "s.yaml"
     space.write_text(textwrap.dedent(shared.SPACE_SINGLE))
-    start = time.time()
     code = main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", f"http://127.0.0.1:{port}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
     assert len(err) == 1 and err[0].startswith("error: --tracking-uri: MLflow tracking server ")
     assert f"http://127.0.0.1:{port} is unreachable" in err[0]
-    assert not (tmp_path / "ray").exists() and time.time() - start < 30
+    assert not (tmp_path / "ray").exists()  # refused before Ray started: no results folder
 
 
 def _dump(client: MlflowClient, experiment: str, search_id: str) -> dict:
