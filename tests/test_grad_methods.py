@@ -339,8 +339,8 @@ def test_degenerate_gradients_give_finite_results(name, case):
 
 @pytest.mark.parametrize("name", GRAD_METHODS)
 def test_forty_tasks_are_finite_and_solved(name):
-    # How fast a method is at 40 tasks is measured by perf/step_time.py, not asserted here (a wall-clock
-    # bound flaked on a loaded machine); what a test can hold: finite output and no solver failure.
+    # Speed is not asserted here (a 0.5 s wall-clock bound flaked on a loaded machine; speed belongs in
+    # perf/ scripts); what a test can hold at 40 tasks: finite output and no solver failure.
     grads = torch.randn(40, 1000, generator=torch.Generator().manual_seed(0))
     losses = torch.rand(40, generator=torch.Generator().manual_seed(1)) + 0.5
     method = METHODS[name](40)
