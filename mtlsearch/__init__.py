@@ -1,4 +1,5 @@
 """mtlsearch: fair, reproducible and fast method and hyperparameter search for multi-task learning."""
+
 from __future__ import annotations
 
 from typing import Any

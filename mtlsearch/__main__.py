@@ -3,6 +3,7 @@
 ``mtlsearch ui ...`` opens a search's trial comparison in the MLflow UI; ``mtlsearch launch ...`` (or
 arguments without a subcommand, as before) runs a search.  A new subcommand is one line in SUBCOMMANDS.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -12,6 +12,7 @@
 :class:`~mtlsearch.errors.ConfigError` instead of exiting.  It returns :func:`load_results` of the
 search it ran: the trials read back from MLflow.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,9 +27,17 @@ if TYPE_CHECKING:
 
 #: Keyword arguments of :func:`search` that are launcher flags (the rest are space keys, see ``search``).
 FLAGS = {
-    "data_root": "--data-root", "gpus_per_trial": "--gpus-per-trial", "cpus_per_trial": "--cpus-per-trial",
-    "address": "--address", "storage": "--storage", "tracking_uri": "--tracking-uri", "experiment": "--experiment",
-    "name": "--name", "seed": "--seed", "max_failures": "--max-failures", "num_samples": "--num-samples",
+    "data_root": "--data-root",
+    "gpus_per_trial": "--gpus-per-trial",
+    "cpus_per_trial": "--cpus-per-trial",
+    "address": "--address",
+    "storage": "--storage",
+    "tracking_uri": "--tracking-uri",
+    "experiment": "--experiment",
+    "name": "--name",
+    "seed": "--seed",
+    "max_failures": "--max-failures",
+    "num_samples": "--num-samples",
     "max_epochs": "--max-epochs",
 }
 
@@ -48,8 +57,9 @@ def _yaml(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
 
 
-def search_argv(space: str | Mapping[str, Any], benchmark: Any = None, method: Any = None, *,
-                folder: str | None = None, **overrides: Any) -> list[str]:
+def search_argv(
+    space: str | Mapping[str, Any], benchmark: Any = None, method: Any = None, *, folder: str | None = None, **overrides: Any
+) -> list[str]:
     """The ``python -m mtlsearch.launch`` arguments of :func:`search` (a dict space is written to ``folder``)."""
     if isinstance(space, Mapping):
         import yaml
@@ -99,8 +109,9 @@ def search(space: str | Mapping[str, Any], benchmark: Any = None, method: Any = 
     code = launch.run(args)
     where = getattr(args, "search_ref", None)
     if code != 0 or where is None:
-        raise RuntimeError(f"the search did not finish (exit code {code}); resume it with "
-                           f"python -m mtlsearch.launch {' '.join(argv)} --resume")
+        raise RuntimeError(
+            f"the search did not finish (exit code {code}); resume it with python -m mtlsearch.launch {' '.join(argv)} --resume"
+        )
     tracking_uri, experiment, parent = where
     return load_results(experiment, parent, tracking_uri=tracking_uri)
 
@@ -136,9 +147,17 @@ def load_results(experiment: str, search: str | None = None, *, tracking_uri: st
             row["error"] = trial.error
         rows.append(row)
     frame = pd.DataFrame(rows)
-    frame.attrs.update({"metric": found.metric, "mode": found.mode, "objectives": found.objectives,
-                        "search_id": found.search_id, "parent_run_id": found.parent_run_id,
-                        "experiment": experiment, "tracking_uri": uri})
+    frame.attrs.update(
+        {
+            "metric": found.metric,
+            "mode": found.mode,
+            "objectives": found.objectives,
+            "search_id": found.search_id,
+            "parent_run_id": found.parent_run_id,
+            "experiment": experiment,
+            "tracking_uri": uri,
+        }
+    )
     return frame
 
 

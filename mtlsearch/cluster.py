@@ -1,6 +1,7 @@
 """The Ray cluster and the storage, checked before any trial starts: inside a Ray job, the address, the
 local Ray or the cluster's connection, the nodes (and an autoscaler's node types) against the resources
 per trial, and a storage every trial can write to."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,10 @@ def check_job_paths(args: argparse.Namespace) -> None:
     MLflow runs written there by default would vanish with it."""
     if not in_ray_job():
         return
-    why = ("inside a Ray job the working directory is a temporary copy of --working-dir that Ray deletes; "
-           "give an absolute path or URI that outlives the job")
+    why = (
+        "inside a Ray job the working directory is a temporary copy of --working-dir that Ray deletes; "
+        "give an absolute path or URI that outlives the job"
+    )
     if not args.storage:
         raise ConfigError(f"{why}: --storage /shared/ray_results (NFS, with --storage-is-shared) or s3://bucket/dir", field="--storage")
     if not args.tracking_uri and not os.environ.get("MLFLOW_TRACKING_URI"):
@@ -40,7 +43,9 @@ def check_address(args: argparse.Namespace) -> None:
         raise ConfigError(
             f"{address!r} is the job-submission (dashboard) address; the launcher connects to the cluster's "
             "GCS address HOST:6379, or run it with `ray job submit --address http://HOST:8265 -- python -m "
-            "mtlsearch.launch ...`, where Ray sets RAY_ADDRESS", field="--address" if args.address else "RAY_ADDRESS")
+            "mtlsearch.launch ...`, where Ray sets RAY_ADDRESS",
+            field="--address" if args.address else "RAY_ADDRESS",
+        )
 
 
 def is_uri(path: str) -> bool:
@@ -62,7 +67,9 @@ def init_ray(address: str | None, runtime_env: dict[str, Any] | None = None, qui
         if not quiet:  # our line: Ray's own "Connecting to existing Ray cluster" is silenced
             print(f"Connecting to the Ray cluster at {address} ...", flush=True)
         try:
-            ray.init(address=address, runtime_env=runtime_env, logging_level=console.ray_logging_level())  # an existing cluster: never start a second one
+            ray.init(
+                address=address, runtime_env=runtime_env, logging_level=console.ray_logging_level()
+            )  # an existing cluster: never start a second one
         except (AuthenticationError, ConnectionError, RuntimeError, ValueError) as err:
             chain: list[str] = []
             cause: BaseException | None = err
@@ -71,20 +78,28 @@ def init_ray(address: str | None, runtime_env: dict[str, Any] | None = None, qui
                 cause = cause.__cause__ or cause.__context__
             hint = ""
             if any("InvalidAuthToken" in c or "uthentication" in c for c in chain):
-                hint = ("; its authentication token is missing or incorrect: export RAY_AUTH_MODE=token and put the "
-                        "cluster's token (the head's ~/.ray/auth_token) in ~/.ray/auth_token or RAY_AUTH_TOKEN")
+                hint = (
+                    "; its authentication token is missing or incorrect: export RAY_AUTH_MODE=token and put the "
+                    "cluster's token (the head's ~/.ray/auth_token) in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+                )
             first = chain[0].strip().splitlines()[0] if chain[0].strip() else type(err).__name__
             raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {first}{hint}", field="--address") from None
     else:
         if not quiet:
             print("Starting a local Ray ...", flush=True)
         try:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, logging_level=console.ray_logging_level(),
-                     runtime_env={"worker_process_setup_hook": console.WORKER_SETUP_HOOK})
+            ray.init(
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                logging_level=console.ray_logging_level(),
+                runtime_env={"worker_process_setup_hook": console.WORKER_SETUP_HOOK},
+            )
         except Exception as err:  # e.g. "The current node timed out during startup" on an overloaded machine
             ray.shutdown()
-            raise faults.StartError(f"the local Ray did not start ({faults.first_line(err)}); see its logs under "
-                                    f"{os.environ.get('RAY_TMPDIR', '/tmp')}/ray/session_latest/logs") from None
+            raise faults.StartError(
+                f"the local Ray did not start ({faults.first_line(err)}); see its logs under "
+                f"{os.environ.get('RAY_TMPDIR', '/tmp')}/ray/session_latest/logs"
+            ) from None
     return True
 
 
@@ -96,19 +111,30 @@ def cluster_nodes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     import ray
 
     alive = [
-        {"name": n.get("NodeManagerAddress", "?"), "CPU": float(n["Resources"].get("CPU", 0)),
-         "GPU": float(n["Resources"].get("GPU", 0)), "max": 1}
-        for n in ray.nodes() if n.get("Alive")
+        {
+            "name": n.get("NodeManagerAddress", "?"),
+            "CPU": float(n["Resources"].get("CPU", 0)),
+            "GPU": float(n["Resources"].get("GPU", 0)),
+            "max": 1,
+        }
+        for n in ray.nodes()
+        if n.get("Alive")
     ]
     types: list[dict[str, Any]] = []
     try:
         from ray._private.state import state
 
         config = state.get_cluster_config()
-        for group in (config.node_group_configs if config is not None else []):
+        for group in config.node_group_configs if config is not None else []:
             if group.max_count != 0:
-                types.append({"name": f"node type {group.name}", "CPU": float(group.resources.get("CPU", 0)),
-                              "GPU": float(group.resources.get("GPU", 0)), "max": group.max_count})
+                types.append(
+                    {
+                        "name": f"node type {group.name}",
+                        "CPU": float(group.resources.get("CPU", 0)),
+                        "GPU": float(group.resources.get("GPU", 0)),
+                        "max": group.max_count,
+                    }
+                )
     except Exception:  # noqa: BLE001 - an optional refinement; the alive nodes are authoritative
         types = []
     return alive, types
@@ -121,8 +147,9 @@ def _describe(nodes: list[dict[str, Any]]) -> str:
 NODE_WAIT_ENV = "MTLSEARCH_NODE_WAIT_S"
 
 
-def check_cluster_resources(space: SearchSpace, args: argparse.Namespace, alive: list[dict[str, Any]], types: list[dict[str, Any]],
-                            wait_s: float = 0.0) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def check_cluster_resources(
+    space: SearchSpace, args: argparse.Namespace, alive: list[dict[str, Any]], types: list[dict[str, Any]], wait_s: float = 0.0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A trial runs on one node: refuse asking for more CPUs/GPUs per trial than any node has (or, with
     an autoscaler, any node type could have) instead of leaving the trials pending forever.  On a
     remote cluster, nodes may still be joining (pods being scheduled, images pulled): wait up to
@@ -139,8 +166,11 @@ def check_cluster_resources(space: SearchSpace, args: argparse.Namespace, alive:
         if left <= 0:
             break
         if not announced:
-            print(f"Waiting up to {wait_s:g} s ({NODE_WAIT_ENV}) for a node with {cpus:g} CPU and {gpus:g} GPU to "
-                  f"join the cluster ({_describe(alive)})", flush=True)
+            print(
+                f"Waiting up to {wait_s:g} s ({NODE_WAIT_ENV}) for a node with {cpus:g} CPU and {gpus:g} GPU to "
+                f"join the cluster ({_describe(alive)})",
+                flush=True,
+            )
             announced = True
         time.sleep(min(5.0, left))
         alive, types = cluster_nodes()
@@ -158,9 +188,16 @@ def check_cluster_resources(space: SearchSpace, args: argparse.Namespace, alive:
                 f"{'(fractions such as 0.5 share a GPU) ' if key == 'GPU' else ''}or add larger nodes",
                 **where,
             )
-    where = {"field": "--gpus-per-trial"} if args.gpus_per_trial is not None else {"source": str(space.path), "field": "resources.gpus_per_trial"}
-    raise ConfigError(f"a trial asks for {cpus:g} CPU and {gpus:g} GPU on one node, but no node has both{waited} "
-                      f"({_describe(nodes)}); lower --cpus-per-trial or --gpus-per-trial", **where)
+    where = (
+        {"field": "--gpus-per-trial"}
+        if args.gpus_per_trial is not None
+        else {"source": str(space.path), "field": "resources.gpus_per_trial"}
+    )
+    raise ConfigError(
+        f"a trial asks for {cpus:g} CPU and {gpus:g} GPU on one node, but no node has both{waited} "
+        f"({_describe(nodes)}); lower --cpus-per-trial or --gpus-per-trial",
+        **where,
+    )
 
 
 def resolve_storage(args: argparse.Namespace, alive: list[dict[str, Any]], types: list[dict[str, Any]]) -> tuple[str, Path | None]:
@@ -173,7 +210,7 @@ def resolve_storage(args: argparse.Namespace, alive: list[dict[str, Any]], types
     if raw and is_uri(raw):
         return raw.rstrip("/"), None
     if raw and raw.startswith("file://"):
-        raw = raw[len("file://"):]
+        raw = raw[len("file://") :]
     local = Path(raw).expanduser().resolve() if raw else Path.cwd() / "ray_results"
     grows = any(t["max"] != 0 for t in types) and (len(types) > 1 or any(t["max"] != 1 for t in types))
     if (len(alive) > 1 or grows) and not args.storage_is_shared:

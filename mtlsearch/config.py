@@ -5,6 +5,7 @@ hyperparameters of the chosen balancing method (e.g. ``p`` for ``gemtl``).  Vali
 before any training: unknown keys, wrong types and undefined method x optimizer combinations raise
 :class:`~mtlsearch.errors.ConfigError` naming the field and the allowed values.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -91,7 +92,8 @@ class TrialConfig:
                 raise ConfigError(
                     f"{key!r} is both a hyperparameter of method {method_name!r} and an option of benchmark "
                     f"{bench_cls.name!r}; set it as method_params: {{{key}: ...}} or benchmark_options: {{{key}: ...}}",
-                    source=source, field=key,
+                    source=source,
+                    field=key,
                 )
             elif key in method_cls.hyperparams:
                 method_params[key] = value
@@ -160,9 +162,7 @@ class TrialConfig:
         if issubclass(method_cls, GradBalancing):
             mode = self.grad_mode or method_cls.default_mode
             if mode not in method_cls.modes:
-                raise ConfigError(
-                    f"method {self.method!r} supports grad_mode {choices(method_cls.modes)}, not {mode!r}", field="grad_mode"
-                )
+                raise ConfigError(f"method {self.method!r} supports grad_mode {choices(method_cls.modes)}, not {mode!r}", field="grad_mode")
             if is_adatask(self.optimizer) and not method_cls.linear:
                 raise ConfigError(
                     f"method {self.method!r} returns an update direction that is not a weighting of the "
@@ -188,8 +188,7 @@ class TrialConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The flat form (inverse of :meth:`from_dict`)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-               if f.name not in ("method_params", "benchmark_options")}
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("method_params", "benchmark_options")}
         out.update(self.method_params)
         out.update(self.benchmark_options)
         if out["tasks"] is not None:

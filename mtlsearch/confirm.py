@@ -9,6 +9,7 @@ same parent run (tag ``mtlsearch.phase = final``), and the launcher prints mean 
 No Ray here: the launcher (:mod:`mtlsearch.runner`) passes the function that trains a configuration's
 seeds (``fit(index, config, seeds)`` -> one ``{"trial_id", "config", "metrics"}`` per trial).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -42,8 +43,9 @@ def _without_seed(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k != "seed"}
 
 
-def summarize(results: Sequence[Mapping[str, Any]], picked: Sequence[tuple[str, dict[str, Any]]],
-              keys: Sequence[str]) -> list[dict[str, Any]]:
+def summarize(
+    results: Sequence[Mapping[str, Any]], picked: Sequence[tuple[str, dict[str, Any]]], keys: Sequence[str]
+) -> list[dict[str, Any]]:
     """Mean ± std over seeds of ``keys`` for each picked configuration."""
     rows = []
     for group, cfg in picked:
@@ -65,8 +67,10 @@ def run_confirmation(space: SearchSpace, rows: Sequence[Mapping[str, Any]], fit:
     picked = pick_configs(rows, space)
     assert space.final is not None
     seeds = list(space.final["seeds"])
-    print(f"\nConfirming the best configuration{'s' if len(picked) > 1 else ''} "
-          f"({len(picked)} x seeds {seeds}): {len(picked) * len(seeds)} trials without early stopping")
+    print(
+        f"\nConfirming the best configuration{'s' if len(picked) > 1 else ''} "
+        f"({len(picked)} x seeds {seeds}): {len(picked) * len(seeds)} trials without early stopping"
+    )
     results = []
     for index, (_, cfg) in enumerate(picked):
         for result in fit(index, cfg, seeds):

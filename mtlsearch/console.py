@@ -13,6 +13,7 @@
 
 Nothing here imports Ray or MLflow at module level.
 """
+
 from __future__ import annotations
 
 import logging
@@ -78,8 +79,11 @@ class _TuneRunFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.getMessage().startswith("Stop signal received"):
-            print("\nStopping the search: ending its trials and saving its state (Ctrl-C again to skip saving) ...",
-                  file=sys.stderr, flush=True)
+            print(
+                "\nStopping the search: ending its trials and saving its state (Ctrl-C again to skip saving) ...",
+                file=sys.stderr,
+                flush=True,
+            )
             return False
         return record.levelno >= logging.ERROR
 
@@ -141,8 +145,14 @@ def searched_names(space: SearchSpace) -> list[str]:
 class Progress:
     """The state behind the progress lines (no Ray here: :func:`make_progress_callback` feeds it)."""
 
-    def __init__(self, space: SearchSpace, *, quiet: bool = False, out: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        space: SearchSpace,
+        *,
+        quiet: bool = False,
+        out: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.space = space
         self.quiet = quiet
         self.total = total_trials(space)
@@ -183,10 +193,12 @@ class Progress:
         return self.last[trial], trial
 
     def status(self) -> str:
-        return (f"[{len(self.ended)}/{self.total} done, {len(self.running)} running | "
-                f"{self.spent}/{self.budget - self.saved} epochs"
-                + (f" (ASHA saved {self.saved})" if self.saved else "")
-                + f" | {duration(self.clock() - self.start)} elapsed, ETA {duration(self.eta())}]")
+        return (
+            f"[{len(self.ended)}/{self.total} done, {len(self.running)} running | "
+            f"{self.spent}/{self.budget - self.saved} epochs"
+            + (f" (ASHA saved {self.saved})" if self.saved else "")
+            + f" | {duration(self.clock() - self.start)} elapsed, ETA {duration(self.eta())}]"
+        )
 
     # ---------------------------------------------------------------- events
     def seen(self, trial_id: str, last_result: Mapping[str, Any] | None) -> None:
@@ -215,8 +227,10 @@ class Progress:
         params = " ".join(f"{k}={fmt(config[k])}" for k in searched_names(self.space) if k in config)
         best = self.best()
         shown = f"best {fmt(best[0])} ({best[1]})" if best else ""
-        self.out(f"{self.status()} {trial_id} epoch {epoch}/{self.space.max_epochs} {params} "
-                 f"{self.space.metric}={fmt(value) if value is not None else '-'}  {shown}".rstrip())
+        self.out(
+            f"{self.status()} {trial_id} epoch {epoch}/{self.space.max_epochs} {params} "
+            f"{self.space.metric}={fmt(value) if value is not None else '-'}  {shown}".rstrip()
+        )
 
     def ended_ok(self, trial_id: str, last_result: Mapping[str, Any] | None) -> None:
         self.running.discard(trial_id)
@@ -306,8 +320,10 @@ def dry_run(space: SearchSpace, *, timed: bool = True, out: Callable[[str], None
     """What the search would do, starting nothing (no Ray, no MLflow store, nothing written)."""
     total = total_trials(space)
     budget = total * space.max_epochs
-    out(f"Dry run of {space.name!r} ({space.path}): benchmark {space.benchmark!r}, objective "
-        f"{space.metric} ({space.mode}); the space and every trial configuration are valid.")
+    out(
+        f"Dry run of {space.name!r} ({space.path}): benchmark {space.benchmark!r}, objective "
+        f"{space.metric} ({space.mode}); the space and every trial configuration are valid."
+    )
     out("Searched parameters:")
     for p in space.params:
         if p.kind != "value":
@@ -316,8 +332,11 @@ def dry_run(space: SearchSpace, *, timed: bool = True, out: Callable[[str], None
     if fixed:
         out(f"Fixed: {fixed}")
     sched = space.scheduler
-    asha = (f"; ASHA may stop trials from epoch {sched['grace_period']} on (reduction factor "
-            f"{sched['reduction_factor']})" if sched.get("type") == "asha" else "")
+    asha = (
+        f"; ASHA may stop trials from epoch {sched['grace_period']} on (reduction factor {sched['reduction_factor']})"
+        if sched.get("type") == "asha"
+        else ""
+    )
     out(f"Epoch budget: {total} trials x {space.max_epochs} epochs = {budget} epochs at most{asha}.")
     cpus = os.cpu_count() or 1
     per = space.resources.get("cpus_per_trial") or 1
@@ -327,8 +346,10 @@ def dry_run(space: SearchSpace, *, timed: bool = True, out: Callable[[str], None
     parallel = min(parallel, total)
     if space.resources.get("gpus_per_trial"):
         # Trials train on GPUs: an epoch on this CPU says little (and may take long); say so.
-        out(f"Estimated time: not measured: trials ask for {space.resources['gpus_per_trial']:g} GPU each; time one "
-            "trial epoch with --num-samples 1 --max-epochs 1 and multiply by the epoch budget.")
+        out(
+            f"Estimated time: not measured: trials ask for {space.resources['gpus_per_trial']:g} GPU each; time one "
+            "trial epoch with --num-samples 1 --max-epochs 1 and multiply by the epoch budget."
+        )
         timed = False
     if not timed:
         out("Nothing was started or written (no Ray, no MLflow store); run without --dry-run to search.")
@@ -337,9 +358,11 @@ def dry_run(space: SearchSpace, *, timed: bool = True, out: Callable[[str], None
     # Each worker builds the data and model once (workers run trial after trial, the data is built once per
     # search: trainables.mtl); epochs then run `parallel` at a time on this machine.
     estimate = setup_s + budget * epoch_s / parallel
-    out(f"Estimated time: about {duration(estimate)} on this machine ({cpus} CPUs, {parallel} trial(s) at a time) if "
+    out(
+        f"Estimated time: about {duration(estimate)} on this machine ({cpus} CPUs, {parallel} trial(s) at a time) if "
         f"every trial ran all its epochs: one epoch of the first trial configuration took {epoch_s:.2f} s here after "
         f"{setup_s:.2f} s to build its data and model; "
-        f"not counted: ASHA's early stops (shorter), Ray's start and the workers' start (longer: ~10 s, a few s each).")
+        f"not counted: ASHA's early stops (shorter), Ray's start and the workers' start (longer: ~10 s, a few s each)."
+    )
     out("Nothing was started or written (no Ray, no MLflow store); run without --dry-run to search.")
     return 0

@@ -1,4 +1,5 @@
 """One exception type for every kind of bad input the user can give us."""
+
 from __future__ import annotations
 
 from typing import Any, Iterable

@@ -17,6 +17,7 @@
   the watchdog then marks the runs, prints the resume command and exits 130.  Ray Tune saved the
   search's state at most ``TUNE_GLOBAL_CHECKPOINT_S`` before, so ``--resume`` continues from there.
 """
+
 from __future__ import annotations
 
 import os
@@ -46,6 +47,8 @@ class StartError(RuntimeError):
 def first_line(err: BaseException) -> str:
     text = str(err).strip()
     return f"{type(err).__name__}: {text.splitlines()[0][:300]}" if text else type(err).__name__
+
+
 STOP_TIMEOUT_ENV = "MTLSEARCH_STOP_TIMEOUT_S"
 #: Errors a retry from the same checkpoint would meet again (their class names, as Ray reports them).
 NOT_RETRIED = ("NonFiniteLossError", "UnreadableCheckpointError")
@@ -86,12 +89,18 @@ def all_errored(tracker: Tracker, grid: ResultGrid, space: SearchSpace) -> int:
     # ResultGrid iterates through __getitem__/__len__; Ray's class declares no __iter__ for type checkers.
     counts = Counter(error_line(r.error) for r in grid if r.error is not None)  # type: ignore[attr-defined]
     tracker.end_search(None, status="FAILED")
-    print(f"error: all {len(grid)} trials of the search errored; nothing to rank. Errors "
-          f"({', '.join(f'{n} x' for n in counts.values())}):", file=sys.stderr)
+    print(
+        f"error: all {len(grid)} trials of the search errored; nothing to rank. Errors ({', '.join(f'{n} x' for n in counts.values())}):",
+        file=sys.stderr,
+    )
     for line, n in counts.most_common():
         print(f"  {n} x {line}", file=sys.stderr)
-    print(f"Each trial's traceback: its error.txt under the Ray results and tag 'error' of its MLflow run "
-          f"(experiment {tracker.experiment!r}).", file=sys.stderr, flush=True)
+    print(
+        f"Each trial's traceback: its error.txt under the Ray results and tag 'error' of its MLflow run "
+        f"(experiment {tracker.experiment!r}).",
+        file=sys.stderr,
+        flush=True,
+    )
     return EXIT_ALL_ERRORED
 
 
@@ -102,8 +111,7 @@ def end_runs_failed(tracker: Tracker | None, reason: str) -> None:
     try:
         tracker.fail_running_runs(reason)
     except Exception as err:  # noqa: BLE001 - MLflow itself may be what failed
-        print(f"warning: could not mark the search's MLflow runs FAILED ({type(err).__name__}: {err})",
-              file=sys.stderr, flush=True)
+        print(f"warning: could not mark the search's MLflow runs FAILED ({type(err).__name__}: {err})", file=sys.stderr, flush=True)
 
 
 class StopWatchdog:
@@ -127,8 +135,12 @@ class StopWatchdog:
     def _watch(self) -> None:
         if self.done.wait(self.timeout_s):
             return
-        print(f"\nRay did not stop within {self.timeout_s:g} s ({STOP_TIMEOUT_ENV}; its processes were probably "
-              "signalled too); stopping without it.", file=sys.stderr, flush=True)
+        print(
+            f"\nRay did not stop within {self.timeout_s:g} s ({STOP_TIMEOUT_ENV}; its processes were probably "
+            "signalled too); stopping without it.",
+            file=sys.stderr,
+            flush=True,
+        )
         code = 130
         try:
             code = self.on_stuck()
@@ -168,7 +180,8 @@ def claim_folder(storage: Path, name: str, *, numbered: bool) -> tuple[str, IO[s
             lock.close()
             if numbered:
                 continue
-            raise ConfigError(f"another search is running in {folder} right now; wait for it to end or choose "
-                              "another --name", field="--name") from None
+            raise ConfigError(
+                f"another search is running in {folder} right now; wait for it to end or choose another --name", field="--name"
+            ) from None
         return candidate, lock
     raise StartError(f"no free search folder {name}-N under {storage}")

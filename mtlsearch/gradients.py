@@ -10,6 +10,7 @@ This is where the cost of gradient-level methods and AdaTask lives, so it is wri
   vector-Jacobian products of the encoder with the rep-mode cotangents, batched into one vmapped
   backward pass (``is_grads_batched``) where the encoder's ops support it, else one pass per task.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -47,9 +48,7 @@ class RepLeaves:
 _BATCHED_OK: dict[int, bool] = {}
 
 
-def per_task_param_grads(
-    leaves: RepLeaves, cotangents: Sequence[Tensor], params: Sequence[nn.Parameter], key: int = 0
-) -> list[Tensor]:
+def per_task_param_grads(leaves: RepLeaves, cotangents: Sequence[Tensor], params: Sequence[nn.Parameter], key: int = 0) -> list[Tensor]:
     """For each shared parameter, its per-task gradients stacked as ``[T, *param.shape]``.
 
     ``cotangents[t]`` is task t's gradient w.r.t. its representation (``dL_t/dz``, possibly weighted).
@@ -63,8 +62,11 @@ def per_task_param_grads(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 grads = torch.autograd.grad(
-                    leaves.sources[0], params, grad_outputs=torch.stack(list(cotangents)),
-                    is_grads_batched=True, allow_unused=True,
+                    leaves.sources[0],
+                    params,
+                    grad_outputs=torch.stack(list(cotangents)),
+                    is_grads_batched=True,
+                    allow_unused=True,
                     # Keep the graph on the first try, so the per-task fallback can still run.
                     retain_graph=key not in _BATCHED_OK,
                 )
@@ -76,14 +78,14 @@ def per_task_param_grads(
     for t in range(num_tasks):
         per_task.append(
             torch.autograd.grad(
-                leaves.sources[t], params, grad_outputs=cotangents[t], retain_graph=t < num_tasks - 1 or not leaves.shared_source,
+                leaves.sources[t],
+                params,
+                grad_outputs=cotangents[t],
+                retain_graph=t < num_tasks - 1 or not leaves.shared_source,
                 allow_unused=True,
             )
         )
-    return [
-        torch.stack([gi if (gi := g[i]) is not None else p.new_zeros(p.shape) for g in per_task])
-        for i, p in enumerate(params)
-    ]
+    return [torch.stack([gi if (gi := g[i]) is not None else p.new_zeros(p.shape) for g in per_task]) for i, p in enumerate(params)]
 
 
 def flatten_task_grads(task_grads: Sequence[Tensor]) -> Tensor:
@@ -112,4 +114,3 @@ def set_flat_grad(params: Sequence[nn.Parameter], flat: Tensor) -> None:
 def weighted_sum(weights: Tensor, tensors: Sequence[Tensor]) -> list[Tensor]:
     """``[w_t * x_t]`` for per-task tensors (weights broadcast over each tensor)."""
     return [w * x for w, x in zip(weights.to(tensors[0].dtype).unbind(0), tensors)]
-

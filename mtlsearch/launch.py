@@ -16,6 +16,7 @@ cluster unless ``--storage-is-shared`` vouches that every node mounts it.  Ctrl-
 continues from Ray Tune's experiment state (finished trials are not re-run; MLflow keeps one run per
 trial and each epoch once).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,35 +40,55 @@ def build_parser() -> argparse.ArgumentParser:
         description="Search MTL balancing methods and hyperparameters with Ray Tune (Optuna + ASHA), logging to MLflow.",
     )
     p.add_argument("--space", required=True, help="search space name (search_spaces/NAME.yaml) or path to a YAML file")
-    p.add_argument("--benchmark", help="override the space's benchmark: a built-in name, or your own as "
-                   "module:Class or path/file.py:Class")
-    p.add_argument("--set", action="append", default=[], metavar="KEY.PATH=VALUE",
-                   help="override a key of the space file (YAML value), e.g. --set budget.num_samples=50 "
-                        "--set params.lr.loguniform=[1e-4,1e-2]; repeatable")
-    p.add_argument("--protocol", help="a published protocol (nashmtl, libmtl; see mtlsearch.protocols) whose "
-                   "settings the space's own parameters override")
+    p.add_argument("--benchmark", help="override the space's benchmark: a built-in name, or your own as module:Class or path/file.py:Class")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a key of the space file (YAML value), e.g. --set budget.num_samples=50 "
+        "--set params.lr.loguniform=[1e-4,1e-2]; repeatable",
+    )
+    p.add_argument(
+        "--protocol",
+        help="a published protocol (nashmtl, libmtl; see mtlsearch.protocols) whose settings the space's own parameters override",
+    )
     p.add_argument("--data-root", help="folder of a user-supplied dataset (real benchmarks)")
     p.add_argument("--num-samples", type=int, help="override the number of trials")
     p.add_argument("--max-epochs", type=int, help="override the epochs per trial (ASHA's max_t)")
     p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial; fractions pack trials onto one GPU")
     p.add_argument("--cpus-per-trial", type=float, help="CPUs per trial")
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start a local Ray)")
-    p.add_argument("--storage", help="Ray Tune storage path or URI (default: ./ray_results); on a multi-node "
-                   "cluster a shared path (see --storage-is-shared) or a cloud URI such as s3://bucket/dir")
-    p.add_argument("--storage-is-shared", action="store_true",
-                   help="the --storage path is a shared filesystem (NFS, ...) mounted at the same path on every node")
+    p.add_argument(
+        "--storage",
+        help="Ray Tune storage path or URI (default: ./ray_results); on a multi-node "
+        "cluster a shared path (see --storage-is-shared) or a cloud URI such as s3://bucket/dir",
+    )
+    p.add_argument(
+        "--storage-is-shared",
+        action="store_true",
+        help="the --storage path is a shared filesystem (NFS, ...) mounted at the same path on every node",
+    )
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     p.add_argument("--experiment", help="MLflow experiment name (default: the space's name)")
     p.add_argument("--name", help="name of this search's folder under the storage (default: SPACE-TIMESTAMP)")
     p.add_argument("--resume", action="store_true", help="continue the latest unfinished search of this space (or --name)")
     p.add_argument("--seed", type=int, help="seed of the searcher and of the trials")
-    p.add_argument("--max-failures", type=int, default=0,
-                   help="retries of a crashed trial (exception, lost worker or node) from its last checkpoint; "
-                        "a trial whose loss became NaN/inf is not retrained")
+    p.add_argument(
+        "--max-failures",
+        type=int,
+        default=0,
+        help="retries of a crashed trial (exception, lost worker or node) from its last checkpoint; "
+        "a trial whose loss became NaN/inf is not retrained",
+    )
     p.add_argument("--top", type=int, default=5, help="rows in the final results table")
     p.add_argument("--quiet", action="store_true", help="print only errors and the final results table")
-    p.add_argument("--dry-run", action="store_true", help="validate the space, print its parameter ranges, the epoch "
-                   "budget and an estimated time (one epoch timed here), and start nothing")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate the space, print its parameter ranges, the epoch "
+        "budget and an estimated time (one epoch timed here), and start nothing",
+    )
     return p
 
 
@@ -90,9 +111,13 @@ def prepare_space(args: argparse.Namespace) -> SearchSpace:
         raise ConfigError(f"must be >= 0 (or -1: retry forever), got {args.max_failures}", field="--max-failures")
     space = spaces.load_space(args.space, validate=False, sets=getattr(args, "set", None) or ())
     if getattr(args, "protocol", None) or (space.protocol and args.benchmark):
-        space = spaces.with_protocol(space, args.protocol or space.protocol, benchmark=args.benchmark,
-                                     source=None if args.protocol else str(space.path),
-                                     field_name="--protocol" if args.protocol else "protocol")
+        space = spaces.with_protocol(
+            space,
+            args.protocol or space.protocol,
+            benchmark=args.benchmark,
+            source=None if args.protocol else str(space.path),
+            field_name="--protocol" if args.protocol else "protocol",
+        )
     resources = dict(space.resources)
     if args.cpus_per_trial is not None:
         resources["cpus_per_trial"] = args.cpus_per_trial
@@ -106,10 +131,15 @@ def prepare_space(args: argparse.Namespace) -> SearchSpace:
             params = [p for p in params if p.name != "seed"] + [spaces.Param("seed", "value", args.seed)]
     data_root = args.data_root or space.data_root or os.environ.get("MTLSEARCH_DATA_ROOT")
     space = spaces.override(
-        space, benchmark=args.benchmark, num_samples=args.num_samples, max_epochs=args.max_epochs,
+        space,
+        benchmark=args.benchmark,
+        num_samples=args.num_samples,
+        max_epochs=args.max_epochs,
         # Absolute: trials run in their own working directories (relative = to where the launcher runs).
         data_root=os.path.abspath(os.path.expanduser(data_root)) if data_root else None,
-        resources=resources, searcher=searcher, params=params,
+        resources=resources,
+        searcher=searcher,
+        params=params,
     )
     if space.scheduler["grace_period"] > space.max_epochs:
         space.scheduler = {**space.scheduler, "grace_period": space.max_epochs}
@@ -130,7 +160,8 @@ def prepare_space(args: argparse.Namespace) -> SearchSpace:
                 f"objective {space.metric!r} needs single-task references for benchmark {space.benchmark!r} "
                 f"on split {split!r}, and there are none; choose a task metric (e.g. 'val/<task>/<metric>') "
                 f"or generate references with `python -m mtlsearch.references --benchmark {space.benchmark} --data-root DIR`",
-                source=str(space.path), field="scheduler.metric" if space.multi_objective else "objective.metric",
+                source=str(space.path),
+                field="scheduler.metric" if space.multi_objective else "objective.metric",
             )
     return space
 
@@ -140,8 +171,11 @@ def check_resource_shape(space: SearchSpace, args: argparse.Namespace) -> None:
     """Ray takes a fraction of a GPU only below 1: 0.25 packs four trials on a GPU; 1.5 is not a request."""
     gpus = space.resources["gpus_per_trial"]
     if gpus > 1 and not float(gpus).is_integer():
-        where = {"field": "--gpus-per-trial"} if args.gpus_per_trial is not None else {
-            "source": str(space.path), "field": "resources.gpus_per_trial"}
+        where = (
+            {"field": "--gpus-per-trial"}
+            if args.gpus_per_trial is not None
+            else {"source": str(space.path), "field": "resources.gpus_per_trial"}
+        )
         raise ConfigError(f"a trial takes a fraction of one GPU (0 < g <= 1) or a whole number of GPUs, got {gpus!r}", **where)
 
 
@@ -177,8 +211,9 @@ def run(args: argparse.Namespace, callbacks: Sequence[Any] = ()) -> int:
 
     remote = bool(args.address or os.environ.get("RAY_ADDRESS"))
     try:
-        started_ray = cluster.init_ray(args.address, plugins.runtime_env(space, remote=remote, in_job=cluster.in_ray_job()),
-                                       quiet=getattr(args, "quiet", False))
+        started_ray = cluster.init_ray(
+            args.address, plugins.runtime_env(space, remote=remote, in_job=cluster.in_ray_job()), quiet=getattr(args, "quiet", False)
+        )
     except KeyboardInterrupt:  # Ctrl-C while Ray starts: take down what it started
         import ray
 

@@ -1,4 +1,5 @@
 """Task metrics accumulated over a whole split, and the multi-task score Δm."""
+
 from __future__ import annotations
 
 from typing import Callable, Mapping, Protocol

@@ -18,6 +18,7 @@ the plugin's file or top-level package is shipped with ``runtime_env={"py_module
 worker that lacks the file path imports the module by name.  Installed packages (site-packages) are
 left to the nodes' environments.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -152,9 +153,12 @@ def load_class(spec: str, base: type, what: str) -> type:
                 module = importlib.import_module(target)
             except ModuleNotFoundError as err:
                 if err.name and (target == err.name or target.startswith(err.name + ".")):
-                    raise ConfigError(f"cannot import module {target!r} (from {spec!r}): no module named {err.name!r} "
-                                      "on the Python path (run from the folder that holds it, or install it)",
-                                      source=target, field=what) from None
+                    raise ConfigError(
+                        f"cannot import module {target!r} (from {spec!r}): no module named {err.name!r} "
+                        "on the Python path (run from the folder that holds it, or install it)",
+                        source=target,
+                        field=what,
+                    ) from None
                 raise
             source = getattr(module, "__file__", None) or target
     except ConfigError:
@@ -168,14 +172,17 @@ def load_class(spec: str, base: type, what: str) -> type:
     for part in attr.split("."):
         obj = getattr(obj, part, None)
         if obj is None:
-            classes = sorted(k for k, v in vars(module).items() if isinstance(v, type) and issubclass(v, base)
-                             and v.__module__ == module.__name__)
-            raise ConfigError(f"has no class {attr!r}; its {base.__name__} classes: {', '.join(classes) or 'none'}",
-                              source=source, field=what)
+            classes = sorted(
+                k for k, v in vars(module).items() if isinstance(v, type) and issubclass(v, base) and v.__module__ == module.__name__
+            )
+            raise ConfigError(
+                f"has no class {attr!r}; its {base.__name__} classes: {', '.join(classes) or 'none'}", source=source, field=what
+            )
     if not (isinstance(obj, type) and issubclass(obj, base)):
         kind = f"class {obj.__name__}" if isinstance(obj, type) else type(obj).__name__
-        raise ConfigError(f"{attr!r} is a {kind}, not a subclass of {base.__module__.rsplit('.', 1)[0]}.{base.__name__}",
-                          source=source, field=what)
+        raise ConfigError(
+            f"{attr!r} is a {kind}, not a subclass of {base.__module__.rsplit('.', 1)[0]}.{base.__name__}", source=source, field=what
+        )
     _CACHE[key] = obj
     return obj
 
@@ -200,8 +207,11 @@ def spec_of(cls: type) -> str:
 
     module = sys.modules.get(cls.__module__)
     if module is None or cls.__module__ == "__main__" or not getattr(module, "__file__", None):
-        raise ConfigError(f"{cls.__qualname__} is defined in __main__ (a notebook or script); define it in a .py "
-                          "file and import it from there, so that Ray's workers can import it too", field="benchmark")
+        raise ConfigError(
+            f"{cls.__qualname__} is defined in __main__ (a notebook or script); define it in a .py "
+            "file and import it from there, so that Ray's workers can import it too",
+            field="benchmark",
+        )
     path = inspect.getfile(cls)
     if _installed(path):
         return f"{cls.__module__}:{cls.__qualname__}"
@@ -253,8 +263,7 @@ def runtime_env(space: SearchSpace, *, remote: bool, in_job: bool, cwd: str | No
     if not remote:
         return None
     cwd = str(Path(cwd or os.getcwd()).resolve())
-    paths = [p for p in ship_paths(space_plugins(space))
-             if not (in_job and (p == cwd or p.startswith(cwd + os.sep)))]
+    paths = [p for p in ship_paths(space_plugins(space)) if not (in_job and (p == cwd or p.startswith(cwd + os.sep)))]
     return {"py_modules": paths} if paths else None
 
 
@@ -323,15 +332,23 @@ def check_method(spec: str) -> None:
 
     cls = get_method(spec)
     if not issubclass(cls, (LossBalancing, GradBalancing)):
-        raise _fail(spec, f"{cls.__name__} must subclass LossBalancing (losses -> one scalar) or GradBalancing "
-                          "(per-task gradients -> weights or a direction)", field="method")
+        raise _fail(
+            spec,
+            f"{cls.__name__} must subclass LossBalancing (losses -> one scalar) or GradBalancing "
+            "(per-task gradients -> weights or a direction)",
+            field="method",
+        )
     hyperparams = getattr(cls, "hyperparams", None)
     if not isinstance(hyperparams, dict):
         raise _fail(spec, f"{cls.__name__}.hyperparams must be a dict {{name: HParam(...)}}", field="method")
     for key, value in hyperparams.items():
         if not isinstance(value, HParam):
-            raise _fail(spec, f"{cls.__name__}.hyperparams[{key!r}] must be HParam(type, default, ...) so that it can "
-                              f"be validated and searched, got {value!r}", field="method")
+            raise _fail(
+                spec,
+                f"{cls.__name__}.hyperparams[{key!r}] must be HParam(type, default, ...) so that it can "
+                f"be validated and searched, got {value!r}",
+                field="method",
+            )
 
 
 def _fail(spec: str, message: str, err: BaseException | None = None, field: str = "benchmark") -> ConfigError:
@@ -378,8 +395,11 @@ def check_benchmark(cfg: TrialConfig) -> None:
     except Exception as err:  # noqa: BLE001
         raise _fail(spec, "load_splits() failed", err) from None
     if not isinstance(splits, dict) or not {"train", "val"} <= set(splits):
-        raise _fail(spec, f"load_splits() must return a dict with 'train', 'val' (and 'test') splits, got "
-                          f"{sorted(splits) if isinstance(splits, dict) else type(splits).__name__}")
+        raise _fail(
+            spec,
+            f"load_splits() must return a dict with 'train', 'val' (and 'test') splits, got "
+            f"{sorted(splits) if isinstance(splits, dict) else type(splits).__name__}",
+        )
     try:
         split = as_split(splits["train"], 0)
         x, targets = next(iter(split.batches(2, shuffle=False)))
@@ -409,8 +429,7 @@ def check_benchmark(cfg: TrialConfig) -> None:
         raise _fail(spec, f"the model must return {{task: prediction}}, got {type(outputs).__name__}")
     missing = [t for t in tasks if t not in outputs and not (bench.multi_input and t not in targets)]
     if missing:
-        raise _fail(spec, f"the model's outputs miss task(s) {missing} (it returned {sorted(outputs)}); "
-                          "return one prediction per task")
+        raise _fail(spec, f"the model's outputs miss task(s) {missing} (it returned {sorted(outputs)}); return one prediction per task")
     by_name = {s.name: s for s in specs}
     for t in tasks:
         if t not in targets:
@@ -419,11 +438,14 @@ def check_benchmark(cfg: TrialConfig) -> None:
         try:
             loss = by_name[t].loss(pred, target)
         except Exception as err:  # noqa: BLE001
-            raise _fail(spec, f"task {t!r}: the loss of a first batch (prediction {_shape(pred)}, target "
-                              f"{_shape(target)}) failed", err) from None
+            raise _fail(
+                spec, f"task {t!r}: the loss of a first batch (prediction {_shape(pred)}, target {_shape(target)}) failed", err
+            ) from None
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise _fail(spec, f"task {t!r}: the loss must be a scalar tensor, got {_shape(loss)} (prediction "
-                              f"{_shape(pred)}, target {_shape(target)})")
+            raise _fail(
+                spec,
+                f"task {t!r}: the loss must be a scalar tensor, got {_shape(loss)} (prediction {_shape(pred)}, target {_shape(target)})",
+            )
         if not torch.isfinite(loss).all():
             raise _fail(spec, f"task {t!r}: the loss of a first batch is {loss.item()}")
         try:
@@ -431,12 +453,16 @@ def check_benchmark(cfg: TrialConfig) -> None:
             meter.update(pred.detach(), target)
             values = meter.compute()
         except Exception as err:  # noqa: BLE001
-            raise _fail(spec, f"task {t!r}: its meter failed on a first batch (prediction {_shape(pred)}, target "
-                              f"{_shape(target)})", err) from None
+            raise _fail(
+                spec, f"task {t!r}: its meter failed on a first batch (prediction {_shape(pred)}, target {_shape(target)})", err
+            ) from None
         declared = set(by_name[t].metrics)
         if not isinstance(values, dict) or set(values) != declared:
-            raise _fail(spec, f"task {t!r}: its meter reports {sorted(values) if isinstance(values, dict) else values!r} "
-                              f"but the task declares metrics {sorted(declared)}")
+            raise _fail(
+                spec,
+                f"task {t!r}: its meter reports {sorted(values) if isinstance(values, dict) else values!r} "
+                f"but the task declares metrics {sorted(declared)}",
+            )
 
 
 def _shape(value: Any) -> str:
@@ -469,7 +495,6 @@ def check_step(cfg: TrialConfig) -> None:
     try:
         losses, _ = trainer.train_step(*trainer._to_device(x, targets))
     except Exception as err:  # noqa: BLE001
-        raise _fail(culprit, f"a first training step (method {cfg.method!r}, optimizer {cfg.optimizer!r}) failed",
-                    err, field) from None
+        raise _fail(culprit, f"a first training step (method {cfg.method!r}, optimizer {cfg.optimizer!r}) failed", err, field) from None
     if not torch.isfinite(losses).all():
         raise _fail(culprit, f"a first training step gave non-finite losses {losses.tolist()}", field=field)

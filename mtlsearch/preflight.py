@@ -16,6 +16,7 @@ Two entry points, called by the launcher:
 Every refusal is a :class:`~mtlsearch.errors.ConfigError` (one line, exit code 2).  Nothing here
 creates a file, a folder, an MLflow store or a Ray process, so a refused command leaves no trace.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,9 @@ def check_args(args: argparse.Namespace) -> None:
     if args.seed is not None and not 0 <= args.seed <= SEED_MAX:
         raise ConfigError(f"must be an integer in [0, {SEED_MAX}] (2**32 - 1), got {args.seed}", field="--seed")
     if args.cpus_per_trial is not None and args.cpus_per_trial == 0:
-        raise ConfigError("must be > 0: a trial's training loop needs a CPU (fractions such as 0.5 share one), got 0",
-                          field="--cpus-per-trial")
+        raise ConfigError(
+            "must be > 0: a trial's training loop needs a CPU (fractions such as 0.5 share one), got 0", field="--cpus-per-trial"
+        )
     if args.name is not None:
         check_folder_name(args.name, "--name")
     path = space_file(args.space)
@@ -60,8 +62,9 @@ def check_args(args: argparse.Namespace) -> None:
 
 def check_folder_name(name: str, field: str) -> None:
     if not name or name in (".", "..") or any(c in name for c in "/\\\0") or name != name.strip():
-        raise ConfigError(f"a name is one folder name under --storage (no '/', '\\', '..', or surrounding spaces), "
-                          f"got {name!r}", field=field)
+        raise ConfigError(
+            f"a name is one folder name under --storage (no '/', '\\', '..', or surrounding spaces), got {name!r}", field=field
+        )
 
 
 def space_file(name_or_path: str) -> Path | None:
@@ -70,9 +73,13 @@ def space_file(name_or_path: str) -> Path | None:
     from mtlsearch import spaces
 
     path = Path(name_or_path).expanduser()
-    if path.is_dir() and ("/" in name_or_path or name_or_path not in spaces.available_spaces()):  # a folder named gemtl_p: the bundled space
-        raise ConfigError(f"{name_or_path!r} is a directory; give a space file (.yaml) or a bundled space name "
-                          f"({', '.join(spaces.available_spaces())})", field="--space")
+    if path.is_dir() and (
+        "/" in name_or_path or name_or_path not in spaces.available_spaces()
+    ):  # a folder named gemtl_p: the bundled space
+        raise ConfigError(
+            f"{name_or_path!r} is a directory; give a space file (.yaml) or a bundled space name ({', '.join(spaces.available_spaces())})",
+            field="--space",
+        )
     if path.suffix not in (".yaml", ".yml") and "/" not in name_or_path:
         return None  # a bundled space's name: spaces.find_space resolves (or refuses) it
     if not path.is_file():
@@ -94,8 +101,7 @@ def check_space_text(path: Path) -> None:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
-        raise ConfigError(f"not UTF-8 text (byte 0x{raw[err.start]:02x} at line {line}); save the file as UTF-8",
-                          source=source) from None
+        raise ConfigError(f"not UTF-8 text (byte 0x{raw[err.start]:02x} at line {line}); save the file as UTF-8", source=source) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError:
@@ -112,20 +118,30 @@ def _check_nodes(node: yaml.Node, where: str, source: str) -> None:
         for key, value in node.value:
             name = key.value if isinstance(key, yaml.ScalarNode) else str(key)
             if name in seen:
-                raise ConfigError(f"duplicate key {name!r} (lines {seen[name]} and {key.start_mark.line + 1}); "
-                                  "a key may appear once in a mapping", source=source, field=f"{where}{name}")
+                raise ConfigError(
+                    f"duplicate key {name!r} (lines {seen[name]} and {key.start_mark.line + 1}); a key may appear once in a mapping",
+                    source=source,
+                    field=f"{where}{name}",
+                )
             seen[name] = key.start_mark.line + 1
             _check_nodes(value, f"{where}{name}.", source)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
             _check_nodes(item, where, source)
     elif isinstance(node, yaml.ScalarNode):
-        if (node.tag == "tag:yaml.org,2002:str" and node.style is None and _YAML_FLOAT_AS_TEXT.fullmatch(node.value)
-                and where not in ("name.", "description.")):
+        if (
+            node.tag == "tag:yaml.org,2002:str"
+            and node.style is None
+            and _YAML_FLOAT_AS_TEXT.fullmatch(node.value)
+            and where not in ("name.", "description.")
+        ):
             mantissa, exponent = re.split("[eE]", node.value)
             fixed = f"{mantissa if '.' in mantissa else mantissa + '.0'}e{exponent}"
-            raise ConfigError(f"YAML reads {node.value} as text, not a number (YAML needs a '.' in the mantissa); "
-                              f"write {fixed}", source=source, field=where.rstrip(".") or None)
+            raise ConfigError(
+                f"YAML reads {node.value} as text, not a number (YAML needs a '.' in the mantissa); write {fixed}",
+                source=source,
+                field=where.rstrip(".") or None,
+            )
 
 
 # ------------------------------------------------------------------------------ once the space is loaded
@@ -134,12 +150,17 @@ def check(args: argparse.Namespace, space: SearchSpace) -> None:
     check_when(space)
     check_trial_configs(space, remote=bool(args.address or os.environ.get("RAY_ADDRESS")))
     if space.resources["cpus_per_trial"] == 0:
-        raise ConfigError("must be > 0: a trial's training loop needs a CPU (fractions such as 0.5 share one), got 0",
-                          source=str(space.path), field="resources.cpus_per_trial")
+        raise ConfigError(
+            "must be > 0: a trial's training loop needs a CPU (fractions such as 0.5 share one), got 0",
+            source=str(space.path),
+            field="resources.cpus_per_trial",
+        )
     from mtlsearch.tracking import default_tracking_uri
 
-    check_tracking_uri(args.tracking_uri or default_tracking_uri(), "--tracking-uri" if args.tracking_uri else
-                       ("MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "--tracking-uri"))
+    check_tracking_uri(
+        args.tracking_uri or default_tracking_uri(),
+        "--tracking-uri" if args.tracking_uri else ("MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "--tracking-uri"),
+    )
     check_storage(args.storage)
     if args.resume:
         check_resume_unchanged(args, space)
@@ -175,12 +196,14 @@ def check_when(space: SearchSpace) -> None:
             possible = _possible_values(space, key)
             if possible is None:
                 continue
-            for value in (wanted if isinstance(wanted, list) else [wanted]):
+            for value in wanted if isinstance(wanted, list) else [wanted]:
                 if value not in possible:
                     raise ConfigError(
                         f"when: {{{key}: {value!r}}} never holds: {key!r} takes {choices(map(str, possible))} in this "
-                        f"space, so {p.name!r} would never be searched", source=str(space.path),
-                        field=f"params.{p.name}.when.{key}")
+                        f"space, so {p.name!r} would never be searched",
+                        source=str(space.path),
+                        field=f"params.{p.name}.when.{key}",
+                    )
 
 
 def _reported_metrics(benchmark: Benchmark, tasks: Sequence[str] | None) -> set[str]:
@@ -220,19 +243,28 @@ def check_trial_configs(space: SearchSpace, *, remote: bool) -> None:
             if unknown or not cfg.tasks:
                 raise ConfigError(
                     f"{'no task given' if not cfg.tasks else f'benchmark {cfg.benchmark!r} has no task {unknown[0]!r}'}; "
-                    f"its tasks: {', '.join(names)}", source=source, field="params.tasks")
+                    f"its tasks: {', '.join(names)}",
+                    source=source,
+                    field="params.tasks",
+                )
         if cfg.device == "cuda":
             if gpus == 0:
-                raise ConfigError("device 'cuda' needs a GPU share per trial, and resources.gpus_per_trial is 0 (Ray hides "
-                                  "the GPUs from such a trial); set --gpus-per-trial (e.g. 1 or 0.5) or device: auto",
-                                  source=source, field="device")
+                raise ConfigError(
+                    "device 'cuda' needs a GPU share per trial, and resources.gpus_per_trial is 0 (Ray hides "
+                    "the GPUs from such a trial); set --gpus-per-trial (e.g. 1 or 0.5) or device: auto",
+                    source=source,
+                    field="device",
+                )
             if not remote:
                 import torch
 
                 if not torch.cuda.is_available():
-                    raise ConfigError("device 'cuda', but this machine has no usable CUDA GPU (torch.cuda.is_available() "
-                                      "is False); use device: auto or cpu, or run on a GPU machine / cluster (--address)",
-                                      source=source, field="device")
+                    raise ConfigError(
+                        "device 'cuda', but this machine has no usable CUDA GPU (torch.cuda.is_available() "
+                        "is False); use device: auto or cpu, or run on a GPU machine / cluster (--address)",
+                        source=source,
+                        field="device",
+                    )
         known = _reported_metrics(bench, cfg.tasks)
         wanted = [("objective.metric" if not space.multi_objective else "scheduler.metric", space.metric)]
         if space.multi_objective and isinstance(space.objective_metrics, list):  # a list, or "tasks"
@@ -242,7 +274,9 @@ def check_trial_configs(space: SearchSpace, *, remote: bool) -> None:
                 raise ConfigError(
                     f"no trial reports {metric!r}: benchmark {cfg.benchmark!r}"
                     f"{f' with tasks {list(cfg.tasks)}' if cfg.tasks else ''} reports {', '.join(sorted(known))}",
-                    source=source, field=field)
+                    source=source,
+                    field=field,
+                )
 
 
 # ------------------------------------------------------------------------------ where results go
@@ -311,28 +345,38 @@ def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> None:
     if scheme is None:
         target = Path(uri).expanduser().resolve()
         guess = target / "mlflow.db" if target.is_dir() or not target.suffix else target
-        raise ConfigError(f"{uri!r} is a path, not a tracking URI; for a SQLite store write sqlite:///{guess} "
-                          "(or give http://HOST:PORT of an MLflow server)", field=field)
+        raise ConfigError(
+            f"{uri!r} is a path, not a tracking URI; for a SQLite store write sqlite:///{guess} "
+            "(or give http://HOST:PORT of an MLflow server)",
+            field=field,
+        )
     schemes = _tracking_store_schemes()
     if scheme not in schemes:
-        raise ConfigError(f"unknown scheme {scheme + '://'!r} in {uri!r}; MLflow knows "
-                          f"{', '.join(s + '://' for s in sorted(schemes))} (e.g. sqlite:////abs/path/mlflow.db)", field=field)
+        raise ConfigError(
+            f"unknown scheme {scheme + '://'!r} in {uri!r}; MLflow knows "
+            f"{', '.join(s + '://' for s in sorted(schemes))} (e.g. sqlite:////abs/path/mlflow.db)",
+            field=field,
+        )
     if scheme == "sqlite":
         if not uri.startswith("sqlite:///") or uri == "sqlite:///":
             raise ConfigError(f"a SQLite store is sqlite:///relative/mlflow.db or sqlite:////abs/mlflow.db, got {uri!r}", field=field)
-        db = Path(uri[len("sqlite:///"):].split("?", 1)[0]).expanduser().resolve()
+        db = Path(uri[len("sqlite:///") :].split("?", 1)[0]).expanduser().resolve()
         if db.is_dir():
             raise ConfigError(f"{str(db)!r} is a directory; name the database file, e.g. sqlite:///{db / 'mlflow.db'}", field=field)
         if db.exists():
             why = _sqlite_unwritable(db)
             if why:
-                raise ConfigError(f"the SQLite store {db} cannot be written ({why}); earlier runs are "
-                                  "untouched: fix its permissions or give another --tracking-uri", field=field)
+                raise ConfigError(
+                    f"the SQLite store {db} cannot be written ({why}); earlier runs are "
+                    "untouched: fix its permissions or give another --tracking-uri",
+                    field=field,
+                )
         elif db.parent.is_dir() and not _writable_dir(db.parent):
-            raise ConfigError(f"the folder of the SQLite store {db} is not writable; give a writable place, "
-                              "e.g. sqlite:///$PWD/mlflow.db", field=field)
+            raise ConfigError(
+                f"the folder of the SQLite store {db} is not writable; give a writable place, e.g. sqlite:///$PWD/mlflow.db", field=field
+            )
     if scheme == "file":
-        folder = _existing_ancestor(Path(uri[len("file://"):]).expanduser().resolve())
+        folder = _existing_ancestor(Path(uri[len("file://") :]).expanduser().resolve())
         if not folder.is_dir() or not _writable_dir(folder):
             raise ConfigError(f"{uri!r}: {folder} is not a writable folder", field=field)
     check_reachable(uri)  # HTTP answers; a SQLite store's folder exists
@@ -343,19 +387,24 @@ def check_storage(raw: str | None) -> None:
     if raw and "://" in raw and not raw.startswith("file://"):
         scheme = raw.split("://", 1)[0]
         if scheme not in CLOUD_SCHEMES:
-            raise ConfigError(f"unknown storage scheme {scheme + '://'!r} in {raw!r}; give a local path or a URI of "
-                              f"{', '.join(s + '://' for s in CLOUD_SCHEMES)}", field="--storage")
+            raise ConfigError(
+                f"unknown storage scheme {scheme + '://'!r} in {raw!r}; give a local path or a URI of "
+                f"{', '.join(s + '://' for s in CLOUD_SCHEMES)}",
+                field="--storage",
+            )
         _probe_cloud(raw)
         return
     if raw and raw.startswith("file://"):
-        raw = raw[len("file://"):]
+        raw = raw[len("file://") :]
     path = Path(raw).expanduser().resolve() if raw else Path.cwd() / "ray_results"
     if path.exists() and not path.is_dir():
         raise ConfigError(f"{str(path)!r} is a file, not a folder", field="--storage")
     folder = _existing_ancestor(path)
     if not folder.is_dir() or not _writable_dir(folder):
-        raise ConfigError(f"{str(path)!r} cannot be written ({folder} is not a writable folder); give a writable "
-                          "folder or a cloud URI (s3://bucket/dir)", field="--storage")
+        raise ConfigError(
+            f"{str(path)!r} cannot be written ({folder} is not a writable folder); give a writable folder or a cloud URI (s3://bucket/dir)",
+            field="--storage",
+        )
 
 
 def _probe_cloud(uri: str) -> None:
@@ -370,9 +419,11 @@ def _probe_cloud(uri: str) -> None:
 
             if uri.startswith("s3://"):
                 region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
-                bucket_path = uri[len("s3://"):]
+                bucket_path = uri[len("s3://") :]
                 fs = pafs.S3FileSystem(
-                    region=region or "us-east-1", connect_timeout=5, request_timeout=10,
+                    region=region or "us-east-1",
+                    connect_timeout=5,
+                    request_timeout=10,
                     retry_strategy=pafs.AwsStandardS3RetryStrategy(max_attempts=1),
                     endpoint_override=os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"),
                 )
@@ -392,11 +443,16 @@ def _probe_cloud(uri: str) -> None:
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if re.search(r"301|PermanentRedirect|region", text) and "resolve host" not in text:
             return  # the bucket answered, from another region: Ray resolves it
-        raise ConfigError(f"cannot reach {uri!r} ({text[:300]}); check the bucket name, the network and the "
-                          "credentials, or give a local/shared folder", field="--storage")
+        raise ConfigError(
+            f"cannot reach {uri!r} ({text[:300]}); check the bucket name, the network and the credentials, or give a local/shared folder",
+            field="--storage",
+        )
     if "ok" not in outcome:
-        raise ConfigError(f"{uri!r} did not answer within {STORAGE_PROBE_TIMEOUT_S:g} s (MTLSEARCH_STORAGE_PROBE_S); "
-                          "check the network and the credentials", field="--storage")
+        raise ConfigError(
+            f"{uri!r} did not answer within {STORAGE_PROBE_TIMEOUT_S:g} s (MTLSEARCH_STORAGE_PROBE_S); "
+            "check the network and the credentials",
+            field="--storage",
+        )
 
 
 # ------------------------------------------------------------------------------ --resume
@@ -425,13 +481,18 @@ def check_resume_unchanged(args: argparse.Namespace, space: SearchSpace) -> None
     raw = args.storage
     if raw and "://" in raw and not raw.startswith("file://"):
         return  # a cloud storage: the search info lives beside Ray's results only on a local disk
-    storage = Path(raw[len("file://"):] if raw and raw.startswith("file://") else raw).expanduser().resolve() if raw \
+    storage = (
+        Path(raw[len("file://") :] if raw and raw.startswith("file://") else raw).expanduser().resolve()
+        if raw
         else Path.cwd() / "ray_results"
+    )
     folder = storage / args.name if args.name else _latest(storage, space.name)
     if folder is None:  # --resume is not a new full search: say so before anything starts
-        raise ConfigError(f"no unfinished search of {space.name!r} under {storage} to resume; run without --resume to "
-                          "start a new one (or give the --storage and --name that the interrupted search printed)",
-                          field="--resume")
+        raise ConfigError(
+            f"no unfinished search of {space.name!r} under {storage} to resume; run without --resume to "
+            "start a new one (or give the --storage and --name that the interrupted search printed)",
+            field="--resume",
+        )
     if folder is not None and folder.is_dir():
         check_saved_state(folder)
     if folder is None or not (folder / SEARCH_INFO_FILE).is_file():
@@ -445,13 +506,18 @@ def check_resume_unchanged(args: argparse.Namespace, space: SearchSpace) -> None
     new_space = yaml.safe_load(space.text) or {}
     diff = changes(old_space, new_space) if saved.get("space_text") is not None else []
     saved_params = {k: v for k, v in saved.get("params", {}).items() if k not in STUDY_PARAMS}  # where, not what
-    diff += [d for d in changes(saved_params, json.loads(json.dumps(search_info(space, overrides)["params"], default=str)))
-             if d.split(":", 1)[0] not in {c.split(":", 1)[0] for c in diff} and not _same_as_space_change(d, diff)]
+    diff += [
+        d
+        for d in changes(saved_params, json.loads(json.dumps(search_info(space, overrides)["params"], default=str)))
+        if d.split(":", 1)[0] not in {c.split(":", 1)[0] for c in diff} and not _same_as_space_change(d, diff)
+    ]
     if diff:
         raise ConfigError(
             f"the search {folder.name!r} was started with another space or other options, and a resumed search keeps "
             f"what it started with; changed: {'; '.join(diff[:6])}{' ...' if len(diff) > 6 else ''}. Undo the change "
-            f"to resume, or start a new search (without --resume)", field="--resume")
+            f"to resume, or start a new search (without --resume)",
+            field="--resume",
+        )
 
 
 def check_saved_state(folder: Path) -> None:
@@ -480,14 +546,16 @@ def check_saved_state(folder: Path) -> None:
             raise ConfigError(
                 f"the saved state of search {folder.name!r} is unreadable ({path.name}: {why}); the trials' results and "
                 f"checkpoints under {folder} are untouched. Start a new search (without --resume) or restore the file",
-                field="--resume") from None
+                field="--resume",
+            ) from None
 
 
 def _same_as_space_change(entry: str, space_diff: list[str]) -> bool:
     """``num_samples`` etc. appear both in the space file and in the search's params: say it once."""
     key = entry.split(":", 1)[0]
     return any(c.split(":", 1)[0].endswith("." + key) or c.split(":", 1)[0] == key for c in space_diff) or (
-        key.startswith(("scheduler.", "searcher.", "resources.")) and any(c.startswith(key.split(".")[0]) for c in space_diff))
+        key.startswith(("scheduler.", "searcher.", "resources.")) and any(c.startswith(key.split(".")[0]) for c in space_diff)
+    )
 
 
 def _latest(storage: Path, space_name: str) -> Path | None:

@@ -36,6 +36,7 @@ objective gets ``val_fraction: 0.1`` unless it sets its own.
 
 This module is core: it imports neither Ray nor MLflow.
 """
+
 from __future__ import annotations
 
 import json
@@ -103,45 +104,85 @@ class Protocol:
 
 
 _COMMON_NASHMTL = {
-    "model": "segnet_mtan", "augment": True, "eval_average": "batch", "val_fraction": 0.0,
-    "optimizer": "adam", "lr": 1e-4, "weight_decay": 0.0, "lr_step_size": 100, "lr_gamma": 0.5,
-    "amp": "off", "epochs": 200,
+    "model": "segnet_mtan",
+    "augment": True,
+    "eval_average": "batch",
+    "val_fraction": 0.0,
+    "optimizer": "adam",
+    "lr": 1e-4,
+    "weight_decay": 0.0,
+    "lr_step_size": 100,
+    "lr_gamma": 0.5,
+    "amp": "off",
+    "epochs": 200,
 }
 
 PROTOCOLS: dict[str, Protocol] = {
     p.name: p
     for p in (
         Protocol(
-            name="nashmtl", version=1,
+            name="nashmtl",
+            version=1,
             description="Nash-MTL / FAMO protocol: SegNet-MTAN, 200 epochs, Adam 1e-4 halved at 100, released "
-                        "augmentation, mean of the last 10 epochs' test metrics, Δm% over all metrics (lower is better)",
-            score="test/delta_m_nashmtl", higher_is_better=False, last_k=10, average="all_metrics",
+            "augmentation, mean of the last 10 epochs' test metrics, Δm% over all metrics (lower is better)",
+            score="test/delta_m_nashmtl",
+            higher_is_better=False,
+            last_k=10,
+            average="all_metrics",
             benchmarks={
                 "nyuv2": {**_COMMON_NASHMTL, "image_size": "288x384", "batch_size": 2, "eval_batch_size": 2},
                 "cityscapes": {**_COMMON_NASHMTL, "image_size": "128x256", "batch_size": 8, "eval_batch_size": 8},
                 # FAMO's experiments/celeba: the model and schedule only.  Its score is Δm of per-attribute
                 # F1 against single-task F1s that are not stored here (and celeba reports accuracy), so
                 # no test/delta_m_nashmtl is computed for it.
-                "celeba": {"model": "famo_cnn", "image_size": 64, "optimizer": "adam", "lr": 3e-4, "weight_decay": 0.0,
-                           "lr_step_size": 0, "batch_size": 256, "eval_batch_size": 256, "amp": "off", "epochs": 15},
+                "celeba": {
+                    "model": "famo_cnn",
+                    "image_size": 64,
+                    "optimizer": "adam",
+                    "lr": 3e-4,
+                    "weight_decay": 0.0,
+                    "lr_step_size": 0,
+                    "batch_size": 256,
+                    "eval_batch_size": 256,
+                    "amp": "off",
+                    "epochs": 15,
+                },
             },
-            methods={"cagrad": {"cagrad_c": 0.4}, "nash_mtl": {"nash_update_every": 1, "nash_max_norm": 1.0},
-                     "dwa": {"dwa_temperature": 2.0}},
+            methods={
+                "cagrad": {"cagrad_c": 0.4},
+                "nash_mtl": {"nash_update_every": 1, "nash_max_norm": 1.0},
+                "dwa": {"dwa_temperature": 2.0},
+            },
             reference="published",
             source="github.com/AvivNavon/nash-mtl experiments/nyuv2 (trainer.py, data.py, models.py, utils.py); "
-                   "github.com/Cranial-XIX/FAMO experiments/cityscapes",
+            "github.com/Cranial-XIX/FAMO experiments/cityscapes",
         ),
         Protocol(
-            name="libmtl", version=1,
+            name="libmtl",
+            version=1,
             description="LibMTL protocol: dilated ResNet-50 + ASPP, batch 8, 200 epochs, Adam 1e-4, wd 1e-5, "
-                        "StepLR(100, 0.5), no augmentation; Δp per task (higher is better)",
-            score="test/delta_p_libmtl", higher_is_better=True, last_k=1, average="per_task",
+            "StepLR(100, 0.5), no augmentation; Δp per task (higher is better)",
+            score="test/delta_p_libmtl",
+            higher_is_better=True,
+            last_k=1,
+            average="per_task",
             benchmarks={
                 "nyuv2": {
-                    "model": "resnet_aspp", "backbone": "resnet50", "augment": False, "eval_average": "split",
-                    "val_fraction": 0.0, "image_size": "288x384", "optimizer": "adam", "lr": 1e-4,
-                    "weight_decay": 1e-5, "lr_step_size": 100, "lr_gamma": 0.5, "batch_size": 8,
-                    "eval_batch_size": 8, "amp": "off", "epochs": 200,
+                    "model": "resnet_aspp",
+                    "backbone": "resnet50",
+                    "augment": False,
+                    "eval_average": "split",
+                    "val_fraction": 0.0,
+                    "image_size": "288x384",
+                    "optimizer": "adam",
+                    "lr": 1e-4,
+                    "weight_decay": 1e-5,
+                    "lr_step_size": 100,
+                    "lr_gamma": 0.5,
+                    "batch_size": 8,
+                    "eval_batch_size": 8,
+                    "amp": "off",
+                    "epochs": 200,
                 },
             },
             reference="data_root",
@@ -221,7 +262,8 @@ def delta_m_all_metrics(metrics: Metrics, reference: Metrics, lower_is_better: M
     lower is better."""
     terms = [
         (1.0 if lower_is_better[t][m] else -1.0) * (v - reference[t][m]) / reference[t][m]
-        for t, values in metrics.items() for m, v in values.items()
+        for t, values in metrics.items()
+        for m, v in values.items()
     ]
     return 100.0 * sum(terms) / len(terms)
 
@@ -244,7 +286,9 @@ class ProtocolScorer:
     The trainer calls :meth:`update` once per epoch; the history is part of the trainer's state, so a
     restored trial scores as an uninterrupted one."""
 
-    def __init__(self, protocol: Protocol, reference: Metrics, lower_is_better: Mapping[str, Mapping[str, bool]], last_k: int | None = None):
+    def __init__(
+        self, protocol: Protocol, reference: Metrics, lower_is_better: Mapping[str, Mapping[str, bool]], last_k: int | None = None
+    ):
         self.protocol = protocol
         self.reference = reference
         self.lower_is_better = lower_is_better
@@ -262,8 +306,14 @@ class ProtocolScorer:
         self.history.extend(state.get("history", []))
 
 
-def make_scorer(tag: str, benchmark: str, tasks: Sequence[str], lower_is_better: Mapping[str, Mapping[str, bool]], data_root: str | None,
-                last_k: int | None = None) -> ProtocolScorer | None:
+def make_scorer(
+    tag: str,
+    benchmark: str,
+    tasks: Sequence[str],
+    lower_is_better: Mapping[str, Mapping[str, bool]],
+    data_root: str | None,
+    last_k: int | None = None,
+) -> ProtocolScorer | None:
     """The scorer of a trial whose config names ``protocol``; None when the protocol has no reference
     for these tasks (then the score is not reported, never computed against a made-up reference)."""
     protocol = get_protocol(tag)

@@ -17,6 +17,7 @@
    (``test/delta_m_nashmtl``) with the published value, the difference and the verdict: within
    ±1 Δm point or not.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,9 @@ TOLERANCE = 1.0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m mtlsearch.reproduce",
-                                description="Reproduce a published result under its protocol and compare.")
+    p = argparse.ArgumentParser(
+        prog="python -m mtlsearch.reproduce", description="Reproduce a published result under its protocol and compare."
+    )
     p.add_argument("--protocol", required=True, help="nashmtl or libmtl (NAME or NAME@VERSION)")
     p.add_argument("--benchmark", required=True, help="a benchmark the protocol covers (nyuv2, cityscapes)")
     p.add_argument("--method", required=True, help="a balancing method (ew, famo, nash_mtl, cagrad, ...)")
@@ -54,8 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one trial per seed (default 0 1 2)")
     p.add_argument("--epochs", type=int, help="override the protocol's epochs")
     p.add_argument("--last-k", type=int, help="override the protocol's number of averaged final epochs")
-    p.add_argument("--set", dest="overrides", nargs="+", default=[], metavar="KEY=VALUE",
-                   help="override a protocol setting or set a method hyperparameter (YAML values), e.g. image_size=64x96")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a protocol setting or set a method hyperparameter (YAML values), e.g. image_size=64x96",
+    )
     p.add_argument("--gpus-per-trial", type=float, help="GPUs per trial (default: 1 when a GPU is visible, else 0)")
     p.add_argument("--cpus-per-trial", type=float, default=1.0)
     p.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
@@ -83,8 +91,13 @@ def trial_config(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     protocol = get_protocol(args.protocol)
     cfg: dict[str, Any] = protocol.settings(args.benchmark)
     cfg.update(protocol.methods.get(args.method, {}))
-    cfg.update(benchmark=args.benchmark, method=args.method, protocol=protocol.tag, seed=seed,
-               max_epochs=args.epochs or protocol.epochs(args.benchmark))
+    cfg.update(
+        benchmark=args.benchmark,
+        method=args.method,
+        protocol=protocol.tag,
+        seed=seed,
+        max_epochs=args.epochs or protocol.epochs(args.benchmark),
+    )
     if args.data_root:
         cfg["data_root"] = args.data_root
     if args.last_k:
@@ -105,8 +118,10 @@ def check(args: argparse.Namespace) -> tuple[Protocol, TrialConfig]:
     except ConfigError as err:
         raise ConfigError(err.message, field="--protocol") from None
     if not protocol.covers(args.benchmark):
-        raise ConfigError(f"protocol {protocol.name!r} does not cover benchmark {args.benchmark!r}; "
-                          f"it covers {', '.join(protocol.benchmarks)}", field="--benchmark")
+        raise ConfigError(
+            f"protocol {protocol.name!r} does not cover benchmark {args.benchmark!r}; it covers {', '.join(protocol.benchmarks)}",
+            field="--benchmark",
+        )
     try:
         get_method(args.method)
     except ConfigError as err:
@@ -158,8 +173,15 @@ def time_one_epoch(cfg: TrialConfig) -> dict[str, Any]:
     del trainer
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return {"seconds": end - start, "device": device, "step_s": (middle - start) / steps, "steps": steps,
-            "eval_image_s": (end - middle) / max(n_eval, 1), "n_train": n_train, "n_eval": n_eval}
+    return {
+        "seconds": end - start,
+        "device": device,
+        "step_s": (middle - start) / steps,
+        "steps": steps,
+        "eval_image_s": (end - middle) / max(n_eval, 1),
+        "n_train": n_train,
+        "n_eval": n_eval,
+    }
 
 
 def budget_lines(protocol: Protocol, args: argparse.Namespace, cfg: TrialConfig, timing: dict[str, Any] | None) -> list[str]:
@@ -171,8 +193,10 @@ def budget_lines(protocol: Protocol, args: argparse.Namespace, cfg: TrialConfig,
         f"{cfg.last_k or protocol.last_k} epochs",
     ]
     if timing is None:
-        return lines + ["No GPU on this driver to time an epoch on (a cluster's head): no estimate; the progress "
-                        "lines and the trials' MLflow tag mtlsearch.time_total_s give the time per epoch"]
+        return lines + [
+            "No GPU on this driver to time an epoch on (a cluster's head): no estimate; the progress "
+            "lines and the trials' MLflow tag mtlsearch.time_total_s give the time per epoch"
+        ]
     seconds = timing["seconds"]
     unit = "GPU-hours" if timing["device"].startswith("cuda") else "CPU-hours (no GPU here)"
     lines += [
@@ -186,8 +210,10 @@ def budget_lines(protocol: Protocol, args: argparse.Namespace, cfg: TrialConfig,
     if args.benchmark in REAL_SIZES and full_size:
         n_train, n_test = REAL_SIZES[args.benchmark]
         epoch_s = math.ceil(n_train / cfg.batch_size) * timing["step_s"] + n_test * timing["eval_image_s"]
-        lines.append(f"On the real {args.benchmark} ({n_train} training, {n_test} test images) at these per-step times: "
-                     f"{epoch_s:.0f} s per epoch, {epoch_s * epochs * trials / 3600:.2f} {unit} for {trials} x {epochs} epochs")
+        lines.append(
+            f"On the real {args.benchmark} ({n_train} training, {n_test} test images) at these per-step times: "
+            f"{epoch_s:.0f} s per epoch, {epoch_s * epochs * trials / 3600:.2f} {unit} for {trials} x {epochs} epochs"
+        )
     return lines
 
 
@@ -203,16 +229,22 @@ def _fmt(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if abs(value) < 1e4 else f"{value:.4e}"
 
 
-def compare(protocol: Protocol, benchmark: str, method: str, tasks_metrics: dict[str, dict[str, bool]],
-            per_seed: dict[int, list[dict[str, float]]], last_k: int, data_root: str | None) -> tuple[str, dict[str, Any]]:
+def compare(
+    protocol: Protocol,
+    benchmark: str,
+    method: str,
+    tasks_metrics: dict[str, dict[str, bool]],
+    per_seed: dict[int, list[dict[str, float]]],
+    last_k: int,
+    data_root: str | None,
+) -> tuple[str, dict[str, Any]]:
     """The comparison table and its figures from each seed's per-epoch results (all epochs, in order)."""
     from mtlsearch.protocols import mean_metrics, published_result, reference_for, score
 
     reference = reference_for(protocol, benchmark, list(tasks_metrics), data_root)
     published = published_result(protocol.name, benchmark, method)
     seeds = sorted(per_seed)
-    last = {s: [{t: {m: r[f"test/{t}/{m}"] for m in ms} for t, ms in tasks_metrics.items()} for r in per_seed[s][-last_k:]]
-            for s in seeds}
+    last = {s: [{t: {m: r[f"test/{t}/{m}"] for m in ms} for t, ms in tasks_metrics.items()} for r in per_seed[s][-last_k:]] for s in seeds}
     averaged = {s: mean_metrics(last[s]) for s in seeds}
     scores = {s: score(protocol, averaged[s], reference, tasks_metrics) for s in seeds} if reference else {}
     rows = [("metric", "ours (mean ± std)", "single-task", "published", "ours - published")]
@@ -222,8 +254,15 @@ def compare(protocol: Protocol, benchmark: str, method: str, tasks_metrics: dict
             mean, std = _mean_std([averaged[s][t][m] for s in seeds])
             pub = pub_metrics.get(t, {}).get(m)
             ref = reference[t][m] if reference else None
-            rows.append((f"{t}/{m} ({'min' if lower else 'max'})", f"{_fmt(mean)} ± {_fmt(std, 2)}", _fmt(ref),
-                         _fmt(pub), _fmt(mean - pub) if pub is not None else "–"))
+            rows.append(
+                (
+                    f"{t}/{m} ({'min' if lower else 'max'})",
+                    f"{_fmt(mean)} ± {_fmt(std, 2)}",
+                    _fmt(ref),
+                    _fmt(pub),
+                    _fmt(mean - pub) if pub is not None else "–",
+                )
+            )
     figures: dict[str, Any] = {"seeds": seeds, "published": published["value"] if published else None}
     direction = "higher" if protocol.higher_is_better else "lower"
     name = protocol.score.split("/", 1)[1]
@@ -231,15 +270,26 @@ def compare(protocol: Protocol, benchmark: str, method: str, tasks_metrics: dict
         mean, std = _mean_std([scores[s] for s in seeds])
         figures.update(ours=mean, std=std, per_seed=scores)
         pub = published["value"] if published else None
-        rows.append((f"{name} % ({direction} is better)", f"{mean:.2f} ± {std:.2f}", "0", _fmt(pub),
-                     f"{mean - pub:+.2f}" if pub is not None else "–"))
+        rows.append(
+            (
+                f"{name} % ({direction} is better)",
+                f"{mean:.2f} ± {std:.2f}",
+                "0",
+                _fmt(pub),
+                f"{mean - pub:+.2f}" if pub is not None else "–",
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = [f"Ours vs published: {method} on {benchmark} under {protocol.tag}, seeds {' '.join(map(str, seeds))}; "
-             f"each seed's mean of its last {last_k} epochs' test metrics, then mean ± std over seeds"]
+    lines = [
+        f"Ours vs published: {method} on {benchmark} under {protocol.tag}, seeds {' '.join(map(str, seeds))}; "
+        f"each seed's mean of its last {last_k} epochs' test metrics, then mean ± std over seeds"
+    ]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows]
     if not scores:
-        verdict = (f"No {name}: no single-task reference for {benchmark} under {protocol.name} "
-                   "(a score is never computed against a made-up reference)")
+        verdict = (
+            f"No {name}: no single-task reference for {benchmark} under {protocol.name} "
+            "(a score is never computed against a made-up reference)"
+        )
     elif published is None:
         verdict = f"No published {name} for {method} on {benchmark} under {protocol.name}: nothing to compare with"
     else:
@@ -247,9 +297,11 @@ def compare(protocol: Protocol, benchmark: str, method: str, tasks_metrics: dict
         figures["difference"] = diff
         figures["within_tolerance"] = abs(diff) <= TOLERANCE
         word = "REPRODUCED" if abs(diff) <= TOLERANCE else "NOT REPRODUCED"
-        verdict = (f"Verdict: {word}: {name} {figures['ours']:.2f} vs published {published['value']:.2f} "
-                   f"({published['table']}), difference {diff:+.2f} "
-                   f"{'within' if abs(diff) <= TOLERANCE else 'outside'} ±{TOLERANCE:g} point")
+        verdict = (
+            f"Verdict: {word}: {name} {figures['ours']:.2f} vs published {published['value']:.2f} "
+            f"({published['table']}), difference {diff:+.2f} "
+            f"{'within' if abs(diff) <= TOLERANCE else 'outside'} ±{TOLERANCE:g} point"
+        )
     lines.append(verdict)
     return "\n".join(lines), figures
 
@@ -280,7 +332,7 @@ def space_text(args: argparse.Namespace, protocol: Protocol, cfg: TrialConfig, f
     space = {
         "name": f"reproduce-{protocol.name}-{args.benchmark}-{args.method}".replace("_", "-"),
         "description": f"{args.method} on {args.benchmark} under {protocol.tag}, seeds {args.seeds} "
-                       "(python -m mtlsearch.reproduce; nothing is selected: every seed runs to the end)",
+        "(python -m mtlsearch.reproduce; nothing is selected: every seed runs to the end)",
         "benchmark": args.benchmark,
         "protocol": protocol.tag,
         # Tune needs a metric to order its table; no trial is selected or stopped on it.
@@ -320,8 +372,16 @@ def run(args: argparse.Namespace) -> int:
     bench = get_benchmark(cfg.benchmark, data_root=cfg.data_root, **cfg.benchmark_options)
     tasks = {t.name: dict(t.metrics) for t in bench.task_specs() if not cfg.tasks or t.name in cfg.tasks}
     space_file.write_text(space_text(args, protocol, cfg, next(iter(tasks))))
-    argv = ["--space", str(space_file), "--gpus-per-trial", str(gpus), "--cpus-per-trial", str(args.cpus_per_trial),
-            "--experiment", args.experiment or f"reproduce-{protocol.name}-{args.benchmark}"]
+    argv = [
+        "--space",
+        str(space_file),
+        "--gpus-per-trial",
+        str(gpus),
+        "--cpus-per-trial",
+        str(args.cpus_per_trial),
+        "--experiment",
+        args.experiment or f"reproduce-{protocol.name}-{args.benchmark}",
+    ]
     if args.data_root:
         argv += ["--data-root", args.data_root]
     for flag, value in (("--address", args.address), ("--storage", args.storage), ("--tracking-uri", args.tracking_uri)):
@@ -335,12 +395,15 @@ def run(args: argparse.Namespace) -> int:
         return code
 
     # One result per epoch (a trial retried from its checkpoint reports its later epochs again).
-    per_seed = {collector.seeds[tid]: [r for _, r in sorted({int(r["epoch"]): r for r in rs}.items())]
-                for tid, rs in collector.results.items()}
+    per_seed = {
+        collector.seeds[tid]: [r for _, r in sorted({int(r["epoch"]): r for r in rs}.items())] for tid, rs in collector.results.items()
+    }
     incomplete = [s for s, rs in per_seed.items() if not rs or rs[-1]["epoch"] < cfg.max_epochs]
     if incomplete or len(per_seed) < len(args.seeds):
-        print(f"error: seed(s) {incomplete or sorted(set(args.seeds) - set(per_seed))} did not reach {cfg.max_epochs} epochs; "
-              "no comparison", file=sys.stderr)
+        print(
+            f"error: seed(s) {incomplete or sorted(set(args.seeds) - set(per_seed))} did not reach {cfg.max_epochs} epochs; no comparison",
+            file=sys.stderr,
+        )
         return 1
     table, _ = compare(protocol, cfg.benchmark, cfg.method, tasks, per_seed, cfg.last_k or protocol.last_k, cfg.data_root)
     print()

@@ -5,6 +5,7 @@ folder) both use it, so they cannot disagree on which trial is best.
 Nothing here imports Ray or MLflow: a "row" is a plain dict (``_metrics``: the trial's last result,
 ``epochs``, ...), a Ray ``ResultGrid`` is only iterated.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence, TypeVar
@@ -17,8 +18,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-__all__ = ["best", "fmt", "format_table", "markdown_table", "pareto_mask", "pareto_rows", "rank", "results_table",
-           "sign", "summarize"]
+__all__ = ["best", "fmt", "format_table", "markdown_table", "pareto_mask", "pareto_rows", "rank", "results_table", "sign", "summarize"]
 
 
 # ======================================================================================= ranking
@@ -73,10 +73,7 @@ def pareto_mask(points: Sequence[Sequence[float]], modes: Sequence[str]) -> list
     pts = [[s * float(v) for s, v in zip(signs, p)] for p in points]
     keep = []
     for i, a in enumerate(pts):
-        dominated = any(
-            all(bk >= ak for ak, bk in zip(a, b)) and any(bk > ak for ak, bk in zip(a, b))
-            for j, b in enumerate(pts) if j != i
-        )
+        dominated = any(all(bk >= ak for ak, bk in zip(a, b)) and any(bk > ak for ak, bk in zip(a, b)) for j, b in enumerate(pts) if j != i)
         keep.append(not dominated)
     return keep
 
@@ -93,8 +90,9 @@ def pareto_front(items: Sequence[T], values: Callable[[T], Sequence[float]], obj
 def pareto_rows(rows: list[dict[str, Any]], objectives: Sequence[tuple[str, str]], max_epochs: int) -> list[dict[str, Any]]:
     """The launcher's rows (``_metrics``, ``epochs``) on the Pareto front of ``objectives``, among the
     trials that reached ``max_epochs`` (an ASHA-stopped trial's values are partial)."""
-    full = [r for r in rows if r.get("epochs", 0) >= max_epochs
-            and all(isinstance(r["_metrics"].get(m), (int, float)) for m, _ in objectives)]
+    full = [
+        r for r in rows if r.get("epochs", 0) >= max_epochs and all(isinstance(r["_metrics"].get(m), (int, float)) for m, _ in objectives)
+    ]
     return pareto_front(full, lambda r: [r["_metrics"][m] for m, _ in objectives], objectives)
 
 

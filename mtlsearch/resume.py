@@ -1,5 +1,6 @@
 """Resuming a search: the unfinished experiment that ``--resume`` continues (or a ``--name`` that is
 taken), and the command line that resumes an interrupted search."""
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,9 @@ def latest_unfinished(storage: Path, space_name: str) -> Path | None:
     if not storage.is_dir():
         return None
     pattern = re.compile(re.escape(space_name) + r"-\d{8}-\d{6}(-\d+)?")  # -2: started in the same second as another
-    candidates = sorted((d for d in storage.iterdir() if d.is_dir() and pattern.fullmatch(d.name)),
-                        key=lambda d: d.stat().st_mtime, reverse=True)
+    candidates = sorted(
+        (d for d in storage.iterdir() if d.is_dir() and pattern.fullmatch(d.name)), key=lambda d: d.stat().st_mtime, reverse=True
+    )
     for d in candidates:
         if Tuner.can_restore(str(d)) and _experiment_unfinished(d):
             return d
@@ -53,8 +55,10 @@ def find_restore_path(args: argparse.Namespace, space: SearchSpace, storage_uri:
     named = f"{storage_uri}/{args.name}" if args.name else None
     if not args.resume:
         if named and Tuner.can_restore(named):
-            raise ConfigError(f"a search named {args.name!r} exists in {storage_uri}; add --resume to continue it "
-                              "or choose another --name", field="--name")
+            raise ConfigError(
+                f"a search named {args.name!r} exists in {storage_uri}; add --resume to continue it or choose another --name",
+                field="--name",
+            )
         return None
     if named:
         if not Tuner.can_restore(named):
@@ -63,12 +67,17 @@ def find_restore_path(args: argparse.Namespace, space: SearchSpace, storage_uri:
             raise ConfigError(f"the search {args.name!r} in {storage_uri} has finished: nothing to resume", field="--resume")
         return named
     if local_storage is None:
-        raise ConfigError("resuming from a cloud storage needs --name, the search folder that the interrupted run "
-                          "printed (Ray results: URI/NAME)", field="--resume")
+        raise ConfigError(
+            "resuming from a cloud storage needs --name, the search folder that the interrupted run printed (Ray results: URI/NAME)",
+            field="--resume",
+        )
     found = latest_unfinished(local_storage, space.name)
     if found is None:  # not a new full search: the user asked to continue one
-        raise ConfigError(f"no unfinished search of {space.name!r} under {local_storage} to resume; run without "
-                          "--resume to start a new one (or give --storage/--name of the interrupted search)", field="--resume")
+        raise ConfigError(
+            f"no unfinished search of {space.name!r} under {local_storage} to resume; run without "
+            "--resume to start a new one (or give --storage/--name of the interrupted search)",
+            field="--resume",
+        )
     return str(found)
 
 

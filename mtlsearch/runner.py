@@ -5,6 +5,7 @@ the confirmation phase (:mod:`mtlsearch.confirm`, given a fit function built her
 
 The only place that builds a ``Tuner``; :mod:`mtlsearch.launch` calls :func:`run_search` once Ray is up.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,12 +65,17 @@ def run_search(args: argparse.Namespace, space: SearchSpace, callbacks: Sequence
     try:
         try:
             tracker = tracking.Tracker(tracking_uri, experiment, search_id)
-            tracker.start_search(space, {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed},
-                                 results_dir=local_storage / name if local_storage is not None else None,
-                                 study=(study_url, name) if study_url else None)
+            tracker.start_search(
+                space,
+                {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed},
+                results_dir=local_storage / name if local_storage is not None else None,
+                study=(study_url, name) if study_url else None,
+            )
         except Exception as err:  # the store passed the pre-flight; another writer, a full disk, a server gone since
-            raise faults.StartError(f"MLflow at {tracking_uri} failed as the search started ({faults.first_line(err)}); "
-                                    "nothing was trained; run the same command again") from None
+            raise faults.StartError(
+                f"MLflow at {tracking_uri} failed as the search started ({faults.first_line(err)}); "
+                "nothing was trained; run the same command again"
+            ) from None
         args.search_ref = (tracking_uri, experiment, tracker.parent_run_id)  # for mtlsearch.search(): where to read back
         return _fit_and_report(args, space, callbacks, tracker, name, storage_uri, restore_path, study_url)
     except BaseException as err:
@@ -80,8 +86,16 @@ def run_search(args: argparse.Namespace, space: SearchSpace, callbacks: Sequence
             lock.close()
 
 
-def _fit_and_report(args: argparse.Namespace, space: SearchSpace, callbacks: Sequence[Any], tracker: Tracker, name: str, storage_uri: str,
-                    restore_path: str | None, study_url: str | None = None) -> int:
+def _fit_and_report(
+    args: argparse.Namespace,
+    space: SearchSpace,
+    callbacks: Sequence[Any],
+    tracker: Tracker,
+    name: str,
+    storage_uri: str,
+    restore_path: str | None,
+    study_url: str | None = None,
+) -> int:
     """The Tuner's run and what is printed and logged after it; ``tracker``: the search's MLflow tracker."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
@@ -94,14 +108,15 @@ def _fit_and_report(args: argparse.Namespace, space: SearchSpace, callbacks: Seq
     tracking_uri, experiment = tracker.tracking_uri, tracker.experiment
     callback = tracking.make_callback(tracker, space.metric, space.max_epochs)
 
-    trainable = tune.with_resources(
-        train_mtl, {"cpu": space.resources["cpus_per_trial"], "gpu": space.resources["gpus_per_trial"]}
-    )
+    trainable = tune.with_resources(train_mtl, {"cpu": space.resources["cpus_per_trial"], "gpu": space.resources["gpus_per_trial"]})
     scheduler: TrialScheduler
     if space.scheduler["type"] == "asha":
         scheduler = ASHAScheduler(
-            time_attr="training_iteration", max_t=space.max_epochs, grace_period=space.scheduler["grace_period"],
-            reduction_factor=space.scheduler["reduction_factor"], brackets=space.scheduler["brackets"],
+            time_attr="training_iteration",
+            max_t=space.max_epochs,
+            grace_period=space.scheduler["grace_period"],
+            reduction_factor=space.scheduler["reduction_factor"],
+            brackets=space.scheduler["brackets"],
         )
     else:
         scheduler = FIFOScheduler()
@@ -119,11 +134,14 @@ def _fit_and_report(args: argparse.Namespace, space: SearchSpace, callbacks: Seq
         }[space.searcher["sampler"]]()
         # Multi-objective: the metric/mode lists go on OptunaSearch only; Tune and ASHA keep the scalar.
         objectives = space.objectives()
-        search_alg = OptunaSearch(space=space.define_by_run(), sampler=sampler,
-                                  metric=[m for m, _ in objectives] if space.multi_objective else space.metric,
-                                  mode=[m for _, m in objectives] if space.multi_objective else space.mode,
-                                  storage=studies.open_storage(study_url, name, fresh=restore_path is None) if study_url else None,
-                                  study_name=name if study_url else None)
+        search_alg = OptunaSearch(
+            space=space.define_by_run(),
+            sampler=sampler,
+            metric=[m for m, _ in objectives] if space.multi_objective else space.metric,
+            mode=[m for _, m in objectives] if space.multi_objective else space.mode,
+            storage=studies.open_storage(study_url, name, fresh=restore_path is None) if study_url else None,
+            study_name=name if study_url else None,
+        )
         param_space: dict[str, Any] = {}
     else:
         from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -136,16 +154,28 @@ def _fit_and_report(args: argparse.Namespace, space: SearchSpace, callbacks: Seq
     def make_run_config(suffix: str | None = None, num_trials: int | None = None) -> tune.RunConfig:
         shown = spaces.override(space, num_samples=num_trials) if num_trials else space
         return tune.RunConfig(
-            name=f"{name}-{suffix}" if suffix else name, storage_path=storage_uri, verbose=0,
-            callbacks=[callback, make_progress_callback(shown, getattr(args, "quiet", False)), book, faults.no_retry_after_nonfinite(), *callbacks],
+            name=f"{name}-{suffix}" if suffix else name,
+            storage_path=storage_uri,
+            verbose=0,
+            callbacks=[
+                callback,
+                make_progress_callback(shown, getattr(args, "quiet", False)),
+                book,
+                faults.no_retry_after_nonfinite(),
+                *callbacks,
+            ],
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=args.max_failures),
         )
 
     run_config = make_run_config()
     tune_config = tune.TuneConfig(
-        metric=space.metric, mode=space.mode, search_alg=search_alg, scheduler=scheduler,
-        num_samples=space.num_samples, max_concurrent_trials=space.max_concurrent_trials,
+        metric=space.metric,
+        mode=space.mode,
+        search_alg=search_alg,
+        scheduler=scheduler,
+        num_samples=space.num_samples,
+        max_concurrent_trials=space.max_concurrent_trials,
         trial_dirname_creator=trial_dirname,
         reuse_actors=True,  # a trial's worker runs the next trial: torch and the data stay loaded (trainables.mtl)
     )
@@ -160,11 +190,14 @@ def _fit_and_report(args: argparse.Namespace, space: SearchSpace, callbacks: Seq
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
     if not getattr(args, "quiet", False):
-        print(f"Search {name!r}: {console.total_trials(space)} trials x up to {space.max_epochs} epochs of {space.benchmark!r}, "
-              f"objective {space.metric} ({space.mode}); MLflow experiment {experiment!r} at {tracking_uri}")
+        print(
+            f"Search {name!r}: {console.total_trials(space)} trials x up to {space.max_epochs} epochs of {space.benchmark!r}, "
+            f"objective {space.metric} ({space.mode}); MLflow experiment {experiment!r} at {tracking_uri}"
+        )
     grid = None
-    stuck = faults.StopWatchdog(lambda: _interrupted(args, tracker, f"{storage_uri}/{name}", name,
-                                                      None, book.unfinished, book=book, space=space))
+    stuck = faults.StopWatchdog(
+        lambda: _interrupted(args, tracker, f"{storage_uri}/{name}", name, None, book.unfinished, book=book, space=space)
+    )
     with _sigterm_as_sigint(stuck):
         try:
             grid = tuner.fit()
@@ -181,8 +214,12 @@ def _fit_and_report(args: argparse.Namespace, space: SearchSpace, callbacks: Seq
     best = None
     if rows:
         top_row = rows[0]
-        best = {"trial_id": top_row["trial"], "config": top_row["_config"], "metrics": top_row["_metrics"],
-                "run_id": tracker.trial_runs.get(top_row["trial"])}
+        best = {
+            "trial_id": top_row["trial"],
+            "config": top_row["_config"],
+            "metrics": top_row["_metrics"],
+            "run_id": tracker.trial_runs.get(top_row["trial"]),
+        }
     pareto = None
     if space.multi_objective:
         pareto = pareto_rows(rows, space.objectives(), space.max_epochs)
@@ -203,12 +240,16 @@ def _fit_and_report(args: argparse.Namespace, space: SearchSpace, callbacks: Seq
             tuner = tune.Tuner(
                 trainable,
                 param_space={**config, "seed": tune.grid_search(seeds)},
-                tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode,
-                                            max_concurrent_trials=space.max_concurrent_trials, reuse_actors=True),
+                tune_config=tune.TuneConfig(
+                    metric=space.metric, mode=space.mode, max_concurrent_trials=space.max_concurrent_trials, reuse_actors=True
+                ),
                 run_config=make_run_config(f"final{index}", len(seeds)),
             )
-            return [{"trial_id": (r.metrics or {}).get("trial_id"), "config": r.config or {}, "metrics": r.metrics or {}}
-                    for r in tuner.fit()]  # type: ignore[attr-defined]  # ResultGrid: no __iter__ declared
+            grid = tuner.fit()
+            return [
+                {"trial_id": (r.metrics or {}).get("trial_id"), "config": r.config or {}, "metrics": r.metrics or {}}
+                for r in grid  # type: ignore[attr-defined]  # ResultGrid: no __iter__ declared
+            ]
 
         confirmed = confirm.run_confirmation(space, rows, fit, tracker)
         keys = [c for c in columns if c.startswith("val/")] + (["test/delta_m"] if "test/delta_m" in columns else [])
@@ -219,8 +260,9 @@ def _fit_and_report(args: argparse.Namespace, space: SearchSpace, callbacks: Seq
     study = f" (Optuna study of the same name: optuna-dashboard {study_url})" if study_url else ""
     print(f"Ray results: {storage_uri}/{name}{study}")
     print(f"MLflow: experiment {experiment!r}, parent run {tracker.parent_run_id}")
-    print(f"Open the runs in the MLflow UI:\n  "
-          f"{tracking.ui_command(tracking_uri, experiment, tracker.experiment_id, tracker.parent_run_id)}")
+    print(
+        f"Open the runs in the MLflow UI:\n  {tracking.ui_command(tracking_uri, experiment, tracker.experiment_id, tracker.parent_run_id)}"
+    )
     return 0
 
 
@@ -292,22 +334,33 @@ def _trial_book() -> Any:
     return TrialBook()
 
 
-def _interrupted(args: argparse.Namespace, tracker: Tracker, folder: str, name: str, grid: ResultGrid | None, unfinished: set[str], *,
-                 book: Any = None, space: SearchSpace | None = None) -> int:
+def _interrupted(
+    args: argparse.Namespace,
+    tracker: Tracker,
+    folder: str,
+    name: str,
+    grid: ResultGrid | None,
+    unfinished: set[str],
+    *,
+    book: Any = None,
+    space: SearchSpace | None = None,
+) -> int:
     """After Ctrl-C: mark the MLflow runs of unfinished trials and the search KILLED, print the results so
     far and how to resume.  Finished = ended in this driver, or before it (a resumed search); a trial
     that never started is not finished."""
     tracker.mark_interrupted(unfinished)
     tracker.end_search(None, status="KILLED")
     if book is not None:
-        earlier = {(r.metrics or {}).get("trial_id") for r in (grid or [])  # type: ignore[union-attr]  # ResultGrid: no __iter__ declared
-                   if r is not None and (r.metrics or {}).get("epoch")}
+        earlier = {
+            (r.metrics or {}).get("trial_id")
+            for r in (grid or [])  # type: ignore[union-attr]  # ResultGrid: no __iter__ declared
+            if r is not None and (r.metrics or {}).get("epoch")
+        }
         done = len(book.ended | (earlier - book.started - {None}))
     else:
         done = len(grid) - len(unfinished) if grid is not None else 0
     argv = getattr(args, "argv", None) or sys.argv[1:]
-    print(f"\nInterrupted: {done} trial(s) finished, {len(unfinished)} stopped; the search's state is saved in "
-          f"{folder}.", flush=True)
+    print(f"\nInterrupted: {done} trial(s) finished, {len(unfinished)} stopped; the search's state is saved in {folder}.", flush=True)
     if space is not None and grid is not None:
         rows, columns = summarize(grid, space, args.top)
         if rows:

@@ -39,6 +39,7 @@ multi-objective search runs FIFO (every trial to ``max_epochs``), because ASHA's
 would enter Optuna's Pareto front as if complete; ``scheduler: {type: asha}`` opts into pruning on
 the scalar.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -59,7 +60,20 @@ if TYPE_CHECKING:
 
 SPACE_DIR = Path(__file__).resolve().parent.parent / "search_spaces"  # in a checkout
 
-TOP_KEYS = {"name", "description", "benchmark", "objective", "budget", "scheduler", "searcher", "resources", "params", "data_root", "final", "protocol"}
+TOP_KEYS = {
+    "name",
+    "description",
+    "benchmark",
+    "objective",
+    "budget",
+    "scheduler",
+    "searcher",
+    "resources",
+    "params",
+    "data_root",
+    "final",
+    "protocol",
+}
 FINAL_KEYS = {"seeds", "per", "top"}
 OBJECTIVE_KEYS = {"metric", "mode", "metrics", "modes"}
 ALL_TASKS = "tasks"  # objective.metrics: every validation metric of every task
@@ -85,9 +99,7 @@ class Param:
     when: Mapping[str, Any] = field(default_factory=dict)
 
     def active(self, values: Mapping[str, Any]) -> bool:
-        return all(
-            (values.get(k) in w) if isinstance(w, list) else values.get(k) == w for k, w in self.when.items()
-        )
+        return all((values.get(k) in w) if isinstance(w, list) else values.get(k) == w for k, w in self.when.items())
 
     def candidates(self) -> list[Any]:
         """A few representative values, used to validate every combination before a search starts."""
@@ -126,8 +138,10 @@ def _tune_domain(p: Param) -> Any:
     if p.kind == "value":
         return p.args
     return {
-        "uniform": lambda: tune.uniform(*p.args), "loguniform": lambda: tune.loguniform(*p.args),
-        "quniform": lambda: tune.quniform(*p.args), "randint": lambda: tune.randint(*p.args),
+        "uniform": lambda: tune.uniform(*p.args),
+        "loguniform": lambda: tune.loguniform(*p.args),
+        "quniform": lambda: tune.quniform(*p.args),
+        "randint": lambda: tune.randint(*p.args),
         "choice": lambda: tune.choice(list(p.args)),
     }[p.kind]()
 
@@ -251,7 +265,8 @@ class SearchSpace:
             if metric not in known:
                 raise ConfigError(
                     f"{metric!r} is not reported by benchmark {self.benchmark!r}; allowed: {choices(known)}",
-                    source=str(self.path), field="objective.metrics",
+                    source=str(self.path),
+                    field="objective.metrics",
                 )
 
     # ------------------------------------------------------------------ translation
@@ -329,14 +344,17 @@ class SearchSpace:
         self.validate_objectives()
 
 
-def task_objectives(benchmark: str, data_root: str | None = None, *, tasks: Sequence[str] | None = None, split: str = "val") -> list[tuple[str, str]]:
+def task_objectives(
+    benchmark: str, data_root: str | None = None, *, tasks: Sequence[str] | None = None, split: str = "val"
+) -> list[tuple[str, str]]:
     """``(<split>/<task>/<metric>, "min"|"max")`` for every metric of every task of ``benchmark``."""
     from mtlsearch.benchmarks import get_benchmark
 
     specs = get_benchmark(benchmark, data_root=data_root).task_specs()
     return [
         (f"{split}/{spec.name}/{metric}", "min" if lower else "max")
-        for spec in specs if tasks is None or spec.name in tasks
+        for spec in specs
+        if tasks is None or spec.name in tasks
         for metric, lower in spec.metrics.items()
     ]
 
@@ -375,8 +393,7 @@ def find_space(name_or_path: str) -> Path:
         if entry.is_file():
             return Path(str(entry))
     raise ConfigError(
-        f"unknown search space {name_or_path!r}; available: {', '.join(available_spaces())} "
-        "(or give the path of a .yaml file)",
+        f"unknown search space {name_or_path!r}; available: {', '.join(available_spaces())} (or give the path of a .yaml file)",
         field="--space",
     )
 
@@ -419,9 +436,10 @@ def _parse_param(name: str, spec: Any, source: str) -> Param:
         raise ConfigError(
             f"a parameter is a constant or exactly one distribution of {choices(DISTRIBUTIONS)} "
             f"(optionally with 'when'); got keys {sorted(spec)}",
-            source=source, field=field_name,
+            source=source,
+            field=field_name,
         )
-    (kind, args), = spec.items()
+    ((kind, args),) = spec.items()
     if kind == "value":
         return Param(name, "value", args, dict(when))
     if kind not in DISTRIBUTIONS:
@@ -430,7 +448,8 @@ def _parse_param(name: str, spec: Any, source: str) -> Param:
         if args != ALL_TASKS and (isinstance(args, bool) or not isinstance(args, int) or args < 1):
             raise ConfigError(
                 f"simplex takes 'tasks' (one weight per task of the trial) or a number of weights >= 1, got {args!r}",
-                source=source, field=field_name,
+                source=source,
+                field=field_name,
             )
         return Param(name, kind, args, dict(when))
     if kind in ("choice", "grid") and args == ALL_METHODS:
@@ -441,15 +460,22 @@ def _parse_param(name: str, spec: Any, source: str) -> Param:
         args = list(METHODS)
     if kind in ("choice", "grid"):
         if not isinstance(args, list) or not args:
-            raise ConfigError(f"{kind} needs a non-empty list of values{' or all' if name == 'method' else ''}, got {args!r}",
-                              source=source, field=field_name)
+            raise ConfigError(
+                f"{kind} needs a non-empty list of values{' or all' if name == 'method' else ''}, got {args!r}",
+                source=source,
+                field=field_name,
+            )
         for v in args:
             if isinstance(v, float) and not math.isfinite(v):
                 raise ConfigError(f"{kind} values must be finite, got {v!r}", source=source, field=field_name)
         return Param(name, kind, list(args), dict(when))
     want = 3 if kind == "quniform" else 2
     if not isinstance(args, list) or len(args) != want:
-        raise ConfigError(f"{kind} needs a list of {want} numbers {'[low, high, q]' if want == 3 else '[low, high]'}, got {args!r}", source=source, field=field_name)
+        raise ConfigError(
+            f"{kind} needs a list of {want} numbers {'[low, high, q]' if want == 3 else '[low, high]'}, got {args!r}",
+            source=source,
+            field=field_name,
+        )
     integer = kind == "randint"
     args = [_number(a, field_name, source, integer=integer) for a in args]
     lo, hi = args[0], args[1]
@@ -509,14 +535,20 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
 
     multi = objective_metrics is not None
     # A multi-objective search without a scheduler section runs FIFO (see the module docstring).
-    scheduler: dict[str, Any] = {"type": "fifo" if multi and "scheduler" not in data else "asha", "grace_period": 1, "reduction_factor": 3, "brackets": 1}
+    scheduler: dict[str, Any] = {
+        "type": "fifo" if multi and "scheduler" not in data else "asha",
+        "grace_period": 1,
+        "reduction_factor": 3,
+        "brackets": 1,
+    }
     sched_in = _mapping(data.get("scheduler"), "scheduler", source)
     _check_keys(sched_in, SCHEDULER_KEYS, "scheduler.", source)
     if not multi and ("metric" in sched_in or "mode" in sched_in):
         raise ConfigError(
             "scheduler.metric/mode set the scalar of a multi-objective search; a single-objective search "
             "prunes on its objective (set objective.metric/mode instead)",
-            source=source, field="scheduler.metric" if "metric" in sched_in else "scheduler.mode",
+            source=source,
+            field="scheduler.metric" if "metric" in sched_in else "scheduler.mode",
         )
     if multi:
         metric, mode = sched_in.pop("metric", "val/delta_m"), sched_in.pop("mode", "max")
@@ -526,21 +558,29 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
             raise ConfigError(f"expected 'min' or 'max', got {mode!r}", source=source, field="scheduler.mode")
     scheduler.update(sched_in)
     if scheduler["type"] not in SCHEDULER_TYPES:
-        raise ConfigError(f"unknown scheduler {scheduler['type']!r}; allowed: {choices(SCHEDULER_TYPES)}", source=source, field="scheduler.type")
+        raise ConfigError(
+            f"unknown scheduler {scheduler['type']!r}; allowed: {choices(SCHEDULER_TYPES)}", source=source, field="scheduler.type"
+        )
     for key in ("grace_period", "brackets"):
         _number(scheduler[key], f"scheduler.{key}", source, integer=True, positive=True)
     _number(scheduler["reduction_factor"], "scheduler.reduction_factor", source, positive=True)
     if scheduler["reduction_factor"] <= 1:
         raise ConfigError("must be > 1", source=source, field="scheduler.reduction_factor")
     if scheduler["grace_period"] > max_epochs:
-        raise ConfigError(f"grace_period {scheduler['grace_period']} exceeds budget.max_epochs {max_epochs}", source=source, field="scheduler.grace_period")
+        raise ConfigError(
+            f"grace_period {scheduler['grace_period']} exceeds budget.max_epochs {max_epochs}",
+            source=source,
+            field="scheduler.grace_period",
+        )
 
     searcher = {"type": "optuna", "sampler": "tpe", "seed": 0}
     search_in = _mapping(data.get("searcher"), "searcher", source)
     _check_keys(search_in, SEARCHER_KEYS, "searcher.", source)
     searcher.update(search_in)
     if searcher["type"] not in SEARCHER_TYPES:
-        raise ConfigError(f"unknown searcher {searcher['type']!r}; allowed: {choices(SEARCHER_TYPES)}", source=source, field="searcher.type")
+        raise ConfigError(
+            f"unknown searcher {searcher['type']!r}; allowed: {choices(SEARCHER_TYPES)}", source=source, field="searcher.type"
+        )
     if searcher["sampler"] not in SAMPLERS:
         raise ConfigError(f"unknown sampler {searcher['sampler']!r}; allowed: {choices(SAMPLERS)}", source=source, field="searcher.sampler")
     _number(searcher["seed"], "searcher.seed", source, integer=True)
@@ -548,7 +588,8 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
         raise ConfigError(
             f"sampler {searcher['sampler']!r} optimises one objective; a multi-objective search needs one of "
             f"{choices(s for s in SAMPLERS if s not in SINGLE_OBJECTIVE_SAMPLERS)}",
-            source=source, field="searcher.sampler",
+            source=source,
+            field="searcher.sampler",
         )
 
     res = {"cpus_per_trial": 1.0, "gpus_per_trial": 0.0}
@@ -573,7 +614,8 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
             raise ConfigError(
                 "grid needs searcher type 'random' (Ray's variant generator crosses grid values with the "
                 "samples); with the optuna searcher use 'choice'",
-                source=source, field=f"params.{p.name}",
+                source=source,
+                field=f"params.{p.name}",
             )
         if p.name in ("benchmark", "max_epochs"):
             raise ConfigError(f"set {p.name!r} at the top level / in budget, not in params", source=source, field=f"params.{p.name}")
@@ -589,8 +631,11 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
             raise ConfigError(f"expected a non-empty list of integer seeds, got {seeds!r}", source=source, field="final.seeds")
         _number(final["top"], "final.top", source, integer=True, positive=True)
         if final["per"] is not None and final["per"] not in known:
-            raise ConfigError(f"'per' must name a parameter of the space ({', '.join(sorted(known))}), got {final['per']!r}",
-                              source=source, field="final.per")
+            raise ConfigError(
+                f"'per' must name a parameter of the space ({', '.join(sorted(known))}), got {final['per']!r}",
+                source=source,
+                field="final.per",
+            )
 
     benchmark = data["benchmark"]
     if not isinstance(benchmark, str):
@@ -599,19 +644,34 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
     if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
         raise ConfigError(f"a name of letters, digits, '_' and '-', got {name!r}", source=source, field="name")
     space = SearchSpace(
-        name=name, path=path or Path(source), text=text, description=str(data.get("description", "")),
-        benchmark=benchmark, metric=metric, mode=mode, num_samples=num_samples, max_epochs=max_epochs,
-        max_concurrent_trials=mct, scheduler=scheduler, searcher=searcher, resources=res, params=params,
-        data_root=data.get("data_root"), objective_metrics=objective_metrics, objective_modes=objective_modes,
-        final=final, epochs_given="max_epochs" in budget,
+        name=name,
+        path=path or Path(source),
+        text=text,
+        description=str(data.get("description", "")),
+        benchmark=benchmark,
+        metric=metric,
+        mode=mode,
+        num_samples=num_samples,
+        max_epochs=max_epochs,
+        max_concurrent_trials=mct,
+        scheduler=scheduler,
+        searcher=searcher,
+        resources=res,
+        params=params,
+        data_root=data.get("data_root"),
+        objective_metrics=objective_metrics,
+        objective_modes=objective_modes,
+        final=final,
+        epochs_given="max_epochs" in budget,
     )
     if data.get("protocol") is not None:
         space = with_protocol(space, data["protocol"], source=source)
     return space
 
 
-def with_protocol(space: SearchSpace, tag: Any, *, benchmark: str | None = None, source: str | None = None,
-                  field_name: str = "protocol") -> SearchSpace:
+def with_protocol(
+    space: SearchSpace, tag: Any, *, benchmark: str | None = None, source: str | None = None, field_name: str = "protocol"
+) -> SearchSpace:
     """The space under a published protocol (:mod:`mtlsearch.protocols`): the protocol's settings for
     the benchmark become constant parameters beneath the space's own (which win), its method
     settings constants conditional on ``method``, ``budget.max_epochs`` the protocol's unless given,
@@ -634,12 +694,16 @@ def with_protocol(space: SearchSpace, tag: Any, *, benchmark: str | None = None,
     if "protocol" not in names:
         added.append(Param("protocol", "value", protocol.tag))
     # Conditional on ``method``, so after the space's own parameters (conditions see earlier values).
-    per_method = [Param(k, "value", v, {"method": m}) for m, values in protocol.methods.items()
-                  for k, v in values.items() if k not in names]
+    per_method = [
+        Param(k, "value", v, {"method": m}) for m, values in protocol.methods.items() for k, v in values.items() if k not in names
+    ]
     import dataclasses
 
     return dataclasses.replace(
-        space, benchmark=benchmark, params=added + own + per_method, protocol=protocol.tag,
+        space,
+        benchmark=benchmark,
+        params=added + own + per_method,
+        protocol=protocol.tag,
         protocol_params=tuple(dict.fromkeys(p.name for p in added + per_method)),
         max_epochs=space.max_epochs if space.epochs_given else epochs,
     )
@@ -652,20 +716,23 @@ def _parse_objectives(objective: Mapping[str, Any], source: str) -> tuple[Any, l
     if "metric" in objective or "mode" in objective:
         raise ConfigError(
             "give either metric/mode (one objective) or metrics/modes (several), not both",
-            source=source, field="objective",
+            source=source,
+            field="objective",
         )
     metrics = objective.get("metrics")
     if metrics == ALL_TASKS:
         if "modes" in objective:
             raise ConfigError(
                 "'metrics: tasks' takes every task metric's direction from the benchmark; remove 'modes'",
-                source=source, field="objective.modes",
+                source=source,
+                field="objective.modes",
             )
         return ALL_TASKS, None
     if not isinstance(metrics, list) or not metrics or not all(isinstance(m, str) and m for m in metrics):
         raise ConfigError(
             f"expected a list of metric names (e.g. [val/left/accuracy, val/number/mae]) or 'tasks', got {metrics!r}",
-            source=source, field="objective.metrics",
+            source=source,
+            field="objective.metrics",
         )
     if len(set(metrics)) != len(metrics):
         raise ConfigError(f"a metric appears twice in {metrics!r}", source=source, field="objective.metrics")
@@ -673,7 +740,8 @@ def _parse_objectives(objective: Mapping[str, Any], source: str) -> tuple[Any, l
     if not isinstance(modes, list) or len(modes) != len(metrics):
         raise ConfigError(
             f"expected a list of {len(metrics)} modes ('min' or 'max'), one per metric, got {modes!r}",
-            source=source, field="objective.modes",
+            source=source,
+            field="objective.modes",
         )
     for m in modes:
         if m not in ("min", "max"):

@@ -17,6 +17,7 @@ every epoch but the last (Ray gives the searcher the result a scheduler stops a 
 trial's final value).  The location is a
 param of the search's parent run (``optuna_storage``, ``optuna_study``) and of ``mtlsearch.json``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

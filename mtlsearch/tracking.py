@@ -36,6 +36,7 @@ them into MLflow later.  Over HTTP the launcher lowers MLflow's retry defaults (
 exponential backoff, about 4 minutes per failed call) to 2 retries and a 20 s timeout unless
 ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``_TIMEOUT`` / ``_BACKOFF_FACTOR`` are set.
 """
+
 from __future__ import annotations
 
 import functools
@@ -93,8 +94,7 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
 
 
-def ui_command(tracking_uri: str, experiment: str | None = None, experiment_id: str | None = None,
-               parent_run_id: str | None = None) -> str:
+def ui_command(tracking_uri: str, experiment: str | None = None, experiment_id: str | None = None, parent_run_id: str | None = None) -> str:
     """What opens a search's trial comparison in the MLflow UI: on a tracking server, its URL
     (:func:`trials_url`); on a local store, the ``mtlsearch ui`` command that serves it."""
     if tracking_uri.startswith(("http://", "https://")):
@@ -130,7 +130,8 @@ def trials_view_state(parent_run_id: str, objectives: Sequence[Sequence[str]], p
     columns = [f"params.`{k}`" for k in names] + [f"metrics.`{m}`" for m, _ in objectives] + [f"tags.`{TAG_STATUS}`"]
     return {
         "searchFilter": f"tags.`{PARENT_TAG}` = '{parent_run_id}'",
-        "orderByKey": f"metrics.`{metric}`", "orderByAsc": mode == "min",
+        "orderByKey": f"metrics.`{metric}`",
+        "orderByAsc": mode == "min",
         "selectedColumns": columns,
         # the table's column ids: the run name, our columns in this order, then the UI's start time and duration
         "columnOrder": ["attributes.`Run Name`", *columns, "runDateAndNestInfo", "duration"],
@@ -145,12 +146,20 @@ def trials_view_tag(name: str, state: Mapping[str, Any], created_ms: int | None 
 
 def trials_url(base_url: str, experiment_id: str, parent_run_id: str) -> str:
     """The URL that opens a search's trial comparison (its view tag must exist: :func:`set_trials_view`)."""
-    return (f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType={UI_WORKFLOW}"
-            f"&viewStateShareKey={trials_view_key(parent_run_id)}")
+    return (
+        f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType={UI_WORKFLOW}"
+        f"&viewStateShareKey={trials_view_key(parent_run_id)}"
+    )
 
 
-def set_trials_view(client: MlflowClient, experiment_id: str, parent_run_id: str, search_name: str,
-                    objectives: Sequence[Sequence[str]], params: Sequence[str]) -> str:
+def set_trials_view(
+    client: MlflowClient,
+    experiment_id: str,
+    parent_run_id: str,
+    search_name: str,
+    objectives: Sequence[Sequence[str]],
+    params: Sequence[str],
+) -> str:
     """Write (or update) the experiment tag of a search's trial view; returns its key."""
     state = trials_view_state(parent_run_id, objectives, params)
     key = VIEW_TAG_PREFIX + trials_view_key(parent_run_id)
@@ -174,8 +183,9 @@ def open_store(tracking_uri: str) -> MlflowClient:
     """A client of an existing store (a missing SQLite file is an error, not a new empty store)."""
     db = _sqlite_path(tracking_uri)
     if db is not None and not db.is_file():
-        raise ConfigError(f"no MLflow store at {tracking_uri} (no file {db}); run a search first or pass the store "
-                          "it used", field="--tracking-uri")
+        raise ConfigError(
+            f"no MLflow store at {tracking_uri} (no file {db}); run a search first or pass the store it used", field="--tracking-uri"
+        )
     check_reachable(tracking_uri)
     import mlflow  # noqa: F401  (registers the stores)
     from mlflow.tracking import MlflowClient
@@ -184,8 +194,9 @@ def open_store(tracking_uri: str) -> MlflowClient:
 
 
 def _latest_search(client: MlflowClient, experiment_ids: list[str]) -> Run | None:
-    runs = client.search_runs(experiment_ids, filter_string=f"tags.`{TAG_KIND}` = 'search'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = client.search_runs(
+        experiment_ids, filter_string=f"tags.`{TAG_KIND}` = 'search'", order_by=["attributes.start_time DESC"], max_results=1
+    )
     return runs[0] if runs else None
 
 
@@ -195,12 +206,15 @@ def find_search(client: MlflowClient, experiment: str | None) -> tuple[Experimen
         exp = client.get_experiment_by_name(experiment)
         if exp is None:
             names = sorted(e.name for e in client.search_experiments())
-            raise ConfigError(f"no experiment {experiment!r} in this store; its experiments: "
-                              f"{', '.join(repr(n) for n in names) or 'none'}", field="--experiment")
+            raise ConfigError(
+                f"no experiment {experiment!r} in this store; its experiments: {', '.join(repr(n) for n in names) or 'none'}",
+                field="--experiment",
+            )
         parent = _latest_search(client, [exp.experiment_id])
         if parent is None:
-            raise ConfigError(f"experiment {experiment!r} holds no mtlsearch search (no run tagged "
-                              f"{TAG_KIND}=search)", field="--experiment")
+            raise ConfigError(
+                f"experiment {experiment!r} holds no mtlsearch search (no run tagged {TAG_KIND}=search)", field="--experiment"
+            )
         return exp, parent
     ids = [e.experiment_id for e in client.search_experiments()]
     parent = _latest_search(client, ids) if ids else None
@@ -222,15 +236,13 @@ def ensure_trials_view(client: MlflowClient, experiment: Experiment, parent: Run
     key = VIEW_TAG_PREFIX + trials_view_key(parent.info.run_id)
     if key in client.get_experiment(experiment.experiment_id).tags:
         return
-    trials = client.search_runs([experiment.experiment_id],
-                                filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=1000)
+    trials = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'", max_results=1000)
     values: dict[str, set[str]] = {}
     for run in trials:
         for k, v in run.data.params.items():
             values.setdefault(k, set()).add(v)
     varying = [k for k in sorted(values) if len(values[k]) > 1 and k != "method"]
-    set_trials_view(client, experiment.experiment_id, parent.info.run_id, parent.info.run_name,
-                    search_objectives(parent), varying)
+    set_trials_view(client, experiment.experiment_id, parent.info.run_id, parent.info.run_name, search_objectives(parent), varying)
 
 
 def is_metric(key: str, value: Any) -> bool:
@@ -256,7 +268,7 @@ def trial_status(epochs: int, max_epochs: int, *, errored: bool = False) -> str:
 def _sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
-    return Path(uri[len("sqlite:///"):]).expanduser().resolve()
+    return Path(uri[len("sqlite:///") :]).expanduser().resolve()
 
 
 def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
@@ -281,9 +293,7 @@ def check_reachable(tracking_uri: str, timeout: float = 5.0) -> None:
             ) from None
     db = _sqlite_path(tracking_uri)
     if db is not None and not db.parent.is_dir():
-        raise ConfigError(
-            f"the folder of the SQLite store {tracking_uri} does not exist ({db.parent})", field="--tracking-uri"
-        )
+        raise ConfigError(f"the folder of the SQLite store {tracking_uri} does not exist ({db.parent})", field="--tracking-uri")
 
 
 def _configure_http(tracking_uri: str) -> None:
@@ -328,8 +338,12 @@ def search_info(space: SearchSpace, overrides: Mapping[str, Any], study: tuple[s
     """What a search is, in plain JSON: the parent run's params and the space file; also written to
     :data:`SEARCH_INFO_FILE` in the Ray results folder so that ``report sync`` can recreate the run."""
     params: dict[str, Any] = {
-        "space": space.name, "benchmark": space.benchmark, "num_samples": space.num_samples,
-        "max_epochs": space.max_epochs, "scheduler": space.scheduler, "searcher": space.searcher,
+        "space": space.name,
+        "benchmark": space.benchmark,
+        "num_samples": space.num_samples,
+        "max_epochs": space.max_epochs,
+        "scheduler": space.scheduler,
+        "searcher": space.searcher,
         "resources": space.resources,
     }
     if getattr(space, "multi_objective", False):
@@ -346,9 +360,15 @@ def search_info(space: SearchSpace, overrides: Mapping[str, Any], study: tuple[s
     if getattr(space, "protocol", None):
         params["protocol"] = space.protocol
     return {
-        "params": params, "space_file": Path(str(space.path)).name, "space_text": space.text,
-        "metric": space.metric, "mode": space.mode, "objectives": [list(o) for o in objectives],
-        "max_epochs": space.max_epochs, "resources": dict(space.resources), "benchmark": space.benchmark,
+        "params": params,
+        "space_file": Path(str(space.path)).name,
+        "space_text": space.text,
+        "metric": space.metric,
+        "mode": space.mode,
+        "objectives": [list(o) for o in objectives],
+        "max_epochs": space.max_epochs,
+        "resources": dict(space.resources),
+        "benchmark": space.benchmark,
     }
 
 
@@ -477,8 +497,9 @@ class Tracker:
                 else:
                     db = _sqlite_path(self.tracking_uri)
                     location = (db.parent / "mlruns").as_uri() if db is not None else None
-                    self.experiment_id = self.client.create_experiment(experiment, artifact_location=location,
-                                                                       tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                    self.experiment_id = self.client.create_experiment(
+                        experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+                    )
                 break
             except Exception:
                 if attempt == 2:
@@ -490,13 +511,18 @@ class Tracker:
     def _go_offline(self, err: Exception) -> None:
         self.offline_since = time.time()
         first = str(err).strip().splitlines()[0][:300] if str(err).strip() else ""
-        print(f"warning: MLflow at {self.tracking_uri} failed ({type(err).__name__}: {first}); the search goes on "
-              f"without it and every result stays in Ray's storage. Copy them into MLflow later with:\n  "
-              f"{self.sync_command()}", file=sys.stderr, flush=True)
+        print(
+            f"warning: MLflow at {self.tracking_uri} failed ({type(err).__name__}: {first}); the search goes on "
+            f"without it and every result stays in Ray's storage. Copy them into MLflow later with:\n  "
+            f"{self.sync_command()}",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def sync_command(self) -> str:
-        return (f"python -m mtlsearch.report sync --results {self.search_id} --tracking-uri {self.tracking_uri} "
-                f"--experiment {self.experiment}")
+        return (
+            f"python -m mtlsearch.report sync --results {self.search_id} --tracking-uri {self.tracking_uri} --experiment {self.experiment}"
+        )
 
     def _find_run(self, **tags: str) -> str | None:
         query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
@@ -517,15 +543,17 @@ class Tracker:
             self.client.set_terminated(run_id, status=status)
 
     # -------------------------------------------------------------- the search
-    def start_search(self, space: SearchSpace, overrides: Mapping[str, Any], results_dir: Path | None = None,
-                     study: tuple[str, str] | None = None) -> str:
+    def start_search(
+        self, space: SearchSpace, overrides: Mapping[str, Any], results_dir: Path | None = None, study: tuple[str, str] | None = None
+    ) -> str:
         """Create (or find again, on resume) the parent run; write the search's description beside
         Ray's results when they are on a local disk.  Not tolerant: failing here stops the launch."""
         info = search_info(space, overrides, study)
         self.searched = [p.name for p in space.params if p.kind != "value"]
         if results_dir is not None:
-            write_search_info(Path(results_dir), {**info, "experiment": self.experiment,
-                                                  "tracking_uri": self.tracking_uri, "search_id": self.search_id})
+            write_search_info(
+                Path(results_dir), {**info, "experiment": self.experiment, "tracking_uri": self.tracking_uri, "search_id": self.search_id}
+            )
         run_id = self.start_search_from(info)
         set_trials_view(self.client, self.experiment_id, run_id, Path(self.search_id).name, info["objectives"], self.searched)
         return run_id
@@ -537,10 +565,15 @@ class Tracker:
         if run_id is None:
             commit = _git_commit()
             run = self.client.create_run(
-                self.experiment_id, run_name=Path(self.search_id).name,
-                tags={TAG_SEARCH: self.search_id, TAG_KIND: "search", **({"git_commit": commit} if commit else {}),
-                      **({TAG_PROTOCOL: info["params"]["protocol"]} if info.get("params", {}).get("protocol") else {}),
-                      **{f"version.{k}": v for k, v in _versions().items()}},
+                self.experiment_id,
+                run_name=Path(self.search_id).name,
+                tags={
+                    TAG_SEARCH: self.search_id,
+                    TAG_KIND: "search",
+                    **({"git_commit": commit} if commit else {}),
+                    **({TAG_PROTOCOL: info["params"]["protocol"]} if info.get("params", {}).get("protocol") else {}),
+                    **{f"version.{k}": v for k, v in _versions().items()},
+                },
             )
             run_id = run.info.run_id
             self._log_params(run_id, info.get("params", {}))
@@ -559,8 +592,7 @@ class Tracker:
             self.client.log_batch(run_id, params=items[start : start + 100])
 
     @_tolerant
-    def end_search(self, best: Mapping[str, Any] | None, status: str = "FINISHED", *,
-                   pareto: Iterable[str] | None = None) -> None:
+    def end_search(self, best: Mapping[str, Any] | None, status: str = "FINISHED", *, pareto: Iterable[str] | None = None) -> None:
         if self.parent_run_id is None:
             return
         run = self.client.get_run(self.parent_run_id)
@@ -580,8 +612,9 @@ class Tracker:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            new = [Metric(f"best/{k}", v, now, 0) for k, v in select_metrics(best["metrics"]).items()
-                   if run.data.metrics.get(f"best/{k}") != v]
+            new = [
+                Metric(f"best/{k}", v, now, 0) for k, v in select_metrics(best["metrics"]).items() if run.data.metrics.get(f"best/{k}") != v
+            ]
             if new:
                 self.client.log_batch(self.parent_run_id, metrics=new)
         self._finish(self.parent_run_id, status)
@@ -589,9 +622,12 @@ class Tracker:
     def report_offline(self) -> None:
         """At the end of a search: say again what was not logged and how to catch up."""
         if self.offline_since is not None:
-            print(f"warning: MLflow was unreachable from {time.strftime('%H:%M:%S', time.localtime(self.offline_since))} "
-                  f"on ({self.missed} updates not logged). Copy the results into MLflow with:\n  {self.sync_command()}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"warning: MLflow was unreachable from {time.strftime('%H:%M:%S', time.localtime(self.offline_since))} "
+                f"on ({self.missed} updates not logged). Copy the results into MLflow with:\n  {self.sync_command()}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     # -------------------------------------------------------------- trials
     def trial_run(self, trial_id: str, config: Mapping[str, Any]) -> str:
@@ -602,10 +638,16 @@ class Tracker:
         if run_id is None:
             name = trial_run_name(trial_id, config, self.searched)
             run = self.client.create_run(
-                self.experiment_id, run_name=name,
-                tags={**({PARENT_TAG: self.parent_run_id} if self.parent_run_id else {}), TAG_SEARCH: self.search_id,
-                      TAG_TRIAL: trial_id, TAG_KIND: "trial", TAG_STATUS: STATUS_RUNNING,
-                      **({TAG_PROTOCOL: str(config["protocol"])} if config.get("protocol") else {})},
+                self.experiment_id,
+                run_name=name,
+                tags={
+                    **({PARENT_TAG: self.parent_run_id} if self.parent_run_id else {}),
+                    TAG_SEARCH: self.search_id,
+                    TAG_TRIAL: trial_id,
+                    TAG_KIND: "trial",
+                    TAG_STATUS: STATUS_RUNNING,
+                    **({TAG_PROTOCOL: str(config["protocol"])} if config.get("protocol") else {}),
+                },
             )
             run_id = run.info.run_id
             self._steps[run_id] = {}
@@ -647,8 +689,17 @@ class Tracker:
         return len(metrics)
 
     @_tolerant
-    def end_trial(self, trial_id: str, config: Mapping[str, Any], status: str, *, error: str | None = None,
-                  checkpoint: str | None = None, epochs: int | None = None, time_total_s: float | None = None) -> None:
+    def end_trial(
+        self,
+        trial_id: str,
+        config: Mapping[str, Any],
+        status: str,
+        *,
+        error: str | None = None,
+        checkpoint: str | None = None,
+        epochs: int | None = None,
+        time_total_s: float | None = None,
+    ) -> None:
         run_id = self.trial_run(trial_id, config)
         tags = {TAG_STATUS: status}
         if error:
@@ -710,9 +761,14 @@ def make_callback(tracker: Tracker, metric: str, max_epochs: int) -> Callback:
             last = trial.last_result or {}
             epochs = int(last.get("epoch", 0))
             checkpoint = getattr(trial, "checkpoint", None)
-            tracker.end_trial(trial.trial_id, trial.config, trial_status(epochs, max_epochs),
-                              checkpoint=getattr(checkpoint, "path", None), epochs=epochs,
-                              time_total_s=last.get("time_total_s"))
+            tracker.end_trial(
+                trial.trial_id,
+                trial.config,
+                trial_status(epochs, max_epochs),
+                checkpoint=getattr(checkpoint, "path", None),
+                epochs=epochs,
+                time_total_s=last.get("time_total_s"),
+            )
 
         def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
             err = None
@@ -721,9 +777,15 @@ def make_callback(tracker: Tracker, metric: str, max_epochs: int) -> Callback:
                 err = Path(error_file).read_text()
             last = trial.last_result or {}
             checkpoint = getattr(trial, "checkpoint", None)
-            tracker.end_trial(trial.trial_id, trial.config, STATUS_ERRORED, error=err,
-                              checkpoint=getattr(checkpoint, "path", None), epochs=int(last.get("epoch", 0)),
-                              time_total_s=last.get("time_total_s"))
+            tracker.end_trial(
+                trial.trial_id,
+                trial.config,
+                STATUS_ERRORED,
+                error=err,
+                checkpoint=getattr(checkpoint, "path", None),
+                epochs=int(last.get("epoch", 0)),
+                time_total_s=last.get("time_total_s"),
+            )
 
     return MLflowTrials()
 
@@ -753,8 +815,7 @@ def search_runs(client: MlflowClient, experiment_ids: list[str], filter_string: 
     runs: list[Run] = []
     token = None
     while True:
-        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=1000,
-                                  order_by=order_by, page_token=token)
+        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=1000, order_by=order_by, page_token=token)
         runs.extend(page)
         token = page.token
         if not token:
@@ -787,15 +848,15 @@ def read_search(tracking_uri: str, experiment: str, search: str | None = None) -
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = sorted(e.name for e in client.search_experiments())
-        raise ConfigError(f"no experiment {experiment!r} at {tracking_uri}; there are: {', '.join(names) or 'none'}",
-                          field="--experiment")
-    parents = search_runs(client, [exp.experiment_id], f"tags.`{TAG_KIND}` = 'search'",
-                          order_by=["attributes.start_time DESC"])
+        raise ConfigError(f"no experiment {experiment!r} at {tracking_uri}; there are: {', '.join(names) or 'none'}", field="--experiment")
+    parents = search_runs(client, [exp.experiment_id], f"tags.`{TAG_KIND}` = 'search'", order_by=["attributes.start_time DESC"])
     if search:
         parents = [r for r in parents if search in (r.info.run_id, r.data.tags.get(TAG_SEARCH), r.info.run_name)]
     if not parents:
-        raise ConfigError(f"experiment {experiment!r} has no search{f' {search!r}' if search else ''} "
-                          f"(parent run tagged {TAG_KIND}=search)", field="--search" if search else "--experiment")
+        raise ConfigError(
+            f"experiment {experiment!r} has no search{f' {search!r}' if search else ''} (parent run tagged {TAG_KIND}=search)",
+            field="--search" if search else "--experiment",
+        )
     parent = parents[0]
     params = parent.data.params
     search_id = parent.data.tags[TAG_SEARCH]
@@ -815,20 +876,32 @@ def read_search(tracking_uri: str, experiment: str, search: str | None = None) -
         def history(run_id: str = run_id, keys: list[str] = keys) -> dict[str, list[tuple[int, float]]]:
             return {k: sorted((m.step, m.value) for m in client.get_metric_history(run_id, k)) for k in keys}
 
-        trials.append({
-            "trial_id": tags.get(TAG_TRIAL, run_id), "run_id": run_id,
-            "params": {k: parse_param(v) for k, v in run.data.params.items()},
-            "status": tags.get(TAG_STATUS, STATUS_RUNNING), "final": dict(run.data.metrics), "metric_keys": keys,
-            "epochs": int(tags[TAG_EPOCHS]) if TAG_EPOCHS in tags else None,
-            "time_total_s": float(tags[TAG_TIME]) if TAG_TIME in tags else None,
-            "checkpoint": tags.get(TAG_CHECKPOINT), "error": tags.get(TAG_ERROR), "history": history,
-        })
+        trials.append(
+            {
+                "trial_id": tags.get(TAG_TRIAL, run_id),
+                "run_id": run_id,
+                "params": {k: parse_param(v) for k, v in run.data.params.items()},
+                "status": tags.get(TAG_STATUS, STATUS_RUNNING),
+                "final": dict(run.data.metrics),
+                "metric_keys": keys,
+                "epochs": int(tags[TAG_EPOCHS]) if TAG_EPOCHS in tags else None,
+                "time_total_s": float(tags[TAG_TIME]) if TAG_TIME in tags else None,
+                "checkpoint": tags.get(TAG_CHECKPOINT),
+                "error": tags.get(TAG_ERROR),
+                "history": history,
+            }
+        )
     return {
-        "name": parent.info.run_name or Path(search_id).name, "search_id": search_id, "parent_run_id": parent.info.run_id,
-        "metric": metric, "mode": mode, "objectives": objectives,
+        "name": parent.info.run_name or Path(search_id).name,
+        "search_id": search_id,
+        "parent_run_id": parent.info.run_id,
+        "metric": metric,
+        "mode": mode,
+        "objectives": objectives,
         "max_epochs": int(params.get("override.max_epochs") or params.get("max_epochs") or 0),
         "resources": json.loads(params["resources"] or "{}") if "resources" in params else None,
-        "benchmark": params.get("override.benchmark") or params.get("benchmark"), "trials": trials,
+        "benchmark": params.get("override.benchmark") or params.get("benchmark"),
+        "trials": trials,
         "params": dict(params),
     }
 

@@ -11,6 +11,7 @@ A :class:`Trainer` takes one validated :class:`~mtlsearch.config.TrialConfig` an
 ``load_state_dict`` capture everything (model, optimizer, balancing state, RNG, epoch), so that
 training 2 epochs, restoring and training 2 more gives the metrics of 4 epochs straight.
 """
+
 from __future__ import annotations
 
 import math
@@ -93,8 +94,7 @@ def hold_on_device(splits: Mapping[str, Any], device: torch.device, budget: floa
 
 
 class Trainer:
-    def __init__(self, config: TrialConfig | Mapping[str, Any], *, device_share: float = 1.0,
-                 splits: Mapping[str, Any] | None = None):
+    def __init__(self, config: TrialConfig | Mapping[str, Any], *, device_share: float = 1.0, splits: Mapping[str, Any] | None = None):
         """``device_share``: the fraction of the GPU this trial was given (Ray's fractional GPUs); it
         bounds the memory used to hold data on the GPU, so packed trials do not run out together.
         ``splits``: this config's splits already built (``mtlsearch.benchmarks.cache``), read and never
@@ -133,7 +133,8 @@ class Trainer:
             raise ConfigError(
                 f"the model of benchmark {cfg.benchmark!r} returns one output per task without a shared "
                 f"representation, so method {cfg.method!r} cannot use grad_mode 'rep'; set grad_mode: param",
-                field="grad_mode")
+                field="grad_mode",
+            )
         if fast and any(isinstance(m, torch.nn.Conv2d) for m in self.model.modules()):
             self.model = self.model.to(memory_format=torch.channels_last)
         method_cls = get_method(cfg.method)
@@ -142,18 +143,20 @@ class Trainer:
         self.shared = self.model.shared_parameters()
         specific = self.model.task_parameters() + [p for p in self.balancing.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(
-            cfg.optimizer, self.shared, specific, lr=cfg.lr, weight_decay=cfg.weight_decay,
-            num_tasks=len(self.task_names), fused=cfg.gpu_speedups,
+            cfg.optimizer,
+            self.shared,
+            specific,
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            num_tasks=len(self.task_names),
+            fused=cfg.gpu_speedups,
         )
         self.adatask = is_adatask(cfg.optimizer)
-        self.lr_schedule = (
-            torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step_size, cfg.lr_gamma) if cfg.lr_step_size else None
-        )
+        self.lr_schedule = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step_size, cfg.lr_gamma) if cfg.lr_step_size else None
         #: Task dominance (rAU per shared layer), when the config asks for it: then every step
         #: computes per-task gradients of the shared parameters, even for loss-level methods.
         self.dominance = (
-            DominanceTracker(self.model, self.shared, self.task_names, cfg.dominance_beta)
-            if cfg.dominance_interval > 0 else None
+            DominanceTracker(self.model, self.shared, self.task_names, cfg.dominance_beta) if cfg.dominance_interval > 0 else None
         )
         self.epoch = 0
         data_folder = getattr(self.benchmark, "root", None) or self.benchmark.data_root
@@ -164,7 +167,12 @@ class Trainer:
             from mtlsearch.protocols import make_scorer
 
             self.protocol_scorer = make_scorer(
-                cfg.protocol, cfg.benchmark, self.task_names, self.lower_is_better(), data_folder, cfg.last_k or None,
+                cfg.protocol,
+                cfg.benchmark,
+                self.task_names,
+                self.lower_is_better(),
+                data_folder,
+                cfg.last_k or None,
             )
 
     # ------------------------------------------------------------------ training
@@ -194,9 +202,7 @@ class Trainer:
         return list(z) if isinstance(z, (list, tuple)) else [z] * len(self.task_names)
 
     def _losses(self, reps: list[Tensor], targets: Mapping[str, Tensor]) -> Tensor:
-        return torch.stack(
-            [spec.loss(self.model.heads[spec.name](z), targets[spec.name]) for spec, z in zip(self.tasks, reps)]
-        )
+        return torch.stack([spec.loss(self.model.heads[spec.name](z), targets[spec.name]) for spec, z in zip(self.tasks, reps)])
 
     def train_step(self, x: Tensor | Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """One optimisation step; returns the raw task losses and the effective task weights.
@@ -254,9 +260,7 @@ class Trainer:
         weights = result.weights if result.weights is not None else torch.full_like(losses, float("nan"))
         return losses, weights, task_grads
 
-    def _combine_rep(
-        self, leaves: gradients.RepLeaves, rep_grads: list[Tensor], losses: Tensor
-    ) -> tuple[GradResult, list[Tensor] | None]:
+    def _combine_rep(self, leaves: gradients.RepLeaves, rep_grads: list[Tensor], losses: Tensor) -> tuple[GradResult, list[Tensor] | None]:
         """``rep`` mode: the method sees G, one row dL_t/dz per task ([T, numel z]); one z_t per task
         (multi-input): task t only reaches z_t, so the rows are block-diagonal over the concatenated z's.
         Its weights (or direction) are pulled back through the encoder."""

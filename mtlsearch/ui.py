@@ -10,6 +10,7 @@ On a tracking server (``--tracking-uri http://...``) the command prints the URL 
 store (a SQLite file) it starts ``mlflow server`` for that store on ``--host``/``--port`` and serves until
 Ctrl-C, or reuses a server already there for the same store.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,10 +35,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mtlsearch ui",
         description="Open a search's trial comparison in the MLflow UI: its trial runs with the method, the searched "
-                    "parameters and the objective as columns, sorted by the objective.")
-    p.add_argument("--tracking-uri", default=None,
-                   help="the MLflow store of the search (default: MLFLOW_TRACKING_URI, else sqlite:///$PWD/mlflow.db, "
-                        "as the launcher)")
+        "parameters and the objective as columns, sorted by the objective.",
+    )
+    p.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="the MLflow store of the search (default: MLFLOW_TRACKING_URI, else sqlite:///$PWD/mlflow.db, as the launcher)",
+    )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--experiment", help="the search's MLflow experiment (default: that of the latest search in the store)")
     which.add_argument("--space", help="the search space NAME or PATH the search ran (its experiment is the space's name)")
@@ -84,9 +88,25 @@ def _serves(base: str, experiment_id: str, parent_run_id: str) -> bool | None:
 def start_server(tracking_uri: str, host: str, port: int, log: Path | None = None) -> subprocess.Popen:
     """``mlflow server`` for a local store (one worker: uvicorn's default of 4 is slow to start on small machines)."""
     out = open(log, "w") if log else subprocess.DEVNULL
-    return subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
-                             "--host", host, "--port", str(port), "--workers", "1"],
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            tracking_uri,
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:

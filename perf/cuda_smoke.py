@@ -11,6 +11,7 @@
 3. Held data respects a trial's share of the GPU: with ``device_share`` 1/4 a split larger than
    budget x share x total memory stays on disk, a smaller one is held.
 """
+
 from __future__ import annotations
 
 import math
@@ -57,16 +58,22 @@ def main() -> int:
         return 1
     print(f"torch {torch.__version__} on {torch.cuda.get_device_name() if device == 'cuda' else 'CPU'}")
     base = {"benchmark": "multidigits", "device": device, "lr": 3e-3, "max_epochs": 4}
-    for extra in ({"method": "ew", "optimizer": "adam"}, {"method": "gemtl", "p": 0.5, "optimizer": "adam"},
-                  {"method": "imtl_h", "optimizer": "adam_adatask"}, {"method": "nash_mtl", "grad_mode": "param", "optimizer": "adam"}):
+    for extra in (
+        {"method": "ew", "optimizer": "adam"},
+        {"method": "gemtl", "p": 0.5, "optimizer": "adam"},
+        {"method": "imtl_h", "optimizer": "adam_adatask"},
+        {"method": "nash_mtl", "grad_mode": "param", "optimizer": "adam"},
+    ):
         try:
             continuity({**base, **extra})
         except Exception as err:  # report and go on: every check runs
             check(f"continuity {extra}", False, f"{type(err).__name__}: {err}")
 
-    runs = [{"method": m, "optimizer": "adam", **({"grad_mode": mode} if mode else {})}
-            for m, cls in sorted(METHODS.items())
-            for mode in (cls.modes if issubclass(cls, GradBalancing) else (None,))]
+    runs = [
+        {"method": m, "optimizer": "adam", **({"grad_mode": mode} if mode else {})}
+        for m, cls in sorted(METHODS.items())
+        for mode in (cls.modes if issubclass(cls, GradBalancing) else (None,))
+    ]
     runs += [{"method": "ew", "optimizer": o} for o in OPTIMIZERS if o != "adam"]
     for extra in runs:
         start = time.perf_counter()
@@ -78,12 +85,15 @@ def main() -> int:
             check(f"one epoch {extra}", False, f"{type(err).__name__}: {err}")
 
     from mtlsearch.benchmarks.generate import generate
+
     with tempfile.TemporaryDirectory() as tmp:
         generate("nyuv2", tmp, train=8, test=2, size=(32, 48), seed=0)
         # A convolutional model: on CUDA it is channels_last and Adam is fused, so every gradient that a
         # method writes must match its parameter's layout and dtype.
         conv = {"benchmark": "nyuv2", "data_root": tmp, "device": device, "backbone": "resnet18", "batch_size": 4, "max_epochs": 1}
-        for extra in [r for r in runs if r.get("grad_mode") or r["optimizer"] != "adam"] + [{"method": "ew", "optimizer": "adam", "dominance_interval": 1}]:
+        for extra in [r for r in runs if r.get("grad_mode") or r["optimizer"] != "adam"] + [
+            {"method": "ew", "optimizer": "adam", "dominance_interval": 1}
+        ]:
             try:
                 result = next(Trainer({**conv, **extra}).run())
                 check(f"nyuv2 conv epoch {extra}", all(math.isfinite(v) for k, v in result.items() if k.startswith("train/")))
@@ -96,6 +106,7 @@ def main() -> int:
         held = {k: type(v).__name__ for k, v in trainer.splits.items()}
         check("small splits held on the GPU", all(v == "TensorSplit" for v in held.values()), str(held))
         from mtlsearch.benchmarks import get_benchmark
+
         splits = get_benchmark("nyuv2", data_root=tmp).load_splits(0)
         size = split_bytes(splits["train"])
         _, total = torch.cuda.mem_get_info()

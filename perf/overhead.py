@@ -25,6 +25,7 @@ bare process's exit).  Target: the median epoch-time ratio tune / bare <= ``--ta
 MLflow runs and Ray's results go to a temporary folder (``--workdir`` to keep them).  This is a
 measurement script, not a test: figures depend on the machine and its load.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,21 +51,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python perf/overhead.py",
         description="Epoch time of one trial through Ray Tune (a one-trial search of the launcher) against the "
-                    "bare Trainer (same config, data and epochs); prints a table with the ratio.",
+        "bare Trainer (same config, data and epochs); prints a table with the ratio.",
     )
     p.add_argument("--space", default="gemtl_p", help="bundled space name or YAML path whose trial to run (default: %(default)s)")
-    p.add_argument("--param", nargs="*", default=[], metavar="NAME=VALUE",
-                   help="fix a searched parameter (YAML value); others: the middle of their range, a choice's first value")
+    p.add_argument(
+        "--param",
+        nargs="*",
+        default=[],
+        metavar="NAME=VALUE",
+        help="fix a searched parameter (YAML value); others: the middle of their range, a choice's first value",
+    )
     p.add_argument("--epochs", type=int, default=6, help="epochs of the trial (>= 2) (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=3, help="runs of each way (default: %(default)s)")
     p.add_argument("--cpus", type=float, help="CPUs of the local Ray (default: all of this machine's)")
-    p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs of the trial; the bare run gets as many torch threads (default: %(default)s)")
-    p.add_argument("--target", type=float, default=1.10, help="target: median ratio tune / bare epoch time at most this (default: %(default)s)")
+    p.add_argument(
+        "--cpus-per-trial", type=float, default=1, help="CPUs of the trial; the bare run gets as many torch threads (default: %(default)s)"
+    )
+    p.add_argument(
+        "--target", type=float, default=1.10, help="target: median ratio tune / bare epoch time at most this (default: %(default)s)"
+    )
     p.add_argument("--workdir", help="keep MLflow runs and Ray results here (default: a temporary folder, removed)")
     p.add_argument("--verbose", action="store_true", help="show the launcher's own output (default: in WORKDIR/launch.log)")
-    p.add_argument("--same-nice", choices=["yes", "no"], default="yes",
-                   help="run the bare trainer at the niceness of Ray's trial worker (Ray starts workers niced; on a "
-                        "loaded machine that alone slows them) (default: %(default)s)")
+    p.add_argument(
+        "--same-nice",
+        choices=["yes", "no"],
+        default="yes",
+        help="run the bare trainer at the niceness of Ray's trial worker (Ray starts workers niced; on a "
+        "loaded machine that alone slows them) (default: %(default)s)",
+    )
     p.add_argument("--bare-config", help=argparse.SUPPRESS)  # internal: the bare child process
     p.add_argument("--bare-nice", type=int, help=argparse.SUPPRESS)
     return p
@@ -99,13 +113,15 @@ def fixed_params(space, items: list[str]) -> dict[str, str]:
     searched = {p.name: p for p in space.params if p.kind != "value"}
     unknown = set(given) - set(searched)
     if unknown:
-        raise ConfigError(f"{sorted(unknown)} not searched in space {space.name!r}; searched: {', '.join(searched) or 'none'}",
-                          field="--param")
+        raise ConfigError(
+            f"{sorted(unknown)} not searched in space {space.name!r}; searched: {', '.join(searched) or 'none'}", field="--param"
+        )
     out = {}
     for name, p in searched.items():
         if p.when:
-            raise ConfigError(f"space {space.name!r}: parameter {name!r} is conditional; choose a space without "
-                              "conditional parameters", field="--space")
+            raise ConfigError(
+                f"space {space.name!r}: parameter {name!r} is conditional; choose a space without conditional parameters", field="--space"
+            )
         out[name] = given[name] if name in given else yaml.safe_dump(middle(p), default_flow_style=True).strip().removesuffix("...").strip()
     return out
 
@@ -135,11 +151,29 @@ def make_recorder():
 def run_tune(args, fixed: dict[str, str], workdir: Path, index: int, log) -> dict[str, Any]:
     from mtlsearch import launch
 
-    argv = ["--space", args.space, "--num-samples", "1", "--max-epochs", str(args.epochs), "--quiet",
-            "--cpus-per-trial", str(args.cpus_per_trial),
-            "--tracking-uri", f"sqlite:///{workdir / 'mlflow.db'}", "--storage", str(workdir / "ray_results"),
-            "--experiment", "overhead", "--name", f"overhead-{index}",
-            "--set", "scheduler.type=fifo", "--set", "searcher.type=random"]
+    argv = [
+        "--space",
+        args.space,
+        "--num-samples",
+        "1",
+        "--max-epochs",
+        str(args.epochs),
+        "--quiet",
+        "--cpus-per-trial",
+        str(args.cpus_per_trial),
+        "--tracking-uri",
+        f"sqlite:///{workdir / 'mlflow.db'}",
+        "--storage",
+        str(workdir / "ray_results"),
+        "--experiment",
+        "overhead",
+        "--name",
+        f"overhead-{index}",
+        "--set",
+        "scheduler.type=fifo",
+        "--set",
+        "searcher.type=random",
+    ]
     for name, value in fixed.items():
         argv += ["--set", f"params.{name}={value}"]
     recorder = make_recorder()
@@ -149,16 +183,23 @@ def run_tune(args, fixed: dict[str, str], workdir: Path, index: int, log) -> dic
         code = launch.main(argv, callbacks=[recorder])
         wall = time.perf_counter() - start
     if code != 0 or len(recorder.arrivals) != args.epochs:
-        raise SystemExit(f"error: the one-trial search ended with exit code {code} after {len(recorder.arrivals)} "
-                         f"of {args.epochs} epochs; its output: {getattr(log, 'name', 'above')}")
+        raise SystemExit(
+            f"error: the one-trial search ended with exit code {code} after {len(recorder.arrivals)} "
+            f"of {args.epochs} epochs; its output: {getattr(log, 'name', 'above')}"
+        )
     t = recorder.arrivals
-    return {"epoch_s": (t[-1] - t[0]) / (len(t) - 1), "iter_s": statistics.mean(recorder.iter_s[1:]),
-            "first_s": t[0] - start, "wall_s": wall, "config": recorder.config, "nice": recorder.nice}
+    return {
+        "epoch_s": (t[-1] - t[0]) / (len(t) - 1),
+        "iter_s": statistics.mean(recorder.iter_s[1:]),
+        "first_s": t[0] - start,
+        "wall_s": wall,
+        "config": recorder.config,
+        "nice": recorder.nice,
+    }
 
 
 def run_bare(args, config: dict[str, Any], nice: int | None) -> dict[str, Any]:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--bare-config", json.dumps(config),
-           "--cpus-per-trial", str(args.cpus_per_trial)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--bare-config", json.dumps(config), "--cpus-per-trial", str(args.cpus_per_trial)]
     if nice is not None:
         cmd += ["--bare-nice", str(nice)]
     spawned, start = time.time(), time.perf_counter()
@@ -168,8 +209,13 @@ def run_bare(args, config: dict[str, Any], nice: int | None) -> dict[str, Any]:
         raise SystemExit(f"error: the bare trainer failed (exit code {out.returncode}): {out.stderr.strip()[-2000:]}")
     child = json.loads(out.stdout.strip().splitlines()[-1])
     t = child["epochs_at"]
-    return {"epoch_s": (t[-1] - t[0]) / (len(t) - 1), "iter_s": math.nan, "first_s": child["first_epoch_at"] - spawned,
-            "wall_s": wall, "nice": child["nice"]}
+    return {
+        "epoch_s": (t[-1] - t[0]) / (len(t) - 1),
+        "iter_s": math.nan,
+        "first_s": child["first_epoch_at"] - spawned,
+        "wall_s": wall,
+        "nice": child["nice"],
+    }
 
 
 def bare_child(config_json: str, cpus: float, nice: int | None) -> int:
@@ -215,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.epochs < 2:
-            raise ConfigError(f"must be >= 2 (epoch time is measured between the first and the last epoch), got {args.epochs}",
-                              field="--epochs")
+            raise ConfigError(
+                f"must be >= 2 (epoch time is measured between the first and the last epoch), got {args.epochs}", field="--epochs"
+            )
         if args.repeats < 1:
             raise ConfigError(f"must be >= 1, got {args.repeats}", field="--repeats")
         if not args.cpus_per_trial > 0:
@@ -237,12 +284,20 @@ def main(argv: list[str] | None = None) -> int:
     log = sys.stdout if args.verbose else open(workdir / "launch.log", "a")
     console.quiet_libraries()
     start = time.perf_counter()
-    ray.init(num_cpus=args.cpus or os.cpu_count(), include_dashboard=False, logging_level=console.ray_logging_level(),
-             runtime_env=worker_env(console))
+    ray.init(
+        num_cpus=args.cpus or os.cpu_count(),
+        include_dashboard=False,
+        logging_level=console.ray_logging_level(),
+        runtime_env=worker_env(console),
+    )
     ray_start = time.perf_counter() - start
-    print(f"Trial: {space.name} ({space.benchmark}), {args.epochs} epochs, "
-          + ", ".join(f"{k}={v}" for k, v in fixed.items()) + f"; {args.cpus_per_trial:g} CPU(s)/torch threads; "
-          f"Ray started once in {ray_start:.1f} s (not in the times below); work folder {workdir}", flush=True)
+    print(
+        f"Trial: {space.name} ({space.benchmark}), {args.epochs} epochs, "
+        + ", ".join(f"{k}={v}" for k, v in fixed.items())
+        + f"; {args.cpus_per_trial:g} CPU(s)/torch threads; "
+        f"Ray started once in {ray_start:.1f} s (not in the times below); work folder {workdir}",
+        flush=True,
+    )
     rows, ratios, walls = [], [], []
     config, nice = None, None
     try:
@@ -258,9 +313,22 @@ def main(argv: list[str] | None = None) -> int:
             b, t = got["bare"], got["tune"]
             ratios.append(t["epoch_s"] / b["epoch_s"])
             walls.append(t["wall_s"] / b["wall_s"])
-            rows.append([str(i), ",".join(order), f"{b['nice']}/{t['nice']}", f"{b['epoch_s']:.3f}", f"{t['epoch_s']:.3f}", f"{ratios[-1]:.3f}",
-                         f"{t['iter_s']:.3f}", f"{b['first_s']:.1f}", f"{t['first_s']:.1f}",
-                         f"{b['wall_s']:.1f}", f"{t['wall_s']:.1f}", f"{walls[-1]:.2f}"])
+            rows.append(
+                [
+                    str(i),
+                    ",".join(order),
+                    f"{b['nice']}/{t['nice']}",
+                    f"{b['epoch_s']:.3f}",
+                    f"{t['epoch_s']:.3f}",
+                    f"{ratios[-1]:.3f}",
+                    f"{t['iter_s']:.3f}",
+                    f"{b['first_s']:.1f}",
+                    f"{t['first_s']:.1f}",
+                    f"{b['wall_s']:.1f}",
+                    f"{t['wall_s']:.1f}",
+                    f"{walls[-1]:.2f}",
+                ]
+            )
             print(f"  repeat {i}: bare {b['epoch_s']:.3f} s/epoch, tune {t['epoch_s']:.3f} s/epoch", flush=True)
     finally:
         ray.shutdown()
@@ -270,18 +338,44 @@ def main(argv: list[str] | None = None) -> int:
             import shutil
 
             shutil.rmtree(workdir, ignore_errors=True)
-    header = ["repeat", "order", "nice bare/tune", "bare s/epoch", "tune s/epoch", "ratio", "tune time_this_iter_s",
-              "bare to epoch 1 s", "tune to epoch 1 s", "bare wall s", "tune wall s", "wall ratio"]
-    rows.append(["median", "", "", f"{statistics.median(float(r[3]) for r in rows):.3f}",
-                 f"{statistics.median(float(r[4]) for r in rows):.3f}", f"{statistics.median(ratios):.3f}",
-                 "", "", "", f"{statistics.median(float(r[9]) for r in rows):.1f}",
-                 f"{statistics.median(float(r[10]) for r in rows):.1f}", f"{statistics.median(walls):.2f}"])
+    header = [
+        "repeat",
+        "order",
+        "nice bare/tune",
+        "bare s/epoch",
+        "tune s/epoch",
+        "ratio",
+        "tune time_this_iter_s",
+        "bare to epoch 1 s",
+        "tune to epoch 1 s",
+        "bare wall s",
+        "tune wall s",
+        "wall ratio",
+    ]
+    rows.append(
+        [
+            "median",
+            "",
+            "",
+            f"{statistics.median(float(r[3]) for r in rows):.3f}",
+            f"{statistics.median(float(r[4]) for r in rows):.3f}",
+            f"{statistics.median(ratios):.3f}",
+            "",
+            "",
+            "",
+            f"{statistics.median(float(r[9]) for r in rows):.1f}",
+            f"{statistics.median(float(r[10]) for r in rows):.1f}",
+            f"{statistics.median(walls):.2f}",
+        ]
+    )
     print()
     print("Epoch time = (last epoch's result - first epoch's result) / (epochs - 1), as the caller receives them")
     print(table(header, rows))
     ratio = statistics.median(ratios)
-    print(f"\nTarget: epoch time through Ray Tune <= {args.target:.2f} x the bare Trainer's: median ratio {ratio:.3f} "
-          f"({(ratio - 1):+.1%}) over {len(ratios)} repeat(s) -> {'MET' if ratio <= args.target else 'NOT MET'}")
+    print(
+        f"\nTarget: epoch time through Ray Tune <= {args.target:.2f} x the bare Trainer's: median ratio {ratio:.3f} "
+        f"({(ratio - 1):+.1%}) over {len(ratios)} repeat(s) -> {'MET' if ratio <= args.target else 'NOT MET'}"
+    )
     return 0
 
 

@@ -28,6 +28,7 @@ One Ray (``--cpus`` CPUs, default all; or ``--address``) serves every search; ML
 results go to a temporary folder (``--workdir`` to keep them).  Nothing is written into the package.
 This is a measurement script, not a test: figures depend on the machine and its load.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,11 +60,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python perf/search_efficiency.py",
         description="Best objective reached against epochs spent for ASHA+TPE, ASHA+random, TPE without pruning "
-                    "and the full grid, through the launcher's own search code; prints a table per space.",
+        "and the full grid, through the launcher's own search code; prints a table per space.",
     )
     p.add_argument("--space", nargs="+", default=["gemtl_p"], help="bundled space names or YAML paths (default: %(default)s)")
-    p.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=list(STRATEGIES), metavar="S",
-                   help=f"strategies to run, of {', '.join(STRATEGIES)} (default: all)")
+    p.add_argument(
+        "--strategies",
+        nargs="+",
+        default=list(STRATEGIES),
+        choices=list(STRATEGIES),
+        metavar="S",
+        help=f"strategies to run, of {', '.join(STRATEGIES)} (default: all)",
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[0], help="searcher seeds of the sampled strategies (default: %(default)s)")
     p.add_argument("--samples", type=int, default=8, help="trials of each sampled strategy (the space's own: 0) (default: %(default)s)")
     p.add_argument("--max-epochs", type=int, help="epochs per trial (default: the space's)")
@@ -71,18 +78,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid", nargs="*", default=[], metavar="NAME=K", help="grid points of one parameter, e.g. p=5 lr=4")
     p.add_argument("--cpus", type=float, help="CPUs of the local Ray (default: all of this machine's)")
     p.add_argument("--cpus-per-trial", type=float, default=1, help="CPUs per trial (trials at a time = cpus / this) (default: %(default)s)")
-    p.add_argument("--max-concurrent", type=int, help="trials at a time of the sampled strategies "
-                   "(budget.max_concurrent_trials; default: as many as the CPUs allow). ASHA and TPE learn from "
-                   "finished rungs: 16 trials at once on 16 CPUs is another search than 2 at once")
+    p.add_argument(
+        "--max-concurrent",
+        type=int,
+        help="trials at a time of the sampled strategies "
+        "(budget.max_concurrent_trials; default: as many as the CPUs allow). ASHA and TPE learn from "
+        "finished rungs: 16 trials at once on 16 CPUs is another search than 2 at once",
+    )
     p.add_argument("--address", help="an existing Ray cluster instead of a local Ray")
-    p.add_argument("--fractions", nargs="+", type=float, default=[0.10, 0.20, 0.35, 0.50, 1.00],
-                   help="fractions of the grid's epochs at which to show the best so far (default: %(default)s)")
-    p.add_argument("--target-points", type=float, default=1.0, help="target: within this many objective points of the grid's best (default: %(default)s)")
-    p.add_argument("--target-fraction", type=float, default=0.35, help="target: with at most this fraction of the grid's epochs (default: %(default)s)")
+    p.add_argument(
+        "--fractions",
+        nargs="+",
+        type=float,
+        default=[0.10, 0.20, 0.35, 0.50, 1.00],
+        help="fractions of the grid's epochs at which to show the best so far (default: %(default)s)",
+    )
+    p.add_argument(
+        "--target-points",
+        type=float,
+        default=1.0,
+        help="target: within this many objective points of the grid's best (default: %(default)s)",
+    )
+    p.add_argument(
+        "--target-fraction", type=float, default=0.35, help="target: with at most this fraction of the grid's epochs (default: %(default)s)"
+    )
     p.add_argument("--workdir", help="keep MLflow runs and Ray results here (default: a temporary folder, removed)")
     p.add_argument("--json", help="also write every search's (epochs spent, objective, test) curve to this file")
-    p.add_argument("--from-json", metavar="PATH", help="run nothing: print the tables again from a --json file "
-                   "(e.g. with other --fractions or targets)")
+    p.add_argument(
+        "--from-json",
+        metavar="PATH",
+        help="run nothing: print the tables again from a --json file (e.g. with other --fractions or targets)",
+    )
     p.add_argument("--verbose", action="store_true", help="show the launcher's own output (default: in WORKDIR/launch.log)")
     return p
 
@@ -105,8 +131,10 @@ def grid_values(param, points: int) -> list[Any]:
     if kind == "randint":
         lo, hi = a[0], a[1] - 1
         return sorted({round(lo + i * (hi - lo) / max(points - 1, 1)) for i in range(points)})
-    raise ConfigError(f"parameter {param.name!r} ({kind}) has no grid here; allowed: uniform, loguniform, quniform, "
-                      "randint, choice, grid", field="--space")
+    raise ConfigError(
+        f"parameter {param.name!r} ({kind}) has no grid here; allowed: uniform, loguniform, quniform, randint, choice, grid",
+        field="--space",
+    )
 
 
 def _round(x: float) -> float:
@@ -129,12 +157,16 @@ def make_grid(space, counts: dict[str, int], default: int) -> dict[str, list[Any
     searched = [p for p in space.params if p.kind != "value"]
     unknown = set(counts) - {p.name for p in searched}
     if unknown:
-        raise ConfigError(f"{sorted(unknown)} not searched in space {space.name!r}; searched: "
-                          f"{', '.join(p.name for p in searched)}", field="--grid")
+        raise ConfigError(
+            f"{sorted(unknown)} not searched in space {space.name!r}; searched: {', '.join(p.name for p in searched)}", field="--grid"
+        )
     for p in searched:
         if p.when:
-            raise ConfigError(f"space {space.name!r}: parameter {p.name!r} is conditional (when: ...); the full grid "
-                              "needs unconditional parameters (leave out 'grid' with --strategies)", field="--space")
+            raise ConfigError(
+                f"space {space.name!r}: parameter {p.name!r} is conditional (when: ...); the full grid "
+                "needs unconditional parameters (leave out 'grid' with --strategies)",
+                field="--space",
+            )
     return {p.name: grid_values(p, counts.get(p.name, default)) for p in searched}
 
 
@@ -153,14 +185,19 @@ def make_recorder(metric: str):
             self.results: list[dict[str, Any]] = []
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            self.results.append({"trial": trial.trial_id, "epoch": int(result.get("training_iteration", 0)),
-                                 "val": result.get(metric), "test": result.get("test/delta_m")})
+            self.results.append(
+                {
+                    "trial": trial.trial_id,
+                    "epoch": int(result.get("training_iteration", 0)),
+                    "val": result.get(metric),
+                    "test": result.get("test/delta_m"),
+                }
+            )
 
     return Recorder()
 
 
-def run_search(space_name: str, strategy: str, seed: int, grid: dict[str, list[Any]], args, workdir: Path,
-               log) -> dict[str, Any]:
+def run_search(space_name: str, strategy: str, seed: int, grid: dict[str, list[Any]], args, workdir: Path, log) -> dict[str, Any]:
     from mtlsearch import launch, spaces
 
     space = spaces.load_space(space_name, validate=False)
@@ -178,10 +215,23 @@ def run_search(space_name: str, strategy: str, seed: int, grid: dict[str, list[A
         sets += ["searcher.type=random", "scheduler.type=fifo"]
         sets += [f"params.{name}.grid={_yaml_list(values)}" for name, values in grid.items()]
         samples = 1
-    argv = ["--space", space_name, "--num-samples", str(samples), "--quiet",
-            "--tracking-uri", f"sqlite:///{workdir / 'mlflow.db'}", "--storage", str(workdir / "ray_results"),
-            "--experiment", f"efficiency-{space.name}", "--name", f"{space.name}-{strategy}-{seed}",
-            "--cpus-per-trial", str(args.cpus_per_trial)]
+    argv = [
+        "--space",
+        space_name,
+        "--num-samples",
+        str(samples),
+        "--quiet",
+        "--tracking-uri",
+        f"sqlite:///{workdir / 'mlflow.db'}",
+        "--storage",
+        str(workdir / "ray_results"),
+        "--experiment",
+        f"efficiency-{space.name}",
+        "--name",
+        f"{space.name}-{strategy}-{seed}",
+        "--cpus-per-trial",
+        str(args.cpus_per_trial),
+    ]
     if args.max_epochs:
         argv += ["--max-epochs", str(args.max_epochs)]
     for item in sets:
@@ -194,8 +244,10 @@ def run_search(space_name: str, strategy: str, seed: int, grid: dict[str, list[A
         log.flush()
     wall = time.perf_counter() - started
     if code != 0:
-        raise SystemExit(f"error: the {strategy} search of {space_name} (seed {seed}) ended with exit code {code}; "
-                         f"its output: {getattr(log, 'name', 'above')}")
+        raise SystemExit(
+            f"error: the {strategy} search of {space_name} (seed {seed}) ended with exit code {code}; "
+            f"its output: {getattr(log, 'name', 'above')}"
+        )
     return {"strategy": strategy, "seed": seed, "wall_s": wall, "results": recorder.results}
 
 
@@ -260,7 +312,8 @@ def report(space, runs: list[dict[str, Any]], grid: dict[str, list[Any]], args) 
         by.setdefault(run["strategy"], []).append(run)
     lines = [
         f"Search efficiency on {space.name} ({space.benchmark}), objective {metric} ({mode}), {max_epochs} epochs per trial",
-        "grid: " + " x ".join(f"{n} in {v}" for n, v in grid.items())
+        "grid: "
+        + " x ".join(f"{n} in {v}" for n, v in grid.items())
         + f" = {grid_trials} trials x {max_epochs} epochs = {grid_epochs} epochs"
         + " (cell centres of each range: uniform linear, loguniform log; choice: all values)",
         f"sampled strategies: {args.samples or space.num_samples} trials each, searcher seeds {' '.join(map(str, args.seeds))} "
@@ -269,8 +322,10 @@ def report(space, runs: list[dict[str, Any]], grid: dict[str, list[Any]], args) 
         "test = test/delta_m of that same trial and epoch; mean ± sd over seeds",
     ]
     if (args.samples or space.num_samples) <= 10 and {"asha_tpe", "asha_random"} <= set(by):
-        lines.append("note: TPE samples its first 10 trials at random (Optuna's n_startup_trials), with the same seed as the "
-                     "random sampler: with <= 10 samples ASHA+TPE and ASHA+random try the same configurations")
+        lines.append(
+            "note: TPE samples its first 10 trials at random (Optuna's n_startup_trials), with the same seed as the "
+            "random sampler: with <= 10 samples ASHA+TPE and ASHA+random try the same configurations"
+        )
     lines.append("")
     header = ["strategy", "runs", "epochs spent", "% of grid", "wall s", f"best {metric}", "test/delta_m", "best (last-epoch)"]
     header += [f"best@{f:.0%}" for f in args.fractions]
@@ -281,11 +336,16 @@ def report(space, runs: list[dict[str, Any]], grid: dict[str, list[Any]], args) 
             continue
         spent = [len(r["results"]) for r in group]
         finals = [r["curve"][-1] if r["curve"] else (0, None, None) for r in group]
-        row = [STRATEGIES[strategy], str(len(group)), f"{statistics.mean(spent):.1f}",
-               f"{statistics.mean(spent) / grid_epochs:.0%}" if grid_epochs else "-",
-               f"{statistics.mean(r['wall_s'] for r in group):.0f}",
-               mean_sd([f[1] for f in finals]), mean_sd([f[2] for f in finals]),
-               mean_sd([best_last_epoch(r["results"], mode) for r in group])]
+        row = [
+            STRATEGIES[strategy],
+            str(len(group)),
+            f"{statistics.mean(spent):.1f}",
+            f"{statistics.mean(spent) / grid_epochs:.0%}" if grid_epochs else "-",
+            f"{statistics.mean(r['wall_s'] for r in group):.0f}",
+            mean_sd([f[1] for f in finals]),
+            mean_sd([f[2] for f in finals]),
+            mean_sd([best_last_epoch(r["results"], mode) for r in group]),
+        ]
         row += [mean_sd([best_at(r["curve"], f * grid_epochs) for r in group]) for f in args.fractions]
         rows.append(row)
     lines.append(table(header, rows))
@@ -298,10 +358,13 @@ def report(space, runs: list[dict[str, Any]], grid: dict[str, list[Any]], args) 
         mean_gap = statistics.mean(gaps)
         met = mean_gap <= args.target_points
         within = sum(g <= args.target_points for g in gaps)
-        lines += ["", f"Target: ASHA+TPE within {args.target_points:g} point(s) of the full grid's best {metric} "
-                  f"({grid_best:.2f}) with <= {args.target_fraction:.0%} of its epochs ({budget:.0f} of {grid_epochs}): "
-                  f"ASHA+TPE's best by then {mean_sd(at)} (gap {mean_gap:.2f} mean over {len(at)} seed(s); "
-                  f"within in {within}/{len(at)}) -> {'MET' if met else 'NOT MET'}"]
+        lines += [
+            "",
+            f"Target: ASHA+TPE within {args.target_points:g} point(s) of the full grid's best {metric} "
+            f"({grid_best:.2f}) with <= {args.target_fraction:.0%} of its epochs ({budget:.0f} of {grid_epochs}): "
+            f"ASHA+TPE's best by then {mean_sd(at)} (gap {mean_gap:.2f} mean over {len(at)} seed(s); "
+            f"within in {within}/{len(at)}) -> {'MET' if met else 'NOT MET'}",
+        ]
     return "\n".join(lines), met
 
 
@@ -329,8 +392,12 @@ def start_ray(args) -> None:
     if args.address:
         ray.init(address=args.address, logging_level=console.ray_logging_level())
     else:
-        ray.init(num_cpus=args.cpus or os.cpu_count(), include_dashboard=False, logging_level=console.ray_logging_level(),
-                 runtime_env=worker_env(console))
+        ray.init(
+            num_cpus=args.cpus or os.cpu_count(),
+            include_dashboard=False,
+            logging_level=console.ray_logging_level(),
+            runtime_env=worker_env(console),
+        )
 
 
 def worker_env(console) -> dict[str, Any]:
@@ -354,8 +421,12 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"must be > 0, got {args.cpus_per_trial}", field="--cpus-per-trial")
         counts = parse_grid_counts(args.grid, args.grid_points)
         loaded = [spaces.load_space(name) for name in args.space]
-        grids = [make_grid(space, counts, args.grid_points) if "grid" in args.strategies else {
-            p.name: [] for p in space.params if p.kind != "value"} for space in loaded]
+        grids = [
+            make_grid(space, counts, args.grid_points)
+            if "grid" in args.strategies
+            else {p.name: [] for p in space.params if p.kind != "value"}
+            for space in loaded
+        ]
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -369,25 +440,33 @@ def main(argv: list[str] | None = None) -> int:
     start_ray(args)
     import ray
 
-    print(f"Ray: {ray.cluster_resources().get('CPU', 0):g} CPUs, {args.cpus_per_trial:g} per trial; "
-          f"work folder {workdir}{'' if keep else ' (removed at the end)'}", flush=True)
+    print(
+        f"Ray: {ray.cluster_resources().get('CPU', 0):g} CPUs, {args.cpus_per_trial:g} per trial; "
+        f"work folder {workdir}{'' if keep else ' (removed at the end)'}",
+        flush=True,
+    )
     texts, dump, all_met = [], {}, []
     try:
         for name, space, grid in zip(args.space, loaded, grids):
             runs = []
             for strategy in args.strategies:
-                for seed in ([args.seeds[0]] if strategy == "grid" else args.seeds):
+                for seed in [args.seeds[0]] if strategy == "grid" else args.seeds:
                     run = run_search(name, strategy, seed, grid, args, workdir, log)
-                    print(f"  {space.name} {strategy} seed {seed}: {len(run['results'])} epochs spent, "
-                          f"{run['wall_s']:.0f} s", flush=True)
+                    print(f"  {space.name} {strategy} seed {seed}: {len(run['results'])} epochs spent, {run['wall_s']:.0f} s", flush=True)
                     runs.append(run)
             text, met = report(space, runs, grid, args)
             texts.append(text)
             all_met.append(met)
             print("\n" + text + "\n", flush=True)
-            dump[space.name] = {"space": name, "samples": args.samples or space.num_samples, "max_epochs": args.max_epochs,
-                                "seeds": args.seeds, "max_concurrent": args.max_concurrent, "grid": grid,
-                                "runs": [{k: r[k] for k in ("strategy", "seed", "wall_s", "results")} for r in runs]}
+            dump[space.name] = {
+                "space": name,
+                "samples": args.samples or space.num_samples,
+                "max_epochs": args.max_epochs,
+                "seeds": args.seeds,
+                "max_concurrent": args.max_concurrent,
+                "grid": grid,
+                "runs": [{k: r[k] for k in ("strategy", "seed", "wall_s", "results")} for r in runs],
+            }
     finally:
         ray.shutdown()
         if log is not sys.stdout:

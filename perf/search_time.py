@@ -20,6 +20,7 @@ The machine's load (``uptime``'s 1-minute average) before and after is in the he
 wall-clock times and move with the load; compare shares and ratios, and measure more than once.
 This is a measurement script, not a test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -107,8 +108,16 @@ def trial_phases(events: list[dict], start: float, end: float) -> dict[str, floa
     last_stamp = start
     for ev in sorted(events, key=lambda e: e["t"]):
         name, t = ev["event"], ev["t"]
-        phase = {"enter": "start", "imported": "imports", "data": "data", "built": "model", "ready": "restore",
-                 "trained": "epochs", "saved": "save", "reported": "report"}.get(name)
+        phase = {
+            "enter": "start",
+            "imported": "imports",
+            "data": "data",
+            "built": "model",
+            "ready": "restore",
+            "trained": "epochs",
+            "saved": "save",
+            "reported": "report",
+        }.get(name)
         if phase is None:  # "exit": the teardown counts in "after"
             continue
         out[phase] += t - prev
@@ -222,17 +231,21 @@ def main(argv=None) -> int:
     before = [sum(p[k] for k in ("start", "imports", "data", "model", "restore")) for p in per_trial.values()]
 
     print()
-    print(f"search_time: --space {args.space}{' ' + ' '.join(launch_argv[3:]) if launch_argv[3:] else ''}; "
-          f"{n} trials, {epochs_n} epochs; {os.cpu_count()} CPUs; load average {load_before} before, {load_after} after")
+    print(
+        f"search_time: --space {args.space}{' ' + ' '.join(launch_argv[3:]) if launch_argv[3:] else ''}; "
+        f"{n} trials, {epochs_n} epochs; {os.cpu_count()} CPUs; load average {load_before} before, {load_after} after"
+    )
     print(table(["driver", "seconds"], driver))
     print()
     print(table(["trials (sum over trials)", "seconds", "share", "per trial", "per epoch"], rows))
     epochs_total = sum(p["epochs"] for p in per_trial.values())
     print()
-    print(f"share of trial time in epochs: {100 * epochs_total / trial_total:.0f}%; of the {slots} trial slots x fit() "
-          f"= {slot_s:.1f} s: {100 * epochs_total / slot_s:.0f}% in epochs, {slot_s - trial_total:.1f} s held by no trial; "
-          f"before the first epoch: median {statistics.median(before):.2f} s per trial; "
-          f"{len(pids)} worker processes, {warm} of {len(events)} trial attempts found torch already imported")
+    print(
+        f"share of trial time in epochs: {100 * epochs_total / trial_total:.0f}%; of the {slots} trial slots x fit() "
+        f"= {slot_s:.1f} s: {100 * epochs_total / slot_s:.0f}% in epochs, {slot_s - trial_total:.1f} s held by no trial; "
+        f"before the first epoch: median {statistics.median(before):.2f} s per trial; "
+        f"{len(pids)} worker processes, {warm} of {len(events)} trial attempts found torch already imported"
+    )
     if args.keep:
         print(f"kept: {work}")
     else:

@@ -39,6 +39,7 @@ into a temporary folder (:mod:`mtlsearch.benchmarks.generate`; step times do not
 
 This is a measurement script, not a test: figures depend on the machine and on its load.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -118,7 +119,9 @@ def first_batch(trainer, batch_size: int, on_device: bool = True):
     return trainer._to_device(*batch) if on_device else batch
 
 
-def bench_training(args: argparse.Namespace, benchmark: str, device: str, configs: list[dict[str, Any]], batch_size: int) -> dict[str, float]:
+def bench_training(
+    args: argparse.Namespace, benchmark: str, device: str, configs: list[dict[str, Any]], batch_size: int
+) -> dict[str, float]:
     from mtlsearch.trainer import Trainer
 
     runners: dict[str, Callable[[], Any]] = {}
@@ -130,7 +133,7 @@ def bench_training(args: argparse.Namespace, benchmark: str, device: str, config
             print(f"  skipped {label(cfg).strip()}: {err}")
             continue
         x, targets = first_batch(trainer, batch_size, on_device=False)
-        runners[label(cfg)] = (lambda tr=trainer, x=x, t=targets: tr.train_step(x, t))
+        runners[label(cfg)] = lambda tr=trainer, x=x, t=targets: tr.train_step(x, t)
     return median_times(runners, steps=args.steps, repeats=args.repeats, warmup=args.warmup, device=torch.device(device))
 
 
@@ -186,10 +189,15 @@ def bench_optimizer_step(args: argparse.Namespace, model: str, device: torch.dev
     del init
     times = median_times(
         {"AdamAdaTask (foreach)": lambda: ours.step(task_grads=grads), "naive loop (params x tasks)": lambda: naive.step(grads)},
-        steps=args.opt_steps, repeats=args.repeats, warmup=1, device=device,
+        steps=args.opt_steps,
+        repeats=args.repeats,
+        warmup=1,
+        device=device,
     )
-    print(f"\n(b) AdaTask optimizer step alone, {model} shapes ({len(shapes)} tensors, {numel / 1e6:.1f}M values), "
-          f"{num_tasks} tasks, {device.type}; max |difference| after 2 steps {worst:.1e}")
+    print(
+        f"\n(b) AdaTask optimizer step alone, {model} shapes ({len(shapes)} tensors, {numel / 1e6:.1f}M values), "
+        f"{num_tasks} tasks, {device.type}; max |difference| after 2 steps {worst:.1e}"
+    )
     print(f"{'implementation':<30} {'ms/step':>9} {'x foreach':>10}")
     base = times["AdamAdaTask (foreach)"]
     for name, t in times.items():
@@ -198,8 +206,17 @@ def bench_optimizer_step(args: argparse.Namespace, model: str, device: torch.dev
 
 # ---------------------------------------------------------------------------- (c)-(f) the NYUv2-sized model
 def nyuv2_config(args: argparse.Namespace, **overrides: Any) -> dict[str, Any]:
-    cfg = {"benchmark": "nyuv2", "data_root": args.nyuv2_root, "device": args.device, "batch_size": args.batch_size,
-           "seed": 0, "method": "ew", "optimizer": "adam", "lr": 1e-4, "backbone": args.backbone}
+    cfg = {
+        "benchmark": "nyuv2",
+        "data_root": args.nyuv2_root,
+        "device": args.device,
+        "batch_size": args.batch_size,
+        "seed": 0,
+        "method": "ew",
+        "optimizer": "adam",
+        "lr": 1e-4,
+        "backbone": args.backbone,
+    }
     return {**cfg, **overrides}
 
 
@@ -231,15 +248,19 @@ def naive_adatask_runner(args: argparse.Namespace) -> Callable[[], Any]:
 
 
 def bench_methods_nyuv2(args: argparse.Namespace) -> None:
-    configs = [{"method": "ew", "optimizer": "adam"}, {"method": "ew", "optimizer": "adam_adatask"},
-               {"method": "imtl_g", "optimizer": "adam"}, {"method": "imtl_h", "optimizer": "adam"}]
+    configs = [
+        {"method": "ew", "optimizer": "adam"},
+        {"method": "ew", "optimizer": "adam_adatask"},
+        {"method": "imtl_g", "optimizer": "adam"},
+        {"method": "imtl_h", "optimizer": "adam"},
+    ]
     runners = {}
     from mtlsearch.trainer import Trainer
 
     for cfg in configs:
         trainer = Trainer(nyuv2_config(args, **cfg))
         x, targets = first_batch(trainer, args.batch_size)
-        runners[label(cfg)] = (lambda tr=trainer, x=x, t=targets: tr.train_step(x, t))
+        runners[label(cfg)] = lambda tr=trainer, x=x, t=targets: tr.train_step(x, t)
     runners[f"{'plain adatask':<18} {'(T backwards, loop)':<16}"] = naive_adatask_runner(args)
     times = median_times(runners, steps=args.gpu_steps, repeats=args.repeats, warmup=args.warmup, device=torch.device(args.device))
     print_relative(f"(c) nyuv2 training step by method, batch {args.batch_size}, {device_name(args)}", times)
@@ -295,8 +316,11 @@ def bench_precision(args: argparse.Namespace) -> None:
 def bench_short_run(args: argparse.Namespace) -> None:
     from mtlsearch.trainer import Trainer
 
-    runs = {"default, seed 0": {}, "plain fp32, seed 0": {"amp": "off", "gpu_speedups": False},
-            "plain fp32, seed 1": {"amp": "off", "gpu_speedups": False, "seed": 1}}
+    runs = {
+        "default, seed 0": {},
+        "plain fp32, seed 0": {"amp": "off", "gpu_speedups": False},
+        "plain fp32, seed 1": {"amp": "off", "gpu_speedups": False, "seed": 1},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         generate("nyuv2", tmp, train=args.short_train, test=args.short_train // 4, size=args.size, seed=0)
         finals = {}
@@ -308,8 +332,10 @@ def bench_short_run(args: argparse.Namespace) -> None:
             finals[name] = {k: v for k, v in result.items() if k.startswith("val/") and k != "val/delta_m"}
             finals[name]["seconds"] = time.perf_counter() - start
     keys = list(next(iter(finals.values())))
-    print(f"\n(e) val metrics after {args.short_epochs} epochs on {args.short_train} generated NYUv2-format examples "
-          f"({device_name(args)}); compare default vs plain with plain seed 0 vs seed 1 (the noise)")
+    print(
+        f"\n(e) val metrics after {args.short_epochs} epochs on {args.short_train} generated NYUv2-format examples "
+        f"({device_name(args)}); compare default vs plain with plain seed 0 vs seed 1 (the noise)"
+    )
     print(f"{'metric':<30}" + "".join(f"{name:>20}" for name in finals))
     for key in keys:
         print(f"{key:<30}" + "".join(f"{finals[name][key]:>20.4f}" for name in finals))
@@ -351,15 +377,35 @@ def bench_sharing(args: argparse.Namespace) -> None:
     import json
     import subprocess
 
-    print(f"\n(f) k trials sharing one device ({device_name(args)}), default ew step, batch {args.batch_size}; "
-          "peak memory per process: PyTorch's on CUDA (plus about 0.5 GiB of CUDA context each), resident memory on the CPU")
+    print(
+        f"\n(f) k trials sharing one device ({device_name(args)}), default ew step, batch {args.batch_size}; "
+        "peak memory per process: PyTorch's on CUDA (plus about 0.5 GiB of CUDA context each), resident memory on the CPU"
+    )
     print(f"{'trials':>6} {'steps/s per trial':>18} {'steps/s in all':>15} {'peak alloc GiB':>15} {'peak reserved GiB':>18}")
     for k in args.share:
         with tempfile.TemporaryDirectory() as sync_dir:
-            cmd = [sys.executable, __file__, "--device", args.device, "--nyuv2-root", args.nyuv2_root,
-                   "--batch-size", str(args.batch_size), "--backbone", args.backbone, "--gpu-steps", str(args.gpu_steps),
-                   "--warmup", str(args.warmup), "--threads", str(args.threads), "--worker-dir", sync_dir,
-                   "--worker-count", str(k)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--device",
+                args.device,
+                "--nyuv2-root",
+                args.nyuv2_root,
+                "--batch-size",
+                str(args.batch_size),
+                "--backbone",
+                args.backbone,
+                "--gpu-steps",
+                str(args.gpu_steps),
+                "--warmup",
+                str(args.warmup),
+                "--threads",
+                str(args.threads),
+                "--worker-dir",
+                sync_dir,
+                "--worker-count",
+                str(k),
+            ]
             procs = [subprocess.Popen([*cmd, "--worker", str(i)], stdout=subprocess.PIPE, text=True) for i in range(k)]
             results = []
             for proc in procs:
@@ -393,14 +439,21 @@ def bench_all_methods_nyuv2(args: argparse.Namespace) -> None:
             print(f"  skipped {name.strip()}: {err}")
             continue
         x, targets = first_batch(trainer, args.batch_size)
-        times[name] = median_times({name: lambda tr=trainer, x=x, t=targets: tr.train_step(x, t)}, steps=args.method_steps,
-                                   repeats=args.repeats, warmup=2, device=device)[name]
+        times[name] = median_times(
+            {name: lambda tr=trainer, x=x, t=targets: tr.train_step(x, t)},
+            steps=args.method_steps,
+            repeats=args.repeats,
+            warmup=2,
+            device=device,
+        )[name]
         del trainer, x, targets
         if device.type == "cuda":
             torch.cuda.empty_cache()
     base = times[label({"method": "ew", "optimizer": "adam"})]
-    print(f"\n(g) nyuv2 training step of every method, batch {args.batch_size}, {device_name(args)}, relative to ew "
-          f"(first ew row); each timed alone, median of {args.repeats} rounds of {args.method_steps} steps")
+    print(
+        f"\n(g) nyuv2 training step of every method, batch {args.batch_size}, {device_name(args)}, relative to ew "
+        f"(first ew row); each timed alone, median of {args.repeats} rounds of {args.method_steps} steps"
+    )
     print(f"{'method':<18} {'optimizer':<16} {'ms/step':>9} {'x ew':>7}")
     for name, t in times.items():
         print(f"{name} {t * 1e3:>9.2f} {t / base:>7.2f}")
@@ -414,8 +467,13 @@ def device_name(args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--parts", nargs="*", default=list("abcdefg"), choices=list("abcdefg"),
-                        help="which tables (default all; (c)-(g) are skipped without CUDA unless --device cpu)")
+    parser.add_argument(
+        "--parts",
+        nargs="*",
+        default=list("abcdefg"),
+        choices=list("abcdefg"),
+        help="which tables (default all; (c)-(g) are skipped without CUDA unless --device cpu)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads on the CPU (default 1)")
     parser.add_argument("--steps", type=int, default=20, help="training steps per round in (a)")
     parser.add_argument("--opt-steps", type=int, default=3, help="optimizer steps per round in (b)")
@@ -423,11 +481,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--cross", action="store_true", help="(a): every method x mode x optimizer")
     parser.add_argument(
-        "--models", nargs="*", default=["resnet50", "efficientnet_b0"],
+        "--models",
+        nargs="*",
+        default=["resnet50", "efficientnet_b0"],
         help="(b): torchvision models whose parameter shapes are used (none: skip (b))",
     )
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else None, choices=["cuda", "cpu"],
-                        help="(c)-(g): where the NYUv2-sized model runs (default cuda when visible)")
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else None,
+        choices=["cuda", "cpu"],
+        help="(c)-(g): where the NYUv2-sized model runs (default cuda when visible)",
+    )
     parser.add_argument("--nyuv2-root", default=None, help="(c), (d), (f): NYUv2 folder (default: generated data)")
     parser.add_argument("--size", type=parse_size, default=None, help="(c)-(f): HxW of generated data (default 288x384)")
     parser.add_argument("--backbone", default="resnet50", help="(c)-(f): dilated ResNet encoder (default resnet50)")
@@ -445,8 +509,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker is not None:
         return worker(args)
 
-    print(f"torch {torch.__version__}, {args.threads} CPU thread(s); methods: {', '.join(sorted(METHODS))}; "
-          f"optimizers: {', '.join(OPTIMIZERS)}")
+    print(
+        f"torch {torch.__version__}, {args.threads} CPU thread(s); methods: {', '.join(sorted(METHODS))}; "
+        f"optimizers: {', '.join(OPTIMIZERS)}"
+    )
     if "a" in args.parts:
         times = bench_training(args, "multidigits", "cpu", training_configs(args.cross), batch_size=64)
         print_relative(f"(a) multidigits training step, batch 64, CPU (median of {args.repeats} rounds of {args.steps} steps)", times)

@@ -15,8 +15,15 @@ ROOT = Path(__file__).resolve().parent.parent
 #: A test is ``slow`` when it uses one of these fixtures or lives in one of these files, so a new Ray test
 #: is tiered without anyone remembering to mark it.
 SLOW_FIXTURES = {"ray_session", "remote_search", "mlflow_server", "cluster"}
-SLOW_FILES = {"test_faults.py", "test_search_e2e.py", "test_plugins_e2e.py", "test_step_time_script.py",
-              "test_cluster.py", "test_browser.py", "test_mlflow_server.py"}
+SLOW_FILES = {
+    "test_faults.py",
+    "test_search_e2e.py",
+    "test_plugins_e2e.py",
+    "test_step_time_script.py",
+    "test_cluster.py",
+    "test_browser.py",
+    "test_mlflow_server.py",
+}
 
 
 def pytest_collection_modifyitems(config, items):

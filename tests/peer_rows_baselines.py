@@ -5,6 +5,7 @@ stateful method, on a seeded sequence derived from the case) and returns the lar
 difference.  torchjd 0.18 has ``Constant`` (static), ``SDMGradWeighting`` and ``ExcessMTL``; for
 the others the released code's formula is written out here, in the released code's own terms.
 """
+
 from __future__ import annotations
 
 import torch
@@ -178,21 +179,52 @@ def _excess_mtl(case: Case) -> float:
 
 
 ROWS: list[Peer] = [
-    Peer("static", None, "torchjd.aggregation.Constant", 1e-12,
-         "ours normalises the given weights to sum T (equal weights = ew); compared on normalised weights", _static),
+    Peer(
+        "static",
+        None,
+        "torchjd.aggregation.Constant",
+        1e-12,
+        "ours normalises the given weights to sum T (equal weights = ew); compared on normalised weights",
+        _static,
+    ),
     Peer("si", None, "released code formula (AvivNavon/nash-mtl, ScaleInvariantLinearScalarization)", 1e-12, "", _si),
     Peer("uw_so", None, "released code formula (UW_SO: softmax((1/(L+1e-8))/T))", 1e-12, "", _uw_so),
-    Peer("go4align", None, "released code formula (autumn9999/GO4Align GO4ALIGN) with sklearn KMeans", 1e-9,
-         "ours clusters the 1-D indicators exactly (optimal k-means); released code runs Lloyd's from random centres",
-         _go4align),
-    Peer("ldc_mtl", None, "released code formula (OptMN-Lab/LDC-MTL trainers: NYUv2 normalisation, CelebA router)", 1e-12,
-         "router input-independent (sigmoid of a learned vector), as in the released CelebA/QM9 experiments", _ldc_mtl),
+    Peer(
+        "go4align",
+        None,
+        "released code formula (autumn9999/GO4Align GO4ALIGN) with sklearn KMeans",
+        1e-9,
+        "ours clusters the 1-D indicators exactly (optimal k-means); released code runs Lloyd's from random centres",
+        _go4align,
+    ),
+    Peer(
+        "ldc_mtl",
+        None,
+        "released code formula (OptMN-Lab/LDC-MTL trainers: NYUv2 normalisation, CelebA router)",
+        1e-12,
+        "router input-independent (sigmoid of a learned vector), as in the released CelebA/QM9 experiments",
+        _ldc_mtl,
+    ),
     Peer("moco", "param", "LibMTL formula (weighting/MoCo.py)", 1e-10, "", _moco),
-    *[Peer("sdmgrad", mode, "torchjd.aggregation.SDMGradWeighting(lr=5, momentum=0.5, n_iter=20, lambda_=0.3)", 1e-5,
-           "one batch for xi, xi' and zeta (deterministic variant); LibMTL's inner lr 5 (official code: 10); with "
-           "lr 5 the 20 inner iterations amplify rounding (our symmetrised Gramian, the projection's sums) from "
-           "1e-16 to ~1e-8 on most cases and 2.7e-6 on the shared conflicting T=3 case",
-           _sdmgrad) for mode in ("param", "rep")],  # the rows of G are the mode's gradients: same computation
-    Peer("excess_mtl", "param", "torchjd.aggregation.ExcessMTL(n_warmup_steps=1)", 1e-6,
-         "ours: weights sum to T (LibMTL), torchjd's to 1; torchjd divides by e(0) + 1e-7, ours by e(0)", _excess_mtl),
+    *[
+        Peer(
+            "sdmgrad",
+            mode,
+            "torchjd.aggregation.SDMGradWeighting(lr=5, momentum=0.5, n_iter=20, lambda_=0.3)",
+            1e-5,
+            "one batch for xi, xi' and zeta (deterministic variant); LibMTL's inner lr 5 (official code: 10); with "
+            "lr 5 the 20 inner iterations amplify rounding (our symmetrised Gramian, the projection's sums) from "
+            "1e-16 to ~1e-8 on most cases and 2.7e-6 on the shared conflicting T=3 case",
+            _sdmgrad,
+        )
+        for mode in ("param", "rep")
+    ],  # the rows of G are the mode's gradients: same computation
+    Peer(
+        "excess_mtl",
+        "param",
+        "torchjd.aggregation.ExcessMTL(n_warmup_steps=1)",
+        1e-6,
+        "ours: weights sum to T (LibMTL), torchjd's to 1; torchjd divides by e(0) + 1e-7, ours by e(0)",
+        _excess_mtl,
+    ),
 ]

@@ -4,6 +4,7 @@
 (and mode) without a row.  Rows live in ``test_peers.py`` and, for the methods added later, in
 ``tests/peer_rows_*.py`` modules exporting ``ROWS: list[Peer]``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -72,9 +73,7 @@ _CASES: list[Case] = []
 def cases() -> list[Case]:
     """The standard cases: every kind for every T of ``TASK_COUNTS`` (fixed seeds; built once)."""
     if not _CASES:
-        _CASES.extend(
-            make_case(kind, t, seed=1000 * t + i) for t in TASK_COUNTS for i, kind in enumerate(KINDS)
-        )
+        _CASES.extend(make_case(kind, t, seed=1000 * t + i) for t in TASK_COUNTS for i, kind in enumerate(KINDS))
     return _CASES
 
 

@@ -5,6 +5,7 @@ small search logged to it over HTTP by the launcher, each started at most once p
 starting the server costs about 30 s on 2 cores and the search about a minute.  The server is stopped
 by the session fixtures' finalizers (:func:`stop_all`).
 """
+
 from __future__ import annotations
 
 import json
@@ -72,8 +73,7 @@ def rest(uri: str, endpoint: str, payload: dict | None = None, params: dict | No
     if params:
         url += "?" + urllib.parse.urlencode(params)
     data = json.dumps(payload).encode() if payload is not None else None
-    req = urllib.request.Request(url, data=data, method="POST" if data else "GET",
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, method="POST" if data else "GET", headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as resp:
         return json.loads(resp.read() or b"{}")
 
@@ -121,9 +121,25 @@ class MlflowServer:
         self._log_file = open(self.log, "w")
         # --workers 1: uvicorn's default of 4 workers takes a minute to start on 2 cores.
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
-             "--backend-store-uri", f"sqlite:///{self.db}", "--artifacts-destination", str(self.artifacts)],
-            stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{self.db}",
+                "--artifacts-destination",
+                str(self.artifacts),
+            ],
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = 240.0) -> "MlflowServer":

@@ -1,4 +1,5 @@
 """AdaTask optimizers (Yang et al., AAAI 2023) and the task-dominance (AU) metric: defining properties."""
+
 from __future__ import annotations
 
 import copy

@@ -6,6 +6,7 @@ line ``error: [FILE: ]FIELD: message`` naming the field and what is allowed, and
 Tune's storage nor an MLflow store was created (nothing started).  The cases that need a cluster to
 be refused (more GPUs or CPUs per trial than any node has) run against the suite's local Ray.
 """
+
 import os
 import shutil
 import subprocess
@@ -73,84 +74,202 @@ def _read_only_db(tmp_path: Path) -> str:
     return f"sqlite:///{db}"
 
 
-MULTI = GOOD.replace("objective: {metric: val/delta_m, mode: max}",
-                     "objective: {metrics: [val/left/accuracy, val/number/mae], modes: [max, min]}")
+MULTI = GOOD.replace(
+    "objective: {metric: val/delta_m, mode: max}", "objective: {metrics: [val/left/accuracy, val/number/mae], modes: [max, min]}"
+)
 
 
 # (label, space text or None for the bundled gemtl_p, extra CLI args, field, words that must appear, needs Ray)
 CASES = [
     ("unknown space name", None, ["--space", "no_such_space"], "--space", ["available:", "gemtl_p"], False),
-    ("yaml syntax error", "name: x\nbenchmark: synthetic\nparams:\n  p: {uniform: [1, 2]\n  lr: 1\n", [], None,
-     ["YAML syntax error at line 5"], False),
+    (
+        "yaml syntax error",
+        "name: x\nbenchmark: synthetic\nparams:\n  p: {uniform: [1, 2]\n  lr: 1\n",
+        [],
+        None,
+        ["YAML syntax error at line 5"],
+        False,
+    ),
     ("unknown top-level key", GOOD + "extra: 1\n", [], "extra", ["allowed:", "budget"], False),
-    ("unknown section key", GOOD.replace("num_samples: 2", "num_sample: 2"), [], "budget.num_sample",
-     ["allowed:", "num_samples"], False),
-    ("unknown distribution", GOOD.replace("uniform: [-1.0, 2.0]", "gaussian: [0, 1]"), [], "params.p",
-     ["unknown distribution", "'loguniform'"], False),
+    ("unknown section key", GOOD.replace("num_samples: 2", "num_sample: 2"), [], "budget.num_sample", ["allowed:", "num_samples"], False),
+    (
+        "unknown distribution",
+        GOOD.replace("uniform: [-1.0, 2.0]", "gaussian: [0, 1]"),
+        [],
+        "params.p",
+        ["unknown distribution", "'loguniform'"],
+        False,
+    ),
     ("loguniform non-positive", GOOD.replace("[1.0e-3, 1.0e-2]", "[0.0, 1.0e-2]"), [], "params.lr", ["0 < low"], False),
     ("low >= high", GOOD.replace("[-1.0, 2.0]", "[2.0, -1.0]"), [], "params.p", ["low < high"], False),
-    ("wrong type (budget)", GOOD.replace("num_samples: 2", "num_samples: many"), [], "budget.num_samples",
-     ["integer", "'many'"], False),
+    ("wrong type (budget)", GOOD.replace("num_samples: 2", "num_samples: many"), [], "budget.num_samples", ["integer", "'many'"], False),
     ("wrong type (trial key)", GOOD + "  batch_size: big\n", [], "batch_size", ["integer", "'big'"], False),
     ("bad mode", GOOD.replace("mode: max", "mode: best"), [], "objective.mode", ["'min' or 'max'"], False),
     ("unknown method", GOOD.replace("method: gemtl", "method: gemtll"), [], "method", ["choose one of", "'gemtl'"], False),
     ("unknown optimizer", GOOD + "  optimizer: adamw\n", [], "optimizer", ["choose one of", "'adam'", "'adam_adatask'"], False),
-    ("key not of the method", GOOD + "  dwa_temperatur: 2.0\n", [], "dwa_temperatur", ["allowed keys", "optimizer, p, protocol, seed"], False),
-    ("method x optimizer undefined", GOOD.replace("method: gemtl\n  p: {uniform: [-1.0, 2.0]}\n",
-                                                  "method: test_nonlinear\n  optimizer: adam_adatask\n"),
-     [], "optimizer", ["cannot feed 'adam_adatask'", "use a base optimizer"], False),
+    (
+        "key not of the method",
+        GOOD + "  dwa_temperatur: 2.0\n",
+        [],
+        "dwa_temperatur",
+        ["allowed keys", "optimizer, p, protocol, seed"],
+        False,
+    ),
+    (
+        "method x optimizer undefined",
+        GOOD.replace("method: gemtl\n  p: {uniform: [-1.0, 2.0]}\n", "method: test_nonlinear\n  optimizer: adam_adatask\n"),
+        [],
+        "optimizer",
+        ["cannot feed 'adam_adatask'", "use a base optimizer"],
+        False,
+    ),
     ("GeMTL p is NaN", GOOD.replace("p: {uniform: [-1.0, 2.0]}", "p: .nan"), [], "params.p", ["finite"], False),
-    ("grid with optuna", GOOD.replace("uniform: [-1.0, 2.0]", "grid: [0.5, 1.0]"), [], "params.p",
-     ["searcher type 'random'"], False),
+    ("grid with optuna", GOOD.replace("uniform: [-1.0, 2.0]", "grid: [0.5, 1.0]"), [], "params.p", ["searcher type 'random'"], False),
     ("unknown scheduler", GOOD.replace("type: asha", "type: pbt"), [], "scheduler.type", ["'asha', 'fifo'"], False),
     ("unknown benchmark flag", GOOD, ["--benchmark", "nyu"], "benchmark", ["choose one of", "'nyuv2'"], False),
     ("zero samples", GOOD, ["--num-samples", "0"], "--num-samples", ["> 0"], False),
     ("GPU fraction above one", GOOD, ["--gpus-per-trial", "1.5"], "--gpus-per-trial", ["fraction", "whole number"], False),
-    ("data folder missing", GOOD.replace("val/delta_m", "val/segmentation/miou"),
-     ["--benchmark", "nyuv2", "--data-root", "/no/such/nyuv2"], "data_root", ["not a directory", "expected {train,val}"], False),
-    ("data folder malformed", GOOD.replace("val/delta_m", "val/segmentation/miou"),
-     ["--benchmark", "nyuv2", "--data-root", _malformed_nyuv2], "data_root", ["nyuv2", "expected {train,val}"], False),
-    ("dashboard URL as --address", GOOD, ["--address", "http://127.0.0.1:8265"], "--address",
-     ["job-submission", "ray job submit"], False),
+    (
+        "data folder missing",
+        GOOD.replace("val/delta_m", "val/segmentation/miou"),
+        ["--benchmark", "nyuv2", "--data-root", "/no/such/nyuv2"],
+        "data_root",
+        ["not a directory", "expected {train,val}"],
+        False,
+    ),
+    (
+        "data folder malformed",
+        GOOD.replace("val/delta_m", "val/segmentation/miou"),
+        ["--benchmark", "nyuv2", "--data-root", _malformed_nyuv2],
+        "data_root",
+        ["nyuv2", "expected {train,val}"],
+        False,
+    ),
+    ("dashboard URL as --address", GOOD, ["--address", "http://127.0.0.1:8265"], "--address", ["job-submission", "ray job submit"], False),
     # issue 17: refused before Ray or MLflow starts (mtlsearch/preflight.py)
-    ("task the benchmark lacks", GOOD + "  tasks: [left, nope]\n", [], "params.tasks",
-     ["no task 'nope'", "its tasks: left, right, number"], False),
+    (
+        "task the benchmark lacks",
+        GOOD + "  tasks: [left, nope]\n",
+        [],
+        "params.tasks",
+        ["no task 'nope'", "its tasks: left, right, number"],
+        False,
+    ),
     ("device cuda without a GPU share", GOOD + "  device: cuda\n", [], "device", ["gpus_per_trial is 0", "--gpus-per-trial"], False),
-    pytest.param("device cuda on a machine without GPU", GOOD + "  device: cuda\n", ["--gpus-per-trial", "1"], "device",
-                 ["no usable CUDA GPU"], False,
-                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"), id="device cuda on a machine without GPU"),
-    ("objective no trial reports", GOOD.replace("val/delta_m", "val/left/acc"), [], "objective.metric",
-     ["no trial reports 'val/left/acc'", "val/left/accuracy"], False),
-    ("scheduler metric no trial reports", MULTI.replace("type: asha,", "type: asha, metric: val/delta, mode: max,"), [],
-     "scheduler.metric", ["no trial reports 'val/delta'", "val/delta_m"], False),
+    pytest.param(
+        "device cuda on a machine without GPU",
+        GOOD + "  device: cuda\n",
+        ["--gpus-per-trial", "1"],
+        "device",
+        ["no usable CUDA GPU"],
+        False,
+        marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"),
+        id="device cuda on a machine without GPU",
+    ),
+    (
+        "objective no trial reports",
+        GOOD.replace("val/delta_m", "val/left/acc"),
+        [],
+        "objective.metric",
+        ["no trial reports 'val/left/acc'", "val/left/accuracy"],
+        False,
+    ),
+    (
+        "scheduler metric no trial reports",
+        MULTI.replace("type: asha,", "type: asha, metric: val/delta, mode: max,"),
+        [],
+        "scheduler.metric",
+        ["no trial reports 'val/delta'", "val/delta_m"],
+        False,
+    ),
     ("negative seed", GOOD, ["--seed", "-1"], "--seed", ["[0, 4294967295]", "-1"], False),
     ("zero CPUs per trial", GOOD, ["--cpus-per-trial", "0"], "--cpus-per-trial", ["> 0"], False),
     ("zero CPUs per trial in the space", GOOD + "resources: {cpus_per_trial: 0}\n", [], "resources.cpus_per_trial", ["> 0"], False),
     ("unknown tracking scheme", GOOD, ["--tracking-uri", "foo://x"], "--tracking-uri", ["unknown scheme 'foo://'", "sqlite://"], False),
-    ("tracking URI a plain folder", GOOD, ["--tracking-uri", _a_folder], "--tracking-uri",
-     ["is a path, not a tracking URI", "sqlite:///", "a_folder/mlflow.db"], False),
-    ("tracking sqlite in a read-only folder", GOOD, ["--tracking-uri", "sqlite:////sys/mlflow.db"], "--tracking-uri",
-     ["/sys", "not writable"], False),
-    ("tracking sqlite file read-only", GOOD, ["--tracking-uri", _read_only_db], "--tracking-uri",
-     ["cannot be written", "earlier runs are untouched"], False),
+    (
+        "tracking URI a plain folder",
+        GOOD,
+        ["--tracking-uri", _a_folder],
+        "--tracking-uri",
+        ["is a path, not a tracking URI", "sqlite:///", "a_folder/mlflow.db"],
+        False,
+    ),
+    (
+        "tracking sqlite in a read-only folder",
+        GOOD,
+        ["--tracking-uri", "sqlite:////sys/mlflow.db"],
+        "--tracking-uri",
+        ["/sys", "not writable"],
+        False,
+    ),
+    (
+        "tracking sqlite file read-only",
+        GOOD,
+        ["--tracking-uri", _read_only_db],
+        "--tracking-uri",
+        ["cannot be written", "earlier runs are untouched"],
+        False,
+    ),
     ("storage read-only", GOOD, ["--storage", "/sys/mtlsearch_ray"], "--storage", ["cannot be written", "not a writable folder"], False),
-    ("storage unreachable bucket", GOOD, ["--storage", "s3://a-bucket-that-cannot-be-reached"], "--storage",
-     ["cannot reach 's3://a-bucket-that-cannot-be-reached'"], False),
+    (
+        "storage unreachable bucket",
+        GOOD,
+        ["--storage", "s3://a-bucket-that-cannot-be-reached"],
+        "--storage",
+        ["cannot reach 's3://a-bucket-that-cannot-be-reached'"],
+        False,
+    ),
     ("name escapes the storage", GOOD, ["--name", "../escaped"], "--name", ["one folder name", "'../escaped'"], False),
     ("duplicate key", GOOD + "  p: {uniform: [0.0, 1.0]}\n", [], "params.p", ["duplicate key 'p'", "lines 10 and 12"], False),
-    ("when value never taken", GOOD.replace("p: {uniform: [-1.0, 2.0]}", "p: {uniform: [-1.0, 2.0], when: {method: gemtll}}"),
-     [], "params.p.when.method", ["{method: 'gemtll'} never holds", "takes 'gemtl'"], False),
-    ("space file not UTF-8", GOOD.replace("name: tiny", "name: tiny\ndescription: caf\xe9").encode("latin-1"), [], None,
-     ["not UTF-8 text", "line 3", "save the file as UTF-8"], False),
-    ("1e-4 read as text", GOOD.replace("[1.0e-3, 1.0e-2]", "[1e-4, 1.0e-2]"), [], "params.lr.loguniform",
-     ["YAML reads 1e-4 as text", "write 1.0e-4"], False),
-    ("bundled space file name from another folder", None, ["--space", "gemtl_p.yaml"], "--space",
-     ["no such file 'gemtl_p.yaml'", "--space gemtl_p"], False),
+    (
+        "when value never taken",
+        GOOD.replace("p: {uniform: [-1.0, 2.0]}", "p: {uniform: [-1.0, 2.0], when: {method: gemtll}}"),
+        [],
+        "params.p.when.method",
+        ["{method: 'gemtll'} never holds", "takes 'gemtl'"],
+        False,
+    ),
+    (
+        "space file not UTF-8",
+        GOOD.replace("name: tiny", "name: tiny\ndescription: caf\xe9").encode("latin-1"),
+        [],
+        None,
+        ["not UTF-8 text", "line 3", "save the file as UTF-8"],
+        False,
+    ),
+    (
+        "1e-4 read as text",
+        GOOD.replace("[1.0e-3, 1.0e-2]", "[1e-4, 1.0e-2]"),
+        [],
+        "params.lr.loguniform",
+        ["YAML reads 1e-4 as text", "write 1.0e-4"],
+        False,
+    ),
+    (
+        "bundled space file name from another folder",
+        None,
+        ["--space", "gemtl_p.yaml"],
+        "--space",
+        ["no such file 'gemtl_p.yaml'", "--space gemtl_p"],
+        False,
+    ),
     ("space is a directory", None, ["--space", _a_folder], "--space", ["is a directory", "gemtl_p"], False),
-    ("more GPUs per trial than any node", GOOD, ["--gpus-per-trial", "1"], "--gpus-per-trial",
-     ["no node of the cluster has more than 0", "fractions"], True),
-    ("more CPUs per trial than any node", GOOD, ["--cpus-per-trial", "64"], "--cpus-per-trial",
-     ["no node of the cluster has more than 2"], True),
+    (
+        "more GPUs per trial than any node",
+        GOOD,
+        ["--gpus-per-trial", "1"],
+        "--gpus-per-trial",
+        ["no node of the cluster has more than 0", "fractions"],
+        True,
+    ),
+    (
+        "more CPUs per trial than any node",
+        GOOD,
+        ["--cpus-per-trial", "64"],
+        "--cpus-per-trial",
+        ["no node of the cluster has more than 2"],
+        True,
+    ),
 ]
 
 
@@ -168,8 +287,7 @@ def prior_store(tmp_path_factory):
     return folder / "mlflow.db"
 
 
-@pytest.mark.parametrize("label, text, extra, field, words, needs_ray", CASES,
-                         ids=[c[0] if isinstance(c, tuple) else None for c in CASES])
+@pytest.mark.parametrize("label, text, extra, field, words, needs_ray", CASES, ids=[c[0] if isinstance(c, tuple) else None for c in CASES])
 def test_bad_input_exits_2_with_one_line_and_starts_nothing(
     label, text, extra, field, words, needs_ray, tmp_path, monkeypatch, capsys, request, prior_store
 ):
@@ -240,9 +358,14 @@ def test_cli_as_a_process_exits_2_before_starting_ray(tmp_path):
     """The real process: exit status 2, no traceback, nothing written in its working directory."""
     path = tmp_path / "space.yaml"
     path.write_text(textwrap.dedent(GOOD.replace("loguniform: [1.0e-3, 1.0e-2]", "loguniform: [-1, 1]")))
-    proc = subprocess.run([sys.executable, "-m", "mtlsearch.launch", "--space", str(path)], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=120,
-                          env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtlsearch.launch", "--space", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+        env={**__import__("os").environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
     assert proc.returncode == 2, proc.stderr
     assert "params.lr" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
@@ -263,8 +386,7 @@ def test_resume_after_the_space_file_changed_is_refused_naming_the_change(tmp_pa
     path = tmp_path / "space.yaml"
     path.write_text(textwrap.dedent(GOOD))
     storage = tmp_path / "ray"
-    argv = ["--space", str(path), "--storage", str(storage), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--name", "s"]
+    argv = ["--space", str(path), "--storage", str(storage), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--name", "s"]
     args = launch.build_parser().parse_args(argv)
     info = tracking.search_info(launch.prepare_space(args), {"benchmark": None, "num_samples": None, "max_epochs": None, "seed": None})
     tracking.write_search_info(storage / "s", info)
@@ -324,8 +446,17 @@ def test_resume_of_a_search_whose_saved_state_is_corrupted(tmp_path, monkeypatch
     state = folder / "experiment_state-2026-01-01_00-00-00.json"
     state.write_text('{"trial_data": [["{\\"trial_id\\": \\"a\\", \\"status\\": \\"RUN')
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    argv = ["--space", str(path), "--storage", str(tmp_path / "ray"), "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "--name", "s", "--resume"]
+    argv = [
+        "--space",
+        str(path),
+        "--storage",
+        str(tmp_path / "ray"),
+        "--tracking-uri",
+        f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "--name",
+        "s",
+        "--resume",
+    ]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --resume: the saved state of search 's' is unreadable"), err

@@ -2,6 +2,7 @@
 method's defining property, the identities between methods, their peer rows (tests/peer_rows_baselines.py)
 on seeded gradient matrices, exact checkpoint continuity through the Trainer, and the search-space
 layer they need (per-task weights on the simplex, the method grid derived from the registry)."""
+
 import io
 import math
 import textwrap
@@ -195,8 +196,7 @@ CASES = _cases()
 
 
 def test_every_baseline_and_mode_has_a_peer_row():
-    expected = {(m, mode) for m in BASELINES
-                for mode in (METHODS[m].modes if issubclass(METHODS[m], GradBalancing) else (None,))}
+    expected = {(m, mode) for m in BASELINES for mode in (METHODS[m].modes if issubclass(METHODS[m], GradBalancing) else (None,))}
     assert len(ROWS) == len(expected) and {(r.method, r.mode) for r in ROWS} == expected
 
 
@@ -331,16 +331,32 @@ def test_methods_space_runs_every_registered_method():
     assert _fmt([0.5, 0.25, 0.25]) == "[0.5,0.25,0.25]" and _fmt([0.025] * 40) == "[0.025,0.025,0.025,0.025,...(40)]"
 
 
-@pytest.mark.parametrize("text, field, words", [
-    (SPACE.format(benchmark="multidigits", searcher="{type: optuna}", size="0"), "params.static_weights",
-     ["simplex takes 'tasks'", "0"]),
-    (SPACE.format(benchmark="multidigits", searcher="{type: optuna}", size="task"), "params.static_weights",
-     ["simplex takes 'tasks'", "'task'"]),
-    (SPACE.format(benchmark="multidigits", searcher="{type: optuna}", size="tasks").replace("lr: 0.003", "lr: {choice: all}"),
-     "params.lr", ["applies only to params.method"]),
-    (SPACE.format(benchmark="multidigits", searcher="{type: optuna}", size="tasks").replace("lr: 0.003", "lr: {simplex: 2}"),
-     "lr", ["expected a finite number", "[0.5, 0.5]"]),
-], ids=["zero", "typo", "all-not-method", "simplex-for-lr"])
+@pytest.mark.parametrize(
+    "text, field, words",
+    [
+        (
+            SPACE.format(benchmark="multidigits", searcher="{type: optuna}", size="0"),
+            "params.static_weights",
+            ["simplex takes 'tasks'", "0"],
+        ),
+        (
+            SPACE.format(benchmark="multidigits", searcher="{type: optuna}", size="task"),
+            "params.static_weights",
+            ["simplex takes 'tasks'", "'task'"],
+        ),
+        (
+            SPACE.format(benchmark="multidigits", searcher="{type: optuna}", size="tasks").replace("lr: 0.003", "lr: {choice: all}"),
+            "params.lr",
+            ["applies only to params.method"],
+        ),
+        (
+            SPACE.format(benchmark="multidigits", searcher="{type: optuna}", size="tasks").replace("lr: 0.003", "lr: {simplex: 2}"),
+            "lr",
+            ["expected a finite number", "[0.5, 0.5]"],
+        ),
+    ],
+    ids=["zero", "typo", "all-not-method", "simplex-for-lr"],
+)
 def test_bad_simplex_and_all_exit_2_with_one_line(tmp_path, capsys, monkeypatch, text, field, words):
     from mtlsearch.launch import main
 

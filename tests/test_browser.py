@@ -4,6 +4,7 @@
 Nothing is skipped: without chromium the test fails (``.ci/run`` installs it).  The UI is a React app,
 so every check waits explicitly for the element it reads.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,16 +18,24 @@ import shared_search as shared
 from mtlsearch import tracking
 from mtlsearch.tracking import TAG_KIND, TAG_TRIAL
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--disable-dev-shm-usage", "--window-size=1600,1200"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+    "--window-size=1600,1200",
+]
 
 
 @pytest.fixture
 def browser(tmp_path):
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
-    assert chromium and driver, ("headless Chromium is required: apt-get install -y chromium chromium-driver "
-                                 "(.ci/run installs them)")
+    assert chromium and driver, "headless Chromium is required: apt-get install -y chromium chromium-driver (.ci/run installs them)"
     from selenium import webdriver
     from selenium.webdriver.chrome.options import Options
     from selenium.webdriver.chrome.service import Service
@@ -144,8 +153,9 @@ def test_mtlsearch_ui_opens_the_trial_comparison(remote_search, browser, tmp_pat
     runs = shared.search_runs(uri, exp_id)
     parent = next(r for r in runs if shared.run_tags(r).get(TAG_KIND) == "search")
     # The launcher wrote the experiment's kind and the search's view as the search started ...
-    exp_tags = {t["key"]: t["value"] for t in shared.rest(uri, "experiments/get", params={"experiment_id": exp_id})
-                ["experiment"].get("tags", [])}
+    exp_tags = {
+        t["key"]: t["value"] for t in shared.rest(uri, "experiments/get", params={"experiment_id": exp_id})["experiment"].get("tags", [])
+    }
     assert exp_tags[tracking.EXPERIMENT_KIND_TAG] == tracking.EXPERIMENT_KIND
     assert tracking.VIEW_TAG_PREFIX + tracking.trials_view_key(parent["info"]["run_id"]) in exp_tags
     # ... and printed the URL that `mtlsearch ui` prints.
@@ -166,8 +176,12 @@ def test_mtlsearch_ui_opens_the_trial_comparison(remote_search, browser, tmp_pat
         wait.until(lambda d: {r.get("attributes.`Run Name`") for r in d.execute_script(_ROWS_JS)} == set(value))
         rows = browser.execute_script(_ROWS_JS)
         headers = dict(browser.execute_script(_HEADERS_JS))
-        for col, label in [("params.`method`", "method"), ("params.`p`", "p"), ("params.`lr`", "lr"),
-                           ("metrics.`val/delta_m`", "val/delta_m")]:
+        for col, label in [
+            ("params.`method`", "method"),
+            ("params.`p`", "p"),
+            ("params.`lr`", "lr"),
+            ("metrics.`val/delta_m`", "val/delta_m"),
+        ]:
             assert headers.get(col) == label, headers
         assert [r["attributes.`Run Name`"] for r in rows] == expected
         assert parent["info"]["run_name"] not in [r["attributes.`Run Name`"] for r in rows]

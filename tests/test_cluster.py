@@ -20,6 +20,7 @@ How the cluster is kept to itself (other Ray instances may run on the same machi
 * The head starts with this interpreter's ``bin`` first on PATH: a job's entrypoint runs with the
   PATH of the environment that started the head.
 """
+
 import json
 import os
 import secrets
@@ -42,8 +43,19 @@ from mtlsearch.tracking import TAG_KIND, TAG_STATUS
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-EXCLUDES = [".git", ".venv", "venv", "ray_results", "mlruns", "mlflow.db", "mtlsearch_results", "*.egg-info",
-            ".pytest_cache", "build", "__pycache__"]
+EXCLUDES = [
+    ".git",
+    ".venv",
+    "venv",
+    "ray_results",
+    "mlruns",
+    "mlflow.db",
+    "mtlsearch_results",
+    "*.egg-info",
+    ".pytest_cache",
+    "build",
+    "__pycache__",
+]
 
 SPACE = """
 name: cluster_smoke
@@ -122,15 +134,17 @@ class LocalCluster:
         self.marker = f"MTLSEARCH_TEST_CLUSTER={uuid.uuid4().hex}"
         self.port, self.dashboard = free_port(), free_port()
         self.env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS", "RAY_TMPDIR")}
-        self.env.update({
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
-            "RAY_AUTH_MODE": "token",
-            "RAY_AUTH_TOKEN": secrets.token_hex(32),
-            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            self.marker.split("=")[0]: self.marker.split("=")[1],
-        })
+        self.env.update(
+            {
+                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",
+                "RAY_AUTH_MODE": "token",
+                "RAY_AUTH_TOKEN": secrets.token_hex(32),
+                "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
+                "RAY_USAGE_STATS_ENABLED": "0",
+                self.marker.split("=")[0]: self.marker.split("=")[1],
+            }
+        )
         self.worker = None
 
     @property
@@ -143,19 +157,48 @@ class LocalCluster:
 
     def start(self) -> None:
         head = subprocess.run(
-            [str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--dashboard-host", "127.0.0.1",
-             "--port", str(self.port), "--dashboard-port", str(self.dashboard),
-             "--dashboard-agent-listen-port", str(free_port()), "--ray-client-server-port", str(free_port()),
-             "--metrics-export-port", str(free_port()), "--num-cpus", "1", "--num-gpus", "0",
-             "--disable-usage-stats", "--temp-dir", str(self.temp)],
-            env=self.env, capture_output=True, text=True, timeout=180, start_new_session=True,
+            [
+                str(BIN / "ray"),
+                "start",
+                "--head",
+                "--node-ip-address",
+                "127.0.0.1",
+                "--dashboard-host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dashboard-port",
+                str(self.dashboard),
+                "--dashboard-agent-listen-port",
+                str(free_port()),
+                "--ray-client-server-port",
+                str(free_port()),
+                "--metrics-export-port",
+                str(free_port()),
+                "--num-cpus",
+                "1",
+                "--num-gpus",
+                "0",
+                "--disable-usage-stats",
+                "--temp-dir",
+                str(self.temp),
+            ],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            start_new_session=True,
         )
         assert head.returncode == 0, head.stdout[-2000:] + head.stderr[-2000:]
         worker_dir = self.temp / "worker"  # its own runtime_resources: nodes must not share one
         worker_dir.mkdir()
         self.worker = subprocess.Popen(
             [sys.executable, "-c", WORKER_NODE, self.address, str(worker_dir), str(free_port()), str(free_port())],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
         )
         line = self.worker.stdout.readline()
         assert line.strip() == "READY", line + self.worker.stdout.read()[-2000:] if self.worker.poll() is not None else line
@@ -183,8 +226,18 @@ class LocalCluster:
     def submit_job(self, job_id: str, entrypoint: list[str]) -> tuple[int, str]:
         """``ray job submit --working-dir <checkout>`` of ``entrypoint``; (exit code, stdout + stderr)."""
         command = [
-            "job", "submit", "--address", self.job_address, "--submission-id", job_id, "--working-dir", str(ROOT),
-            "--runtime-env-json", json.dumps({"excludes": EXCLUDES}), "--", *entrypoint,
+            "job",
+            "submit",
+            "--address",
+            self.job_address,
+            "--submission-id",
+            job_id,
+            "--working-dir",
+            str(ROOT),
+            "--runtime-env-json",
+            json.dumps({"excludes": EXCLUDES}),
+            "--",
+            *entrypoint,
         ]
         deadline = time.time() + 90
         while True:  # the head's job agent registers a little after `ray start` returns
@@ -192,8 +245,6 @@ class LocalCluster:
             if "No available agent" not in proc.stderr + proc.stdout or time.time() > deadline:
                 return proc.returncode, proc.stdout + proc.stderr
             time.sleep(2)
-
-
 
 
 def test_cluster_has_two_nodes_listening_on_loopback_only(cluster):
@@ -210,9 +261,22 @@ def test_local_storage_on_a_multi_node_cluster_is_refused(cluster, tmp_path):
     space.write_text(textwrap.dedent(SPACE))
     env = {**cluster.env, "RAY_ADDRESS": cluster.address, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, "-m", "mtlsearch.launch", "--space", str(space), "--storage", str(tmp_path / "results"),
-         "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "mtlsearch.launch",
+            "--space",
+            str(space),
+            "--storage",
+            str(tmp_path / "results"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
@@ -229,27 +293,64 @@ def test_more_cpus_per_trial_than_any_node_is_refused_after_waiting_for_one(clus
     space.write_text(textwrap.dedent(SPACE))
     env = {**cluster.env, "PYTHONPATH": str(ROOT), "MTLSEARCH_NODE_WAIT_S": "2"}
     proc = subprocess.run(
-        [sys.executable, "-m", "mtlsearch.launch", "--space", str(space), "--address", cluster.address,
-         "--cpus-per-trial", "2", "--storage", str(tmp_path / "results"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "mtlsearch.launch",
+            "--space",
+            str(space),
+            "--address",
+            cluster.address,
+            "--cpus-per-trial",
+            "2",
+            "--storage",
+            str(tmp_path / "results"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'm.db'}",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
     assert "Waiting up to 2 s (MTLSEARCH_NODE_WAIT_S) for a node with 2 CPU and 0 GPU" in proc.stdout
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith(
-        "error: --cpus-per-trial: a trial asks for 2 CPU but no node of the cluster has more than 1 (after waiting 2 s)")
+        "error: --cpus-per-trial: a trial asks for 2 CPU but no node of the cluster has more than 1 (after waiting 2 s)"
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]
 
 
 def test_a_driver_without_the_clusters_token_gets_one_line_saying_so(cluster, tmp_path):
     space = tmp_path / "space.yaml"
     space.write_text(textwrap.dedent(SPACE))
-    env = {**cluster.env, "PYTHONPATH": str(ROOT), "RAY_AUTH_TOKEN": secrets.token_hex(32),  # not this cluster's
-           "RAY_gcs_server_port_wait_time_s": "1"}  # one connection attempt, not ~20
+    env = {
+        **cluster.env,
+        "PYTHONPATH": str(ROOT),
+        "RAY_AUTH_TOKEN": secrets.token_hex(32),  # not this cluster's
+        "RAY_gcs_server_port_wait_time_s": "1",
+    }  # one connection attempt, not ~20
     proc = subprocess.run(
-        [sys.executable, "-m", "mtlsearch.launch", "--space", str(space), "--address", cluster.address,
-         "--storage", str(tmp_path / "results"), "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "mtlsearch.launch",
+            "--space",
+            str(space),
+            "--address",
+            cluster.address,
+            "--storage",
+            str(tmp_path / "results"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'm.db'}",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
@@ -263,10 +364,23 @@ def test_search_submitted_as_a_ray_job_succeeds_and_reaches_mlflow(cluster, tmp_
     space.write_text(textwrap.dedent(SPACE))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     job_id = f"mtlsearch-test-{uuid.uuid4().hex[:8]}"
-    code, out = cluster.submit_job(job_id, [
-        "python", "-m", "mtlsearch.launch", "--space", str(space), "--tracking-uri", uri,
-        "--storage", str(tmp_path / "results"), "--storage-is-shared", "--name", "on_cluster",
-    ])
+    code, out = cluster.submit_job(
+        job_id,
+        [
+            "python",
+            "-m",
+            "mtlsearch.launch",
+            "--space",
+            str(space),
+            "--tracking-uri",
+            uri,
+            "--storage",
+            str(tmp_path / "results"),
+            "--storage-is-shared",
+            "--name",
+            "on_cluster",
+        ],
+    )
     assert code == 0 and f"Job '{job_id}' succeeded" in out, out[-6000:]
     assert "Connecting to the Ray cluster at" in out and "Starting a local Ray" not in out  # no second Ray
     assert "Best trials by val/delta_m (max, value at each trial's last epoch); 2 trials, 0 errored" in out

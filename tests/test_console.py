@@ -1,6 +1,7 @@
 """The launcher's console without a search: --dry-run, --resume with nothing to resume, the progress line.
 
 Fast (no Ray is started): a search's own console output is checked in test_search_e2e.py."""
+
 import re
 import textwrap
 from pathlib import Path
@@ -106,7 +107,8 @@ def test_a_trial_worker_drops_only_the_unraisable_systemexit_of_a_stopped_trial(
                 raise ValueError("a real error")
         Stopped(); Broken()
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False,
-                          cwd=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False, cwd=str(Path(__file__).resolve().parents[1])
+    )
     assert proc.returncode == 0, proc.stderr
     assert "SystemExit" not in proc.stderr and "ValueError: a real error" in proc.stderr, proc.stderr

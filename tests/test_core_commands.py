@@ -1,6 +1,7 @@
 """The core's own commands, ``python -m mtlsearch.dominance`` and ``python -m mtlsearch.references``:
 a help that describes every option with its default, and references that never land in the
 installed package."""
+
 import json
 from pathlib import Path
 
@@ -17,8 +18,13 @@ def _package_files():
     return {p: p.read_bytes() for p in sorted(PACKAGE.rglob("*.json"))}
 
 
-@pytest.mark.parametrize("cli, shown", [(dominance_cli, ["(default: 30)", "(default: synthetic)", "(default: dominance.png)"]),
-                                        (references_cli, ["(default: 12)", "(default: [0, 1])", "(default: auto)"])])
+@pytest.mark.parametrize(
+    "cli, shown",
+    [
+        (dominance_cli, ["(default: 30)", "(default: synthetic)", "(default: dominance.png)"]),
+        (references_cli, ["(default: 12)", "(default: [0, 1])", "(default: auto)"]),
+    ],
+)
 def test_help_describes_every_option_with_its_default(cli, shown, capsys):
     parser = cli.build_parser()
     for action in parser._actions:
@@ -41,8 +47,7 @@ def test_help_describes_every_option_with_its_default(cli, shown, capsys):
 def test_references_of_a_built_in_benchmark_go_to_the_working_directory(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     before = _package_files()
-    assert references_cli.main(["--benchmark", "synthetic", "--epochs", "1", "--lrs", "0.01", "--seeds", "0",
-                                "--device", "cpu"]) == 0
+    assert references_cli.main(["--benchmark", "synthetic", "--epochs", "1", "--lrs", "0.01", "--seeds", "0", "--device", "cpu"]) == 0
     assert _package_files() == before  # the packaged references (synthetic.json) are untouched
     written = tmp_path / "synthetic.references.json"
     data = json.loads(written.read_text())

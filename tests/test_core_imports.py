@@ -1,5 +1,6 @@
 """The core (trainer, balancing, optimizers, benchmarks, metrics) is plain PyTorch: importing it loads
 neither Ray nor MLflow (DESIGN.md), so a researcher's script can use it alone."""
+
 import subprocess
 import sys
 
@@ -15,6 +16,12 @@ def test_importing_the_core_loads_neither_ray_nor_mlflow():
         "Trainer({'benchmark': 'synthetic', 'max_epochs': 1, 'device': 'cpu'})\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'mlflow')))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
     assert out.stdout.strip() == "[]", out.stdout

@@ -1,5 +1,6 @@
 """The benchmark data cache (mtlsearch.benchmarks.cache): what a trial reads from it is what a fresh
 build gives, and a trial trained on it reports the same metrics."""
+
 import pytest
 import torch
 from torch.utils.data import Dataset

@@ -1,4 +1,5 @@
 """Real benchmarks on tiny folders written here in their exact on-disk formats; dense metrics by hand."""
+
 import json
 import math
 from pathlib import Path
@@ -92,7 +93,9 @@ def folders(tmp_path_factory):
         "nyuv2": write_dense(base / "nyuv2", (32, 48), {"train": 3, "val": 2}, ["label", "depth", "normal"], 13),
         "cityscapes": write_dense(base / "cityscapes", (32, 48), {"train": 3, "val": 2}, ["label_7", "depth"], 7, depth_2d=True),
         "celeba": write_celeba(base / "celeba")[0],
-        "office_home": write_office(base / "office_home", ["Art", "Clipart", "Product", "Real World"], ["chair", "desk", "pen"], [3, 2, 2, 4]),
+        "office_home": write_office(
+            base / "office_home", ["Art", "Clipart", "Product", "Real World"], ["chair", "desk", "pen"], [3, 2, 2, 4]
+        ),
         "office31": write_office(base / "office31", ["amazon", "dslr", "webcam"], ["bike", "cup"], [4, 3, 3], nested=True),
     }
 
@@ -109,8 +112,15 @@ OPTIONS = {  # small images / tiny validation carve-outs so one epoch runs in se
 # ----------------------------------------------------------------------------- end to end
 @pytest.mark.parametrize("name", list(OPTIONS))
 def test_one_epoch_end_to_end_on_the_tiny_folder(folders, name):
-    cfg = {"benchmark": name, "data_root": str(folders[name]), "method": "ew", "max_epochs": 1,
-           "batch_size": 2, "device": "cpu", **OPTIONS[name]}
+    cfg = {
+        "benchmark": name,
+        "data_root": str(folders[name]),
+        "method": "ew",
+        "max_epochs": 1,
+        "batch_size": 2,
+        "device": "cpu",
+        **OPTIONS[name],
+    }
     trainer = Trainer(cfg)
     (result,) = list(trainer.run())
     specs = {t.name: t for t in trainer.benchmark.task_specs()}
@@ -235,7 +245,9 @@ def test_pretrained_backbone_is_loaded_from_a_local_file(folders, tmp_path):
         get_benchmark("nyuv2", data_root=str(folders["nyuv2"]), pretrained=str(tmp_path / "nope.pth")).build_model(["depth"])
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(ConfigError, match="missing key"):
-        get_benchmark("nyuv2", data_root=str(folders["nyuv2"]), backbone="resnet18", pretrained=str(tmp_path / "bad.pth")).build_model(["depth"])
+        get_benchmark("nyuv2", data_root=str(folders["nyuv2"]), backbone="resnet18", pretrained=str(tmp_path / "bad.pth")).build_model(
+            ["depth"]
+        )
 
 
 # ----------------------------------------------------------------------------- malformed folders
@@ -265,6 +277,7 @@ def _rm(rel):
         target = root / rel
         target.unlink()
         return str(target)
+
     return damage
 
 
@@ -272,6 +285,7 @@ def _save(rel, array):
     def damage(root):
         np.save(root / rel, array)
         return str(root / rel)
+
     return damage
 
 
@@ -279,6 +293,7 @@ def _write(rel, text):
     def damage(root):
         (root / rel).write_text(text)
         return str(root / rel)
+
     return damage
 
 
@@ -440,14 +455,41 @@ def test_user_references_beside_the_data_give_validation_delta_m(tmp_path, monke
     if via == ENV_DATA_ROOT:
         monkeypatch.setenv(ENV_DATA_ROOT, str(root))
     packaged = reference_path("cityscapes").read_bytes()
-    assert make_references(["--benchmark", "cityscapes", *folder, "--epochs", "1", "--lrs", "0.001",
-                            "--seeds", "0", "--batch-size", "2", "--option", "val_fraction=0.34", "--device", "cpu"]) == 0
+    assert (
+        make_references(
+            [
+                "--benchmark",
+                "cityscapes",
+                *folder,
+                "--epochs",
+                "1",
+                "--lrs",
+                "0.001",
+                "--seeds",
+                "0",
+                "--batch-size",
+                "2",
+                "--option",
+                "val_fraction=0.34",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert reference_path("cityscapes").read_bytes() == packaged
     data = json.loads((root / "mtlsearch_references.json").read_text())
     assert data["benchmark"] == "cityscapes" and set(data["splits"]["val"]) == {"segmentation", "depth"}
     assert f"--data-root {root}" in data["command"]
-    cfg = {"benchmark": "cityscapes", "data_root": str(root), "method": "ew", "max_epochs": 1, "batch_size": 2,
-           "device": "cpu", "val_fraction": 0.34}
+    cfg = {
+        "benchmark": "cityscapes",
+        "data_root": str(root),
+        "method": "ew",
+        "max_epochs": 1,
+        "batch_size": 2,
+        "device": "cpu",
+        "val_fraction": 0.34,
+    }
     (result,) = list(Trainer(cfg).run())
     assert "val/delta_m" in result and "test/delta_m" in result
     shutil.rmtree(root)
@@ -468,8 +510,17 @@ def test_generated_folders_pass_the_loader_and_are_learnable(tmp_path, name, siz
     label_dir = "label" if name == "nyuv2" else "label_7"
     labels = np.load(tmp_path / "a" / "train" / label_dir / "0.npy")
     assert labels.min() == -1 and labels.max() >= 1  # an ignored band and at least one box
-    cfg = {"benchmark": name, "data_root": str(tmp_path / "a"), "method": "ew", "max_epochs": 5, "lr": 1e-3,
-           "batch_size": 4, "device": "cpu", "val_fraction": 0.25, **({"backbone": "resnet18"} if name == "nyuv2" else {})}
+    cfg = {
+        "benchmark": name,
+        "data_root": str(tmp_path / "a"),
+        "method": "ew",
+        "max_epochs": 5,
+        "lr": 1e-3,
+        "batch_size": 4,
+        "device": "cpu",
+        "val_fraction": 0.25,
+        **({"backbone": "resnet18"} if name == "nyuv2" else {}),
+    }
     results = list(Trainer(cfg).run())
     assert results[-1]["train/depth/loss"] < 0.5 * results[0]["train/depth/loss"]
 

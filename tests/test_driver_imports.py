@@ -2,6 +2,7 @@
 (launch and report once did, through a private formatter).  Read from the source (every ``import``,
 at module level or inside a function), so a circle is caught even where a lazy import hides it at run
 time."""
+
 from __future__ import annotations
 
 import ast
@@ -11,9 +12,22 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The driver modules (Ray, MLflow, the command lines).  spaces and plugins are left out: they sit in a
 # circle with the core's registries (config -> balancing/benchmarks -> plugins -> config), a seam of its own.
-DRIVER = {"mtlsearch.launch", "mtlsearch.runner", "mtlsearch.cluster", "mtlsearch.resume", "mtlsearch.confirm",
-          "mtlsearch.results", "mtlsearch.tracking", "mtlsearch.console", "mtlsearch.preflight", "mtlsearch.faults",
-          "mtlsearch.api", "mtlsearch.reproduce", "mtlsearch.report", "mtlsearch.ui"}
+DRIVER = {
+    "mtlsearch.launch",
+    "mtlsearch.runner",
+    "mtlsearch.cluster",
+    "mtlsearch.resume",
+    "mtlsearch.confirm",
+    "mtlsearch.results",
+    "mtlsearch.tracking",
+    "mtlsearch.console",
+    "mtlsearch.preflight",
+    "mtlsearch.faults",
+    "mtlsearch.api",
+    "mtlsearch.reproduce",
+    "mtlsearch.report",
+    "mtlsearch.ui",
+}
 
 
 def import_graph(root: Path, package: str) -> dict[str, set[str]]:

@@ -1,6 +1,7 @@
 """Faults, with nothing lost: crashed trials resume from their checkpoint, NaN trials end with their
 reason, a killed or interrupted driver resumes the search; MLflow keeps one run per trial and each
 epoch once.  Real Ray, real MLflow (SQLite), real processes and signals."""
+
 import json
 import os
 import re
@@ -78,8 +79,10 @@ def test_killed_worker_is_retried_from_its_last_checkpoint(tmp_path, ray_session
     space = write_space(tmp_path, "fault_kill", samples=1, epochs=4)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     killer = KillWorkerAfterEpoch(2)
-    code = main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--name", "kill",
-                 "--max-failures", "1"], callbacks=[killer])
+    code = main(
+        ["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--name", "kill", "--max-failures", "1"],
+        callbacks=[killer],
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert len(killer.killed) == 1
@@ -113,8 +116,7 @@ def test_nan_trial_errors_with_its_reason_without_retraining_and_the_search_goes
     space = write_space(tmp_path, "fault_nan", samples=1, epochs=2, params=params, searcher="{type: random, seed: 0}")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # --max-failures -1 (retry forever): the NaN trial still ends ERRORED after one retry and the search ends.
-    code = main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--name", "nan",
-                 "--max-failures", "-1"])
+    code = main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--name", "nan", "--max-failures", "-1"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "2 trials, 1 errored" in out
@@ -151,8 +153,10 @@ class CorruptCheckpointThenKill(KillWorkerAfterEpoch):
 def test_corrupted_checkpoint_ends_the_trial_once_with_its_reason(tmp_path, ray_session, capsys):
     space = write_space(tmp_path, "fault_corrupt", samples=1, epochs=3)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    code = main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--name", "corrupt",
-                 "--max-failures", "-1"], callbacks=[CorruptCheckpointThenKill(2)])
+    code = main(
+        ["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--name", "corrupt", "--max-failures", "-1"],
+        callbacks=[CorruptCheckpointThenKill(2)],
+    )
     captured = capsys.readouterr()
     assert code == 1, captured.out  # every trial (the only one) errored: exit 1 and a summary of the errors
     assert "error: all 1 trials of the search errored" in captured.err, captured.err
@@ -233,15 +237,21 @@ def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating
     space = write_space(tmp_path, "fault_driver", samples=3, epochs=3)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ray_tmp = tempfile.mkdtemp(prefix="mtlft", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "RAY_TMPDIR": ray_tmp, "MTLSEARCH_FAULT_AT_EPOCH": "2", "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+        "RAY_TMPDIR": ray_tmp,
+        "MTLSEARCH_FAULT_AT_EPOCH": "2",
+        "TUNE_GLOBAL_CHECKPOINT_S": "1",
+    }
     env.pop("RAY_ADDRESS", None)
     argv = ["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--max-failures", "1"]
     procs = []
 
     def launch(args, log):
-        proc = subprocess.Popen([sys.executable, "-m", "mtlsearch.launch", *args], cwd=tmp_path, env=env,
-                                stdout=open(log, "w"), stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mtlsearch.launch", *args], cwd=tmp_path, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT
+        )
         procs.append(proc)
         return proc
 
@@ -308,8 +318,7 @@ def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating
 
 
 def _launcher_env(ray_tmp: str, **extra: str) -> dict:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-           "RAY_TMPDIR": ray_tmp, **extra}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]), "RAY_TMPDIR": ray_tmp, **extra}
     env.pop("RAY_ADDRESS", None)
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
@@ -333,8 +342,11 @@ def _gone(ray_tmp: str, timeout: float) -> list[int]:
 
 def _our_lines(stderr: str) -> list[str]:
     """stderr without Ray's and MLflow's own timestamped log lines."""
-    return [line for line in stderr.strip().splitlines()
-            if line.strip() and not re.match(r"^(\[\w \d{4}-|\d{4}[-/]\d\d[-/]\d\d |\(\w+ pid=)", line)]
+    return [
+        line
+        for line in stderr.strip().splitlines()
+        if line.strip() and not re.match(r"^(\[\w \d{4}-|\d{4}[-/]\d\d[-/]\d\d |\(\w+ pid=)", line)
+    ]
 
 
 def test_ctrl_c_while_ray_starts_exits_130_with_one_line_and_leaves_nothing_running(tmp_path):
@@ -342,9 +354,22 @@ def test_ctrl_c_while_ray_starts_exits_130_with_one_line_and_leaves_nothing_runn
     ray_tmp = tempfile.mkdtemp(prefix="mtlcc", dir="/tmp")
     out, err = tmp_path / "out.log", tmp_path / "err.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mtlsearch.launch", "--space", str(space), "--storage", str(tmp_path / "ray"),
-         "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"],
-        cwd=tmp_path, env=_launcher_env(ray_tmp), stdout=open(out, "w"), stderr=open(err, "w"))
+        [
+            sys.executable,
+            "-m",
+            "mtlsearch.launch",
+            "--space",
+            str(space),
+            "--storage",
+            str(tmp_path / "ray"),
+            "--tracking-uri",
+            f"sqlite:///{tmp_path / 'mlflow.db'}",
+        ],
+        cwd=tmp_path,
+        env=_launcher_env(ray_tmp),
+        stdout=open(out, "w"),
+        stderr=open(err, "w"),
+    )
     try:
         _wait_for(out, r"Starting a local Ray", proc, timeout=120)
         time.sleep(1.0)  # inside ray.init, which takes several seconds
@@ -373,10 +398,25 @@ def test_sigterm_to_the_process_group_stops_in_seconds_with_the_resume_command(t
     ray_tmp = tempfile.mkdtemp(prefix="mtlst", dir="/tmp")
     out = tmp_path / "out.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mtlsearch.launch", "--space", str(space), "--storage", str(tmp_path / "ray"),
-         "--tracking-uri", uri, "--name", "term"],
-        cwd=tmp_path, env=_launcher_env(ray_tmp, MTLSEARCH_STOP_TIMEOUT_S="5"), stdout=open(out, "w"),
-        stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            sys.executable,
+            "-m",
+            "mtlsearch.launch",
+            "--space",
+            str(space),
+            "--storage",
+            str(tmp_path / "ray"),
+            "--tracking-uri",
+            uri,
+            "--name",
+            "term",
+        ],
+        cwd=tmp_path,
+        env=_launcher_env(ray_tmp, MTLSEARCH_STOP_TIMEOUT_S="5"),
+        stdout=open(out, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         _wait_for(out, r"epoch 2/30", proc, timeout=240)
         os.killpg(proc.pid, signal.SIGTERM)
@@ -412,9 +452,28 @@ def test_two_searches_started_at_once_on_one_store_and_storage(tmp_path, ray_ses
     env.pop("MLFLOW_TRACKING_URI", None)
     logs = [tmp_path / f"run{i}.log" for i in range(2)]
     # cwd=ROOT: Ray puts the driver's folder on its workers' path (the checkout need not be installed).
-    procs = [subprocess.Popen([sys.executable, "-m", "mtlsearch.launch", "--space", str(space), "--storage", str(tmp_path / "ray"),
-                               "--tracking-uri", uri, "--address", address], cwd=ROOT, env=env,
-                              stdout=open(log, "w"), stderr=subprocess.STDOUT) for log in logs]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mtlsearch.launch",
+                "--space",
+                str(space),
+                "--storage",
+                str(tmp_path / "ray"),
+                "--tracking-uri",
+                uri,
+                "--address",
+                address,
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=open(log, "w"),
+            stderr=subprocess.STDOUT,
+        )
+        for log in logs
+    ]
     try:
         codes = [p.wait(300) for p in procs]
     finally:

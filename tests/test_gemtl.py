@@ -1,4 +1,5 @@
 """GeMTL's defining properties: the power mean, its limits and its implicit weights."""
+
 import math
 
 import pytest

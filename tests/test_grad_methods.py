@@ -1,5 +1,6 @@
 """Gradient-level baselines: each method's defining property, degenerate inputs, 40 tasks, and a
 Trainer run of every registered method."""
+
 import math
 
 import numpy as np
@@ -8,7 +9,17 @@ import torch
 
 from mtlsearch import Trainer, TrialConfig
 from mtlsearch.balancing import (
-    METHODS, MGDA, AlignedMTL, CAGrad, FairGrad, GradBalancing, GradDrop, GradVac, NashMTL, PCGrad, UPGrad,
+    METHODS,
+    MGDA,
+    AlignedMTL,
+    CAGrad,
+    FairGrad,
+    GradBalancing,
+    GradDrop,
+    GradVac,
+    NashMTL,
+    PCGrad,
+    UPGrad,
 )
 from mtlsearch.balancing.aligned_mtl import balance_transformation
 from mtlsearch.balancing.graddrop import graddrop_direction
@@ -41,9 +52,11 @@ def test_mgda_is_the_min_norm_convex_combination(t, seed):
     assert (w >= 0).all() and w.sum().item() == pytest.approx(1.0, abs=1e-12)
     best = (w @ grads).norm().item()
     steps = 2000 if t == 2 else 200
-    grid = [(i / steps, 1 - i / steps) for i in range(steps + 1)] if t == 2 else [
-        (i / steps, j / steps, 1 - (i + j) / steps) for i in range(steps + 1) for j in range(steps + 1 - i)
-    ]
+    grid = (
+        [(i / steps, 1 - i / steps) for i in range(steps + 1)]
+        if t == 2
+        else [(i / steps, j / steps, 1 - (i + j) / steps) for i in range(steps + 1) for j in range(steps + 1 - i)]
+    )
     brute = (torch.tensor(grid, dtype=torch.float64) @ grads).norm(dim=1).min().item()
     assert best <= brute + 1e-12
     # KKT: <g_t, d> >= ||d||^2 for every t, with equality on the support.
@@ -58,8 +71,7 @@ def test_mgda_normalisations_solve_on_normalised_gradients(norm):
     t = 5
     grads, losses = _grads(t, seed=3), torch.tensor([0.5, 1.0, 2.0, 4.0, 8.0], dtype=torch.float64)
     w = MGDA(t, mgda_normalization=norm)(grads, losses).weights
-    n = {"none": torch.ones(t, dtype=torch.float64), "l2": grads.norm(dim=1), "loss": losses,
-         "loss+": losses * grads.norm(dim=1)}[norm]
+    n = {"none": torch.ones(t, dtype=torch.float64), "l2": grads.norm(dim=1), "loss": losses, "loss+": losses * grads.norm(dim=1)}[norm]
     scaled = grads / n[:, None]
     k = scaled @ scaled.T
     m = w @ k @ w  # the weights are the min-norm point of the *normalised* gradients' hull
@@ -375,13 +387,23 @@ def test_nonlinear_methods_are_rejected_with_adatask():
     TrialConfig.from_dict({"method": "pcgrad", "optimizer": "adam_adatask"})  # weights form: allowed
 
 
-@pytest.mark.parametrize("cfg", [{"method": "gradvac", "gradvac_beta": 0.5},
-                                 {"method": "nash_mtl", "nash_update_every": 3},
-                                 {"method": "pcgrad", "grad_mode": "rep"},
-                                 # learned scales (IMTL-L/H) and solver-failure counters (the others)
-                                 {"method": "imtl_l"}, {"method": "imtl_h"}, {"method": "imtl_g"},
-                                 {"method": "mgda"}, {"method": "cagrad"}, {"method": "upgrad"},
-                                 {"method": "fairgrad"}], ids=lambda c: c["method"])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        {"method": "gradvac", "gradvac_beta": 0.5},
+        {"method": "nash_mtl", "nash_update_every": 3},
+        {"method": "pcgrad", "grad_mode": "rep"},
+        # learned scales (IMTL-L/H) and solver-failure counters (the others)
+        {"method": "imtl_l"},
+        {"method": "imtl_h"},
+        {"method": "imtl_g"},
+        {"method": "mgda"},
+        {"method": "cagrad"},
+        {"method": "upgrad"},
+        {"method": "fairgrad"},
+    ],
+    ids=lambda c: c["method"],
+)
 def test_stateful_and_random_methods_restore_exactly(tmp_path, cfg):
     cfg = {**FAST, "max_epochs": 2, "batch_size": 500, **cfg}
     straight = list(Trainer(cfg).run())

@@ -4,6 +4,7 @@
 type checker sees ``self.p`` as nn.Module's ``Tensor | Module``; the annotation is what mypy reads,
 and this test keeps it in step with ``hyperparams`` (the runtime check).
 """
+
 from __future__ import annotations
 
 import typing

@@ -1,5 +1,6 @@
 """IMTL's defining properties: equal projections (IMTL-G), s_t -> -log L_t (IMTL-L), scale
 invariance once s_t has adapted (IMTL-H), finite weights in singular cases, and training runs."""
+
 import math
 
 import pytest
@@ -177,11 +178,16 @@ BASE = {"benchmark": "multidigits", "lr": 3e-3, "max_epochs": 2, "device": "cpu"
 @pytest.mark.parametrize(
     "method, mode, optimizer",
     [
-        ("imtl_l", None, "adam"), ("imtl_l", None, "adam_adatask"),
-        ("imtl_g", "rep", "adam"), ("imtl_g", "param", "adam"),
-        ("imtl_g", "rep", "adam_adatask"), ("imtl_g", "param", "adam_adatask"),
-        ("imtl_h", "rep", "adam"), ("imtl_h", "param", "adam"),
-        ("imtl_h", "rep", "adam_adatask"), ("imtl_h", "param", "adam_adatask"),
+        ("imtl_l", None, "adam"),
+        ("imtl_l", None, "adam_adatask"),
+        ("imtl_g", "rep", "adam"),
+        ("imtl_g", "param", "adam"),
+        ("imtl_g", "rep", "adam_adatask"),
+        ("imtl_g", "param", "adam_adatask"),
+        ("imtl_h", "rep", "adam"),
+        ("imtl_h", "param", "adam"),
+        ("imtl_h", "rep", "adam_adatask"),
+        ("imtl_h", "param", "adam_adatask"),
     ],
 )
 def test_imtl_trains_end_to_end(method, mode, optimizer):

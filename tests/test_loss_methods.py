@@ -1,6 +1,7 @@
 """The loss-level baselines (uw, dwa, gls, rlw, famo, stch) and the weight-learning gradient methods
 (gradnorm, db_mtl): each method's defining property, then every method through the Trainer with
 exact checkpoint continuity."""
+
 import io
 import math
 
@@ -10,6 +11,7 @@ import torch
 from mtlsearch import Trainer, TrialConfig
 from mtlsearch.balancing import DBMTL, DWA, FAMO, GLS, METHODS, RLW, STCH, UW, GradNorm
 from mtlsearch.errors import ConfigError
+
 
 def _weights(method, losses):
     """Effective task weights d total / d L_t, as the trainer reports them."""
@@ -178,8 +180,7 @@ def test_gradnorm_warmup_trains_with_equal_weights_then_takes_l0_from_the_first_
     # The warm-up state is checkpointed: a restored copy continues identically.
     copy = GradNorm(3)
     copy.load_state_dict(gn.state_dict())
-    torch.testing.assert_close(_gradnorm_step(copy, [5.0, 1.0, 1.0], [3.0, 2.0, 2.0]),
-                               _gradnorm_step(gn, [5.0, 1.0, 1.0], [3.0, 2.0, 2.0]))
+    torch.testing.assert_close(_gradnorm_step(copy, [5.0, 1.0, 1.0], [3.0, 2.0, 2.0]), _gradnorm_step(gn, [5.0, 1.0, 1.0], [3.0, 2.0, 2.0]))
 
 
 # -------------------------------------------------------------------------------------------- famo
@@ -405,12 +406,16 @@ def test_trainer_runs_and_checkpoint_restore_continues_exactly(method, split, to
         assert weights != [1.0, 1.0, 1.0]  # the third epoch used the loss ratios
 
 
-@pytest.mark.parametrize("extra", [
-    {"method": "gradnorm", "grad_mode": "param"},
-    {"method": "db_mtl", "grad_mode": "rep"},
-    {"method": "gradnorm", "optimizer": "adam_adatask"},
-    {"method": "uw", "optimizer": "adam_adatask"},
-], ids=lambda e: "-".join(str(v) for v in e.values()))
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"method": "gradnorm", "grad_mode": "param"},
+        {"method": "db_mtl", "grad_mode": "rep"},
+        {"method": "gradnorm", "optimizer": "adam_adatask"},
+        {"method": "uw", "optimizer": "adam_adatask"},
+    ],
+    ids=lambda e: "-".join(str(v) for v in e.values()),
+)
 def test_other_modes_and_adatask_run(extra):
     trainer = Trainer({**BASE, **extra, "max_epochs": 1})
     (result,) = list(trainer.run())

@@ -1,5 +1,6 @@
 """Every registered method accepts float32 and float64 losses and gradients (issue 11: ``gradnorm`` and
 ``db_mtl`` used to raise on float64 gradients), over the whole registry, so a new method is covered."""
+
 import pytest
 import torch
 

@@ -4,6 +4,7 @@ A real ``mlflow server`` (SQLite backend) on 127.0.0.1, a real search logged to 
 unreachable server at start (one error line, exit 2, before Ray), a server that goes away in the middle
 of a (multi-objective) search, and ``report sync`` of Ray's results into MLflow, twice.
 """
+
 from __future__ import annotations
 
 import json
@@ -21,7 +22,14 @@ from mtlsearch import report, spaces, tracking
 from mtlsearch.results import pareto_mask
 from mtlsearch.launch import main
 from mtlsearch.tracking import (
-    PARENT_TAG, TAG_CHECKPOINT, TAG_EPOCHS, TAG_KIND, TAG_SEARCH, TAG_STATUS, TAG_TIME, TAG_TRIAL,
+    PARENT_TAG,
+    TAG_CHECKPOINT,
+    TAG_EPOCHS,
+    TAG_KIND,
+    TAG_SEARCH,
+    TAG_STATUS,
+    TAG_TIME,
+    TAG_TRIAL,
 )
 
 STATUSES = {tracking.STATUS_COMPLETED, tracking.STATUS_STOPPED}
@@ -76,7 +84,9 @@ def test_search_over_http_reads_back_through_rest(remote_search):
 
 
 SPACE_FOR_TRACKER = {
-    "name": "dup", "benchmark": "synthetic", "budget": {"num_samples": 1, "max_epochs": 3},
+    "name": "dup",
+    "benchmark": "synthetic",
+    "budget": {"num_samples": 1, "max_epochs": 3},
     "params": {"method": "gemtl", "p": 0.5, "lr": 0.01},
 }
 
@@ -140,12 +150,18 @@ def _dump(client: MlflowClient, experiment: str, search_id: str) -> dict:
     exp = client.get_experiment_by_name(experiment)
     out = {}
     for run in client.search_runs([exp.experiment_id], f"tags.`{TAG_SEARCH}` = '{search_id}'"):
-        tags = {k: v for k, v in run.data.tags.items() if not k.startswith(("mlflow.", "version.", "git_commit"))
-                and k not in ("best_run_id",)}
+        tags = {
+            k: v for k, v in run.data.tags.items() if not k.startswith(("mlflow.", "version.", "git_commit")) and k not in ("best_run_id",)
+        }
         key = tags.get(TAG_TRIAL, "search")
         history = {k: sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, k)) for k in run.data.metrics}
-        out[key] = {"params": dict(run.data.params), "tags": tags, "metrics": history, "status": run.info.status,
-                    "end_time": run.info.end_time}
+        out[key] = {
+            "params": dict(run.data.params),
+            "tags": tags,
+            "metrics": history,
+            "status": run.info.status,
+            "end_time": run.info.end_time,
+        }
     return out
 
 
@@ -229,7 +245,9 @@ def test_multi_objective_search_survives_a_tracking_outage_and_resyncs(tmp_path,
     assert printed == {t.trial_id for t, keep in zip(search.trials, mask) if keep} and printed
 
     # MLflow missed the end of the search; sync (straight to the server) completes it.
-    exp_id = shared.rest(mlflow_server.uri, "experiments/get-by-name", params={"experiment_name": "mo_small"})["experiment"]["experiment_id"]
+    exp_id = shared.rest(mlflow_server.uri, "experiments/get-by-name", params={"experiment_name": "mo_small"})["experiment"][
+        "experiment_id"
+    ]
     parent = next(r for r in shared.search_runs(mlflow_server.uri, exp_id) if shared.run_tags(r).get(TAG_KIND) == "search")
     assert parent["info"]["status"] == "RUNNING"
     assert report.main(["sync", "--results", str(results), "--tracking-uri", mlflow_server.uri]) == 0

@@ -13,6 +13,7 @@ row's ``compare`` (or in a test below).
 ``python tests/test_peers.py`` (or ``pytest -s tests/test_peers.py -k table``) prints the table:
 method, mode, peer, max difference over the cases, tolerance, verdict.
 """
+
 from __future__ import annotations
 
 import math
@@ -175,10 +176,9 @@ def _epochs_of_losses(case: Case, epochs: int = 4, batches: int = 3) -> list[lis
     rates = 0.5 + 0.5 * torch.rand(t, generator=gen, dtype=torch.float64)
     out = []
     for e in range(epochs):
-        out.append([
-            (case.losses * rates**e * (1 + 0.1 * torch.rand(t, generator=gen, dtype=torch.float64))).float()
-            for _ in range(batches)
-        ])
+        out.append(
+            [(case.losses * rates**e * (1 + 0.1 * torch.rand(t, generator=gen, dtype=torch.float64))).float() for _ in range(batches)]
+        )
     return out
 
 
@@ -232,8 +232,7 @@ def compare_stch(case: Case) -> float:
     worst = 0.0
     for mu in (1.0, 0.1):
         ours = METHODS["stch"](t, stch_mu=mu, stch_warmup_epochs=1).double()  # z in float64, as the peers'
-        warm = [case.losses * (1 + 0.2 * torch.rand(t, generator=_rng(case, 3 + i), dtype=torch.float64))
-                for i in range(3)]
+        warm = [case.losses * (1 + 0.2 * torch.rand(t, generator=_rng(case, 3 + i), dtype=torch.float64)) for i in range(3)]
         for l in warm:  # warm-up: the sum of the log-losses, as the released code
             worst = max(worst, _loss_diff(ours, lambda x: torch.log(x + 1e-20).sum(), l))
         nadir = torch.stack(warm).mean(0)
@@ -305,8 +304,9 @@ def _imtl_g_peer(g: torch.Tensor, case: Case, method: str) -> torch.Tensor:
         near = [float(A.IMTLG()(g + eps * noise).abs().max()) for eps in (1e-4, 1e-5)]
         assert near[1] < near[0] / 5 and near[0] < 1e-2 * float(g.abs().max()), near
         if float(A.IMTLG()(g).abs().max()) > 100 * near[0]:  # the jump at G
-            _observe(method, "opposite rows: torchjd's pinv jumps to a non-zero update at the singular G; "
-                             "ours is its limit 0 from full-rank G")
+            _observe(
+                method, "opposite rows: torchjd's pinv jumps to a non-zero update at the singular G; ours is its limit 0 from full-rank G"
+            )
         return torch.zeros(g.shape[1], dtype=g.dtype)
     return A.IMTLG()(g)
 
@@ -338,8 +338,11 @@ def compare_imtl_h(case: Case) -> float:
             proj = (g / g.norm(dim=1, keepdim=True)) @ (w @ g)
             assert float(w.sum()) == pytest.approx(1.0, abs=1e-9)
             assert float(proj.max() - proj.min()) <= 1e-9 * float(proj.abs().max())
-        _observe("imtl_h", "parallel scaled rows: IMTL-G's weights are not unique; ours and torchjd pick "
-                           "different ones, both with equal projections (asserted)")
+        _observe(
+            "imtl_h",
+            "parallel scaled rows: IMTL-G's weights are not unique; ours and torchjd pick "
+            "different ones, both with equal projections (asserted)",
+        )
         return worst
     return max(worst, _dir_diff(w_o @ g, _imtl_g_peer(g, case, "imtl_h"), g))
 
@@ -402,8 +405,11 @@ def compare_gradvac(case: Case) -> float:
                 # a corrected g_i vanished (g_i + g_j = 0): torchjd's cosine 0/0 made its targets NaN;
                 # ours skips a zero gradient's pairs and keeps its targets, as documented
                 assert torch.isfinite(ours.targets).all()
-                _observe("gradvac", f"{case.name}: a corrected gradient vanishes; torchjd's targets become "
-                                    "0/0 (with eps: decay to 0), ours keeps them (compared up to there)")
+                _observe(
+                    "gradvac",
+                    f"{case.name}: a corrected gradient vanishes; torchjd's targets become "
+                    "0/0 (with eps: decay to 0), ours keeps them (compared up to there)",
+                )
                 break
             torch.manual_seed(case.seed + step)
             d_o = ours(g, case.losses).weights @ g
@@ -433,8 +439,7 @@ def compare_cagrad(case: Case) -> float:
     w_p = _cached("cagrad", case, lambda: A.CAGradWeighting(c=c)(k))
     mean = torch.full((t,), 1.0 / t, dtype=torch.float64)
     if float(w_p.abs().max()) == 0.0:  # torchjd's "approximately on the Pareto front" branch
-        _observe("cagrad", "opposite rows (T>=3): g_w = 0 at the optimum; torchjd returns 0, ours and the "
-                           "released code g0")
+        _observe("cagrad", "opposite rows (T>=3): g_w = 0 at the optimum; torchjd returns 0, ours and the released code g0")
         return _dir_diff(w_o @ g, mean @ g, g)
     dual_o, dual_p = w_o - mean, w_p - mean  # both proportional to the dual solution
     if float(dual_o.sum()) > 0 and float(dual_p.sum()) > 0:
@@ -485,8 +490,7 @@ def compare_aligned_mtl(case: Case) -> float:
     rank64 = int((lam > lam.max() * t * torch.finfo(torch.float64).eps).sum())
     if rank32 == rank64:
         return _dir_diff(d_o, t * A.AlignedMTL()(g), g)
-    _observe("aligned_mtl", f"{case.name}: torchjd keeps rank {rank64}, LibMTL and ours {rank32} "
-                            f"(float32 eps cut)")
+    _observe("aligned_mtl", f"{case.name}: torchjd keeps rank {rank64}, LibMTL and ours {rank32} (float32 eps cut)")
     # LibMTL: tol = max(lambda) * max(M.shape) * torch.finfo().eps; B = lambda_min^1/2 V Sigma^-1 V^T; alpha = B.sum(0)
     lmbda, v = torch.linalg.eigh(k)
     tol = torch.max(lmbda) * max(k.shape[-2:]) * torch.finfo().eps
@@ -535,51 +539,111 @@ def _rows(method: str, peer: str, tolerance: float, note: str, compare: Callable
 
 ROWS: list[Peer] = [
     *_rows("ew", "torchjd.scalarization.Sum; torchjd.aggregation.Sum, Mean (x T)", 1e-12, "", compare_ew),
-    *_rows("gemtl", "formula ((1/T) sum L^p)^(1/p), p in [-3, 4]; torchjd Mean (p=1), GeometricMean (p=0)",
-           1e-12, "", compare_gemtl),
+    *_rows("gemtl", "formula ((1/T) sum L^p)^(1/p), p in [-3, 4]; torchjd Mean (p=1), GeometricMean (p=0)", 1e-12, "", compare_gemtl),
     *_rows("gls", "torchjd.scalarization.GeometricMean", 1e-12, "", compare_gls),
     *_rows("imtl_l", "torchjd.scalarization.IMTLL", 1e-6, "", compare_imtl_l),
-    *_rows("uw", "torchjd.scalarization.UW (x 2)", 1e-6,
-           "ours exp(-s) L + s is twice torchjd's 1/2 exp(-s) L + 1/2 s (same weights up to 2, same optimum)",
-           compare_uw),
+    *_rows(
+        "uw",
+        "torchjd.scalarization.UW (x 2)",
+        1e-6,
+        "ours exp(-s) L + s is twice torchjd's 1/2 exp(-s) L + 1/2 s (same weights up to 2, same optimum)",
+        compare_uw,
+    ),
     *_rows("dwa", "torchjd.scalarization.DWA", 1e-6, "", compare_dwa),
     *_rows("rlw", "torchjd.scalarization.Random (seed-matched)", 1e-7, "", compare_rlw),
-    *_rows("famo", "torchjd.scalarization.FAMO (update() fed the next step's losses)", 1e-12,
-           "ours updates the logits with the next batch's losses (no extra forward); torchjd's update() "
-           "given those losses is the same step", compare_famo),
-    *_rows("stch", "torchjd.scalarization.STCH on log-losses (x T); released code formula (Xi-L/STCH)", 1e-12,
-           "", compare_stch),
-    *_rows("gradnorm", "paper's update written out (autograd), with the docstring's floor", 1e-12,
-           "no official code; the floor at 1e-3 and the warm-up are documented deviations", compare_gradnorm),
-    *_rows("db_mtl", "LibMTL DB_MTL formula (authors' code) at beta = 0", 1e-9,
-           "with beta > 0 ours averages gradient norms, LibMTL gradient vectors (test_db_mtl_averages_norms_not_vectors)",
-           compare_db_mtl),
-    *_rows("imtl_g", "torchjd.aggregation.IMTLG", 1e-7,
-           "singular G (opposite rows): torchjd's pinv jumps; ours is the limit of torchjd's from nearby G",
-           compare_imtl_g),
-    *_rows("imtl_h", "torchjd.scalarization.IMTLL + torchjd.aggregation.IMTLG", 1e-7,
-           "as imtl_g; parallel rows of different norms: IMTL-G's weights are not unique, both satisfy it",
-           compare_imtl_h),
-    *_rows("mgda", "torchjd.aggregation.MGDA (Frank-Wolfe, defaults); its weights with l2 normalisation", 1e-6,
-           "ours exact (NNLS); difference beyond the peer's suboptimality (certified)", compare_mgda),
-    *_rows("pcgrad", "torchjd.aggregation.PCGrad (seed-matched)", 1e-12,
-           "ours also visits j = i as the released code (test_pcgrad_visits_its_own_gradient_as_the_released_code)",
-           compare_pcgrad),
+    *_rows(
+        "famo",
+        "torchjd.scalarization.FAMO (update() fed the next step's losses)",
+        1e-12,
+        "ours updates the logits with the next batch's losses (no extra forward); torchjd's update() given those losses is the same step",
+        compare_famo,
+    ),
+    *_rows("stch", "torchjd.scalarization.STCH on log-losses (x T); released code formula (Xi-L/STCH)", 1e-12, "", compare_stch),
+    *_rows(
+        "gradnorm",
+        "paper's update written out (autograd), with the docstring's floor",
+        1e-12,
+        "no official code; the floor at 1e-3 and the warm-up are documented deviations",
+        compare_gradnorm,
+    ),
+    *_rows(
+        "db_mtl",
+        "LibMTL DB_MTL formula (authors' code) at beta = 0",
+        1e-9,
+        "with beta > 0 ours averages gradient norms, LibMTL gradient vectors (test_db_mtl_averages_norms_not_vectors)",
+        compare_db_mtl,
+    ),
+    *_rows(
+        "imtl_g",
+        "torchjd.aggregation.IMTLG",
+        1e-7,
+        "singular G (opposite rows): torchjd's pinv jumps; ours is the limit of torchjd's from nearby G",
+        compare_imtl_g,
+    ),
+    *_rows(
+        "imtl_h",
+        "torchjd.scalarization.IMTLL + torchjd.aggregation.IMTLG",
+        1e-7,
+        "as imtl_g; parallel rows of different norms: IMTL-G's weights are not unique, both satisfy it",
+        compare_imtl_h,
+    ),
+    *_rows(
+        "mgda",
+        "torchjd.aggregation.MGDA (Frank-Wolfe, defaults); its weights with l2 normalisation",
+        1e-6,
+        "ours exact (NNLS); difference beyond the peer's suboptimality (certified)",
+        compare_mgda,
+    ),
+    *_rows(
+        "pcgrad",
+        "torchjd.aggregation.PCGrad (seed-matched)",
+        1e-12,
+        "ours also visits j = i as the released code (test_pcgrad_visits_its_own_gradient_as_the_released_code)",
+        compare_pcgrad,
+    ),
     *_rows("graddrop", "torchjd.aggregation.GradDrop (seed-matched)", 1e-12, "", compare_graddrop),
-    *_rows("gradvac", "torchjd.aggregation.GradVac (seed-matched, eps = 0)", 1e-9,
-           "torchjd adds eps = 1e-8 to two denominators", compare_gradvac),
-    *_rows("cagrad", "torchjd.aggregation.CAGrad (cvxpy/Clarabel)", 1e-3,
-           "rescale 1/(1+c^2) (released code) vs none; g_w = 0 gives g0 (released code) vs 0 (torchjd); "
-           "ours at least as good on the dual", compare_cagrad),
-    *_rows("nash_mtl", "torchjd.aggregation.NashMTL (released code's algorithm, ECOS)", 1e-5,
-           "where the released solver stalls, ours has the smaller residual", compare_nash_mtl),
-    *_rows("aligned_mtl", "torchjd.aggregation.AlignedMTL (x T); LibMTL formula where the rank cuts differ",
-           1e-9, "sum (LibMTL) vs mean (torchjd); rank cut at float32 eps (LibMTL) vs the dtype's", compare_aligned_mtl),
-    *_rows("upgrad", "torchjd.aggregation.UPGrad (reg_eps 1e-12)", 1e-7,
-           "exact NNLS; torchjd's default 1e-4 ridge moves the update (test_upgrad_difference_from_torchjd_is_its_ridge)",
-           compare_upgrad),
-    *_rows("fairgrad", "torchjd.aggregation.FairGrad (released code: scipy least_squares)", 1e-6,
-           "ours has the smaller residual", compare_fairgrad),
+    *_rows(
+        "gradvac",
+        "torchjd.aggregation.GradVac (seed-matched, eps = 0)",
+        1e-9,
+        "torchjd adds eps = 1e-8 to two denominators",
+        compare_gradvac,
+    ),
+    *_rows(
+        "cagrad",
+        "torchjd.aggregation.CAGrad (cvxpy/Clarabel)",
+        1e-3,
+        "rescale 1/(1+c^2) (released code) vs none; g_w = 0 gives g0 (released code) vs 0 (torchjd); ours at least as good on the dual",
+        compare_cagrad,
+    ),
+    *_rows(
+        "nash_mtl",
+        "torchjd.aggregation.NashMTL (released code's algorithm, ECOS)",
+        1e-5,
+        "where the released solver stalls, ours has the smaller residual",
+        compare_nash_mtl,
+    ),
+    *_rows(
+        "aligned_mtl",
+        "torchjd.aggregation.AlignedMTL (x T); LibMTL formula where the rank cuts differ",
+        1e-9,
+        "sum (LibMTL) vs mean (torchjd); rank cut at float32 eps (LibMTL) vs the dtype's",
+        compare_aligned_mtl,
+    ),
+    *_rows(
+        "upgrad",
+        "torchjd.aggregation.UPGrad (reg_eps 1e-12)",
+        1e-7,
+        "exact NNLS; torchjd's default 1e-4 ridge moves the update (test_upgrad_difference_from_torchjd_is_its_ridge)",
+        compare_upgrad,
+    ),
+    *_rows(
+        "fairgrad",
+        "torchjd.aggregation.FairGrad (released code: scipy least_squares)",
+        1e-6,
+        "ours has the smaller residual",
+        compare_fairgrad,
+    ),
 ]
 
 ALL_ROWS: list[Peer] = ROWS + list(BASELINE_ROWS)
@@ -619,7 +683,7 @@ def test_every_method_and_mode_has_a_peer_row():
     have = {(r.method, r.mode) for r in ALL_ROWS}
     want = set()
     for name, cls in METHODS.items():
-        for mode in (cls.modes if issubclass(cls, GradBalancing) else (None,)):
+        for mode in cls.modes if issubclass(cls, GradBalancing) else (None,):
             want.add((name, mode))
     assert not want - have, f"methods (and modes) without a peer row: {sorted(want - have, key=str)}"
     assert not have - want, f"peer rows of unknown methods or modes: {sorted(have - want, key=str)}"
@@ -730,8 +794,7 @@ def table() -> list[str]:
             if row.method == key:
                 extra += sorted(texts)[:1] + ([f"(+{len(texts) - 1} more)"] if len(texts) > 1 else [])
         if row.method in RAW:
-            extra.append(f"raw max diff {RAW[row.method]:.1e}, all of it where the peer's solver is short of "
-                         f"the optimum")
+            extra.append(f"raw max diff {RAW[row.method]:.1e}, all of it where the peer's solver is short of the optimum")
         if extra:
             verdict += ": " + "; ".join(extra)
         out.append(f"| {row.method} | {row.mode or '-'} | {row.peer} | {worst:.1e} | {row.tolerance:.0e} | {verdict} |")

@@ -1,6 +1,7 @@
 """``perf/search_efficiency.py`` and ``perf/overhead.py`` without Ray: their grids, fixed configs, the
 curve and target arithmetic, bad input (exit 2 before anything starts) and the bare-trainer child.
 The searches themselves are measurements (minutes), run by hand; no figure is timed here."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -50,8 +51,12 @@ def test_make_grid_of_the_bundled_spaces_and_its_refusals():
 
 def _run(strategy, seed, vals):
     """A search's results as the recorder keeps them: one per epoch spent, (trial, epoch, val)."""
-    return {"strategy": strategy, "seed": seed, "wall_s": 1.0,
-            "results": [{"trial": t, "epoch": e, "val": v, "test": v - 1} for t, e, v in vals]}
+    return {
+        "strategy": strategy,
+        "seed": seed,
+        "wall_s": 1.0,
+        "results": [{"trial": t, "epoch": e, "val": v, "test": v - 1} for t, e, v in vals],
+    }
 
 
 def _args(**kw):
@@ -65,8 +70,11 @@ def test_report_best_so_far_and_the_target_line():
     space = spaces.load_space("gemtl_p")
     grid = {"p": [0.0, 2.0], "lr": [0.001, 0.01]}  # 4 trials x 2 epochs = 8 epochs; 35% = 2.8 epochs
     runs = [
-        _run("grid", 0, [("a", 1, -30), ("a", 2, -20), ("b", 1, -12), ("b", 2, -10),
-                         ("c", 1, -40), ("c", 2, -35), ("d", 1, -50), ("d", 2, -45)]),
+        _run(
+            "grid",
+            0,
+            [("a", 1, -30), ("a", 2, -20), ("b", 1, -12), ("b", 2, -10), ("c", 1, -40), ("c", 2, -35), ("d", 1, -50), ("d", 2, -45)],
+        ),
         _run("asha_tpe", 0, [("x", 1, -15), ("y", 1, -10.5), ("x", 2, -9), ("z", 1, -60)]),  # -10.5 by epoch 2
         _run("asha_tpe", 1, [("x", 1, -11), ("y", 1, -30), ("x", 2, -14)]),  # -11 by epoch 2; x ends at -14
     ]
@@ -88,8 +96,7 @@ def test_report_best_so_far_and_the_target_line():
 def test_tables_again_from_the_json_file(tmp_path, capsys):
     runs = [_run("grid", 0, [("a", 1, -30), ("a", 2, -20)]), _run("asha_tpe", 3, [("x", 1, -25), ("x", 2, -19.5)])]
     path = tmp_path / "curves.json"
-    path.write_text(json.dumps({"gemtl_p": {"space": "gemtl_p", "max_epochs": 2, "grid": {"p": [1.0], "lr": [0.01]},
-                                            "runs": runs}}))
+    path.write_text(json.dumps({"gemtl_p": {"space": "gemtl_p", "max_epochs": 2, "grid": {"p": [1.0], "lr": [0.01]}, "runs": runs}}))
     assert eff.main(["--from-json", str(path), "--target-fraction", "1.0"]) == 0
     out = capsys.readouterr().out
     assert "searcher seeds 3" in out and "= 1 trials x 2 epochs = 2 epochs" in out
@@ -115,10 +122,23 @@ def test_overhead_trial_config_is_the_middle_of_each_range_unless_fixed():
 
 
 def test_bare_child_times_every_epoch(tmp_path):
-    config = {"benchmark": "multidigits", "method": "gemtl", "p": 1.0, "lr": 0.003, "optimizer": "adam",
-              "batch_size": 64, "seed": 0, "max_epochs": 2}
-    out = subprocess.run([sys.executable, str(PERF / "overhead.py"), "--bare-config", json.dumps(config), "--bare-nice", "5"],
-                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    config = {
+        "benchmark": "multidigits",
+        "method": "gemtl",
+        "p": 1.0,
+        "lr": 0.003,
+        "optimizer": "adam",
+        "batch_size": 64,
+        "seed": 0,
+        "max_epochs": 2,
+    }
+    out = subprocess.run(
+        [sys.executable, str(PERF / "overhead.py"), "--bare-config", json.dumps(config), "--bare-nice", "5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     child = json.loads(out.stdout.strip().splitlines()[-1])
     assert len(child["epochs_at"]) == 2 and child["epochs_at"][1] > child["epochs_at"][0]

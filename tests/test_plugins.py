@@ -1,5 +1,6 @@
 """A user's own benchmark and method (``path/file.py:Class``, ``module:Class``): bad ones are refused
 before any trial with one line naming the file; good ones train like the built-in ones."""
+
 import sys
 import textwrap
 from pathlib import Path
@@ -156,7 +157,8 @@ def plugin_dir(tmp_path, monkeypatch):
 
 def space_file(folder: Path, benchmark: str, method: str = "ew", extra: str = "") -> Path:
     path = folder / "space.yaml"
-    path.write_text(textwrap.dedent(f"""
+    path.write_text(
+        textwrap.dedent(f"""
         name: plug
         benchmark: {benchmark}
         objective: {{metric: val/b/accuracy, mode: max}}
@@ -165,7 +167,8 @@ def space_file(folder: Path, benchmark: str, method: str = "ew", extra: str = ""
           method: {method}
           lr: {{loguniform: [1.0e-3, 1.0e-2]}}
         {extra}
-    """))
+    """)
+    )
     return path
 
 
@@ -182,9 +185,18 @@ BAD = [
     ("./mytasks.py:NotABenchmark", "ew", "not a subclass of mtlsearch.benchmarks.Benchmark", "mytasks.py"),
     ("./mytasks.py:Items", "ew", "'Items' is a class Items, not a subclass", "mytasks.py"),
     ("./mytasks.py:MissingTask", "ew", "the model's outputs miss task(s) ['b']", "mytasks.py"),
-    ("./mytasks.py:NoDirection", "ew", "metric 'mse' has direction None; give 'min' (lower is better) or 'max'", "mytasks.py:%d" % line_of('TaskSpec("a"')),
-    ("./mytasks.py:WrongShapes", "ew", "a first training batch (inputs shape (2, 7) float32) through the model failed",
-     f"mytasks.py:{line_of('z = self.trunk(x)')}"),
+    (
+        "./mytasks.py:NoDirection",
+        "ew",
+        "metric 'mse' has direction None; give 'min' (lower is better) or 'max'",
+        "mytasks.py:%d" % line_of('TaskSpec("a"'),
+    ),
+    (
+        "./mytasks.py:WrongShapes",
+        "ew",
+        "a first training batch (inputs shape (2, 7) float32) through the model failed",
+        f"mytasks.py:{line_of('z = self.trunk(x)')}",
+    ),
     ("./mytasks.py:NoShared", "ew", "does not say which parameters are shared", "mytasks.py"),
     ("./mytasks.py:Good", "./mymethods.py:Undeclared", "hyperparams['temperature'] must be HParam", "mymethods.py"),
     ("./mytasks.py:Good", "./mytasks.py:Good", "not a subclass of mtlsearch.balancing.Balancing", "mytasks.py"),
@@ -194,8 +206,7 @@ BAD = [
 
 
 @pytest.mark.parametrize("benchmark,method,message,file", BAD, ids=[b[2][:40] for b in BAD])
-def test_a_bad_plugin_gets_one_line_naming_the_file_and_exit_2_before_any_trial(plugin_dir, capsys, benchmark, method,
-                                                                               message, file):
+def test_a_bad_plugin_gets_one_line_naming_the_file_and_exit_2_before_any_trial(plugin_dir, capsys, benchmark, method, message, file):
     space = space_file(plugin_dir, benchmark, method, extra="  grad_mode: rep" if method == "pcgrad" else "")
     code = launch.main(["--space", str(space), "--tracking-uri", f"sqlite:///{plugin_dir / 'm.db'}"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -204,12 +215,20 @@ def test_a_bad_plugin_gets_one_line_naming_the_file_and_exit_2_before_any_trial(
     assert any(f"{field}: " in err[0] for field in ("benchmark", "method", "grad_mode", "task_specs"))
     # before any trial: neither Ray's results nor an MLflow store was written
     assert sorted(p.name for p in plugin_dir.iterdir() if not p.name.startswith("__")) == [
-        "broken.py", "mymethods.py", "mytasks.py", "space.yaml"]
+        "broken.py",
+        "mymethods.py",
+        "mytasks.py",
+        "space.yaml",
+    ]
 
 
 def test_a_good_plugin_passes_the_checks_with_paths_made_absolute(plugin_dir):
-    space = space_file(plugin_dir, "./mytasks.py:Good", "{choice: [ew, ./mymethods.py:SoftMax]}",
-                       extra="  temperature: {uniform: [0.5, 2.0], when: {method: ./mymethods.py:SoftMax}}")
+    space = space_file(
+        plugin_dir,
+        "./mytasks.py:Good",
+        "{choice: [ew, ./mymethods.py:SoftMax]}",
+        extra="  temperature: {uniform: [0.5, 2.0], when: {method: ./mymethods.py:SoftMax}}",
+    )
     args = launch.build_parser().parse_args(["--space", str(space)])
     prepared = launch.prepare_space(args)
     assert prepared.benchmark == f"{plugin_dir / 'mytasks.py'}:Good"
@@ -221,8 +240,9 @@ def test_a_good_plugin_passes_the_checks_with_paths_made_absolute(plugin_dir):
 
 def test_set_overrides_are_validated_like_the_file(plugin_dir, capsys):
     space = space_file(plugin_dir, "./mytasks.py:Good")
-    loaded = spaces.load_space(str(space), validate=False,
-                               sets=["budget.num_samples=5", "params.lr.uniform=[0.001, 0.01]", "params.seed=3"])
+    loaded = spaces.load_space(
+        str(space), validate=False, sets=["budget.num_samples=5", "params.lr.uniform=[0.001, 0.01]", "params.seed=3"]
+    )
     assert loaded.num_samples == 5 and "# --set budget.num_samples=5" in loaded.text
     params = {p.name: p for p in loaded.params}
     assert (params["lr"].kind, params["lr"].args, params["seed"].args) == ("uniform", [0.001, 0.01], 3)
@@ -247,21 +267,30 @@ def test_a_module_plugin_and_a_plugin_shipped_without_its_path_are_found(plugin_
     # A Ray worker of a remote cluster lacks the driver's path; py_modules put the file on its sys.path.
     assert get_method("/elsewhere/on/the/driver/mymethods.py:SoftMax").__name__ == "SoftMax"
     assert ship_paths(["mytasks:Good", "./mymethods.py:SoftMax", "ew"]) == [
-        str(plugin_dir / "mytasks.py"), str(plugin_dir / "mymethods.py")]
+        str(plugin_dir / "mytasks.py"),
+        str(plugin_dir / "mymethods.py"),
+    ]
     assert ship_paths(["yaml:SafeLoader"]) == []  # installed: the nodes' environment has it
 
 
 def _train(spec, method, **extra):
     from mtlsearch import Trainer
 
-    trainer = Trainer({"benchmark": spec, "method": method, "max_epochs": 2, "batch_size": 8, "lr": 0.01,
-                       "device": "cpu", **extra})
+    trainer = Trainer({"benchmark": spec, "method": method, "max_epochs": 2, "batch_size": 8, "lr": 0.01, "device": "cpu", **extra})
     results = list(trainer.run())
     return trainer, results
 
 
-@pytest.mark.parametrize("method,extra", [("ew", {}), ("pcgrad", {}), ("imtl_g", {"grad_mode": "param"}),
-                                          ("imtl_l", {"optimizer": "adam_adatask"}), ("./mymethods.py:InverseNorm", {})])
+@pytest.mark.parametrize(
+    "method,extra",
+    [
+        ("ew", {}),
+        ("pcgrad", {}),
+        ("imtl_g", {"grad_mode": "param"}),
+        ("imtl_l", {"optimizer": "adam_adatask"}),
+        ("./mymethods.py:InverseNorm", {}),
+    ],
+)
 def test_a_model_returning_one_output_per_task_trains_as_its_encoder_and_heads_form(plugin_dir, method, extra):
     """The same network given as any nn.Module with shared_parameters() and as an HPSModel: the same
     training, so the task-specific parameters get exactly their task's gradient on every path."""
@@ -299,11 +328,31 @@ def test_python_api_arguments(plugin_dir):
         import mytasks
     finally:
         sys.path.remove(str(plugin_dir))
-    argv = search_argv("space.yaml", benchmark=mytasks.Good, method=mymethods.SoftMax, num_samples=3,
-                       budget__max_epochs=4, params__lr={"loguniform": [0.0001, 0.01]}, **{"scheduler.type": "fifo"})
-    assert argv == ["--space", "space.yaml", "--benchmark", f"{plugin_dir / 'mytasks.py'}:Good", "--num-samples", "3",
-                    "--set", f"params.method={plugin_dir / 'mymethods.py'}:SoftMax", "--set", "budget.max_epochs=4",
-                    "--set", "params.lr={loguniform: [0.0001, 0.01]}", "--set", "scheduler.type=fifo"]
+    argv = search_argv(
+        "space.yaml",
+        benchmark=mytasks.Good,
+        method=mymethods.SoftMax,
+        num_samples=3,
+        budget__max_epochs=4,
+        params__lr={"loguniform": [0.0001, 0.01]},
+        **{"scheduler.type": "fifo"},
+    )
+    assert argv == [
+        "--space",
+        "space.yaml",
+        "--benchmark",
+        f"{plugin_dir / 'mytasks.py'}:Good",
+        "--num-samples",
+        "3",
+        "--set",
+        f"params.method={plugin_dir / 'mymethods.py'}:SoftMax",
+        "--set",
+        "budget.max_epochs=4",
+        "--set",
+        "params.lr={loguniform: [0.0001, 0.01]}",
+        "--set",
+        "scheduler.type=fifo",
+    ]
     with pytest.raises(ConfigError, match="defined in __main__"):
         search_argv("space.yaml", benchmark=type("Local", (), {"__module__": "__main__"}))
 

@@ -1,5 +1,6 @@
 """The example of a user's own benchmark and method (examples/custom_mtl) end to end: through the
 command line, through the Python API, and submitted with ``ray job submit`` to a local two-node head."""
+
 import uuid
 from pathlib import Path
 
@@ -26,8 +27,21 @@ def test_example_through_the_command_line(tmp_path, ray_session, capsys, monkeyp
 
     monkeypatch.chdir(ROOT)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    code = main(["--space", "examples/custom_mtl/space.yaml", *TINY, "--set", "searcher.type=random",
-                 "--set", f"params.method.grid=[ew, {METHOD}]", "--storage", str(tmp_path / "ray"), "--tracking-uri", uri])
+    code = main(
+        [
+            "--space",
+            "examples/custom_mtl/space.yaml",
+            *TINY,
+            "--set",
+            "searcher.type=random",
+            "--set",
+            f"params.method.grid=[ew, {METHOD}]",
+            "--storage",
+            str(tmp_path / "ray"),
+            "--tracking-uri",
+            uri,
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "Best trials by val/delta_m (max, value at each trial's last epoch); 2 trials, 0 errored" in out
@@ -53,14 +67,30 @@ def test_example_through_the_python_api(tmp_path, ray_session, monkeypatch):
     from tasks import WineTasks
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    trials = mtlsearch.search("examples/custom_mtl/space.yaml", benchmark=WineTasks, method=SoftMaxWeighting,
-                              num_samples=2, max_epochs=2, params__temperature={"uniform": [0.5, 2.0]},
-                              tracking_uri=uri, storage=str(tmp_path / "ray"), name="api")
+    trials = mtlsearch.search(
+        "examples/custom_mtl/space.yaml",
+        benchmark=WineTasks,
+        method=SoftMaxWeighting,
+        num_samples=2,
+        max_epochs=2,
+        params__temperature={"uniform": [0.5, 2.0]},
+        tracking_uri=uri,
+        storage=str(tmp_path / "ray"),
+        name="api",
+    )
     assert len(trials) == 2 and set(trials["status"]) == {"completed"}
     assert set(trials["method"]) == {str(EXAMPLE / "method.py") + ":SoftMaxWeighting"}
     assert trials["temperature"].between(0.5, 2.0).all() and trials["hidden"].isin([32, 64]).all()
-    for column in ("trial", "epochs", "lr", "val/delta_m", "test/delta_m", "val/cultivar/accuracy", "best/val/delta_m",
-                   "best_epoch/val/delta_m"):
+    for column in (
+        "trial",
+        "epochs",
+        "lr",
+        "val/delta_m",
+        "test/delta_m",
+        "val/cultivar/accuracy",
+        "best/val/delta_m",
+        "best_epoch/val/delta_m",
+    ):
         assert column in trials.columns, column
     assert (trials["best/val/delta_m"] >= trials["val/delta_m"]).all()
     assert trials.attrs["metric"] == "val/delta_m"
@@ -70,18 +100,34 @@ def test_example_through_the_python_api(tmp_path, ray_session, monkeypatch):
     assert again.set_index("trial")["val/delta_m"].to_dict() == trials.set_index("trial")["val/delta_m"].to_dict()
 
 
-
-
 def test_example_submitted_as_a_ray_job_to_a_local_head(cluster, tmp_path):
     """The README's ``ray job submit --working-dir .``: the user's files travel with the working directory,
     and trials on either node find them (and the references beside them) relative to it."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     job_id = f"mtlsearch-plugins-{uuid.uuid4().hex[:8]}"
-    code, out = cluster.submit_job(job_id, [
-        "python", "-m", "mtlsearch.launch", "--space", "examples/custom_mtl/space.yaml", "--num-samples", "2",
-        "--max-epochs", "2", "--set", f"params.method={METHOD}", "--tracking-uri", uri,
-        "--storage", str(tmp_path / "results"), "--storage-is-shared", "--name", "on_cluster",
-    ])
+    code, out = cluster.submit_job(
+        job_id,
+        [
+            "python",
+            "-m",
+            "mtlsearch.launch",
+            "--space",
+            "examples/custom_mtl/space.yaml",
+            "--num-samples",
+            "2",
+            "--max-epochs",
+            "2",
+            "--set",
+            f"params.method={METHOD}",
+            "--tracking-uri",
+            uri,
+            "--storage",
+            str(tmp_path / "results"),
+            "--storage-is-shared",
+            "--name",
+            "on_cluster",
+        ],
+    )
     assert code == 0 and f"Job '{job_id}' succeeded" in out, out[-6000:]
     assert "Best trials by val/delta_m (max, value at each trial's last epoch); 2 trials, 0 errored" in out, out[-6000:]
     client, trials = trial_runs(uri)

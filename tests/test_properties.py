@@ -19,6 +19,7 @@ asserted both ways: a claimed property must hold on every case, and an unclaimed
 at least one case (so a method that gains or loses a property makes the table be updated, and an
 exception is never silently skipped).  ``python tests/test_properties.py`` prints the table.
 """
+
 from __future__ import annotations
 
 import sys
@@ -47,7 +48,7 @@ NOT_PERMUTATION_EQUIVARIANT = {
 #: Why a method has neither scale behaviour (the rest are homogeneous or scale-invariant).
 NO_SCALE_BEHAVIOUR = {
     "sdmgrad": "homogeneous in exact arithmetic, but the 1e-8 in its Gramian normalisation, amplified by 20 "
-               "projected momentum steps, moves the update by ~2e-3 (relative) at 0.1x the gradients",
+    "projected momentum steps, moves the update by ~2e-3 (relative) at 0.1x the gradients",
 }
 
 #: Property -> the methods that claim it (at their default hyperparameters).
@@ -61,8 +62,18 @@ CLAIMS: dict[str, set[str]] = {
     "equal_projections": {"imtl_g", "imtl_h"},
     # Weights that do not depend on the gradients' overall scale; the update norm follows the gradients'.
     "homogeneous": {
-        "aligned_mtl", "cagrad", "db_mtl", "excess_mtl", "graddrop", "gradnorm", "gradvac", "imtl_g", "imtl_h",
-        "mgda", "pcgrad", "upgrad",
+        "aligned_mtl",
+        "cagrad",
+        "db_mtl",
+        "excess_mtl",
+        "graddrop",
+        "gradnorm",
+        "gradvac",
+        "imtl_g",
+        "imtl_h",
+        "mgda",
+        "pcgrad",
+        "upgrad",
     },
     # Nash-MTL: norm sqrt(T) before clipping; FairGrad (alpha = 1) is Nash-MTL's direction; MoCo
     # rescales each gradient to its loss.

@@ -1,6 +1,7 @@
 """Published protocols (mtlsearch.protocols): the SegNet-MTAN model against the released code's size,
 each protocol end to end on generated data with its scores recomputed by hand, the released
 augmentation and evaluation, ``protocol:`` in a space, ``reproduce`` and its refusals."""
+
 import json
 
 import numpy as np
@@ -12,9 +13,17 @@ from mtlsearch.protocols import get_protocol, load_published
 
 # CAGrad's single-task NYUv2 numbers in the released code's order (nash-mtl experiments/nyuv2/utils.py),
 # and its SIGN: 1 where higher is better.
-NYU_ORDER = [("segmentation", "miou"), ("segmentation", "pixacc"), ("depth", "abs_err"), ("depth", "rel_err"),
-             ("normal", "mean"), ("normal", "median"), ("normal", "within_11_25"), ("normal", "within_22_5"),
-             ("normal", "within_30")]
+NYU_ORDER = [
+    ("segmentation", "miou"),
+    ("segmentation", "pixacc"),
+    ("depth", "abs_err"),
+    ("depth", "rel_err"),
+    ("normal", "mean"),
+    ("normal", "median"),
+    ("normal", "within_11_25"),
+    ("normal", "within_22_5"),
+    ("normal", "within_30"),
+]
 NYU_BASE = np.array([0.3830, 0.6376, 0.6754, 0.2780, 25.01, 19.21, 0.3014, 0.5720, 0.6915])
 NYU_SIGN = np.array([1, 1, 0, 0, 0, 0, 1, 1, 1])
 
@@ -28,6 +37,7 @@ def released_delta_m(values):
 def released_mtan_count(num_tasks, outputs):
     """Parameters of the released ``SegNetMtan``, layer by layer from its ``__init__``: conv_layer =
     3x3 conv + BN, att_layer = 1x1 conv, BN, 1x1 conv, BN; pred = 3x3 conv (64->64) + 1x1 conv."""
+
     def conv(a, b):
         return 9 * a * b + b + 2 * b
 
@@ -44,8 +54,16 @@ def released_mtan_count(num_tasks, outputs):
     encoder_att = att(64, 64, 64) + sum(att(2 * f[i + 1], f[i + 1], f[i + 1]) for i in range(4))
     decoder_att = att(128, 64, 64) + sum(att(f[i + 1] + f[i], f[i], f[i]) for i in range(4))
     preds = sum(9 * 64 * 64 + 64 + 64 * c + c for c in outputs)
-    return (encoder_block + decoder_block + conv_block_enc + conv_block_dec + encoder_block_att
-            + decoder_block_att + num_tasks * (encoder_att + decoder_att) + preds)
+    return (
+        encoder_block
+        + decoder_block
+        + conv_block_enc
+        + conv_block_dec
+        + encoder_block_att
+        + decoder_block_att
+        + num_tasks * (encoder_att + decoder_att)
+        + preds
+    )
 
 
 @pytest.mark.parametrize("benchmark,outputs,size", [("nyuv2", (13, 1, 3), (32, 64)), ("cityscapes", (7, 1), (32, 64))])
@@ -106,8 +124,18 @@ def test_released_augmentation_scales_depth_and_flips_normals():
 def nashmtl_config(root, **extra):
     protocol = get_protocol("nashmtl")
     cfg = protocol.settings("nyuv2")
-    cfg.update(image_size="32x64", mtan_width=0.125, benchmark="nyuv2", data_root=str(root), method="ew",
-               protocol=protocol.tag, last_k=2, max_epochs=2, seed=0, device="cpu")
+    cfg.update(
+        image_size="32x64",
+        mtan_width=0.125,
+        benchmark="nyuv2",
+        data_root=str(root),
+        method="ew",
+        protocol=protocol.tag,
+        last_k=2,
+        max_epochs=2,
+        seed=0,
+        device="cpu",
+    )
     cfg.update(extra)
     return cfg
 
@@ -159,18 +187,35 @@ def test_libmtl_protocol_end_to_end_scores_delta_p_against_the_folders_reference
     generate("nyuv2", tmp_path, train=4, test=2, size=(32, 48), seed=2)
     protocol = get_protocol("libmtl")
     cfg = protocol.settings("nyuv2")
-    cfg.update(image_size="32x48", backbone="resnet18", benchmark="nyuv2", data_root=str(tmp_path), method="ew",
-               protocol=protocol.tag, max_epochs=2, seed=0, device="cpu", batch_size=2)
+    cfg.update(
+        image_size="32x48",
+        backbone="resnet18",
+        benchmark="nyuv2",
+        data_root=str(tmp_path),
+        method="ew",
+        protocol=protocol.tag,
+        max_epochs=2,
+        seed=0,
+        device="cpu",
+        batch_size=2,
+    )
     assert (cfg["weight_decay"], cfg["lr_step_size"], cfg["augment"]) == (1e-5, 100, False)
     # Without single-task references in the folder there is no Δp (never a made-up reference).
     assert "test/delta_p_libmtl" not in next(Trainer(cfg).run())
-    ref = {"segmentation": {"miou": 0.5, "pixacc": 0.7}, "depth": {"abs_err": 0.4, "rel_err": 0.2},
-           "normal": {"mean": 22.0, "median": 15.0, "within_11_25": 0.4, "within_22_5": 0.65, "within_30": 0.75}}
+    ref = {
+        "segmentation": {"miou": 0.5, "pixacc": 0.7},
+        "depth": {"abs_err": 0.4, "rel_err": 0.2},
+        "normal": {"mean": 22.0, "median": 15.0, "within_11_25": 0.4, "within_22_5": 0.65, "within_30": 0.75},
+    }
     (tmp_path / "mtlsearch_references.json").write_text(json.dumps({"benchmark": "nyuv2", "splits": {"test": ref}}))
     results = list(Trainer(cfg).run())
     for r in results:  # last_k = 1: each epoch's own metrics; per task, then over tasks; higher is better
-        per_task = [np.mean([(1 if m in ("miou", "pixacc") or m.startswith("within") else -1)
-                             * (r[f"test/{t}/{m}"] - v) / v for m, v in ms.items()]) for t, ms in ref.items()]
+        per_task = [
+            np.mean(
+                [(1 if m in ("miou", "pixacc") or m.startswith("within") else -1) * (r[f"test/{t}/{m}"] - v) / v for m, v in ms.items()]
+            )
+            for t, ms in ref.items()
+        ]
         assert r["test/delta_p_libmtl"] == pytest.approx(100 * np.mean(per_task), rel=1e-9)
 
 
@@ -178,10 +223,15 @@ def test_libmtl_protocol_end_to_end_scores_delta_p_against_the_folders_reference
 def test_protocol_in_a_space_sets_values_beneath_the_space_own():
     from mtlsearch.spaces import parse_space, with_protocol
 
-    space = parse_space({
-        "benchmark": "nyuv2", "protocol": "nashmtl", "budget": {"num_samples": 4},
-        "params": {"method": {"choice": ["ew", "cagrad"]}, "lr": {"loguniform": [1e-5, 1e-3]}, "batch_size": 4},
-    }, "s.yaml")
+    space = parse_space(
+        {
+            "benchmark": "nyuv2",
+            "protocol": "nashmtl",
+            "budget": {"num_samples": 4},
+            "params": {"method": {"choice": ["ew", "cagrad"]}, "lr": {"loguniform": [1e-5, 1e-3]}, "batch_size": 4},
+        },
+        "s.yaml",
+    )
     consts = space.constants()
     assert space.protocol == "nashmtl@1" and consts["protocol"] == "nashmtl@1"
     assert space.max_epochs == 200 and consts["model"] == "segnet_mtan" and consts["augment"] is True
@@ -206,13 +256,19 @@ def test_published_numbers_cover_protocols_table():
 
 
 # ------------------------------------------------------------------------------ reproduce
-@pytest.mark.parametrize("argv,needle", [
-    (["--protocol", "nashmt", "--benchmark", "nyuv2", "--method", "ew"], "--protocol: unknown protocol 'nashmt'"),
-    (["--protocol", "nashmtl", "--benchmark", "office31", "--method", "ew"], "--benchmark: protocol 'nashmtl' does not cover benchmark 'office31'"),
-    (["--protocol", "libmtl", "--benchmark", "cityscapes", "--method", "ew"], "does not cover benchmark 'cityscapes'"),
-    (["--protocol", "nashmtl", "--benchmark", "nyuv2", "--method", "nope"], "--method: unknown method 'nope'"),
-    (["--protocol", "nashmtl", "--benchmark", "nyuv2", "--method", "ew", "--set", "lr"], "--set: expected KEY=VALUE"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["--protocol", "nashmt", "--benchmark", "nyuv2", "--method", "ew"], "--protocol: unknown protocol 'nashmt'"),
+        (
+            ["--protocol", "nashmtl", "--benchmark", "office31", "--method", "ew"],
+            "--benchmark: protocol 'nashmtl' does not cover benchmark 'office31'",
+        ),
+        (["--protocol", "libmtl", "--benchmark", "cityscapes", "--method", "ew"], "does not cover benchmark 'cityscapes'"),
+        (["--protocol", "nashmtl", "--benchmark", "nyuv2", "--method", "nope"], "--method: unknown method 'nope'"),
+        (["--protocol", "nashmtl", "--benchmark", "nyuv2", "--method", "ew", "--set", "lr"], "--set: expected KEY=VALUE"),
+    ],
+)
 def test_reproduce_refuses_bad_input_in_one_line(argv, needle, capsys):
     from mtlsearch.reproduce import main
 
@@ -254,9 +310,34 @@ def test_reproduce_runs_the_seeds_under_one_parent_run_and_prints_the_comparison
 
     generate("nyuv2", tmp_path / "data", train=3, test=2, size=(32, 64), seed=3)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    code = main(["--protocol", "nashmtl", "--benchmark", "nyuv2", "--method", "famo", "--data-root", str(tmp_path / "data"),
-                 "--seeds", "0", "1", "--epochs", "2", "--last-k", "2", "--set", "image_size=32x64", "mtan_width=0.125",
-                 "--gpus-per-trial", "0", "--storage", str(tmp_path / "ray"), "--tracking-uri", uri])
+    code = main(
+        [
+            "--protocol",
+            "nashmtl",
+            "--benchmark",
+            "nyuv2",
+            "--method",
+            "famo",
+            "--data-root",
+            str(tmp_path / "data"),
+            "--seeds",
+            "0",
+            "1",
+            "--epochs",
+            "2",
+            "--last-k",
+            "2",
+            "--set",
+            "image_size=32x64",
+            "mtan_width=0.125",
+            "--gpus-per-trial",
+            "0",
+            "--storage",
+            str(tmp_path / "ray"),
+            "--tracking-uri",
+            uri,
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     budget = out.index("Budget: 2 trial(s) (seeds 0 1) x 2 epochs = 4 epochs")

@@ -1,6 +1,7 @@
 """``python -m mtlsearch.report``: Pareto sets, the leaderboard's pooling over seeds, p buckets and cost
 accounting on hand-made trials, multi-objective spaces, and the whole report (tables, CSV, Markdown,
 figures logged to the parent run) on a real small search read back from a real MLflow server."""
+
 from __future__ import annotations
 
 import csv
@@ -69,20 +70,30 @@ def _trial(tid, method, status, dm, *, p=None, lr=0.01, seed=0, epochs=3, second
 
 
 def _search(trials, gpus=0.5, cpus=2.0):
-    return Search(name="s", source="test", search_id="s", metric="val/delta_m", mode="max",
-                  objectives=[("val/delta_m", "max")], max_epochs=3, gpus_per_trial=gpus, cpus_per_trial=cpus,
-                  benchmark="synthetic", trials=trials)
+    return Search(
+        name="s",
+        source="test",
+        search_id="s",
+        metric="val/delta_m",
+        mode="max",
+        objectives=[("val/delta_m", "max")],
+        max_epochs=3,
+        gpus_per_trial=gpus,
+        cpus_per_trial=cpus,
+        benchmark="synthetic",
+        trials=trials,
+    )
 
 
 def test_leaderboard_pools_seeds_buckets_p_and_counts_cost():
     trials = [
         _trial("g1", "gemtl", STATUS_COMPLETED, -4.0, p=0.5, seed=0),
-        _trial("g2", "gemtl", STATUS_COMPLETED, -2.0, p=0.5, seed=1),   # same config, other seed: pooled with g1
-        _trial("g3", "gemtl", STATUS_COMPLETED, -2.5, p=0.7, seed=0),   # same bucket, other p: beats g1/g2 (mean -3)
-        _trial("g4", "gemtl", STATUS_STOPPED, 5.0, p=0.9, epochs=1),    # partial value: never beats a completed config
-        _trial("g5", "gemtl", STATUS_COMPLETED, -8.0, p=-1.0),          # bucket p<0
-        _trial("g6", "gemtl", STATUS_COMPLETED, -1.0, p=1.0),           # bucket p>=1 (p = 1 is the arithmetic mean)
-        _trial("e1", "ew", STATUS_STOPPED, -9.0, epochs=1),             # a row with only partial trials
+        _trial("g2", "gemtl", STATUS_COMPLETED, -2.0, p=0.5, seed=1),  # same config, other seed: pooled with g1
+        _trial("g3", "gemtl", STATUS_COMPLETED, -2.5, p=0.7, seed=0),  # same bucket, other p: beats g1/g2 (mean -3)
+        _trial("g4", "gemtl", STATUS_STOPPED, 5.0, p=0.9, epochs=1),  # partial value: never beats a completed config
+        _trial("g5", "gemtl", STATUS_COMPLETED, -8.0, p=-1.0),  # bucket p<0
+        _trial("g6", "gemtl", STATUS_COMPLETED, -1.0, p=1.0),  # bucket p>=1 (p = 1 is the arithmetic mean)
+        _trial("e1", "ew", STATUS_STOPPED, -9.0, epochs=1),  # a row with only partial trials
         _trial("e2", "ew", STATUS_ERRORED, float("nan"), epochs=0, seconds=10.0),
     ]
     rows, metrics = report.leaderboard(_search(trials))
@@ -125,8 +136,7 @@ def test_metric_directions_of_a_folder_benchmark_come_from_the_trials_data_root(
     search = _search([trial])
     search.benchmark = "nyuv2"
     modes = analysis.metric_modes(search, ["val/normal/mean", "val/normal/median", "val/normal/within_30", "test/depth/abs_err"])
-    assert modes == {"val/normal/mean": "min", "val/normal/median": "min", "val/normal/within_30": "max",
-                     "test/depth/abs_err": "min"}
+    assert modes == {"val/normal/mean": "min", "val/normal/median": "min", "val/normal/within_30": "max", "test/depth/abs_err": "min"}
     trial.final = {"val/normal/mean": 30.0, "val/segmentation/miou": 0.2, "val/delta_m": 1.0}
     assert analysis.task_metrics(search) == ["val/segmentation/miou", "val/normal/mean"]  # the benchmark's task order
 
@@ -134,14 +144,21 @@ def test_metric_directions_of_a_folder_benchmark_come_from_the_trials_data_root(
 def test_dominance_heatmap_from_metrics(tmp_path):
     from mtlsearch.dominance import table_from_metrics
 
-    dom = {"dominance/encoder.0/scale_1": 0.1, "dominance/encoder.0/scale_100": 0.8, "dominance/encoder.0/scale_10": 0.1,
-           "dominance/encoder.2/scale_1": 0.3, "dominance/encoder.2/scale_100": 0.4, "dominance/encoder.2/scale_10": 0.3}
+    dom = {
+        "dominance/encoder.0/scale_1": 0.1,
+        "dominance/encoder.0/scale_100": 0.8,
+        "dominance/encoder.0/scale_10": 0.1,
+        "dominance/encoder.2/scale_1": 0.3,
+        "dominance/encoder.2/scale_100": 0.4,
+        "dominance/encoder.2/scale_10": 0.3,
+    }
     table = table_from_metrics(dom)
     assert list(table) == ["encoder.0", "encoder.2"] and list(table["encoder.0"]) == ["scale_1", "scale_100", "scale_10"]
     assert table["encoder.0"]["scale_100"] == 0.8 and table["encoder.2"]["scale_10"] == 0.3
-    trials = [_trial("a", "ew", STATUS_COMPLETED, -1.0, extra=dom),
-              _trial("b", "ew", STATUS_COMPLETED, -2.0, optimizer="adam_adatask",
-                     extra={k: 1 / 3 for k in dom})]
+    trials = [
+        _trial("a", "ew", STATUS_COMPLETED, -1.0, extra=dom),
+        _trial("b", "ew", STATUS_COMPLETED, -2.0, optimizer="adam_adatask", extra={k: 1 / 3 for k in dom}),
+    ]
     path = figures.fig_dominance(_search(trials), tmp_path)
     _assert_png(path)
     assert figures.fig_dominance(_search([_trial("c", "ew", STATUS_COMPLETED, 0.0)]), tmp_path / "none") is None
@@ -156,22 +173,31 @@ def test_multi_objective_space_options():
     assert s.multi_objective and s.scheduler["type"] == "fifo" and (s.metric, s.mode) == ("val/delta_m", "max")
     assert s.objectives() == [("val/left/accuracy", "max"), ("val/right/accuracy", "max"), ("val/number/mae", "min")]
     s.validate_objectives()
-    s = spaces.parse_space({**BASE, "objective": {"metrics": ["val/left/accuracy", "val/number/mae"], "modes": ["max", "min"]},
-                            "scheduler": {"type": "asha", "metric": "val/delta_m", "mode": "max"}}, "m.yaml")
+    s = spaces.parse_space(
+        {
+            **BASE,
+            "objective": {"metrics": ["val/left/accuracy", "val/number/mae"], "modes": ["max", "min"]},
+            "scheduler": {"type": "asha", "metric": "val/delta_m", "mode": "max"},
+        },
+        "m.yaml",
+    )
     assert s.scheduler["type"] == "asha" and s.objectives() == [("val/left/accuracy", "max"), ("val/number/mae", "min")]
     one = spaces.parse_space({**BASE, "objective": {"metrics": ["val/number/mae"], "modes": ["min"]}}, "m.yaml")
     assert not one.multi_objective and (one.metric, one.mode) == ("val/number/mae", "min")
 
 
-@pytest.mark.parametrize("objective, extra, field", [
-    ({"metrics": ["val/left/accuracy", "val/number/mae"]}, {}, "objective.modes"),
-    ({"metrics": ["val/left/accuracy", "val/number/mae"], "modes": ["max", "lowest"]}, {}, "objective.modes"),
-    ({"metrics": "tasks", "modes": ["max"]}, {}, "objective.modes"),
-    ({"metrics": "tasks", "metric": "val/delta_m"}, {}, "objective"),
-    ({"metrics": ["val/left/accuracy", "val/left/accuracy"], "modes": ["max", "max"]}, {}, "objective.metrics"),
-    ({"metrics": "tasks"}, {"searcher": {"type": "optuna", "sampler": "cmaes"}}, "searcher.sampler"),
-    ({"metric": "val/delta_m"}, {"scheduler": {"type": "asha", "metric": "val/left/accuracy"}}, "scheduler.metric"),
-])
+@pytest.mark.parametrize(
+    "objective, extra, field",
+    [
+        ({"metrics": ["val/left/accuracy", "val/number/mae"]}, {}, "objective.modes"),
+        ({"metrics": ["val/left/accuracy", "val/number/mae"], "modes": ["max", "lowest"]}, {}, "objective.modes"),
+        ({"metrics": "tasks", "modes": ["max"]}, {}, "objective.modes"),
+        ({"metrics": "tasks", "metric": "val/delta_m"}, {}, "objective"),
+        ({"metrics": ["val/left/accuracy", "val/left/accuracy"], "modes": ["max", "max"]}, {}, "objective.metrics"),
+        ({"metrics": "tasks"}, {"searcher": {"type": "optuna", "sampler": "cmaes"}}, "searcher.sampler"),
+        ({"metric": "val/delta_m"}, {"scheduler": {"type": "asha", "metric": "val/left/accuracy"}}, "scheduler.metric"),
+    ],
+)
 def test_multi_objective_space_errors_name_the_field(objective, extra, field):
     with pytest.raises(ConfigError) as err:
         spaces.parse_space({**BASE, "objective": objective, **extra}, "m.yaml")
@@ -187,6 +213,7 @@ def test_multi_objective_metric_must_be_reported_by_the_benchmark():
 
 # ----------------------------------------------------------------------------------------- a real search
 
+
 def _assert_png(path, min_bytes=8000):
     import matplotlib.image as mpimg
 
@@ -199,8 +226,9 @@ def _assert_png(path, min_bytes=8000):
 def test_report_on_a_real_search(remote_search, tmp_path, capsys):
     uri = remote_search.uri
     out, md, csv_path = tmp_path / "figures", tmp_path / "report.md", tmp_path / "report.csv"
-    code = report.main(["--experiment", "remote_small", "--tracking-uri", uri, "--out", str(out),
-                        "--markdown", str(md), "--csv", str(csv_path)])
+    code = report.main(
+        ["--experiment", "remote_small", "--tracking-uri", uri, "--out", str(out), "--markdown", str(md), "--csv", str(csv_path)]
+    )
     text = capsys.readouterr().out
     assert code == 0, text
 
@@ -275,14 +303,23 @@ def test_report_on_a_real_search(remote_search, tmp_path, capsys):
     assert f"optuna-dashboard {storage}" in text and f"optuna-dashboard {storage}" in remote_search.output
     study = optuna.load_study(study_name="remote", storage=storage)
     assert len(study.trials) == len(trials)
-    assert sorted(round(t.params["lr"], 12) for t in study.trials) == sorted(
-        round(float(shared.run_params(r)["lr"]), 12) for r in trials)
+    assert sorted(round(t.params["lr"], 12) for t in study.trials) == sorted(round(float(shared.run_params(r)["lr"]), 12) for r in trials)
 
     # The Ray results folder gives the same leaderboard as MLflow.
     from_ray, _ = report.leaderboard(report.load_results(remote_search.results_dir))
     from_mlflow, _ = report.leaderboard(report.load_mlflow(uri, "remote_small"))
-    key = lambda rows: sorted((r["method"], r["p bucket"], r.get("best_trials"), round(r.get("val/delta_m", 0), 9),
-                               r["trials"], r["asha_stopped"], r["epochs_spent"]) for r in rows)
+    key = lambda rows: sorted(
+        (
+            r["method"],
+            r["p bucket"],
+            r.get("best_trials"),
+            round(r.get("val/delta_m", 0), 9),
+            r["trials"],
+            r["asha_stopped"],
+            r["epochs_spent"],
+        )
+        for r in rows
+    )
     assert key(from_ray) == key(from_mlflow)
 
 

@@ -1,6 +1,7 @@
 """The report's view of the searched parameters: per-trial CSV, p x lr and parallel-coordinates data,
 Optuna's parameter importance, the self-contained HTML page (hand-made searches; the real search
 through MLflow is in test_report.py)."""
+
 import csv
 import math
 import re
@@ -39,28 +40,58 @@ def _search(n=16, space=SPACE):
     for i in range(n):
         lr = 3e-4 * 100 ** ((i * 7 % n) / (n - 1))
         p = -2.0 + 5.0 * ((i * 5 % n) / (n - 1))
-        status, epochs = ((STATUS_ERRORED, 1) if i == 0 else (STATUS_COMPLETED, 12) if i % 3 == 1
-                          else (STATUS_STOPPED, 9 if i % 3 == 2 and i < 6 else 3))
+        status, epochs = (
+            (STATUS_ERRORED, 1) if i == 0 else (STATUS_COMPLETED, 12) if i % 3 == 1 else (STATUS_STOPPED, 9 if i % 3 == 2 and i < 6 else 3)
+        )
         history = {"val/delta_m": [(e, _score(lr, e)) for e in range(1, epochs + 1)]}
-        final = {"val/delta_m": history["val/delta_m"][-1][1], "test/delta_m": history["val/delta_m"][-1][1] - 1,
-                 "val/left/accuracy": 0.9, "val/number/mae": 1.5, "test/left/accuracy": 0.8}
-        out.append(Trial(trial_id=f"t{i:02d}", status=status, epochs=epochs, final=final, time_total_s=10.0 + i,
-                         params={"method": "gemtl", "p": p, "lr": lr, "batch_size": 64, "seed": 0, "optimizer": "adam"},
-                         _history=history))
-    return Search(name="gemtl_p-x", source="hand-made", search_id="x", metric="val/delta_m", mode="max",
-                  objectives=[("val/delta_m", "max")], max_epochs=12, gpus_per_trial=0.0, cpus_per_trial=1.0,
-                  benchmark="multidigits", trials=out,
-                  info={"params": {"space": "gemtl_p", "num_samples": 16, "max_epochs": 12,
-                                   "scheduler": {"type": "asha", "grace_period": 3}, "optuna_storage": "sqlite:////x/o.db",
-                                   "optuna_study": "gemtl_p-x"},
-                        "space_text": space})
+        final = {
+            "val/delta_m": history["val/delta_m"][-1][1],
+            "test/delta_m": history["val/delta_m"][-1][1] - 1,
+            "val/left/accuracy": 0.9,
+            "val/number/mae": 1.5,
+            "test/left/accuracy": 0.8,
+        }
+        out.append(
+            Trial(
+                trial_id=f"t{i:02d}",
+                status=status,
+                epochs=epochs,
+                final=final,
+                time_total_s=10.0 + i,
+                params={"method": "gemtl", "p": p, "lr": lr, "batch_size": 64, "seed": 0, "optimizer": "adam"},
+                _history=history,
+            )
+        )
+    return Search(
+        name="gemtl_p-x",
+        source="hand-made",
+        search_id="x",
+        metric="val/delta_m",
+        mode="max",
+        objectives=[("val/delta_m", "max")],
+        max_epochs=12,
+        gpus_per_trial=0.0,
+        cpus_per_trial=1.0,
+        benchmark="multidigits",
+        trials=out,
+        info={
+            "params": {
+                "space": "gemtl_p",
+                "num_samples": 16,
+                "max_epochs": 12,
+                "scheduler": {"type": "asha", "grace_period": 3},
+                "optuna_storage": "sqlite:////x/o.db",
+                "optuna_study": "gemtl_p-x",
+            },
+            "space_text": space,
+        },
+    )
 
 
 def test_searched_params_come_from_the_space_with_its_set_lines():
     search = _search()
     got = trials.searched_params(search, search.info["space_text"])
-    assert [(p.name, p.kind, p.log, p.low, p.high) for p in got] == [("p", "float", False, -2.0, 3.0),
-                                                                      ("lr", "float", True, 3e-4, 3e-2)]
+    assert [(p.name, p.kind, p.log, p.low, p.high) for p in got] == [("p", "float", False, -2.0, 3.0), ("lr", "float", True, 3e-4, 3e-2)]
     inferred = {p.name: p for p in trials.params_from_trials(search)}
     assert set(inferred) == {"p", "lr"} and inferred["lr"].log and not inferred["p"].log
 
@@ -105,7 +136,8 @@ def test_joint_data_draws_stopped_trials_hollow_and_keeps_them_off_the_colour_sc
 
 def test_joint_axes_without_p_are_the_most_important_numbers():
     space = SPACE.replace("p: {uniform: [-2.0, 4.0]}", "weight_decay: {loguniform: [1.0e-6, 1.0e-3]}").replace(
-        "# --set params.p.uniform=[-2.0, 3.0]", "")
+        "# --set params.p.uniform=[-2.0, 3.0]", ""
+    )
     searched = trials.searched_params(_search(), space)
     imp = importance.Importance(params=["lr", "weight_decay"], values={"fANOVA": {"weight_decay": 0.8, "lr": 0.2}})
     x, y = figures.joint_axes(searched, imp)
@@ -163,15 +195,26 @@ def test_html_page_is_self_contained_with_figures_and_both_evaluators(tmp_path):
     search = _search()
     searched = trials.searched_params(search, SPACE)
     result = importance.param_importance(search, searched)
-    paths = [figures.fig_joint(figures.joint_data(search, searched, result), tmp_path),
-             figures.fig_parallel(figures.parallel_data(search, searched), tmp_path),
-             figures.fig_importance(result, search.metric, tmp_path)]
+    paths = [
+        figures.fig_joint(figures.joint_data(search, searched, result), tmp_path),
+        figures.fig_parallel(figures.parallel_data(search, searched), tmp_path),
+        figures.fig_importance(result, search.metric, tmp_path),
+    ]
     assert all(p is not None and p.is_file() for p in paths)
     html = page.build_page(search, [], [search.metric], result, searched, paths)
     assert html.count('src="data:image/png;base64,') == 3
     assert not re.search(r'(src|href)\s*=\s*"(?!data:)', html), "the page links outside itself"
     assert "<link" not in html and "<script" not in html
-    for text in ("fANOVA", "PED-ANOVA", "FanovaImportanceEvaluator", "PedAnovaImportanceEvaluator", "Parameter importance",
-                 "multidigits", "val/delta_m (max)", "16 trials x up to 12 epochs", "optuna-dashboard sqlite:////x/o.db"):
+    for text in (
+        "fANOVA",
+        "PED-ANOVA",
+        "FanovaImportanceEvaluator",
+        "PedAnovaImportanceEvaluator",
+        "Parameter importance",
+        "multidigits",
+        "val/delta_m (max)",
+        "16 trials x up to 12 epochs",
+        "optuna-dashboard sqlite:////x/o.db",
+    ):
         assert text in html, text
     assert html.count("<tr>") >= len(search.trials) + 1 + len(result.params)

@@ -1,4 +1,5 @@
 """A real search: local Ray, Optuna + ASHA, MLflow (SQLite) read back after the fact."""
+
 import json
 import re
 import textwrap
@@ -73,7 +74,8 @@ def test_search_logs_every_trial_under_its_parent(tmp_path, ray_session, capfd):
     view = json.loads(json.loads(exp.tags[tracking.VIEW_TAG_PREFIX + tracking.trials_view_key(parent.info.run_id)])["state"])
     assert view == tracking.trials_view_state(parent.info.run_id, [["val/delta_m", "max"]], ["p", "lr"])
     assert ui.trials_url(uri, "e2e_gemtl", base_url="http://127.0.0.1:5000") == tracking.trials_url(
-        "http://127.0.0.1:5000", exp.experiment_id, parent.info.run_id)
+        "http://127.0.0.1:5000", exp.experiment_id, parent.info.run_id
+    )
     _mtlsearch_ui_serves_the_store(uri, tracking.trials_url("http://127.0.0.1:{port}", exp.experiment_id, parent.info.run_id))
 
     statuses = set()
@@ -85,8 +87,9 @@ def test_search_logs_every_trial_under_its_parent(tmp_path, ray_session, capfd):
         assert -1.0 <= float(params["p"]) <= 2.0 and 1e-3 <= float(params["lr"]) <= 1e-2
         assert params["method"] == "gemtl"
         # Readable in a list, e.g. "gemtl p=0.54 lr=5.9e-3 (1a2b3c4d)".
-        assert run.info.run_name == trial_run_name(run.data.tags[TAG_TRIAL], {
-            "method": "gemtl", "p": float(params["p"]), "lr": float(params["lr"])}, ["p", "lr"]), run.info.run_name
+        assert run.info.run_name == trial_run_name(
+            run.data.tags[TAG_TRIAL], {"method": "gemtl", "p": float(params["p"]), "lr": float(params["lr"])}, ["p", "lr"]
+        ), run.info.run_name
         # Only DESIGN.md's metric names: no pid, timestamps, trial ids or config copies.
         for key in run.data.metrics:
             assert key.split("/")[0] in {"train", "val", "test", "weights"}, key
@@ -174,11 +177,48 @@ def test_bundled_nyuv2_space_on_generated_data_with_a_relative_data_root(tmp_pat
 
     monkeypatch.chdir(tmp_path)
     generate("nyuv2", "data", train=12, test=3, size=(32, 48), seed=0)
-    assert references_main(["--benchmark", "nyuv2", "--data-root", "data", "--epochs", "1", "--lrs", "1e-4",
-                            "--seeds", "0", "--batch-size", "8", "--device", "cpu"]) == 0
+    assert (
+        references_main(
+            [
+                "--benchmark",
+                "nyuv2",
+                "--data-root",
+                "data",
+                "--epochs",
+                "1",
+                "--lrs",
+                "1e-4",
+                "--seeds",
+                "0",
+                "--batch-size",
+                "8",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    code = main(["--space", "nyuv2_gemtl_p", "--data-root", "data", "--num-samples", "2", "--max-epochs", "1",
-                 "--gpus-per-trial", "0", "--cpus-per-trial", "1", "--storage", str(tmp_path / "ray"), "--tracking-uri", uri])
+    code = main(
+        [
+            "--space",
+            "nyuv2_gemtl_p",
+            "--data-root",
+            "data",
+            "--num-samples",
+            "2",
+            "--max-epochs",
+            "1",
+            "--gpus-per-trial",
+            "0",
+            "--cpus-per-trial",
+            "1",
+            "--storage",
+            str(tmp_path / "ray"),
+            "--tracking-uri",
+            uri,
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     assert "2 trials, 0 errored" in out

@@ -1,5 +1,6 @@
 """``perf/search_time.py``: its per-trial accounting splits a trial's time, from the driver's start to
 its end, into phases that add up to it (the script itself runs a whole search: not run here)."""
+
 import importlib.util
 from pathlib import Path
 
@@ -17,9 +18,19 @@ def _script():
 
 def test_trial_phases_add_up_to_the_trials_time():
     st = _script()
-    marks = [("enter", 10.5), ("imported", 14.0), ("data", 16.0), ("built", 17.0), ("ready", 17.1),
-             ("trained", 18.0), ("saved", 18.1), ("reported", 18.3),  # epoch 1
-             ("trained", 19.0), ("saved", 19.1), ("exit", 19.2)]  # epoch 2, then stopped in its report
+    marks = [
+        ("enter", 10.5),
+        ("imported", 14.0),
+        ("data", 16.0),
+        ("built", 17.0),
+        ("ready", 17.1),
+        ("trained", 18.0),
+        ("saved", 18.1),
+        ("reported", 18.3),  # epoch 1
+        ("trained", 19.0),
+        ("saved", 19.1),
+        ("exit", 19.2),
+    ]  # epoch 2, then stopped in its report
     phases = st.trial_phases([{"event": e, "t": t} for e, t in marks], start=10.0, end=20.0)
     assert phases["epochs_n"] == 2
     assert phases["epochs"] == pytest.approx(0.9 + 0.7)  # ready -> trained, reported -> trained

@@ -1,5 +1,6 @@
 """Search-space YAML: loading and translation.  The errors a user meets (and the CLI's exit code 2)
 are one table in tests/test_bad_input.py."""
+
 import textwrap
 
 from mtlsearch import spaces
@@ -31,8 +32,13 @@ def test_gemtl_p_searches_p_and_lr():
 def test_define_by_run_samples_conditionals_only_when_active(tmp_path):
     import optuna
 
-    path = write(tmp_path, GOOD.replace("  method: gemtl\n  p: {uniform: [-1.0, 2.0]}",
-                                        "  method: {choice: [ew, gemtl]}\n  p: {uniform: [-1.0, 2.0], when: {method: gemtl}}"))
+    path = write(
+        tmp_path,
+        GOOD.replace(
+            "  method: gemtl\n  p: {uniform: [-1.0, 2.0]}",
+            "  method: {choice: [ew, gemtl]}\n  p: {uniform: [-1.0, 2.0], when: {method: gemtl}}",
+        ),
+    )
     space = spaces.load_space(path)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     seen = set()
@@ -49,8 +55,8 @@ def test_random_searcher_grid_with_conditional_parameters(tmp_path):
     from mtlsearch.config import TrialConfig
 
     text = GOOD.replace("searcher: {type: optuna, sampler: tpe, seed: 0}", "searcher: {type: random, seed: 0}").replace(
-        "  method: gemtl\n  p: {uniform: [-1.0, 2.0]}",
-        "  method: {grid: [ew, gemtl]}\n  p: {uniform: [-1.0, 2.0], when: {method: gemtl}}")
+        "  method: gemtl\n  p: {uniform: [-1.0, 2.0]}", "  method: {grid: [ew, gemtl]}\n  p: {uniform: [-1.0, 2.0], when: {method: gemtl}}"
+    )
     space = spaces.load_space(write(tmp_path, text))
     configs = [spec["config"] for _ in range(3) for _, spec in generate_variants({"config": space.tune_param_space()})]
     assert sorted(c["method"] for c in configs) == ["ew"] * 3 + ["gemtl"] * 3

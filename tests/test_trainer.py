@@ -1,4 +1,5 @@
 """The training core on its own: data rules, determinism, checkpoint continuity, Δm, validation."""
+
 import pytest
 import torch
 
@@ -50,8 +51,7 @@ def test_same_config_and_seed_give_the_same_metrics():
     assert other_seed != first
 
 
-@pytest.mark.parametrize("method", [{"method": "ew"}, {"method": "gemtl", "p": -1.0},
-                                    {"method": "ew", "lr_step_size": 1, "lr_gamma": 0.5}])
+@pytest.mark.parametrize("method", [{"method": "ew"}, {"method": "gemtl", "p": -1.0}, {"method": "ew", "lr_step_size": 1, "lr_gamma": 0.5}])
 def test_checkpoint_restore_continues_exactly(tmp_path, method):
     cfg = {**BASE, **method}
     _, straight = _run(cfg)

@@ -1,6 +1,7 @@
 """``mtlsearch ui`` and the ``mtlsearch`` dispatcher without a browser or a server: the view the launcher
 writes (tracking.trials_view_state), the URL and command it prints, bad input (one line, exit 2).
 The UI itself is checked in headless Chromium by tests/test_browser.py."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,7 @@ def test_trials_view_lists_the_search_trials_best_first_with_their_params_and_ob
     state = tracking.trials_view_state("abc123", [["val/delta_m", "max"]], ["p", "lr", "method"])
     assert state["searchFilter"] == "tags.`mlflow.parentRunId` = 'abc123'"
     assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`val/delta_m`", False)
-    assert state["selectedColumns"] == ["params.`method`", "params.`p`", "params.`lr`", "metrics.`val/delta_m`",
-                                        "tags.`mtlsearch.status`"]
+    assert state["selectedColumns"] == ["params.`method`", "params.`p`", "params.`lr`", "metrics.`val/delta_m`", "tags.`mtlsearch.status`"]
     assert state["columnOrder"] == ["attributes.`Run Name`", *state["selectedColumns"], "runDateAndNestInfo", "duration"]
     # A minimised objective sorts ascending; every objective of a multi-objective search is a column.
     two = tracking.trials_view_state("abc123", [["val/loss", "min"], ["val/acc", "max"]], [])
@@ -37,11 +37,11 @@ def test_trials_view_tag_is_the_ui_saved_view_envelope():
 
 def test_url_and_command_the_launcher_prints():
     url = tracking.trials_url("http://127.0.0.1:5000/", "7", "abc123")
-    assert url == ("http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
-                   "&viewStateShareKey=mtlsearch-trials-abc123")
+    assert url == ("http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey=mtlsearch-trials-abc123")
     assert tracking.ui_command("http://127.0.0.1:5000", "gemtl_p", "7", "abc123") == url
     assert tracking.ui_command("sqlite:////data/mlflow.db", "gemtl_p", "7", "abc123") == (
-        "python -m mtlsearch ui --tracking-uri sqlite:////data/mlflow.db --experiment gemtl_p")
+        "python -m mtlsearch ui --tracking-uri sqlite:////data/mlflow.db --experiment gemtl_p"
+    )
 
 
 def test_ui_without_a_store_is_one_line_and_exit_2(tmp_path, capsys):
@@ -65,7 +65,6 @@ def test_dispatcher(capsys):
     out = capsys.readouterr().out
     assert all(f"  {name} " in out for name in SUBCOMMANDS)
     # `python -m mtlsearch` and the console script run the same dispatcher.
-    proc = subprocess.run([sys.executable, "-m", "mtlsearch", "ui", "--help"], capture_output=True, text=True, cwd=ROOT,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "mtlsearch", "ui", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0 and "--no-browser" in proc.stdout and "--tracking-uri" in proc.stdout
     assert 'mtlsearch = "mtlsearch.__main__:main"' in (ROOT / "pyproject.toml").read_text()

@@ -26,6 +26,7 @@ Measuring aid: with ``MTLSEARCH_TIMINGS=FOLDER`` set for the workers, each attem
 times of its phases (entered, imports done, data ready, model built, and per epoch: trained,
 checkpoint saved, reported) to ``FOLDER/<trial id>-<pid>.jsonl`` (``perf/search_time.py`` reads them).
 """
+
 from __future__ import annotations
 
 import json
@@ -160,8 +161,10 @@ def train_mtl(config: dict) -> None:
                 trainer.load(os.path.join(folder, CHECKPOINT_FILE))
             except Exception as err:  # a pickle/zip/torch error, whatever the damage
                 why = (str(err).strip().splitlines() or [""])[0][:200]
-                raise UnreadableCheckpointError(f"checkpoint {checkpoint.path} cannot be read ({type(err).__name__}: {why}); "
-                                                "the trial's earlier epochs are kept, it is not retried") from None
+                raise UnreadableCheckpointError(
+                    f"checkpoint {checkpoint.path} cannot be read ({type(err).__name__}: {why}); "
+                    "the trial's earlier epochs are kept, it is not retried"
+                ) from None
     fault_at = int(os.environ.get(FAULT_ENV, 0) or 0)
     started_at = trainer.epoch
     timings.mark("ready", epoch=started_at)

@@ -5,6 +5,7 @@
 most weight (``w_t = softmax(L / T)_t``).  ``temperature`` is declared as a hyperparameter, so a space
 can search it: ``temperature: {loguniform: [0.1, 10.0]}``.
 """
+
 import torch
 
 from mtlsearch.balancing import HParam, LossBalancing

@@ -13,6 +13,7 @@ The model is any ``nn.Module`` returning ``{task: prediction}`` with a ``shared_
 
     python -m mtlsearch.launch --space examples/custom_mtl/space.yaml
 """
+
 import numpy as np
 import torch
 from torch import nn

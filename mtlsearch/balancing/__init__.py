@@ -1,4 +1,5 @@
 """Balancing methods: one small module per method, registered here by name."""
+
 from __future__ import annotations
 
 from mtlsearch.errors import ConfigError, choices
@@ -36,10 +37,36 @@ from .uw_so import UWSO
 METHODS: dict[str, type[Balancing]] = {
     cls.name: cls
     for cls in (
-        EW, GeMTL, IMTLL, IMTLG, IMTLH,
-        MGDA, PCGrad, GradDrop, GradVac, CAGrad, NashMTL, AlignedMTL, UPGrad, FairGrad,
-        UW, DWA, GLS, RLW, GradNorm, FAMO, DBMTL, STCH,
-        Static, SI, UWSO, GO4Align, LDCMTL, MoCo, SDMGrad, ExcessMTL,
+        EW,
+        GeMTL,
+        IMTLL,
+        IMTLG,
+        IMTLH,
+        MGDA,
+        PCGrad,
+        GradDrop,
+        GradVac,
+        CAGrad,
+        NashMTL,
+        AlignedMTL,
+        UPGrad,
+        FairGrad,
+        UW,
+        DWA,
+        GLS,
+        RLW,
+        GradNorm,
+        FAMO,
+        DBMTL,
+        STCH,
+        Static,
+        SI,
+        UWSO,
+        GO4Align,
+        LDCMTL,
+        MoCo,
+        SDMGrad,
+        ExcessMTL,
     )
 }
 
@@ -53,13 +80,36 @@ def get_method(name: str) -> type[Balancing]:
     try:
         return METHODS[name]
     except KeyError:
-        raise ConfigError(f"unknown method {name!r}; choose one of {choices(METHODS)} or your own as 'module:Class' "
-                          "or 'path/file.py:Class'", field="method") from None
+        raise ConfigError(
+            f"unknown method {name!r}; choose one of {choices(METHODS)} or your own as 'module:Class' or 'path/file.py:Class'",
+            field="method",
+        ) from None
 
 
 __all__ = [
-    "Balancing", "GradBalancing", "GradResult", "HParam", "LossBalancing", "METHODS", "get_method",
-    "NonPositiveLossError", "power_mean",
-    "DBMTL", "DWA", "FAMO", "GLS", "GradNorm", "RLW", "STCH", "UW",
-    "ExcessMTL", "GO4Align", "LDCMTL", "MoCo", "SDMGrad", "SI", "Static", "UWSO",
+    "Balancing",
+    "GradBalancing",
+    "GradResult",
+    "HParam",
+    "LossBalancing",
+    "METHODS",
+    "get_method",
+    "NonPositiveLossError",
+    "power_mean",
+    "DBMTL",
+    "DWA",
+    "FAMO",
+    "GLS",
+    "GradNorm",
+    "RLW",
+    "STCH",
+    "UW",
+    "ExcessMTL",
+    "GO4Align",
+    "LDCMTL",
+    "MoCo",
+    "SDMGrad",
+    "SI",
+    "Static",
+    "UWSO",
 ]

@@ -6,6 +6,7 @@ over ``d``), solved in float64 NumPy on the CPU where T is small; only GradDrop 
 elementwise.  The Gramian is formed in ``G``'s dtype (float32 for float32 / bf16 inputs, so no
 float64 copy of a model-sized matrix is ever made) and then promoted to float64.
 """
+
 from __future__ import annotations
 
 import warnings

@@ -1,5 +1,6 @@
 """Buffers whose shape is known only at the first step (per-task state of size ``[T, d]``, where
 ``d`` is the number of shared parameters or of representation entries)."""
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -28,8 +29,10 @@ class LazyStateMixin(nn.Module):
             buf = torch.zeros(shape, dtype=like.dtype, device=like.device)
             setattr(self, name, buf)  # nn.Module keeps it a registered buffer
         elif tuple(buf.shape) != tuple(shape):
-            raise ValueError(f"{getattr(self, 'name', type(self).__name__)}: state {name!r} has shape "
-                             f"{tuple(buf.shape)} but this step's gradients need {tuple(shape)}")
+            raise ValueError(
+                f"{getattr(self, 'name', type(self).__name__)}: state {name!r} has shape "
+                f"{tuple(buf.shape)} but this step's gradients need {tuple(shape)}"
+            )
         return buf
 
     def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:

@@ -14,6 +14,7 @@
 
 Every solver returns ``(solution, converged)``; the callers count and report non-convergence.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -215,9 +216,7 @@ def _fista_on_simplex(
     return w, float(w @ g_w - np.min(g_w)) <= tol * (1.0 + abs(f_w))
 
 
-def solve_power_equation(
-    k: np.ndarray, a: float, ridge: float = 1e-10, tol: float = 1e-10, max_iter: int = 200
-) -> tuple[np.ndarray, bool]:
+def solve_power_equation(k: np.ndarray, a: float, ridge: float = 1e-10, tol: float = 1e-10, max_iter: int = 200) -> tuple[np.ndarray, bool]:
     """Solve ``K w = w^(-1/a)`` with ``w > 0`` (a > 0): Nash-MTL for a = 1, FairGrad in general.
 
     It is the stationarity condition of the strictly convex ``f(w) = 1/2 w^T K w - sum_i h(w_i)``

@@ -13,6 +13,7 @@ float64 Gramian it keeps eigenvalues of ~1e-7 lambda_max that this (float32 eps,
 ``torch.finfo().eps``) drops; both differences are asserted in ``tests/test_peers.py``.
 Modes: "param" (default, Aligned-MTL) and "rep" (the paper's Aligned-MTL-UB).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -15,6 +15,7 @@ A method declares its hyperparameters in ``hyperparams`` so that configs are val
 trial starts; it may own learnable parameters (``nn.Parameter``) and buffers, which the trainer
 optimises and checkpoints like the model's.
 """
+
 from __future__ import annotations
 
 import math

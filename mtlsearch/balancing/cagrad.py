@@ -21,6 +21,7 @@ TorchJD does not rescale (``cagrad_rescale = 0`` here); both differences are ass
 ``tests/test_peers.py``.  If the dual does not reach its tolerance, the last iterate is used and
 the event counted in ``cagrad/solver_failures``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -86,10 +87,16 @@ class CAGrad(SolverMethod):
     name = "cagrad"
     reference = "Liu et al., Conflict-Averse Gradient Descent for Multi-task Learning, NeurIPS 2021"
     hyperparams = {
-        "cagrad_c": HParam(float, 0.5, "radius of the ball around the mean gradient, relative to its norm",
-                           check=lambda v: v >= 0.0, allowed="a number >= 0"),
-        "cagrad_rescale": HParam(int, 1, "divide the update by 1 (0), 1 + c^2 (1) or 1 + c (2)",
-                                 check=lambda v: v in (0, 1, 2), allowed="0, 1 or 2"),
+        "cagrad_c": HParam(
+            float,
+            0.5,
+            "radius of the ball around the mean gradient, relative to its norm",
+            check=lambda v: v >= 0.0,
+            allowed="a number >= 0",
+        ),
+        "cagrad_rescale": HParam(
+            int, 1, "divide the update by 1 (0), 1 + c^2 (1) or 1 + c (2)", check=lambda v: v in (0, 1, 2), allowed="0, 1 or 2"
+        ),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
     cagrad_c: float

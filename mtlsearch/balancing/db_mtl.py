@@ -1,4 +1,5 @@
 """DB-MTL: dual balancing, of loss scales (log-losses) and of gradient magnitudes (to the largest)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -52,10 +53,12 @@ class DBMTL(GradBalancing):
     name = "db_mtl"
     reference = "Lin et al., Dual-Balancing for Multi-Task Learning, arXiv 2308.12029, 2023"
     hyperparams = {
-        "db_mtl_beta": HParam(float, 0.9, "EMA factor of the gradient norms (0: current norms only)",
-                              check=lambda v: 0 <= v < 1, allowed="a number in [0, 1)"),
-        "db_mtl_beta_sigma": HParam(float, 0.0, "decay of the EMA factor: beta_k = beta / k^sigma at step k",
-                                    check=lambda v: v >= 0, allowed="a number >= 0"),
+        "db_mtl_beta": HParam(
+            float, 0.9, "EMA factor of the gradient norms (0: current norms only)", check=lambda v: 0 <= v < 1, allowed="a number in [0, 1)"
+        ),
+        "db_mtl_beta_sigma": HParam(
+            float, 0.0, "decay of the EMA factor: beta_k = beta / k^sigma at step k", check=lambda v: v >= 0, allowed="a number >= 0"
+        ),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
     db_mtl_beta: float

@@ -1,4 +1,5 @@
 """Dynamic weight average (DWA): weights from the recent rate of change of each task's loss."""
+
 from __future__ import annotations
 
 from typing import Any

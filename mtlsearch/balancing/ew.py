@@ -1,4 +1,5 @@
 """Equal weighting: the plain sum of task losses (LibMTL's EW)."""
+
 from __future__ import annotations
 
 from torch import Tensor

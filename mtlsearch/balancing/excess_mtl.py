@@ -1,4 +1,5 @@
 """ExcessMTL: robust MTL weighting by each task's estimated excess risk (He et al., ICML 2024)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -45,8 +46,9 @@ class ExcessMTL(LazyStateMixin, GradBalancing):
     name = "excess_mtl"
     reference = "He et al., Robust Multi-Task Learning with Excess Risks, ICML 2024"
     hyperparams = {
-        "excess_mtl_step": HParam(float, 0.01, "step size eta of the exponentiated weight update",
-                                  check=lambda v: v >= 0, allowed="a number >= 0"),
+        "excess_mtl_step": HParam(
+            float, 0.01, "step size eta of the exponentiated weight update", check=lambda v: v >= 0, allowed="a number >= 0"
+        ),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
     excess_mtl_step: float

@@ -17,6 +17,7 @@ of the gradients vanishes; a zero gradient gets weight 0).  If Newton does not r
 tolerance, its last iterate is used (``1/T`` if it is not finite) and the event is counted in
 ``fairgrad/solver_failures``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -42,8 +43,13 @@ class FairGrad(SolverMethod):
     name = "fairgrad"
     reference = "Ban & Ji, Fair Resource Allocation in Multi-Task Learning, ICML 2024"
     hyperparams = {
-        "fairgrad_alpha": HParam(float, 1.0, "fairness exponent (1: proportional, larger: towards max-min)",
-                                 check=lambda v: 0.1 <= v <= 20.0, allowed="a number in [0.1, 20]"),
+        "fairgrad_alpha": HParam(
+            float,
+            1.0,
+            "fairness exponent (1: proportional, larger: towards max-min)",
+            check=lambda v: 0.1 <= v <= 20.0,
+            allowed="a number in [0.1, 20]",
+        ),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
     fairgrad_alpha: float

@@ -1,4 +1,5 @@
 """FAMO: fast adaptive multitask optimization (O(1) per step: no per-task gradients)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -52,10 +53,8 @@ class FAMO(LossBalancing):
     name = "famo"
     reference = "Liu et al., FAMO: Fast Adaptive Multitask Optimization, NeurIPS 2023"
     hyperparams = {
-        "famo_lr": HParam(float, 0.025, "Adam learning rate of the task logits", check=lambda v: v > 0,
-                          allowed="a number > 0"),
-        "famo_gamma": HParam(float, 0.001, "weight decay (L2) of the task logits", check=lambda v: v >= 0,
-                             allowed="a number >= 0"),
+        "famo_lr": HParam(float, 0.025, "Adam learning rate of the task logits", check=lambda v: v > 0, allowed="a number > 0"),
+        "famo_gamma": HParam(float, 0.001, "weight decay (L2) of the task logits", check=lambda v: v >= 0, allowed="a number >= 0"),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
     famo_lr: float

@@ -12,6 +12,7 @@ losses within a factor 1e3 of each other.  (The released GeMTL code switches at 
 Losses must be positive: a non-positive one raises :class:`NonPositiveLossError` (at once on the
 CPU; at the end of the epoch on a GPU, where a per-step check would be a host sync).
 """
+
 from __future__ import annotations
 
 import math

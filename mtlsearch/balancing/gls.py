@@ -1,4 +1,5 @@
 """Geometric loss strategy (GLS): the geometric mean of the task losses."""
+
 from __future__ import annotations
 
 from torch import Tensor

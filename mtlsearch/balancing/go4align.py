@@ -1,4 +1,5 @@
 """GO4Align: group optimisation for multi-task alignment (risk-guided weights, clustered into groups)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -79,10 +80,10 @@ class GO4Align(LossBalancing):
     name = "go4align"
     reference = "Shen et al., GO4Align: Group Optimization for Multi-Task Alignment, NeurIPS 2024"
     hyperparams = {
-        "go4align_groups": HParam(int, 2, "number of task groups (k of the k-means)", check=lambda v: v >= 1,
-                                  allowed="an integer >= 1"),
-        "go4align_step": HParam(float, 1e-4, "step size eta of the exponentiated risk update",
-                                check=lambda v: v >= 0, allowed="a number >= 0"),
+        "go4align_groups": HParam(int, 2, "number of task groups (k of the k-means)", check=lambda v: v >= 1, allowed="an integer >= 1"),
+        "go4align_step": HParam(
+            float, 1e-4, "step size eta of the exponentiated risk update", check=lambda v: v >= 0, allowed="a number >= 0"
+        ),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
     go4align_groups: int

@@ -17,6 +17,7 @@ feature; the balancing interface receives the flattened ``[T, d]`` matrix withou
 structure or the activations, so purity and mask are per coordinate of G (per example and
 feature in rep mode, per parameter entry in param mode).
 """
+
 from __future__ import annotations
 
 import torch
@@ -51,8 +52,11 @@ class GradDrop(GradBalancing):
     reference = "Chen et al., Just Pick a Sign: Gradient Sign Dropout, NeurIPS 2020"
     hyperparams = {
         "graddrop_leak": HParam(
-            float, 0.0, "fraction of the dropped gradients that leaks through",
-            check=lambda v: 0.0 <= v <= 1.0, allowed="a number in [0, 1]",
+            float,
+            0.0,
+            "fraction of the dropped gradients that leaks through",
+            check=lambda v: 0.0 <= v <= 1.0,
+            allowed="a number in [0, 1]",
         ),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).

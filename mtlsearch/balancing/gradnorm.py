@@ -1,4 +1,5 @@
 """GradNorm: learned task weights that equalise the tasks' gradient norms, scaled by training rates."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -60,18 +61,22 @@ class GradNorm(GradBalancing):
     """
 
     name = "gradnorm"
-    reference = (
-        "Chen et al., GradNorm: Gradient Normalization for Adaptive Loss Balancing in Deep Multitask "
-        "Networks, ICML 2018"
-    )
+    reference = "Chen et al., GradNorm: Gradient Normalization for Adaptive Loss Balancing in Deep Multitask Networks, ICML 2018"
     hyperparams = {
-        "gradnorm_alpha": HParam(float, 1.5, "strength alpha of the pull towards equal training rates",
-                                 check=lambda v: v >= 0, allowed="a number >= 0"),
-        "gradnorm_lr": HParam(float, 0.025, "learning rate of the task weights' own gradient step",
-                              check=lambda v: v > 0, allowed="a number > 0"),
-        "gradnorm_warmup_epochs": HParam(int, 1, "epochs trained with equal weights before GradNorm starts; "
-                                         "L(0) is then the first epoch's mean loss (0: the first step's losses)",
-                                         check=lambda v: v >= 0, allowed="an integer >= 0"),
+        "gradnorm_alpha": HParam(
+            float, 1.5, "strength alpha of the pull towards equal training rates", check=lambda v: v >= 0, allowed="a number >= 0"
+        ),
+        "gradnorm_lr": HParam(
+            float, 0.025, "learning rate of the task weights' own gradient step", check=lambda v: v > 0, allowed="a number > 0"
+        ),
+        "gradnorm_warmup_epochs": HParam(
+            int,
+            1,
+            "epochs trained with equal weights before GradNorm starts; "
+            "L(0) is then the first epoch's mean loss (0: the first step's losses)",
+            check=lambda v: v >= 0,
+            allowed="an integer >= 0",
+        ),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
     gradnorm_alpha: float

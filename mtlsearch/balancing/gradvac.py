@@ -19,6 +19,7 @@ so the correction stays finite.  TorchJD's GradVac adds ``eps = 1e-8`` to the co
 correction's denominators and, when a corrected gradient vanishes (two opposite gradients), takes
 its cosine as ~0 and moves the targets towards it, where this skips the pair (``tests/test_peers.py``).
 """
+
 from __future__ import annotations
 
 import math
@@ -34,9 +35,7 @@ from .base import GradBalancing, GradResult, HParam
 PHI_MAX = 1.0 - 1e-12
 
 
-def gradvac_coefficients(
-    k: np.ndarray, targets: np.ndarray, beta: float, orders: Sequence[Sequence[int]]
-) -> tuple[np.ndarray, np.ndarray]:
+def gradvac_coefficients(k: np.ndarray, targets: np.ndarray, beta: float, orders: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     """``(C, new_targets)``: ``g_i^GV = sum_k C_ik g_k``; ``orders[i]`` lists the tasks j != i."""
     t = k.shape[0]
     c = np.eye(t)
@@ -69,8 +68,11 @@ class GradVac(GradBalancing):
     reference = "Wang et al., Gradient Vaccine, ICLR 2021"
     hyperparams = {
         "gradvac_beta": HParam(
-            float, 0.01, "EMA rate of the target cosine similarities",
-            check=lambda v: 0.0 <= v <= 1.0, allowed="a number in [0, 1]",
+            float,
+            0.01,
+            "EMA rate of the target cosine similarities",
+            check=lambda v: 0.0 <= v <= 1.0,
+            allowed="a number in [0, 1]",
         ),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).

@@ -35,6 +35,7 @@ its own updates on nearby full-rank G; and for parallel gradients of different n
 weights with the right proportions have equal projections) the two pick different solutions.
 Both asserted in ``tests/test_peers.py``.
 """
+
 from __future__ import annotations
 
 from typing import Any

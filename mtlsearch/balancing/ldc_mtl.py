@@ -1,4 +1,5 @@
 """LDC-MTL: loss discrepancy control with learned (router) weights, first-order bilevel penalty."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -39,8 +40,7 @@ class LDCMTL(LossBalancing):
     name = "ldc_mtl"
     reference = "Xiao et al., LDC-MTL: Balancing Multi-Task Learning through Scalable Loss Discrepancy Control, arXiv 2502.08585"
     hyperparams = {
-        "ldc_mtl_lambda": HParam(float, 0.05, "weight of the loss-discrepancy penalty", check=lambda v: v >= 0,
-                                 allowed="a number >= 0"),
+        "ldc_mtl_lambda": HParam(float, 0.05, "weight of the loss-discrepancy penalty", check=lambda v: v >= 0, allowed="a number >= 0"),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
     ldc_mtl_lambda: float

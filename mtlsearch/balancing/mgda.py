@@ -20,6 +20,7 @@ solved on ``g_t / n_t`` with n_t = 1 ("none", default), ``||g_t||`` ("l2"), ``L_
 ``L_t ||g_t||`` ("loss+"); as in the released code the weights found then multiply the
 *unnormalised* task gradients (LibMTL instead applies them to the normalised ones).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,8 +44,11 @@ class MGDA(SolverMethod):
     reference = "Sener & Koltun, Multi-Task Learning as Multi-Objective Optimization, NeurIPS 2018"
     hyperparams = {
         "mgda_normalization": HParam(
-            str, "none", "gradient normalisation before the min-norm solve",
-            check=lambda v: v in NORMALIZATIONS, allowed=", ".join(NORMALIZATIONS),
+            str,
+            "none",
+            "gradient normalisation before the min-norm solve",
+            check=lambda v: v in NORMALIZATIONS,
+            allowed=", ".join(NORMALIZATIONS),
         ),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).

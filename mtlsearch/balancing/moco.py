@@ -1,4 +1,5 @@
 """MoCo: multi-objective gradient correction with tracked gradients (Fernando et al., ICLR 2023)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -42,16 +43,11 @@ class MoCo(LazyStateMixin, GradBalancing):
     name = "moco"
     reference = "Fernando et al., Mitigating Gradient Bias in Multi-objective Learning: A Provably Convergent Approach, ICLR 2023"
     hyperparams = {
-        "moco_beta": HParam(float, 0.5, "step size of the gradient tracking", check=lambda v: 0 < v <= 1,
-                            allowed="a number in (0, 1]"),
-        "moco_beta_sigma": HParam(float, 0.5, "decay: beta_k = beta / k^sigma", check=lambda v: v >= 0,
-                                  allowed="a number >= 0"),
-        "moco_gamma": HParam(float, 0.1, "step size of the weights lambda", check=lambda v: v > 0,
-                             allowed="a number > 0"),
-        "moco_gamma_sigma": HParam(float, 0.5, "decay: gamma_k = gamma / k^sigma", check=lambda v: v >= 0,
-                                   allowed="a number >= 0"),
-        "moco_rho": HParam(float, 0.0, "L2 regularisation of the lambda update", check=lambda v: v >= 0,
-                           allowed="a number >= 0"),
+        "moco_beta": HParam(float, 0.5, "step size of the gradient tracking", check=lambda v: 0 < v <= 1, allowed="a number in (0, 1]"),
+        "moco_beta_sigma": HParam(float, 0.5, "decay: beta_k = beta / k^sigma", check=lambda v: v >= 0, allowed="a number >= 0"),
+        "moco_gamma": HParam(float, 0.1, "step size of the weights lambda", check=lambda v: v > 0, allowed="a number > 0"),
+        "moco_gamma_sigma": HParam(float, 0.5, "decay: gamma_k = gamma / k^sigma", check=lambda v: v >= 0, allowed="a number >= 0"),
+        "moco_rho": HParam(float, 0.0, "L2 regularisation of the lambda update", check=lambda v: v >= 0, allowed="a number >= 0"),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
     moco_beta: float

@@ -28,6 +28,7 @@ iterate moves by less than 1e-6, starting from the previous step's weights, so i
 this solution only to its solver's accuracy; the peer check (``tests/test_peers.py``) asserts that ours has the smaller
 residual of the raw-Gramian equation on every case.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -56,10 +57,12 @@ class NashMTL(SolverMethod):
     name = "nash_mtl"
     reference = "Navon et al., Multi-Task Learning as a Bargaining Game, ICML 2022"
     hyperparams = {
-        "nash_update_every": HParam(int, 1, "recompute the weights every N steps, reuse them in between",
-                                    check=lambda v: v >= 1, allowed="an integer >= 1"),
-        "nash_max_norm": HParam(float, 1.0, "upper bound on the norm of the update (0: no bound)",
-                                check=lambda v: v >= 0.0, allowed="a number >= 0"),
+        "nash_update_every": HParam(
+            int, 1, "recompute the weights every N steps, reuse them in between", check=lambda v: v >= 1, allowed="an integer >= 1"
+        ),
+        "nash_max_norm": HParam(
+            float, 1.0, "upper bound on the norm of the update (0: no bound)", check=lambda v: v >= 0.0, allowed="a number >= 0"
+        ),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
     nash_update_every: int

@@ -15,6 +15,7 @@ trainer), one permutation per task per step.  Modes: "param" (the paper's, defau
 TorchJD's PCGrad skips j = i; the released code (and this) projects g_i^PC off g_i too when they
 conflict, which can happen after several projections when T > d (asserted in ``tests/test_peers.py``).
 """
+
 from __future__ import annotations
 
 from typing import Sequence

@@ -1,4 +1,5 @@
 """Random loss weighting (RLW): fresh random task weights at every step."""
+
 from __future__ import annotations
 
 import torch
@@ -24,10 +25,7 @@ class RLW(LossBalancing):
     """
 
     name = "rlw"
-    reference = (
-        "Lin et al., Reasonable Effectiveness of Random Weighting: A Litmus Test for Multi-Task "
-        "Learning, TMLR 2022"
-    )
+    reference = "Lin et al., Reasonable Effectiveness of Random Weighting: A Litmus Test for Multi-Task Learning, TMLR 2022"
 
     def sample_weights(self, device: torch.device | str = "cpu") -> Tensor:
         """One draw of the weights ``[T]`` (advances torch's global generator of ``device``)."""

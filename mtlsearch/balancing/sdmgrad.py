@@ -1,4 +1,5 @@
 """SDMGrad: stochastic direction-oriented multi-objective gradient descent (Xiao et al., NeurIPS 2023)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -59,12 +60,15 @@ class SDMGrad(GradBalancing):
     name = "sdmgrad"
     reference = "Xiao et al., Direction-oriented Multi-objective Learning: Simple and Provable Stochastic Algorithms, NeurIPS 2023"
     hyperparams = {
-        "sdmgrad_lambda": HParam(float, 0.3, "pull towards the mean gradient", check=lambda v: v >= 0,
-                                 allowed="a number >= 0"),
-        "sdmgrad_niter": HParam(int, 20, "inner steps on the weights per step", check=lambda v: v >= 1,
-                                allowed="an integer >= 1"),
-        "sdmgrad_inner_lr": HParam(float, 5.0, "learning rate of the inner SGD on the weights (LibMTL 5, released code 10)",
-                                   check=lambda v: v > 0, allowed="a number > 0"),
+        "sdmgrad_lambda": HParam(float, 0.3, "pull towards the mean gradient", check=lambda v: v >= 0, allowed="a number >= 0"),
+        "sdmgrad_niter": HParam(int, 20, "inner steps on the weights per step", check=lambda v: v >= 1, allowed="an integer >= 1"),
+        "sdmgrad_inner_lr": HParam(
+            float,
+            5.0,
+            "learning rate of the inner SGD on the weights (LibMTL 5, released code 10)",
+            check=lambda v: v > 0,
+            allowed="a number > 0",
+        ),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
     sdmgrad_lambda: float
@@ -81,8 +85,7 @@ class SDMGrad(GradBalancing):
         self.register_buffer("w", torch.full((num_tasks,), 1.0 / num_tasks, dtype=torch.float64))
 
     def forward(self, grads: Tensor, losses: Tensor) -> GradResult:
-        w = sdmgrad_inner(gramian(grads), self.w.cpu().numpy().copy(), self.sdmgrad_lambda, self.sdmgrad_niter,
-                          self.sdmgrad_inner_lr)
+        w = sdmgrad_inner(gramian(grads), self.w.cpu().numpy().copy(), self.sdmgrad_lambda, self.sdmgrad_niter, self.sdmgrad_inner_lr)
         self.w.copy_(torch.from_numpy(w))
         lam = self.sdmgrad_lambda
         return GradResult(weights=to_weights((w + lam / self.num_tasks) / (1 + lam), grads))

@@ -1,4 +1,5 @@
 """SI: scale-invariant loss, the sum of the log-losses."""
+
 from __future__ import annotations
 
 from torch import Tensor

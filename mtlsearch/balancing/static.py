@@ -1,4 +1,5 @@
 """Static: fixed task weights, one per task, tuned like any other hyperparameter."""
+
 from __future__ import annotations
 
 import math
@@ -11,9 +12,11 @@ from .base import HParam, LossBalancing
 
 
 def _positive_numbers(value: Any) -> bool:
-    return not value or all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in value
-    ) and sum(value) > 0
+    return (
+        not value
+        or all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in value)
+        and sum(value) > 0
+    )
 
 
 class Static(LossBalancing):
@@ -35,9 +38,13 @@ class Static(LossBalancing):
     name = "static"
     reference = "Tuned static weights (Xin et al. 2022; Kurin et al. 2022; Royer et al. 2023)"
     hyperparams = {
-        "static_weights": HParam(list, [], "one non-negative weight per task (empty: equal weights)",
-                                 check=_positive_numbers,
-                                 allowed="[] (equal weights) or a list of finite numbers >= 0 with a positive sum, one per task"),
+        "static_weights": HParam(
+            list,
+            [],
+            "one non-negative weight per task (empty: equal weights)",
+            check=_positive_numbers,
+            allowed="[] (equal weights) or a list of finite numbers >= 0 with a positive sum, one per task",
+        ),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
     static_weights: list[float]
@@ -51,8 +58,8 @@ class Static(LossBalancing):
             from mtlsearch.errors import ConfigError
 
             raise ConfigError(
-                f"expected {num_tasks} weights (one per task of the trial), got {len(raw)}; "
-                "in a search space use {simplex: tasks}", field="static_weights",
+                f"expected {num_tasks} weights (one per task of the trial), got {len(raw)}; in a search space use {{simplex: tasks}}",
+                field="static_weights",
             )
         w = torch.tensor(raw, dtype=torch.float64)
         self.register_buffer("weights", num_tasks * w / w.sum(), persistent=False)  # float64: cast per step

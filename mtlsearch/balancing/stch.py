@@ -1,4 +1,5 @@
 """Smooth Tchebycheff scalarization (STCH) of the task losses."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -15,41 +16,47 @@ EPS = 1e-20
 class STCH(LossBalancing):
     """Smooth Tchebycheff scalarization of the nadir-normalised log-losses.
 
-    After ``stch_warmup_epochs`` warm-up epochs,
+        After ``stch_warmup_epochs`` warm-up epochs,
 
-        total = T * mu * logsumexp_t( log(L_t / z_t) / mu ),
+            total = T * mu * logsumexp_t( log(L_t / z_t) / mu ),
 
-    a smooth upper bound of ``T * max_t log(L_t / z_t)`` (``max <= total / T <= max + mu log T``):
-    the effective weight on ``log(L_t / z_t)`` is ``T * softmax_t(log(L_t / z_t) / mu)``, which
-    concentrates on the task furthest above its reference as ``mu -> 0`` and tends to equal weights
-    as ``mu -> inf``.  The reference point ``z_t`` (the paper's "nadir" normalisation) is task t's
-    mean training loss over the last warm-up epoch.  During the warm-up, ``total = sum_t log L_t``
-    (and ``z`` is not used).  With ``stch_warmup_epochs = 0`` there is no warm-up and ``z = 1``.
+        a smooth upper bound of ``T * max_t log(L_t / z_t)`` (``max <= total / T <= max + mu log T``):
+        the effective weight on ``log(L_t / z_t)`` is ``T * softmax_t(log(L_t / z_t) / mu)``, which
+        concentrates on the task furthest above its reference as ``mu -> 0`` and tends to equal weights
+        as ``mu -> inf``.  The reference point ``z_t`` (the paper's "nadir" normalisation) is task t's
+        mean training loss over the last warm-up epoch.  During the warm-up, ``total = sum_t log L_t``
+        (and ``z`` is not used).  With ``stch_warmup_epochs = 0`` there is no warm-up and ``z = 1``.
 
-    ``z`` and the epoch count are buffers (checkpointed); :meth:`on_epoch_end` sets ``z``.
-    Losses must be positive.  Deviation: the released code logs ``L_t / z_t + 1e-20``, we log
-    ``L_t + 1e-20`` and subtract ``log z_t`` (``z_t`` floored at 1e-20): equal for any loss that is
-    not tiny.
+        ``z`` and the epoch count are buffers (checkpointed); :meth:`on_epoch_end` sets ``z``.
+        Losses must be positive.  Deviation: the released code logs ``L_t / z_t + 1e-20``, we log
+        ``L_t + 1e-20`` and subtract ``log z_t`` (``z_t`` floored at 1e-20): equal for any loss that is
+        not tiny.
 
-    Reference: Xi Lin, Xiaoyuan Zhang, Zhiyuan Yang, Fei Liu, Zhenkun Wang & Qingfu Zhang, "Smooth
-    Tchebycheff Scalarization for Multi-Objective Optimization", ICML 2024; released code
-    github.com/Xi-L/STCH (``STCH_MTL/LibMTL/weighting/STCH.py``, defaults ``STCH_mu = 1.0``,
-    ``STCH_warmup_epoch = 4``; LibMTL's STCH is the same).  The released code's
-    ``STCH_warmup_epoch = 4`` trains epochs 0..4 on the log-sum and takes ``z`` from epoch 4, i.e.
-    5 warm-up epochs: our default ``stch_warmup_epochs = 5`` is the same schedule.  The released
-    code subtracts the max before the exp; ``torch.logsumexp`` does the equivalent (the released code's
-loss value omits the max; the gradient is the same).  TorchJD's ``scalarization.STCH(mu, weights=1,
-reference=log z)`` on the log-losses is ours divided by T (``tests/test_peers.py``).
+        Reference: Xi Lin, Xiaoyuan Zhang, Zhiyuan Yang, Fei Liu, Zhenkun Wang & Qingfu Zhang, "Smooth
+        Tchebycheff Scalarization for Multi-Objective Optimization", ICML 2024; released code
+        github.com/Xi-L/STCH (``STCH_MTL/LibMTL/weighting/STCH.py``, defaults ``STCH_mu = 1.0``,
+        ``STCH_warmup_epoch = 4``; LibMTL's STCH is the same).  The released code's
+        ``STCH_warmup_epoch = 4`` trains epochs 0..4 on the log-sum and takes ``z`` from epoch 4, i.e.
+        5 warm-up epochs: our default ``stch_warmup_epochs = 5`` is the same schedule.  The released
+        code subtracts the max before the exp; ``torch.logsumexp`` does the equivalent (the released code's
+    loss value omits the max; the gradient is the same).  TorchJD's ``scalarization.STCH(mu, weights=1,
+    reference=log z)`` on the log-losses is ours divided by T (``tests/test_peers.py``).
     """
 
     name = "stch"
     reference = "Lin et al., Smooth Tchebycheff Scalarization for Multi-Objective Optimization, ICML 2024"
     hyperparams = {
-        "stch_mu": HParam(float, 1.0, "smoothing parameter mu (-> 0: max of the normalised log-losses)",
-                          check=lambda v: v > 0, allowed="a number > 0"),
-        "stch_warmup_epochs": HParam(int, 5, "epochs trained on sum_t log L_t before STCH; the reference point "
-                                     "z_t is the mean training loss of the last of them (0: no warm-up, z = 1)",
-                                     check=lambda v: v >= 0, allowed="an integer >= 0"),
+        "stch_mu": HParam(
+            float, 1.0, "smoothing parameter mu (-> 0: max of the normalised log-losses)", check=lambda v: v > 0, allowed="a number > 0"
+        ),
+        "stch_warmup_epochs": HParam(
+            int,
+            5,
+            "epochs trained on sum_t log L_t before STCH; the reference point "
+            "z_t is the mean training loss of the last of them (0: no warm-up, z = 1)",
+            check=lambda v: v >= 0,
+            allowed="an integer >= 0",
+        ),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
     stch_mu: float

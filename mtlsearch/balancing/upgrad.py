@@ -17,6 +17,7 @@ definite matrix; the active-set solver handles semi-definite Gramians, so no rid
 the non-conflict property holds to rounding.  A QP whose KKT conditions are not certified uses
 the solver's last iterate and is counted in ``upgrad/solver_failures``.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """UW-SO: soft optimal uncertainty weighting (analytical, no learned parameters)."""
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,7 @@ class UWSO(LossBalancing):
     name = "uw_so"
     reference = "Kirchdorfer et al., Analytical Uncertainty-Based Loss Weighting in Multi-Task Learning, GCPR 2024"
     hyperparams = {
-        "uw_so_temperature": HParam(float, 1.0, "softmax temperature of the inverse losses",
-                                    check=lambda v: v > 0, allowed="a number > 0"),
+        "uw_so_temperature": HParam(float, 1.0, "softmax temperature of the inverse losses", check=lambda v: v > 0, allowed="a number > 0"),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
     uw_so_temperature: float

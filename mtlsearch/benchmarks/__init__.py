@@ -1,4 +1,5 @@
 """Benchmarks by name.  Built-in ones need no files; real ones read a user-supplied folder."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -28,13 +29,24 @@ def benchmark_class(name: str) -> type[Benchmark]:
         return BENCHMARKS[name]
     except (KeyError, TypeError):
         raise ConfigError(
-            f"unknown benchmark {name!r}; choose one of {choices(BENCHMARKS)} or your own as 'module:Class' or "
-            "'path/file.py:Class'", field="benchmark") from None
+            f"unknown benchmark {name!r}; choose one of {choices(BENCHMARKS)} or your own as 'module:Class' or 'path/file.py:Class'",
+            field="benchmark",
+        ) from None
 
 
 def get_benchmark(name: str, data_root: str | None = None, **options: Any) -> Benchmark:
     return benchmark_class(name)(data_root=data_root, **options)
 
 
-__all__ = ["BENCHMARKS", "Benchmark", "HPSModel", "OutputsModel", "TaskSpec", "TensorSplit", "as_model", "as_split",
-           "benchmark_class", "get_benchmark"]
+__all__ = [
+    "BENCHMARKS",
+    "Benchmark",
+    "HPSModel",
+    "OutputsModel",
+    "TaskSpec",
+    "TensorSplit",
+    "as_model",
+    "as_split",
+    "benchmark_class",
+    "get_benchmark",
+]

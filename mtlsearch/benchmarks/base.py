@@ -24,6 +24,7 @@ same three methods of :class:`Benchmark`:
 
 Options a config may set for the benchmark are declared in ``options``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,8 +58,10 @@ class TaskSpec:
         if not isinstance(self.name, str) or not self.name or "/" in self.name:
             raise ConfigError(f"a task name is a non-empty string without '/', got {self.name!r}", field="task_specs")
         if not isinstance(self.metrics, Mapping) or not self.metrics:
-            raise ConfigError(f"task {self.name!r}: metrics must map each metric name to its direction "
-                              f"('min' or 'max'), got {self.metrics!r}", field="task_specs")
+            raise ConfigError(
+                f"task {self.name!r}: metrics must map each metric name to its direction ('min' or 'max'), got {self.metrics!r}",
+                field="task_specs",
+            )
         lower = {}
         for metric, direction in self.metrics.items():
             if isinstance(direction, bool):
@@ -66,8 +69,10 @@ class TaskSpec:
             elif direction in DIRECTIONS:
                 lower[metric] = DIRECTIONS[direction]
             else:
-                raise ConfigError(f"task {self.name!r}: metric {metric!r} has direction {direction!r}; "
-                                  "give 'min' (lower is better) or 'max'", field="task_specs")
+                raise ConfigError(
+                    f"task {self.name!r}: metric {metric!r} has direction {direction!r}; give 'min' (lower is better) or 'max'",
+                    field="task_specs",
+                )
         object.__setattr__(self, "metrics", lower)
         for what in ("loss", "new_meter"):
             if not callable(getattr(self, what)):

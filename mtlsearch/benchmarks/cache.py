@@ -16,6 +16,7 @@ see :class:`~mtlsearch.benchmarks.base.Benchmark`).  Only splits held in memory 
 dataset is read by its loader as before (a ``<key>.uncached`` marker spares the next trials the lock).
 Cached splits are read, never written, by the trainer.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,8 +47,13 @@ _MEMO: dict[str, dict[str, TensorSplit]] = {}
 def cache_key(config: TrialConfig) -> str:
     """``<benchmark>-<hash>``: the benchmark, its data folder and options, and the data seed of a
     :class:`~mtlsearch.config.TrialConfig`."""
-    what = {"benchmark": config.benchmark, "data_root": config.data_root, "data_seed": config.data_seed,
-            "options": dict(sorted(config.benchmark_options.items())), "format": FORMAT}
+    what = {
+        "benchmark": config.benchmark,
+        "data_root": config.data_root,
+        "data_seed": config.data_seed,
+        "options": dict(sorted(config.benchmark_options.items())),
+        "format": FORMAT,
+    }
     digest = hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
     name = "".join(c if c.isalnum() else "_" for c in str(config.benchmark).rsplit(":", 1)[-1])[:40]
     return f"{name}-{digest}"

@@ -22,6 +22,7 @@ conv-BN-ReLU-maxpool blocks of 64-128-256-512 channels and global average poolin
 linear logit per task (``model: famo_cnn``: FAMO's 9-layer CNN, see
 :class:`~mtlsearch.benchmarks.models.CelebACNN`).  Images are resized to ``image_size`` x ``image_size`` (64), in [0, 1].
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -45,8 +46,11 @@ ATTRIBUTES = (
     "Wearing_Lipstick Wearing_Necklace Wearing_Necktie Young"
 ).split()
 TEXT_FILES = (
-    "list_attr_celeba.txt", "list_eval_partition.txt", "identity_CelebA.txt",
-    "list_bbox_celeba.txt", "list_landmarks_align_celeba.txt",
+    "list_attr_celeba.txt",
+    "list_eval_partition.txt",
+    "identity_CelebA.txt",
+    "list_bbox_celeba.txt",
+    "list_landmarks_align_celeba.txt",
 )
 LAYOUT = "<folder>/{img_align_celeba/*.jpg," + ",".join(TEXT_FILES) + "} (or <root>/celeba/...)"
 SPLITS = {"train": "train", "val": "valid", "test": "test"}
@@ -73,8 +77,13 @@ class CelebA(Benchmark):
     description = "CelebA: 40 binary face attributes, one task each"
     options = {
         "image_size": HParam(int, 64, "images are resized to this square size", lambda v: v >= 16, "an integer >= 16"),
-        "model": HParam(str, "small_cnn", "the shared network: our small CNN, or FAMO's 9-layer CNN (Nash-MTL protocol)",
-                        lambda v: v in ("small_cnn", "famo_cnn"), "'small_cnn' or 'famo_cnn'"),
+        "model": HParam(
+            str,
+            "small_cnn",
+            "the shared network: our small CNN, or FAMO's 9-layer CNN (Nash-MTL protocol)",
+            lambda v: v in ("small_cnn", "famo_cnn"),
+            "'small_cnn' or 'famo_cnn'",
+        ),
         "verify_md5": HParam(bool, True, "check the text files' MD5 sums as torchvision does"),
         "num_workers": NUM_WORKERS,
         "eval_batch_size": HParam(int, 256, "batch size of evaluation passes", lambda v: v >= 1, "an integer >= 1"),

@@ -16,6 +16,7 @@ shared, a two-convolution head per task (see :mod:`mtlsearch.benchmarks.models`)
 ``val_fraction`` (0.1), ``num_workers`` (0), ``eval_batch_size`` (8).  Δm uses the published
 single-task references (``mtlsearch/references/cityscapes.json``).
 """
+
 from __future__ import annotations
 
 from mtlsearch.balancing.base import HParam
@@ -33,8 +34,13 @@ class Cityscapes(DenseNpyBenchmark):
     modalities = {"segmentation": "label_7", "depth": "depth"}
     options = {
         "val_fraction": VAL_FRACTION,
-        "model": HParam(str, "segnet", "the network: MTAN's hard-sharing SegNet or SegNet-MTAN (Nash-MTL)",
-                        lambda v: v in ("segnet", "segnet_mtan"), "'segnet' or 'segnet_mtan'"),
+        "model": HParam(
+            str,
+            "segnet",
+            "the network: MTAN's hard-sharing SegNet or SegNet-MTAN (Nash-MTL)",
+            lambda v: v in ("segnet", "segnet_mtan"),
+            "'segnet' or 'segnet_mtan'",
+        ),
         "mtan_width": MTAN_WIDTH,
         "augment": AUGMENT,
         "eval_average": EVAL_AVERAGE,

@@ -26,6 +26,7 @@ confusion matrix), ``image_size`` (``"HxW"``: refuse a folder whose images have 
 ``mtan_width`` (SegNet-MTAN's filters times this; 1 as released, smaller for quick checks) and
 ``val_fraction: 0`` (train on the whole training folder, as the released code does: no validation split).
 """
+
 from __future__ import annotations
 
 import functools
@@ -50,14 +51,26 @@ from .folder import LoaderSplit, carve, layout_error, resolve_root
 CHECKED_FILES = 2
 
 AUGMENT = HParam(bool, False, "random scale-crop and flip of training images (Nash-MTL/FAMO's released augmentation)")
-EVAL_AVERAGE = HParam(str, "split", "depth/normal metrics over the split's pixels, or the mean of per-batch values",
-                      lambda v: v in ("split", "batch"), "'split' or 'batch'")
-IMAGE_SIZE = HParam(str, None, "the image size the folder must have, 'HxW' (None: any)",
-                    lambda v: _parse_hw(v) is not None, "'HxW', e.g. '288x384'")
-VAL_FRACTION = HParam(float, 0.1, "fraction of the training folder carved out as the validation split (0: none)",
-                      lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
-MTAN_WIDTH = HParam(float, 1.0, "width multiplier of SegNet-MTAN's filters (1: the released 64-128-256-512-512)",
-                    lambda v: 0 < v <= 4, "a number in (0, 4]")
+EVAL_AVERAGE = HParam(
+    str,
+    "split",
+    "depth/normal metrics over the split's pixels, or the mean of per-batch values",
+    lambda v: v in ("split", "batch"),
+    "'split' or 'batch'",
+)
+IMAGE_SIZE = HParam(
+    str, None, "the image size the folder must have, 'HxW' (None: any)", lambda v: _parse_hw(v) is not None, "'HxW', e.g. '288x384'"
+)
+VAL_FRACTION = HParam(
+    float,
+    0.1,
+    "fraction of the training folder carved out as the validation split (0: none)",
+    lambda v: 0.0 <= v < 1.0,
+    "a number in [0, 1)",
+)
+MTAN_WIDTH = HParam(
+    float, 1.0, "width multiplier of SegNet-MTAN's filters (1: the released 64-128-256-512-512)", lambda v: 0 < v <= 4, "a number in (0, 4]"
+)
 SCALES = (1.0, 1.2, 1.5)
 
 
@@ -211,8 +224,7 @@ class DenseNpyBenchmark(Benchmark):
             for modality in ["image", *self.modalities.values()]:
                 if not (folder / modality).is_dir():
                     raise self._error(f"{folder / modality} missing")
-            present = {m: {p.name for p in (folder / m).iterdir() if p.suffix == ".npy"}
-                       for m in ["image", *self.modalities.values()]}
+            present = {m: {p.name for p in (folder / m).iterdir() if p.suffix == ".npy"} for m in ["image", *self.modalities.values()]}
             if not present["image"]:
                 raise self._error(f"no .npy files in {folder / 'image'}")
             names = sorted(set().union(*present.values()), key=_sort_key)
@@ -229,7 +241,8 @@ class DenseNpyBenchmark(Benchmark):
             h, w = self.image_size
             raise ConfigError(
                 f"{self.name}: the images in {self.root} are {h}x{w}, but image_size asks for {wanted} "
-                f"(the protocol's size; set image_size to the folder's size to override it)", field="image_size",
+                f"(the protocol's size; set image_size to the folder's size to override it)",
+                field="image_size",
             )
 
     def _read(self, path: Path, full: bool = False) -> np.ndarray:
@@ -272,7 +285,8 @@ class DenseNpyBenchmark(Benchmark):
             ),
             "depth": TaskSpec("depth", depth_loss, {"abs_err": True, "rel_err": True}, DepthMeter),
             "normal": TaskSpec(
-                "normal", normal_loss,
+                "normal",
+                normal_loss,
                 {"mean": True, "median": True, "within_11_25": False, "within_22_5": False, "within_30": False},
                 NormalMeter,
             ),

@@ -16,6 +16,7 @@ alone, so an epoch is the same whatever ``num_workers`` is; the loaders never dr
 torch RNG (their worker seeds come from a private generator), so reading data does not shift the
 random state of training (dropout, random weightings).
 """
+
 from __future__ import annotations
 
 import os
@@ -58,8 +59,11 @@ def fraction_option(default: float, what: str) -> HParam:
 
 NUM_WORKERS = HParam(int, 0, "DataLoader worker processes (0: read in the training process)", lambda v: v >= 0, "an integer >= 0")
 PRETRAINED = HParam(
-    str, None, "path of a local torchvision-format state_dict for the encoder's backbone (never downloaded)",
-    lambda v: bool(v), "a file path",
+    str,
+    None,
+    "path of a local torchvision-format state_dict for the encoder's backbone (never downloaded)",
+    lambda v: bool(v),
+    "a file path",
 )
 
 

@@ -14,6 +14,7 @@ pixels; normals (NYUv2) are the unit normals of the depth surface.  Images are f
 (H x W x 3), labels float32 (H x W), depth float32 (H x W x 1), normals float32 (H x W x 3), as in
 MTAN's preprocessed files.  Deterministic for a given seed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,9 @@ def scene(rng: np.random.Generator, size: tuple[int, int], num_classes: int) -> 
     return {"image": image, "label": label, "depth": depth[..., None], "normal": normal.astype(np.float32)}
 
 
-def generate(benchmark: str, root: str | Path, *, train: int = 64, test: int = 16,
-             size: tuple[int, int] | None = None, seed: int = 0) -> Path:
+def generate(
+    benchmark: str, root: str | Path, *, train: int = 64, test: int = 16, size: tuple[int, int] | None = None, seed: int = 0
+) -> Path:
     """Write ``train`` training and ``test`` test (``val/``) examples of ``benchmark`` under ``root``."""
     if benchmark not in LAYOUTS:
         raise ValueError(f"unknown benchmark {benchmark!r}; choose one of {', '.join(LAYOUTS)}")

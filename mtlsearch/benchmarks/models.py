@@ -15,6 +15,7 @@ Backbones start from random weights; ``pretrained`` loads a local torchvision-fo
 (e.g. ``resnet50-0676ba61.pth``) into the ResNet before it is dilated (weights do not depend on
 stride or dilation).  Nothing is downloaded.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,12 +50,15 @@ def load_backbone_weights(model: nn.Module, path: str | None, benchmark: str) ->
         what = f"missing key {missing[0]!r}" if missing else f"unexpected key {unexpected[0]!r}"
         raise ConfigError(
             f"{benchmark}: {file} is not a torchvision {type(model).__name__} state_dict ({what}; "
-            f"{len(missing)} missing, {len(unexpected)} unexpected)", field="pretrained",
+            f"{len(missing)} missing, {len(unexpected)} unexpected)",
+            field="pretrained",
         )
     try:
         model.load_state_dict(state, strict=False)
     except RuntimeError as err:
-        raise ConfigError(f"{benchmark}: {file} does not fit the backbone: {str(err).splitlines()[-1].strip()}", field="pretrained") from None
+        raise ConfigError(
+            f"{benchmark}: {file} does not fit the backbone: {str(err).splitlines()[-1].strip()}", field="pretrained"
+        ) from None
 
 
 def _dilate_basic_blocks(layer: nn.Sequential, dilation: int) -> None:
@@ -111,7 +115,15 @@ class ASPPHead(nn.Module):
     projection with dropout 0.5, 3x3 conv-BN-ReLU, 1x1 classifier, bilinear resize to ``out_size``.
     ``normalize``: L2-normalise the output channels (surface normals)."""
 
-    def __init__(self, cin: int, cout: int, out_size: tuple[int, int], rates: tuple[int, ...] = (12, 24, 36), width: int = 256, normalize: bool = False):
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        out_size: tuple[int, int],
+        rates: tuple[int, ...] = (12, 24, 36),
+        width: int = 256,
+        normalize: bool = False,
+    ):
         super().__init__()
         self.branches = nn.ModuleList(
             [_conv_bn_relu(cin, width, kernel=1)] + [_conv_bn_relu(cin, width, dilation=r) for r in rates] + [_ASPPPooling(cin, width)]
@@ -249,8 +261,12 @@ class SegNetMTAN(nn.Module):
 
         def att(cin: int, mid: int, cout: int) -> nn.Sequential:
             return nn.Sequential(
-                nn.Conv2d(cin, mid, 1), nn.BatchNorm2d(mid), nn.ReLU(inplace=True),
-                nn.Conv2d(mid, cout, 1), nn.BatchNorm2d(cout), nn.Sigmoid(),
+                nn.Conv2d(cin, mid, 1),
+                nn.BatchNorm2d(mid),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(mid, cout, 1),
+                nn.BatchNorm2d(cout),
+                nn.Sigmoid(),
             )
 
         # Global network, stage i: a conv changing the width, then 1 (stages 0-1) or 2 (stages 2-4) keeping it.
@@ -270,8 +286,10 @@ class SegNetMTAN(nn.Module):
             [nn.ModuleList([att(f[0], f[0], f[0])] + [att(2 * f[i], f[i], f[i]) for i in range(1, 5)]) for _ in range(num_tasks)]
         )
         self.dec_att = nn.ModuleList(
-            [nn.ModuleList([att(2 * f[0], f[0], f[0])] + [att(f[i] + f[i - 1], f[i - 1], f[i - 1]) for i in range(1, 5)])
-             for _ in range(num_tasks)]
+            [
+                nn.ModuleList([att(2 * f[0], f[0], f[0])] + [att(f[i] + f[i - 1], f[i - 1], f[i - 1]) for i in range(1, 5)])
+                for _ in range(num_tasks)
+            ]
         )
         self.out_channels = f[0]
         for m in self.modules():

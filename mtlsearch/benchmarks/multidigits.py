@@ -9,6 +9,7 @@ regression dominates the shared encoder.
 The 1,797 source images are split into disjoint pools (60/20/20) before composing, so no source
 image appears in both the training and an evaluation split.  Deterministic for ``data_seed``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -60,15 +61,11 @@ class MultiDigits(Benchmark):
             right_idx = torch.as_tensor(rng.choice(pool, size=n))
             x = torch.cat([images[left_idx], images[right_idx]], dim=2).unsqueeze(1)  # [n, 1, 8, 16]
             left, right = labels[left_idx], labels[right_idx]
-            splits[split] = TensorSplit(
-                x, {"left": left, "right": right, "number": (left + right).float()}
-            )
+            splits[split] = TensorSplit(x, {"left": left, "right": right, "number": (left + right).float()})
         return splits
 
     def build_model(self, task_names: list[str]) -> HPSModel:
-        encoder = nn.Sequential(
-            nn.Flatten(), nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU()
-        )
+        encoder = nn.Sequential(nn.Flatten(), nn.Linear(128, 256), nn.ReLU(), nn.Linear(256, 128), nn.ReLU())
         out = {"left": 10, "right": 10, "number": 1}
         heads = {t: nn.Sequential(nn.Linear(128, 64), nn.ReLU(), nn.Linear(64, out[t])) for t in task_names}
         return HPSModel(encoder, heads)

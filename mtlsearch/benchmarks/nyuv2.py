@@ -23,6 +23,7 @@ The ASPP image-pooling branch has BatchNorm on a 1x1 map, so training needs ``ba
 size is slow (about 30 s for an epoch of 2 training images with ResNet-50 here): test with small
 images or ``backbone: resnet18``.
 """
+
 from __future__ import annotations
 
 from mtlsearch.balancing.base import HParam
@@ -40,8 +41,13 @@ class NYUv2(DenseNpyBenchmark):
     modalities = {"segmentation": "label", "depth": "depth", "normal": "normal"}
     options = {
         "val_fraction": VAL_FRACTION,
-        "model": HParam(str, "resnet_aspp", "the network: dilated ResNet + ASPP heads (LibMTL) or SegNet-MTAN (Nash-MTL)",
-                        lambda v: v in ("resnet_aspp", "segnet_mtan"), "'resnet_aspp' or 'segnet_mtan'"),
+        "model": HParam(
+            str,
+            "resnet_aspp",
+            "the network: dilated ResNet + ASPP heads (LibMTL) or SegNet-MTAN (Nash-MTL)",
+            lambda v: v in ("resnet_aspp", "segnet_mtan"),
+            "'resnet_aspp' or 'segnet_mtan'",
+        ),
         "mtan_width": MTAN_WIDTH,
         "augment": AUGMENT,
         "eval_average": EVAL_AVERAGE,

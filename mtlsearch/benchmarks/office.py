@@ -26,6 +26,7 @@ classifier per task; cross-entropy, accuracy.  ``pretrained``: a local torchvisi
 state_dict (the published setting starts from ImageNet weights; nothing is downloaded).
 BatchNorm in the hidden layer needs training batches of at least 2 images.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -58,11 +59,13 @@ def _norm(name: str) -> str:
 def image_transform(size: int) -> Callable[[Any], Tensor]:
     from torchvision import transforms
 
-    return transforms.Compose([
-        transforms.Resize((size, size)),
-        transforms.ToTensor(),
-        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return transforms.Compose(
+        [
+            transforms.Resize((size, size)),
+            transforms.ToTensor(),
+            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 class ImageListDataset(Dataset):
@@ -176,10 +179,7 @@ class OfficeBenchmark(Benchmark):
                 per_split[split][task] = [(items[i][0], index[items[i][1]]) for i in sorted(idx.tolist())]
         self.split_files = {s: {t: [str(p) for p, _ in v] for t, v in d.items()} for s, d in per_split.items()}
         size, workers = self.opts["image_size"], self.opts["num_workers"]
-        return {
-            split: MultiInputSplit({t: ImageListDataset(v, size) for t, v in d.items()}, workers)
-            for split, d in per_split.items()
-        }
+        return {split: MultiInputSplit({t: ImageListDataset(v, size) for t, v in d.items()}, workers) for split, d in per_split.items()}
 
     def build_model(self, task_names: list[str]) -> HPSModel:
         encoder = ClassifierEncoder("resnet18", self.opts["pretrained"], self.name)

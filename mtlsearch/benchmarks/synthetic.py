@@ -5,6 +5,7 @@ with a common matrix ``B`` and a small task-specific perturbation ``E_t``, so th
 but not identical, and the scales ``sigma_t`` (1, 10, 100 by default) make the squared-error losses
 differ by a factor of 10^4.  Generated from ``data_seed``; nothing is read from disk.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,10 +29,7 @@ class Synthetic(Benchmark):
     options = {"scales": (1.0, 10.0, 100.0), "noise": 0.05}
 
     def task_specs(self) -> list[TaskSpec]:
-        return [
-            TaskSpec(f"scale_{s:g}", _mse, {"mse": True}, lambda: RegressionMeter(("mse",)))
-            for s in self.opts["scales"]
-        ]
+        return [TaskSpec(f"scale_{s:g}", _mse, {"mse": True}, lambda: RegressionMeter(("mse",))) for s in self.opts["scales"]]
 
     def load_splits(self, data_seed: int) -> dict[str, TensorSplit]:
         g = torch.Generator().manual_seed(data_seed)

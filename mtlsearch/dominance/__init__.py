@@ -20,6 +20,7 @@ here it is averaged over the layer's elements before the ratio is taken (one num
 command, :mod:`mtlsearch.dominance.__main__`) trains EW under Adam and under Adam+AdaTask and draws
 both heatmaps side by side (:mod:`mtlsearch.dominance.heatmap`, which the report draws with too).
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
@@ -95,6 +96,6 @@ def table_from_metrics(metrics: Mapping[str, float]) -> dict[str, dict[str, floa
     out: dict[str, dict[str, float]] = {}
     for key, value in metrics.items():
         if key.startswith("dominance/") and key.count("/") >= 2:
-            layer, task = key[len("dominance/"):].rsplit("/", 1)
+            layer, task = key[len("dominance/") :].rsplit("/", 1)
             out.setdefault(layer, {})[task] = value
     return out

@@ -6,6 +6,7 @@ shared layers, one heatmap per optimizer side by side.
 reproduces the AdaTask paper's observation: under Adam the shared layers are dominated by the task
 with the largest loss scale; under Adam with AdaTask every task gets a real share.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,15 +25,22 @@ def build_parser() -> argparse.ArgumentParser:
         "table and the test metrics.",
     )
     parser.add_argument("--benchmark", default="synthetic", help="built-in benchmark, or your own module:Class (default: %(default)s)")
-    parser.add_argument("--method", default="ew", help="balancing method (a linear one: its tasks' shares must be defined) (default: %(default)s)")
-    parser.add_argument("--optimizers", nargs="+", default=["adam", "adam_adatask"], metavar="OPT",
-                        help="one heatmap per optimizer (default: %(default)s)")
+    parser.add_argument(
+        "--method", default="ew", help="balancing method (a linear one: its tasks' shares must be defined) (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--optimizers", nargs="+", default=["adam", "adam_adatask"], metavar="OPT", help="one heatmap per optimizer (default: %(default)s)"
+    )
     parser.add_argument("--epochs", type=int, default=30, help="training epochs per optimizer (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: %(default)s)")
-    parser.add_argument("--beta", type=float, default=0.9, help="decay of the AU average (dominance_beta), in [0, 1) (default: %(default)s)")
+    parser.add_argument(
+        "--beta", type=float, default=0.9, help="decay of the AU average (dominance_beta), in [0, 1) (default: %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the model and the data order (default: %(default)s)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: %(default)s)")
-    parser.add_argument("--out", default="dominance.png", help="PNG file to write (relative to the working directory) (default: %(default)s)")
+    parser.add_argument(
+        "--out", default="dominance.png", help="PNG file to write (relative to the working directory) (default: %(default)s)"
+    )
     return parser
 
 
@@ -46,9 +54,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     finals: dict[str, dict[str, float]] = {}
     for opt in args.optimizers:
         config = {
-            "benchmark": args.benchmark, "method": args.method, "optimizer": opt, "lr": args.lr,
-            "max_epochs": args.epochs, "seed": args.seed, "device": args.device,
-            "dominance_interval": args.epochs, "dominance_beta": args.beta,
+            "benchmark": args.benchmark,
+            "method": args.method,
+            "optimizer": opt,
+            "lr": args.lr,
+            "max_epochs": args.epochs,
+            "seed": args.seed,
+            "device": args.device,
+            "dominance_interval": args.epochs,
+            "dominance_beta": args.beta,
         }
         try:
             trainer = Trainer(config)
@@ -75,7 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for key in metric_keys + (["test/delta_m"] if "test/delta_m" in finals[args.optimizers[0]] else []):
         print(f"{key:<27}" + "".join(f"{finals[o][key]:>16.4g}" for o in args.optimizers))
     draw_heatmaps(
-        panels, args.out,
+        panels,
+        args.out,
         title=f"task dominance (rAU, beta={args.beta}) of the shared layers, {args.benchmark}, {args.epochs} epochs, lr={args.lr:g}",
     )
     print(f"\nwrote {args.out}")

@@ -1,14 +1,13 @@
 """The task-dominance heatmap: one panel of layers x tasks rAU per run, side by side (the
 ``python -m mtlsearch.dominance`` command and the report's ``task_dominance.png`` both draw it)."""
+
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Mapping
 
 
-def draw_heatmaps(
-    panels: Mapping[str, Mapping[str, Mapping[str, float]]], path: str | Path, title: str | None = None
-) -> Path:
+def draw_heatmaps(panels: Mapping[str, Mapping[str, Mapping[str, float]]], path: str | Path, title: str | None = None) -> Path:
     """Draw ``{panel title: {layer: {task: rAU}}}`` to a PNG at ``path``: layers and tasks in order of
     first appearance over all panels, a cell a panel lacks (or a NaN) left blank; each panel's title
     says what perfect balance (1/T) is.  Returns the path."""

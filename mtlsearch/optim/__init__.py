@@ -7,6 +7,7 @@ its per-task gradients stacked as ``[T, *param.shape]``; plain ones use ``param.
 built here also has ``step_tasks(task_grads, shares=...)``: a step from per-task gradients that can
 return each task's share of the update (the base optimizers' rules in :mod:`.base`).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -25,15 +26,14 @@ BaseFactory = Callable[..., TaskStepMixin]
 BASE_OPTIMIZERS: dict[str, BaseFactory] = {
     # Fused Adam on CUDA (unless fused=False); fused=None lets torch pick its foreach kernels.
     "adam": lambda params, lr, weight_decay, fused=True, shared=(): Adam(
-        params, lr=lr, weight_decay=weight_decay, fused=True if fused and params and params[0].is_cuda else None,
+        params,
+        lr=lr,
+        weight_decay=weight_decay,
+        fused=True if fused and params and params[0].is_cuda else None,
         shared=shared,
     ),
-    "rmsprop": lambda params, lr, weight_decay, fused=True, shared=(): RMSprop(
-        params, lr=lr, weight_decay=weight_decay, shared=shared
-    ),
-    "adagrad": lambda params, lr, weight_decay, fused=True, shared=(): Adagrad(
-        params, lr=lr, weight_decay=weight_decay, shared=shared
-    ),
+    "rmsprop": lambda params, lr, weight_decay, fused=True, shared=(): RMSprop(params, lr=lr, weight_decay=weight_decay, shared=shared),
+    "adagrad": lambda params, lr, weight_decay, fused=True, shared=(): Adagrad(params, lr=lr, weight_decay=weight_decay, shared=shared),
     "sgd": lambda params, lr, weight_decay, fused=True, shared=(): SGD(
         params, lr=lr, momentum=0.9, weight_decay=weight_decay, shared=shared
     ),

@@ -47,6 +47,7 @@ of ignored; ``amsgrad`` is not offered; a parameter a task does not reach gets a
 that task instead of crashing; task weights are not an optimizer argument (the balancing method's
 weights are already folded into ``task_grads`` by the trainer).
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -89,9 +90,7 @@ class AdaTaskOptimizer(Optimizer):
             raise ValueError(f"invalid weight_decay value: {defaults['weight_decay']}")
         self.num_tasks = num_tasks
         groups = [
-            {"params": params, "shared": shared}
-            for params, shared in ((list(shared_params), True), (list(task_params), False))
-            if params
+            {"params": params, "shared": shared} for params, shared in ((list(shared_params), True), (list(task_params), False)) if params
         ]
         super().__init__(groups, {**defaults, "shared": False})
 
@@ -115,9 +114,7 @@ class AdaTaskOptimizer(Optimizer):
         if not params:
             return []
         if task_grads is None:
-            raise ValueError(
-                f"{type(self).__name__}.step needs task_grads: one [num_tasks, *p.shape] tensor per shared parameter"
-            )
+            raise ValueError(f"{type(self).__name__}.step needs task_grads: one [num_tasks, *p.shape] tensor per shared parameter")
         if len(task_grads) != len(params):
             raise ValueError(f"expected task_grads for {len(params)} shared parameters, got {len(task_grads)}")
         out = []
@@ -125,9 +122,7 @@ class AdaTaskOptimizer(Optimizer):
             if g is None:
                 g = p.new_zeros((self.num_tasks, *p.shape))
             elif tuple(g.shape) != (self.num_tasks, *p.shape):
-                raise ValueError(
-                    f"task_grads[{i}] has shape {tuple(g.shape)}, expected {(self.num_tasks, *p.shape)}"
-                )
+                raise ValueError(f"task_grads[{i}] has shape {tuple(g.shape)}, expected {(self.num_tasks, *p.shape)}")
             out.append(g)
         return out
 
@@ -209,9 +204,11 @@ class AdaTaskOptimizer(Optimizer):
             for piece_params, piece_grads, piece_acc, piece_steps in self._pieces(params, grads, acc, steps, whole=record):
                 if group["weight_decay"] != 0:
                     # L2 once per parameter: wd * theta split equally over the tasks' gradients.
-                    piece_grads = list(torch._foreach_add(
-                        piece_grads, [p.unsqueeze(0) for p in piece_params], alpha=group["weight_decay"] / piece_grads[0].shape[0]
-                    ))
+                    piece_grads = list(
+                        torch._foreach_add(
+                            piece_grads, [p.unsqueeze(0) for p in piece_params], alpha=group["weight_decay"] / piece_grads[0].shape[0]
+                        )
+                    )
                 updates = self._task_steps(group, piece_grads, piece_acc, piece_steps)
                 torch._foreach_add_(piece_params, [u[0] if u.shape[0] == 1 else u.sum(0) for u in updates])
                 if record and task_updates is not None:  # record implies a list
@@ -246,9 +243,7 @@ class AdamAdaTask(AdaTaskOptimizer):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
         super().__init__(shared_params, task_params, num_tasks=num_tasks, defaults=defaults)
 
-    def _task_steps(
-        self, group: dict, grads: list[Tensor], acc: dict[str, list[Tensor]], steps: list[float]
-    ) -> Sequence[Tensor]:
+    def _task_steps(self, group: dict, grads: list[Tensor], acc: dict[str, list[Tensor]], steps: list[float]) -> Sequence[Tensor]:
         beta1, beta2 = group["betas"]
         lr, eps = group["lr"], group["eps"]
         m, v = acc["exp_avg"], acc["exp_avg_sq"]
@@ -288,9 +283,7 @@ class RMSpropAdaTask(AdaTaskOptimizer):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay)
         super().__init__(shared_params, task_params, num_tasks=num_tasks, defaults=defaults)
 
-    def _task_steps(
-        self, group: dict, grads: list[Tensor], acc: dict[str, list[Tensor]], steps: list[float]
-    ) -> Sequence[Tensor]:
+    def _task_steps(self, group: dict, grads: list[Tensor], acc: dict[str, list[Tensor]], steps: list[float]) -> Sequence[Tensor]:
         alpha, lr, eps = group["alpha"], group["lr"], group["eps"]
         v = acc["square_avg"]
         torch._foreach_mul_(v, alpha)
@@ -325,14 +318,10 @@ class AdagradAdaTask(AdaTaskOptimizer):
     ):
         if lr_decay < 0.0 or initial_accumulator_value < 0.0 or eps < 0.0:
             raise ValueError(f"invalid lr_decay {lr_decay}, initial_accumulator_value {initial_accumulator_value} or eps {eps}")
-        defaults = dict(
-            lr=lr, lr_decay=lr_decay, initial_accumulator_value=initial_accumulator_value, eps=eps, weight_decay=weight_decay
-        )
+        defaults = dict(lr=lr, lr_decay=lr_decay, initial_accumulator_value=initial_accumulator_value, eps=eps, weight_decay=weight_decay)
         super().__init__(shared_params, task_params, num_tasks=num_tasks, defaults=defaults)
 
-    def _task_steps(
-        self, group: dict, grads: list[Tensor], acc: dict[str, list[Tensor]], steps: list[float]
-    ) -> Sequence[Tensor]:
+    def _task_steps(self, group: dict, grads: list[Tensor], acc: dict[str, list[Tensor]], steps: list[float]) -> Sequence[Tensor]:
         lr, lr_decay, eps = group["lr"], group["lr_decay"], group["eps"]
         g_sum = acc["sum"]
         torch._foreach_addcmul_(g_sum, grads, grads, 1)  # G_t <- G_t + g_t^2

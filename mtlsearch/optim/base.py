@@ -21,6 +21,7 @@ method; their step *is* a sum of per-task steps.  The shares are what the task-d
 The per-task state lives in the optimizer's ``state`` (so ``state_dict`` saves it), and only once
 shares were asked for.
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Sequence

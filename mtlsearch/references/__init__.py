@@ -17,6 +17,7 @@ module: ``python -m mtlsearch.references --benchmark ./my_tasks.py:MyBenchmark``
 ``<folder of my_tasks.py>/MyBenchmark.references.json`` (or ``DATA_ROOT/mtlsearch_references.json``
 with ``--data-root``).
 """
+
 from __future__ import annotations
 
 import json

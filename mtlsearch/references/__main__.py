@@ -14,6 +14,7 @@ to ``--out`` or else (never into the installed package):
 * otherwise into the working directory, ``<benchmark>.references.json``; to replace a built-in
   benchmark's packaged references in a checkout, pass ``--out mtlsearch/references/<benchmark>.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,20 +44,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--benchmark", required=True, help="built-in benchmark, or your own module:Class / file.py:Class")
     parser.add_argument("--epochs", type=int, default=12, help="training epochs of each single-task run (default: %(default)s)")
-    parser.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2], metavar="LR",
-                        help="learning rates tried per task (Adam); the best mean validation result is kept "
-                        "(default: %(default)s)")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], metavar="SEED", help="seeds averaged per learning rate (default: %(default)s)")
+    parser.add_argument(
+        "--lrs",
+        type=float,
+        nargs="+",
+        default=[1e-3, 3e-3, 1e-2],
+        metavar="LR",
+        help="learning rates tried per task (Adam); the best mean validation result is kept (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1], metavar="SEED", help="seeds averaged per learning rate (default: %(default)s)"
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="training batch size (default: %(default)s)")
-    parser.add_argument("--data-root", help="folder of a user-supplied dataset (real benchmarks); "
-                        "default: $MTLSEARCH_DATA_ROOT where the benchmark reads a folder")
-    parser.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                        help="benchmark option (YAML value), repeatable, e.g. --option backbone=resnet18 "
-                        "(default: none, the benchmark's own)")
+    parser.add_argument(
+        "--data-root",
+        help="folder of a user-supplied dataset (real benchmarks); default: $MTLSEARCH_DATA_ROOT where the benchmark reads a folder",
+    )
+    parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="benchmark option (YAML value), repeatable, e.g. --option backbone=resnet18 (default: none, the benchmark's own)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: %(default)s)")
-    parser.add_argument("--out", type=Path, help="output file; default: DATA/mtlsearch_references.json beside the data "
-                        "the benchmark read, else <Class>.references.json beside a user's benchmark module, else "
-                        "<benchmark>.references.json in the working directory (never the installed package)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="output file; default: DATA/mtlsearch_references.json beside the data "
+        "the benchmark read, else <Class>.references.json beside a user's benchmark module, else "
+        "<benchmark>.references.json in the working directory (never the installed package)",
+    )
     return parser
 
 
@@ -109,8 +127,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         for lr in args.lrs:
             runs = []
             for seed in args.seeds:
-                trainer = Trainer({"benchmark": args.benchmark, "tasks": [spec.name], "lr": lr, "seed": seed,
-                                   "max_epochs": args.epochs, "batch_size": args.batch_size, "device": args.device, **extra})
+                trainer = Trainer(
+                    {
+                        "benchmark": args.benchmark,
+                        "tasks": [spec.name],
+                        "lr": lr,
+                        "seed": seed,
+                        "max_epochs": args.epochs,
+                        "batch_size": args.batch_size,
+                        "device": args.device,
+                        **extra,
+                    }
+                )
                 for _ in trainer.run():
                     pass
                 data_folder = getattr(trainer.benchmark, "root", None) or trainer.benchmark.data_root  # as Trainer reads it
@@ -126,18 +154,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         for s in ("val", "test"):
             splits[s][spec.name] = mean[s]
 
-    command = (f"python -m mtlsearch.references --benchmark {given} --epochs {args.epochs} "
-               f"--lrs {' '.join(map(str, args.lrs))} --seeds {' '.join(map(str, args.seeds))} --batch-size {args.batch_size}"
-               + "".join(f" --option {k}={v}" for k, v in options.items())
-               + (f" --data-root {data_folder}" if data_folder else ""))
+    command = (
+        f"python -m mtlsearch.references --benchmark {given} --epochs {args.epochs} "
+        f"--lrs {' '.join(map(str, args.lrs))} --seeds {' '.join(map(str, args.seeds))} --batch-size {args.batch_size}"
+        + "".join(f" --option {k}={v}" for k, v in options.items())
+        + (f" --data-root {data_folder}" if data_folder else "")
+    )
     from mtlsearch.references import reference_id
 
     data = {
         "benchmark": reference_id(args.benchmark),
         "command": command,
         "source": "single-task training with this project's trainer (each task alone, lr tuned on val)",
-        "settings": {"epochs": args.epochs, "lrs": args.lrs, "seeds": args.seeds, "batch_size": args.batch_size,
-                     "optimizer": "adam", "chosen_lr": chosen, "options": options},
+        "settings": {
+            "epochs": args.epochs,
+            "lrs": args.lrs,
+            "seeds": args.seeds,
+            "batch_size": args.batch_size,
+            "optimizer": "adam",
+            "chosen_lr": chosen,
+            "options": options,
+        },
         "splits": splits,
     }
     out, why = (args.out, "--out") if args.out else default_out(args.benchmark, data_folder)

@@ -33,6 +33,7 @@ Modules: :mod:`~mtlsearch.report.load` (the data model, loading from MLflow or R
 :mod:`~mtlsearch.report.syncing` and :mod:`~mtlsearch.report.cli` (the command line).  Ranking, the
 Pareto mask and table formatting are :mod:`mtlsearch.results`'; MLflow names are :mod:`mtlsearch.tracking`'s.
 """
+
 from mtlsearch.report.analysis import leaderboard
 from mtlsearch.report.cli import main, report
 from mtlsearch.report.figures import make_figures
@@ -40,5 +41,4 @@ from mtlsearch.report.load import Search, Trial, load_mlflow, load_results
 from mtlsearch.report.render import render
 from mtlsearch.report.syncing import sync
 
-__all__ = ["Search", "Trial", "leaderboard", "load_mlflow", "load_results", "main", "make_figures", "render", "report",
-           "sync"]
+__all__ = ["Search", "Trial", "leaderboard", "load_mlflow", "load_results", "main", "make_figures", "render", "report", "sync"]

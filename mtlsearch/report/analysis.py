@@ -1,6 +1,7 @@
 """Analysis of a loaded search: the leaderboard (best configuration per method, optimizer and GeMTL p
 bucket, seeds pooled), task metrics and their directions, the Pareto set (through
 :mod:`mtlsearch.results`)."""
+
 from __future__ import annotations
 
 import functools
@@ -23,7 +24,6 @@ def p_bucket(p: Any) -> str:
     """GeMTL's p bucket (see the module docstring): ``p<0``, ``0<=p<1`` or ``p>=1``."""
     p = float(p)
     return P_BUCKETS[0] if p < 0 else P_BUCKETS[1] if p < 1 else P_BUCKETS[2]
-
 
 
 def benchmark_objectives(search: Search, split: str) -> list[tuple[str, str]]:
@@ -113,8 +113,12 @@ def leaderboard(search: Search) -> tuple[list[dict[str, Any]], list[str]]:
     sign = results.sign(search.mode)
     val_metrics = task_metrics(search, "val")
     test_metrics = task_metrics(search, "test")
-    metrics = [*val_metrics, *[m for m in ("val/delta_m",) if any(m in t.final for t in search.trials)],
-               *test_metrics, *[m for m in ("test/delta_m",) if any(m in t.final for t in search.trials)]]
+    metrics = [
+        *val_metrics,
+        *[m for m in ("val/delta_m",) if any(m in t.final for t in search.trials)],
+        *test_metrics,
+        *[m for m in ("test/delta_m",) if any(m in t.final for t in search.trials)],
+    ]
     if search.metric not in metrics:
         metrics.insert(0, search.metric)
     shown = searched_keys(search)
@@ -138,7 +142,10 @@ def leaderboard(search: Search) -> tuple[list[dict[str, Any]], list[str]]:
             if best is None or key > best[0]:
                 best = (key, pool)
         row: dict[str, Any] = {
-            "method": method, "optimizer": optimizer, "p bucket": bucket, "trials": len(trials),
+            "method": method,
+            "optimizer": optimizer,
+            "p bucket": bucket,
+            "trials": len(trials),
             "asha_stopped": sum(t.status == STATUS_STOPPED for t in trials),
             "errored": sum(t.status == STATUS_ERRORED for t in trials),
             "epochs_spent": sum(t.epochs for t in trials),

@@ -1,4 +1,5 @@
 """The command line of ``python -m mtlsearch.report`` (and ``... report sync``)."""
+
 from __future__ import annotations
 
 import argparse
@@ -48,20 +49,26 @@ def report(args: argparse.Namespace) -> int:
     if not args.no_figures:
         out = Path(args.out) if args.out else Path("mtlsearch_report") / search.name
         figures = make_figures(search, rows, out)
-        figures = [p for p in (fig_joint(joint_data(search, searched, importance), out),
-                               fig_parallel(parallel_data(search, searched), out),
-                               fig_importance(importance, search.metric, out)) if p is not None] + figures
+        figures = [
+            p
+            for p in (
+                fig_joint(joint_data(search, searched, importance), out),
+                fig_parallel(parallel_data(search, searched), out),
+                fig_importance(importance, search.metric, out),
+            )
+            if p is not None
+        ] + figures
         trials_csv = write_trials_csv(out / "trials.csv", search, searched)
         page = out / "report.html"
         page.write_text(build_page(search, rows, metrics, importance, searched, figures))
         print(f"Figures in {out}: {', '.join(p.name for p in figures) or 'none'}")
         print(f"Report page: {page}; one row per trial: {trials_csv}")
         if search.parent_run_id and search.tracking_uri and not args.no_log:
-            tracking.log_report(search.tracking_uri, search.parent_run_id, render(search, markdown=True, wide=True)[0],
-                                [*figures, page, trials_csv])
+            tracking.log_report(
+                search.tracking_uri, search.parent_run_id, render(search, markdown=True, wide=True)[0], [*figures, page, trials_csv]
+            )
             print(f"Logged to MLflow run {search.parent_run_id} (artifacts report/)")
     return 0
-
 
 
 # ======================================================================================= CLI
@@ -69,15 +76,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m mtlsearch.report",
         description="Leaderboard, Pareto set and figures of a search (from MLflow or a Ray results folder). "
-                    "`python -m mtlsearch.report sync --results DIR` copies a Ray results folder into MLflow.",
+        "`python -m mtlsearch.report sync --results DIR` copies a Ray results folder into MLflow.",
     )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--experiment", help="MLflow experiment of the search (the space's name by default in the launcher)")
     src.add_argument("--results", help="a Ray results folder (<storage>/<search name>) instead of MLflow")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     p.add_argument("--search", help="parent run id or search id within the experiment (default: the latest search)")
-    p.add_argument("--out", help="folder for the figures, the HTML page report.html and the per-trial trials.csv "
-                                 "(default: mtlsearch_report/<search name>)")
+    p.add_argument(
+        "--out",
+        help="folder for the figures, the HTML page report.html and the per-trial trials.csv (default: mtlsearch_report/<search name>)",
+    )
     p.add_argument("--markdown", help="write the leaderboard and Pareto set as Markdown to this file")
     p.add_argument("--csv", help="write the leaderboard as CSV to this file")
     p.add_argument("--no-figures", action="store_true", help="tables only (no figures, HTML page or trials.csv)")
@@ -103,12 +112,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = build_sync_parser().parse_args(argv[1:])
             uri = args.tracking_uri or tracking.default_tracking_uri()
             counts = sync(args.results, uri, args.experiment)
-            print(f"Synced {args.results} into {uri} (experiment {counts['experiment']!r}, parent run "
-                  f"{counts['parent_run_id']}): {counts['trials']} trials, {counts['runs_created']} runs created, "
-                  f"{counts['metric_values']} metric values written")
+            print(
+                f"Synced {args.results} into {uri} (experiment {counts['experiment']!r}, parent run "
+                f"{counts['parent_run_id']}): {counts['trials']} trials, {counts['runs_created']} runs created, "
+                f"{counts['metric_values']} metric values written"
+            )
             return 0
         return report(build_parser().parse_args(argv))
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-

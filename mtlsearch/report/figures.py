@@ -9,6 +9,7 @@ are at least two of them, else from robust limits (the values within 1.5 interqu
 quartiles, Tukey's fences); values outside are clipped to the ends of the scale, which the figure's
 title says.  The axes of the joint figure are the space's ranges, not the trials' values.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -43,8 +44,7 @@ def _label(t: Trial, several_optimizers: bool) -> str:
     return f"{m}+{t.params.get('optimizer')}" if several_optimizers and t.params.get("optimizer") else m
 
 
-def _scatter_status(ax: Axes, xs: Sequence[float], ys: Sequence[float], statuses: Sequence[str], color: Any,
-                    label: str | None) -> None:
+def _scatter_status(ax: Axes, xs: Sequence[float], ys: Sequence[float], statuses: Sequence[str], color: Any, label: str | None) -> None:
     done = [(x, y) for x, y, s in zip(xs, ys, statuses) if s == STATUS_COMPLETED]
     part = [(x, y) for x, y, s in zip(xs, ys, statuses) if s != STATUS_COMPLETED]
     if done:
@@ -52,16 +52,24 @@ def _scatter_status(ax: Axes, xs: Sequence[float], ys: Sequence[float], statuses
         ax.scatter(done_x, done_y, color=color, s=36, label=label, zorder=3)
     if part:
         part_x, part_y = zip(*part)
-        ax.scatter(part_x, part_y, facecolors="none", edgecolors=color, s=36, zorder=3,
-                   label=f"{label} (stopped early)" if not done else None)
+        ax.scatter(
+            part_x, part_y, facecolors="none", edgecolors=color, s=36, zorder=3, label=f"{label} (stopped early)" if not done else None
+        )
 
 
-def fig_delta_vs_param(search: Search, out: Path, param: str, *, methods: Collection[str] | None = None, log: bool = False,
-                       filename: str) -> Path | None:
+def fig_delta_vs_param(
+    search: Search, out: Path, param: str, *, methods: Collection[str] | None = None, log: bool = False, filename: str
+) -> Path | None:
     plt = _plt()
     dm = search.delta_metric()
-    pts = [t for t in search.trials if isinstance(t.params.get(param), (int, float)) and not isinstance(t.params.get(param), bool)
-           and dm in t.final and (methods is None or t.params.get("method") in methods)]
+    pts = [
+        t
+        for t in search.trials
+        if isinstance(t.params.get(param), (int, float))
+        and not isinstance(t.params.get(param), bool)
+        and dm in t.final
+        and (methods is None or t.params.get("method") in methods)
+    ]
     if not pts:
         return None
     several = len({t.params.get("optimizer") for t in search.trials}) > 1
@@ -70,8 +78,7 @@ def fig_delta_vs_param(search: Search, out: Path, param: str, *, methods: Collec
     colors = plt.get_cmap("tab10")
     for i, lab in enumerate(labels):
         sel = [t for t in pts if _label(t, several) == lab]
-        _scatter_status(ax, [t.params[param] for t in sel], [t.final[dm] for t in sel], [t.status for t in sel],
-                        colors(i % 10), lab)
+        _scatter_status(ax, [t.params[param] for t in sel], [t.final[dm] for t in sel], [t.status for t in sel], colors(i % 10), lab)
     if log:
         ax.set_xscale("log")
     if param == "p":
@@ -106,8 +113,7 @@ def fig_delta_by_method(search: Search, out: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(max(4.0, 1.3 * len(labels) + 2), 4.2))
     done = [[t.final[dm] for t in pts if _label(t, several) == lab and t.status == STATUS_COMPLETED] for lab in labels]
     if any(done):
-        ax.boxplot([d if d else [float("nan")] for d in done], positions=range(1, len(labels) + 1), widths=0.5,
-                   showfliers=False)
+        ax.boxplot([d if d else [float("nan")] for d in done], positions=range(1, len(labels) + 1), widths=0.5, showfliers=False)
     rng = random.Random(0)
     for i, lab in enumerate(labels, 1):
         sel = [t for t in pts if _label(t, several) == lab]
@@ -146,7 +152,7 @@ def fig_learning_curves(search: Search, rows: list[dict[str, Any]], out: Path, t
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(metrics):]:
+    for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8)
@@ -156,6 +162,7 @@ def fig_learning_curves(search: Search, rows: list[dict[str, Any]], out: Path, t
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
 
 def fig_dominance(search: Search, out: Path) -> Path | None:
     """Task-dominance heatmap (rAU per shared layer and task, last epoch) of the best trial that
@@ -168,8 +175,9 @@ def fig_dominance(search: Search, out: Path) -> Path | None:
     from mtlsearch.dominance.heatmap import draw_heatmaps
 
     best: dict[str, Trial] = {}
-    for t in sorted(with_dom, key=lambda t: (t.status == STATUS_COMPLETED, sign * t.final.get(search.metric, -math.inf * sign)),
-                    reverse=True):
+    for t in sorted(
+        with_dom, key=lambda t: (t.status == STATUS_COMPLETED, sign * t.final.get(search.metric, -math.inf * sign)), reverse=True
+    ):
         best.setdefault(str(t.params.get("optimizer", "")), t)
     panels = {f"{t.params.get('method')} + {opt} ({t.trial_id})": table_from_metrics(t.final) for opt, t in best.items()}
     return draw_heatmaps(panels, out / "task_dominance.png", title="Task dominance of the shared layers (last epoch)")
@@ -188,10 +196,15 @@ def fig_pareto(search: Search, out: Path, max_pairs: int = 6) -> Path | None:
         (ma, da), (mb, db) = objectives[a], objectives[b]
         xs = [t.final[ma] for t in cands]
         ys = [t.final[mb] for t in cands]
-        ax.scatter([x for x, k in zip(xs, mask) if not k], [y for y, k in zip(ys, mask) if not k], color="0.7", s=22,
-                   label="dominated")
-        ax.scatter([x for x, k in zip(xs, mask) if k], [y for y, k in zip(ys, mask) if k], color="C3", s=36,
-                   label="Pareto set (all task metrics)", zorder=3)
+        ax.scatter([x for x, k in zip(xs, mask) if not k], [y for y, k in zip(ys, mask) if not k], color="0.7", s=22, label="dominated")
+        ax.scatter(
+            [x for x, k in zip(xs, mask) if k],
+            [y for y, k in zip(ys, mask) if k],
+            color="C3",
+            s=36,
+            label="Pareto set (all task metrics)",
+            zorder=3,
+        )
         for t, x, y, k in zip(cands, xs, ys, mask):
             if k:
                 ax.annotate(t.trial_id, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -203,11 +216,13 @@ def fig_pareto(search: Search, out: Path, max_pairs: int = 6) -> Path | None:
         ax.set_xlabel(f"{ma} ({'lower' if da == 'min' else 'higher'} is better)", fontsize=8)
         ax.set_ylabel(f"{mb} ({'lower' if db == 'min' else 'higher'} is better)", fontsize=8)
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(pairs):]:
+    for ax in list(axes.flat)[len(pairs) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.suptitle(f"Pareto front: {sum(mask)} of {len(cands)} trials that reached {search.max_epochs} epochs are not "
-                 "dominated on every task metric", fontsize=10)
+    fig.suptitle(
+        f"Pareto front: {sum(mask)} of {len(cands)} trials that reached {search.max_epochs} epochs are not dominated on every task metric",
+        fontsize=10,
+    )
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     path = out / "pareto.png"
     fig.savefig(path, dpi=110)
@@ -235,12 +250,10 @@ def _finite(v: Any) -> TypeGuard[float]:
 
 def colour_limits(search: Search) -> tuple[float, float, str] | None:
     """(low, high, how) of the objective's colour scale (see the module docstring)."""
-    done = [t.final[search.metric] for t in search.trials
-            if t.status == STATUS_COMPLETED and _finite(t.final.get(search.metric))]
+    done = [t.final[search.metric] for t in search.trials if t.status == STATUS_COMPLETED and _finite(t.final.get(search.metric))]
     if len(done) >= 2 and min(done) < max(done):
         return min(done), max(done), f"colour scale: the {len(done)} trials that reached {search.max_epochs} epochs"
-    values = sorted(t.final[search.metric] for t in search.trials
-                    if t.status != STATUS_ERRORED and _finite(t.final.get(search.metric)))
+    values = sorted(t.final[search.metric] for t in search.trials if t.status != STATUS_ERRORED and _finite(t.final.get(search.metric)))
     if not values:
         return None
     if len(values) >= 4:  # Tukey's fences: the values within 1.5 IQR of the quartiles
@@ -288,13 +301,29 @@ def joint_data(search: Search, params: Sequence[SearchedParam], importance: Impo
         if not (_finite(x) and _finite(y)):
             continue
         value = t.final.get(search.metric)
-        points.append({"trial": t.trial_id, "x": float(x), "y": float(y), "status": t.status, "epochs": t.epochs,
-                       "value": float(value) if _finite(value) else None,
-                       "hollow": t.status == STATUS_STOPPED, "errored": t.status == STATUS_ERRORED})
+        points.append(
+            {
+                "trial": t.trial_id,
+                "x": float(x),
+                "y": float(y),
+                "status": t.status,
+                "epochs": t.epochs,
+                "value": float(value) if _finite(value) else None,
+                "hollow": t.status == STATUS_STOPPED,
+                "errored": t.status == STATUS_ERRORED,
+            }
+        )
     if not points:
         return None
-    return {"x": px, "y": py, "points": points, "limits": limits, "metric": search.metric, "mode": search.mode,
-            "max_epochs": search.max_epochs}
+    return {
+        "x": px,
+        "y": py,
+        "points": points,
+        "limits": limits,
+        "metric": search.metric,
+        "mode": search.mode,
+        "max_epochs": search.max_epochs,
+    }
 
 
 def _axis_limits(p: SearchedParam, values: list[float]) -> tuple[float, float]:
@@ -323,15 +352,30 @@ def fig_joint(data: dict[str, Any] | None, out: Path, filename: str = "joint_par
             continue
         colours = cmap(norm([p["value"] for p in sel]))
         if kind == "done":
-            ax.scatter([p["x"] for p in sel], [p["y"] for p in sel], c=colours, s=60, edgecolors="k", linewidths=0.5,
-                       zorder=3, label="reached the last epoch" if any(p["status"] == STATUS_COMPLETED for p in sel) else "running")
+            ax.scatter(
+                [p["x"] for p in sel],
+                [p["y"] for p in sel],
+                c=colours,
+                s=60,
+                edgecolors="k",
+                linewidths=0.5,
+                zorder=3,
+                label="reached the last epoch" if any(p["status"] == STATUS_COMPLETED for p in sel) else "running",
+            )
         else:
-            ax.scatter([p["x"] for p in sel], [p["y"] for p in sel], facecolors="none", edgecolors=colours, s=60,
-                       linewidths=1.6, zorder=3, label="stopped early by ASHA (hollow; partial value)")
+            ax.scatter(
+                [p["x"] for p in sel],
+                [p["y"] for p in sel],
+                facecolors="none",
+                edgecolors=colours,
+                s=60,
+                linewidths=1.6,
+                zorder=3,
+                label="stopped early by ASHA (hollow; partial value)",
+            )
     err = [p for p in pts if p["errored"] or p["value"] is None]
     if err:
-        ax.scatter([p["x"] for p in err], [p["y"] for p in err], marker="x", color="0.45", s=50, zorder=3,
-                   label="errored / no value")
+        ax.scatter([p["x"] for p in err], [p["y"] for p in err], marker="x", color="0.45", s=50, zorder=3, label="errored / no value")
     sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(sm, ax=ax, extend="both", label=f"{data['metric']} ({'higher' if data['mode'] == 'max' else 'lower'} is better)")
     if px.log:
@@ -348,8 +392,7 @@ def fig_joint(data: dict[str, Any] | None, out: Path, filename: str = "joint_par
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     how = data["limits"][2] if data["limits"] else "no values"
-    ax.set_title(f"{data['metric']} over {px.name} x {py.name} ({len(pts)} trials)\n{how}; values outside are clipped",
-                 fontsize=9)
+    ax.set_title(f"{data['metric']} over {px.name} x {py.name} ({len(pts)} trials)\n{how}; values outside are clipped", fontsize=9)
     fig.tight_layout()
     path = out / filename
     fig.savefig(path, dpi=110)
@@ -405,8 +448,17 @@ def parallel_data(search: Search, params: Sequence) -> dict[str, Any] | None:
         if _finite(value) and limits:
             lo, hi, _ = limits
             obj = min(1.05, max(-0.05, (value - lo) / (hi - lo)))
-        lines.append({"trial": t.trial_id, "ys": ys, "objective": obj, "value": float(value) if _finite(value) else None,
-                      "status": t.status, "faint": t.status != STATUS_COMPLETED, "errored": t.status == STATUS_ERRORED})
+        lines.append(
+            {
+                "trial": t.trial_id,
+                "ys": ys,
+                "objective": obj,
+                "value": float(value) if _finite(value) else None,
+                "status": t.status,
+                "faint": t.status != STATUS_COMPLETED,
+                "errored": t.status == STATUS_ERRORED,
+            }
+        )
     return {"axes": shown, "lines": lines, "limits": limits, "metric": search.metric, "mode": search.mode}
 
 
@@ -461,9 +513,12 @@ def fig_parallel(data: dict[str, Any] | None, out: Path, filename: str = "parall
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
     how = data["limits"][2] if data["limits"] else "no values"
-    ax.set_title(f"Searched parameters of {len(lines)} trials, coloured by {data['metric']} (last axis)\n"
-                 f"faint: stopped early by ASHA; dashed grey: errored; dotted: passes a parameter the trial does "
-                 f"not have\n{how}; values outside clipped", fontsize=9)
+    ax.set_title(
+        f"Searched parameters of {len(lines)} trials, coloured by {data['metric']} (last axis)\n"
+        f"faint: stopped early by ASHA; dashed grey: errored; dotted: passes a parameter the trial does "
+        f"not have\n{how}; values outside clipped",
+        fontsize=9,
+    )
     fig.tight_layout()
     path = out / filename
     fig.savefig(path, dpi=110)
@@ -493,8 +548,7 @@ def fig_importance(result: Importance | None, metric: str, out: Path, filename: 
     ax.set_xlim(0, 1.1)
     ax.set_xlabel("importance (normalised to sum 1)")
     ax.legend(fontsize=7, loc="lower right")
-    ax.set_title(f"Parameter importance of {metric} at epoch {result.epoch} (the {result.trials} trials that reached it)",
-                 fontsize=9)
+    ax.set_title(f"Parameter importance of {metric} at epoch {result.epoch} (the {result.trials} trials that reached it)", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     path = out / filename

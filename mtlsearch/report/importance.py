@@ -14,6 +14,7 @@ last epoch, mixed as above, so it is not the one ranked here.  Conditional param
 ``method: gemtl``) are not in every trial, and Optuna's evaluators assess the parameters every trial has:
 they are left out, and the report says so.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,7 @@ class Importance:
         return bool(self.values)
 
     def basis(self, metric: str) -> str:
-        return (f"each trial's {metric} at epoch {self.epoch}, the latest epoch at least half of the trials "
-                f"reached ({self.trials} trials)")
+        return f"each trial's {metric} at epoch {self.epoch}, the latest epoch at least half of the trials reached ({self.trials} trials)"
 
 
 def comparison_epoch(search: Search) -> int | None:
@@ -127,10 +127,14 @@ def build_study(search: Search, params: Sequence[SearchedParam], epoch: int) -> 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize" if search.mode == "max" else "minimize")
     for t, value in rows:
-        study.add_trial(optuna.trial.create_trial(
-            params={p.name: t.params[p.name] for p, _ in usable}, distributions={p.name: d for p, d in usable},
-            value=value, user_attrs={"trial": t.trial_id},
-        ))
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={p.name: t.params[p.name] for p, _ in usable},
+                distributions={p.name: d for p, d in usable},
+                value=value,
+                user_attrs={"trial": t.trial_id},
+            )
+        )
     return study, [p.name for p, _ in usable], left_out
 
 
@@ -140,8 +144,9 @@ def param_importance(search: Search, params: Sequence) -> Importance:
     searched = [p for p in params if not p.simplex]
     if len(searched) < 2:
         listed = ", ".join(p.name for p in params) or "none"
-        return Importance(note=f"Parameter importance: not computed: the space searches one parameter ({listed}); "
-                               "nothing to compare it with")
+        return Importance(
+            note=f"Parameter importance: not computed: the space searches one parameter ({listed}); nothing to compare it with"
+        )
     epoch = comparison_epoch(search)
     if epoch is None:
         return Importance(note="Parameter importance: not computed: no trial reported an epoch")
@@ -149,13 +154,16 @@ def param_importance(search: Search, params: Sequence) -> Importance:
     n = len(study.trials)
     result = Importance(epoch=epoch, trials=n, params=names, left_out=left_out)
     if n < MIN_TRIALS:
-        result.note = (f"Parameter importance: not computed: {n} trial(s) have {search.metric} at epoch {epoch}; "
-                       f"at least {MIN_TRIALS} are needed")
+        result.note = (
+            f"Parameter importance: not computed: {n} trial(s) have {search.metric} at epoch {epoch}; at least {MIN_TRIALS} are needed"
+        )
         return result
     if len(names) < 2:
         why = "; ".join(f"{k}: {v}" for k, v in left_out.items())
-        result.note = (f"Parameter importance: not computed: {len(names)} parameter(s) vary in every trial "
-                       f"({', '.join(names) or 'none'}){f'; left out {why}' if why else ''}")
+        result.note = (
+            f"Parameter importance: not computed: {len(names)} parameter(s) vary in every trial "
+            f"({', '.join(names) or 'none'}){f'; left out {why}' if why else ''}"
+        )
         return result
     from optuna.importance import FanovaImportanceEvaluator, PedAnovaImportanceEvaluator, get_param_importances
 
@@ -180,9 +188,12 @@ def importance_text(result: Importance, metric: str, *, markdown: bool = False) 
     if not result.ok:
         return result.note
     header, body = importance_rows(result)
-    lines = [f"Parameter importance (Optuna, normalised to sum 1) of {result.basis(metric)}:",
-             *([""] if markdown else []), (markdown_table if markdown else format_table)(header, body),
-             *([""] if markdown else [])]
+    lines = [
+        f"Parameter importance (Optuna, normalised to sum 1) of {result.basis(metric)}:",
+        *([""] if markdown else []),
+        (markdown_table if markdown else format_table)(header, body),
+        *([""] if markdown else []),
+    ]
     lines += [f"  {label}: {how}" for label, how in EVALUATORS]
     if result.left_out:
         lines.append("  left out: " + "; ".join(f"{k} ({v})" for k, v in result.left_out.items()))

@@ -1,5 +1,6 @@
 """Loading a search: the data model (:class:`Search`, :class:`Trial`) from MLflow (through
 :mod:`mtlsearch.tracking`'s read side) or from a Ray results folder."""
+
 from __future__ import annotations
 
 import json
@@ -67,7 +68,6 @@ class Search:
         return "val/delta_m" if any("val/delta_m" in t.final for t in self.trials) else self.metric
 
 
-
 # ======================================================================================= loading
 def load_mlflow(tracking_uri: str, experiment: str, search: str | None = None) -> Search:
     """A search from MLflow: ``search`` = a parent run id or search id (default: the latest)."""
@@ -75,9 +75,16 @@ def load_mlflow(tracking_uri: str, experiment: str, search: str | None = None) -
     trials = []
     for rec in found["trials"]:
         trial = Trial(
-            trial_id=rec["trial_id"], params=rec["params"], status=rec["status"], final=rec["final"],
-            epochs=rec["epochs"] or 0, time_total_s=rec["time_total_s"], run_id=rec["run_id"],
-            checkpoint=rec["checkpoint"], error=rec["error"], _loader=rec["history"],
+            trial_id=rec["trial_id"],
+            params=rec["params"],
+            status=rec["status"],
+            final=rec["final"],
+            epochs=rec["epochs"] or 0,
+            time_total_s=rec["time_total_s"],
+            run_id=rec["run_id"],
+            checkpoint=rec["checkpoint"],
+            error=rec["error"],
+            _loader=rec["history"],
         )
         if rec["epochs"] is None and rec["metric_keys"]:  # still running: count the epochs logged so far
             trial.epochs = max((s for s, _ in trial.history().get(rec["metric_keys"][0], [])), default=0)
@@ -85,13 +92,22 @@ def load_mlflow(tracking_uri: str, experiment: str, search: str | None = None) -
     trials.sort(key=lambda t: t.trial_id)
     resources = found["resources"] or {}
     return Search(
-        name=found["name"], source=f"MLflow {tracking_uri} experiment {experiment!r}",
-        search_id=found["search_id"], metric=found["metric"], mode=found["mode"], objectives=found["objectives"],
+        name=found["name"],
+        source=f"MLflow {tracking_uri} experiment {experiment!r}",
+        search_id=found["search_id"],
+        metric=found["metric"],
+        mode=found["mode"],
+        objectives=found["objectives"],
         max_epochs=found["max_epochs"],
-        gpus_per_trial=float(resources.get("gpus_per_trial", 0.0)), cpus_per_trial=float(resources.get("cpus_per_trial", 1.0)),
-        benchmark=found["benchmark"], trials=trials,
-        parent_run_id=found["parent_run_id"], tracking_uri=tracking_uri, experiment=experiment,
-        info={"params": found["params"]}, resources_known=found["resources"] is not None,
+        gpus_per_trial=float(resources.get("gpus_per_trial", 0.0)),
+        cpus_per_trial=float(resources.get("cpus_per_trial", 1.0)),
+        benchmark=found["benchmark"],
+        trials=trials,
+        parent_run_id=found["parent_run_id"],
+        tracking_uri=tracking_uri,
+        experiment=experiment,
+        info={"params": found["params"]},
+        resources_known=found["resources"] is not None,
     )
 
 
@@ -149,21 +165,36 @@ def load_results(folder: str | Path) -> Search:
         else:
             status = STATUS_RUNNING
         checkpoints = sorted(d.glob("checkpoint_*"))
-        trials.append(Trial(
-            trial_id=trial_id, params=config, status=status,
-            final={k: v[max(v)] for k, v in history.items()}, epochs=epochs, time_total_s=last.get("time_total_s"),
-            checkpoint=str(checkpoints[-1]) if checkpoints else None,
-            error=error_file.read_text() if error_file else None, results=rows,
-            _history={k: sorted(v.items()) for k, v in history.items()},
-        ))
+        trials.append(
+            Trial(
+                trial_id=trial_id,
+                params=config,
+                status=status,
+                final={k: v[max(v)] for k, v in history.items()},
+                epochs=epochs,
+                time_total_s=last.get("time_total_s"),
+                checkpoint=str(checkpoints[-1]) if checkpoints else None,
+                error=error_file.read_text() if error_file else None,
+                results=rows,
+                _history={k: sorted(v.items()) for k, v in history.items()},
+            )
+        )
     objectives = [tuple(o) for o in info.get("objectives", [])] or [(info.get("metric", "val/delta_m"), info.get("mode", "max"))]
     resources = info.get("resources") or {}
     return Search(
-        name=folder.name, source=f"Ray results {folder}", search_id=info.get("search_id") or str(folder),
-        metric=info.get("metric", "val/delta_m"), mode=info.get("mode", "max"), objectives=objectives,
+        name=folder.name,
+        source=f"Ray results {folder}",
+        search_id=info.get("search_id") or str(folder),
+        metric=info.get("metric", "val/delta_m"),
+        mode=info.get("mode", "max"),
+        objectives=objectives,
         max_epochs=int(info.get("max_epochs") or max((int(t.params.get("max_epochs", 0)) for t in trials), default=0)),
-        gpus_per_trial=float(resources.get("gpus_per_trial", 0.0)), cpus_per_trial=float(resources.get("cpus_per_trial", 1.0)),
-        benchmark=info.get("benchmark") or trials[0].params.get("benchmark"), trials=trials,
-        tracking_uri=info.get("tracking_uri"), experiment=info.get("experiment"), info=info,
+        gpus_per_trial=float(resources.get("gpus_per_trial", 0.0)),
+        cpus_per_trial=float(resources.get("cpus_per_trial", 1.0)),
+        benchmark=info.get("benchmark") or trials[0].params.get("benchmark"),
+        trials=trials,
+        tracking_uri=info.get("tracking_uri"),
+        experiment=info.get("experiment"),
+        info=info,
         resources_known=bool(resources),
     )

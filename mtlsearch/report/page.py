@@ -3,6 +3,7 @@
 Nothing on the page points outside it (no external ``src`` or ``href``): figures are embedded as base64
 PNG, the style sheet is inline, so the file can be mailed, opened from MLflow's artifact view or archived.
 """
+
 from __future__ import annotations
 
 import base64
@@ -64,8 +65,12 @@ def header_items(search: Search) -> list[tuple[str, str]]:
         return "" if value is None else str(value)
 
     objective = ", ".join(f"{m} ({d})" for m, d in search.objectives)
-    items = [("search", search.name), ("space", short(get("space")) or "?"),
-             ("benchmark", search.benchmark or "?"), ("objective", objective)]
+    items = [
+        ("search", search.name),
+        ("space", short(get("space")) or "?"),
+        ("benchmark", search.benchmark or "?"),
+        ("objective", objective),
+    ]
     if search.multi_objective:
         items.append(("ranked by", f"{search.metric} ({search.mode})"))
     num = get("num_samples")
@@ -74,8 +79,9 @@ def header_items(search: Search) -> list[tuple[str, str]]:
         if get(key):
             items.append((key, short(get(key))))
     if params.get("optuna_storage"):
-        items.append(("Optuna study", f"{params.get('optuna_study')} in {params['optuna_storage']} "
-                                      f"(optuna-dashboard {params['optuna_storage']})"))
+        items.append(
+            ("Optuna study", f"{params.get('optuna_study')} in {params['optuna_storage']} (optuna-dashboard {params['optuna_storage']})")
+        )
     items.append(("source", search.source))
     if search.parent_run_id:
         items.append(("MLflow parent run", search.parent_run_id))
@@ -87,13 +93,21 @@ def html_page(search: Search, *, sections: Sequence[tuple[str, str]]) -> str:
     """The page: the search's header, then ``sections`` ((title, HTML body), in order)."""
     head = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in header_items(search))
     body = "".join(f"<h2>{esc(title)}</h2>\n{content}\n" for title, content in sections)
-    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>mtlsearch report: {esc(search.name)}"
-            f"</title><style>{STYLE}</style></head><body>\n<h1>mtlsearch report: {esc(search.name)}</h1>\n"
-            f"<dl>{head}</dl>\n{body}</body></html>\n")
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>mtlsearch report: {esc(search.name)}'
+        f"</title><style>{STYLE}</style></head><body>\n<h1>mtlsearch report: {esc(search.name)}</h1>\n"
+        f"<dl>{head}</dl>\n{body}</body></html>\n"
+    )
 
 
-def build_page(search: Search, rows: list[dict[str, Any]], metrics: list[str], importance: Importance, searched: Sequence[SearchedParam],
-               figures: Sequence[Path]) -> str:
+def build_page(
+    search: Search,
+    rows: list[dict[str, Any]],
+    metrics: list[str],
+    importance: Importance,
+    searched: Sequence[SearchedParam],
+    figures: Sequence[Path],
+) -> str:
     """The report page of a search: leaderboard and totals, parameter importance, Pareto set, every
     figure, and one row per trial."""
     from mtlsearch.report.importance import EVALUATORS, importance_rows
@@ -102,15 +116,24 @@ def build_page(search: Search, rows: list[dict[str, Any]], metrics: list[str], i
     from mtlsearch.results import fmt
 
     columns = table_columns(search, metrics)
-    sections = [("Leaderboard", table(columns, [_row_cells(r, columns, metrics) for r in rows])
-                 + f'<p class="note">{esc(totals(search))}</p>')]
+    sections = [
+        ("Leaderboard", table(columns, [_row_cells(r, columns, metrics) for r in rows]) + f'<p class="note">{esc(totals(search))}</p>')
+    ]
     if importance.ok:
         header, body = importance_rows(importance)
         how = "".join(f"<li>{esc(label)}: <code>{esc(what)}</code></li>" for label, what in EVALUATORS)
-        left = ("<p class=\"note\">Left out: " + esc("; ".join(f"{k} ({v})" for k, v in importance.left_out.items()))
-                + "</p>" if importance.left_out else "")
-        sections.append(("Parameter importance", f"<p>Optuna's evaluators on {esc(importance.basis(search.metric))}; "
-                         f"each column sums to 1.</p>{table(header, body)}<ul>{how}</ul>{left}"))
+        left = (
+            '<p class="note">Left out: ' + esc("; ".join(f"{k} ({v})" for k, v in importance.left_out.items())) + "</p>"
+            if importance.left_out
+            else ""
+        )
+        sections.append(
+            (
+                "Parameter importance",
+                f"<p>Optuna's evaluators on {esc(importance.basis(search.metric))}; "
+                f"each column sums to 1.</p>{table(header, body)}<ul>{how}</ul>{left}",
+            )
+        )
     else:
         sections.append(("Parameter importance", f"<p>{esc(importance.note)}</p>"))
     sections.append(("Pareto set", f"<pre>{esc(pareto_table(search)[0])}</pre>"))

@@ -1,4 +1,5 @@
 """Rendering a search: the leaderboard and Pareto set as terminal or Markdown text, totals, CSV."""
+
 from __future__ import annotations
 
 import csv
@@ -22,8 +23,21 @@ def _cell(row: Mapping[str, Any], metric: str) -> str:
 def table_columns(search: Search, metrics: list[str], *, wide: bool = False) -> list[str]:
     """Columns of the terminal / Markdown table (``wide``: the test split's task metrics too)."""
     shown = [m for m in metrics if wide or not (m.startswith("test/") and m != "test/delta_m")]
-    return ["method", "optimizer", "p bucket", "config", "seeds", *shown, "epochs", "trials", "ASHA-stopped",
-            "errored", "epochs spent", "GPU-h", "CPU-h"]
+    return [
+        "method",
+        "optimizer",
+        "p bucket",
+        "config",
+        "seeds",
+        *shown,
+        "epochs",
+        "trials",
+        "ASHA-stopped",
+        "errored",
+        "epochs spent",
+        "GPU-h",
+        "CPU-h",
+    ]
 
 
 def _row_cells(row: Mapping[str, Any], columns: list[str], metrics: list[str]) -> list[str]:
@@ -52,13 +66,19 @@ def totals(search: Search) -> str:
     n = len(search.trials)
     count = lambda s: sum(t.status == s for t in search.trials)  # noqa: E731
     seconds = sum(t.time_total_s or 0.0 for t in search.trials)
-    res = (f"{fmt(search.gpus_per_trial)} GPU and {fmt(search.cpus_per_trial)} CPU per trial"
-           if search.resources_known else "resources per trial unknown: assumed 0 GPU, 1 CPU")
-    return (f"{n} trials ({count(STATUS_COMPLETED)} completed, {count(STATUS_STOPPED)} stopped early by ASHA, "
-            f"{count(STATUS_ERRORED)} errored" + (f", {count(STATUS_RUNNING)} running" if count(STATUS_RUNNING) else "")
-            + f"); {sum(t.epochs for t in search.trials)} epochs; "
-            f"{seconds * search.gpus_per_trial / 3600:.3f} GPU-hours, {seconds * search.cpus_per_trial / 3600:.3f} "
-            f"CPU-hours ({res})")
+    res = (
+        f"{fmt(search.gpus_per_trial)} GPU and {fmt(search.cpus_per_trial)} CPU per trial"
+        if search.resources_known
+        else "resources per trial unknown: assumed 0 GPU, 1 CPU"
+    )
+    return (
+        f"{n} trials ({count(STATUS_COMPLETED)} completed, {count(STATUS_STOPPED)} stopped early by ASHA, "
+        f"{count(STATUS_ERRORED)} errored"
+        + (f", {count(STATUS_RUNNING)} running" if count(STATUS_RUNNING) else "")
+        + f"); {sum(t.epochs for t in search.trials)} epochs; "
+        f"{seconds * search.gpus_per_trial / 3600:.3f} GPU-hours, {seconds * search.cpus_per_trial / 3600:.3f} "
+        f"CPU-hours ({res})"
+    )
 
 
 def pareto_table(search: Search, *, markdown: bool = False) -> tuple[str, list[Trial]]:
@@ -70,19 +90,43 @@ def pareto_table(search: Search, *, markdown: bool = False) -> tuple[str, list[T
     shown = searched_keys(search)
     delta = [m for m in ("val/delta_m",) if any(m in t.final for t in front)]
     header = ["trial", "method", "optimizer", "config", *[f"{m} ({d})" for m, d in objectives], *delta]
-    body = [[t.trial_id, str(t.params.get("method", "")), str(t.params.get("optimizer", "")),
-             " ".join(f"{k}={fmt(t.params[k])}" for k in shown if k in t.params) or "-",
-             *[fmt(t.final[m]) for m, _ in objectives], *[fmt(t.final[m]) for m in delta]] for t in front]
-    title = (f"Pareto set: {len(front)} of {len(cands)} trials that reached {search.max_epochs} epochs are not "
-             f"dominated on {', '.join(m for m, _ in objectives) or '(no task metric)'}")
+    body = [
+        [
+            t.trial_id,
+            str(t.params.get("method", "")),
+            str(t.params.get("optimizer", "")),
+            " ".join(f"{k}={fmt(t.params[k])}" for k in shown if k in t.params) or "-",
+            *[fmt(t.final[m]) for m, _ in objectives],
+            *[fmt(t.final[m]) for m in delta],
+        ]
+        for t in front
+    ]
+    title = (
+        f"Pareto set: {len(front)} of {len(cands)} trials that reached {search.max_epochs} epochs are not "
+        f"dominated on {', '.join(m for m, _ in objectives) or '(no task metric)'}"
+    )
     table = markdown_table(header, body) if markdown else format_table(header, body)
     gap = "\n\n" if markdown else "\n"
     return f"{title}{gap}{table}" if front else f"{title}{gap}(none)", front
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], metrics: list[str]) -> None:
-    base = ["method", "optimizer", "p bucket", "config", "best_trials", "seeds", "epochs", "partial", "trials",
-            "asha_stopped", "errored", "epochs_spent", "gpu_hours", "cpu_hours"]
+    base = [
+        "method",
+        "optimizer",
+        "p bucket",
+        "config",
+        "best_trials",
+        "seeds",
+        "epochs",
+        "partial",
+        "trials",
+        "asha_stopped",
+        "errored",
+        "epochs_spent",
+        "gpu_hours",
+        "cpu_hours",
+    ]
     header = base + [c for m in metrics for c in (m, m + " std")]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
@@ -98,9 +142,11 @@ def render(search: Search, *, markdown: bool = False, wide: bool = False) -> tup
     columns = table_columns(search, metrics, wide=wide)
     body = [_row_cells(r, columns, metrics) for r in rows]
     objective = ", ".join(f"{m} ({d})" for m, d in search.objectives)
-    head = (f"Search {search.name} ({search.source}); objective {objective}"
-            + (f"; ranked by {search.metric} ({search.mode})" if search.multi_objective else "")
-            + f"; max_epochs {search.max_epochs}")
+    head = (
+        f"Search {search.name} ({search.source}); objective {objective}"
+        + (f"; ranked by {search.metric} ({search.mode})" if search.multi_objective else "")
+        + f"; max_epochs {search.max_epochs}"
+    )
     parts = []
     if markdown:
         parts += [f"**{head}**", "", markdown_table(columns, body), "", totals(search), ""]
@@ -111,4 +157,3 @@ def render(search: Search, *, markdown: bool = False, wide: bool = False) -> tup
     if not search.finished:
         parts += ["", "Note: some trials are still running; their values are partial."]
     return "\n".join(parts) + "\n", rows, metrics
-

@@ -1,4 +1,5 @@
 """``python -m mtlsearch.report sync``: copy a Ray results folder into MLflow, idempotently."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,26 +18,29 @@ def sync(results_folder: str | Path, tracking_uri: str, experiment: str | None =
     experiment = experiment or search.experiment or search.name.rsplit("-", 2)[0]
     before = tracking.count_search_runs(tracking_uri, experiment, search.search_id)
     tracker = tracking.Tracker(tracking_uri, experiment, search.search_id, tolerant=False)
-    info = search.info or {"params": {"objective_metric": search.metric, "objective_mode": search.mode,
-                                      "max_epochs": search.max_epochs}}
+    info = search.info or {"params": {"objective_metric": search.metric, "objective_mode": search.mode, "max_epochs": search.max_epochs}}
     tracker.start_search_from(info, reopen=False)
     written = 0
     for t in search.trials:
         tracker.trial_run(t.trial_id, t.params)
         written += tracker.log_results(t.trial_id, t.params, t.results)
         if t.status != STATUS_RUNNING:
-            tracker.end_trial(t.trial_id, t.params, t.status, error=t.error, checkpoint=t.checkpoint, epochs=t.epochs,
-                              time_total_s=t.time_total_s)
+            tracker.end_trial(
+                t.trial_id, t.params, t.status, error=t.error, checkpoint=t.checkpoint, epochs=t.epochs, time_total_s=t.time_total_s
+            )
     if search.finished:
-        top = results.best([t for t in search.trials if search.metric in t.final], lambda t: t.final[search.metric],
-                           search.mode)
+        top = results.best([t for t in search.trials if search.metric in t.final], lambda t: t.final[search.metric], search.mode)
         best = {"trial_id": top.trial_id, "config": top.params, "metrics": top.final} if top is not None else None
         pareto = None
         if search.multi_objective:
-            rows = [{"trial": t.trial_id, "epochs": t.epochs, "_metrics": t.final} for t in search.trials
-                    if t.status != STATUS_ERRORED]
+            rows = [{"trial": t.trial_id, "epochs": t.epochs, "_metrics": t.final} for t in search.trials if t.status != STATUS_ERRORED]
             pareto = [r["trial"] for r in results.pareto_rows(rows, search.objectives, search.max_epochs)]
         tracker.end_search(best, pareto=pareto)
     after = tracker.count_search_runs()
-    return {"runs_created": after - before, "metric_values": written, "trials": len(search.trials),
-            "experiment": experiment, "parent_run_id": tracker.parent_run_id}
+    return {
+        "runs_created": after - before,
+        "metric_values": written,
+        "trials": len(search.trials),
+        "experiment": experiment,
+        "parent_run_id": tracker.parent_run_id,
+    }

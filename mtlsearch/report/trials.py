@@ -6,6 +6,7 @@ what the trials' values show (numbers: linear, or log when positive over two dec
 booleans: categories).  ``simplex`` parameters (a list of weights per trial) are listed in the CSV as JSON
 text and left out of the figures and the importance.
 """
+
 from __future__ import annotations
 
 import csv
@@ -66,7 +67,7 @@ def params_from_space_text(text: str, source: str = "space") -> list[SearchedPar
 
     try:
         data = yaml.safe_load(text)
-        sets = [line[len("# --set "):].strip() for line in text.splitlines() if line.startswith("# --set ")]
+        sets = [line[len("# --set ") :].strip() for line in text.splitlines() if line.startswith("# --set ")]
         if sets:
             data = apply_sets(data, sets)
         params = [_parse_param(name, spec, source) for name, spec in (data.get("params") or {}).items()]
@@ -98,13 +99,15 @@ def params_from_trials(search: Search) -> list[SearchedParam]:
             lo, hi = min(present), max(present)
             integer = all(isinstance(v, int) for v in present)
             log = lo > 0 and hi / lo >= 100
-            out.append(SearchedParam(k, "int" if integer else "float", log, lo, hi,
-                                     conditional=len(present) < len(search.trials)))
+            out.append(SearchedParam(k, "int" if integer else "float", log, lo, hi, conditional=len(present) < len(search.trials)))
         elif present and all(isinstance(v, list) for v in present):
             out.append(SearchedParam(k, "categorical", simplex=True))
         else:
-            out.append(SearchedParam(k, "categorical", choices=tuple(sorted({str(v) for v in present})),
-                                     conditional=len(present) < len(search.trials)))
+            out.append(
+                SearchedParam(
+                    k, "categorical", choices=tuple(sorted({str(v) for v in present})), conditional=len(present) < len(search.trials)
+                )
+            )
     return out
 
 
@@ -125,8 +128,17 @@ def trial_table(search: Search, params: Sequence[SearchedParam]) -> tuple[list[s
     trial's last epoch), Δm and every per-task metric of val and test, time, MLflow run id."""
     metrics = [*task_metrics(search, "val"), *task_metrics(search, "test")]
     extra = [m for m in ("val/delta_m", "test/delta_m") if m != search.metric and any(m in t.final for t in search.trials)]
-    header = ["trial", "status", "epochs", *[p.name for p in params], search.metric, *extra,
-              *[m for m in metrics if m != search.metric], "time_total_s", "run_id"]
+    header = [
+        "trial",
+        "status",
+        "epochs",
+        *[p.name for p in params],
+        search.metric,
+        *extra,
+        *[m for m in metrics if m != search.metric],
+        "time_total_s",
+        "run_id",
+    ]
     rows = []
     for t in search.trials:
         cells: list[Any] = [t.trial_id, t.status, t.epochs]
