@@ -143,13 +143,13 @@ def prepare_space(args: argparse.Namespace) -> SearchSpace:
     )
     if space.scheduler["grace_period"] > space.max_epochs:
         space.scheduler = {**space.scheduler, "grace_period": space.max_epochs}
-    from mtlsearch import plugins
+    from mtlsearch import plugin_checks
 
-    space = plugins.prepare(space)  # a user's module:Class or file.py:Class: importable, the right class
+    space = plugin_checks.prepare(space)  # a user's module:Class or file.py:Class: importable, the right class
     check_resource_shape(space, args)
     space.validate_trials()
     check_data_folder(space)
-    plugins.check_space(space)  # a user's benchmark or method: importable, tasks, a first batch on the CPU
+    plugin_checks.check_space(space)  # a user's benchmark or method: importable, tasks, a first batch on the CPU
     if space.metric.endswith("delta_m"):
         from mtlsearch.references import load_reference_file
 

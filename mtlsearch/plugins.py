@@ -5,7 +5,7 @@ A space file (``benchmark: my_pkg.tasks:MyBenchmark``, ``params: {method: ./my_m
 registries (:func:`mtlsearch.benchmarks.get_benchmark`, :func:`mtlsearch.balancing.get_method`), so
 the rest of the code treats them like the built-in ones.
 
-Before Ray starts, :func:`check_space` checks every plugin a search names, cheaply and on the CPU:
+Before Ray starts, :func:`mtlsearch.plugin_checks.check_space` checks every plugin a search names, cheaply and on the CPU:
 importable, the right base class, tasks with metrics and directions, every split present, a first
 training batch through the model with an output for every task, each task's loss a finite scalar,
 the meters reporting the declared metrics, and one training step of each plugin method.  Anything
@@ -33,7 +33,6 @@ from typing import TYPE_CHECKING, Any, Iterable
 from mtlsearch.errors import ConfigError
 
 if TYPE_CHECKING:
-    from mtlsearch.config import TrialConfig
     from mtlsearch.spaces import SearchSpace
 
 _CACHE: dict[str, type] = {}
@@ -86,7 +85,7 @@ def resolve_file(target: str) -> Path | None:
     return None
 
 
-def _user_frame(err: BaseException, files: Iterable[str]) -> str:
+def user_frame(err: BaseException, files: Iterable[str]) -> str:
     """``file:line`` of the innermost traceback frame in one of ``files`` (the user's code), if any."""
     wanted = {str(Path(f).resolve()) for f in files if f}
     where = ""
@@ -166,7 +165,7 @@ def load_class(spec: str, base: type, what: str) -> type:
     except BaseException as err:  # noqa: BLE001 - the user's module failed while importing
         if isinstance(err, KeyboardInterrupt):
             raise
-        where = _user_frame(err, [source]) or source
+        where = user_frame(err, [source]) or source
         raise ConfigError(f"importing it failed: {one_line(err)}", source=where, field=what) from None
     obj: Any = module
     for part in attr.split("."):
@@ -265,236 +264,3 @@ def runtime_env(space: SearchSpace, *, remote: bool, in_job: bool, cwd: str | No
     cwd = str(Path(cwd or os.getcwd()).resolve())
     paths = [p for p in ship_paths(space_plugins(space)) if not (in_job and (p == cwd or p.startswith(cwd + os.sep)))]
     return {"py_modules": paths} if paths else None
-
-
-# ------------------------------------------------------------------------------ localising a space
-def localize(space: SearchSpace, *, in_job: bool | None = None) -> SearchSpace:
-    """The space with plugin file paths made absolute (trials run in their own working directories);
-    inside a Ray job, paths under its working directory relative to it (see :func:`absolute`)."""
-    import dataclasses
-
-    from mtlsearch.spaces import Param
-
-    folder = Path(space.path).parent
-    if in_job is None:
-        in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-    base = Path.cwd() if in_job else None
-
-    def fix(value: Any) -> Any:
-        return [fix(v) for v in value] if isinstance(value, list) else absolute(value, folder, base)
-
-    params = []
-    for p in space.params:
-        args = fix(p.args) if p.name == "method" and p.kind in ("value", "choice", "grid") else p.args
-        when = {k: (fix(v) if k == "method" else v) for k, v in p.when.items()}
-        params.append(Param(p.name, p.kind, args, when))
-    return dataclasses.replace(space, benchmark=absolute(space.benchmark, folder, base), params=params)
-
-
-# ------------------------------------------------------------------------------ checks before any trial
-def prepare(space: SearchSpace) -> SearchSpace:
-    """:func:`localize` the space and check its plugin classes (importable, right base class, declared
-    hyperparameters) before its trial configs are validated against them."""
-    space = localize(space)
-    for spec in space_plugins(space):
-        if spec == space.benchmark:
-            from mtlsearch.benchmarks import benchmark_class
-
-            benchmark_class(spec)
-        else:
-            check_method(spec)
-    return space
-
-
-def check_space(space: SearchSpace) -> None:
-    """Check every plugin of the space's representative trial configs (see the module docstring)."""
-    from mtlsearch.config import TrialConfig
-
-    if not space_plugins(space):
-        return
-    seen_bench: set[str] = set()
-    seen_step: set[str] = set()
-    for probe in space.probe_configs():
-        cfg = TrialConfig.from_dict(probe, source=str(space.path))
-        bench_key = repr((cfg.benchmark, cfg.data_root, sorted(cfg.benchmark_options.items()), cfg.tasks))
-        if is_plugin(cfg.benchmark) and bench_key not in seen_bench:
-            seen_bench.add(bench_key)
-            check_benchmark(cfg)
-        step_key = repr((bench_key, cfg.method, cfg.optimizer, cfg.effective_grad_mode))
-        if (is_plugin(cfg.method) or is_plugin(cfg.benchmark)) and step_key not in seen_step and len(seen_step) < 8:
-            seen_step.add(step_key)
-            check_step(cfg)
-
-
-def check_method(spec: str) -> None:
-    """A user's method: a LossBalancing or GradBalancing whose hyperparameters are declared as HParam."""
-    from mtlsearch.balancing import GradBalancing, HParam, LossBalancing, get_method
-
-    cls = get_method(spec)
-    if not issubclass(cls, (LossBalancing, GradBalancing)):
-        raise _fail(
-            spec,
-            f"{cls.__name__} must subclass LossBalancing (losses -> one scalar) or GradBalancing "
-            "(per-task gradients -> weights or a direction)",
-            field="method",
-        )
-    hyperparams = getattr(cls, "hyperparams", None)
-    if not isinstance(hyperparams, dict):
-        raise _fail(spec, f"{cls.__name__}.hyperparams must be a dict {{name: HParam(...)}}", field="method")
-    for key, value in hyperparams.items():
-        if not isinstance(value, HParam):
-            raise _fail(
-                spec,
-                f"{cls.__name__}.hyperparams[{key!r}] must be HParam(type, default, ...) so that it can "
-                f"be validated and searched, got {value!r}",
-                field="method",
-            )
-
-
-def _fail(spec: str, message: str, err: BaseException | None = None, field: str = "benchmark") -> ConfigError:
-    source = source_file(spec)
-    where = _user_frame(err, [source]) if err is not None else ""
-    return ConfigError(message + (f" ({one_line(err)})" if err is not None else ""), source=where or source, field=field)
-
-
-def check_benchmark(cfg: TrialConfig) -> None:
-    """Tasks, splits, a first batch through the model with every task's output, losses and meters."""
-    import torch
-
-    from mtlsearch.benchmarks import as_model, as_split, get_benchmark
-
-    spec = cfg.benchmark
-    try:
-        bench = get_benchmark(spec, data_root=cfg.data_root, **cfg.benchmark_options)
-    except ConfigError as err:
-        raise err.with_source(source_file(spec)) from None
-    except Exception as err:  # noqa: BLE001
-        raise _fail(spec, "constructing the benchmark failed", err) from None
-    try:
-        specs = list(bench.task_specs())
-    except ConfigError as err:  # e.g. a metric without a direction: name the line of the user's file
-        src = source_file(spec)
-        raise ConfigError(err.message, source=_user_frame(err, [src]) or src, field=err.field) from None
-    except Exception as err:  # noqa: BLE001
-        raise _fail(spec, "task_specs() failed", err) from None
-    from mtlsearch.benchmarks import TaskSpec
-
-    if not specs or not all(isinstance(s, TaskSpec) for s in specs):
-        raise _fail(spec, f"task_specs() must return a non-empty list of TaskSpec, got {specs!r}"[:300])
-    names = [s.name for s in specs]
-    if len(set(names)) != len(names):
-        raise _fail(spec, f"task_specs() names a task twice: {names}")
-    tasks = list(cfg.tasks) if cfg.tasks else names
-    unknown = [t for t in tasks if t not in names]
-    if unknown:
-        raise ConfigError(f"unknown task(s) {unknown}; the benchmark's tasks: {', '.join(names)}", field="tasks")
-    try:
-        splits = bench.load_splits(cfg.data_seed)
-    except ConfigError as err:
-        raise err.with_source(source_file(spec)) from None
-    except Exception as err:  # noqa: BLE001
-        raise _fail(spec, "load_splits() failed", err) from None
-    if not isinstance(splits, dict) or not {"train", "val"} <= set(splits):
-        raise _fail(
-            spec,
-            f"load_splits() must return a dict with 'train', 'val' (and 'test') splits, got "
-            f"{sorted(splits) if isinstance(splits, dict) else type(splits).__name__}",
-        )
-    try:
-        split = as_split(splits["train"], 0)
-        x, targets = next(iter(split.batches(2, shuffle=False)))
-    except StopIteration:
-        raise _fail(spec, "the train split is empty") from None
-    except Exception as err:  # noqa: BLE001
-        raise _fail(spec, "reading a first batch of the train split failed", err) from None
-    if not isinstance(targets, dict):
-        raise _fail(spec, f"a batch must be (inputs, {{task: target}}), got targets of type {type(targets).__name__}")
-    missing = [t for t in tasks if t not in targets]
-    if missing and not bench.multi_input:
-        raise _fail(spec, f"the train split's batches have no target for task(s) {missing} (they have {sorted(targets)})")
-    try:
-        torch.manual_seed(cfg.seed)
-        model = as_model(bench.build_model(tasks))
-    except Exception as err:  # noqa: BLE001
-        raise _fail(spec, "build_model() failed", err) from None
-    shared = model.shared_parameters()
-    if not shared:
-        raise _fail(spec, "the model has no shared parameters (what every task trains)")
-    model.train()
-    try:
-        outputs = model(x)
-    except Exception as err:  # noqa: BLE001
-        raise _fail(spec, f"a first training batch (inputs {_shape(x)}) through the model failed", err) from None
-    if not isinstance(outputs, dict):
-        raise _fail(spec, f"the model must return {{task: prediction}}, got {type(outputs).__name__}")
-    missing = [t for t in tasks if t not in outputs and not (bench.multi_input and t not in targets)]
-    if missing:
-        raise _fail(spec, f"the model's outputs miss task(s) {missing} (it returned {sorted(outputs)}); return one prediction per task")
-    by_name = {s.name: s for s in specs}
-    for t in tasks:
-        if t not in targets:
-            continue
-        pred, target = outputs[t], targets[t]
-        try:
-            loss = by_name[t].loss(pred, target)
-        except Exception as err:  # noqa: BLE001
-            raise _fail(
-                spec, f"task {t!r}: the loss of a first batch (prediction {_shape(pred)}, target {_shape(target)}) failed", err
-            ) from None
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise _fail(
-                spec,
-                f"task {t!r}: the loss must be a scalar tensor, got {_shape(loss)} (prediction {_shape(pred)}, target {_shape(target)})",
-            )
-        if not torch.isfinite(loss).all():
-            raise _fail(spec, f"task {t!r}: the loss of a first batch is {loss.item()}")
-        try:
-            meter = by_name[t].new_meter()
-            meter.update(pred.detach(), target)
-            values = meter.compute()
-        except Exception as err:  # noqa: BLE001
-            raise _fail(
-                spec, f"task {t!r}: its meter failed on a first batch (prediction {_shape(pred)}, target {_shape(target)})", err
-            ) from None
-        declared = set(by_name[t].metrics)
-        if not isinstance(values, dict) or set(values) != declared:
-            raise _fail(
-                spec,
-                f"task {t!r}: its meter reports {sorted(values) if isinstance(values, dict) else values!r} "
-                f"but the task declares metrics {sorted(declared)}",
-            )
-
-
-def _shape(value: Any) -> str:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return f"shape {tuple(value.shape)} {str(value.dtype).replace('torch.', '')}"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_shape(v)}" for k, v in value.items()) + "}"
-    return type(value).__name__
-
-
-def check_step(cfg: TrialConfig) -> None:
-    """One training step of the trial config on the CPU (a user's method, or a user's model under a method)."""
-    import dataclasses
-
-    import torch
-
-    from mtlsearch.trainer import Trainer
-
-    culprit, field = (cfg.method, "method") if is_plugin(cfg.method) else (cfg.benchmark, "benchmark")
-    probe = dataclasses.replace(cfg, device="cpu", max_epochs=1, dominance_interval=0)
-    try:
-        trainer = Trainer(probe)
-    except ConfigError as err:
-        raise err.with_source(source_file(culprit)) from None
-    except Exception as err:  # noqa: BLE001
-        raise _fail(culprit, f"building a trial (method {cfg.method!r}) failed", err, field) from None
-    x, targets = next(iter(trainer.splits["train"].batches(min(cfg.batch_size, 8), shuffle=False)))
-    try:
-        losses, _ = trainer.train_step(*trainer._to_device(x, targets))
-    except Exception as err:  # noqa: BLE001
-        raise _fail(culprit, f"a first training step (method {cfg.method!r}, optimizer {cfg.optimizer!r}) failed", err, field) from None
-    if not torch.isfinite(losses).all():
-        raise _fail(culprit, f"a first training step gave non-finite losses {losses.tolist()}", field=field)

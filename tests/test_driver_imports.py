@@ -10,8 +10,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# The driver modules (Ray, MLflow, the command lines).  spaces and plugins are left out: they sit in a
-# circle with the core's registries (config -> balancing/benchmarks -> plugins -> config), a seam of its own.
+# The driver modules (Ray, MLflow, the command lines).
 DRIVER = {
     "mtlsearch.launch",
     "mtlsearch.runner",
@@ -48,7 +47,11 @@ def import_graph(root: Path, package: str) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {m: set() for m in files}
     for module, path in files.items():
         here = module if path.name == "__init__.py" else module.rpartition(".")[0]
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        typing_only = {id(n) for block in ast.walk(tree) if _is_type_checking(block) for b in block.body for n in ast.walk(b)}
+        for node in ast.walk(tree):
+            if id(node) in typing_only:  # `if TYPE_CHECKING:` imports never run
+                continue
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):
@@ -64,6 +67,13 @@ def import_graph(root: Path, package: str) -> dict[str, set[str]]:
                 if found and found != module and not (path.name == "__init__.py" and found.startswith(module + ".")):
                     graph[module].add(found)
     return graph
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    return isinstance(node, ast.If) and (
+        (isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING")
+        or (isinstance(node.test, ast.Attribute) and node.test.attr == "TYPE_CHECKING")
+    )
 
 
 def circles(graph: dict[str, set[str]]) -> list[list[str]]:
@@ -114,6 +124,15 @@ def test_no_import_circle_through_a_driver_module():
     assert "mtlsearch.report" not in graph["mtlsearch.launch"] and "mtlsearch.launch" not in graph["mtlsearch.report.cli"]
 
 
+def test_no_import_circle_anywhere_in_the_package():
+    # The core's registries once sat in one circle with the plugin checks (config -> balancing ->
+    # plugins -> config, trainer -> references -> plugins -> trainer): the loaders stay in plugins, the
+    # checks that build a trial moved to plugin_checks.
+    graph = import_graph(ROOT, "mtlsearch")
+    assert "mtlsearch.plugins" in graph["mtlsearch.balancing"] and "mtlsearch.trainer" in graph["mtlsearch.plugin_checks"]
+    assert circles(graph) == []
+
+
 def test_the_checker_finds_a_circle_hidden_in_a_function(tmp_path):
     pkg = tmp_path / "pkg"
     (pkg / "sub").mkdir(parents=True)
@@ -122,6 +141,8 @@ def test_the_checker_finds_a_circle_hidden_in_a_function(tmp_path):
     (pkg / "sub" / "__init__.py").write_text("from pkg.sub.b import f\n")  # a re-export: not a circle
     (pkg / "sub" / "b.py").write_text("def f():\n    from ..a import x\n")  # a lazy, relative import back
     (pkg / "c.py").write_text("import pkg.a\n")
+    (pkg / "d.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import c\n")
+    (pkg / "e.py").write_text("import pkg.d\n")  # d -> c only for the type checker: no edge
     graph = import_graph(tmp_path, "pkg")
-    assert graph["pkg.sub.b"] == {"pkg.a"} and graph["pkg.sub"] == set()
+    assert graph["pkg.sub.b"] == {"pkg.a"} and graph["pkg.sub"] == set() and graph["pkg.d"] == set()
     assert circles(graph) == [["pkg.a", "pkg.sub.b"]]
