@@ -100,9 +100,9 @@ def _fit_and_report(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
     from ray.tune.search import SearchAlgorithm, Searcher
-    from ray.tune.search.optuna import OptunaSearch
 
     from mtlsearch import spaces, tracking
+    from mtlsearch.optuna_search import ResumableOptunaSearch
     from trainables import train_mtl
 
     tracking_uri, experiment = tracker.tracking_uri, tracker.experiment
@@ -134,7 +134,7 @@ def _fit_and_report(
         }[space.searcher["sampler"]]()
         # Multi-objective: the metric/mode lists go on OptunaSearch only; Tune and ASHA keep the scalar.
         objectives = space.objectives()
-        search_alg = OptunaSearch(
+        search_alg = ResumableOptunaSearch(
             space=space.define_by_run(),
             sampler=sampler,
             metric=[m for m, _ in objectives] if space.multi_objective else space.metric,
