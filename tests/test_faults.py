@@ -273,9 +273,13 @@ def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating
         assert 1 <= len(finished) < 3, text1
 
         log2 = tmp_path / "run2.log"
+        # The resumed trials wait 30 s before their first epoch (MTLSEARCH_DELAY_START_S): with reused
+        # workers and cached data the one epoch left once ended the search before this Ctrl-C came.
+        env["MTLSEARCH_DELAY_START_S"] = "30"
         second = launch([*argv, "--resume"], log2)
         _wait_for(log2, rf"Resuming .*{re.escape(name)}", second, timeout=120)
-        _wait_for(log2, r"epoch \d/3", second, timeout=120)
+        _wait_for(log2, r"Search '", second, timeout=120)
+        time.sleep(3)  # into Tuner.fit: the resumed trials start and wait
         second.send_signal(signal.SIGINT)
         assert second.wait(60) == 130, log2.read_text()[-3000:]
         text2 = log2.read_text()
@@ -291,6 +295,7 @@ def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating
         assert command[:3] == ["python", "-m", "mtlsearch.launch"] and command[-3:] == ["--resume", "--name", name]
 
         log3 = tmp_path / "run3.log"
+        env.pop("MTLSEARCH_DELAY_START_S")
         third = launch(command[3:], log3)
         assert third.wait(300) == 0, log3.read_text()[-3000:]
         text3 = log3.read_text()

@@ -15,7 +15,10 @@ Faults:
 
 Testing aid: with the environment variable ``MTLSEARCH_FAULT_AT_EPOCH=k`` set for the workers, an
 attempt that started before epoch k raises :class:`InjectedFault` right after reporting epoch k (so a
-retry from that checkpoint succeeds).  Nothing reads it otherwise.
+retry from that checkpoint succeeds).  With ``MTLSEARCH_DELAY_START_S=s`` every attempt waits s seconds
+before its first epoch, so that a test can interrupt a search while its trials run however fast they
+train (the resumed search of the driver-kill test had one epoch left and ended before the test's Ctrl-C).
+Nothing reads either otherwise.
 
 Data and warm workers: a benchmark's in-memory splits are built once per search, kept in the search's
 results folder (``data_cache/``) and in the worker's memory (:mod:`mtlsearch.benchmarks.cache`), and
@@ -41,6 +44,7 @@ from ray import tune
 CHECKPOINT_FILE = "state.pt"
 NONFINITE_MARKER = "nonfinite_loss.txt"
 FAULT_ENV = "MTLSEARCH_FAULT_AT_EPOCH"
+DELAY_ENV = "MTLSEARCH_DELAY_START_S"
 TIMINGS_ENV = "MTLSEARCH_TIMINGS"
 
 # A reused worker (the launcher's reuse_actors) first waits for the previous trial's thread to end, 2 s
@@ -167,6 +171,10 @@ def train_mtl(config: dict) -> None:
                 ) from None
     fault_at = int(os.environ.get(FAULT_ENV, 0) or 0)
     started_at = trainer.epoch
+    if float(os.environ.get(DELAY_ENV, 0) or 0) > 0:  # a testing aid (see the module docstring)
+        import time
+
+        time.sleep(float(os.environ[DELAY_ENV]))
     timings.mark("ready", epoch=started_at)
 
     try:
