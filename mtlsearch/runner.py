@@ -60,7 +60,11 @@ def run_search(args: argparse.Namespace, space: SearchSpace, callbacks: Sequence
     search_id = f"{storage_uri.rstrip('/')}/{name}"
 
     # The Optuna study, kept beside the MLflow store for optuna-dashboard (mtlsearch.studies), named after the search.
-    study_url = studies.storage_url(tracking_uri, local_storage, getattr(args, "optuna_storage", None)) if space.searcher["type"] == "optuna" else None
+    study_url = (
+        studies.storage_url(tracking_uri, local_storage, getattr(args, "optuna_storage", None))
+        if space.searcher["type"] == "optuna"
+        else None
+    )
     tracker = None
     try:
         try:
