@@ -33,6 +33,7 @@ FLAGS = {
     "address": "--address",
     "storage": "--storage",
     "tracking_uri": "--tracking-uri",
+    "optuna_storage": "--optuna-storage",
     "experiment": "--experiment",
     "name": "--name",
     "seed": "--seed",

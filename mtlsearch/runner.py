@@ -60,7 +60,11 @@ def run_search(args: argparse.Namespace, space: SearchSpace, callbacks: Sequence
     search_id = f"{storage_uri.rstrip('/')}/{name}"
 
     # The Optuna study, kept beside the MLflow store for optuna-dashboard (mtlsearch.studies), named after the search.
-    study_url = studies.storage_url(tracking_uri, local_storage) if space.searcher["type"] == "optuna" else None
+    study_url = (
+        studies.storage_url(tracking_uri, local_storage, getattr(args, "optuna_storage", None))
+        if space.searcher["type"] == "optuna"
+        else None
+    )
     tracker = None
     try:
         try:
@@ -69,7 +73,7 @@ def run_search(args: argparse.Namespace, space: SearchSpace, callbacks: Sequence
                 space,
                 {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed},
                 results_dir=local_storage / name if local_storage is not None else None,
-                study=(study_url, name) if study_url else None,
+                study=(studies.redacted(study_url), name) if study_url else None,  # no password in MLflow
             )
         except Exception as err:  # the store passed the pre-flight; another writer, a full disk, a server gone since
             raise faults.StartError(
