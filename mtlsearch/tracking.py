@@ -894,6 +894,7 @@ def read_search(tracking_uri: str, experiment: str, search: str | None = None) -
     return {
         "name": parent.info.run_name or Path(search_id).name,
         "search_id": search_id,
+        "experiment_id": exp.experiment_id,
         "parent_run_id": parent.info.run_id,
         "metric": metric,
         "mode": mode,

@@ -291,7 +291,11 @@ def test_report_on_a_real_search(remote_search, tmp_path, capsys):
     # rank parameters, which the report says in one line (the table itself: test_report_page.py).
     html = (out / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') == len(list(out.glob("*.png")))
-    assert not re.search(r'(src|href)\s*=\s*"(?!data:)', html) and "<link" not in html and "<script" not in html
+    assert not re.search(r'src\s*=\s*"(?!data:)', html) and "<link" not in html and "<script src" not in html
+    # Its only links: each trial's run page on the tracking server.
+    links = set(re.findall(r'href="([^"]+)"', html))
+    run_pages = {f"{uri}/#/experiments/{parent['info']['experiment_id']}/runs/{r['info']['run_id']}" for r in trials}
+    assert links == run_pages, (links, run_pages)
     note = "Parameter importance: not computed: "
     assert note in text and note in html and "at least 5 are needed" in html
     assert "remote_small" in html and "synthetic" in html and "4 trials x up to 2 epochs" in html

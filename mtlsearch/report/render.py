@@ -35,8 +35,9 @@ def table_columns(search: Search, metrics: list[str], *, wide: bool = False) -> 
         "ASHA-stopped",
         "errored",
         "epochs spent",
-        "GPU-h",
-        "CPU-h",
+        # Cost columns only for the resources the trials used (no "GPU-h 0.000" on a CPU search).
+        *(["GPU-h"] if search.gpus_per_trial > 0 else []),
+        *(["CPU-h"] if search.cpus_per_trial > 0 else []),
     ]
 
 
@@ -76,8 +77,8 @@ def totals(search: Search) -> str:
         f"{count(STATUS_ERRORED)} errored"
         + (f", {count(STATUS_RUNNING)} running" if count(STATUS_RUNNING) else "")
         + f"); {sum(t.epochs for t in search.trials)} epochs; "
-        f"{seconds * search.gpus_per_trial / 3600:.3f} GPU-hours, {seconds * search.cpus_per_trial / 3600:.3f} "
-        f"CPU-hours ({res})"
+        + (f"{seconds * search.gpus_per_trial / 3600:.3f} GPU-hours, " if search.gpus_per_trial > 0 else "")
+        + f"{seconds * search.cpus_per_trial / 3600:.3f} CPU-hours ({res})"
     )
 
 
