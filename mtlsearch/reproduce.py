@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m mtlsearch.reproduce", description="Reproduce a published result under its protocol and compare."
     )
     p.add_argument("--protocol", required=True, help="nashmtl or libmtl (NAME or NAME@VERSION)")
-    p.add_argument("--benchmark", required=True, help="a benchmark the protocol covers (nyuv2, cityscapes)")
+    p.add_argument("--benchmark", help="a benchmark the protocol covers (nyuv2, cityscapes); with --dry-run: default every one it covers")
     p.add_argument("--method", required=True, help="a balancing method (ew, famo, nash_mtl, cagrad, ...)")
     p.add_argument("--data-root", help="the dataset folder (default: $MTLSEARCH_DATA_ROOT)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one trial per seed (default 0 1 2)")
@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     p.add_argument("--experiment", help="MLflow experiment (default: reproduce-PROTOCOL-BENCHMARK)")
     p.add_argument("--time-only", action="store_true", help="print the budget (one timed epoch) and stop")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the effective settings of the method under the protocol (and where the released code sets them) and stop",
+    )
     return p
 
 
@@ -90,7 +95,7 @@ def trial_config(args: argparse.Namespace, seed: int) -> dict[str, Any]:
 
     protocol = get_protocol(args.protocol)
     cfg: dict[str, Any] = protocol.settings(args.benchmark)
-    cfg.update(protocol.methods.get(args.method, {}))
+    cfg.update(protocol.method_settings(args.method, args.benchmark))
     cfg.update(
         benchmark=args.benchmark,
         method=args.method,
@@ -104,6 +109,48 @@ def trial_config(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         cfg["last_k"] = args.last_k
     cfg.update(args.override_values)
     return cfg
+
+
+def dry_run_lines(args: argparse.Namespace) -> list[str]:
+    """The effective per-method settings of ``args.method`` under the protocol, per benchmark, with
+    their sources in the released code; nothing is run and no data folder is needed."""
+    from mtlsearch.balancing import get_method
+    from mtlsearch.config import TrialConfig
+    from mtlsearch.protocols import get_protocol
+
+    try:
+        protocol = get_protocol(args.protocol)
+    except ConfigError as err:
+        raise ConfigError(err.message, field="--protocol") from None
+    try:
+        get_method(args.method)
+    except ConfigError as err:
+        raise ConfigError(err.message, field="--method") from None
+    if args.benchmark is not None and not protocol.covers(args.benchmark):
+        raise ConfigError(
+            f"protocol {protocol.name!r} does not cover benchmark {args.benchmark!r}; it covers {', '.join(protocol.benchmarks)}",
+            field="--benchmark",
+        )
+    benchmarks = [args.benchmark] if args.benchmark else list(protocol.benchmarks)
+    lines = [f"Effective settings of {args.method} under {protocol.tag} (nothing run):"]
+    for bench in benchmarks:
+        cfg = TrialConfig.from_dict(
+            {**protocol.effective_settings(args.method, bench), "benchmark": bench, "method": args.method, "protocol": protocol.tag},
+            source=f"{protocol.tag} on {bench}",
+        )
+        own = protocol.method_settings(args.method, bench)
+        params = ", ".join(f"{k} {v}" for k, v in cfg.method_params.items()) or "none"
+        lines += [
+            f"{bench}:",
+            f"  method: grad_mode {cfg.effective_grad_mode or '- (loss level)'}; hyperparameters: {params}; "
+            f"balancing parameters' lr: {cfg.balancing_lr or 'as the model'}",
+            f"  set by the protocol for {args.method}: {', '.join(f'{k}={v}' for k, v in own.items()) or 'nothing (defaults)'}",
+            f"  shared: {', '.join(f'{k}={v}' for k, v in protocol.settings(bench).items())}",
+        ]
+    for key in (args.method, "balancing_lr"):
+        if key in protocol.sources:
+            lines.append(f"source ({key}): {protocol.sources[key]}")
+    return lines
 
 
 def check(args: argparse.Namespace) -> tuple[Protocol, TrialConfig]:
@@ -346,6 +393,11 @@ def space_text(args: argparse.Namespace, protocol: Protocol, cfg: TrialConfig, f
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dry_run:
+        print("\n".join(dry_run_lines(args)))
+        return 0
+    if args.benchmark is None:
+        raise ConfigError("required (a benchmark the protocol covers, e.g. nyuv2)", field="--benchmark")
     protocol, cfg = check(args)
     import torch
 

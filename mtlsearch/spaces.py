@@ -695,7 +695,10 @@ def with_protocol(
         added.append(Param("protocol", "value", protocol.tag))
     # Conditional on ``method``, so after the space's own parameters (conditions see earlier values).
     per_method = [
-        Param(k, "value", v, {"method": m}) for m, values in protocol.methods.items() for k, v in values.items() if k not in names
+        Param(k, "value", v, {"method": m})
+        for m in protocol.methods
+        for k, v in protocol.method_settings(m, benchmark).items()
+        if k not in names
     ]
     import dataclasses
 
