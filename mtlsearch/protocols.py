@@ -77,6 +77,19 @@ class Protocol:
     source: str = ""
     #: method (or a benchmark setting's key, e.g. ``balancing_lr``) -> where the released code sets it.
     sources: Mapping[str, str] = field(default_factory=dict)
+    #: benchmark -> the pretrained weights its published runs start from (the benchmark option
+    #: ``pretrained`` must name a local file; without it the backbone starts from random weights).
+    pretrained: Mapping[str, str] = field(default_factory=dict)
+
+    def missing_pretrained(self, benchmark: str, options: Mapping[str, Any]) -> str | None:
+        """A warning when the published runs start from pretrained weights and ``options`` give none."""
+        need = self.pretrained.get(benchmark)
+        if need is None or options.get("pretrained"):
+            return None
+        return (
+            f"{self.tag} on {benchmark} starts from {need}, and none was given (--set pretrained=FILE): the backbone "
+            "trains from random initialisation, tens of points off the published numbers"
+        )
 
     @property
     def tag(self) -> str:
@@ -275,6 +288,8 @@ PROTOCOLS: dict[str, Protocol] = {
             },
             reference="data_root",
             source="github.com/median-research-group/LibMTL examples/nyu/main.py and LibMTL/config.py",
+            # LibMTL examples/nyu/main.py: resnet_dilated('resnet50') with pretrained=True (ImageNet).
+            pretrained={"nyuv2": "ImageNet ResNet-50 weights (a local torchvision resnet50 state_dict)"},
         ),
     )
 }
