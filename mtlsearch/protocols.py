@@ -30,6 +30,20 @@ released code tests their sum); mIoU skips classes absent from the whole split (
 would give NaN); LibMTL drops every incomplete last training batch, we only a single-example one,
 which the released Nash-MTL code keeps (NYUv2's 795 images in batches of 2: 397 steps, not 398).
 
+Per-method settings (``Protocol.methods``, printed by ``python -m mtlsearch.reproduce --protocol
+nashmtl@1 --method M --dry-run``): each method runs as its published number was produced, each setting
+naming its released file and line beside it below: ``grad_mode: param`` for every gradient method (the
+released trainers pass the shared parameters to every method; under SegNet-MTAN's per-task attention
+the representation's gradients are block-diagonal, which would make MGDA w ~ 1/||g||^2, IMTL-G
+w ~ 1/||g||, GradDrop the plain sum), ``balancing_lr: 0.025`` (the method's own parameters in their own
+Adam, scheduled with the model's), FAMO's same-batch re-evaluation and its per-benchmark gamma,
+FairGrad's alpha 2 with the update clipped at norm 1, Nash-MTL's windowed DWA (25 steps, temperature 2),
+CAGrad c 0.4, Nash-MTL solved every step and clipped at 1.  Smaller deviations that remain (each well
+under a point): Nash-MTL's heads get their own losses' gradients where the released code gives them
+alpha_t times those; GradDrop's released update (FAMO's code) is clipped at norm 1, ours is not; the
+normal mask and the last-batch rule below.  FAMO's second forward pass updates BatchNorm statistics
+twice per step, as in the released code.
+
 Selection is unchanged: our ``val/delta_m`` (on a validation split carved from the training folder,
 ``val_fraction``) is what a search optimises.  A search space with a protocol and a validation
 objective gets ``val_fraction: 0.1`` unless it sets its own.
@@ -288,7 +302,8 @@ PROTOCOLS: dict[str, Protocol] = {
             },
             reference="data_root",
             source="github.com/median-research-group/LibMTL examples/nyu/main.py and LibMTL/config.py",
-            # LibMTL examples/nyu/main.py: resnet_dilated('resnet50') with pretrained=True (ImageNet).
+            # LibMTL examples/nyu/main.py: encoder resnet_dilated('resnet50'), whose pretrained argument defaults
+            # to True (ImageNet weights; LibMTL/model/resnet_dilated.py).
             pretrained={"nyuv2": "ImageNet ResNet-50 weights (a local torchvision resnet50 state_dict)"},
         ),
     )
