@@ -258,3 +258,15 @@ def _step_once(trainer):
     x, targets = next(iter(trainer.splits["train"].batches(16, shuffle=False)))
     trainer.train_step(x, targets)
     return trainer
+
+
+def test_windowed_dwa_state_is_checkpointed_and_the_epoch_rule_keeps_its_keys():
+    gen = torch.Generator().manual_seed(3)
+    dwa = METHODS["dwa"](3, dwa_window=5)
+    for _ in range(8):
+        dwa(torch.rand(3, generator=gen) + 0.5)
+    restored = METHODS["dwa"](3, dwa_window=5)
+    restored.load_state_dict(dwa.state_dict())
+    losses = torch.rand(3, generator=gen) + 0.5
+    torch.testing.assert_close(_weights(restored, losses), _weights(dwa, losses))
+    assert set(METHODS["dwa"](3).state_dict()) == {"loss_history", "epochs_seen", "weights"}

@@ -67,8 +67,10 @@ class DWA(LossBalancing):
         #: The weights of the current epoch (set at each epoch's end).
         self.register_buffer("weights", torch.ones(num_tasks))
         #: Windowed rule: the last 2N per-step losses (oldest first) and the steps seen.
-        self.register_buffer("costs", torch.ones(2 * self.dwa_window, num_tasks))
-        self.register_buffer("steps_seen", torch.zeros((), dtype=torch.long))
+        # Checkpointed only with the windowed rule (a checkpoint of the epoch rule keeps its old keys).
+        windowed = self.dwa_window > 0
+        self.register_buffer("costs", torch.ones(2 * self.dwa_window, num_tasks), persistent=windowed)
+        self.register_buffer("steps_seen", torch.zeros((), dtype=torch.long), persistent=windowed)
 
     def forward(self, losses: Tensor) -> Tensor:
         if self.dwa_window == 0:
