@@ -8,8 +8,10 @@ import math
 
 import pytest
 
-from mtlsearch import confirm, results, uncertainty
+from mtlsearch import confirm, console, report, results, uncertainty
+from mtlsearch.report.load import Search, Trial
 from mtlsearch.spaces import load_space
+from mtlsearch.tracking import STATUS_COMPLETED, STATUS_ERRORED
 
 
 # ----------------------------------------------------------------------------------------- statistics
@@ -169,3 +171,103 @@ def test_final_stage_pools_runs_and_ranks_by_mean():
     picked_from = [{"_config": {"method": "ew"}, "status": results.ERRORED}, {"_config": {"method": "gemtl"}, "status": results.COMPLETED}]
     space = load_space("gemtl_p", sets=["final={seeds: [1, 2], top: 1}"])
     assert confirm.pick_configs(picked_from, space) == [("all", {"method": "gemtl"})]
+
+
+# ----------------------------------------------------------------------------------------- report, console
+def _report_trial(trial_id, status, values, epochs=3, **params):
+    """A report trial; ``values``: one per seed (a k-seed trial when several)."""
+    final = {"val/delta_m": sum(values) / len(values)}
+    if len(values) > 1:
+        final.update({f"seed{s}/val/delta_m": v for s, v in enumerate(values)})
+    return Trial(trial_id, {"lr": 0.01, "seed": 0, "optimizer": "adam", **params}, status, final, epochs, time_total_s=1.0, _history={})
+
+
+def _report_search(trials):
+    return Search("s", "test", "s", "val/delta_m", "max", [("val/delta_m", "max")], 3, 0.0, 1.0, "synthetic", trials)
+
+
+def test_report_leaderboard_pools_seeds_and_never_ranks_an_errored_group_first():
+    trials = [
+        # ew: one configuration, its three seeds as three trials (a final stage's re-runs look like this)
+        *[_report_trial(f"e{s}", STATUS_COMPLETED, [v], method="ew", seed=s) for s, v in enumerate([-9.0, -9.5, 4.0])],
+        _report_trial("g1", STATUS_COMPLETED, [-2.0, -2.2, -1.9], method="gemtl", p=0.5),  # one 3-seed trial
+        _report_trial("i1", STATUS_COMPLETED, [-30.0, -31.0, -29.0], method="imtl_l"),
+        _report_trial("n1", STATUS_ERRORED, [90.0], epochs=2, method="nash_mtl"),  # a great value, then an error
+    ]
+    rows, _ = report.leaderboard(_report_search(trials))
+    assert [r["method"] for r in rows] == ["gemtl", "ew", "imtl_l", "nash_mtl"]
+    assert rows[0]["best"] and rows[0]["seeds"] == 3 and rows[1]["seeds"] == 3 and rows[1]["best_trials"] == "e0 e1 e2"
+    assert [results.tie_mark(r) for r in rows] == ["best", "=", "", ""]
+    assert rows[3]["status"] == STATUS_ERRORED and "val/delta_m" not in rows[3]
+    text, _, _ = report.render(_report_search(trials))
+    assert "-2.03 ± 0.38" in text and "-5 ± 19" in text and "Bouthillier" in text and "never best" in text
+
+
+def test_the_live_best_never_names_an_errored_trial():
+    lines: list[str] = []
+    progress = console.Progress(load_space("gemtl_p"), out=lines.append)
+    cfg = {"p": 1.0, "lr": 0.01}
+    progress.result("a", cfg, {"epoch": 1, "val/delta_m": 50.0})
+    assert lines[-1].endswith("best 50 (a)")
+    progress.errored("a")
+    progress.result("b", cfg, {"epoch": 1, "val/delta_m": -3.0})
+    assert lines[-1].endswith("best -3 (b)"), lines[-1]
+
+
+# ----------------------------------------------------------------------------------------- MLflow, API
+def test_mlflow_parent_run_and_load_results_carry_the_ranking(tmp_path):
+    """A search written through the real Tracker into a SQLite store: the parent run records the best
+    configuration's interval, the ties and the counts; load_results gives every trial its configuration's
+    standing, and the errored trial (the highest value) is never best."""
+    from mtlsearch import tracking
+    from mtlsearch.api import load_results
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    space = load_space("gemtl_p")
+    tracker = tracking.Tracker(uri, "ranked", str(tmp_path / "ray" / "ranked-1"), tolerant=False)
+    tracker.start_search(space, {})
+    planted = {
+        "steady": ([-2.0, -2.2, -1.9], tracking.STATUS_COMPLETED, 1.0),
+        "lucky": ([-9.0, -9.5, 4.0], tracking.STATUS_COMPLETED, 0.5),
+        "far": ([-30.0, -31.0, -29.0], tracking.STATUS_COMPLETED, 2.0),
+        "boom": ([80.0, 81.0, 82.0], tracking.STATUS_ERRORED, 3.0),
+    }
+    trials = []
+    for name, (values, status, p) in planted.items():
+        epochs = space.max_epochs if status == tracking.STATUS_COMPLETED else 2
+        metrics = {
+            "epoch": epochs,
+            "trial_id": name,
+            "val/delta_m": sum(values) / 3,
+            **{f"seed{s}/val/delta_m": v for s, v in enumerate(values)},
+        }
+        trials.append((metrics, {"method": "gemtl", "p": p, "lr": 0.01, "seed": 0}, status == tracking.STATUS_ERRORED))
+        # In MLflow each seed is its own trial of the configuration (as the final stage's re-runs are):
+        # load_results pools them, whether or not a k-seed trial's seed<s>/ values are logged too.
+        for s, value in enumerate(values):
+            trial_id, config = f"{name}-{s}", {"method": "gemtl", "p": p, "lr": 0.01, "seed": s}
+            tracker.trial_run(trial_id, config)
+            tracker.log_result(trial_id, config, {"epoch": epochs, "val/delta_m": value})
+            tracker.end_trial(trial_id, config, status, epochs=epochs, error="NaN weights" if status == tracking.STATUS_ERRORED else None)
+    rows, _ = results.summarize_trials(trials, space, 0)
+    assert rows[0]["trial"] == "steady" and rows[-1]["trial"] == "boom" and not rows[-1]["best"]
+    best = {"trial_id": "steady-0", "config": rows[0]["_config"], "metrics": rows[0]["_metrics"]}
+    tracker.end_search(best, standing=results.best_standing(rows, space.metric))
+
+    parent = tracker.client.get_run(tracker.parent_run_id)
+    assert parent.data.tags["best_trial_id"] == "steady-0"
+    assert parent.data.tags["best_interval"].startswith("-2.03 ± 0.38 (95% Student t-interval over seeds, 3 seeds)")
+    assert parent.data.tags["tied_with_best"] == "lucky" and "bootstrap" in parent.data.tags["ranking_test"]
+    assert parent.data.tags["trial_counts"] == "4 trials (3 completed, 0 stopped early by ASHA, 1 errored)"
+    assert parent.data.metrics["best_ci95_low/val/delta_m"] == pytest.approx(-2.4128, abs=1e-3)
+    assert parent.data.metrics["best_seeds"] == 3
+
+    frame = load_results("ranked", tracking_uri=uri).set_index("trial")
+    assert frame.loc["steady-1", "best"] and frame.loc["steady-2", "rank"] == 1 and frame.loc["lucky-0", "tied"]
+    assert not frame.loc["far-0", "tied"] and frame.loc["far-1", "rank"] == 3 and not frame.loc["far-2", "best"]
+    for s in range(3):
+        boom = frame.loc[f"boom-{s}"]
+        assert not boom["best"] and boom["status"] == "errored" and math.isnan(boom["mean"]) and boom["n_seeds"] == 0
+    assert frame.loc["steady-0", "ci95_low"] == pytest.approx(-2.4128, abs=1e-3) and frame.loc["steady-0", "n_seeds"] == 3
+    assert frame.loc["lucky-2", "mean"] == pytest.approx(-14.5 / 3)
+    assert "bootstrap" in frame.attrs["ranking_test"]
