@@ -299,9 +299,13 @@ def pareto_front(items: Sequence[T], values: Callable[[T], Sequence[float]], obj
 
 def pareto_rows(rows: list[dict[str, Any]], objectives: Sequence[tuple[str, str]], max_epochs: int) -> list[dict[str, Any]]:
     """The launcher's rows (``_metrics``, ``epochs``) on the Pareto front of ``objectives``, among the
-    trials that reached ``max_epochs`` (an ASHA-stopped trial's values are partial)."""
+    trials that reached ``max_epochs`` (an ASHA-stopped trial's values are partial) without an error."""
     full = [
-        r for r in rows if r.get("epochs", 0) >= max_epochs and all(isinstance(r["_metrics"].get(m), (int, float)) for m, _ in objectives)
+        r
+        for r in rows
+        if r.get("epochs", 0) >= max_epochs
+        and r.get("status") != ERRORED
+        and all(isinstance(r["_metrics"].get(m), (int, float)) for m, _ in objectives)
     ]
     return pareto_front(full, lambda r: [r["_metrics"][m] for m, _ in objectives], objectives)
 

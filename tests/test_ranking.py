@@ -271,3 +271,12 @@ def test_mlflow_parent_run_and_load_results_carry_the_ranking(tmp_path):
     assert frame.loc["steady-0", "ci95_low"] == pytest.approx(-2.4128, abs=1e-3) and frame.loc["steady-0", "n_seeds"] == 3
     assert frame.loc["lucky-2", "mean"] == pytest.approx(-14.5 / 3)
     assert "bootstrap" in frame.attrs["ranking_test"]
+
+
+def test_an_errored_trial_is_not_on_the_pareto_front():
+    rows = [
+        {"trial": "ok", "epochs": 3, "status": results.COMPLETED, "_metrics": {"val/a": 0.5, "val/b": 0.5}},
+        {"trial": "boom", "epochs": 3, "status": results.ERRORED, "_metrics": {"val/a": 0.9, "val/b": 0.9}},  # dominates, but errored
+    ]
+    front = results.pareto_rows(rows, [("val/a", "max"), ("val/b", "max")], 3)
+    assert [r["trial"] for r in front] == ["ok"]
