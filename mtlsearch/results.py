@@ -136,7 +136,7 @@ def rank_with_uncertainty(entries: Iterable[dict[str, Any]], mode: str, *, seeds
             entry["tied"] = True
             continue
         entry["p_best"] = uncertainty.prob_outperforms(entry[seeds_key], top[seeds_key], mode)
-        entry["tied"] = None if entry["p_best"] is None else entry["p_best"] > uncertainty.TIE_THRESHOLD
+        entry["tied"] = uncertainty.tied(entry[seeds_key], top[seeds_key], mode)
         entry["untested"] = entry["p_best"] is None and mixed
     return ranked
 

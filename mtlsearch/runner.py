@@ -269,6 +269,8 @@ def _fit_and_report(
         print(results_table(confirmed, ["group", "config", "seeds", *keys, "tied"]))
         for note in table_notes(confirmed, what="configuration"):
             print(note)
+        top_confirmed = next((r for r in confirmed if r.get("best")), None)
+        tracker.record_final(best_standing(confirmed, space.metric, id_key="config"), top_confirmed["_config"] if top_confirmed else None)
     print()
     tracker.report_offline()
     study = f" (Optuna study of the same name: optuna-dashboard {study_url})" if study_url else ""

@@ -12,7 +12,8 @@
   ``best_config``, metrics ``best/<metric>``), how sure that is (tags ``best_interval``: the objective's
   mean ± 95% interval over the best configuration's seeds, ``tied_with_best``: the trial ids the tie test
   cannot tell from it, ``ranking_test``, ``trial_counts``; metrics ``best_ci95_low/<metric>``,
-  ``best_ci95_high/<metric>``, ``best_seeds``; :func:`mtlsearch.results.best_standing`) and, for a
+  ``best_ci95_high/<metric>``, ``best_seeds``; :func:`mtlsearch.results.best_standing`; the same
+  of the confirmation phase under ``final_best_...`` and ``final_tied_with_best``) and, for a
   multi-objective search, ``pareto_trial_ids``.  An errored trial is never the best.
 * One nested run per trial (tag ``mlflow.parentRunId``): its full validated config as params
   (``method``, ``optimizer``, ``p``, ``lr``, ``seed``, ``benchmark``, ... defaults included), tags
@@ -642,6 +643,34 @@ class Tracker:
             if new:
                 self.client.log_batch(self.parent_run_id, metrics=new)
         self._finish(self.parent_run_id, status)
+
+    @_tolerant
+    def record_final(self, standing: Mapping[str, Any], config: Mapping[str, Any] | None) -> None:
+        """After the confirmation phase (:mod:`mtlsearch.confirm`): its ranking on the parent run, beside
+        the search's own best: tags ``final_best_config``, ``final_best_interval``, ``final_tied_with_best``
+        (the confirmed configurations tied with it); metrics ``final_best_ci95_low/<metric>``,
+        ``final_best_ci95_high/<metric>``, ``final_best_seeds``."""
+        if self.parent_run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        tags = {"final_best_interval": standing.get("best_interval"), "final_tied_with_best": standing.get("tied_with_best")}
+        if config is not None:
+            tags["final_best_config"] = json.dumps(trial_params(config), sort_keys=True, default=str)
+        for key, value in tags.items():
+            if value is not None:
+                self.client.set_tag(self.parent_run_id, key, str(value)[:4900])
+        metrics = {}
+        if standing.get("ci95") is not None and standing.get("metric"):
+            low, high = standing["ci95"]
+            metrics.update(
+                {f"final_best_ci95_low/{standing['metric']}": float(low), f"final_best_ci95_high/{standing['metric']}": float(high)}
+            )
+        if standing.get("seeds"):
+            metrics["final_best_seeds"] = float(standing["seeds"])
+        if metrics:
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
 
     def report_offline(self) -> None:
         """At the end of a search: say again what was not logged and how to catch up."""

@@ -9,14 +9,13 @@ trusted:
   Bouthillier et al. 2021 ("Accounting for Variance in Machine Learning Benchmarks"): both
   configurations' seeds are resampled with replacement :data:`N_BOOT` times (a seeded generator, so a
   table is the same every time it is printed), and :func:`prob_outperforms` is the share of resamples in
-  which the configuration's mean is at least as good as the best's (equal means count one half).  The
-  configuration is **tied** with the best when that probability exceeds :data:`TIE_THRESHOLD` (5%):
-  the seeds cannot tell them apart.  A configuration with one seed (or a best with one seed) cannot be
-  tested: ``None``.
-
-With two or three seeds the bootstrap sees little of the spread (it can only recombine the values it
-has), so its "not tied" is weaker evidence than with five or more; the t-interval, wide at small n,
-shows the same uncertainty in plain numbers.
+  which the configuration's mean is at least as good as the best's (equal means count one half).
+  With two or three seeds the bootstrap can only recombine the few values it has and sees less spread
+  than there is (three seeds of one configuration all above three of another give it 0%, where the
+  t-intervals overlap widely), so the configuration is **not tied** only when Welch's one-sided t-test
+  (:func:`welch_p`, the same t distribution as the intervals) agrees: tied when either the bootstrap
+  probability or Welch's p-value exceeds :data:`TIE_THRESHOLD` (5%).  A configuration with one seed (or
+  a best with one seed) cannot be tested: ``None``.
 
 Nothing here knows about trials, Ray or MLflow: lists of floats in, floats out.
 """
@@ -40,7 +39,9 @@ __all__ = [
     "interval",
     "prob_outperforms",
     "t_quantile",
+    "t_sf",
     "tied",
+    "welch_p",
 ]
 
 LEVEL = 0.95  #: the intervals' coverage
@@ -50,8 +51,9 @@ TIE_THRESHOLD = 0.05  #: tied when P(at least as good as the best) exceeds this
 
 #: One line naming the test, for tables' footers and MLflow tags.
 TIE_TEST = (
-    f"percentile bootstrap over seeds ({N_BOOT} resamples, seed {TEST_SEED}; Bouthillier et al. 2021): tied when the "
-    f"configuration's mean is at least as good as the best's in more than {TIE_THRESHOLD:.0%} of resamples"
+    f"tied unless the seeds put the configuration below the best at the {TIE_THRESHOLD:.0%} level by both a percentile "
+    f"bootstrap over seeds ({N_BOOT} resamples, seed {TEST_SEED}; Bouthillier et al. 2021: its mean at least as good as "
+    f"the best's in at most {TIE_THRESHOLD:.0%} of resamples) and Welch's one-sided t-test (p <= {TIE_THRESHOLD:.2f})"
 )
 INTERVAL_METHOD = f"{LEVEL:.0%} Student t-interval over seeds"
 
@@ -124,11 +126,63 @@ def prob_outperforms(
     return float(np.mean(np.where(equal, 0.5, diff > 0)))
 
 
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularized incomplete beta function (modified Lentz)."""
+    tiny, qab, qap, qam = 1e-300, a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        m2 = 2 * m
+        for num in (m * (b - m) * x / ((qam + m2) * (a + m2)), -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))):
+            d = 1.0 + num * d
+            d = 1.0 / (d if abs(d) > tiny else tiny)
+            c = 1.0 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1.0) < 1e-14:
+            break
+    return h
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """The regularized incomplete beta function I_x(a, b)."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):
+        return front * _betacf(a, b, x) / a
+    return 1.0 - front * _betacf(b, a, 1.0 - x) / b
+
+
+def t_sf(t: float, df: float) -> float:
+    """P(T > t) for Student's t with ``df`` (possibly fractional) degrees of freedom."""
+    tail = 0.5 * _betainc(df / 2.0, 0.5, df / (df + t * t))
+    return tail if t >= 0 else 1.0 - tail
+
+
+def welch_p(values: Sequence[float], best: Sequence[float], mode: str) -> float | None:
+    """One-sided p-value of Welch's t-test against "the mean of ``values`` is at least as good as the
+    best's" (small: the configuration is worse); None with fewer than two finite values on a side."""
+    a, b = _finite(values), _finite(best)
+    if a.size < 2 or b.size < 2:
+        return None
+    gap = (float(b.mean()) - float(a.mean())) * (1.0 if mode == "max" else -1.0)  # > 0: the best is ahead
+    va, vb = float(a.var(ddof=1)) / a.size, float(b.var(ddof=1)) / b.size
+    if va + vb == 0.0:
+        return 0.0 if gap > 0 else 1.0
+    df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    return t_sf(gap / math.sqrt(va + vb), df)
+
+
 def tied(values: Sequence[float], best: Sequence[float], mode: str) -> bool | None:
     """Whether the seeds cannot tell ``values``'s configuration from the best (:data:`TIE_TEST`); None
     when it cannot be tested (one seed on either side)."""
     p = prob_outperforms(values, best, mode)
-    return None if p is None else p > TIE_THRESHOLD
+    w = welch_p(values, best, mode)
+    return None if p is None or w is None else (p > TIE_THRESHOLD or w > TIE_THRESHOLD)
 
 
 # ======================================================================================= digits

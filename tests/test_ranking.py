@@ -261,6 +261,13 @@ def test_mlflow_parent_run_and_load_results_carry_the_ranking(tmp_path):
     assert parent.data.tags["trial_counts"] == "4 trials (3 completed, 0 stopped early by ASHA, 1 errored)"
     assert parent.data.metrics["best_ci95_low/val/delta_m"] == pytest.approx(-2.4128, abs=1e-3)
     assert parent.data.metrics["best_seeds"] == 3
+    # The confirmation phase's ranking goes beside it (here the same rows stand in for the final stage's).
+    tracker.record_final(results.best_standing(rows, space.metric), rows[0]["_config"])
+    parent = tracker.client.get_run(tracker.parent_run_id)
+    assert (
+        parent.data.tags["final_best_interval"] == parent.data.tags["best_interval"] and parent.data.tags["final_tied_with_best"] == "lucky"
+    )
+    assert '"p": 1.0' in parent.data.tags["final_best_config"] and parent.data.metrics["final_best_seeds"] == 3
 
     frame = load_results("ranked", tracking_uri=uri).set_index("trial")
     assert frame.loc["steady-1", "best"] and frame.loc["steady-2", "rank"] == 1 and frame.loc["lucky-0", "tied"]
@@ -280,3 +287,20 @@ def test_an_errored_trial_is_not_on_the_pareto_front():
     ]
     front = results.pareto_rows(rows, [("val/a", "max"), ("val/b", "max")], 3)
     assert [r["trial"] for r in front] == ["ok"]
+
+
+def test_welch_guards_the_bootstrap_with_few_seeds():
+    # Student's t tail against its table: t(0.975, df) leaves 2.5% above it, for df 1, 2 and 10.
+    for df, t in [(1, 12.706), (2, 4.303), (10, 2.228)]:
+        assert uncertainty.t_sf(t, df) == pytest.approx(0.025, abs=1e-4)
+        assert uncertainty.t_sf(-t, df) == pytest.approx(0.975, abs=1e-4)
+    # Three seeds of the best all above three of the other (a real final stage on multidigits): the bootstrap
+    # alone says 0%, but the best's seeds spread over 26 points; Welch's test (p 0.07) keeps them tied.
+    best, other = [-23.97, -11.59, -37.75], [-41.74, -42.23, -42.0]
+    assert uncertainty.prob_outperforms(other, best, "max") == 0.0
+    assert uncertainty.welch_p(other, best, "max") == pytest.approx(0.073, abs=2e-3)
+    assert uncertainty.tied(other, best, "max") is True
+    # Clearly separated seeds stay separated by both.
+    assert uncertainty.welch_p([1.0, 2.0, 3.0], [10.0, 11.0, 12.0], "max") < 0.001
+    # No spread at all: the means decide.
+    assert uncertainty.welch_p([1.0, 1.0], [2.0, 2.0], "max") == 0.0 and uncertainty.tied([2.0, 2.0], [2.0, 2.0], "max") is True
