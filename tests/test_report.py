@@ -113,7 +113,8 @@ def test_leaderboard_pools_seeds_buckets_p_and_counts_cost():
     assert mid["best_trials"] == "g1 g2" and mid["seeds"] == 2
     assert mid["val/delta_m"] == pytest.approx(-3.0) and mid["val/delta_m std"] == pytest.approx(math.sqrt(2.0))
     text, _, _ = report.render(_search([t for t in trials if t.trial_id != "g3"]))
-    assert "-3 ± 1.414" in text and "p<0" in text and "(partial)" in text
+    # Two seeds: mean -3, s 1.414, 95% t-interval half 12.706 * 1.414 / sqrt(2) = 12.7, digits to match.
+    assert "-3 ± 13" in text and "p<0" in text and "(partial)" in text and "stopped (ASHA, epoch 1)" in text
     assert "8 trials" not in text and "7 trials (4 completed, 2 stopped early by ASHA, 1 errored)" in text
 
 

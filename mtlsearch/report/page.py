@@ -195,11 +195,15 @@ def build_page(
     """The report page of a search: leaderboard and totals, parameter importance, Pareto set, every
     figure, and one row per trial."""
     from mtlsearch.report.importance import EVALUATORS, importance_rows
-    from mtlsearch.report.render import _row_cells, pareto_table, table_columns, totals
+    from mtlsearch.report.render import _row_cells, leaderboard_notes, pareto_table, table_columns, totals
 
     columns = table_columns(search, metrics)
     sections = [
-        ("Leaderboard", table(columns, [_row_cells(r, columns, metrics) for r in rows]) + f'<p class="note">{esc(totals(search))}</p>')
+        (
+            "Leaderboard",
+            table(columns, [_row_cells(r, columns, metrics) for r in rows])
+            + "".join(f'<p class="note">{esc(line)}</p>' for line in [totals(search), *leaderboard_notes(rows)]),
+        )
     ]
     if importance.ok:
         header, body = importance_rows(importance)
