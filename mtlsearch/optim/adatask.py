@@ -31,13 +31,27 @@ is added **once** to the summed gradient, split equally over the tasks, i.e. eac
 becomes ``g_t + (wd / T) * theta``; with one task this is torch's ``grad + wd * theta``.  (The released
 code accepts ``weight_decay`` and ignores it.)  Heads get torch's plain ``grad + wd * theta``.
 
-Implementation: every update is a handful of ``torch._foreach_*`` calls over the parameters of a
-group, with the task dimension leading each tensor (no Python loop over tasks); the only
-per-parameter Python work is the sum over tasks and reading the step counters.  On CUDA the calls
-run over all parameters at once; on the CPU over batches of about ``cpu_chunk_numel`` values (large
-parameters cut into blocks of views), which keeps temporaries in cache and avoids allocating and
-page-faulting model-sized buffers every step (``perf/step_time.py`` measures it).
-Task-specific parameters go through the same code with a leading dimension of one.
+Implementation (flat state): the accumulators of the shared group live in **one contiguous buffer per
+accumulator, ``[T, N]``** (N = the group's values; row t, task t's moments, is contiguous), and
+``state[p]["exp_avg"]`` etc. are views of it (``[T, *p.shape]``, with ``p``'s own strides, so a
+channels_last weight's state is channels_last too).  A step gathers the per-task gradients into one
+``[T, N]`` tensor (one ``cat``), runs the update as a handful of elementwise ops over the flat buffers
+(the same ops, in the same order, as the per-parameter version, so the results are the same bits), sums
+the task dimension once and adds the sum to the parameters with one ``torch._foreach_add_`` (one
+multi-tensor kernel on CUDA); the shares of ``step_tasks(..., shares=True)`` are views of the same
+``[T, N]`` update.  The group's step counter is one CPU tensor (``state[p]["step"]`` of every shared
+parameter is that tensor; ``state_dict()`` gives each parameter its own copy).  On the CPU the flat
+ops run over column blocks of about ``cpu_chunk_numel`` values (task dimension included), which keeps
+temporaries in cache instead of allocating and page-faulting model-sized buffers every step; CUDA runs
+them over all columns at once.  ``state_dict()`` keeps torch's per-parameter format (``[T, *p.shape]``
+views of the flat buffers; ``torch.save`` writes each buffer once) and ``load_state_dict`` copies a
+per-parameter state, flat or from the earlier per-parameter implementation, back into flat buffers, so
+checkpoints load both ways.  A shared group whose parameters differ in dtype or device, or are not dense
+in memory, falls back to the per-parameter path below.
+
+Task-specific parameters (and that fallback) go through ``torch._foreach_*`` calls over the parameters
+of a group with the task dimension leading each tensor (a leading dimension of one for task-specific
+ones: torch's state layout), batched on the CPU as above (large parameters cut into blocks of views).
 ``step_tasks(task_grads, shares=True)`` steps and returns the per-task steps of the shared parameters
 (a list of ``[T, *p.shape]``, the signed update ``Delta theta_t`` per task), the same method as the base
 optimizers' (:mod:`.base`), which the task-dominance metric (:mod:`mtlsearch.dominance`) averages.
@@ -57,6 +71,77 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 __all__ = ["AdaTaskOptimizer", "AdamAdaTask", "RMSpropAdaTask", "AdagradAdaTask"]
+
+
+def _memory_order(p: Tensor) -> tuple[int, ...] | None:
+    """The permutation of ``p``'s dimensions that makes it contiguous (its memory order, e.g. NHWC for a
+    channels_last weight), or None where ``p`` is not dense in memory."""
+    if p.is_contiguous():
+        return tuple(range(p.dim()))
+    order = tuple(sorted(range(p.dim()), key=lambda d: (-p.stride()[d], -p.shape[d])))
+    return order if p.permute(order).is_contiguous() else None
+
+
+class _FlatShared:
+    """The flat state of a shared group: for each accumulator one ``[T, N]`` buffer; parameter i owns
+    columns ``offsets[i] : offsets[i] + numel_i`` in its memory order.  Built from the group's
+    per-parameter state where there is one (a loaded checkpoint), else from the initial values."""
+
+    def __init__(self, params: list[Tensor], orders: list[tuple[int, ...]], num_tasks: int, state: Any, inits: dict[str, float]):
+        self.params, self.orders, self.num_tasks = params, orders, num_tasks
+        self.inverse = [tuple(sorted(range(len(o)), key=o.__getitem__)) for o in orders]
+        self.sizes = [p.numel() for p in params]
+        self.offsets = [0]
+        for n in self.sizes:
+            self.offsets.append(self.offsets[-1] + n)
+        self.numel = self.offsets[-1]
+        first = params[0]
+        old = [state[p] if len(state[p]) else None for p in params]
+        if any(o is not None for o in old):
+            if any(o is None for o in old):
+                raise ValueError("AdaTask: some shared parameters have optimizer state and others none; cannot build the flat state")
+            steps = {float(o["step"]) for o in old if o is not None}
+            if len(steps) != 1:
+                raise ValueError(f"AdaTask: the shared parameters' step counters differ ({sorted(steps)}); they step together")
+            self.step = torch.tensor(steps.pop(), dtype=torch.float32)
+        else:
+            self.step = torch.tensor(0.0, dtype=torch.float32)
+        self.bufs: dict[str, Tensor] = {}
+        for name, init in inits.items():
+            if old[0] is None:
+                self.bufs[name] = torch.full((num_tasks, self.numel), init, dtype=first.dtype, device=first.device)
+                continue
+            buf = torch.empty((num_tasks, self.numel), dtype=first.dtype, device=first.device)
+            for i, o in enumerate(old):
+                assert o is not None
+                value = o[name]
+                if tuple(value.shape) != (num_tasks, *params[i].shape):
+                    raise ValueError(
+                        f"AdaTask: state {name!r} of shared parameter {i} has shape {tuple(value.shape)}, "
+                        f"expected {(num_tasks, *params[i].shape)}"
+                    )
+                self.view(buf, i).copy_(value)
+            self.bufs[name] = buf
+        for i, p in enumerate(params):  # the per-parameter state: views of the flat buffers
+            state[p] = {"step": self.step, **{name: self.view(buf, i) for name, buf in self.bufs.items()}}
+
+    def view(self, flat: Tensor, i: int) -> Tensor:
+        """Parameter i's part of a flat ``[T, N]`` (or ``[N]``) tensor, shaped and strided as the parameter."""
+        p, order = self.params[i], self.orders[i]
+        part = flat[..., self.offsets[i] : self.offsets[i + 1]]
+        lead = flat.dim() - 1
+        shape = [p.shape[d] for d in order]
+        return part.view(*part.shape[:lead], *shape).permute(*range(lead), *(lead + d for d in self.inverse[i]))
+
+    def columns(self, t: Tensor, i: int) -> Tensor:
+        """A ``[T, *p.shape]`` tensor of parameter i as ``[T, numel]`` in the parameter's memory order
+        (a view when it has the parameter's layout, else a copy)."""
+        order = self.orders[i]
+        return t.permute(0, *(d + 1 for d in order)).reshape(t.shape[0], self.sizes[i])
+
+    def param_flat(self, i: int) -> Tensor:
+        """Parameter i's values in memory order (a view)."""
+        return self.params[i].permute(*self.orders[i]).view(-1)
 
 
 class AdaTaskOptimizer(Optimizer):
@@ -93,6 +178,8 @@ class AdaTaskOptimizer(Optimizer):
             {"params": params, "shared": shared} for params, shared in ((list(shared_params), True), (list(task_params), False)) if params
         ]
         super().__init__(groups, {**defaults, "shared": False})
+        #: id(group) -> the flat state of a shared group (built at its first step; rebuilt after a load)
+        self._flat: dict[int, _FlatShared] = {}
 
     # ------------------------------------------------------------------ state
     def _state(self, p: Tensor, group: dict, lead: tuple[int, ...]) -> dict[str, Tensor]:
@@ -109,7 +196,8 @@ class AdaTaskOptimizer(Optimizer):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ step
-    def _shared_grads(self, task_grads: Sequence[Tensor | None] | None) -> list[Tensor]:
+    def _shared_grads(self, task_grads: Sequence[Tensor | None] | None) -> list[Tensor | None]:
+        """The shared parameters' per-task gradients, checked (None: no task reached the parameter)."""
         params = [p for g in self.param_groups if g["shared"] for p in g["params"]]
         if not params:
             return []
@@ -117,11 +205,9 @@ class AdaTaskOptimizer(Optimizer):
             raise ValueError(f"{type(self).__name__}.step needs task_grads: one [num_tasks, *p.shape] tensor per shared parameter")
         if len(task_grads) != len(params):
             raise ValueError(f"expected task_grads for {len(params)} shared parameters, got {len(task_grads)}")
-        out = []
+        out: list[Tensor | None] = []
         for i, (p, g) in enumerate(zip(params, task_grads)):
-            if g is None:
-                g = p.new_zeros((self.num_tasks, *p.shape))
-            elif tuple(g.shape) != (self.num_tasks, *p.shape):
+            if g is not None and tuple(g.shape) != (self.num_tasks, *p.shape):
                 raise ValueError(f"task_grads[{i}] has shape {tuple(g.shape)}, expected {(self.num_tasks, *p.shape)}")
             out.append(g)
         return out
@@ -179,14 +265,100 @@ class AdaTaskOptimizer(Optimizer):
         return each task's step of each shared parameter, ``[T, *p.shape]`` (they sum to its update)."""
         return self._step(task_grads, shares=shares)
 
+    # ------------------------------------------------------------------ flat shared groups
+    def _flat_state(self, group: dict) -> _FlatShared | None:
+        """The flat state of a shared group, built on first use; None where its parameters cannot share
+        flat buffers (mixed dtypes or devices, not dense in memory): the per-parameter path then."""
+        key = id(group)
+        flat = self._flat.get(key)
+        if flat is not None:
+            return flat
+        params = list(group["params"])
+        orders = [_memory_order(p) for p in params]
+        if any(o is None for o in orders) or len({(p.dtype, p.device) for p in params}) != 1:
+            return None
+        inits = {name: init(group) for name, init in self.accumulators.items()}
+        flat = _FlatShared(params, [o for o in orders if o is not None], self.num_tasks, self.state, inits)
+        self._flat[key] = flat
+        return flat
+
+    def _flat_step(self, group: dict, flat: _FlatShared, grads: list[Tensor | None], record: bool) -> list[Tensor] | None:
+        """One step of a flat shared group: the update of :meth:`_task_steps` over column blocks of the
+        flat buffers (all columns at once on CUDA or when the shares are recorded)."""
+        num = self.num_tasks
+        flat.step.add_(1.0)
+        s = flat.step.item()
+        cols = [flat.columns(g, i) if g is not None else None for i, g in enumerate(grads)]
+        wd = group["weight_decay"]
+        p0 = flat.params[0]
+        whole = record or self.cpu_chunk_numel is None or p0.device.type != "cpu"
+        block = flat.numel if whole else max(1, (self.cpu_chunk_numel or 1) // num)
+        shares: list[Tensor] | None = None
+        i = 0  # the first parameter overlapping the block
+        for a in range(0, flat.numel, block):
+            b = min(a + block, flat.numel)
+            while flat.offsets[i + 1] <= a:
+                i += 1
+            pieces = []  # (parameter, its columns lo:hi, the block's columns x:y)
+            j = i
+            while j < len(flat.params) and flat.offsets[j] < b:
+                lo, hi = max(a, flat.offsets[j]) - flat.offsets[j], min(b, flat.offsets[j + 1]) - flat.offsets[j]
+                pieces.append((j, lo, hi))
+                j += 1
+            parts = [p0.new_zeros((num, hi - lo)) if (c := cols[k]) is None else c[:, lo:hi] for k, lo, hi in pieces]
+            g = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
+            if wd != 0:
+                # L2 once per parameter: wd * theta split equally over the tasks' gradients.
+                values = [flat.param_flat(k)[lo:hi] for k, lo, hi in pieces]
+                theta = values[0] if len(values) == 1 else torch.cat(values)
+                (g,) = torch._foreach_add([g], [theta.unsqueeze(0)], alpha=wd / num)
+            acc = {name: [buf[:, a:b]] for name, buf in flat.bufs.items()}
+            (update,) = self._task_steps(group, [g], acc, [s])
+            total = update[0] if num == 1 else update.sum(0)
+            if whole:
+                torch._foreach_add_(flat.params, [flat.view(total, k) for k in range(len(flat.params))])
+                if record:
+                    shares = [flat.view(update, k) for k in range(len(flat.params))]
+            else:
+                x = 0
+                for k, lo, hi in pieces:
+                    flat.param_flat(k)[lo:hi].add_(total[x : x + hi - lo])
+                    x += hi - lo
+        return shares
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Torch's per-parameter state (flat or from the per-parameter implementation); the flat buffers
+        are rebuilt from it at the next step."""
+        super().load_state_dict(state_dict)
+        self._flat.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Torch's format: per parameter ``step`` and ``[T, *p.shape]`` accumulators (views of the flat
+        buffers); each shared parameter gets its own copy of the group's step counter."""
+        out = super().state_dict()
+        for index, entry in out["state"].items():
+            if isinstance(entry.get("step"), Tensor):
+                out["state"][index] = {**entry, "step": entry["step"].clone()}
+        return out
+
     @torch.no_grad()
     def _step(self, task_grads: Sequence[Tensor | None] | None, shares: bool) -> list[Tensor] | None:
-        shared_grads = iter(self._shared_grads(task_grads))
         task_updates: list[Tensor] | None = [] if shares else None
+        checked = self._shared_grads(task_grads)
+        shared_grads: Iterator[Tensor | None] = iter(checked)
         for group in self.param_groups:
             if group["shared"]:
                 params = list(group["params"])
-                grads = [next(shared_grads) for _ in params]
+                raw = [next(shared_grads) for _ in params]
+                if not params:
+                    continue
+                flat = self._flat_state(group)
+                if flat is not None:
+                    recorded = self._flat_step(group, flat, raw, record=task_updates is not None)
+                    if task_updates is not None and recorded is not None:
+                        task_updates.extend(recorded)
+                    continue
+                grads = [g if g is not None else p.new_zeros((self.num_tasks, *p.shape)) for g, p in zip(raw, params)]
                 lead: tuple[int, ...] = (self.num_tasks,)
             else:
                 params = [p for p in group["params"] if p.grad is not None]

@@ -1,0 +1,154 @@
+"""AdaTask with flat state: the same bits as the per-parameter implementation it replaced (kept in
+``tests/adatask_reference.py``), and checkpoints that load both ways."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import torch
+
+import adatask_reference as reference
+from mtlsearch.optim import AdagradAdaTask, AdamAdaTask, RMSpropAdaTask
+
+VARIANTS = {
+    "adam": (AdamAdaTask, reference.AdamAdaTask, {"lr": 1e-2}),
+    "rmsprop": (RMSpropAdaTask, reference.RMSpropAdaTask, {"lr": 1e-2}),
+    "adagrad": (AdagradAdaTask, reference.AdagradAdaTask, {"lr": 1e-1, "lr_decay": 0.05}),
+}
+# A conv weight (channels_last in some cases), odd sizes that cut vector widths and CPU blocks anywhere.
+SHAPES = [(8, 3, 5, 5), (64,), (30, 20), (33,), (17, 5, 3, 3), (100,), (7,)]
+HEAD_SHAPES = [(4, 2), (2,)]
+
+
+def make(cls, kw, num_tasks, weight_decay=0.0, chunk=None, channels_last=False, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shared = [torch.randn(*s, generator=g) for s in SHAPES]
+    if channels_last:
+        shared[0] = shared[0].contiguous(memory_format=torch.channels_last)
+    shared = [p.requires_grad_(True) for p in shared]
+    heads = [torch.randn(*s, generator=g).requires_grad_(True) for s in HEAD_SHAPES]
+    opt = cls(shared, heads, num_tasks=num_tasks, weight_decay=weight_decay, **kw)
+    opt.cpu_chunk_numel = chunk
+    return opt, shared, heads
+
+
+def batches(num_tasks, steps, seed=1):
+    """Per-task gradients of very different scales, a parameter no task reached (None) at step 2 and a
+    task that gave no gradient; head gradients, one head without a gradient at step 3."""
+    g = torch.Generator().manual_seed(seed)
+    scale = 10.0 ** torch.arange(num_tasks, dtype=torch.float32)
+    out = []
+    for k in range(steps):
+        grads = [torch.randn(num_tasks, *s, generator=g) * scale.view(-1, *[1] * len(s)) for s in SHAPES]
+        if k == 2:
+            grads[1] = None
+            grads[2][0].zero_()
+        heads = [torch.randn(*s, generator=g) for s in HEAD_SHAPES]
+        if k == 3:
+            heads[1] = None
+        out.append((grads, heads))
+    return out
+
+
+def step(opt, heads, batch, shares=False):
+    grads, head_grads = batch
+    for p, hg in zip(heads, head_grads):
+        p.grad = None if hg is None else hg.clone()
+    return opt.step_tasks([None if g is None else g.clone() for g in grads], shares=shares)
+
+
+def same_bits(a, b):
+    return all(torch.equal(x.detach(), y.detach()) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("num_tasks", [1, 3])
+@pytest.mark.parametrize("weight_decay", [0.0, 0.1])
+@pytest.mark.parametrize("chunk", [None, 2**18, 300, 7])  # all at once (CUDA's path), CPU blocks of every size
+def test_flat_is_bit_identical_to_the_per_parameter_version(variant, num_tasks, weight_decay, chunk):
+    flat_cls, ref_cls, kw = VARIANTS[variant]
+    channels_last = chunk == 300
+    flat, shared, heads = make(flat_cls, kw, num_tasks, weight_decay, chunk, channels_last)
+    ref, ref_shared, ref_heads = make(ref_cls, kw, num_tasks, weight_decay, chunk, channels_last)
+    data = batches(num_tasks, 6)
+    for k, batch in enumerate(data):
+        last = k == len(data) - 1
+        shares, ref_shares = step(flat, heads, batch, shares=last), step(ref, ref_heads, batch, shares=last)
+    assert flat._flat, "the shared group runs on flat buffers"
+    assert same_bits(shared, ref_shared) and same_bits(heads, ref_heads)
+    assert same_bits(shares, ref_shares)  # the shares of the last step too
+    for p, q in zip(shared, ref_shared):
+        for name in flat.accumulators:
+            assert torch.equal(flat.state[p][name], ref.state[q][name])
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_state_is_flat_and_keeps_torchs_format(variant):
+    cls, _, kw = VARIANTS[variant]
+    opt, shared, heads = make(cls, kw, 3, channels_last=True)
+    for batch in batches(3, 2):
+        step(opt, heads, batch)
+    for name in cls.accumulators:
+        views = [opt.state[p][name] for p in shared]
+        base = views[0]._base
+        assert base is not None and base.shape == (3, sum(p.numel() for p in shared)) and base.is_contiguous()
+        assert all(v._base is base for v in views)  # one [T, N] buffer per accumulator: row t is task t's state
+        for p, v in zip(shared, views):
+            assert v.shape == (3, *p.shape) and v.stride()[1:] == p.stride()  # a channels_last weight's state is channels_last
+    packed = opt.state_dict()["state"]
+    steps = [packed[i]["step"] for i in range(len(shared))]
+    assert all(float(s) == 2 for s in steps) and len({id(s) for s in steps}) == len(steps)  # each its own counter
+    assert packed[len(shared)][next(iter(cls.accumulators))].shape == HEAD_SHAPES[0]  # heads: torch's layout
+
+
+def save_load(opt, into):
+    buffer = io.BytesIO()
+    torch.save(opt.state_dict(), buffer)
+    buffer.seek(0)
+    into.load_state_dict(torch.load(buffer, weights_only=True))
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("direction", ["per-parameter to flat", "flat to per-parameter", "flat to flat"])
+def test_checkpoints_load_both_ways(variant, direction):
+    """A checkpoint of one implementation, loaded into the other after 3 steps: the next 3 steps are
+    those of an uninterrupted run, bit for bit."""
+    flat_cls, ref_cls, kw = VARIANTS[variant]
+    first_cls, second_cls = {
+        "per-parameter to flat": (ref_cls, flat_cls),
+        "flat to per-parameter": (flat_cls, ref_cls),
+        "flat to flat": (flat_cls, flat_cls),
+    }[direction]
+    data = batches(3, 6)
+    straight, straight_shared, straight_heads = make(first_cls, kw, 3, weight_decay=0.01, chunk=300)
+    for batch in data:
+        step(straight, straight_heads, batch)
+    first, shared, heads = make(first_cls, kw, 3, weight_decay=0.01, chunk=300)
+    for batch in data[:3]:
+        step(first, heads, batch)
+    second = second_cls(shared, heads, num_tasks=3, **kw)  # weight decay comes back from the checkpoint
+    second.cpu_chunk_numel = 300
+    save_load(first, second)
+    assert second.param_groups[0]["weight_decay"] == 0.01
+    for batch in data[3:]:
+        step(second, heads, batch)
+    assert same_bits(shared, straight_shared) and same_bits(heads, straight_heads)
+    # Saved again, its state is the uninterrupted run's.
+    resaved = second.state_dict()["state"]
+    for i, (a, b) in enumerate(zip(resaved.values(), straight.state_dict()["state"].values())):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert torch.equal(a[key], b[key]), (i, key)
+
+
+def test_a_checkpoint_of_another_shape_is_refused():
+    opt, shared, heads = make(AdamAdaTask, {}, 3)
+    for batch in batches(3, 1):
+        step(opt, heads, batch)
+    saved = opt.state_dict()
+    saved["state"][0] = {**saved["state"][0], "exp_avg": saved["state"][0]["exp_avg"][:2]}  # 2 tasks, not 3
+    other, _, other_heads = make(AdamAdaTask, {}, 3)
+    other.load_state_dict(saved)
+    with pytest.raises(ValueError, match=r"state 'exp_avg' of shared parameter 0 has shape \(2, 8, 3, 5, 5\), expected \(3, 8, 3, 5, 5\)"):
+        step(other, other_heads, batches(3, 1)[0])
