@@ -8,8 +8,11 @@
     (AdaTask variants included); ``--cross`` times every valid method x mode x optimizer combination.
     All trainers are built first, warmed up, then timed in rounds, each in a shuffled order; the figure is the median
     over rounds of the mean step time within a round.
-(b) The AdaTask optimizer step alone (``AdamAdaTask``, vectorised with ``torch._foreach_*``) against a
-    naive reference that loops in Python over parameters and tasks (the structure of the released code),
+(b) The AdaTask optimizer step alone: ``AdamAdaTask`` on its flat buffers, the same optimizer on its
+    per-parameter ``torch._foreach_*`` path (the implementation before the flat state; the two are checked
+    to give the same bits), and a naive reference that loops in Python over parameters and tasks (the
+    structure of the released code); with the memory-traffic floor of the step (the bytes it must move
+    at a measured copy bandwidth),
     on ResNet-50's parameter shapes (torchvision ``resnet50(weights=None)``, 161 tensors, 25.6M values)
     and EfficientNet-B0's (213 mostly small tensors, 5.3M values: where per-call overhead matters) with
     3 tasks, on the CPU and, when visible, on CUDA.  Both are checked to give the same parameters.
@@ -170,7 +173,23 @@ class NaiveAdamAdaTask:
                 p.addcdiv_(m, denom, value=-self.lr / bc1)
 
 
+def memory_bandwidth(device: torch.device, mib: int = 256) -> float:
+    """Bytes per second of a large device-to-device copy (read + write), the best of a few."""
+    src = torch.ones(mib * 2**18, device=device)
+    dst = torch.empty_like(src)
+    best = math.inf
+    for _ in range(5):
+        sync(device)
+        start = time.perf_counter()
+        dst.copy_(src)
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.numel() * src.element_size() / best
+
+
 def bench_optimizer_step(args: argparse.Namespace, model: str, device: torch.device, num_tasks: int = 3) -> None:
+    """AdamAdaTask on flat buffers, the same on its per-parameter foreach path (the implementation
+    before the flat state) and the naive loop; and the memory-traffic floor of the step."""
     import torchvision
 
     shapes = [p.shape for p in getattr(torchvision.models, model)(weights=None).parameters()]
@@ -178,30 +197,56 @@ def bench_optimizer_step(args: argparse.Namespace, model: str, device: torch.dev
     gen = torch.Generator().manual_seed(0)
     init = [torch.randn(*s, generator=gen).to(device) for s in shapes]
     grads = [torch.randn(num_tasks, *s, generator=gen).to(device) for s in shapes]
-    ours_params = [p.clone() for p in init]
+    flat_params = [p.clone() for p in init]
+    foreach_params = [p.clone() for p in init]
     naive_params = [p.clone() for p in init]
-    ours = AdamAdaTask(ours_params, num_tasks=num_tasks, lr=1e-3)
+    flat = AdamAdaTask(flat_params, num_tasks=num_tasks, lr=1e-3)
+    foreach = AdamAdaTask(foreach_params, num_tasks=num_tasks, lr=1e-3)
+    foreach.flat = False
     naive = NaiveAdamAdaTask(naive_params, num_tasks=num_tasks, lr=1e-3)
     for _ in range(2):  # same math: check before timing
-        ours.step(task_grads=grads)
+        flat.step(task_grads=grads)
+        foreach.step(task_grads=grads)
         naive.step(grads)
-    worst = max(float((a - b).abs().max()) for a, b in zip(ours_params, naive_params))
+    worst = max(float((a - b).abs().max()) for a, b in zip(flat_params, naive_params))
+    same = all(torch.equal(a, b) for a, b in zip(flat_params, foreach_params))
     del init
+    names = {"flat": "AdamAdaTask (flat)", "foreach": "per-parameter foreach", "naive": "naive loop (params x tasks)"}
     times = median_times(
-        {"AdamAdaTask (foreach)": lambda: ours.step(task_grads=grads), "naive loop (params x tasks)": lambda: naive.step(grads)},
+        {
+            names["flat"]: lambda: flat.step(task_grads=grads),
+            names["foreach"]: lambda: foreach.step(task_grads=grads),
+            names["naive"]: lambda: naive.step(grads),
+        },
         steps=args.opt_steps,
         repeats=args.repeats,
         warmup=1,
         device=device,
     )
+    # The least memory traffic of an AdaTask-Adam step: read the T gradients, read and write m_t and
+    # v_t, read and write the parameters (4-byte floats); at the measured copy bandwidth.
+    moved = (num_tasks * (1 + 2 * len(AdamAdaTask.accumulators)) + 2) * numel * 4
+    bandwidth = memory_bandwidth(device)
+    floor = moved / bandwidth
     print(
         f"\n(b) AdaTask optimizer step alone, {model} shapes ({len(shapes)} tensors, {numel / 1e6:.1f}M values), "
-        f"{num_tasks} tasks, {device.type}; max |difference| after 2 steps {worst:.1e}"
+        f"{num_tasks} tasks, {device_name_of(device, args)}; flat = per-parameter foreach bit for bit: {same}; "
+        f"max |flat - loop| after 2 steps {worst:.1e}"
     )
-    print(f"{'implementation':<30} {'ms/step':>9} {'x foreach':>10}")
-    base = times["AdamAdaTask (foreach)"]
+    print(f"    memory-traffic floor: {moved / 1e9:.2f} GB per step at {bandwidth / 1e9:.1f} GB/s (a measured copy) = {floor * 1e3:.2f} ms")
+    print(f"{'implementation':<30} {'ms/step':>9} {'x flat':>8} {'x floor':>8}")
+    base = times[names["flat"]]
     for name, t in times.items():
-        print(f"{name:<30} {t * 1e3:>9.1f} {t / base:>10.2f}")
+        print(f"{name:<30} {t * 1e3:>9.1f} {t / base:>8.2f} {t / floor:>8.1f}")
+    print(
+        f"    naive loop / flat = {times[names['naive']] / base:.1f}x (GPU target >= 10x); flat / floor = {base / floor:.1f}x (target <= 3x)"
+    )
+
+
+def device_name_of(device: torch.device, args: argparse.Namespace) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({args.threads} thread(s))"
 
 
 # ---------------------------------------------------------------------------- (c)-(f) the NYUv2-sized model

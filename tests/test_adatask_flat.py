@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import math
 
 import pytest
 import torch
@@ -152,3 +153,57 @@ def test_a_checkpoint_of_another_shape_is_refused():
     other.load_state_dict(saved)
     with pytest.raises(ValueError, match=r"state 'exp_avg' of shared parameter 0 has shape \(2, 8, 3, 5, 5\), expected \(3, 8, 3, 5, 5\)"):
         step(other, other_heads, batches(3, 1)[0])
+
+
+# ---------------------------------------------------------------------------- step options: compile
+def synthetic(**extra):
+    return {"benchmark": "synthetic", "max_epochs": 2, "device": "cpu", "seed": 0, **extra}
+
+
+@pytest.mark.parametrize("method", [{"method": "ew"}, {"method": "gemtl", "p": 0.5}])
+def test_compiled_encoder_leaves_results_unchanged(monkeypatch, method):
+    """``compile: encoder`` through the real torch.compile (dynamo capture and AOT autograd; the
+    aot_eager backend skips inductor's code generation, which takes minutes on a loaded CPU)."""
+    from mtlsearch.trainer import COMPILE_BACKEND_ENV, Trainer
+
+    monkeypatch.setenv(COMPILE_BACKEND_ENV, "aot_eager")
+    torch._dynamo.reset()
+    plain = list(Trainer(synthetic(**method)).run())
+    trainer = Trainer(synthetic(compile="encoder", **method))
+    compiled = list(trainer.run())
+    assert trainer.model.encoder._compiled_call_impl is not None  # the encoder really went through torch.compile
+    for a, b in zip(plain, compiled):
+        assert a.keys() == b.keys()
+        for key, value in a.items():
+            assert math.isclose(b[key], value, rel_tol=1e-5, abs_tol=1e-6), key
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"optimizer": "adam_adatask"}, "compile 'encoder' cannot apply: optimizer 'adam_adatask' needs each task's gradient"),
+        ({"method": "nash_mtl", "grad_mode": "param"}, "compile 'encoder' cannot apply: method 'nash_mtl' in grad_mode 'param'"),
+        ({"dominance_interval": 1}, "compile 'encoder' cannot apply: dominance_interval > 0"),
+        ({"compile": "encoder_graphs"}, "compile 'encoder_graphs' captures CUDA graphs and the device is the CPU"),
+        ({"compile": "yes"}, "unknown compile 'yes'; choose one of"),
+    ],
+)
+def test_compile_is_refused_in_one_line_where_it_cannot_apply(extra, message):
+    from mtlsearch.config import TrialConfig
+    from mtlsearch.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        TrialConfig.from_dict(synthetic(**{"compile": "encoder", **extra}))
+    assert err.value.field == "compile" and message in str(err.value) and "\n" not in str(err.value)
+    TrialConfig.from_dict(synthetic(**{**extra, "compile": "off"}))  # the same trial without it is fine
+
+
+def test_cuda_graphs_are_refused_where_auto_resolves_to_the_cpu():
+    from mtlsearch.errors import ConfigError
+    from mtlsearch.trainer import Trainer
+
+    if torch.cuda.is_available():  # this test is about a machine without CUDA; there device auto is CUDA
+        assert Trainer(synthetic(device="auto", compile="off")).device.type == "cuda"
+        return
+    with pytest.raises(ConfigError, match="compile 'encoder_graphs' captures CUDA graphs and the device is the CPU"):
+        Trainer(synthetic(device="auto", compile="encoder_graphs"))

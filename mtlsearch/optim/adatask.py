@@ -158,6 +158,9 @@ class AdaTaskOptimizer(Optimizer):
     #: instead of being allocated model-sized, and page-faulted, on every step (1.5-2x slower on
     #: ResNet-50 shapes); None = all at once.  CUDA: always all at once (multi-tensor kernels).
     cpu_chunk_numel: int | None = 2**18
+    #: The shared group on flat buffers (False: the per-parameter foreach path, kept for groups that
+    #: cannot be flat and for timing; set it before the first step).
+    flat: bool = True
 
     def __init__(
         self,
@@ -271,7 +274,7 @@ class AdaTaskOptimizer(Optimizer):
         flat buffers (mixed dtypes or devices, not dense in memory): the per-parameter path then."""
         key = id(group)
         flat = self._flat.get(key)
-        if flat is not None:
+        if flat is not None or not self.flat:
             return flat
         params = list(group["params"])
         orders = [_memory_order(p) for p in params]
