@@ -43,12 +43,12 @@ def compile_refusal(cfg: "TrialConfig", device_type: str | None = None) -> str |
         needs.append("dominance_interval > 0")
     if needs:
         return (
-            f"compile {cfg.compile!r} cannot apply: {' and '.join(needs)} needs each task's gradient of the shared parameters, "
+            f"{cfg.compile!r} cannot apply: {' and '.join(needs)} needs each task's gradient of the shared parameters, "
             "a vmapped backward that a compiled encoder does not support; set compile: off"
         )
     device = device_type or cfg.device
     if cfg.compile == "encoder_graphs" and device == "cpu":
-        return "compile 'encoder_graphs' captures CUDA graphs and the device is the CPU; use compile: encoder or off"
+        return "'encoder_graphs' captures CUDA graphs and the device is the CPU; use compile: encoder or off"
     return None
 
 

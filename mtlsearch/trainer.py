@@ -192,7 +192,7 @@ class Trainer:
         refusal = compile_refusal(cfg, self.device.type)
         if refusal is None and (self.outputs_per_task or not isinstance(getattr(self.model, "encoder", None), torch.nn.Module)):
             refusal = (
-                f"compile {cfg.compile!r} compiles the shared encoder, and the model of benchmark {cfg.benchmark!r} has none "
+                f"{cfg.compile!r} compiles the shared encoder, and the model of benchmark {cfg.benchmark!r} has none "
                 "(one output per task); set compile: off"
             )
         if refusal:

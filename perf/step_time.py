@@ -23,7 +23,9 @@
 (d) The default ew step (bf16 autocast, channels_last, cuDNN autotuning, fused Adam, data on the GPU)
     against a plain fp32 PyTorch step of the same model as the reference implementations write it
     (contiguous tensors, no autotuning, torch's default Adam, each batch copied from host memory, one
-    backward pass of the summed losses), and bf16 alone in between (target: default <= 0.65x plain).
+    backward pass of the summed losses), and bf16 alone in between (target: default <= 0.65x plain); with
+    ``--step-options`` also the default step with ``compile: encoder`` / ``encoder_graphs`` (torch.compile,
+    CUDA graphs), at each batch size of ``--precision-batches``.
 (e) Metrics after a short run (``--short-epochs`` on generated, learnable NYUv2-format data) with the
     default step and with the plain fp32 step, and the plain step with another seed for the noise.
 (f) Memory and throughput with 1, 2 and 4 trials sharing the device: that many worker processes, each
@@ -311,16 +313,17 @@ def bench_methods_nyuv2(args: argparse.Namespace) -> None:
     print_relative(f"(c) nyuv2 training step by method, batch {args.batch_size}, {device_name(args)}", times)
 
 
-def plain_reference_runner(args: argparse.Namespace) -> Callable[[], Any]:
+def plain_reference_runner(args: argparse.Namespace, batch_size: int | None = None) -> Callable[[], Any]:
     """A plain fp32 PyTorch step of the same model, written as the reference implementations write it:
     contiguous tensors, no autotuning, ``torch.optim.Adam`` with its default kernels, the batch copied
     from host memory, the sum of the task losses, one backward pass."""
     from mtlsearch.trainer import Trainer
 
-    trainer = Trainer(nyuv2_config(args, amp="off", gpu_speedups=False))  # builds the model and the data only
+    batch_size = batch_size or args.batch_size
+    trainer = Trainer(nyuv2_config(args, amp="off", gpu_speedups=False, batch_size=batch_size))  # the model and the data only
     model, device, tasks = trainer.model, trainer.device, trainer.tasks
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x, targets = first_batch(trainer, args.batch_size, on_device=False)  # a disk split: host tensors
+    x, targets = first_batch(trainer, batch_size, on_device=False)  # a disk split: host tensors
 
     def step() -> None:
         torch.backends.cudnn.benchmark = False
@@ -336,26 +339,40 @@ def plain_reference_runner(args: argparse.Namespace) -> Callable[[], Any]:
 
 
 def bench_precision(args: argparse.Namespace) -> None:
+    """(d) at each of ``--precision-batches``: the default step, bf16 alone, the default with each step
+    option of ``--step-options`` (``compile: encoder`` / ``encoder_graphs``), and the plain fp32 step."""
     from mtlsearch.trainer import Trainer
 
-    runners: dict[str, Callable[[], Any]] = {}
-    for name, extra in {"default (bf16, speedups)": {}, "bf16 only": {"gpu_speedups": False}}.items():
-        trainer = Trainer(nyuv2_config(args, **extra))
-        fast = trainer.config.gpu_speedups
-        x, targets = first_batch(trainer, args.batch_size, on_device=fast)  # held on the GPU when fast
+    settings: dict[str, dict[str, Any]] = {"default (bf16, speedups)": {}, "bf16 only": {"gpu_speedups": False}}
+    for option in args.step_options:
+        settings[f"default + compile {option}"] = {"compile": option}
+    for batch_size in args.precision_batches:
+        runners: dict[str, Callable[[], Any]] = {}
+        for name, extra in settings.items():
+            try:
+                trainer = Trainer(nyuv2_config(args, batch_size=batch_size, **extra))
+            except (ConfigError, NotImplementedError, ValueError) as err:
+                print(f"  skipped {name}: {err}")
+                continue
+            fast = trainer.config.gpu_speedups
+            x, targets = first_batch(trainer, batch_size, on_device=fast)  # held on the GPU when fast
 
-        def run(tr=trainer, x=x, t=targets, fast=fast):
-            torch.backends.cudnn.benchmark = fast  # process-wide: set per runner
-            tr.train_step(*tr._to_device(x, t))  # a no-op move when held, a host copy otherwise
+            def run(tr=trainer, x=x, t=targets, fast=fast):
+                torch.backends.cudnn.benchmark = fast  # process-wide: set per runner
+                tr.train_step(*tr._to_device(x, t))  # a no-op move when held, a host copy otherwise
 
-        runners[name] = run
-    runners["plain fp32 (reference)"] = plain_reference_runner(args)
-    times = median_times(runners, steps=args.gpu_steps, repeats=args.repeats, warmup=args.warmup, device=torch.device(args.device))
-    base = times["plain fp32 (reference)"]
-    print(f"\n(d) nyuv2 ew step by precision and settings, batch {args.batch_size}, {device_name(args)} (target: default <= 0.65x plain)")
-    print(f"{'setting':<28} {'ms/step':>9} {'x plain fp32':>13}")
-    for name, t in times.items():
-        print(f"{name:<28} {t * 1e3:>9.2f} {t / base:>13.2f}")
+            runners[name] = run
+        runners["plain fp32 (reference)"] = plain_reference_runner(args, batch_size)
+        start = time.perf_counter()
+        times = median_times(runners, steps=args.gpu_steps, repeats=args.repeats, warmup=args.warmup, device=torch.device(args.device))
+        base = times["plain fp32 (reference)"]
+        print(
+            f"\n(d) nyuv2 ew step by precision and settings, batch {batch_size}, {device_name(args)} (target: default <= 0.65x plain); "
+            f"{time.perf_counter() - start:.0f} s with warm-up and compilation"
+        )
+        print(f"{'setting':<34} {'ms/step':>9} {'x plain fp32':>13}")
+        for name, t in times.items():
+            print(f"{name:<34} {t * 1e3:>9.2f} {t / base:>13.2f}")
 
 
 def bench_short_run(args: argparse.Namespace) -> None:
@@ -531,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         default=["resnet50", "efficientnet_b0"],
         help="(b): torchvision models whose parameter shapes are used (none: skip (b))",
     )
+    parser.add_argument("--opt-devices", nargs="*", default=["cpu", "cuda"], choices=["cpu", "cuda"], help="(b): where (cuda when visible)")
     parser.add_argument(
         "--device",
         default="cuda" if torch.cuda.is_available() else None,
@@ -541,6 +559,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=parse_size, default=None, help="(c)-(f): HxW of generated data (default 288x384)")
     parser.add_argument("--backbone", default="resnet50", help="(c)-(f): dilated ResNet encoder (default resnet50)")
     parser.add_argument("--batch-size", type=int, default=8, help="(c)-(f): batch size (default 8)")
+    parser.add_argument("--precision-batches", nargs="*", type=int, default=None, help="(d): batch sizes (default: --batch-size only)")
+    parser.add_argument(
+        "--step-options",
+        nargs="*",
+        default=[],
+        choices=["encoder", "encoder_graphs"],
+        help="(d): also time the default step with these compile options (torch.compile takes a while the first step)",
+    )
     parser.add_argument("--gpu-steps", type=int, default=10, help="(c), (d): steps per round; (f): timed steps per trial")
     parser.add_argument("--method-steps", type=int, default=5, help="(g): steps per round")
     parser.add_argument("--short-epochs", type=int, default=8, help="(e): epochs of each short run")
@@ -550,6 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-count", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.precision_batches = args.precision_batches or [args.batch_size]
     torch.set_num_threads(args.threads)
     if args.worker is not None:
         return worker(args)
@@ -563,16 +590,16 @@ def main(argv: list[str] | None = None) -> int:
         print_relative(f"(a) multidigits training step, batch 64, CPU (median of {args.repeats} rounds of {args.steps} steps)", times)
     if "b" in args.parts:
         for model in args.models:
-            bench_optimizer_step(args, model, torch.device("cpu"))
-            if torch.cuda.is_available():
-                bench_optimizer_step(args, model, torch.device("cuda"))
+            for device in args.opt_devices:
+                if device == "cpu" or torch.cuda.is_available():
+                    bench_optimizer_step(args, model, torch.device(device))
     gpu_parts = [p for p in "cdefg" if p in args.parts]
     if gpu_parts and args.device is None:
         print(f"\n({')('.join(gpu_parts)}) skipped: no CUDA device (--device cpu runs them on tiny inputs)")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         if not args.nyuv2_root:  # step times do not depend on the pixel values: a few examples suffice
-            generate("nyuv2", tmp, train=max(2 * args.batch_size + 2, 8), test=2, size=args.size, seed=0)
+            generate("nyuv2", tmp, train=max(2 * max(args.batch_size, *args.precision_batches) + 2, 8), test=2, size=args.size, seed=0)
             args.nyuv2_root = tmp
         # The short training run (e) comes last: it takes longest and its figures matter least.
         if "c" in args.parts:

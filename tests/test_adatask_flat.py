@@ -181,10 +181,10 @@ def test_compiled_encoder_leaves_results_unchanged(monkeypatch, method):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        ({"optimizer": "adam_adatask"}, "compile 'encoder' cannot apply: optimizer 'adam_adatask' needs each task's gradient"),
-        ({"method": "nash_mtl", "grad_mode": "param"}, "compile 'encoder' cannot apply: method 'nash_mtl' in grad_mode 'param'"),
-        ({"dominance_interval": 1}, "compile 'encoder' cannot apply: dominance_interval > 0"),
-        ({"compile": "encoder_graphs"}, "compile 'encoder_graphs' captures CUDA graphs and the device is the CPU"),
+        ({"optimizer": "adam_adatask"}, "compile: 'encoder' cannot apply: optimizer 'adam_adatask' needs each task's gradient"),
+        ({"method": "nash_mtl", "grad_mode": "param"}, "compile: 'encoder' cannot apply: method 'nash_mtl' in grad_mode 'param'"),
+        ({"dominance_interval": 1}, "compile: 'encoder' cannot apply: dominance_interval > 0"),
+        ({"compile": "encoder_graphs"}, "compile: 'encoder_graphs' captures CUDA graphs and the device is the CPU"),
         ({"compile": "yes"}, "unknown compile 'yes'; choose one of"),
     ],
 )
@@ -205,5 +205,5 @@ def test_cuda_graphs_are_refused_where_auto_resolves_to_the_cpu():
     if torch.cuda.is_available():  # this test is about a machine without CUDA; there device auto is CUDA
         assert Trainer(synthetic(device="auto", compile="off")).device.type == "cuda"
         return
-    with pytest.raises(ConfigError, match="compile 'encoder_graphs' captures CUDA graphs and the device is the CPU"):
+    with pytest.raises(ConfigError, match="compile: 'encoder_graphs' captures CUDA graphs and the device is the CPU"):
         Trainer(synthetic(device="auto", compile="encoder_graphs"))
