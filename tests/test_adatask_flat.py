@@ -207,3 +207,24 @@ def test_cuda_graphs_are_refused_where_auto_resolves_to_the_cpu():
         return
     with pytest.raises(ConfigError, match="compile: 'encoder_graphs' captures CUDA graphs and the device is the CPU"):
         Trainer(synthetic(device="auto", compile="encoder_graphs"))
+
+
+def test_dominance_reduces_the_flat_update_at_once():
+    """The shares of a flat step carry the ``[T, N]`` update they are views of; the tracker's one
+    reduction over it gives what its per-parameter sums give."""
+    from mtlsearch.dominance import DominanceTracker
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1)).to(memory_format=torch.channels_last)
+    shared = list(model.parameters())
+    opt = AdamAdaTask(shared, num_tasks=3, lr=1e-2)
+    fast, slow = (DominanceTracker(model, shared, ["a", "b", "c"], beta=0.5) for _ in range(2))
+    g = torch.Generator().manual_seed(0)
+    for _ in range(3):
+        grads = [torch.randn(3, *p.shape, generator=g) * torch.tensor([1.0, 10.0, 100.0]).view(3, *[1] * p.dim()) for p in shared]
+        shares = opt.step_tasks(grads, shares=True)
+        assert shares.flat.shape == (3, sum(p.numel() for p in shared))
+        assert all(s._base is shares.flat for s in shares)  # views, no copy
+        fast.update(shares)
+        slow.update(list(shares))  # a plain list: one reduction per parameter
+    torch.testing.assert_close(fast.au, slow.au, rtol=1e-12, atol=0)
+    assert fast.au.min() > 0

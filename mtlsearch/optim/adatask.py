@@ -70,7 +70,17 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-__all__ = ["AdaTaskOptimizer", "AdamAdaTask", "RMSpropAdaTask", "AdagradAdaTask"]
+__all__ = ["AdaTaskOptimizer", "AdamAdaTask", "RMSpropAdaTask", "AdagradAdaTask", "TaskShares"]
+
+
+class TaskShares(list):
+    """The per-task shares of a step (``[T, *p.shape]`` per shared parameter, a list), with ``flat``: the
+    ``[T, N]`` update they are views of, parameter after parameter of ``params`` (each in its memory
+    order), so that per-parameter reductions (the dominance tracker's sums of squares) run over one tensor."""
+
+    def __init__(self, shares: Iterable[Tensor], flat: Tensor, params: Sequence[Tensor]):
+        super().__init__(shares)
+        self.flat, self.params = flat, list(params)
 
 
 def _memory_order(p: Tensor) -> tuple[int, ...] | None:
@@ -286,48 +296,50 @@ class AdaTaskOptimizer(Optimizer):
         return flat
 
     def _flat_step(self, group: dict, flat: _FlatShared, grads: list[Tensor | None], record: bool) -> list[Tensor] | None:
-        """One step of a flat shared group: the update of :meth:`_task_steps` over column blocks of the
-        flat buffers (all columns at once on CUDA or when the shares are recorded)."""
+        """One step of a flat shared group.  All columns at once (CUDA, or the shares recorded): the
+        gradients gathered into one ``[T, N]`` tensor and :meth:`_task_steps` over the flat buffers, one
+        kernel per op.  CPU: column blocks of about ``cpu_chunk_numel`` values, each a foreach call over
+        the parameters' pieces in the block (views of the gradients and of the flat buffers: no gather)."""
         num = self.num_tasks
         flat.step.add_(1.0)
         s = flat.step.item()
         cols = [flat.columns(g, i) if g is not None else None for i, g in enumerate(grads)]
         wd = group["weight_decay"]
         p0 = flat.params[0]
-        whole = record or self.cpu_chunk_numel is None or p0.device.type != "cpu"
-        block = flat.numel if whole else max(1, (self.cpu_chunk_numel or 1) // num)
-        shares: list[Tensor] | None = None
+        if record or self.cpu_chunk_numel is None or p0.device.type != "cpu":
+            parts = [p0.new_zeros((num, n)) if c is None else c for c, n in zip(cols, flat.sizes)]
+            g = torch.cat(parts, dim=1)
+            if wd != 0:
+                # L2 once per parameter: wd * theta split equally over the tasks' gradients.
+                theta = torch.cat([flat.param_flat(k) for k in range(len(flat.params))])
+                (g,) = torch._foreach_add([g], [theta.unsqueeze(0)], alpha=wd / num)
+            (update,) = self._task_steps(group, [g], {name: [buf] for name, buf in flat.bufs.items()}, [s])
+            total = update[0] if num == 1 else update.sum(0)
+            torch._foreach_add_(flat.params, [flat.view(total, k) for k in range(len(flat.params))])
+            return TaskShares((flat.view(update, k) for k in range(len(flat.params))), update, flat.params) if record else None
+        block = max(1, self.cpu_chunk_numel // num)
         i = 0  # the first parameter overlapping the block
         for a in range(0, flat.numel, block):
             b = min(a + block, flat.numel)
             while flat.offsets[i + 1] <= a:
                 i += 1
-            pieces = []  # (parameter, its columns lo:hi, the block's columns x:y)
+            targets: list[Tensor] = []
+            piece_grads: list[Tensor] = []
+            acc: dict[str, list[Tensor]] = {name: [] for name in flat.bufs}
             j = i
-            while j < len(flat.params) and flat.offsets[j] < b:
+            while j < len(flat.params) and flat.offsets[j] < b:  # parameter j's columns lo:hi lie in the block
                 lo, hi = max(a, flat.offsets[j]) - flat.offsets[j], min(b, flat.offsets[j + 1]) - flat.offsets[j]
-                pieces.append((j, lo, hi))
+                c = cols[j]
+                piece_grads.append(p0.new_zeros((num, hi - lo)) if c is None else c[:, lo:hi])
+                targets.append(flat.param_flat(j)[lo:hi])
+                for name, buf in flat.bufs.items():
+                    acc[name].append(buf[:, flat.offsets[j] + lo : flat.offsets[j] + hi])
                 j += 1
-            parts = [p0.new_zeros((num, hi - lo)) if (c := cols[k]) is None else c[:, lo:hi] for k, lo, hi in pieces]
-            g = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
             if wd != 0:
-                # L2 once per parameter: wd * theta split equally over the tasks' gradients.
-                values = [flat.param_flat(k)[lo:hi] for k, lo, hi in pieces]
-                theta = values[0] if len(values) == 1 else torch.cat(values)
-                (g,) = torch._foreach_add([g], [theta.unsqueeze(0)], alpha=wd / num)
-            acc = {name: [buf[:, a:b]] for name, buf in flat.bufs.items()}
-            (update,) = self._task_steps(group, [g], acc, [s])
-            total = update[0] if num == 1 else update.sum(0)
-            if whole:
-                torch._foreach_add_(flat.params, [flat.view(total, k) for k in range(len(flat.params))])
-                if record:
-                    shares = [flat.view(update, k) for k in range(len(flat.params))]
-            else:
-                x = 0
-                for k, lo, hi in pieces:
-                    flat.param_flat(k)[lo:hi].add_(total[x : x + hi - lo])
-                    x += hi - lo
-        return shares
+                piece_grads = list(torch._foreach_add(piece_grads, [t.unsqueeze(0) for t in targets], alpha=wd / num))
+            updates = self._task_steps(group, piece_grads, acc, [s] * len(targets))
+            torch._foreach_add_(targets, [u[0] if num == 1 else u.sum(0) for u in updates])
+        return None
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Torch's per-parameter state (flat or from the per-parameter implementation); the flat buffers
@@ -359,7 +371,8 @@ class AdaTaskOptimizer(Optimizer):
                 if flat is not None:
                     recorded = self._flat_step(group, flat, raw, record=task_updates is not None)
                     if task_updates is not None and recorded is not None:
-                        task_updates.extend(recorded)
+                        # The flat shares themselves (with their [T, N] update) when they are all the shares.
+                        task_updates = recorded if not task_updates and len(recorded) == len(checked) else [*task_updates, *recorded]
                     continue
                 grads = [g if g is not None else p.new_zeros((self.num_tasks, *p.shape)) for g, p in zip(raw, params)]
                 lead: tuple[int, ...] = (self.num_tasks,)
