@@ -228,3 +228,24 @@ def test_dominance_reduces_the_flat_update_at_once():
         slow.update(list(shares))  # a plain list: one reduction per parameter
     torch.testing.assert_close(fast.au, slow.au, rtol=1e-12, atol=0)
     assert fast.au.min() > 0
+
+
+@pytest.mark.parametrize("variant, backend", [("adam", "inductor"), ("rmsprop", "aot_eager"), ("adagrad", "aot_eager")])
+def test_fused_update_is_the_flat_update_within_a_few_ulps(monkeypatch, variant, backend):
+    """``fused_update``: the rule over the flat buffers as one compiled function (inductor fuses it; the
+    aot_eager backend, for the other rules, checks the function's math without code generation)."""
+    from mtlsearch.optim import adatask
+
+    monkeypatch.setenv("MTLSEARCH_COMPILE_BACKEND", backend)
+    monkeypatch.setattr(adatask, "_COMPILED", {})
+    cls, _, kw = VARIANTS[variant]
+    fused, shared, heads = make(cls, kw, 3, weight_decay=0.1, chunk=None, channels_last=True)
+    fused.fused_update = True
+    eager, eager_shared, eager_heads = make(cls, kw, 3, weight_decay=0.1, chunk=None, channels_last=True)
+    data = batches(3, 5)
+    for k, batch in enumerate(data):
+        last = k == len(data) - 1
+        shares, eager_shares = step(fused, heads, batch, shares=last), step(eager, eager_heads, batch, shares=last)
+    assert adatask._COMPILED, "the compiled rule ran"
+    for a, b in zip([*shared, *shares], [*eager_shared, *eager_shares]):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-5, atol=1e-7)
