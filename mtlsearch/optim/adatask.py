@@ -161,20 +161,25 @@ class _FlatShared:
 # factors come as 0-d tensors (no recompilation as the step counter grows).
 
 
-def _adam_fused(g: Tensor, m: Tensor, v: Tensor, beta1: float, beta2: float, eps: float, step_size: Tensor, bc2_sqrt: Tensor) -> Tensor:
+def _adam_fused(
+    g: Tensor, m: Tensor, v: Tensor, beta1: float, beta2: float, eps: float, step_size: Tensor, bc2_sqrt: Tensor
+) -> tuple[Tensor, Tensor]:
     m.lerp_(g, 1 - beta1)
     v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
-    return m * step_size / (v.sqrt() / bc2_sqrt + eps)
+    update = m * step_size / (v.sqrt() / bc2_sqrt + eps)
+    return update, update.sum(0)
 
 
-def _rmsprop_fused(g: Tensor, v: Tensor, alpha: float, eps: float, neg_lr: Tensor) -> Tensor:
+def _rmsprop_fused(g: Tensor, v: Tensor, alpha: float, eps: float, neg_lr: Tensor) -> tuple[Tensor, Tensor]:
     v.mul_(alpha).addcmul_(g, g, value=1 - alpha)
-    return g * neg_lr / (v.sqrt() + eps)
+    update = g * neg_lr / (v.sqrt() + eps)
+    return update, update.sum(0)
 
 
-def _adagrad_fused(g: Tensor, total: Tensor, eps: float, neg_clr: Tensor) -> Tensor:
+def _adagrad_fused(g: Tensor, total: Tensor, eps: float, neg_clr: Tensor) -> tuple[Tensor, Tensor]:
     total.addcmul_(g, g, value=1)
-    return g * neg_clr / (total.sqrt() + eps)
+    update = g * neg_clr / (total.sqrt() + eps)
+    return update, update.sum(0)
 
 
 _COMPILED: dict[Callable, Callable] = {}
@@ -245,8 +250,10 @@ class AdaTaskOptimizer(Optimizer):
     ) -> Sequence[Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def _fused_steps(self, group: dict, g: Tensor, bufs: dict[str, Tensor], step: float) -> Tensor:  # pragma: no cover - interface
-        """The per-task steps ``[T, N]`` from the flat gradients and buffers, by the compiled rule."""
+    def _fused_steps(
+        self, group: dict, g: Tensor, bufs: dict[str, Tensor], step: float
+    ) -> tuple[Tensor, Tensor]:  # pragma: no cover - interface
+        """The per-task steps ``[T, N]`` and their sum ``[N]`` from the flat gradients and buffers, by the compiled rule."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ step
@@ -355,10 +362,10 @@ class AdaTaskOptimizer(Optimizer):
                 theta = torch.cat([flat.param_flat(k) for k in range(len(flat.params))])
                 (g,) = torch._foreach_add([g], [theta.unsqueeze(0)], alpha=wd / num)
             if self.fused_update:
-                update = self._fused_steps(group, g, flat.bufs, s)
+                update, total = self._fused_steps(group, g, flat.bufs, s)
             else:
                 (update,) = self._task_steps(group, [g], {name: [buf] for name, buf in flat.bufs.items()}, [s])
-            total = update[0] if num == 1 else update.sum(0)
+                total = update[0] if num == 1 else update.sum(0)
             torch._foreach_add_(flat.params, [flat.view(total, k) for k in range(len(flat.params))])
             return TaskShares((flat.view(update, k) for k in range(len(flat.params))), update, flat.params) if record else None
         block = max(1, self.cpu_chunk_numel // num)
@@ -489,7 +496,7 @@ class AdamAdaTask(AdaTaskOptimizer):
         torch._foreach_div_(updates, denom)
         return updates
 
-    def _fused_steps(self, group: dict, g: Tensor, bufs: dict[str, Tensor], step: float) -> Tensor:
+    def _fused_steps(self, group: dict, g: Tensor, bufs: dict[str, Tensor], step: float) -> tuple[Tensor, Tensor]:
         beta1, beta2 = group["betas"]
         step_size = torch.tensor(-(group["lr"] / (1 - beta1**step)), dtype=g.dtype, device=g.device)
         bc2_sqrt = torch.tensor((1 - beta2**step) ** 0.5, dtype=g.dtype, device=g.device)
@@ -532,7 +539,7 @@ class RMSpropAdaTask(AdaTaskOptimizer):
         torch._foreach_div_(updates, denom)
         return updates
 
-    def _fused_steps(self, group: dict, g: Tensor, bufs: dict[str, Tensor], step: float) -> Tensor:
+    def _fused_steps(self, group: dict, g: Tensor, bufs: dict[str, Tensor], step: float) -> tuple[Tensor, Tensor]:
         neg_lr = torch.tensor(-group["lr"], dtype=g.dtype, device=g.device)
         return _compiled(_rmsprop_fused)(g, bufs["square_avg"], group["alpha"], group["eps"], neg_lr)
 
@@ -573,6 +580,6 @@ class AdagradAdaTask(AdaTaskOptimizer):
         torch._foreach_div_(updates, denom)
         return updates
 
-    def _fused_steps(self, group: dict, g: Tensor, bufs: dict[str, Tensor], step: float) -> Tensor:
+    def _fused_steps(self, group: dict, g: Tensor, bufs: dict[str, Tensor], step: float) -> tuple[Tensor, Tensor]:
         neg_clr = torch.tensor(-(group["lr"] / (1 + (step - 1) * group["lr_decay"])), dtype=g.dtype, device=g.device)
         return _compiled(_adagrad_fused)(g, bufs["sum"], group["eps"], neg_clr)
