@@ -19,6 +19,39 @@ from mtlsearch.errors import ConfigError, choices
 from mtlsearch.optim import check_optimizer, is_adatask
 
 
+#: ``compile``: off, the encoder compiled, the encoder compiled and replayed as CUDA graphs.
+COMPILE_CHOICES = ("off", "encoder", "encoder_graphs")
+
+
+def compile_refusal(cfg: "TrialConfig", device_type: str | None = None) -> str | None:
+    """Why ``cfg.compile`` cannot apply to this trial's step (one line), or None.
+
+    Only the encoder is compiled (the balancing method's step stays eager, so solver-based methods such
+    as nash_mtl or mgda keep their solvers); its backward must then be taken once per step, with one
+    cotangent.  Steps that need each task's gradient of the shared parameters (an AdaTask optimizer,
+    a gradient-level method in param mode, task dominance) take a vmapped backward through the encoder
+    (``is_grads_batched``), which a compiled graph does not support.  CUDA graphs need a CUDA device
+    (``device_type``: the resolved device, where known)."""
+    if cfg.compile == "off":
+        return None
+    needs = []
+    if is_adatask(cfg.optimizer):
+        needs.append(f"optimizer {cfg.optimizer!r}")
+    if cfg.effective_grad_mode == "param":
+        needs.append(f"method {cfg.method!r} in grad_mode 'param'")
+    if cfg.dominance_interval:
+        needs.append("dominance_interval > 0")
+    if needs:
+        return (
+            f"{cfg.compile!r} cannot apply: {' and '.join(needs)} needs each task's gradient of the shared parameters, "
+            "a vmapped backward that a compiled encoder does not support; set compile: off"
+        )
+    device = device_type or cfg.device
+    if cfg.compile == "encoder_graphs" and device == "cpu":
+        return "'encoder_graphs' captures CUDA graphs and the device is the CPU; use compile: encoder or off"
+    return None
+
+
 @dataclass(frozen=True)
 class TrialConfig:
     benchmark: str = "multidigits"
@@ -51,6 +84,11 @@ class TrialConfig:
     #: On CUDA: channels_last, cuDNN autotuning, fused Adam and disk splits held on the GPU.  False
     #: (with ``amp: off``) gives the plain fp32 step of the reference implementations, for comparison.
     gpu_speedups: bool = True
+    #: Step option for a launch-bound step (off until measured): "encoder" compiles the encoder's
+    #: forward and backward (``torch.compile``), "encoder_graphs" also replays them as CUDA graphs (mode
+    #: "reduce-overhead"; CUDA only).  Refused where the step needs each task's gradient of the shared
+    #: parameters (see :func:`compile_refusal`).
+    compile: str = "off"
     #: Log task dominance (``dominance/<layer>/<task>``, rAU) every N epochs; 0 = off.
     dominance_interval: int = 0
     #: Decay of the dominance average AU (the AdaTask paper's constant is not public).
@@ -163,6 +201,11 @@ class TrialConfig:
             raise ConfigError(f"expected true or false, got {self.gpu_speedups!r}", field="gpu_speedups")
         if self.amp not in ("auto", "bf16", "off"):
             raise ConfigError(f"unknown amp {self.amp!r}; choose one of 'auto', 'bf16', 'off'", field="amp")
+        if self.compile not in COMPILE_CHOICES:
+            raise ConfigError(f"unknown compile {self.compile!r}; choose one of {choices(COMPILE_CHOICES)}", field="compile")
+        refusal = compile_refusal(self)
+        if refusal:
+            raise ConfigError(refusal, field="compile")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"unknown device {self.device!r}; choose one of 'auto', 'cpu', 'cuda'", field="device")
         method_cls = get_method(self.method)

@@ -15,6 +15,7 @@ training 2 epochs, restoring and training 2 more gives the metrics of 4 epochs s
 from __future__ import annotations
 
 import math
+import os
 from typing import Any, Iterator, Mapping
 
 import torch
@@ -28,6 +29,9 @@ from mtlsearch.dominance import DominanceTracker
 from mtlsearch.metrics import delta_m
 from mtlsearch.optim import build_optimizer, is_adatask
 from mtlsearch.references import load_reference
+
+#: The ``torch.compile`` backend of ``compile: encoder`` (default inductor); a testing aid.
+COMPILE_BACKEND_ENV = "MTLSEARCH_COMPILE_BACKEND"
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -137,6 +141,8 @@ class Trainer:
             )
         if fast and any(isinstance(m, torch.nn.Conv2d) for m in self.model.modules()):
             self.model = self.model.to(memory_format=torch.channels_last)
+        if cfg.compile != "off":
+            self._compile_encoder()
         method_cls = get_method(cfg.method)
         self.balancing = method_cls(len(self.task_names), **cfg.method_params).to(self.device)
         self.grad_mode = cfg.effective_grad_mode
@@ -184,6 +190,29 @@ class Trainer:
                 data_folder,
                 cfg.last_k or None,
             )
+
+    def _compile_encoder(self) -> None:
+        """``compile: encoder`` / ``encoder_graphs``: the encoder's forward (and so its backward) through
+        ``torch.compile``, in place (parameter names and checkpoints unchanged); the backend is
+        ``$MTLSEARCH_COMPILE_BACKEND`` (default inductor; tests use aot_eager, which skips code generation)."""
+        from mtlsearch.config import compile_refusal
+        from mtlsearch.errors import ConfigError
+
+        cfg = self.config
+        refusal = compile_refusal(cfg, self.device.type)
+        if refusal is None and (self.outputs_per_task or not isinstance(getattr(self.model, "encoder", None), torch.nn.Module)):
+            refusal = (
+                f"{cfg.compile!r} compiles the shared encoder, and the model of benchmark {cfg.benchmark!r} has none "
+                "(one output per task); set compile: off"
+            )
+        if refusal:
+            raise ConfigError(refusal, field="compile")
+        options: dict[str, Any] = {"backend": os.environ.get(COMPILE_BACKEND_ENV) or "inductor"}
+        if cfg.compile == "encoder_graphs":
+            options["mode"] = "reduce-overhead"  # inductor's CUDA graphs
+        encoder = self.model.encoder
+        assert isinstance(encoder, torch.nn.Module)
+        encoder.compile(**options)
 
     # ------------------------------------------------------------------ training
     def _to_device(

@@ -9,6 +9,12 @@
 #                                          sharing the GPU, every method x mode, short-run metrics
 #   bash perf/gpu_checks.sh mtan     perf/reproduce_time.sh: SegNet-MTAN step time under nashmtl@1 (ew famo
 #                                          nash_mtl) and the estimated GPU-hours of a full reproduction
+#   bash perf/gpu_checks.sh flat     issue 28 (b) and (d): AdaTask's optimizer step on flat buffers vs the
+#                                          per-parameter foreach path and the loop at ResNet-50 / EfficientNet-B0
+#                                          shapes with the memory-traffic floor (targets: loop >= 10x flat, flat
+#                                          <= 3x floor); the default vs plain fp32 step with compile: encoder and
+#                                          encoder_graphs at batch 8 and 32 (target <= 0.65x); the compile options'
+#                                          metrics beside compile: off (perf/compile_check.py)
 #   bash perf/gpu_checks.sh all      the three in turn, each under a time limit (SMOKE_S, SEARCH_S,
 #                                          then what is left of TOTAL_S for the steps), so a part that
 #                                          hangs costs only its own time
@@ -76,6 +82,14 @@ steps() {
     --repeats 3 --gpu-steps 10 --warmup 3 --short-epochs 6 --short-train 96
 }
 
+flat() {
+  TAIL=40 part flat_b "${FLAT_B_S:-120}" python3 perf/step_time.py --parts b --opt-devices cuda --models resnet50 efficientnet_b0 \
+    --repeats 5 --opt-steps 5
+  TAIL=40 part flat_d "${FLAT_D_S:-330}" python3 perf/step_time.py --parts d --device cuda --threads 4 --repeats 3 --gpu-steps 10 \
+    --warmup 3 --precision-batches 8 32 --step-options encoder encoder_graphs
+  TAIL=30 part compile_check "${COMPILE_S:-120}" python3 perf/compile_check.py --device cuda --epochs 2 --methods ew
+}
+
 case "$what" in
   smoke) smoke ;;
   search) search ;;
@@ -83,7 +97,8 @@ case "$what" in
   all) smoke; search; steps ;;
   again) smoke; steps; search ;;  # the order of a second call: what was fixed first
   late) search; mtan ;;  # what the first GPU session left unseen: the launcher's exit, the MTAN step
-  *) echo "usage: bash perf/gpu_checks.sh smoke|search|steps|mtan|all|again|late" >&2; exit 2 ;;
+  flat) flat ;;  # issue 28 (b), (d): one call of about 10 min
+  *) echo "usage: bash perf/gpu_checks.sh smoke|search|steps|mtan|all|again|late|flat" >&2; exit 2 ;;
 esac
 echo "gpu_checks $what: exit $code after $(( $(date +%s) - started )) s"
 exit $code

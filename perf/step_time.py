@@ -8,8 +8,11 @@
     (AdaTask variants included); ``--cross`` times every valid method x mode x optimizer combination.
     All trainers are built first, warmed up, then timed in rounds, each in a shuffled order; the figure is the median
     over rounds of the mean step time within a round.
-(b) The AdaTask optimizer step alone (``AdamAdaTask``, vectorised with ``torch._foreach_*``) against a
-    naive reference that loops in Python over parameters and tasks (the structure of the released code),
+(b) The AdaTask optimizer step alone: ``AdamAdaTask`` on its flat buffers, the same optimizer on its
+    per-parameter ``torch._foreach_*`` path (the implementation before the flat state; the two are checked
+    to give the same bits), and a naive reference that loops in Python over parameters and tasks (the
+    structure of the released code); with the memory-traffic floor of the step (the bytes it must move
+    at a measured copy bandwidth),
     on ResNet-50's parameter shapes (torchvision ``resnet50(weights=None)``, 161 tensors, 25.6M values)
     and EfficientNet-B0's (213 mostly small tensors, 5.3M values: where per-call overhead matters) with
     3 tasks, on the CPU and, when visible, on CUDA.  Both are checked to give the same parameters.
@@ -20,7 +23,9 @@
 (d) The default ew step (bf16 autocast, channels_last, cuDNN autotuning, fused Adam, data on the GPU)
     against a plain fp32 PyTorch step of the same model as the reference implementations write it
     (contiguous tensors, no autotuning, torch's default Adam, each batch copied from host memory, one
-    backward pass of the summed losses), and bf16 alone in between (target: default <= 0.65x plain).
+    backward pass of the summed losses), and bf16 alone in between (target: default <= 0.65x plain); with
+    ``--step-options`` also the default step with ``compile: encoder`` / ``encoder_graphs`` (torch.compile,
+    CUDA graphs), at each batch size of ``--precision-batches``.
 (e) Metrics after a short run (``--short-epochs`` on generated, learnable NYUv2-format data) with the
     default step and with the plain fp32 step, and the plain step with another seed for the noise.
 (f) Memory and throughput with 1, 2 and 4 trials sharing the device: that many worker processes, each
@@ -170,7 +175,23 @@ class NaiveAdamAdaTask:
                 p.addcdiv_(m, denom, value=-self.lr / bc1)
 
 
+def memory_bandwidth(device: torch.device, mib: int = 256) -> float:
+    """Bytes per second of a large device-to-device copy (read + write), the best of a few."""
+    src = torch.ones(mib * 2**18, device=device)
+    dst = torch.empty_like(src)
+    best = math.inf
+    for _ in range(5):
+        sync(device)
+        start = time.perf_counter()
+        dst.copy_(src)
+        sync(device)
+        best = min(best, time.perf_counter() - start)
+    return 2 * src.numel() * src.element_size() / best
+
+
 def bench_optimizer_step(args: argparse.Namespace, model: str, device: torch.device, num_tasks: int = 3) -> None:
+    """AdamAdaTask on flat buffers, the same on its per-parameter foreach path (the implementation
+    before the flat state) and the naive loop; and the memory-traffic floor of the step."""
     import torchvision
 
     shapes = [p.shape for p in getattr(torchvision.models, model)(weights=None).parameters()]
@@ -178,30 +199,74 @@ def bench_optimizer_step(args: argparse.Namespace, model: str, device: torch.dev
     gen = torch.Generator().manual_seed(0)
     init = [torch.randn(*s, generator=gen).to(device) for s in shapes]
     grads = [torch.randn(num_tasks, *s, generator=gen).to(device) for s in shapes]
-    ours_params = [p.clone() for p in init]
+    flat_params = [p.clone() for p in init]
+    foreach_params = [p.clone() for p in init]
     naive_params = [p.clone() for p in init]
-    ours = AdamAdaTask(ours_params, num_tasks=num_tasks, lr=1e-3)
+    flat = AdamAdaTask(flat_params, num_tasks=num_tasks, lr=1e-3)
+    foreach = AdamAdaTask(foreach_params, num_tasks=num_tasks, lr=1e-3)
+    foreach.flat = False
     naive = NaiveAdamAdaTask(naive_params, num_tasks=num_tasks, lr=1e-3)
     for _ in range(2):  # same math: check before timing
-        ours.step(task_grads=grads)
+        flat.step(task_grads=grads)
+        foreach.step(task_grads=grads)
         naive.step(grads)
-    worst = max(float((a - b).abs().max()) for a, b in zip(ours_params, naive_params))
+    worst = max(float((a - b).abs().max()) for a, b in zip(flat_params, naive_params))
+    same = all(torch.equal(a, b) for a, b in zip(flat_params, foreach_params))
+    names = {"flat": "AdamAdaTask (flat)", "foreach": "per-parameter foreach", "naive": "naive loop (params x tasks)"}
+    runners: dict[str, Callable[[], Any]] = {
+        names["flat"]: lambda: flat.step(task_grads=grads),
+        names["foreach"]: lambda: foreach.step(task_grads=grads),
+        names["naive"]: lambda: naive.step(grads),
+    }
+    fused_note = ""
+    if device.type == "cuda":  # the compiled rule (fused_update): CUDA's whole-buffer path only
+        fused_params = [p.clone() for p in init]
+        fused = AdamAdaTask(fused_params, num_tasks=num_tasks, lr=1e-3)
+        fused.fused_update = True
+        try:
+            start = time.perf_counter()
+            for _ in range(2):
+                fused.step(task_grads=grads)
+            sync(device)
+            fused_worst = max(float((a - b).abs().max()) for a, b in zip(fused_params, flat_params))
+            fused_note = f"; fused compiled in {time.perf_counter() - start:.0f} s, max |fused - flat| {fused_worst:.1e}"
+            runners["AdamAdaTask (flat, fused)"] = lambda: fused.step(task_grads=grads)
+        except Exception as err:  # a measurement script: report and go on without the row
+            fused_note = f"; fused failed: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
     del init
     times = median_times(
-        {"AdamAdaTask (foreach)": lambda: ours.step(task_grads=grads), "naive loop (params x tasks)": lambda: naive.step(grads)},
+        runners,
         steps=args.opt_steps,
         repeats=args.repeats,
         warmup=1,
         device=device,
     )
+    # The least memory traffic of an AdaTask-Adam step: read the T gradients, read and write m_t and
+    # v_t, read and write the parameters (4-byte floats); at the measured copy bandwidth.
+    moved = (num_tasks * (1 + 2 * len(AdamAdaTask.accumulators)) + 2) * numel * 4
+    bandwidth = memory_bandwidth(device)
+    floor = moved / bandwidth
     print(
         f"\n(b) AdaTask optimizer step alone, {model} shapes ({len(shapes)} tensors, {numel / 1e6:.1f}M values), "
-        f"{num_tasks} tasks, {device.type}; max |difference| after 2 steps {worst:.1e}"
+        f"{num_tasks} tasks, {device_name_of(device, args)}; flat = per-parameter foreach bit for bit: {same}; "
+        f"max |flat - loop| after 2 steps {worst:.1e}"
     )
-    print(f"{'implementation':<30} {'ms/step':>9} {'x foreach':>10}")
-    base = times["AdamAdaTask (foreach)"]
+    if fused_note:
+        print(f"    {fused_note[2:]}")
+    print(f"    memory-traffic floor: {moved / 1e9:.2f} GB per step at {bandwidth / 1e9:.1f} GB/s (a measured copy) = {floor * 1e3:.2f} ms")
+    print(f"{'implementation':<30} {'ms/step':>9} {'x flat':>8} {'x floor':>8}")
+    base = times[names["flat"]]
     for name, t in times.items():
-        print(f"{name:<30} {t * 1e3:>9.1f} {t / base:>10.2f}")
+        print(f"{name:<30} {t * 1e3:>9.1f} {t / base:>8.2f} {t / floor:>8.1f}")
+    print(
+        f"    naive loop / flat = {times[names['naive']] / base:.1f}x (GPU target >= 10x); flat / floor = {base / floor:.1f}x (target <= 3x)"
+    )
+
+
+def device_name_of(device: torch.device, args: argparse.Namespace) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU ({args.threads} thread(s))"
 
 
 # ---------------------------------------------------------------------------- (c)-(f) the NYUv2-sized model
@@ -266,16 +331,17 @@ def bench_methods_nyuv2(args: argparse.Namespace) -> None:
     print_relative(f"(c) nyuv2 training step by method, batch {args.batch_size}, {device_name(args)}", times)
 
 
-def plain_reference_runner(args: argparse.Namespace) -> Callable[[], Any]:
+def plain_reference_runner(args: argparse.Namespace, batch_size: int | None = None) -> Callable[[], Any]:
     """A plain fp32 PyTorch step of the same model, written as the reference implementations write it:
     contiguous tensors, no autotuning, ``torch.optim.Adam`` with its default kernels, the batch copied
     from host memory, the sum of the task losses, one backward pass."""
     from mtlsearch.trainer import Trainer
 
-    trainer = Trainer(nyuv2_config(args, amp="off", gpu_speedups=False))  # builds the model and the data only
+    batch_size = batch_size or args.batch_size
+    trainer = Trainer(nyuv2_config(args, amp="off", gpu_speedups=False, batch_size=batch_size))  # the model and the data only
     model, device, tasks = trainer.model, trainer.device, trainer.tasks
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    x, targets = first_batch(trainer, args.batch_size, on_device=False)  # a disk split: host tensors
+    x, targets = first_batch(trainer, batch_size, on_device=False)  # a disk split: host tensors
 
     def step() -> None:
         torch.backends.cudnn.benchmark = False
@@ -291,26 +357,40 @@ def plain_reference_runner(args: argparse.Namespace) -> Callable[[], Any]:
 
 
 def bench_precision(args: argparse.Namespace) -> None:
+    """(d) at each of ``--precision-batches``: the default step, bf16 alone, the default with each step
+    option of ``--step-options`` (``compile: encoder`` / ``encoder_graphs``), and the plain fp32 step."""
     from mtlsearch.trainer import Trainer
 
-    runners: dict[str, Callable[[], Any]] = {}
-    for name, extra in {"default (bf16, speedups)": {}, "bf16 only": {"gpu_speedups": False}}.items():
-        trainer = Trainer(nyuv2_config(args, **extra))
-        fast = trainer.config.gpu_speedups
-        x, targets = first_batch(trainer, args.batch_size, on_device=fast)  # held on the GPU when fast
+    settings: dict[str, dict[str, Any]] = {"default (bf16, speedups)": {}, "bf16 only": {"gpu_speedups": False}}
+    for option in args.step_options:
+        settings[f"default + compile {option}"] = {"compile": option}
+    for batch_size in args.precision_batches:
+        runners: dict[str, Callable[[], Any]] = {}
+        for name, extra in settings.items():
+            try:
+                trainer = Trainer(nyuv2_config(args, batch_size=batch_size, **extra))
+            except (ConfigError, NotImplementedError, ValueError) as err:
+                print(f"  skipped {name}: {err}")
+                continue
+            fast = trainer.config.gpu_speedups
+            x, targets = first_batch(trainer, batch_size, on_device=fast)  # held on the GPU when fast
 
-        def run(tr=trainer, x=x, t=targets, fast=fast):
-            torch.backends.cudnn.benchmark = fast  # process-wide: set per runner
-            tr.train_step(*tr._to_device(x, t))  # a no-op move when held, a host copy otherwise
+            def run(tr=trainer, x=x, t=targets, fast=fast):
+                torch.backends.cudnn.benchmark = fast  # process-wide: set per runner
+                tr.train_step(*tr._to_device(x, t))  # a no-op move when held, a host copy otherwise
 
-        runners[name] = run
-    runners["plain fp32 (reference)"] = plain_reference_runner(args)
-    times = median_times(runners, steps=args.gpu_steps, repeats=args.repeats, warmup=args.warmup, device=torch.device(args.device))
-    base = times["plain fp32 (reference)"]
-    print(f"\n(d) nyuv2 ew step by precision and settings, batch {args.batch_size}, {device_name(args)} (target: default <= 0.65x plain)")
-    print(f"{'setting':<28} {'ms/step':>9} {'x plain fp32':>13}")
-    for name, t in times.items():
-        print(f"{name:<28} {t * 1e3:>9.2f} {t / base:>13.2f}")
+            runners[name] = run
+        runners["plain fp32 (reference)"] = plain_reference_runner(args, batch_size)
+        start = time.perf_counter()
+        times = median_times(runners, steps=args.gpu_steps, repeats=args.repeats, warmup=args.warmup, device=torch.device(args.device))
+        base = times["plain fp32 (reference)"]
+        print(
+            f"\n(d) nyuv2 ew step by precision and settings, batch {batch_size}, {device_name(args)} (target: default <= 0.65x plain); "
+            f"{time.perf_counter() - start:.0f} s with warm-up and compilation"
+        )
+        print(f"{'setting':<34} {'ms/step':>9} {'x plain fp32':>13}")
+        for name, t in times.items():
+            print(f"{name:<34} {t * 1e3:>9.2f} {t / base:>13.2f}")
 
 
 def bench_short_run(args: argparse.Namespace) -> None:
@@ -486,6 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         default=["resnet50", "efficientnet_b0"],
         help="(b): torchvision models whose parameter shapes are used (none: skip (b))",
     )
+    parser.add_argument("--opt-devices", nargs="*", default=["cpu", "cuda"], choices=["cpu", "cuda"], help="(b): where (cuda when visible)")
     parser.add_argument(
         "--device",
         default="cuda" if torch.cuda.is_available() else None,
@@ -496,6 +577,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=parse_size, default=None, help="(c)-(f): HxW of generated data (default 288x384)")
     parser.add_argument("--backbone", default="resnet50", help="(c)-(f): dilated ResNet encoder (default resnet50)")
     parser.add_argument("--batch-size", type=int, default=8, help="(c)-(f): batch size (default 8)")
+    parser.add_argument("--precision-batches", nargs="*", type=int, default=None, help="(d): batch sizes (default: --batch-size only)")
+    parser.add_argument(
+        "--step-options",
+        nargs="*",
+        default=[],
+        choices=["encoder", "encoder_graphs"],
+        help="(d): also time the default step with these compile options (torch.compile takes a while the first step)",
+    )
     parser.add_argument("--gpu-steps", type=int, default=10, help="(c), (d): steps per round; (f): timed steps per trial")
     parser.add_argument("--method-steps", type=int, default=5, help="(g): steps per round")
     parser.add_argument("--short-epochs", type=int, default=8, help="(e): epochs of each short run")
@@ -505,6 +594,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-dir", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--worker-count", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    args.precision_batches = args.precision_batches or [args.batch_size]
     torch.set_num_threads(args.threads)
     if args.worker is not None:
         return worker(args)
@@ -518,16 +608,16 @@ def main(argv: list[str] | None = None) -> int:
         print_relative(f"(a) multidigits training step, batch 64, CPU (median of {args.repeats} rounds of {args.steps} steps)", times)
     if "b" in args.parts:
         for model in args.models:
-            bench_optimizer_step(args, model, torch.device("cpu"))
-            if torch.cuda.is_available():
-                bench_optimizer_step(args, model, torch.device("cuda"))
+            for device in args.opt_devices:
+                if device == "cpu" or torch.cuda.is_available():
+                    bench_optimizer_step(args, model, torch.device(device))
     gpu_parts = [p for p in "cdefg" if p in args.parts]
     if gpu_parts and args.device is None:
         print(f"\n({')('.join(gpu_parts)}) skipped: no CUDA device (--device cpu runs them on tiny inputs)")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         if not args.nyuv2_root:  # step times do not depend on the pixel values: a few examples suffice
-            generate("nyuv2", tmp, train=max(2 * args.batch_size + 2, 8), test=2, size=args.size, seed=0)
+            generate("nyuv2", tmp, train=max(2 * max(args.batch_size, *args.precision_batches) + 2, 8), test=2, size=args.size, seed=0)
             args.nyuv2_root = tmp
         # The short training run (e) comes last: it takes longest and its figures matter least.
         if "c" in args.parts:

@@ -57,11 +57,16 @@ def test_step_time_script_prints_every_table(tmp_path):
         "(f) k trials sharing one device",
     ]:
         assert title in text, f"missing table {title!r}:\n{text}"
-    # (a): every method appears once under adam; (b): our step and the naive loop agree.
+    # (a): every method appears once under adam; (b): the flat step is the per-parameter one bit for bit,
+    # and agrees with the naive loop; the floor is printed.
     for method in ["ew", "gemtl", "imtl_g[rep]", "imtl_h[rep]", "nash_mtl[param]"]:
         assert re.search(rf"^{re.escape(method)}\s+adam\s+\d", text, re.M), method
-    difference = float(re.search(r"max \|difference\| after 2 steps (\S+)", text).group(1))
+    difference = float(re.search(r"max \|flat - loop\| after 2 steps (\S+)", text).group(1))
     assert difference < 1e-5
+    assert "flat = per-parameter foreach bit for bit: True" in text
+    assert re.search(r"memory-traffic floor: \S+ GB per step at \S+ GB/s \(a measured copy\) = \S+ ms", text)
+    for row in ("AdamAdaTask (flat)", "per-parameter foreach", "naive loop (params x tasks)"):
+        assert re.search(rf"^{re.escape(row)}\s+\d", text, re.M), row
     # (c): the methods of the targets and the plain AdaTask baseline; (d): the three settings.
     for row in [
         "ew                 adam_adatask",

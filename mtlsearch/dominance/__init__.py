@@ -38,7 +38,8 @@ class DominanceTracker:
     """AU / rAU per shared layer and task.
 
     Call :meth:`update` after every optimizer step with the per-task shares of the update the
-    optimizer returned (``[T, *p.shape]`` each, in ``shared`` order).
+    optimizer returned (``[T, *p.shape]`` each, in ``shared`` order); AdaTask's come with the flat
+    ``[T, N]`` update they are views of (:class:`mtlsearch.optim.adatask.TaskShares`), reduced at once.
     """
 
     def __init__(self, model: nn.Module, shared: Sequence[nn.Parameter], task_names: Sequence[str], beta: float = 0.9):
@@ -57,6 +58,7 @@ class DominanceTracker:
             index.append(self.layers.index(layer))
         device = self.shared[0].device if self.shared else torch.device("cpu")
         self.layer_index = torch.tensor(index, dtype=torch.long, device=device)
+        self.param_numel = torch.tensor([p.numel() for p in self.shared], dtype=torch.long, device=device)
         numel = torch.zeros(len(self.layers), dtype=torch.float64)
         for i, p in zip(index, self.shared):
             numel[i] += p.numel()
@@ -67,7 +69,13 @@ class DominanceTracker:
     def update(self, shares: Sequence[Tensor]) -> None:
         """Fold one step's per-task shares of the update into AU."""
         num_tasks = len(self.task_names)
-        sq = torch.stack([u.double().pow(2).reshape(num_tasks, -1).sum(1) for u in shares])  # [params, T]
+        flat = getattr(shares, "flat", None)  # AdaTask's flat update: one reduction instead of one per parameter
+        params = getattr(shares, "params", ())
+        if flat is not None and len(params) == len(self.shared) and all(p is q for p, q in zip(params, self.shared)):
+            lengths = self.param_numel.expand(num_tasks, -1)
+            sq = torch.segment_reduce(flat.double().pow(2), "sum", lengths=lengths, axis=1).T  # [params, T]
+        else:
+            sq = torch.stack([u.double().pow(2).reshape(num_tasks, -1).sum(1) for u in shares])  # [params, T]
         per_layer = torch.zeros_like(self.au).index_add_(0, self.layer_index, sq) / self.layer_numel[:, None]
         self.au.mul_(self.beta).add_(per_layer, alpha=1 - self.beta)
 

@@ -31,13 +31,27 @@ is added **once** to the summed gradient, split equally over the tasks, i.e. eac
 becomes ``g_t + (wd / T) * theta``; with one task this is torch's ``grad + wd * theta``.  (The released
 code accepts ``weight_decay`` and ignores it.)  Heads get torch's plain ``grad + wd * theta``.
 
-Implementation: every update is a handful of ``torch._foreach_*`` calls over the parameters of a
-group, with the task dimension leading each tensor (no Python loop over tasks); the only
-per-parameter Python work is the sum over tasks and reading the step counters.  On CUDA the calls
-run over all parameters at once; on the CPU over batches of about ``cpu_chunk_numel`` values (large
-parameters cut into blocks of views), which keeps temporaries in cache and avoids allocating and
-page-faulting model-sized buffers every step (``perf/step_time.py`` measures it).
-Task-specific parameters go through the same code with a leading dimension of one.
+Implementation (flat state): the accumulators of the shared group live in **one contiguous buffer per
+accumulator, ``[T, N]``** (N = the group's values; row t, task t's moments, is contiguous), and
+``state[p]["exp_avg"]`` etc. are views of it (``[T, *p.shape]``, with ``p``'s own strides, so a
+channels_last weight's state is channels_last too).  A step gathers the per-task gradients into one
+``[T, N]`` tensor (one ``cat``), runs the update as a handful of elementwise ops over the flat buffers
+(the same ops, in the same order, as the per-parameter version, so the results are the same bits), sums
+the task dimension once and adds the sum to the parameters with one ``torch._foreach_add_`` (one
+multi-tensor kernel on CUDA); the shares of ``step_tasks(..., shares=True)`` are views of the same
+``[T, N]`` update.  The group's step counter is one CPU tensor (``state[p]["step"]`` of every shared
+parameter is that tensor; ``state_dict()`` gives each parameter its own copy).  On the CPU the flat
+ops run over column blocks of about ``cpu_chunk_numel`` values (task dimension included), which keeps
+temporaries in cache instead of allocating and page-faulting model-sized buffers every step; CUDA runs
+them over all columns at once.  ``state_dict()`` keeps torch's per-parameter format (``[T, *p.shape]``
+views of the flat buffers; ``torch.save`` writes each buffer once) and ``load_state_dict`` copies a
+per-parameter state, flat or from the earlier per-parameter implementation, back into flat buffers, so
+checkpoints load both ways.  A shared group whose parameters differ in dtype or device, or are not dense
+in memory, falls back to the per-parameter path below.
+
+Task-specific parameters (and that fallback) go through ``torch._foreach_*`` calls over the parameters
+of a group with the task dimension leading each tensor (a leading dimension of one for task-specific
+ones: torch's state layout), batched on the CPU as above (large parameters cut into blocks of views).
 ``step_tasks(task_grads, shares=True)`` steps and returns the per-task steps of the shared parameters
 (a list of ``[T, *p.shape]``, the signed update ``Delta theta_t`` per task), the same method as the base
 optimizers' (:mod:`.base`), which the task-dominance metric (:mod:`mtlsearch.dominance`) averages.
@@ -50,13 +64,132 @@ weights are already folded into ``task_grads`` by the trainer).
 
 from __future__ import annotations
 
+import os
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-__all__ = ["AdaTaskOptimizer", "AdamAdaTask", "RMSpropAdaTask", "AdagradAdaTask"]
+__all__ = ["AdaTaskOptimizer", "AdamAdaTask", "RMSpropAdaTask", "AdagradAdaTask", "TaskShares"]
+
+
+class TaskShares(list):
+    """The per-task shares of a step (``[T, *p.shape]`` per shared parameter, a list), with ``flat``: the
+    ``[T, N]`` update they are views of, parameter after parameter of ``params`` (each in its memory
+    order), so that per-parameter reductions (the dominance tracker's sums of squares) run over one tensor."""
+
+    def __init__(self, shares: Iterable[Tensor], flat: Tensor, params: Sequence[Tensor]):
+        super().__init__(shares)
+        self.flat, self.params = flat, list(params)
+
+
+def _memory_order(p: Tensor) -> tuple[int, ...] | None:
+    """The permutation of ``p``'s dimensions that makes it contiguous (its memory order, e.g. NHWC for a
+    channels_last weight), or None where ``p`` is not dense in memory."""
+    if p.is_contiguous():
+        return tuple(range(p.dim()))
+    order = tuple(sorted(range(p.dim()), key=lambda d: (-p.stride()[d], -p.shape[d])))
+    return order if p.permute(order).is_contiguous() else None
+
+
+class _FlatShared:
+    """The flat state of a shared group: for each accumulator one ``[T, N]`` buffer; parameter i owns
+    columns ``offsets[i] : offsets[i] + numel_i`` in its memory order.  Built from the group's
+    per-parameter state where there is one (a loaded checkpoint), else from the initial values."""
+
+    def __init__(self, params: list[Tensor], orders: list[tuple[int, ...]], num_tasks: int, state: Any, inits: dict[str, float]):
+        self.params, self.orders, self.num_tasks = params, orders, num_tasks
+        self.inverse = [tuple(sorted(range(len(o)), key=o.__getitem__)) for o in orders]
+        self.sizes = [p.numel() for p in params]
+        self.offsets = [0]
+        for n in self.sizes:
+            self.offsets.append(self.offsets[-1] + n)
+        self.numel = self.offsets[-1]
+        first = params[0]
+        old = [state[p] if len(state[p]) else None for p in params]
+        if any(o is not None for o in old):
+            if any(o is None for o in old):
+                raise ValueError("AdaTask: some shared parameters have optimizer state and others none; cannot build the flat state")
+            steps = {float(o["step"]) for o in old if o is not None}
+            if len(steps) != 1:
+                raise ValueError(f"AdaTask: the shared parameters' step counters differ ({sorted(steps)}); they step together")
+            self.step = torch.tensor(steps.pop(), dtype=torch.float32)
+        else:
+            self.step = torch.tensor(0.0, dtype=torch.float32)
+        self.bufs: dict[str, Tensor] = {}
+        for name, init in inits.items():
+            if old[0] is None:
+                self.bufs[name] = torch.full((num_tasks, self.numel), init, dtype=first.dtype, device=first.device)
+                continue
+            buf = torch.empty((num_tasks, self.numel), dtype=first.dtype, device=first.device)
+            for i, o in enumerate(old):
+                assert o is not None
+                value = o[name]
+                if tuple(value.shape) != (num_tasks, *params[i].shape):
+                    raise ValueError(
+                        f"AdaTask: state {name!r} of shared parameter {i} has shape {tuple(value.shape)}, "
+                        f"expected {(num_tasks, *params[i].shape)}"
+                    )
+                self.view(buf, i).copy_(value)
+            self.bufs[name] = buf
+        for i, p in enumerate(params):  # the per-parameter state: views of the flat buffers
+            state[p] = {"step": self.step, **{name: self.view(buf, i) for name, buf in self.bufs.items()}}
+
+    def view(self, flat: Tensor, i: int) -> Tensor:
+        """Parameter i's part of a flat ``[T, N]`` (or ``[N]``) tensor, shaped and strided as the parameter."""
+        p, order = self.params[i], self.orders[i]
+        part = flat[..., self.offsets[i] : self.offsets[i + 1]]
+        lead = flat.dim() - 1
+        shape = [p.shape[d] for d in order]
+        return part.view(*part.shape[:lead], *shape).permute(*range(lead), *(lead + d for d in self.inverse[i]))
+
+    def columns(self, t: Tensor, i: int) -> Tensor:
+        """A ``[T, *p.shape]`` tensor of parameter i as ``[T, numel]`` in the parameter's memory order
+        (a view when it has the parameter's layout, else a copy)."""
+        order = self.orders[i]
+        return t.permute(0, *(d + 1 for d in order)).reshape(t.shape[0], self.sizes[i])
+
+    def param_flat(self, i: int) -> Tensor:
+        """Parameter i's values in memory order (a view)."""
+        return self.params[i].permute(*self.orders[i]).view(-1)
+
+
+# ---------------------------------------------------------------------------- fused flat updates
+# Each rule over the flat [T, N] buffers as one function for torch.compile (``fused_update``): inductor
+# fuses the elementwise ops, so a step reads and writes each buffer about once.  The step-dependent
+# factors come as 0-d tensors (no recompilation as the step counter grows).
+
+
+def _adam_fused(
+    g: Tensor, m: Tensor, v: Tensor, beta1: float, beta2: float, eps: float, step_size: Tensor, bc2_sqrt: Tensor
+) -> tuple[Tensor, Tensor]:
+    m.lerp_(g, 1 - beta1)
+    v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+    update = m * step_size / (v.sqrt() / bc2_sqrt + eps)
+    return update, update.sum(0)
+
+
+def _rmsprop_fused(g: Tensor, v: Tensor, alpha: float, eps: float, neg_lr: Tensor) -> tuple[Tensor, Tensor]:
+    v.mul_(alpha).addcmul_(g, g, value=1 - alpha)
+    update = g * neg_lr / (v.sqrt() + eps)
+    return update, update.sum(0)
+
+
+def _adagrad_fused(g: Tensor, total: Tensor, eps: float, neg_clr: Tensor) -> tuple[Tensor, Tensor]:
+    total.addcmul_(g, g, value=1)
+    update = g * neg_clr / (total.sqrt() + eps)
+    return update, update.sum(0)
+
+
+_COMPILED: dict[Callable, Callable] = {}
+
+
+def _compiled(fn: Callable) -> Callable:
+    """``fn`` through ``torch.compile`` (once per process; backend ``$MTLSEARCH_COMPILE_BACKEND``, default inductor)."""
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn, fullgraph=True, dynamic=False, backend=os.environ.get("MTLSEARCH_COMPILE_BACKEND") or "inductor")
+    return _COMPILED[fn]
 
 
 class AdaTaskOptimizer(Optimizer):
@@ -73,6 +206,13 @@ class AdaTaskOptimizer(Optimizer):
     #: instead of being allocated model-sized, and page-faulted, on every step (1.5-2x slower on
     #: ResNet-50 shapes); None = all at once.  CUDA: always all at once (multi-tensor kernels).
     cpu_chunk_numel: int | None = 2**18
+    #: The shared group on flat buffers (False: the per-parameter foreach path, kept for groups that
+    #: cannot be flat and for timing; set it before the first step).
+    flat: bool = True
+    #: The flat step over all columns (CUDA's path) as one ``torch.compile``d function per rule, the
+    #: elementwise ops fused (about one read and write of each buffer, near the memory-traffic floor);
+    #: results within a few ulps of the eager ops, not the same bits.  Off until measured on a GPU.
+    fused_update: bool = False
 
     def __init__(
         self,
@@ -93,6 +233,8 @@ class AdaTaskOptimizer(Optimizer):
             {"params": params, "shared": shared} for params, shared in ((list(shared_params), True), (list(task_params), False)) if params
         ]
         super().__init__(groups, {**defaults, "shared": False})
+        #: id(group) -> the flat state of a shared group (built at its first step; rebuilt after a load)
+        self._flat: dict[int, _FlatShared] = {}
 
     # ------------------------------------------------------------------ state
     def _state(self, p: Tensor, group: dict, lead: tuple[int, ...]) -> dict[str, Tensor]:
@@ -108,8 +250,15 @@ class AdaTaskOptimizer(Optimizer):
     ) -> Sequence[Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def _fused_steps(
+        self, group: dict, g: Tensor, bufs: dict[str, Tensor], step: float
+    ) -> tuple[Tensor, Tensor]:  # pragma: no cover - interface
+        """The per-task steps ``[T, N]`` and their sum ``[N]`` from the flat gradients and buffers, by the compiled rule."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ step
-    def _shared_grads(self, task_grads: Sequence[Tensor | None] | None) -> list[Tensor]:
+    def _shared_grads(self, task_grads: Sequence[Tensor | None] | None) -> list[Tensor | None]:
+        """The shared parameters' per-task gradients, checked (None: no task reached the parameter)."""
         params = [p for g in self.param_groups if g["shared"] for p in g["params"]]
         if not params:
             return []
@@ -117,11 +266,9 @@ class AdaTaskOptimizer(Optimizer):
             raise ValueError(f"{type(self).__name__}.step needs task_grads: one [num_tasks, *p.shape] tensor per shared parameter")
         if len(task_grads) != len(params):
             raise ValueError(f"expected task_grads for {len(params)} shared parameters, got {len(task_grads)}")
-        out = []
+        out: list[Tensor | None] = []
         for i, (p, g) in enumerate(zip(params, task_grads)):
-            if g is None:
-                g = p.new_zeros((self.num_tasks, *p.shape))
-            elif tuple(g.shape) != (self.num_tasks, *p.shape):
+            if g is not None and tuple(g.shape) != (self.num_tasks, *p.shape):
                 raise ValueError(f"task_grads[{i}] has shape {tuple(g.shape)}, expected {(self.num_tasks, *p.shape)}")
             out.append(g)
         return out
@@ -179,14 +326,106 @@ class AdaTaskOptimizer(Optimizer):
         return each task's step of each shared parameter, ``[T, *p.shape]`` (they sum to its update)."""
         return self._step(task_grads, shares=shares)
 
+    # ------------------------------------------------------------------ flat shared groups
+    def _flat_state(self, group: dict) -> _FlatShared | None:
+        """The flat state of a shared group, built on first use; None where its parameters cannot share
+        flat buffers (mixed dtypes or devices, not dense in memory): the per-parameter path then."""
+        key = id(group)
+        flat = self._flat.get(key)
+        if flat is not None or not self.flat:
+            return flat
+        params = list(group["params"])
+        orders = [_memory_order(p) for p in params]
+        if any(o is None for o in orders) or len({(p.dtype, p.device) for p in params}) != 1:
+            return None
+        inits = {name: init(group) for name, init in self.accumulators.items()}
+        flat = _FlatShared(params, [o for o in orders if o is not None], self.num_tasks, self.state, inits)
+        self._flat[key] = flat
+        return flat
+
+    def _flat_step(self, group: dict, flat: _FlatShared, grads: list[Tensor | None], record: bool) -> list[Tensor] | None:
+        """One step of a flat shared group.  All columns at once (CUDA, or the shares recorded): the
+        gradients gathered into one ``[T, N]`` tensor and :meth:`_task_steps` over the flat buffers, one
+        kernel per op.  CPU: column blocks of about ``cpu_chunk_numel`` values, each a foreach call over
+        the parameters' pieces in the block (views of the gradients and of the flat buffers: no gather)."""
+        num = self.num_tasks
+        flat.step.add_(1.0)
+        s = flat.step.item()
+        cols = [flat.columns(g, i) if g is not None else None for i, g in enumerate(grads)]
+        wd = group["weight_decay"]
+        p0 = flat.params[0]
+        if record or self.cpu_chunk_numel is None or p0.device.type != "cpu":
+            parts = [p0.new_zeros((num, n)) if c is None else c for c, n in zip(cols, flat.sizes)]
+            g = torch.cat(parts, dim=1)
+            if wd != 0:
+                # L2 once per parameter: wd * theta split equally over the tasks' gradients.
+                theta = torch.cat([flat.param_flat(k) for k in range(len(flat.params))])
+                (g,) = torch._foreach_add([g], [theta.unsqueeze(0)], alpha=wd / num)
+            if self.fused_update:
+                update, total = self._fused_steps(group, g, flat.bufs, s)
+            else:
+                (update,) = self._task_steps(group, [g], {name: [buf] for name, buf in flat.bufs.items()}, [s])
+                total = update[0] if num == 1 else update.sum(0)
+            torch._foreach_add_(flat.params, [flat.view(total, k) for k in range(len(flat.params))])
+            return TaskShares((flat.view(update, k) for k in range(len(flat.params))), update, flat.params) if record else None
+        block = max(1, self.cpu_chunk_numel // num)
+        i = 0  # the first parameter overlapping the block
+        for a in range(0, flat.numel, block):
+            b = min(a + block, flat.numel)
+            while flat.offsets[i + 1] <= a:
+                i += 1
+            targets: list[Tensor] = []
+            piece_grads: list[Tensor] = []
+            acc: dict[str, list[Tensor]] = {name: [] for name in flat.bufs}
+            j = i
+            while j < len(flat.params) and flat.offsets[j] < b:  # parameter j's columns lo:hi lie in the block
+                lo, hi = max(a, flat.offsets[j]) - flat.offsets[j], min(b, flat.offsets[j + 1]) - flat.offsets[j]
+                c = cols[j]
+                piece_grads.append(p0.new_zeros((num, hi - lo)) if c is None else c[:, lo:hi])
+                targets.append(flat.param_flat(j)[lo:hi])
+                for name, buf in flat.bufs.items():
+                    acc[name].append(buf[:, flat.offsets[j] + lo : flat.offsets[j] + hi])
+                j += 1
+            if wd != 0:
+                piece_grads = list(torch._foreach_add(piece_grads, [t.unsqueeze(0) for t in targets], alpha=wd / num))
+            updates = self._task_steps(group, piece_grads, acc, [s] * len(targets))
+            torch._foreach_add_(targets, [u[0] if num == 1 else u.sum(0) for u in updates])
+        return None
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Torch's per-parameter state (flat or from the per-parameter implementation); the flat buffers
+        are rebuilt from it at the next step."""
+        super().load_state_dict(state_dict)
+        self._flat.clear()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Torch's format: per parameter ``step`` and ``[T, *p.shape]`` accumulators (views of the flat
+        buffers); each shared parameter gets its own copy of the group's step counter."""
+        out = super().state_dict()
+        for index, entry in out["state"].items():
+            if isinstance(entry.get("step"), Tensor):
+                out["state"][index] = {**entry, "step": entry["step"].clone()}
+        return out
+
     @torch.no_grad()
     def _step(self, task_grads: Sequence[Tensor | None] | None, shares: bool) -> list[Tensor] | None:
-        shared_grads = iter(self._shared_grads(task_grads))
         task_updates: list[Tensor] | None = [] if shares else None
+        checked = self._shared_grads(task_grads)
+        shared_grads: Iterator[Tensor | None] = iter(checked)
         for group in self.param_groups:
             if group["shared"]:
                 params = list(group["params"])
-                grads = [next(shared_grads) for _ in params]
+                raw = [next(shared_grads) for _ in params]
+                if not params:
+                    continue
+                flat = self._flat_state(group)
+                if flat is not None:
+                    recorded = self._flat_step(group, flat, raw, record=task_updates is not None)
+                    if task_updates is not None and recorded is not None:
+                        # The flat shares themselves (with their [T, N] update) when they are all the shares.
+                        task_updates = recorded if not task_updates and len(recorded) == len(checked) else [*task_updates, *recorded]
+                    continue
+                grads = [g if g is not None else p.new_zeros((self.num_tasks, *p.shape)) for g, p in zip(raw, params)]
                 lead: tuple[int, ...] = (self.num_tasks,)
             else:
                 params = [p for p in group["params"] if p.grad is not None]
@@ -257,6 +496,12 @@ class AdamAdaTask(AdaTaskOptimizer):
         torch._foreach_div_(updates, denom)
         return updates
 
+    def _fused_steps(self, group: dict, g: Tensor, bufs: dict[str, Tensor], step: float) -> tuple[Tensor, Tensor]:
+        beta1, beta2 = group["betas"]
+        step_size = torch.tensor(-(group["lr"] / (1 - beta1**step)), dtype=g.dtype, device=g.device)
+        bc2_sqrt = torch.tensor((1 - beta2**step) ** 0.5, dtype=g.dtype, device=g.device)
+        return _compiled(_adam_fused)(g, bufs["exp_avg"], bufs["exp_avg_sq"], beta1, beta2, group["eps"], step_size, bc2_sqrt)
+
 
 class RMSpropAdaTask(AdaTaskOptimizer):
     """RMSProp with AdaTask (the paper's Algorithm 2).  State: ``step``, ``square_avg[t]`` (v_t).
@@ -294,6 +539,10 @@ class RMSpropAdaTask(AdaTaskOptimizer):
         torch._foreach_div_(updates, denom)
         return updates
 
+    def _fused_steps(self, group: dict, g: Tensor, bufs: dict[str, Tensor], step: float) -> tuple[Tensor, Tensor]:
+        neg_lr = torch.tensor(-group["lr"], dtype=g.dtype, device=g.device)
+        return _compiled(_rmsprop_fused)(g, bufs["square_avg"], group["alpha"], group["eps"], neg_lr)
+
 
 class AdagradAdaTask(AdaTaskOptimizer):
     """AdaGrad with AdaTask (the paper's Algorithm 2).  State: ``step``, ``sum[t]`` (G_t).
@@ -330,3 +579,7 @@ class AdagradAdaTask(AdaTaskOptimizer):
         updates = torch._foreach_mul(grads, [-(lr / (1 + (s - 1) * lr_decay)) for s in steps])
         torch._foreach_div_(updates, denom)
         return updates
+
+    def _fused_steps(self, group: dict, g: Tensor, bufs: dict[str, Tensor], step: float) -> tuple[Tensor, Tensor]:
+        neg_clr = torch.tensor(-(group["lr"] / (1 + (step - 1) * group["lr_decay"])), dtype=g.dtype, device=g.device)
+        return _compiled(_adagrad_fused)(g, bufs["sum"], group["eps"], neg_clr)
