@@ -157,10 +157,12 @@ def check(args: argparse.Namespace, space: SearchSpace) -> None:
         )
     from mtlsearch.tracking import default_tracking_uri
 
+    uri = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(
-        args.tracking_uri or default_tracking_uri(),
+        uri,
         "--tracking-uri" if args.tracking_uri else ("MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "--tracking-uri"),
     )
+    check_experiment_not_deleted(uri, args.experiment or space.name)
     check_storage(args.storage)
     if args.resume:
         check_resume_unchanged(args, space)
@@ -380,6 +382,51 @@ def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> None:
         if not folder.is_dir() or not _writable_dir(folder):
             raise ConfigError(f"{uri!r}: {folder} is not a writable folder", field=field)
     check_reachable(uri)  # HTTP answers; a SQLite store's folder exists
+
+
+def _deleted_experiment(uri: str, name: str) -> str | None:
+    """The id of experiment ``name`` when the store holds it as deleted (in MLflow's trash), else None.
+    A SQLite store is read directly and read-only (MLflow would create or migrate the file); a server is
+    asked; a store that cannot answer is left to the checks and writes that follow."""
+    from mtlsearch.tracking import _sqlite_path
+
+    db = _sqlite_path(uri)
+    if db is not None:
+        if not db.is_file():
+            return None
+        import sqlite3
+
+        try:
+            con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=SQLITE_LOCK_WAIT_S)
+            try:
+                row = con.execute("SELECT experiment_id, lifecycle_stage FROM experiments WHERE name = ?", (name,)).fetchone()
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return None  # no experiments table yet (an empty file), or a store the write check refuses
+        return str(row[0]) if row and row[1] == "deleted" else None
+    if uri.startswith(("http://", "https://")):
+        try:
+            from mlflow.tracking import MlflowClient
+
+            exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
+        except Exception:  # noqa: BLE001 - the server's own failure is reported where the search writes
+            return None
+        return exp.experiment_id if exp is not None and exp.lifecycle_stage == "deleted" else None
+    return None
+
+
+def check_experiment_not_deleted(uri: str, name: str) -> None:
+    """An experiment deleted in the MLflow UI keeps its name in the store, and a deleted experiment takes no
+    runs: refuse before Ray, naming it and the two ways on."""
+    exp_id = _deleted_experiment(uri, name)
+    if exp_id is not None:
+        raise ConfigError(
+            f"the MLflow experiment {name!r} (id {exp_id}) at {uri} was deleted (it is in MLflow's trash and takes no "
+            f"runs); restore it (MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id {exp_id}, or in the "
+            "MLflow UI) or log this search to another experiment with --experiment NAME",
+            field="--experiment",
+        )
 
 
 def check_storage(raw: str | None) -> None:

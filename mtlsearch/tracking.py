@@ -841,10 +841,7 @@ def read_search(tracking_uri: str, experiment: str, search: str | None = None) -
     ``run_id``, ``params``, ``status``, ``final`` metrics, ``epochs`` (None while running),
     ``time_total_s``, ``checkpoint``, ``error``, ``metric_keys`` and ``history()``: ``{metric: [(epoch,
     value), ...]}`` fetched when called)."""
-    from mlflow.tracking import MlflowClient
-
-    check_reachable(tracking_uri)
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = open_store(tracking_uri)  # a missing SQLite file is refused, not created
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = sorted(e.name for e in client.search_experiments())

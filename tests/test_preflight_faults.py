@@ -5,6 +5,11 @@ Each test runs the real command line (``mtlsearch.launch.main``, ``mtlsearch.rep
 on real files: a real MLflow SQLite store with an earlier run in it, a real Optuna study file.  Most rows
 are refused before Ray starts, so these tests start no Ray (they are in the fast tier)."""
 
+import os
+import shutil
+import socket
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -134,3 +139,101 @@ def test_budget_above_its_limit_is_refused_naming_the_limit(text, extra, field, 
     if not field.startswith("--"):
         assert str(w.space) in line
     assert w.created() == []
+
+
+# ------------------------------------------------------------------------------ row 9: the experiment deleted in the UI
+def test_search_into_an_experiment_deleted_in_the_ui_is_refused_before_ray(prior_store, tmp_path, monkeypatch, capsys):
+    """The experiment ``tiny`` deleted in the MLflow UI (lifecycle 'deleted', its name still taken): the same
+    search again is refused before Ray, naming the experiment and both fixes; the store is unchanged."""
+    from mlflow.tracking import MlflowClient
+
+    w = Work(tmp_path, monkeypatch, capsys)
+    db = w.root.parent / "store" / "mlflow.db"
+    db.parent.mkdir()
+    shutil.copy(prior_store, db)
+    client = MlflowClient(tracking_uri=f"sqlite:///{db}")
+    exp_id = client.create_experiment("tiny", artifact_location=(db.parent / "mlruns").as_uri())
+    client.delete_experiment(exp_id)
+    before = db.read_bytes()
+
+    code, err = w.launch(uri=f"sqlite:///{db}")
+    assert code == 2
+    one_line(
+        err,
+        "--experiment: ",
+        f"'tiny' (id {exp_id})",
+        "was deleted",
+        f"mlflow experiments restore --experiment-id {exp_id}",
+        "--experiment NAME",
+    )
+    assert w.created() == [] and db.read_bytes() == before
+    code, err = w.launch("--experiment", "tiny", "--dry-run", uri=f"sqlite:///{db}")  # named on the command line: the same
+    assert code == 2 and "--experiment: the MLflow experiment 'tiny'" in err[0]
+
+
+# ------------------------------------------------------------------------------ row 10: --port held by a non-HTTP service
+def _search_store(folder: Path) -> str:
+    """A store holding one mtlsearch search (a parent run tagged as such), as ``mtlsearch ui`` expects."""
+    from mlflow.tracking import MlflowClient
+
+    from mtlsearch.tracking import TAG_KIND, TAG_SEARCH
+
+    uri = f"sqlite:///{folder / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("tiny", artifact_location=(folder / "mlruns").as_uri())
+    run = client.create_run(exp, tags={TAG_KIND: "search", TAG_SEARCH: str(folder / "ray" / "tiny-1")}, run_name="tiny-1")
+    client.set_terminated(run.info.run_id)
+    return uri
+
+
+@pytest.mark.parametrize("reply", [b"SSH-2.0-OpenSSH_9.6\r\n", b""], ids=["speaks another protocol", "closes at once"])
+def test_ui_on_a_port_held_by_a_non_http_service_is_refused_naming_the_port(reply, tmp_path, capsys):
+    """Another program (an SSH server, a database...) listens on ``--port``: exit 2 naming ``--port``
+    before an MLflow server is started (it would fail to bind, exit 1 after "Starting the MLflow UI")."""
+    import threading
+
+    from mtlsearch import ui
+
+    uri = _search_store(tmp_path)
+    capsys.readouterr()  # MLflow's lines as it made the store
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.sendall(reply)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        code = ui.main(["--tracking-uri", uri, "--port", str(port), "--no-browser"])
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    one_line(err, "--port: ", f"{port}", "in use by another")
+
+
+# ------------------------------------------------------------------------------ row 11: the report without a store
+def test_report_in_a_folder_without_a_store_creates_nothing(tmp_path, monkeypatch):
+    """``python -m mtlsearch.report --experiment X`` where there is no ``./mlflow.db``: exit 2, one line,
+    and no empty store made (the real process, in an empty folder)."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtlsearch.report", "--experiment", "X"], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
+    )
+    assert proc.returncode == 2, proc.stderr
+    one_line(proc.stderr.strip().splitlines(), "--tracking-uri: no MLflow store", str(tmp_path / "mlflow.db"))
+    assert list(tmp_path.iterdir()) == []
