@@ -164,8 +164,10 @@ def check(args: argparse.Namespace, space: SearchSpace) -> None:
     )
     check_experiment_not_deleted(uri, args.experiment or space.name)
     check_storage(args.storage)
-    if args.resume:
+    if args.resume:  # first: on --resume a missing or replaced study is named as such (check_resume_study)
         check_resume_unchanged(args, space)
+    if space.searcher["type"] == "optuna":
+        check_study_file(uri, args.storage)
 
 
 def _possible_values(space: SearchSpace, name: str) -> list[Any] | None:
@@ -314,29 +316,66 @@ def _existing_ancestor(path: Path) -> Path:
 SQLITE_LOCK_WAIT_S = float(os.environ.get("MTLSEARCH_SQLITE_LOCK_WAIT_S", "60"))
 
 
-def _sqlite_unwritable(db: Path) -> str | None:
-    """Why an existing SQLite file cannot take a write, or None: it takes the write lock and gives it
-    back at once (``BEGIN IMMEDIATE``; ``ROLLBACK``), changing nothing.  A lock held by another writer
-    is waited for up to :data:`SQLITE_LOCK_WAIT_S` (what MLflow's own writes would do, but before Ray)."""
+def _sqlite_problem(db: Path) -> tuple[str, str] | None:
+    """Why an existing SQLite file cannot take the search's writes, as ``(kind, why)``, or None.
+
+    ``kind`` is ``"readonly"`` (the file or its folder, where SQLite writes its journal, cannot be written),
+    ``"locked"`` (another writer held the lock for more than :data:`SQLITE_LOCK_WAIT_S`: waited for first,
+    as MLflow's own writes would, but before Ray), ``"notadb"`` (not an SQLite database: corrupt, or another
+    kind of file) or ``"other"``.  The write is real and rolled back: ``BEGIN IMMEDIATE`` alone passes on a
+    file SQLite opened read-only (it falls back to read-only where the file cannot be opened for writing),
+    so a table is created inside the transaction and the transaction rolled back: the file is left byte
+    for byte as it was."""
     import sqlite3
 
+    if not os.access(db, os.R_OK):
+        return "readonly", "the file cannot be read"
+    if not os.access(db, os.W_OK):
+        return "readonly", "the file is read-only"
+    if not _writable_dir(db.parent):
+        return "readonly", f"its folder {db.parent} is read-only, and SQLite writes its journal there"
     try:
         con = sqlite3.connect(f"{db.as_uri()}?mode=rw", uri=True, timeout=SQLITE_LOCK_WAIT_S, isolation_level=None)
     except sqlite3.Error as err:
-        return str(err)
+        return "other", str(err)
     try:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the header: "file is not a database"
         con.execute("BEGIN IMMEDIATE")
-        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        con.execute("CREATE TABLE mtlsearch_write_probe (x INTEGER)")  # a real write, rolled back below
         con.execute("ROLLBACK")
-    except sqlite3.OperationalError as err:
-        if "locked" in str(err):
-            return f"locked by another writer for more than {SQLITE_LOCK_WAIT_S:g} s (MTLSEARCH_SQLITE_LOCK_WAIT_S)"
-        return str(err)
-    except sqlite3.Error as err:
-        return str(err)
+    except sqlite3.DatabaseError as err:
+        text = str(err)
+        if "locked" in text or "busy" in text:
+            return "locked", f"locked by another writer for more than {SQLITE_LOCK_WAIT_S:g} s (MTLSEARCH_SQLITE_LOCK_WAIT_S)"
+        if "readonly" in text or "read-only" in text:
+            return "readonly", text
+        if "not a database" in text or "malformed" in text:
+            return "notadb", text
+        return "other", text
     finally:
         con.close()
     return None
+
+
+#: What to do, by kind of :func:`_sqlite_problem`.
+_SQLITE_FIXES = {
+    "readonly": "make the file and its folder writable (chmod u+w) or give {other}",
+    "locked": "wait for the other search or sync to end (or raise MTLSEARCH_SQLITE_LOCK_WAIT_S), or give {other}",
+    "notadb": "it is not an SQLite database (corrupt, or another file): move it aside (a new one is made) or give {other}",
+    "other": "check the file, or give {other}",
+}
+
+
+def check_sqlite_file(db: Path, what: str, field: str, other: str) -> None:
+    """An existing SQLite file the search will write (the MLflow store, the Optuna study): one line naming
+    the file, the reason and the fix (see :func:`_sqlite_problem`)."""
+    problem = _sqlite_problem(db)
+    if problem:
+        kind, why = problem
+        raise ConfigError(
+            f"{what} {db} cannot be written ({why}); earlier runs are untouched: {_SQLITE_FIXES[kind].format(other=other)}",
+            field=field,
+        )
 
 
 def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> None:
@@ -366,13 +405,7 @@ def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> None:
         if db.is_dir():
             raise ConfigError(f"{str(db)!r} is a directory; name the database file, e.g. sqlite:///{db / 'mlflow.db'}", field=field)
         if db.exists():
-            why = _sqlite_unwritable(db)
-            if why:
-                raise ConfigError(
-                    f"the SQLite store {db} cannot be written ({why}); earlier runs are "
-                    "untouched: fix its permissions or give another --tracking-uri",
-                    field=field,
-                )
+            check_sqlite_file(db, "the SQLite store", field, "another --tracking-uri")
         elif db.parent.is_dir() and not _writable_dir(db.parent):
             raise ConfigError(
                 f"the folder of the SQLite store {db} is not writable; give a writable place, e.g. sqlite:///$PWD/mlflow.db", field=field
@@ -426,6 +459,76 @@ def check_experiment_not_deleted(uri: str, name: str) -> None:
             f"runs); restore it (MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id {exp_id}, or in the "
             "MLflow UI) or log this search to another experiment with --experiment NAME",
             field="--experiment",
+        )
+
+
+def _local_storage(raw: str | None) -> Path | None:
+    """The local folder of ``--storage`` (default ``./ray_results``), or None for a cloud URI."""
+    if raw and "://" in raw and not raw.startswith("file://"):
+        return None
+    if raw and raw.startswith("file://"):
+        raw = raw[len("file://") :]
+    return Path(raw).expanduser().resolve() if raw else Path.cwd() / "ray_results"
+
+
+def study_file(tracking_uri: str, storage: str | None) -> Path | None:
+    """The SQLite file of the search's Optuna study (:func:`mtlsearch.studies.storage_url`), or None."""
+    from mtlsearch import studies
+
+    url = studies.storage_url(tracking_uri, _local_storage(storage))
+    return Path(url[len("sqlite:///") :]) if url else None
+
+
+def check_study_file(tracking_uri: str, storage: str | None) -> None:
+    """The Optuna study file is a store the search writes, like MLflow's: an existing one must be a database
+    that can be written and is not held by another writer (waited for, then one line)."""
+    from mtlsearch.tracking import _sqlite_path
+
+    db = study_file(tracking_uri, storage)
+    if db is None or not db.exists():
+        return
+    beside = _sqlite_path(tracking_uri) is not None
+    if db.is_dir():
+        raise ConfigError(f"the Optuna study file {db} is a directory; move it aside", field="--tracking-uri" if beside else "--storage")
+    check_sqlite_file(
+        db,
+        "the Optuna study file (kept for optuna-dashboard)",
+        "--tracking-uri" if beside else "--storage",
+        "another --tracking-uri (the study is kept beside the MLflow store)" if beside else "another --storage",
+    )
+
+
+def _has_study(db: Path, name: str) -> bool | None:
+    """Whether the Optuna storage ``db`` holds study ``name`` (None: it cannot be read as one)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=SQLITE_LOCK_WAIT_S)
+        try:
+            return con.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone() is not None
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+
+
+def check_resume_study(folder: Path, saved: dict[str, Any]) -> None:
+    """``--resume``: Ray restores its Optuna searcher from its saved state, and that searcher refers to the
+    trials of the study in the file: a study file deleted, replaced or emptied since would end the resumed
+    search in a ``KeyError`` once Ray started.  Refuse before Ray, naming the file."""
+    params = saved.get("params") or {}
+    url, name = params.get("optuna_storage"), params.get("optuna_study")
+    if not (isinstance(url, str) and url.startswith("sqlite:///") and name):
+        return  # an in-memory study (cloud storage and remote MLflow), or a search from before studies were kept
+    db = Path(url[len("sqlite:///") :])
+    found = _has_study(db, str(name)) if db.is_file() else False
+    if not found:
+        why = "the file is missing" if not db.exists() else ("it is not an Optuna storage" if found is None else "the study is not in it")
+        raise ConfigError(
+            f"the search {folder.name!r} keeps its Optuna study {name!r} in {db}, and {why} (deleted or replaced since the "
+            f"search stopped); Ray's saved searcher refers to that study's trials, so the search cannot resume without it: put "
+            f"the file back, or start a new search (without --resume); the finished trials stay in MLflow and under {folder}",
+            field="--resume",
         )
 
 
@@ -549,6 +652,8 @@ def check_resume_unchanged(args: argparse.Namespace, space: SearchSpace) -> None
         old_space = yaml.safe_load(saved.get("space_text") or "") or {}
     except (OSError, ValueError, yaml.YAMLError):
         return
+    if space.searcher["type"] == "optuna":
+        check_resume_study(folder, saved)
     overrides = {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed}
     new_space = yaml.safe_load(space.text) or {}
     diff = changes(old_space, new_space) if saved.get("space_text") is not None else []

@@ -5,6 +5,7 @@ Each test runs the real command line (``mtlsearch.launch.main``, ``mtlsearch.rep
 on real files: a real MLflow SQLite store with an earlier run in it, a real Optuna study file.  Most rows
 are refused before Ray starts, so these tests start no Ray (they are in the fast tier)."""
 
+import contextlib
 import os
 import shutil
 import socket
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -237,3 +239,170 @@ def test_report_in_a_folder_without_a_store_creates_nothing(tmp_path, monkeypatc
     assert proc.returncode == 2, proc.stderr
     one_line(proc.stderr.strip().splitlines(), "--tracking-uri: no MLflow store", str(tmp_path / "mlflow.db"))
     assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------ row 1: mlflow.db read-only
+@contextlib.contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """``path`` made unwritable in a way that binds root too: tests often run as root, and root writes
+    through file modes (``chmod 444`` stops nobody), so as root the file is made immutable (``chattr +i``:
+    the kernel refuses root's writes with EPERM, and SQLite then opens the file read-only, as it does for a
+    user's read-only file).  As another user, ``chmod 444``.  Undone on exit (pytest must delete the file)."""
+    if os.geteuid() != 0:
+        path.chmod(0o444)
+        try:
+            yield
+        finally:
+            path.chmod(0o644)
+        return
+    subprocess.run(["chattr", "+i", str(path)], check=True, capture_output=True)  # ext4, xfs, btrfs, tmpfs (Linux >= 6.0)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True, capture_output=True)
+
+
+def test_read_only_mlflow_store_is_refused_before_ray(prior_store, tmp_path, monkeypatch, capsys):
+    """``./mlflow.db`` read-only, with earlier runs in it (the default store, no --tracking-uri): exit 2 before
+    Ray naming the file; nothing created; the earlier runs intact.  The pre-flight's write test used to be
+    ``BEGIN IMMEDIATE``, which passes on a file SQLite opened read-only: the search failed after Ray started."""
+    w = Work(tmp_path, monkeypatch, capsys)
+    db = w.root / "mlflow.db"
+    shutil.copy(prior_store, db)
+    before = db.read_bytes()
+    with read_only(db):
+        code, err = w.launch(uri=f"sqlite:///{db}")
+        capsys.readouterr()
+        default_code = main(["--space", str(w.space), "--storage", str(w.storage)])  # the embedded default ./mlflow.db
+        default_err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and default_code == 2
+    one_line(err, "--tracking-uri: the SQLite store", str(db), "cannot be written", "read-only", "earlier runs are untouched", "chmod")
+    assert default_err == err
+    assert w.created() == ["mlflow.db"] and db.read_bytes() == before
+
+
+def test_sqlite_write_probe_refuses_a_file_sqlite_opens_read_only(prior_store, tmp_path, monkeypatch):
+    """The probe itself: a file that passes ``os.access`` but that SQLite can only open read-only (here
+    ``os.access`` is told the file is writable, as it is for root on some mounts) is still refused: the
+    probe writes for real (a table created and rolled back), and the file is left byte for byte."""
+    from mtlsearch import preflight
+
+    db = tmp_path / "mlflow.db"
+    shutil.copy(prior_store, db)
+    before = db.read_bytes()
+    assert preflight._sqlite_problem(db) is None and db.read_bytes() == before  # a writable store passes unchanged
+    real_access = os.access
+    monkeypatch.setattr(preflight.os, "access", lambda p, mode, **kw: True if Path(p) == db else real_access(p, mode, **kw))
+    with read_only(db):
+        problem = preflight._sqlite_problem(db)
+    assert problem is not None and problem[0] == "readonly" and "readonly database" in problem[1], problem
+    assert db.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+
+
+def test_corrupt_mlflow_store_is_told_what_it_is_not_to_fix_permissions(tmp_path, monkeypatch, capsys):
+    """A corrupt ``mlflow.db`` was told to "fix its permissions": it is named as not a database."""
+    w = Work(tmp_path, monkeypatch, capsys)
+    db = w.root / "mlflow.db"
+    db.write_bytes(b"this is not a database, but a text file of 64 bytes or more ....\n" * 4)
+    code, err = w.launch(uri=f"sqlite:///{db}")
+    assert code == 2
+    line = one_line(err, "--tracking-uri: ", str(db), "not a database", "move it aside")
+    assert "permissions" not in line and w.created() == ["mlflow.db"]
+
+
+# ------------------------------------------------------------------------------ rows 5, 6: the Optuna study file
+def test_study_file_that_is_not_a_database_is_refused_before_ray(prior_store, tmp_path, monkeypatch, capsys):
+    """``mlflow-optuna.db`` (beside ``mlflow.db``) is not a database: exit 2 before Ray naming the file and the fix."""
+    w = Work(tmp_path, monkeypatch, capsys)
+    db = w.root / "mlflow.db"
+    shutil.copy(prior_store, db)
+    study = w.root / "mlflow-optuna.db"
+    study.write_text("not a database " * 20)
+    before = (db.read_bytes(), study.read_bytes())
+    code, err = w.launch(uri=f"sqlite:///{db}")
+    assert code == 2
+    one_line(err, "--tracking-uri: the Optuna study file", str(study), "not a database", "move it aside")
+    assert w.created() == ["mlflow-optuna.db", "mlflow.db"] and (db.read_bytes(), study.read_bytes()) == before
+
+
+def test_study_file_locked_by_another_process_waits_then_one_line(tmp_path, monkeypatch, capsys):
+    """Another process holds ``mlflow-optuna.db``'s write lock: the pre-flight waits for it
+    (MTLSEARCH_SQLITE_LOCK_WAIT_S) and goes on once it is released; held longer, one line, exit 2,
+    before Ray and before any MLflow run is made (no RUNNING run left behind)."""
+    import threading
+
+    import optuna
+
+    from mtlsearch import preflight
+
+    w = Work(tmp_path, monkeypatch, capsys)
+    study = w.root / "mlflow-optuna.db"
+    optuna.create_study(storage=f"sqlite:///{study}", study_name="earlier")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(study)], stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True
+    )  # another process, as in the issue
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        monkeypatch.setattr(preflight, "SQLITE_LOCK_WAIT_S", 0.5)
+        code, err = w.launch()
+        assert code == 2
+        one_line(err, "--tracking-uri: the Optuna study file", str(study), "locked by another writer for more than 0.5 s")
+        assert w.created() == ["mlflow-optuna.db"]  # no MLflow store, no Ray results
+
+        monkeypatch.setattr(preflight, "SQLITE_LOCK_WAIT_S", 60.0)
+        threading.Timer(1.0, lambda: holder.communicate("release\n")).start()
+        preflight.check_study_file(w.uri, str(w.storage))  # waits for the lock, then passes
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+LOCK_HOLDER = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], isolation_level=None)
+con.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+con.execute("ROLLBACK")
+"""
+
+
+# ------------------------------------------------------------------------------ row 7: --resume with the study gone
+def test_resume_after_the_study_file_was_deleted_is_refused_naming_it(tmp_path, monkeypatch, capsys):
+    """The driver was killed, then ``mlflow-optuna.db`` deleted: Ray's saved searcher refers to the study's
+    trials, so ``--resume`` would end in ``KeyError: 'Record does not exist.'`` after Ray started and mark
+    the runs FAILED.  Refused before Ray, naming the file; the search's saved files untouched."""
+    import optuna
+
+    from mtlsearch import launch, tracking
+
+    w = Work(tmp_path, monkeypatch, capsys)
+    study = w.root / "mlflow-optuna.db"
+    argv = ["--space", str(w.space), "--storage", str(w.storage), "--tracking-uri", w.uri, "--name", "s"]
+    space = launch.prepare_space(launch.build_parser().parse_args(argv))
+    info = tracking.search_info(
+        space, {"benchmark": None, "num_samples": None, "max_epochs": None, "seed": None}, study=(f"sqlite:///{study}", "s")
+    )
+    tracking.write_search_info(w.storage / "s", info)  # what the launcher saves beside Ray's state as a search starts
+    saved = sorted(p.name for p in (w.storage / "s").iterdir())
+
+    for state in ("missing", "another study", "not a database"):
+        if state == "another study":
+            optuna.create_study(storage=f"sqlite:///{study}", study_name="another")
+        elif state == "not a database":
+            study.unlink()
+            study.write_text("x" * 200)
+        capsys.readouterr()
+        assert main([*argv, "--resume"]) == 2
+        line = one_line(capsys.readouterr().err.strip().splitlines(), "--resume: the search 's' keeps its Optuna study 's' in", str(study))
+        assert {"missing": "the file is missing", "another study": "the study is not in it", "not a database": "not an Optuna storage"}[
+            state
+        ] in line, line
+        assert "put the file back" in line and "without --resume" in line
+        assert sorted(p.name for p in (w.storage / "s").iterdir()) == saved
+
+    study.unlink()
+    optuna.create_study(storage=f"sqlite:///{study}", study_name="s")  # the study back: the check passes
+    from mtlsearch import preflight
+
+    preflight.check_resume_study(w.storage / "s", info)
