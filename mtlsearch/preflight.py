@@ -378,6 +378,51 @@ def check_sqlite_file(db: Path, what: str, field: str, other: str) -> None:
         )
 
 
+def _schema(db: Path) -> tuple[set[str], str | None, int | None]:
+    """(tables, Alembic revision or None, number of runs or None) of a SQLite MLflow store, read-only."""
+    import sqlite3
+
+    con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=SQLITE_LOCK_WAIT_S)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        revision = con.execute("SELECT version_num FROM alembic_version").fetchone() if "alembic_version" in tables else None
+        runs = con.execute("SELECT count(*) FROM runs").fetchone()[0] if "runs" in tables else None
+    finally:
+        con.close()
+    return tables, revision[0] if revision else None, runs
+
+
+def check_store_schema(db: Path, field: str) -> None:
+    """A store whose tables MLflow did not finish making (a process killed while MLflow created it, before
+    mtlsearch created stores in one step: :func:`mtlsearch.tracking.create_sqlite_store`) fails at its next
+    use for good (``duplicate column name: step``): name the file to delete when it holds no runs; a store of
+    another MLflow version gets MLflow's own upgrade command."""
+    import sqlite3
+
+    try:
+        tables, revision, runs = _schema(db)
+    except sqlite3.Error:
+        return  # the write check above names what is wrong with the file
+    if not tables - {"alembic_version"}:
+        return  # an empty file: MLflow makes its tables
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    head = _get_latest_schema_revision()
+    if revision == head:
+        return
+    if not runs:
+        raise ConfigError(
+            f"the SQLite store {db} was left half-made (a process was killed while MLflow created its tables: schema "
+            f"version {revision or 'none'}, expected {head}) and holds no runs: delete it (rm {db}) and run again",
+            field=field,
+        )
+    raise ConfigError(
+        f"the SQLite store {db} has schema version {revision or 'none'}, and this MLflow expects {head} (a store of another "
+        f"MLflow version); back it up, then run: mlflow db upgrade sqlite:///{db}",
+        field=field,
+    )
+
+
 def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> None:
     """A known scheme; a SQLite store that can be written; an HTTP server that answers."""
     from mtlsearch.tracking import check_reachable
@@ -406,6 +451,7 @@ def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> None:
             raise ConfigError(f"{str(db)!r} is a directory; name the database file, e.g. sqlite:///{db / 'mlflow.db'}", field=field)
         if db.exists():
             check_sqlite_file(db, "the SQLite store", field, "another --tracking-uri")
+            check_store_schema(db, field)
         elif db.parent.is_dir() and not _writable_dir(db.parent):
             raise ConfigError(
                 f"the folder of the SQLite store {db} is not writable; give a writable place, e.g. sqlite:///$PWD/mlflow.db", field=field

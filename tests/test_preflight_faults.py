@@ -406,3 +406,59 @@ def test_resume_after_the_study_file_was_deleted_is_refused_naming_it(tmp_path, 
     from mtlsearch import preflight
 
     preflight.check_resume_study(w.storage / "s", info)
+
+
+# ------------------------------------------------------------------------------ row 15: the store's creation killed midway
+def test_store_creation_killed_midway_leaves_no_half_made_store(tmp_path, monkeypatch, capsys):
+    """The driver SIGKILLed while MLflow creates ``./mlflow.db`` (here: killed with every table made but before
+    the store is in place, the last moment of the creation): no ``mlflow.db`` is left, only a temporary file,
+    and the next run creates the store (deleting that file) and works."""
+    from mlflow.tracking import MlflowClient
+
+    from mtlsearch import tracking
+
+    w = Work(tmp_path, monkeypatch, capsys)
+    db = w.root / "mlflow.db"
+    code = f"from mtlsearch import tracking; tracking.Tracker({w.uri!r}, 'tiny', 'tiny-1')"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MTLSEARCH_FAULT_BEFORE_STORE_LINK": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=w.root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr  # SIGKILLed in the middle of the creation
+    left = w.created()
+    assert "mlflow.db" not in left and len(left) == 1 and left[0].startswith(f".mlflow.db{tracking.CREATING_PREFIX}"), left
+
+    code_, err = w.launch("--dry-run")  # the same command again: the pre-flight passes (nothing half-made to refuse)
+    assert code_ == 0, err
+    tracker = tracking.Tracker(w.uri, "tiny", "tiny-1")  # and the store is made, at once
+    assert w.created() == ["mlflow.db"]
+    assert [e.name for e in MlflowClient(tracking_uri=w.uri).search_experiments()] == ["tiny", "Default"]
+    assert tracker.experiment_id is not None and db.is_file()
+
+
+def test_half_made_store_from_a_killed_creation_names_the_file_to_delete(tmp_path, monkeypatch, capsys):
+    """A store that a killed process left half-migrated (MLflow's first tables and some of its migrations: what
+    a kill during MLflow's own creation left before stores were made in one step) fails at every later use
+    (``duplicate column name``).  The launcher says, before Ray, exactly what to delete; deleted, it works."""
+    import sqlalchemy
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import _get_alembic_config
+    from mlflow.store.tracking.dbmodels.initial_models import Base as InitialBase  # MLflow's first tables
+
+    w = Work(tmp_path, monkeypatch, capsys)
+    db = w.root / "mlflow.db"
+    engine = sqlalchemy.create_engine(w.uri)
+    InitialBase.metadata.create_all(engine)
+    config = _get_alembic_config(w.uri)
+    revisions = list(reversed(list(ScriptDirectory.from_config(config).walk_revisions())))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revisions[len(revisions) // 2].revision)  # killed halfway through the migrations
+    engine.dispose()
+
+    code, err = w.launch()
+    assert code == 2
+    one_line(err, "--tracking-uri: the SQLite store", "half-made", "holds no runs", f"rm {db}")
+    assert w.created() == ["mlflow.db"]
+    db.unlink()
+    code, err = w.launch("--dry-run")
+    assert code == 0, err
