@@ -164,6 +164,7 @@ def check(args: argparse.Namespace, space: SearchSpace) -> None:
     )
     check_experiment_not_deleted(uri, args.experiment or space.name)
     check_storage(args.storage)
+    check_free_space(uri, args.storage)
     if args.resume:  # first: on --resume a missing or replaced study is named as such (check_resume_study)
         check_resume_unchanged(args, space)
     if space.searcher["type"] == "optuna":
@@ -601,6 +602,40 @@ def check_storage(raw: str | None) -> None:
             f"{str(path)!r} cannot be written ({folder} is not a writable folder); give a writable folder or a cloud URI (s3://bucket/dir)",
             field="--storage",
         )
+
+
+def min_free_mb() -> float:
+    """The free space a search needs on each local device it writes (MTLSEARCH_MIN_FREE_MB, default 100 MB)."""
+    return float(os.environ.get("MTLSEARCH_MIN_FREE_MB", "100"))
+
+
+def check_free_space(tracking_uri: str, storage: str | None) -> None:
+    """The devices the search writes (Ray's storage: checkpoints and results; the SQLite MLflow store and
+    the Optuna study) have room to start with: a full disk is refused here in one line, not met by
+    trials and MLflow after Ray started.  (Space running out during the search is the runner's.)"""
+    import shutil
+
+    from mtlsearch.tracking import _sqlite_path
+
+    need = min_free_mb()
+    places = []
+    local = _local_storage(storage)
+    if local is not None:
+        places.append((_existing_ancestor(local), "--storage", "Ray's checkpoints and results"))
+    db = _sqlite_path(tracking_uri)
+    if db is not None:
+        places.append((_existing_ancestor(db.parent), "--tracking-uri", "the MLflow store and the Optuna study"))
+    for folder, field, what in places:
+        try:
+            free = shutil.disk_usage(folder).free / 2**20
+        except OSError:
+            continue
+        if free < need:
+            raise ConfigError(
+                f"no space left for the search: {free:.0f} MB free on the device of {folder} ({what}), and a search needs "
+                f"{need:g} MB to start (MTLSEARCH_MIN_FREE_MB); free some space or give a folder on another device",
+                field=field,
+            )
 
 
 def _probe_cloud(uri: str) -> None:

@@ -49,9 +49,17 @@ def open_storage(url: str, study_name: str | None = None, *, fresh: bool = False
 
     from mtlsearch.tracking import _store_lock
 
+    from mtlsearch.faults import StartError, first_line
+
     # Two launchers started at once on a new file would create its tables together: one at a time.
-    with _store_lock(url):
-        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+    try:
+        with _store_lock(url):
+            storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+    except Exception as err:  # noqa: BLE001 - the file passed the pre-flight; locked, filled or replaced since
+        raise StartError(
+            f"the Optuna study file {url[len('sqlite:///') :]} failed as the search started ({first_line(err)}); "
+            "nothing was trained; run the same command again"
+        ) from None
     if fresh and study_name:
         try:
             optuna.delete_study(study_name=study_name, storage=storage)

@@ -462,3 +462,25 @@ def test_half_made_store_from_a_killed_creation_names_the_file_to_delete(tmp_pat
     db.unlink()
     code, err = w.launch("--dry-run")
     assert code == 0, err
+
+
+# ------------------------------------------------------------------------------ row 8 (its start): a full disk
+def test_full_disk_at_the_start_is_refused_before_ray(prior_store, tmp_path, monkeypatch, capsys):
+    """The device of ``--storage`` has less free space than a search needs to start: one line naming the
+    folder and the free space, exit 2, before Ray; nothing created, the earlier store intact.  The disk is
+    made "full" by asking for more than it has free (MTLSEARCH_MIN_FREE_MB), on the real free space."""
+    w = Work(tmp_path, monkeypatch, capsys)
+    db = w.root.parent / "store" / "mlflow.db"
+    db.parent.mkdir()
+    shutil.copy(prior_store, db)
+    before = db.read_bytes()
+    free_mb = shutil.disk_usage(w.root).free / 2**20
+    monkeypatch.setenv("MTLSEARCH_MIN_FREE_MB", str(int(free_mb) + 10**6))
+    code, err = w.launch(uri=f"sqlite:///{db}")
+    assert code == 2
+    one_line(err, "--storage: no space left for the search", f"free on the device of {w.root}", "MTLSEARCH_MIN_FREE_MB")
+    assert w.created() == [] and db.read_bytes() == before
+    monkeypatch.setenv("MTLSEARCH_MIN_FREE_MB", "1")  # the real need of this tiny search: the same command passes the check
+    from mtlsearch import preflight
+
+    preflight.check_free_space(f"sqlite:///{db}", str(w.storage))
