@@ -484,3 +484,23 @@ def test_full_disk_at_the_start_is_refused_before_ray(prior_store, tmp_path, mon
     from mtlsearch import preflight
 
     preflight.check_free_space(f"sqlite:///{db}", str(w.storage))
+
+
+# ------------------------------------------------------------------------------ smaller: MLflow's own traceback
+def test_sqlite_error_after_the_start_is_not_preceded_by_mlflows_traceback(prior_store, tmp_path, capfd):
+    """A SQLite store that fails after the pre-flight (made read-only while the search runs): MLflow logged
+    ~60 lines of its own traceback before raising; with the launcher's logging only the error is left, which
+    the launcher reports in one line (its tolerant tracker's warning, or a start error)."""
+    from mlflow.exceptions import MlflowException
+
+    from mtlsearch import console, tracking
+
+    console.quiet_libraries()
+    db = tmp_path / "mlflow.db"
+    shutil.copy(prior_store, db)
+    tracker = tracking.Tracker(f"sqlite:///{db}", "tiny", "tiny-1")
+    capfd.readouterr()
+    with read_only(db), pytest.raises(MlflowException, match="OperationalError|readonly"):
+        tracker.client.create_run(tracker.experiment_id)
+    err = capfd.readouterr().err
+    assert "Traceback" not in err and "SQLAlchemy database error" not in err, err
