@@ -12,6 +12,10 @@ Two entry points, called by the launcher:
   writable; a plain path gets the ``sqlite:///`` hint), the storage (a writable local folder, or a
   cloud URI that answers) and, with ``--resume``, that the space and the overrides are the ones the
   search started with.
+* The stores the search writes (docs/faults.md): the SQLite MLflow store and the Optuna study file
+  (readable, writable for real, a database, not held by another writer: waited for, then one line), a
+  store left half-made, an experiment deleted in the MLflow UI, free space on the devices written, and
+  on ``--resume`` that the study Ray's saved searcher refers to is still in its file.
 
 Every refusal is a :class:`~mtlsearch.errors.ConfigError` (one line, exit code 2).  Nothing here
 creates a file, a folder, an MLflow store or a Ray process, so a refused command leaves no trace.
