@@ -423,7 +423,8 @@ def check_store_schema(db: Path, field: str) -> None:
         )
     raise ConfigError(
         f"the SQLite store {db} has schema version {revision or 'none'}, and this MLflow expects {head} (a store of another "
-        f"MLflow version); back it up, then run: mlflow db upgrade sqlite:///{db}",
+        f"MLflow version): back up an older one's file, then run mlflow db upgrade sqlite:///{db}; a newer one's needs that "
+        "MLflow, or give another --tracking-uri",
         field=field,
     )
 
