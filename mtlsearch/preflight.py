@@ -730,6 +730,15 @@ def check_resume_unchanged(args: argparse.Namespace, space: SearchSpace) -> None
             field="--resume",
         )
     if folder is not None and folder.is_dir():
+        if space.searcher["type"] == "optuna" and (folder / SEARCH_INFO_FILE).is_file():
+            try:
+                info = json.loads((folder / SEARCH_INFO_FILE).read_text())
+            except (OSError, ValueError):
+                info = None
+            if isinstance(info, dict):
+                # Before check_saved_state: unpickling Ray's saved searcher opens its study's storage, which
+                # would make a new empty file where the study file was deleted.
+                check_resume_study(folder, info)
         check_saved_state(folder)
     if folder is None or not (folder / SEARCH_INFO_FILE).is_file():
         return
@@ -738,8 +747,6 @@ def check_resume_unchanged(args: argparse.Namespace, space: SearchSpace) -> None
         old_space = yaml.safe_load(saved.get("space_text") or "") or {}
     except (OSError, ValueError, yaml.YAMLError):
         return
-    if space.searcher["type"] == "optuna":
-        check_resume_study(folder, saved)
     overrides = {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed}
     new_space = yaml.safe_load(space.text) or {}
     diff = changes(old_space, new_space) if saved.get("space_text") is not None else []

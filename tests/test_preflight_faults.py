@@ -504,3 +504,64 @@ def test_sqlite_error_after_the_start_is_not_preceded_by_mlflows_traceback(prior
         tracker.client.create_run(tracker.experiment_id)
     err = capfd.readouterr().err
     assert "Traceback" not in err and "SQLAlchemy database error" not in err, err
+
+
+@pytest.mark.slow
+def test_driver_killed_then_study_deleted_then_resume_is_refused_before_ray(tmp_path, monkeypatch, capsys):
+    """Row 7 as a user meets it, with real Ray: the launcher SIGKILLed once Ray saved the search's state, the
+    study file deleted, ``--resume``: exit 2 before Ray naming the file (it was ``KeyError: 'Record does not
+    exist.'`` after Ray started, with the runs marked FAILED); MLflow's runs and Ray's saved state untouched."""
+    import json
+    import re
+    import signal
+    import tempfile
+    import time
+
+    from mlflow.tracking import MlflowClient
+    from shared_search import processes_with_env
+
+    w = Work(tmp_path, monkeypatch, capsys, GOOD.replace("max_epochs: 2", "max_epochs: 30").replace("asha", "fifo"))
+    ray_tmp = tempfile.mkdtemp(prefix="mtlpf", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_TMPDIR": ray_tmp, "TUNE_GLOBAL_CHECKPOINT_S": "1"}
+    env.pop("RAY_ADDRESS", None)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    argv = ["--space", str(w.space), "--storage", str(w.storage), "--tracking-uri", w.uri]
+    log = tmp_path / "run1.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mtlsearch.launch", *argv], cwd=w.root, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.time() + 240
+        name = None
+        while time.time() < deadline and proc.poll() is None:
+            found = re.search(r"epoch 1/30", log.read_text()) and re.search(r"Search '([^']+)'", log.read_text())
+            states = sorted((w.storage / found.group(1)).glob("experiment_state-*.json")) if found else []
+            if states and any(json.loads(t[0]).get("status") == "RUNNING" for t in json.loads(states[-1].read_text())["trial_data"]):
+                name = found.group(1)
+                break
+            time.sleep(0.5)
+        assert name is not None, log.read_text()[-3000:]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in processes_with_env(f"RAY_TMPDIR={ray_tmp}"):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    study = w.root / "mlflow-optuna.db"
+    assert study.is_file()
+    study.unlink()
+    client = MlflowClient(tracking_uri=w.uri)
+    runs_before = sorted((r.info.run_id, r.info.status) for r in client.search_runs([client.get_experiment_by_name("tiny").experiment_id]))
+    saved = sorted(p.name for p in (w.storage / name).iterdir())
+
+    code, err = w.launch("--resume", "--name", name)
+    assert code == 2
+    one_line(err, f"--resume: the search {name!r} keeps its Optuna study {name!r} in {study}", "the file is missing", "put the file back")
+    runs_after = sorted((r.info.run_id, r.info.status) for r in client.search_runs([client.get_experiment_by_name("tiny").experiment_id]))
+    assert runs_after == runs_before and not any(s == "FAILED" for _, s in runs_after)
+    assert sorted(p.name for p in (w.storage / name).iterdir()) == saved and not study.exists()
