@@ -54,6 +54,8 @@ def quiet_libraries() -> None:
         # "Token authentication is enabled for this Ray cluster": Ray's default, nothing to act on.
         ("ray._private.authentication.authentication_token_setup", logging.ERROR),
         ("mlflow", logging.WARNING),
+        # MLflow logs a ~60-line traceback of any SQLite error before raising it; we report it in one line.
+        ("mlflow.store.db.utils", logging.CRITICAL),
         ("alembic", logging.WARNING),
         # "sample_from functions that take a spec dict are deprecated", once per conditional parameter:
         # spaces.ConditionalSample reads ``spec.config`` on purpose, since that access is what makes Ray

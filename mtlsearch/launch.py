@@ -110,6 +110,10 @@ def prepare_space(args: argparse.Namespace) -> SearchSpace:
 
     _positive(args.num_samples, "--num-samples")
     _positive(args.max_epochs, "--max-epochs")
+    if args.num_samples is not None:
+        spaces.check_limit(args.num_samples, spaces.MAX_NUM_SAMPLES, "MTLSEARCH_MAX_NUM_SAMPLES", field="--num-samples")
+    if args.max_epochs is not None:
+        spaces.check_limit(args.max_epochs, spaces.MAX_EPOCHS, "MTLSEARCH_MAX_EPOCHS", field="--max-epochs")
     _positive(args.cpus_per_trial, "--cpus-per-trial", allow_zero=True)
     _positive(args.gpus_per_trial, "--gpus-per-trial", allow_zero=True)
     if args.max_failures < -1:

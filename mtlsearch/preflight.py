@@ -12,6 +12,10 @@ Two entry points, called by the launcher:
   writable; a plain path gets the ``sqlite:///`` hint), the storage (a writable local folder, or a
   cloud URI that answers) and, with ``--resume``, that the space and the overrides are the ones the
   search started with.
+* The stores the search writes (docs/faults.md): the SQLite MLflow store and the Optuna study file
+  (readable, writable for real, a database, not held by another writer: waited for, then one line), a
+  store left half-made, an experiment deleted in the MLflow UI, free space on the devices written, and
+  on ``--resume`` that the study Ray's saved searcher refers to is still in its file.
 
 Every refusal is a :class:`~mtlsearch.errors.ConfigError` (one line, exit code 2).  Nothing here
 creates a file, a folder, an MLflow store or a Ray process, so a refused command leaves no trace.
@@ -157,18 +161,23 @@ def check(args: argparse.Namespace, space: SearchSpace) -> None:
         )
     from mtlsearch.tracking import default_tracking_uri
 
+    uri = args.tracking_uri or default_tracking_uri()
     check_tracking_uri(
-        args.tracking_uri or default_tracking_uri(),
+        uri,
         "--tracking-uri" if args.tracking_uri else ("MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "--tracking-uri"),
     )
+    check_experiment_not_deleted(uri, args.experiment or space.name)
     check_storage(args.storage)
     from mtlsearch import studies
 
     explicit = studies.explicit_url(getattr(args, "optuna_storage", None))
     if explicit is not None:
         studies.check_url(*explicit)
-    if args.resume:
+    check_free_space(uri, args.storage)
+    if args.resume:  # first: on --resume a missing or replaced study is named as such (check_resume_study)
         check_resume_unchanged(args, space)
+    if space.searcher["type"] == "optuna":
+        check_study_file(uri, args.storage)
 
 
 def _possible_values(space: SearchSpace, name: str) -> list[Any] | None:
@@ -317,29 +326,112 @@ def _existing_ancestor(path: Path) -> Path:
 SQLITE_LOCK_WAIT_S = float(os.environ.get("MTLSEARCH_SQLITE_LOCK_WAIT_S", "60"))
 
 
-def _sqlite_unwritable(db: Path) -> str | None:
-    """Why an existing SQLite file cannot take a write, or None: it takes the write lock and gives it
-    back at once (``BEGIN IMMEDIATE``; ``ROLLBACK``), changing nothing.  A lock held by another writer
-    is waited for up to :data:`SQLITE_LOCK_WAIT_S` (what MLflow's own writes would do, but before Ray)."""
+def _sqlite_problem(db: Path) -> tuple[str, str] | None:
+    """Why an existing SQLite file cannot take the search's writes, as ``(kind, why)``, or None.
+
+    ``kind`` is ``"readonly"`` (the file or its folder, where SQLite writes its journal, cannot be written),
+    ``"locked"`` (another writer held the lock for more than :data:`SQLITE_LOCK_WAIT_S`: waited for first,
+    as MLflow's own writes would, but before Ray), ``"notadb"`` (not an SQLite database: corrupt, or another
+    kind of file) or ``"other"``.  The write is real and rolled back: ``BEGIN IMMEDIATE`` alone passes on a
+    file SQLite opened read-only (it falls back to read-only where the file cannot be opened for writing),
+    so a table is created inside the transaction and the transaction rolled back: the file is left byte
+    for byte as it was."""
     import sqlite3
 
+    if not os.access(db, os.R_OK):
+        return "readonly", "the file cannot be read"
+    if not os.access(db, os.W_OK):
+        return "readonly", "the file is read-only"
+    if not _writable_dir(db.parent):
+        return "readonly", f"its folder {db.parent} is read-only, and SQLite writes its journal there"
     try:
         con = sqlite3.connect(f"{db.as_uri()}?mode=rw", uri=True, timeout=SQLITE_LOCK_WAIT_S, isolation_level=None)
     except sqlite3.Error as err:
-        return str(err)
+        return "other", str(err)
     try:
+        con.execute("SELECT count(*) FROM sqlite_master").fetchone()  # reads the header: "file is not a database"
         con.execute("BEGIN IMMEDIATE")
-        con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        con.execute("CREATE TABLE mtlsearch_write_probe (x INTEGER)")  # a real write, rolled back below
         con.execute("ROLLBACK")
-    except sqlite3.OperationalError as err:
-        if "locked" in str(err):
-            return f"locked by another writer for more than {SQLITE_LOCK_WAIT_S:g} s (MTLSEARCH_SQLITE_LOCK_WAIT_S)"
-        return str(err)
-    except sqlite3.Error as err:
-        return str(err)
+    except sqlite3.DatabaseError as err:
+        text = str(err)
+        if "locked" in text or "busy" in text:
+            return "locked", f"locked by another writer for more than {SQLITE_LOCK_WAIT_S:g} s (MTLSEARCH_SQLITE_LOCK_WAIT_S)"
+        if "readonly" in text or "read-only" in text:
+            return "readonly", text
+        if "not a database" in text or "malformed" in text:
+            return "notadb", text
+        return "other", text
     finally:
         con.close()
     return None
+
+
+#: What to do, by kind of :func:`_sqlite_problem`.
+_SQLITE_FIXES = {
+    "readonly": "make the file and its folder writable (chmod u+w) or give {other}",
+    "locked": "wait for the other search or sync to end (or raise MTLSEARCH_SQLITE_LOCK_WAIT_S), or give {other}",
+    "notadb": "it is not an SQLite database (corrupt, or another file): move it aside (a new one is made) or give {other}",
+    "other": "check the file, or give {other}",
+}
+
+
+def check_sqlite_file(db: Path, what: str, field: str, other: str) -> None:
+    """An existing SQLite file the search will write (the MLflow store, the Optuna study): one line naming
+    the file, the reason and the fix (see :func:`_sqlite_problem`)."""
+    problem = _sqlite_problem(db)
+    if problem:
+        kind, why = problem
+        raise ConfigError(
+            f"{what} {db} cannot be written ({why}); earlier runs are untouched: {_SQLITE_FIXES[kind].format(other=other)}",
+            field=field,
+        )
+
+
+def _schema(db: Path) -> tuple[set[str], str | None, int | None]:
+    """(tables, Alembic revision or None, number of runs or None) of a SQLite MLflow store, read-only."""
+    import sqlite3
+
+    con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=SQLITE_LOCK_WAIT_S)
+    try:
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        revision = con.execute("SELECT version_num FROM alembic_version").fetchone() if "alembic_version" in tables else None
+        runs = con.execute("SELECT count(*) FROM runs").fetchone()[0] if "runs" in tables else None
+    finally:
+        con.close()
+    return tables, revision[0] if revision else None, runs
+
+
+def check_store_schema(db: Path, field: str) -> None:
+    """A store whose tables MLflow did not finish making (a process killed while MLflow created it, before
+    mtlsearch created stores in one step: :func:`mtlsearch.tracking.create_sqlite_store`) fails at its next
+    use for good (``duplicate column name: step``): name the file to delete when it holds no runs; a store of
+    another MLflow version gets MLflow's own upgrade command."""
+    import sqlite3
+
+    try:
+        tables, revision, runs = _schema(db)
+    except sqlite3.Error:
+        return  # the write check above names what is wrong with the file
+    if not tables - {"alembic_version"}:
+        return  # an empty file: MLflow makes its tables
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    head = _get_latest_schema_revision()
+    if revision == head:
+        return
+    if not runs:
+        raise ConfigError(
+            f"the SQLite store {db} was left half-made (a process was killed while MLflow created its tables: schema "
+            f"version {revision or 'none'}, expected {head}) and holds no runs: delete it (rm {db}) and run again",
+            field=field,
+        )
+    raise ConfigError(
+        f"the SQLite store {db} has schema version {revision or 'none'}, and this MLflow expects {head} (a store of another "
+        f"MLflow version): back up an older one's file, then run mlflow db upgrade sqlite:///{db}; a newer one's needs that "
+        "MLflow, or give another --tracking-uri",
+        field=field,
+    )
 
 
 def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> None:
@@ -369,13 +461,8 @@ def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> None:
         if db.is_dir():
             raise ConfigError(f"{str(db)!r} is a directory; name the database file, e.g. sqlite:///{db / 'mlflow.db'}", field=field)
         if db.exists():
-            why = _sqlite_unwritable(db)
-            if why:
-                raise ConfigError(
-                    f"the SQLite store {db} cannot be written ({why}); earlier runs are "
-                    "untouched: fix its permissions or give another --tracking-uri",
-                    field=field,
-                )
+            check_sqlite_file(db, "the SQLite store", field, "another --tracking-uri")
+            check_store_schema(db, field)
         elif db.parent.is_dir() and not _writable_dir(db.parent):
             raise ConfigError(
                 f"the folder of the SQLite store {db} is not writable; give a writable place, e.g. sqlite:///$PWD/mlflow.db", field=field
@@ -385,6 +472,122 @@ def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> None:
         if not folder.is_dir() or not _writable_dir(folder):
             raise ConfigError(f"{uri!r}: {folder} is not a writable folder", field=field)
     check_reachable(uri)  # HTTP answers; a SQLite store's folder exists
+
+
+def _deleted_experiment(uri: str, name: str) -> str | None:
+    """The id of experiment ``name`` when the store holds it as deleted (in MLflow's trash), else None.
+    A SQLite store is read directly and read-only (MLflow would create or migrate the file); a server is
+    asked; a store that cannot answer is left to the checks and writes that follow."""
+    from mtlsearch.tracking import _sqlite_path
+
+    db = _sqlite_path(uri)
+    if db is not None:
+        if not db.is_file():
+            return None
+        import sqlite3
+
+        try:
+            con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=SQLITE_LOCK_WAIT_S)
+            try:
+                row = con.execute("SELECT experiment_id, lifecycle_stage FROM experiments WHERE name = ?", (name,)).fetchone()
+            finally:
+                con.close()
+        except sqlite3.Error:
+            return None  # no experiments table yet (an empty file), or a store the write check refuses
+        return str(row[0]) if row and row[1] == "deleted" else None
+    if uri.startswith(("http://", "https://")):
+        try:
+            from mlflow.tracking import MlflowClient
+
+            exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
+        except Exception:  # noqa: BLE001 - the server's own failure is reported where the search writes
+            return None
+        return exp.experiment_id if exp is not None and exp.lifecycle_stage == "deleted" else None
+    return None
+
+
+def check_experiment_not_deleted(uri: str, name: str) -> None:
+    """An experiment deleted in the MLflow UI keeps its name in the store, and a deleted experiment takes no
+    runs: refuse before Ray, naming it and the two ways on."""
+    exp_id = _deleted_experiment(uri, name)
+    if exp_id is not None:
+        raise ConfigError(
+            f"the MLflow experiment {name!r} (id {exp_id}) at {uri} was deleted (it is in MLflow's trash and takes no "
+            f"runs); restore it (MLFLOW_TRACKING_URI={uri} mlflow experiments restore --experiment-id {exp_id}, or in the "
+            "MLflow UI) or log this search to another experiment with --experiment NAME",
+            field="--experiment",
+        )
+
+
+def _local_storage(raw: str | None) -> Path | None:
+    """The local folder of ``--storage`` (default ``./ray_results``), or None for a cloud URI."""
+    if raw and "://" in raw and not raw.startswith("file://"):
+        return None
+    if raw and raw.startswith("file://"):
+        raw = raw[len("file://") :]
+    return Path(raw).expanduser().resolve() if raw else Path.cwd() / "ray_results"
+
+
+def study_file(tracking_uri: str, storage: str | None) -> Path | None:
+    """The SQLite file of the search's Optuna study (:func:`mtlsearch.studies.storage_url`), or None."""
+    from mtlsearch import studies
+
+    url = studies.storage_url(tracking_uri, _local_storage(storage))
+    # A database server (--optuna-storage, MTLSEARCH_OPTUNA_STORAGE) is checked by studies.check_url instead.
+    return Path(url[len("sqlite:///") :]) if url and url.startswith("sqlite:///") else None
+
+
+def check_study_file(tracking_uri: str, storage: str | None) -> None:
+    """The Optuna study file is a store the search writes, like MLflow's: an existing one must be a database
+    that can be written and is not held by another writer (waited for, then one line)."""
+    from mtlsearch.tracking import _sqlite_path
+
+    db = study_file(tracking_uri, storage)
+    if db is None or not db.exists():
+        return
+    beside = _sqlite_path(tracking_uri) is not None
+    if db.is_dir():
+        raise ConfigError(f"the Optuna study file {db} is a directory; move it aside", field="--tracking-uri" if beside else "--storage")
+    check_sqlite_file(
+        db,
+        "the Optuna study file (kept for optuna-dashboard)",
+        "--tracking-uri" if beside else "--storage",
+        "another --tracking-uri (the study is kept beside the MLflow store)" if beside else "another --storage",
+    )
+
+
+def _has_study(db: Path, name: str) -> bool | None:
+    """Whether the Optuna storage ``db`` holds study ``name`` (None: it cannot be read as one)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=SQLITE_LOCK_WAIT_S)
+        try:
+            return con.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone() is not None
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+
+
+def check_resume_study(folder: Path, saved: dict[str, Any]) -> None:
+    """``--resume``: Ray restores its Optuna searcher from its saved state, and that searcher refers to the
+    trials of the study in the file: a study file deleted, replaced or emptied since would end the resumed
+    search in a ``KeyError`` once Ray started.  Refuse before Ray, naming the file."""
+    params = saved.get("params") or {}
+    url, name = params.get("optuna_storage"), params.get("optuna_study")
+    if not (isinstance(url, str) and url.startswith("sqlite:///") and name):
+        return  # an in-memory study (cloud storage and remote MLflow), or a search from before studies were kept
+    db = Path(url[len("sqlite:///") :])
+    found = _has_study(db, str(name)) if db.is_file() else False
+    if not found:
+        why = "the file is missing" if not db.exists() else ("it is not an Optuna storage" if found is None else "the study is not in it")
+        raise ConfigError(
+            f"the search {folder.name!r} keeps its Optuna study {name!r} in {db}, and {why} (deleted or replaced since the "
+            f"search stopped); Ray's saved searcher refers to that study's trials, so the search cannot resume without it: put "
+            f"the file back, or start a new search (without --resume); the finished trials stay in MLflow and under {folder}",
+            field="--resume",
+        )
 
 
 def check_storage(raw: str | None) -> None:
@@ -410,6 +613,40 @@ def check_storage(raw: str | None) -> None:
             f"{str(path)!r} cannot be written ({folder} is not a writable folder); give a writable folder or a cloud URI (s3://bucket/dir)",
             field="--storage",
         )
+
+
+def min_free_mb() -> float:
+    """The free space a search needs on each local device it writes (MTLSEARCH_MIN_FREE_MB, default 100 MB)."""
+    return float(os.environ.get("MTLSEARCH_MIN_FREE_MB", "100"))
+
+
+def check_free_space(tracking_uri: str, storage: str | None) -> None:
+    """The devices the search writes (Ray's storage: checkpoints and results; the SQLite MLflow store and
+    the Optuna study) have room to start with: a full disk is refused here in one line, not met by
+    trials and MLflow after Ray started.  (Space running out during the search is the runner's.)"""
+    import shutil
+
+    from mtlsearch.tracking import _sqlite_path
+
+    need = min_free_mb()
+    places = []
+    local = _local_storage(storage)
+    if local is not None:
+        places.append((_existing_ancestor(local), "--storage", "Ray's checkpoints and results"))
+    db = _sqlite_path(tracking_uri)
+    if db is not None:
+        places.append((_existing_ancestor(db.parent), "--tracking-uri", "the MLflow store and the Optuna study"))
+    for folder, field, what in places:
+        try:
+            free = shutil.disk_usage(folder).free / 2**20
+        except OSError:
+            continue
+        if free < need:
+            raise ConfigError(
+                f"no space left for the search: {free:.0f} MB free on the device of {folder} ({what}), and a search needs "
+                f"{need:g} MB to start (MTLSEARCH_MIN_FREE_MB); free some space or give a folder on another device",
+                field=field,
+            )
 
 
 def _probe_cloud(uri: str) -> None:
@@ -499,6 +736,15 @@ def check_resume_unchanged(args: argparse.Namespace, space: SearchSpace) -> None
             field="--resume",
         )
     if folder is not None and folder.is_dir():
+        if space.searcher["type"] == "optuna" and (folder / SEARCH_INFO_FILE).is_file():
+            try:
+                info = json.loads((folder / SEARCH_INFO_FILE).read_text())
+            except (OSError, ValueError):
+                info = None
+            if isinstance(info, dict):
+                # Before check_saved_state: unpickling Ray's saved searcher opens its study's storage, which
+                # would make a new empty file where the study file was deleted.
+                check_resume_study(folder, info)
         check_saved_state(folder)
     if folder is None or not (folder / SEARCH_INFO_FILE).is_file():
         return

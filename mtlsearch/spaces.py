@@ -44,6 +44,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -87,6 +89,38 @@ SINGLE_OBJECTIVE_SAMPLERS = ("cmaes",)
 RESOURCE_KEYS = {"cpus_per_trial", "gpus_per_trial"}
 DISTRIBUTIONS = ("uniform", "loguniform", "quniform", "randint", "choice", "grid", "simplex")
 ALL_METHODS = "all"  # method: {choice: all} / {grid: all}: every registered method
+
+#: Upper bounds of a search's budget (docs/faults.md).  Ray Tune keeps every trial of a search in the
+#: driver's memory and MLflow logs a run per trial, so a typo such as ``num_samples: 1000000000`` would
+#: grow the driver until it is killed; the bounds are far above any real search on one cluster and can be
+#: raised through the environment for the rare search that needs more.
+MAX_NUM_SAMPLES = int(os.environ.get("MTLSEARCH_MAX_NUM_SAMPLES", "10000"))
+MAX_EPOCHS = int(os.environ.get("MTLSEARCH_MAX_EPOCHS", "10000"))
+MAX_FINAL_SEEDS = 100
+
+
+def check_limit(value: int, limit: int, env: str | None, *, source: str | None = None, field: str) -> None:
+    """Refuse a budget value above its documented bound (one line naming the field and the limit)."""
+    if value > limit:
+        how = f" (raise it with {env}=N if you really mean it)" if env else ""
+        raise ConfigError(
+            f"{value} is above the limit of {limit}{how}: Ray Tune keeps every trial in the driver's memory; "
+            "see docs/faults.md for the limits",
+            source=source,
+            field=field,
+        )
+
+
+class _SetLoader(yaml.SafeLoader):
+    """YAML for a ``--set`` value: a number written as on a command line (``1e-4``, ``1E5``) is a number, not
+    the text YAML 1.1 reads it as (it needs ``1.0e-4``); a quoted ``'1e-4'`` stays text."""
+
+
+_SetLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
 
 
 @dataclass(frozen=True)
@@ -529,6 +563,8 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
     _check_keys(budget, BUDGET_KEYS, "budget.", source)
     num_samples = _number(budget.get("num_samples", 10), "budget.num_samples", source, integer=True, positive=True)
     max_epochs = _number(budget.get("max_epochs", _protocol_epochs(data, 10)), "budget.max_epochs", source, integer=True, positive=True)
+    check_limit(num_samples, MAX_NUM_SAMPLES, "MTLSEARCH_MAX_NUM_SAMPLES", source=source, field="budget.num_samples")
+    check_limit(max_epochs, MAX_EPOCHS, "MTLSEARCH_MAX_EPOCHS", source=source, field="budget.max_epochs")
     mct = budget.get("max_concurrent_trials")
     if mct is not None:
         mct = _number(mct, "budget.max_concurrent_trials", source, integer=True, positive=True)
@@ -629,6 +665,7 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
         seeds = final["seeds"]
         if not isinstance(seeds, list) or not seeds or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
             raise ConfigError(f"expected a non-empty list of integer seeds, got {seeds!r}", source=source, field="final.seeds")
+        check_limit(len(seeds), MAX_FINAL_SEEDS, None, source=source, field="final.seeds")
         _number(final["top"], "final.top", source, integer=True, positive=True)
         if final["per"] is not None and final["per"] not in known:
             raise ConfigError(
@@ -777,8 +814,13 @@ def apply_sets(data: Any, sets: Any) -> Any:
         parts = key.strip().split(".")
         if not sep or not all(parts):
             raise ConfigError(f"expected KEY.PATH=VALUE such as budget.num_samples=50, got {item!r}", field="--set")
+        if not text.strip():
+            raise ConfigError(
+                f"{item!r}: no value after '=' (an unset shell variable?); give one, as in {key.strip()}=VALUE",
+                field="--set",
+            )
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = yaml.load(text, Loader=_SetLoader)  # noqa: S506 - a SafeLoader that reads 1e-4 as a number
         except yaml.YAMLError:
             raise ConfigError(f"{item!r}: the value is not valid YAML", field="--set") from None
         if parts[0] not in TOP_KEYS:

@@ -112,12 +112,20 @@ def open_storage(url: str, study_name: str | None = None, *, fresh: bool = False
 
     from mtlsearch.tracking import _store_lock
 
+    from mtlsearch.faults import StartError, first_line
+
     # Two launchers started at once on a new file would create its tables together: one at a time.
-    with _store_lock(url):
-        sqlite = url.startswith("sqlite:")
-        # A server database (PostgreSQL) queues concurrent writers itself; a SQLite file waits for its lock.
-        engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if sqlite else {"pool_pre_ping": True}
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    sqlite = url.startswith("sqlite:")
+    # A server database (PostgreSQL) queues concurrent writers itself; a SQLite file waits for its lock.
+    engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if sqlite else {"pool_pre_ping": True}
+    try:
+        with _store_lock(url):
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except Exception as err:  # noqa: BLE001 - the store passed the pre-flight; locked, filled, replaced or gone since
+        where = f"file {url[len('sqlite:///') :]}" if sqlite else f"database {redacted(url)}"
+        raise StartError(
+            f"the Optuna study {where} failed as the search started ({first_line(err)}); nothing was trained; run the same command again"
+        ) from None
     if fresh and study_name:
         try:
             optuna.delete_study(study_name=study_name, storage=storage)

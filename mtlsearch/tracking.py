@@ -446,6 +446,39 @@ class _store_lock:
         return False
 
 
+#: The prefix of a SQLite store being created (:func:`create_sqlite_store`), beside the store's file.
+CREATING_PREFIX = ".creating-"
+
+
+def create_sqlite_store(db: Path) -> None:
+    """Create MLflow's SQLite store ``db`` as one step: its tables are made and migrated in a temporary file
+    beside it, which is then linked into place (atomic, and never over a store made meanwhile).  A process
+    killed while MLflow migrates the tables thus leaves no half-made ``db`` (whose next use fails for
+    good: ``duplicate column name``), only a temporary file that the next creation deletes.  Call it
+    under :class:`_store_lock` (one creator per folder); a store that exists is left alone."""
+    if db.exists() or not db.parent.is_dir():
+        return
+    for stale in db.parent.glob(f".{db.name}{CREATING_PREFIX}*"):  # left by a creator killed midway (we hold the lock)
+        stale.unlink(missing_ok=True)
+    tmp = db.parent / f".{db.name}{CREATING_PREFIX}{os.getpid()}"
+    from mlflow.store.tracking import DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    try:
+        store = SqlAlchemyStore(f"sqlite:///{tmp}", DEFAULT_LOCAL_FILE_AND_ARTIFACT_PATH)  # as MLflow makes a new store
+        store.engine.dispose()
+        if os.environ.get("MTLSEARCH_FAULT_BEFORE_STORE_LINK"):  # a testing aid: die as a killed driver would
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+        try:
+            os.link(tmp, db)
+        except FileExistsError:
+            pass  # made meanwhile by a process that does not take our lock: keep it
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _tolerant(method: F) -> F:
     """Tolerant mode: the first failure warns once and turns the tracker off; the search goes on."""
 
@@ -475,6 +508,9 @@ class Tracker:
         _configure_http(tracking_uri)
         self.tracking_uri = tracking_uri
         with _store_lock(tracking_uri):  # the client opens (and creates or migrates) a SQLite store at once
+            db = _sqlite_path(tracking_uri)
+            if db is not None:
+                create_sqlite_store(db)  # all at once or not at all (see create_sqlite_store)
             self.client = MlflowClient(tracking_uri=tracking_uri)
             self._find_or_create_experiment(experiment)
         self.experiment = experiment
@@ -894,10 +930,7 @@ def read_search(tracking_uri: str, experiment: str, search: str | None = None) -
     ``run_id``, ``params``, ``status``, ``final`` metrics, ``epochs`` (None while running),
     ``time_total_s``, ``checkpoint``, ``error``, ``metric_keys`` and ``history()``: ``{metric: [(epoch,
     value), ...]}`` fetched when called)."""
-    from mlflow.tracking import MlflowClient
-
-    check_reachable(tracking_uri)
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = open_store(tracking_uri)  # a missing SQLite file is refused, not created
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         names = sorted(e.name for e in client.search_experiments())

@@ -14,6 +14,7 @@ Ctrl-C, or reuses a server already there for the same store.
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import subprocess
 import sys
@@ -74,7 +75,7 @@ def _serves(base: str, experiment_id: str, parent_run_id: str) -> bool | None:
     try:
         with urllib.request.urlopen(base + "/health", timeout=3):
             pass
-    except urllib.error.HTTPError:
+    except (urllib.error.HTTPError, http.client.HTTPException):  # an HTTP error, or a reply that is not HTTP
         return False
     except (urllib.error.URLError, OSError):
         return None
@@ -83,6 +84,32 @@ def _serves(base: str, experiment_id: str, parent_run_id: str) -> bool | None:
     except (urllib.error.URLError, OSError, ValueError):
         return False
     return run.get("run", {}).get("info", {}).get("experiment_id") == experiment_id
+
+
+def check_port_free(host: str, port: int) -> None:
+    """The server can listen on ``host:port``: refuse a port another program holds (one that does not
+    answer HTTP, which :func:`_serves` cannot tell from a free port) before ``mlflow server`` starts."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as err:
+        raise ConfigError(f"cannot listen on {host!r} ({err}); give an address of this machine, e.g. 127.0.0.1", field="--host") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a port in TIME_WAIT is free
+        try:
+            sock.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise ConfigError(
+                    f"port {port} on {host} is in use by another program (not an MLflow server of this store); pass another --port",
+                    field="--port",
+                ) from None
+            if err.errno == errno.EACCES:
+                raise ConfigError(f"port {port} needs privileges to listen on; pass a port above 1023", field="--port") from None
+            raise ConfigError(f"cannot listen on {host}:{port} ({err.strerror}); give an address of this machine", field="--host") from None
 
 
 def start_server(tracking_uri: str, host: str, port: int, log: Path | None = None) -> subprocess.Popen:
@@ -154,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if serving is False:
         raise ConfigError(f"{base} is in use by another server (not one of the store {uri}); pass another --port", field="--port")
+    check_port_free(args.host, args.port)
     print(f"Starting the MLflow UI for {uri} at {base} (Ctrl-C stops it) ...", file=sys.stderr, flush=True)
     import os
     import signal

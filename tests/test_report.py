@@ -334,4 +334,11 @@ def test_report_errors_are_one_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: --results: ") and "not a Ray results folder" in err[0]
     uri = f"sqlite:///{tmp_path / 'empty.db'}"
     assert report.main(["--experiment", "nope", "--tracking-uri", uri]) == 2
+    assert "--tracking-uri: no MLflow store at" in capsys.readouterr().err  # and none made (issue 26, row 11)
+    assert not (tmp_path / "empty.db").exists()
+    from mlflow.tracking import MlflowClient
+
+    MlflowClient(tracking_uri=uri).search_experiments()  # an empty store
+    capsys.readouterr()
+    assert report.main(["--experiment", "nope", "--tracking-uri", uri]) == 2
     assert "no experiment 'nope'" in capsys.readouterr().err
