@@ -137,6 +137,16 @@ def total_trials(space: SearchSpace) -> int:
     return space.num_samples * math.prod(len(p.args) for p in space.params if p.kind == "grid")
 
 
+def final_epochs(space: SearchSpace) -> int:
+    """Epochs of the ``final`` stage at most: every group of ``per`` (its values when it is searched by
+    choice or grid, else one group) x ``top`` x seeds x ``max_epochs``."""
+    if not space.final:
+        return 0
+    per = next((p for p in space.params if p.name == space.final["per"] and p.kind in ("choice", "grid")), None)
+    groups = len(per.args) if per is not None else 1
+    return groups * int(space.final["top"]) * len(space.final["seeds"]) * space.max_epochs
+
+
 def searched_names(space: SearchSpace) -> list[str]:
     return [p.name for p in space.params if p.kind != "value"]
 
@@ -338,6 +348,16 @@ def dry_run(space: SearchSpace, *, timed: bool = True, out: Callable[[str], None
         else ""
     )
     out(f"Epoch budget: {total} trials x {space.max_epochs} epochs = {budget} epochs at most{asha}.")
+    from mtlsearch.optuna_search import describe_settings
+
+    out(f"Searcher: {describe_settings(space)}.")
+    final = final_epochs(space)
+    if final and space.final:
+        budget += final
+        out(
+            f"Final stage: the best {space.final['top']} configuration(s) per {space.final['per'] or 'search'} re-run with seeds "
+            f"{space.final['seeds']} for {space.max_epochs} epochs, no early stopping: {final} epochs at most; {budget} in all."
+        )
     cpus = os.cpu_count() or 1
     per = space.resources.get("cpus_per_trial") or 1
     parallel = max(1, int(cpus // per))
