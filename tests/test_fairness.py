@@ -246,3 +246,42 @@ def test_a_search_with_asha_stops_and_a_nan_method_stores_true_states(tmp_path, 
     # Each method got its 4 configurations (2 lr values x 2 samples); the NaN method has no full-budget trial.
     assert Counter(t.params["method"] for t in trials) == {"ew": 4, plugin: 4}
     assert "warning: unequal budget per method: no trial trained the full budget" in captured.err
+
+
+def test_importance_is_one_value_with_its_bootstrap_spread_on_one_named_set():
+    from test_report_page import SPACE as REPORT_SPACE
+    from test_report_page import _search
+
+    from mtlsearch.report import importance, trials
+
+    search = _search()
+    result = importance.param_importance(search, trials.searched_params(search, REPORT_SPACE))
+    assert result.ok and set(result.spread) == set(result.values) == {"fANOVA", "PED-ANOVA"}
+    for label in result.values:
+        assert set(result.spread[label]) == {"lr", "p"}
+        assert all(0.0 < sd < 0.5 for sd in result.spread[label].values()), result.spread
+    lines = importance.importance_lines(result)
+    assert len(lines) == 4
+    lr = result.values["fANOVA"]["lr"]
+    assert f"lr: {lr:.2f} ± {result.spread['fANOVA']['lr']:.2f} (fANOVA, {result.trials} trials at epoch 3)" in lines
+    assert all(line.endswith(f"{result.trials} trials at epoch 3)") for line in lines)
+    text = importance.importance_text(result, "val/delta_m")
+    assert "one set for both evaluators: 15 trials at epoch 3" in text and "bootstrap" in text
+    # The spread is the sd over resamples: a study where one parameter decides everything has a small one.
+    study, names, _ = importance.build_study(search, trials.searched_params(search, REPORT_SPACE), 3)
+    spread = importance.bootstrap_spread(study, optuna.importance.PedAnovaImportanceEvaluator(), names, resamples=5)
+    assert set(spread) == {"lr", "p"} and spread["lr"] == pytest.approx(spread["p"])  # two parameters: the same sd
+
+
+def test_the_methods_space_gives_every_method_3_lr_samples_and_3_final_seeds_and_dry_run_counts_both():
+    space = spaces.load_space("methods", validate=False)
+    assert fairness.method_axis(space).args == list(METHODS) and space.searcher["type"] == "optuna"
+    assert space.final == {"seeds": [1, 2, 3], "per": "method", "top": 1}
+    assert space.scheduler["grace_period"] * 2 >= space.max_epochs  # the first rung at half the budget or later
+    lines: list[str] = []
+    console.dry_run(space, timed=False, out=lines.append)
+    n, e = len(METHODS), space.max_epochs
+    text = "\n".join(lines)
+    assert f"Epoch budget: {3 * n} trials x {e} epochs = {3 * n * e} epochs at most" in text
+    assert f"{n} methods, 3 trials each (dealt in turn)" in text and "n_startup_trials=10" in text and "group=True" in text
+    assert f"re-run with seeds [1, 2, 3] for {e} epochs, no early stopping: {n * 3 * e} epochs at most; {6 * n * e} in all" in text

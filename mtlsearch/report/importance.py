@@ -9,8 +9,8 @@ FIFO (no early stopping) ``E`` is ``max_epochs``.
 
 **Which study.**  An in-memory Optuna study is built from the search's trials (MLflow or a Ray folder):
 the values at ``E`` and the distributions the space declares (so a log-uniform ``lr`` is a log-scale
-distribution).  The search's own persistent study (``optuna-dashboard``) holds each trial's value at its
-last epoch, mixed as above, so it is not the one ranked here.  Conditional parameters (``p`` only when
+distribution).  The search's own persistent study (``optuna-dashboard``) holds the stopped trials as PRUNED
+and ranks its COMPLETE trials only (with FIFO: the same set as here).  Conditional parameters (``p`` only when
 ``method: gemtl``) are not in every trial, and Optuna's evaluators assess the parameters every trial has:
 they are left out, and the report says so.
 
