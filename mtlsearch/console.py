@@ -133,8 +133,10 @@ def duration(seconds: float | None) -> str:
 
 
 def total_trials(space: SearchSpace) -> int:
-    """Trials a search runs: Tune crosses grid parameters with ``num_samples``."""
-    return space.num_samples * math.prod(len(p.args) for p in space.params if p.kind == "grid")
+    """Trials a search runs: grid parameters are crossed with ``num_samples`` (:mod:`mtlsearch.fairness`)."""
+    from mtlsearch.fairness import total_trials as crossed
+
+    return crossed(space)
 
 
 def final_epochs(space: SearchSpace) -> int:

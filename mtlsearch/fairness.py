@@ -22,6 +22,7 @@ of the number of methods), or without a full-budget trial while another method h
 from __future__ import annotations
 
 import itertools
+import math
 import random
 from collections import Counter
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
@@ -46,6 +47,11 @@ def methods_of(space: SearchSpace) -> list[Any]:
     if axis is not None:
         return list(axis.args)
     return [p.args for p in space.params if p.name == METHOD and p.kind == "value" and not p.when][:1]
+
+
+def total_trials(space: SearchSpace) -> int:
+    """Trials a search runs under either searcher: grid parameters are crossed with ``num_samples``."""
+    return space.num_samples * math.prod(len(p.args) for p in space.params if p.kind == "grid")
 
 
 def strata(space: SearchSpace) -> list[dict[str, Any]]:

@@ -65,14 +65,12 @@ def sampler_settings(space: SearchSpace) -> dict[str, Any]:
       jointly.
 
     Other samplers get their seed only."""
-    from mtlsearch.console import total_trials
-
     settings: dict[str, Any] = {"seed": space.searcher["seed"]}
     if space.searcher["sampler"] != "tpe":
         return settings
     stratified = set(fairness.stratified_names(space))
     sampled = [p for p in space.params if p.kind not in ("value", "grid") and p.name not in stratified]
-    settings["n_startup_trials"] = min(10, max(3, total_trials(space) // 4))
+    settings["n_startup_trials"] = min(10, max(3, fairness.total_trials(space) // 4))
     settings["constant_liar"] = space.max_concurrent_trials != 1
     if len(sampled) >= 2:
         settings["multivariate"] = True
@@ -90,10 +88,7 @@ def describe_settings(space: SearchSpace) -> str:
         line = f"Optuna {space.searcher['sampler']} ({kwargs})"
     methods = fairness.method_axis(space)
     if methods is not None:
-        from mtlsearch.console import total_trials
-
-        share = total_trials(space) // len(methods.args)
-        extra = total_trials(space) % len(methods.args)
+        share, extra = divmod(fairness.total_trials(space), len(methods.args))
         line += f"; {len(methods.args)} methods, {share}{'-' + str(share + 1) if extra else ''} trials each (dealt in turn)"
     return line
 
@@ -117,6 +112,13 @@ class ResumableOptunaSearch(OptunaSearch):
     """``OptunaSearch`` with true trial states, per-trial attributes, strata and a safe resume (see the
     module docstring).  ``max_epochs``: a trial's full budget (COMPLETE vs PRUNED); ``strata``: the cells
     of :func:`mtlsearch.fairness.strata`; ``strata_seed``: the order ties are broken in."""
+
+    # Defaults for a searcher unpickled from a search started before these existed (``--resume``).
+    _max_epochs: int | None = None
+    _strata: list[dict[str, Any]] = []
+    _strata_seed = 0
+    _last_step: dict[str, int] = {}
+    _run_ids: Mapping[str, str] | None = None
 
     def __init__(
         self,
@@ -179,7 +181,7 @@ class ResumableOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         step = result.get("training_iteration")
         if step is not None:
-            self._last_step[trial_id] = int(step)
+            self.__dict__.setdefault("_last_step", {})[trial_id] = int(step)  # not the class default
         if trial_id in self._ot_trials and self._reported(trial_id, step):
             return
         try:
