@@ -33,6 +33,7 @@ FLAGS = {
     "address": "--address",
     "storage": "--storage",
     "tracking_uri": "--tracking-uri",
+    "optuna_storage": "--optuna-storage",
     "experiment": "--experiment",
     "name": "--name",
     "seed": "--seed",
@@ -123,17 +124,39 @@ def load_results(experiment: str, search: str | None = None, *, tracking_uri: st
     search id or run name (default: the latest search of the experiment); ``tracking_uri``: default
     ``$MLFLOW_TRACKING_URI``, else ``./mlflow.db``.  Columns: ``trial``, ``status``, ``epochs``, the
     trial's config (``method``, ``lr``, ...), every metric's final value (``val/<task>/<metric>``,
-    ``val/delta_m``, ...), and for each objective ``best/<metric>`` and ``best_epoch/<metric>`` (the
-    best epoch's value).  ``df.attrs`` holds the search's objective(s), id and parent run."""
+    ``val/delta_m``, ...; a k-seed trial's are means over its seeds), and for each objective
+    ``best/<metric>`` and ``best_epoch/<metric>`` (the best epoch's value).  How sure the ranking is, per
+    configuration (the trials of one configuration pooled over seeds, the ``final`` stage's re-runs
+    included): ``mean`` (of the objective over its seeds), ``ci95_low`` / ``ci95_high`` (95% t-interval,
+    NaN for one seed), ``n_seeds``, ``rank`` (1 = best: completed configurations first), ``tied`` (True when
+    the tie test cannot tell it from the best, None when untestable) and ``best``; an errored trial has
+    none of them and is never best.  ``df.attrs`` holds the search's objective(s), id, parent run,
+    ``ranking_test`` and ``interval`` (how ``tied`` and the interval are computed)."""
     import pandas as pd
 
-    from mtlsearch import report, tracking
+    from mtlsearch import report, tracking, uncertainty
+    from mtlsearch.report.analysis import config_standings
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or tracking.default_tracking_uri()
     found = report.load_mlflow(uri, experiment, search)
+    standings, _ = config_standings(found)
+    nan = float("nan")
     rows = []
     for trial in found.trials:
         row: dict[str, Any] = {"trial": trial.trial_id, "status": trial.status, "epochs": trial.epochs}
+        standing = standings.get(trial.trial_id)
+        low, high = standing["ci95"] if standing and standing["ci95"] else (nan, nan)
+        row.update(
+            {
+                "mean": standing["mean"] if standing else nan,
+                "ci95_low": low,
+                "ci95_high": high,
+                "n_seeds": standing["seeds"] if standing else 0,
+                "rank": standing["rank"] if standing else None,
+                "tied": standing["tied"] if standing else False,
+                "best": bool(standing and standing["best"]),
+            }
+        )
         row.update(trial.params)
         row.update(trial.final)
         history = trial.history() if trial.final else {}
@@ -156,6 +179,8 @@ def load_results(experiment: str, search: str | None = None, *, tracking_uri: st
             "parent_run_id": found.parent_run_id,
             "experiment": experiment,
             "tracking_uri": uri,
+            "ranking_test": uncertainty.TIE_TEST,
+            "interval": uncertainty.INTERVAL_METHOD,
         }
     )
     return frame

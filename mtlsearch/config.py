@@ -39,6 +39,11 @@ class TrialConfig:
     data_root: str | None = None
     #: "rep" (gradients w.r.t. the shared representation) or "param"; gradient-level methods only.
     grad_mode: str | None = None
+    #: Learning rate of the balancing method's own learnable parameters (UW's log-variances, IMTL-L's
+    #: scales, LDC-MTL's router): > 0 gives them their own Adam (no weight decay) at this lr, scheduled
+    #: like the model's, as the released Nash-MTL/FAMO trainers do (0.025); 0 (the default) trains them
+    #: with the model's optimizer, lr and weight decay.
+    balancing_lr: float = 0.0
     #: "auto" (CUDA when visible), "cpu" or "cuda".
     device: str = "auto"
     #: Mixed precision: "auto" (bf16 autocast on CUDA, off on CPU), "bf16" or "off".
@@ -123,7 +128,7 @@ class TrialConfig:
     def _validate(self) -> None:
         benchmark_class(self.benchmark)  # unknown: one error with the choices
         check_optimizer(self.optimizer)
-        for name in ("lr", "weight_decay", "lr_gamma"):
+        for name in ("lr", "weight_decay", "lr_gamma", "balancing_lr"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"expected a finite number, got {value!r}", field=name)
@@ -133,6 +138,8 @@ class TrialConfig:
             raise ConfigError(f"must be >= 0 (0 = constant lr), got {self.lr_step_size!r}", field="lr_step_size")
         if not 0 < self.lr_gamma <= 1:
             raise ConfigError(f"must be in (0, 1], got {self.lr_gamma!r}", field="lr_gamma")
+        if self.balancing_lr < 0:
+            raise ConfigError(f"must be >= 0 (0: the model's optimizer and lr), got {self.balancing_lr!r}", field="balancing_lr")
         if self.weight_decay < 0:
             raise ConfigError(f"must be >= 0, got {self.weight_decay!r}", field="weight_decay")
         if self.protocol is not None:

@@ -259,6 +259,7 @@ class Progress:
     def errored(self, trial_id: str) -> None:
         self.running.discard(trial_id)
         self.ended[trial_id] = "errored"
+        self.last.pop(trial_id, None)  # an errored trial is never the live best
         # An error is shown even with --quiet.
         self.out(f"{self.status()} {trial_id} ERRORED (see its MLflow run / error file)")
 

@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     p.add_argument("--experiment", help="MLflow experiment name (default: the space's name)")
+    p.add_argument(
+        "--optuna-storage",
+        help="database URL of the Optuna studies (default: $MTLSEARCH_OPTUNA_STORAGE, else a SQLite file beside a "
+        "SQLite MLflow store or in --storage), e.g. postgresql://user@host:5432/optuna for a team's shared database",
+    )
     p.add_argument("--name", help="name of this search's folder under the storage (default: SPACE-TIMESTAMP)")
     p.add_argument("--resume", action="store_true", help="continue the latest unfinished search of this space (or --name)")
     p.add_argument("--seed", type=int, help="seed of the searcher and of the trials")

@@ -162,6 +162,11 @@ def check(args: argparse.Namespace, space: SearchSpace) -> None:
         "--tracking-uri" if args.tracking_uri else ("MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "--tracking-uri"),
     )
     check_storage(args.storage)
+    from mtlsearch import studies
+
+    explicit = studies.explicit_url(getattr(args, "optuna_storage", None))
+    if explicit is not None:
+        studies.check_url(*explicit)
     if args.resume:
         check_resume_unchanged(args, space)
 

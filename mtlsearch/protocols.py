@@ -30,6 +30,20 @@ released code tests their sum); mIoU skips classes absent from the whole split (
 would give NaN); LibMTL drops every incomplete last training batch, we only a single-example one,
 which the released Nash-MTL code keeps (NYUv2's 795 images in batches of 2: 397 steps, not 398).
 
+Per-method settings (``Protocol.methods``, printed by ``python -m mtlsearch.reproduce --protocol
+nashmtl@1 --method M --dry-run``): each method runs as its published number was produced, each setting
+naming its released file and line beside it below: ``grad_mode: param`` for every gradient method (the
+released trainers pass the shared parameters to every method; under SegNet-MTAN's per-task attention
+the representation's gradients are block-diagonal, which would make MGDA w ~ 1/||g||^2, IMTL-G
+w ~ 1/||g||, GradDrop the plain sum), ``balancing_lr: 0.025`` (the method's own parameters in their own
+Adam, scheduled with the model's), FAMO's same-batch re-evaluation and its per-benchmark gamma,
+FairGrad's alpha 2 with the update clipped at norm 1, Nash-MTL's windowed DWA (25 steps, temperature 2),
+CAGrad c 0.4, Nash-MTL solved every step and clipped at 1.  Smaller deviations that remain (each well
+under a point): Nash-MTL's heads get their own losses' gradients where the released code gives them
+alpha_t times those; GradDrop's released update (FAMO's code) is clipped at norm 1, ours is not; the
+normal mask and the last-batch rule below.  FAMO's second forward pass updates BatchNorm statistics
+twice per step, as in the released code.
+
 Selection is unchanged: our ``val/delta_m`` (on a validation split carved from the training folder,
 ``val_fraction``) is what a search optimises.  A search space with a protocol and a validation
 objective gets ``val_fraction: 0.1`` unless it sets its own.
@@ -68,12 +82,28 @@ class Protocol:
     average: str
     #: benchmark -> trial settings (TrialConfig keys and benchmark options) and ``epochs``.
     benchmarks: Mapping[str, Mapping[str, Any]]
-    #: method -> settings of its hyperparameters in the released code (applied when that method runs).
+    #: method -> settings of that method in the released runs (applied when that method runs): trial
+    #: keys (``grad_mode``) and hyperparameters; a value may be a :class:`PerBenchmark`.
     methods: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: ``"published"``: the single-task numbers stored with the published results; ``"data_root"``:
     #: the user's own references in the data folder.
     reference: str = "published"
     source: str = ""
+    #: method (or a benchmark setting's key, e.g. ``balancing_lr``) -> where the released code sets it.
+    sources: Mapping[str, str] = field(default_factory=dict)
+    #: benchmark -> the pretrained weights its published runs start from (the benchmark option
+    #: ``pretrained`` must name a local file; without it the backbone starts from random weights).
+    pretrained: Mapping[str, str] = field(default_factory=dict)
+
+    def missing_pretrained(self, benchmark: str, options: Mapping[str, Any]) -> str | None:
+        """A warning when the published runs start from pretrained weights and ``options`` give none."""
+        need = self.pretrained.get(benchmark)
+        if need is None or options.get("pretrained"):
+            return None
+        return (
+            f"{self.tag} on {benchmark} starts from {need}, and none was given (--set pretrained=FILE): the backbone "
+            "trains from random initialisation, tens of points off the published numbers"
+        )
 
     @property
     def tag(self) -> str:
@@ -102,6 +132,29 @@ class Protocol:
     def image_size(self, benchmark: str) -> str | None:
         return self.benchmark_settings(benchmark).get("image_size")
 
+    def method_settings(self, method: str, benchmark: str) -> dict[str, Any]:
+        """The released run's settings of ``method`` on ``benchmark`` (per-benchmark values resolved;
+        a setting without a value for this benchmark is left out)."""
+        out = {}
+        for key, value in self.methods.get(method, {}).items():
+            if isinstance(value, PerBenchmark):
+                if benchmark not in value.values:
+                    continue
+                value = value.values[benchmark]
+            out[key] = value
+        return out
+
+    def effective_settings(self, method: str, benchmark: str) -> dict[str, Any]:
+        """Every setting the protocol fixes for ``method`` on ``benchmark``: the benchmark's, then the method's."""
+        return {**self.settings(benchmark), **self.method_settings(method, benchmark)}
+
+
+@dataclass(frozen=True)
+class PerBenchmark:
+    """A method setting whose released value depends on the benchmark (e.g. FAMO's gamma)."""
+
+    values: Mapping[str, Any]
+
 
 _COMMON_NASHMTL = {
     "model": "segnet_mtan",
@@ -114,7 +167,72 @@ _COMMON_NASHMTL = {
     "lr_step_size": 100,
     "lr_gamma": 0.5,
     "amp": "off",
+    # The balancing method's parameters (UW's log-variances, ...) in their own Adam group at 0.025:
+    # nash-mtl experiments/nyuv2/trainer.py lines 87-92 (param groups), experiments/utils.py lines 43-48
+    # (--method-params-lr default 0.025); FAMO experiments/nyuv2/trainer.py lines 89-92 and
+    # experiments/cityscapes/trainer.py lines 82-85, same default.  StepLR halves it with the model's.
+    "balancing_lr": 0.025,
     "epochs": 200,
+}
+
+#: The released runs' per-method settings (nash-mtl cce1840, FAMO 0a6ad06, OptMN-Lab/fairgrad 2b8cba1).
+#: Gradient methods combine the shared parameters' gradients in every released trainer (nash-mtl
+#: experiments/nyuv2/trainer.py lines 127-133 pass ``shared_parameters`` to every method), hence
+#: ``grad_mode: param`` throughout; under SegNet-MTAN (one attention branch per task) the
+#: representation's per-task gradients are block-diagonal, which turns MGDA into w ~ 1/||g||^2,
+#: IMTL-G into w ~ 1/||g|| and GradDrop into the plain sum: other algorithms, not variants.
+_NASHMTL_METHODS: dict[str, dict[str, Any]] = {
+    # nash-mtl methods/weight_methods.py line 328: MGDA(params="shared", normalization="none").
+    "mgda": {"grad_mode": "param", "mgda_normalization": "none"},
+    # nash-mtl methods/weight_methods.py lines 686-692: torch.autograd.grad(loss, shared_parameters).
+    "imtl_g": {"grad_mode": "param"},
+    # FAMO methods/weight_methods.py lines 785-800 (GradDrop, shared parameters only; the nash-mtl code
+    # has no GradDrop); its clip_grad_norm_ after the backward (lines 856-857) is not reproduced.
+    "graddrop": {"grad_mode": "param"},
+    # nash-mtl methods/weight_methods.py lines 473-485 (PCGrad on the shared parameters' gradients).
+    "pcgrad": {"grad_mode": "param"},
+    # nash-mtl experiments/utils.py line 69 (--c 0.4); methods/weight_methods.py lines 559-574 (shared).
+    "cagrad": {"grad_mode": "param", "cagrad_c": 0.4},
+    # nash-mtl experiments/utils.py lines 52-60 (update every step, 20 solver iterations);
+    # methods/weight_methods.py lines 104 and 269-270 (clip_grad_norm_ of the shared parameters at 1).
+    "nash_mtl": {"grad_mode": "param", "nash_update_every": 1, "nash_max_norm": 1.0},
+    # OptMN-Lab/fairgrad experiments/{nyuv2,cityscapes,celeba}/run.sh line 5 (alpha=2.0);
+    # experiments/utils.py line 75 (--max_norm 1.0), methods/weight_methods.py lines 869-871 (clipped).
+    "fairgrad": {"grad_mode": "param", "fairgrad_alpha": 2.0, "fairgrad_max_norm": 1.0},
+    # Shared-parameter methods in their authors' code and LibMTL (not read line by line here).
+    "aligned_mtl": {"grad_mode": "param"},
+    "moco": {"grad_mode": "param"},
+    "sdmgrad": {"grad_mode": "param"},
+    # FAMO experiments/nyuv2/trainer.py lines 145-155 (and cityscapes/trainer.py lines 136-145): the
+    # same batch re-evaluated after the step; experiments/{nyuv2,celeba}/run.sh line 6 gamma=0.001,
+    # experiments/cityscapes/run.sh line 6 gamma=0.01; methods/weight_methods.py line 114 (w_lr 0.025).
+    "famo": {
+        "famo_same_batch": True,
+        "famo_lr": 0.025,
+        "famo_gamma": PerBenchmark({"nyuv2": 0.001, "cityscapes": 0.01, "celeba": 0.001}),
+    },
+    # nash-mtl methods/weight_methods.py lines 744-790 (iteration_window=25, temp=2.0) and
+    # experiments/utils.py lines 72-77 (--dwa-temp 2.0): Nash-MTL's windowed DWA.
+    "dwa": {"dwa_temperature": 2.0, "dwa_window": 25},
+}
+
+#: Where each of the settings above is set in the released code (printed by ``reproduce --dry-run``).
+_NASHMTL_SOURCES = {
+    "balancing_lr": "nash-mtl experiments/nyuv2/trainer.py L87-92, experiments/utils.py L43-48; FAMO experiments/nyuv2/trainer.py L89-92",
+    "mgda": "nash-mtl methods/weight_methods.py L328 (params='shared', normalization='none')",
+    "imtl_g": "nash-mtl methods/weight_methods.py L686-692 (gradients of shared_parameters)",
+    "graddrop": "FAMO methods/weight_methods.py L785-800 (shared parameters only); its clip at L856-857 not reproduced",
+    "pcgrad": "nash-mtl methods/weight_methods.py L473-485 (shared parameters)",
+    "cagrad": "nash-mtl experiments/utils.py L69 (c=0.4), methods/weight_methods.py L559-574 (shared parameters)",
+    "nash_mtl": "nash-mtl experiments/utils.py L52-60, methods/weight_methods.py L104 and L269-270 (clip at 1)",
+    "fairgrad": "OptMN-Lab/fairgrad experiments/*/run.sh L5 (alpha=2.0), experiments/utils.py L75 and "
+    "methods/weight_methods.py L869-871 (clip at 1)",
+    "aligned_mtl": "shared parameters (authors' code and LibMTL; not read line by line)",
+    "moco": "shared parameters (LibMTL weighting/MoCo.py; not read line by line)",
+    "sdmgrad": "shared parameters (OptMN-Lab/sdmgrad and LibMTL; not read line by line)",
+    "famo": "FAMO experiments/nyuv2/trainer.py L145-155 (same batch after the step), experiments/nyuv2/run.sh L6 "
+    "(gamma 0.001), experiments/cityscapes/run.sh L6 (gamma 0.01), methods/weight_methods.py L114 (w_lr 0.025)",
+    "dwa": "nash-mtl methods/weight_methods.py L744-790 (iteration_window=25, temp=2.0), experiments/utils.py L72-77",
 }
 
 PROTOCOLS: dict[str, Protocol] = {
@@ -148,11 +266,8 @@ PROTOCOLS: dict[str, Protocol] = {
                     "epochs": 15,
                 },
             },
-            methods={
-                "cagrad": {"cagrad_c": 0.4},
-                "nash_mtl": {"nash_update_every": 1, "nash_max_norm": 1.0},
-                "dwa": {"dwa_temperature": 2.0},
-            },
+            methods=_NASHMTL_METHODS,
+            sources=_NASHMTL_SOURCES,
             reference="published",
             source="github.com/AvivNavon/nash-mtl experiments/nyuv2 (trainer.py, data.py, models.py, utils.py); "
             "github.com/Cranial-XIX/FAMO experiments/cityscapes",
@@ -187,6 +302,9 @@ PROTOCOLS: dict[str, Protocol] = {
             },
             reference="data_root",
             source="github.com/median-research-group/LibMTL examples/nyu/main.py and LibMTL/config.py",
+            # LibMTL examples/nyu/main.py: encoder resnet_dilated('resnet50'), whose pretrained argument defaults
+            # to True (ImageNet weights; LibMTL/model/resnet_dilated.py).
+            pretrained={"nyuv2": "ImageNet ResNet-50 weights (a local torchvision resnet50 state_dict)"},
         ),
     )
 }

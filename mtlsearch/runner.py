@@ -17,7 +17,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from mtlsearch import cluster, console, faults, resume, studies
-from mtlsearch.results import pareto_rows, results_table, summarize
+from mtlsearch.results import best_standing, pareto_rows, results_table, status_counts, summarize, table_notes
 
 if TYPE_CHECKING:
     from ray import tune
@@ -60,7 +60,11 @@ def run_search(args: argparse.Namespace, space: SearchSpace, callbacks: Sequence
     search_id = f"{storage_uri.rstrip('/')}/{name}"
 
     # The Optuna study, kept beside the MLflow store for optuna-dashboard (mtlsearch.studies), named after the search.
-    study_url = studies.storage_url(tracking_uri, local_storage) if space.searcher["type"] == "optuna" else None
+    study_url = (
+        studies.storage_url(tracking_uri, local_storage, getattr(args, "optuna_storage", None))
+        if space.searcher["type"] == "optuna"
+        else None
+    )
     tracker = None
     try:
         try:
@@ -69,7 +73,7 @@ def run_search(args: argparse.Namespace, space: SearchSpace, callbacks: Sequence
                 space,
                 {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed},
                 results_dir=local_storage / name if local_storage is not None else None,
-                study=(study_url, name) if study_url else None,
+                study=(studies.redacted(study_url), name) if study_url else None,  # no password in MLflow
             )
         except Exception as err:  # the store passed the pre-flight; another writer, a full disk, a server gone since
             raise faults.StartError(
@@ -204,7 +208,7 @@ def _fit_and_report(
     if errors and len(errors) == len(grid):
         return faults.all_errored(tracker, grid, space)
     best = None
-    if rows:
+    if rows and rows[0]["best"]:  # never an errored trial (results.rank_with_uncertainty)
         top_row = rows[0]
         best = {
             "trial_id": top_row["trial"],
@@ -215,15 +219,19 @@ def _fit_and_report(
     pareto = None
     if space.multi_objective:
         pareto = pareto_rows(rows, space.objectives(), space.max_epochs)
-    tracker.end_search(best, pareto=[r["trial"] for r in pareto] if pareto is not None else None)
+    tracker.end_search(
+        best, pareto=[r["trial"] for r in pareto] if pareto is not None else None, standing=best_standing(rows, space.metric)
+    )
 
     unequal = fairness.budget_warning(fairness.grid_budget(grid, space.max_epochs), fairness.methods_of(space))
     if unequal:
         print(unequal, file=sys.stderr, flush=True)
         tracker.tag_search(tracking.TAG_BUDGET_WARNING, unequal)
     print()
-    print(f"Best trials by {space.metric} ({space.mode}, {console.BEST_BY}); {len(grid)} trials, {len(errors)} errored:")
+    print(f"Best trials by {space.metric} ({space.mode}, {console.BEST_BY}); {status_counts(rows)}:")
     print(results_table(rows[: args.top], columns) if rows else "(no trial reported the objective)")
+    for note in table_notes(rows, final=bool(space.final)):
+        print(note)
     if pareto is not None:
         names = ", ".join(f"{m} ({d})" for m, d in space.objectives())
         print(f"\nPareto set on {names}: {len(pareto)} trials not dominated among those that reached {space.max_epochs} epochs:")
@@ -243,14 +251,26 @@ def _fit_and_report(
             )
             grid = tuner.fit()
             return [
-                {"trial_id": (r.metrics or {}).get("trial_id"), "config": r.config or {}, "metrics": r.metrics or {}}
+                {
+                    "trial_id": (r.metrics or {}).get("trial_id"),
+                    "config": r.config or {},
+                    "metrics": r.metrics or {},
+                    "error": r.error is not None,
+                }
                 for r in grid  # type: ignore[attr-defined]  # ResultGrid: no __iter__ declared
             ]
 
         confirmed = confirm.run_confirmation(space, rows, fit, tracker)
         keys = [c for c in columns if c.startswith("val/")] + (["test/delta_m"] if "test/delta_m" in columns else [])
-        print(f"\nMean ± std over seeds {space.final['seeds']} of the best configuration per {space.final['per'] or 'search'}:")
-        print(results_table(confirmed, ["group", "seeds", *keys]))
+        print(
+            f"\nMean ± 95% interval over seeds {space.final['seeds']} of the best configuration per {space.final['per'] or 'search'}, "
+            f"ranked by {space.metric} ({space.mode}):"
+        )
+        print(results_table(confirmed, ["group", "config", "seeds", *keys, "tied"]))
+        for note in table_notes(confirmed, what="configuration"):
+            print(note)
+        top_confirmed = next((r for r in confirmed if r.get("best")), None)
+        tracker.record_final(best_standing(confirmed, space.metric, id_key="config"), top_confirmed["_config"] if top_confirmed else None)
     print()
     tracker.report_offline()
     study = f" (Optuna study of the same name: optuna-dashboard {study_url})" if study_url else ""
@@ -368,9 +388,11 @@ def _interrupted(
     argv = getattr(args, "argv", None) or sys.argv[1:]
     print(f"\nInterrupted: {done} trial(s) finished, {len(unfinished)} stopped; the search's state is saved in {folder}.", flush=True)
     if space is not None and grid is not None:
-        rows, columns = summarize(grid, space, args.top)
+        rows, columns = summarize(grid, space, args.top, unfinished=unfinished)
         if rows:
             print(f"Results so far by {space.metric} ({space.mode}, {console.BEST_BY}):")
             print(results_table(rows, columns))
+            for note in table_notes(rows):
+                print(note)
     print(f"Resume it with:\n  {resume.resume_command(argv, name)}", flush=True)
     return 130

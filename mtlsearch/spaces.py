@@ -702,9 +702,21 @@ def with_protocol(
     if "protocol" not in names:
         added.append(Param("protocol", "value", protocol.tag))
     # Conditional on ``method``, so after the space's own parameters (conditions see earlier values).
-    per_method = [
-        Param(k, "value", v, {"method": m}) for m, values in protocol.methods.items() for k, v in values.items() if k not in names
-    ]
+    # One parameter per (name, value), conditional on the list of methods it applies to: parameters
+    # are keyed by name in Ray's param_space, so per-method copies of one name (``grad_mode``) would
+    # overwrite each other.
+    grouped: dict[tuple[str, str], tuple[Any, list[str]]] = {}
+    for m in protocol.methods:
+        for k, v in protocol.method_settings(m, benchmark).items():
+            if k not in names:
+                grouped.setdefault((k, repr(v)), (v, []))[1].append(m)
+    per_method = [Param(k, "value", v, {"method": ms if len(ms) > 1 else ms[0]}) for (k, _), (v, ms) in grouped.items()]
+    if len({p.name for p in per_method}) != len(per_method):
+        raise ConfigError(
+            f"protocol {protocol.tag}: a setting takes different values for different methods, which a search space cannot hold",
+            source=source,
+            field=field_name,
+        )
     import dataclasses
 
     return dataclasses.replace(

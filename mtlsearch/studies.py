@@ -7,6 +7,9 @@ name, unique under one ``--storage``):
 * beside the MLflow store when that is a SQLite file: ``sqlite:///path/mlflow.db`` ->
   ``sqlite:///path/mlflow-optuna.db`` (the embedded default: ``./mlflow-optuna.db``);
 * else (an MLflow server, a database) in the search's local ``--storage`` folder: ``<storage>/optuna.db``;
+* in the database that ``--optuna-storage URL`` (or ``MTLSEARCH_OPTUNA_STORAGE``) names, first of all: a
+  team's shared PostgreSQL (``postgresql://user@host:5432/optuna``), where the studies of every search
+  beside its MLflow tracking server live (docs/team.md);
 * nowhere (in memory, as before) when neither is a local path (a cloud ``--storage`` with a remote
   MLflow): the report then rebuilds what it needs from MLflow.
 
@@ -21,17 +24,77 @@ param of the search's parent run (``optuna_storage``, ``optuna_study``) and of `
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+from mtlsearch.errors import ConfigError
+
 #: SQLite waits this long for another writer's lock (two searches on one store) instead of failing.
 SQLITE_TIMEOUT_S = 60
+#: The environment variable that names the studies' database when ``--optuna-storage`` is not given.
+STORAGE_ENV = "MTLSEARCH_OPTUNA_STORAGE"
+#: Database schemes an explicit study storage may use (SQLAlchemy URLs that Optuna's RDBStorage supports).
+SCHEMES = ("sqlite", "postgresql", "mysql")
 
 
-def storage_url(tracking_uri: str, local_storage: Path | None) -> str | None:
-    """The SQLite URL of the Optuna storage for a search (see the module docstring), or None."""
+def explicit_url(flag: str | None) -> tuple[str, str] | None:
+    """``(url, where it came from)`` of a study storage the user named (the flag, else the variable)."""
+    if flag:
+        return flag, "--optuna-storage"
+    env = os.environ.get(STORAGE_ENV)
+    return (env, STORAGE_ENV) if env else None
+
+
+def check_url(url: str, field: str) -> None:
+    """A database URL Optuna can use, and (for a server) one that answers: one line naming ``field`` otherwise.
+    Creates nothing: a server database is only connected to (``SELECT 1``)."""
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else None
+    if scheme not in SCHEMES:
+        raise ConfigError(
+            f"{url!r} is not a database URL; give one of {', '.join(s + '://' for s in SCHEMES)} "
+            "(e.g. postgresql://user@host:5432/optuna, or sqlite:////abs/path/optuna.db)",
+            field=field,
+        )
+    if scheme == "sqlite":
+        return  # created on first use, like the default file (the MLflow store's folder checks apply)
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 10} if scheme == "postgresql" else {})
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+        engine.dispose()
+    except ModuleNotFoundError as err:
+        raise ConfigError(
+            f"no database driver for {scheme}:// ({err.name} is not installed); pip install 'mtlsearch[team]' "
+            "installs the PostgreSQL one (psycopg)",
+            field=field,
+        ) from None
+    except Exception as err:  # sqlalchemy.exc.OperationalError: refused, unknown database, bad password
+        first = str(getattr(err, "orig", err) or err).strip().splitlines()
+        raise ConfigError(
+            f"cannot open the Optuna database {redacted(url)}: {first[0] if first else type(err).__name__}", field=field
+        ) from None
+
+
+def redacted(url: str) -> str:
+    """``url`` without a password (``postgresql://user:***@host/db``)."""
+    head, sep, tail = url.partition("://")
+    if "@" in tail and ":" in tail.split("@", 1)[0]:
+        user = tail.split("@", 1)[0].split(":", 1)[0]
+        return f"{head}{sep}{user}:***@{tail.split('@', 1)[1]}"
+    return url
+
+
+def storage_url(tracking_uri: str, local_storage: Path | None, explicit: str | None = None) -> str | None:
+    """The URL of the Optuna storage for a search (see the module docstring), or None.
+    ``explicit``: ``--optuna-storage`` (else ``MTLSEARCH_OPTUNA_STORAGE``), used as given."""
     from mtlsearch.tracking import _sqlite_path
 
+    named = explicit_url(explicit)
+    if named is not None:
+        return named[0]
     db = _sqlite_path(tracking_uri)
     if db is not None:
         return f"sqlite:///{db.parent.resolve() / (db.stem + '-optuna.db')}"
@@ -52,7 +115,10 @@ def open_storage(url: str, study_name: str | None = None, *, fresh: bool = False
 
     # Two launchers started at once on a new file would create its tables together: one at a time.
     with _store_lock(url):
-        storage = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": SQLITE_TIMEOUT_S}})
+        sqlite = url.startswith("sqlite:")
+        # A server database (PostgreSQL) queues concurrent writers itself; a SQLite file waits for its lock.
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if sqlite else {"pool_pre_ping": True}
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     if fresh and study_name:
         try:
             optuna.delete_study(study_name=study_name, storage=storage)
@@ -63,4 +129,4 @@ def open_storage(url: str, study_name: str | None = None, *, fresh: bool = False
 
 def describe(url: str, study_name: str | None) -> str:
     """One line: the study and the command that opens it."""
-    return f"Optuna study {study_name!r}: optuna-dashboard {url}"
+    return f"Optuna study {study_name!r}: optuna-dashboard {redacted(url)}"

@@ -9,7 +9,12 @@
   results folder): the space file (artifact ``space/<file>``), objective, budget, scheduler, searcher
   and resources (params), the project's git commit and package versions (tags ``git_commit``,
   ``version.<pkg>``), and at the end the best trial (tags ``best_trial_id``, ``best_run_id``,
-  ``best_config``, metrics ``best/<metric>``) and, for a multi-objective search, ``pareto_trial_ids``.
+  ``best_config``, metrics ``best/<metric>``), how sure that is (tags ``best_interval``: the objective's
+  mean ± 95% interval over the best configuration's seeds, ``tied_with_best``: the trial ids the tie test
+  cannot tell from it, ``ranking_test``, ``trial_counts``; metrics ``best_ci95_low/<metric>``,
+  ``best_ci95_high/<metric>``, ``best_seeds``; :func:`mtlsearch.results.best_standing`; the same
+  of the confirmation phase under ``final_best_...`` and ``final_tied_with_best``) and, for a
+  multi-objective search, ``pareto_trial_ids``.  An errored trial is never the best.
 * One nested run per trial (tag ``mlflow.parentRunId``): its full validated config as params
   (``method``, ``optimizer``, ``p``, ``lr``, ``seed``, ``benchmark``, ... defaults included), tags
   ``mtlsearch.trial_id``, ``mtlsearch.status`` (``running``, then ``completed`` when it reached
@@ -600,11 +605,32 @@ class Tracker:
             self.client.set_tag(self.parent_run_id, key, value[:4900])
 
     @_tolerant
-    def end_search(self, best: Mapping[str, Any] | None, status: str = "FINISHED", *, pareto: Iterable[str] | None = None) -> None:
+    def end_search(
+        self,
+        best: Mapping[str, Any] | None,
+        status: str = "FINISHED",
+        *,
+        pareto: Iterable[str] | None = None,
+        standing: Mapping[str, Any] | None = None,
+    ) -> None:
+        """The search's parent run ends with its ``best`` trial (``trial_id``, ``config``, ``metrics``,
+        ``run_id``), the Pareto set's trial ids, and ``standing`` (:func:`mtlsearch.results.best_standing`:
+        the best configuration's interval, the trials tied with it, the test, the trial counts)."""
         if self.parent_run_id is None:
             return
         run = self.client.get_run(self.parent_run_id)
         tags = {}
+        standing_metrics: dict[str, float] = {}
+        if standing:
+            for key in ("best_interval", "tied_with_best", "ranking_test", "trial_counts"):
+                if standing.get(key) is not None:
+                    tags[key] = str(standing[key])[:4900]
+            metric = standing.get("metric")
+            if standing.get("ci95") is not None and metric:
+                low, high = standing["ci95"]
+                standing_metrics.update({f"best_ci95_low/{metric}": float(low), f"best_ci95_high/{metric}": float(high)})
+            if standing.get("seeds"):
+                standing_metrics["best_seeds"] = float(standing["seeds"])
         if best:
             tags["best_trial_id"] = str(best["trial_id"])
             run_id = best.get("run_id") or self.trial_runs.get(str(best["trial_id"]))
@@ -620,12 +646,39 @@ class Tracker:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            new = [
-                Metric(f"best/{k}", v, now, 0) for k, v in select_metrics(best["metrics"]).items() if run.data.metrics.get(f"best/{k}") != v
-            ]
+            values = {f"best/{k}": v for k, v in select_metrics(best["metrics"]).items()} | standing_metrics
+            new = [Metric(k, v, now, 0) for k, v in values.items() if run.data.metrics.get(k) != v]
             if new:
                 self.client.log_batch(self.parent_run_id, metrics=new)
         self._finish(self.parent_run_id, status)
+
+    @_tolerant
+    def record_final(self, standing: Mapping[str, Any], config: Mapping[str, Any] | None) -> None:
+        """After the confirmation phase (:mod:`mtlsearch.confirm`): its ranking on the parent run, beside
+        the search's own best: tags ``final_best_config``, ``final_best_interval``, ``final_tied_with_best``
+        (the confirmed configurations tied with it); metrics ``final_best_ci95_low/<metric>``,
+        ``final_best_ci95_high/<metric>``, ``final_best_seeds``."""
+        if self.parent_run_id is None:
+            return
+        from mlflow.entities import Metric
+
+        tags = {"final_best_interval": standing.get("best_interval"), "final_tied_with_best": standing.get("tied_with_best")}
+        if config is not None:
+            tags["final_best_config"] = json.dumps(trial_params(config), sort_keys=True, default=str)
+        for key, value in tags.items():
+            if value is not None:
+                self.client.set_tag(self.parent_run_id, key, str(value)[:4900])
+        metrics = {}
+        if standing.get("ci95") is not None and standing.get("metric"):
+            low, high = standing["ci95"]
+            metrics.update(
+                {f"final_best_ci95_low/{standing['metric']}": float(low), f"final_best_ci95_high/{standing['metric']}": float(high)}
+            )
+        if standing.get("seeds"):
+            metrics["final_best_seeds"] = float(standing["seeds"])
+        if metrics:
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.parent_run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
 
     def report_offline(self) -> None:
         """At the end of a search: say again what was not logged and how to catch up."""
@@ -902,6 +955,7 @@ def read_search(tracking_uri: str, experiment: str, search: str | None = None) -
     return {
         "name": parent.info.run_name or Path(search_id).name,
         "search_id": search_id,
+        "experiment_id": exp.experiment_id,
         "parent_run_id": parent.info.run_id,
         "metric": metric,
         "mode": mode,

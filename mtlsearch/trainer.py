@@ -141,7 +141,11 @@ class Trainer:
         self.balancing = method_cls(len(self.task_names), **cfg.method_params).to(self.device)
         self.grad_mode = cfg.effective_grad_mode
         self.shared = self.model.shared_parameters()
-        specific = self.model.task_parameters() + [p for p in self.balancing.parameters() if p.requires_grad]
+        own = [p for p in self.balancing.parameters() if p.requires_grad]
+        #: The balancing method's parameters in their own Adam at ``balancing_lr`` (the released
+        #: Nash-MTL/FAMO trainers' second parameter group), or None: in the model's optimizer.
+        self.balancing_optimizer = torch.optim.Adam(own, lr=cfg.balancing_lr) if own and cfg.balancing_lr > 0 else None
+        specific = self.model.task_parameters() + (own if self.balancing_optimizer is None else [])
         self.optimizer = build_optimizer(
             cfg.optimizer,
             self.shared,
@@ -153,6 +157,12 @@ class Trainer:
         )
         self.adatask = is_adatask(cfg.optimizer)
         self.lr_schedule = torch.optim.lr_scheduler.StepLR(self.optimizer, cfg.lr_step_size, cfg.lr_gamma) if cfg.lr_step_size else None
+        # The released StepLR acts on every group, the balancing parameters' included.
+        self.balancing_lr_schedule = (
+            torch.optim.lr_scheduler.StepLR(self.balancing_optimizer, cfg.lr_step_size, cfg.lr_gamma)
+            if cfg.lr_step_size and self.balancing_optimizer is not None
+            else None
+        )
         #: Task dominance (rAU per shared layer), when the config asks for it: then every step
         #: computes per-task gradients of the shared parameters, even for loss-level methods.
         self.dominance = (
@@ -213,6 +223,8 @@ class Trainer:
         :meth:`_apply` then steps from them."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.balancing_optimizer is not None:
+            self.balancing_optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             sources = self._encode(x)
         if isinstance(self.balancing, LossBalancing):
@@ -220,6 +232,14 @@ class Trainer:
         else:
             losses, weights, task_grads = self._grad_level(sources, targets)
         self._apply(task_grads)
+        if self.balancing_optimizer is not None:
+            self.balancing_optimizer.step()
+        if self.balancing.needs_losses_after_step:
+            # The same batch re-evaluated after the step (FAMO's released rule): a forward pass in
+            # train mode without gradients, as the released trainer does (BatchNorm statistics included).
+            with torch.no_grad(), self._autocast():
+                after = self._losses(self._encode(x), targets).float()
+            self.balancing.after_step(after)
         return losses.detach(), weights.detach()
 
     @property
@@ -340,6 +360,8 @@ class Trainer:
         self.balancing.on_epoch_end(self.epoch, (loss_sum / max(steps, 1)).float())
         if self.lr_schedule is not None:
             self.lr_schedule.step()
+        if self.balancing_lr_schedule is not None:
+            self.balancing_lr_schedule.step()
         self.epoch += 1
         mean_loss = (loss_sum / max(steps, 1)).tolist()
         mean_w = (weight_sum / max(steps, 1)).tolist()
@@ -407,6 +429,10 @@ class Trainer:
             "lr_schedule": self.lr_schedule.state_dict() if self.lr_schedule is not None else None,
             "torch_rng": torch.get_rng_state(),
         }
+        if self.balancing_optimizer is not None:
+            state["balancing_optimizer"] = self.balancing_optimizer.state_dict()
+        if self.balancing_lr_schedule is not None:
+            state["balancing_lr_schedule"] = self.balancing_lr_schedule.state_dict()
         if self.dominance is not None:
             state["dominance"] = self.dominance.state_dict()
         if self.protocol_scorer is not None:
@@ -421,6 +447,10 @@ class Trainer:
         self.balancing.load_state_dict(state["balancing"])
         if self.lr_schedule is not None and state.get("lr_schedule"):
             self.lr_schedule.load_state_dict(state["lr_schedule"])
+        if self.balancing_optimizer is not None and "balancing_optimizer" in state:
+            self.balancing_optimizer.load_state_dict(state["balancing_optimizer"])
+        if self.balancing_lr_schedule is not None and state.get("balancing_lr_schedule"):
+            self.balancing_lr_schedule.load_state_dict(state["balancing_lr_schedule"])
         if self.dominance is not None and "dominance" in state:
             self.dominance.load_state_dict(state["dominance"])
         if self.protocol_scorer is not None and "protocol_scorer" in state:

@@ -109,9 +109,10 @@ def metric_history(uri: str, run_id: str, key: str) -> list[tuple[int, float]]:
 
 
 class MlflowServer:
-    """``mlflow server --host 127.0.0.1`` on a free port, with its own SQLite store and artifact folder."""
+    """``mlflow server --host 127.0.0.1`` on a free port, with its own SQLite store (or ``backend``, e.g. a
+    PostgreSQL URL) and artifact folder."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, backend: str | None = None):
         root.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.uri = f"http://127.0.0.1:{self.port}"
@@ -133,7 +134,7 @@ class MlflowServer:
                 "--workers",
                 "1",
                 "--backend-store-uri",
-                f"sqlite:///{self.db}",
+                backend or f"sqlite:///{self.db}",
                 "--artifacts-destination",
                 str(self.artifacts),
             ],

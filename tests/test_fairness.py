@@ -218,7 +218,7 @@ def test_a_search_with_asha_stops_and_a_nan_method_stores_true_states(tmp_path, 
     code = main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--name", "states"])
     captured = capsys.readouterr()
     assert code == 0, captured.out + captured.err
-    errored = int(re.search(r"8 trials, (\d+) errored", captured.out).group(1))
+    errored = int(re.search(r"8 trials \(\d+ completed, \d+ stopped early by ASHA, (\d+) errored\)", captured.out).group(1))
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("fair")
     runs = {r.data.tags[TAG_TRIAL]: r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(TAG_KIND) == "trial"}

@@ -119,7 +119,10 @@ def test_nan_trial_errors_with_its_reason_without_retraining_and_the_search_goes
     code = main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--name", "nan", "--max-failures", "-1"])
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "2 trials, 1 errored" in out
+    assert re.search(r"; 2 trials \(\d completed, \d stopped early by ASHA, 1 errored\):", out), out
+    # The errored trial (lr 100) is the table's last row, never its best (rows: after the title, header and rule).
+    rows = out.split("Best trials by", 1)[1].splitlines()[3:5]
+    assert rows[0].rstrip().endswith("best") and "errored" in rows[1] and not rows[1].rstrip().endswith("best"), rows
 
     client, runs = trial_runs(uri, "fault_nan")
     by_lr = {float(r.data.params["lr"]): r for r in runs}
@@ -299,7 +302,7 @@ def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating
         third = launch(command[3:], log3)
         assert third.wait(300) == 0, log3.read_text()[-3000:]
         text3 = log3.read_text()
-        assert "3 trials, 0 errored" in text3
+        assert re.search(r"; 3 trials \(\d completed, \d stopped early by ASHA, 0 errored\):", text3), text3[-3000:]
     finally:
         for proc in procs:
             if proc.poll() is None:
@@ -490,7 +493,7 @@ def test_two_searches_started_at_once_on_one_store_and_storage(tmp_path, ray_ses
     names = sorted(re.search(r"Search '([^']+)'", t).group(1) for t in texts)
     assert len(set(names)) == 2 and sorted(p.name for p in (tmp_path / "ray").iterdir()) == names
     for text in texts:
-        assert "1 trials, 0 errored" in text and "warning: MLflow" not in text, text[-2000:]
+        assert "; 1 trials (1 completed, 0 stopped early by ASHA, 0 errored):" in text and "warning: MLflow" not in text, text[-2000:]
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("fault_twice").experiment_id])
     parents = sorted(r.info.run_name for r in runs if r.data.tags.get(TAG_KIND) == "search")

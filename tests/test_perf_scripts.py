@@ -144,3 +144,32 @@ def test_bare_child_times_every_epoch(tmp_path):
     assert len(child["epochs_at"]) == 2 and child["epochs_at"][1] > child["epochs_at"][0]
     assert child["nice"] >= 5  # the Ray worker's priority, as asked
     assert not list(tmp_path.iterdir())  # nothing written where it ran
+
+
+cost = _load("trial_cost")
+
+
+def test_trial_cost_refuses_bad_options_in_one_line(capsys):
+    for argv, flag in ((["--trials", "0"], "--trials"), (["--modes", "bare", "nope"], "--modes"), (["--epochs", "0"], "--epochs")):
+        assert cost.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith(f"error: {flag}"), err
+
+
+def test_trial_cost_table_ratio_rss_and_targets():
+    args = cost.build_parser().parse_args(["--trials", "100"])
+    runs = [
+        {"mode": "launcher", "code": 0, "wall_s": 30.0, "ended": 100, "rss_10": 800.0, "rss_100": 900.0, "rss_peak": 950.0},
+        {"mode": "bare", "code": 0, "wall_s": 24.0, "ended": 100, "rss_10": 700.0, "rss_100": 710.0, "rss_peak": 720.0},
+        {"mode": "noop", "code": 0, "wall_s": 12.0, "ended": 100, "rss_10": 600.0, "rss_100": 610.0, "rss_peak": 620.0},
+    ]
+    text = cost.report(args, runs, (6.2, 100), "load 0.1")
+    rows = {line.split()[0]: line.split() for line in text.splitlines()[1:] if line.split() and line.split()[0] in cost.MODES}
+    assert rows["launcher"][2:5] == ["30.0", "0.300", "1.25"] and rows["noop"][4] == "0.50"
+    assert "launcher <= 1.5x bare Ray Tune: 1.25x -> MET" in text
+    assert "RSS flat (100% within 1.25x of 10%): -> MET" in text
+    assert text.endswith("6.20 s -> NOT MET (< 5 s)")
+    runs[0]["rss_100"] = 1100.0
+    runs[0]["wall_s"] = 40.0
+    text = cost.report(args, runs, None, "load 0.1")
+    assert "1.67x -> NOT MET" in text and "RSS flat (100% within 1.25x of 10%): -> NOT MET" in text

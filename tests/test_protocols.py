@@ -248,9 +248,10 @@ def test_protocol_in_a_space_sets_values_beneath_the_space_own():
 def test_published_numbers_cover_protocols_table():
     data = load_published("nashmtl")
     rows = {(r["method"], r["benchmark"]): r for r in data["results"]}
-    assert len(rows) == 53 and rows[("famo", "nyuv2")]["value"] == -4.10 and rows[("ntkmtl", "cityscapes")]["value"] == 1.92
-    assert all({"value", "protocol", "source", "table"} <= set(r) for r in rows.values())
-    assert ("graddrop", "celeba") not in rows  # "-" in the table: no number
+    assert len(rows) == 54 and rows[("famo", "nyuv2")]["value"] == -4.10 and rows[("ntkmtl", "cityscapes")]["value"] == 1.92
+    assert all({"value", "protocol", "source", "table", "source_kind"} <= set(r) for r in rows.values())
+    # "-" in the table, 3.29 quoted from FAMO's CelebA table by PROTOCOLS.md: stored, marked unverified.
+    assert rows[("graddrop", "celeba")]["source_kind"] == "unverified"
     nyu = data["single_task"]["nyuv2"]["metrics"]
     assert [nyu[t][m] for t, m in NYU_ORDER] == NYU_BASE.tolist()
 
@@ -329,6 +330,7 @@ def test_reproduce_runs_the_seeds_under_one_parent_run_and_prints_the_comparison
             "2",
             "--set",
             "image_size=32x64",
+            "--set",
             "mtan_width=0.125",
             "--gpus-per-trial",
             "0",
@@ -355,8 +357,13 @@ def test_reproduce_runs_the_seeds_under_one_parent_run_and_prints_the_comparison
     # beside FAMO's published -4.10, the difference and the verdict.
     finals = [r.data.metrics["test/delta_m_nashmtl"] for r in trials]
     mean = float(np.mean(finals))
-    row = next(line for line in out.splitlines() if line.startswith("delta_m_nashmtl % (lower is better)"))
+    row = next(line for line in out.splitlines() if line.startswith("delta_m_nashmtl % (protocol's: all metrics, lower is better)"))
     assert f"{mean:.2f} ± {np.std(finals, ddof=1):.2f}" in row and "-4.1" in row and f"{mean + 4.10:+.2f}" in row
     for t, m in NYU_ORDER:
         assert any(line.startswith(f"{t}/{m} (") for line in out.splitlines())
-    assert f"Verdict: {'REPRODUCED' if abs(mean + 4.10) <= 1 else 'NOT REPRODUCED'}: delta_m_nashmtl {mean:.2f} vs published -4.10" in out
+    # Both --set applied (action='append'), and every override refuses the verdict, numbers printed.
+    assert all(r.data.params["image_size"] == "32x64" and r.data.params["mtan_width"] == "0.125" for r in trials)
+    assert "No verdict: the protocol was overridden (--epochs 2, --last-k 2, --set image_size=32x64, --set mtan_width=0.125)" in out
+    assert f"delta_m_nashmtl {mean:.2f} (95% interval [" in out and "vs published -4.10 (NTKMTL Table 1 (NYUv2, Δm% column))" in out
+    assert "Verdict:" not in out
+    assert "The second epoch (" in out and "mostly warm-up, is not used" in out

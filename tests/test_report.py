@@ -113,7 +113,8 @@ def test_leaderboard_pools_seeds_buckets_p_and_counts_cost():
     assert mid["best_trials"] == "g1 g2" and mid["seeds"] == 2
     assert mid["val/delta_m"] == pytest.approx(-3.0) and mid["val/delta_m std"] == pytest.approx(math.sqrt(2.0))
     text, _, _ = report.render(_search([t for t in trials if t.trial_id != "g3"]))
-    assert "-3 ± 1.414" in text and "p<0" in text and "(partial)" in text
+    # Two seeds: mean -3, s 1.414, 95% t-interval half 12.706 * 1.414 / sqrt(2) = 12.7, digits to match.
+    assert "-3 ± 13" in text and "p<0" in text and "(partial)" in text and "stopped (ASHA, epoch 1)" in text
     assert "8 trials" not in text and "7 trials (4 completed, 2 stopped early by ASHA, 1 errored)" in text
 
 
@@ -291,7 +292,11 @@ def test_report_on_a_real_search(remote_search, tmp_path, capsys):
     # rank parameters, which the report says in one line (the table itself: test_report_page.py).
     html = (out / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') == len(list(out.glob("*.png")))
-    assert not re.search(r'(src|href)\s*=\s*"(?!data:)', html) and "<link" not in html and "<script" not in html
+    assert not re.search(r'src\s*=\s*"(?!data:)', html) and "<link" not in html and "<script src" not in html
+    # Its only links: each trial's run page on the tracking server.
+    links = set(re.findall(r'href="([^"]+)"', html))
+    run_pages = {f"{uri}/#/experiments/{parent['info']['experiment_id']}/runs/{r['info']['run_id']}" for r in trials}
+    assert links == run_pages, (links, run_pages)
     note = "Parameter importance: not computed: "
     assert note in text and note in html and "at least 5 are needed" in html
     assert "remote_small" in html and "synthetic" in html and "4 trials x up to 2 epochs" in html

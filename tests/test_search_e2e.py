@@ -151,7 +151,7 @@ def test_final_phase_reruns_best_config_per_method_with_seeds(tmp_path, ray_sess
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert main(["--space", str(space), "--storage", str(tmp_path / "ray"), "--tracking-uri", uri]) == 0
     out = capsys.readouterr().out
-    assert "Mean ± std over seeds [5, 6] of the best configuration per method" in out
+    assert "Mean ± 95% interval over seeds [5, 6] of the best configuration per method, ranked by val/delta_m (max):" in out
 
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("e2e_final")
@@ -221,7 +221,7 @@ def test_bundled_nyuv2_space_on_generated_data_with_a_relative_data_root(tmp_pat
     )
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "2 trials, 0 errored" in out
+    assert re.search(r"; 2 trials \(\d completed, \d stopped early by ASHA, 0 errored\):", out), out
     client = MlflowClient(tracking_uri=uri)
     exp = client.get_experiment_by_name("nyuv2_gemtl_p")
     trials = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(TAG_KIND) == "trial"]

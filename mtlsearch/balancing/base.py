@@ -77,6 +77,15 @@ class Balancing(nn.Module):
     def on_epoch_end(self, epoch: int, train_losses: Tensor) -> None:
         """Called once per epoch with the mean training loss of each task (``[T]``)."""
 
+    @property
+    def needs_losses_after_step(self) -> bool:
+        """Whether the trainer re-evaluates the step's batch after the optimizer step and passes the
+        losses to :meth:`after_step` (FAMO's released rule: one extra forward pass per step)."""
+        return False
+
+    def after_step(self, losses: Tensor) -> None:
+        """The task losses ``[T]`` of the step's batch after the step (when :attr:`needs_losses_after_step`)."""
+
     def extra_metrics(self) -> dict[str, float]:
         """Method-specific scalars worth logging (none by default)."""
         return {}

@@ -16,6 +16,11 @@ the strictly convex ``1/2 w^T K w - sum_t h(w_t)``, ``h' = w^(-1/alpha)``
 of the gradients vanishes; a zero gradient gets weight 0).  If Newton does not reach its
 tolerance, its last iterate is used (``1/T`` if it is not finite) and the event is counted in
 ``fairgrad/solver_failures``.
+
+``fairgrad_max_norm > 0`` scales the update down to that norm, as the released runs' clipping of the
+shared parameters' gradient (``max_norm`` 1, ``experiments/utils.py`` line 75; in "rep" mode it bounds
+the representation gradient instead).  The released runs use ``alpha = 2`` (``experiments/*/run.sh``
+line 5); the ``nashmtl`` protocol sets both.
 """
 
 from __future__ import annotations
@@ -50,9 +55,17 @@ class FairGrad(SolverMethod):
             check=lambda v: 0.1 <= v <= 20.0,
             allowed="a number in [0.1, 20]",
         ),
+        "fairgrad_max_norm": HParam(
+            float,
+            0.0,
+            "upper bound on the norm of the update (the released runs' clipping at 1; 0: no bound)",
+            check=lambda v: v >= 0.0,
+            allowed="a number >= 0",
+        ),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
     fairgrad_alpha: float
+    fairgrad_max_norm: float
     linear = True
     modes = ("param", "rep")
     default_mode = "param"
@@ -64,4 +77,11 @@ class FairGrad(SolverMethod):
             w, ok = np.full(k.shape[0], 1.0 / k.shape[0]), False
         if not ok:
             self._solver_failed("Newton did not reach K w = w^(-1/alpha); used its last iterate")
+        if self.fairgrad_max_norm > 0.0:
+            # The released backward (OptMN-Lab/fairgrad methods/weight_methods.py lines 869-871) sets the
+            # shared gradient to G^T w and clips its norm (clip_grad_norm_, whose factor is
+            # max_norm / (norm + 1e-6)); ||G^T w|| = sqrt(w^T K w).
+            norm = float(np.sqrt(max(float(w @ k @ w), 0.0)))
+            if norm > self.fairgrad_max_norm:
+                w = w * (self.fairgrad_max_norm / (norm + 1e-6))
         return GradResult(weights=to_weights(w, grads))

@@ -34,17 +34,29 @@ class FAMO(LossBalancing):
     Reference: Bo Liu, Yihao Feng, Peter Stone & Qiang Liu, "FAMO: Fast Adaptive Multitask
     Optimization", NeurIPS 2023; released code github.com/Cranial-XIX/FAMO (``famo.py``; LibMTL's
     FAMO is the same).
-    Deviations:
 
-    * **"after" is the next step's batch.**  The released code recomputes the losses on the *same*
-      batch after the optimizer step (one extra forward pass per step).  Here ``forward`` at step
-      k+1 updates ``xi`` with ``delta = log L(step k) - log L(step k+1)``, the losses of two
-      consecutive batches, which costs nothing but adds the batch-to-batch noise of the losses to
-      ``delta`` (and the first step of an epoch compares with the last step of the previous one).
-      The update of ``xi`` thus happens one step later, just before the weights are used.
-    * The released code clips the shared gradient's norm to ``max_norm`` (default 1); no clipping here.
-    * ``famo_gamma`` defaults to 0.001 (LibMTL's default); the released code's default is 0.01.
+    ``famo_same_batch`` (the released rule, default under the ``nashmtl`` protocol): "after" is the
+    *same* batch re-evaluated after the optimizer step (the trainer's extra forward pass, in train mode
+    and without gradients as in the released ``experiments/nyuv2/trainer.py`` lines 145-155, so
+    BatchNorm statistics see the batch twice per step, as there), and ``xi`` moves right after each
+    step.  Off (the default outside the protocol):
+
+    * **"after" is the next step's batch.**  ``forward`` at step k+1 updates ``xi`` with
+      ``delta = log L(step k) - log L(step k+1)``, the losses of two consecutive batches, which costs
+      nothing but adds the batch-to-batch noise of the losses to ``delta`` (and the first step of an
+      epoch compares with the last step of the previous one); at batch 2 (NYUv2) that noise swamps one
+      step's improvement.  The update of ``xi`` thus happens one step later, just before the weights
+      are used.
+
+    Other deviations:
+
+    * ``famo_gamma`` defaults to 0.001 (LibMTL's default and FAMO's NYUv2 ``run.sh``); the released
+      trainers' default (``experiments/utils.py`` line 71) and its Cityscapes ``run.sh`` use 0.01 (the ``nashmtl`` protocol sets each).
     * The optional per-task minimum losses (``min_losses``, 0 by default in the released code) are 0.
+
+    The released ``WeightMethod.backward`` calls ``clip_grad_norm_`` *before* ``loss.backward()``
+    (``methods/weight_methods.py`` lines 77-80), when the gradients are still zero: it clips nothing,
+    so there is no clipping here either and this is no deviation.
 
     TorchJD's ``scalarization.FAMO`` fed, through its ``update``, the next step's losses makes exactly
     our updates (``tests/test_peers.py``).
@@ -55,10 +67,17 @@ class FAMO(LossBalancing):
     hyperparams = {
         "famo_lr": HParam(float, 0.025, "Adam learning rate of the task logits", check=lambda v: v > 0, allowed="a number > 0"),
         "famo_gamma": HParam(float, 0.001, "weight decay (L2) of the task logits", check=lambda v: v >= 0, allowed="a number >= 0"),
+        "famo_same_batch": HParam(
+            bool,
+            False,
+            "measure the loss decrease on the same batch re-evaluated after the step (the released rule)",
+            allowed="true or false",
+        ),
     }
     # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
     famo_lr: float
     famo_gamma: float
+    famo_same_batch: bool
     # Buffers (registered in __init__; declared here for type checkers).
     logits: Tensor
     exp_avg: Tensor
@@ -100,11 +119,22 @@ class FAMO(LossBalancing):
         self.exp_avg_sq.copy_(torch.where(active, exp_avg_sq, self.exp_avg_sq))
         self.logits.copy_(torch.where(active, logits, self.logits))
 
+    @property
+    def needs_losses_after_step(self) -> bool:
+        return self.famo_same_batch
+
+    def after_step(self, losses: Tensor) -> None:
+        """The released rule: ``delta = log L(before the step) - log L(after)`` on the same batch."""
+        log_after = torch.log(losses.detach() + EPS).to(self.prev_log_losses)
+        self.update_logits(self.prev_log_losses - log_after)
+
     def forward(self, losses: Tensor) -> Tensor:
-        """The weighted loss of one training step (stateful: updates ``xi`` from the previous step)."""
+        """The weighted loss of one training step (stateful: without ``famo_same_batch`` it first updates
+        ``xi`` from the previous step's losses)."""
         log_now = torch.log(losses.detach() + EPS).to(self.prev_log_losses)
-        # No update on the very first step: there is no previous loss to compare with.
-        self.update_logits(self.prev_log_losses - log_now, active=self.has_prev)
+        if not self.famo_same_batch:
+            # No update on the very first step: there is no previous loss to compare with.
+            self.update_logits(self.prev_log_losses - log_now, active=self.has_prev)
         self.prev_log_losses.copy_(log_now)
         self.has_prev.fill_(True)
         z = self.task_weights().to(losses.dtype)

@@ -53,6 +53,11 @@ class SDMGrad(GradBalancing):
     Deviation: the stochastic algorithm uses three independent batches (one for the direction, two
     for an unbiased Gramian); here all three are the step's batch (the deterministic variant, no
     extra forward passes).
+    Reproducibility limit: with these constants the inner iteration is not a contraction, so it
+    amplifies rounding: as ``sdmgrad_niter`` grows the weights stop being reproducible across devices,
+    BLAS libraries or dtypes (LibMTL's too: a 1e-13 change of the input moves its update by up to 100%
+    at 100 inner steps).  At the default 20 steps two machines may still give different weights from
+    the same gradients; compare SDMGrad runs by their seeds' spread, not bit for bit.
     Step cost relative to ``ew``: the README's method table (CPU) and its GPU table, both measured by
     ``python perf/step_time.py``.
     """

@@ -108,8 +108,17 @@ def group_of(trial: Trial) -> tuple[str, str, str]:
     return method, str(trial.params.get("optimizer", "")), bucket
 
 
+def _pooled(pool: list[Trial], metric: str) -> list[float]:
+    """Every seed's value of ``metric`` over the trials of one configuration (a k-seed trial's
+    ``seed<s>/`` values, else its one value)."""
+    return [v for t in pool for v in results.seed_values(t.final, metric)]
+
+
 def leaderboard(search: Search) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per (method, optimizer, p bucket), best first; and the metric columns it fills."""
+    """One row per (method, optimizer, p bucket), best first (:func:`mtlsearch.results.rank_with_uncertainty`:
+    completed configurations by their mean over seeds, then partial ones, errored groups last); each
+    row is the group's best configuration with its seeds pooled (``mean``, ``ci95``, ``seeds``,
+    ``tied`` with the best row, ``status``); and the metric columns it fills."""
     sign = results.sign(search.mode)
     val_metrics = task_metrics(search, "val")
     test_metrics = task_metrics(search, "test")
@@ -132,13 +141,13 @@ def leaderboard(search: Search) -> tuple[list[dict[str, Any]], list[str]]:
         for t in trials:
             if t.status != STATUS_ERRORED and search.metric in t.final:
                 configs.setdefault(_config_key(t), []).append(t)
-        best = None  # (partial?, score, pool)
+        best = None  # (complete?, mean), pool
         for pool in configs.values():
             done = [t for t in pool if t.status == STATUS_COMPLETED]
             partial = not done
             pool = done or pool
-            score = sum(t.final[search.metric] for t in pool) / len(pool)
-            key = (not partial, sign * score)
+            values = _pooled(pool, search.metric)
+            key = (not partial, sign * sum(values) / len(values))
             if best is None or key > best[0]:
                 best = (key, pool)
         row: dict[str, Any] = {
@@ -151,20 +160,48 @@ def leaderboard(search: Search) -> tuple[list[dict[str, Any]], list[str]]:
             "epochs_spent": sum(t.epochs for t in trials),
             "gpu_hours": sum(t.time_total_s or 0.0 for t in trials) * search.gpus_per_trial / 3600.0,
             "cpu_hours": sum(t.time_total_s or 0.0 for t in trials) * search.cpus_per_trial / 3600.0,
+            "status": STATUS_ERRORED if all(t.status == STATUS_ERRORED for t in trials) else results.RUNNING,
+            "_seeds": [],
         }
         if best is not None:
             (complete, _), pool = best
             ref = pool[0]
             row["best_trials"] = " ".join(t.trial_id for t in pool)
             row["config"] = " ".join(f"{k}={results.fmt(ref.params[k])}" for k in shown if k in ref.params)
-            row["seeds"] = len(pool)
             row["epochs"] = max(t.epochs for t in pool)
             row["partial"] = not complete
+            row["status"] = STATUS_COMPLETED if complete else STATUS_STOPPED
             row["_pool"] = pool
+            row["_seed_metrics"] = [t.final for t in pool]
+            row["_seeds"] = _pooled(pool, search.metric)
             for m in metrics:
-                values = [t.final[m] for t in pool if m in t.final]
+                values = _pooled(pool, m)
                 if values:
                     row[m], row[m + " std"] = _mean_std(values)
         rows.append(row)
-    rows.sort(key=lambda r: (search.metric not in r, -sign * r.get(search.metric, 0.0)))
-    return rows, metrics
+    return results.rank_with_uncertainty(rows, search.mode), metrics
+
+
+def config_standings(search: Search) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Every configuration of the search (trials pooled over seeds, the ``final`` stage's re-runs
+    included) ranked with its uncertainty: ``({trial id: its configuration's standing}, ranked
+    configurations)``.  A configuration's status is ``completed`` when one of its trials completed (its
+    completed trials pooled), else that of its trials; errored trials are left out of every pool and
+    get no standing."""
+    configs: dict[str, list[Trial]] = {}
+    for t in search.trials:
+        if t.status != STATUS_ERRORED and search.metric in t.final:
+            configs.setdefault(_config_key(t), []).append(t)
+    entries = []
+    for pool in configs.values():
+        done = [t for t in pool if t.status == STATUS_COMPLETED]
+        used = done or pool
+        status = STATUS_COMPLETED if done else (STATUS_STOPPED if any(t.status == STATUS_STOPPED for t in pool) else results.RUNNING)
+        entries.append({"trials": [t.trial_id for t in pool], "status": status, "_seeds": _pooled(used, search.metric)})
+    ranked = results.rank_with_uncertainty(entries, search.mode)
+    by_trial = {}
+    for position, entry in enumerate(ranked, 1):
+        entry["rank"] = position
+        for trial_id in entry["trials"]:
+            by_trial[trial_id] = entry
+    return by_trial, ranked

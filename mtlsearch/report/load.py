@@ -52,6 +52,7 @@ class Search:
     parent_run_id: str | None = None
     tracking_uri: str | None = None
     experiment: str | None = None
+    experiment_id: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
     resources_known: bool = True
 
@@ -106,6 +107,7 @@ def load_mlflow(tracking_uri: str, experiment: str, search: str | None = None) -
         parent_run_id=found["parent_run_id"],
         tracking_uri=tracking_uri,
         experiment=experiment,
+        experiment_id=found.get("experiment_id"),
         info={"params": found["params"]},
         resources_known=found["resources"] is not None,
     )

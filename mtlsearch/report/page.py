@@ -1,7 +1,8 @@
 """The report as one self-contained HTML page: the search's header, the tables, the figures inline.
 
-Nothing on the page points outside it (no external ``src`` or ``href``): figures are embedded as base64
-PNG, the style sheet is inline, so the file can be mailed, opened from MLflow's artifact view or archived.
+Nothing the page needs lies outside it (no external ``src``): figures are embedded as base64 PNG, the style
+sheet and the table-sorting script are inline, so the file can be mailed, opened from MLflow's artifact view or
+archived.  Its only links (``href``) are each trial's page in the MLflow UI.
 """
 
 from __future__ import annotations
@@ -9,9 +10,12 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
+
+from mtlsearch.tracking import STATUS_COMPLETED, STATUS_ERRORED, STATUS_RUNNING, STATUS_STOPPED
 
 if TYPE_CHECKING:
     from mtlsearch.report.importance import Importance
@@ -25,8 +29,34 @@ table{border-collapse:collapse;font-size:12px;margin:0.5em 0}th,td{border:1px so
 th{background:#f3f3f3}tr:nth-child(even) td{background:#fafafa}dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px}
 dt{font-weight:bold}dd{margin:0}figure{margin:1em 0}figcaption{font-size:12px;color:#555}img{max-width:100%}
 pre{background:#f6f6f6;padding:0.6em;overflow-x:auto;font-size:12px}.note{color:#555;font-size:13px}
-.scroll{overflow-x:auto}
+.scroll{overflow-x:auto}table.sortable th{cursor:pointer}table.sortable th:hover{background:#e6e6e6}
 """
+
+#: The trials table sorts itself on a click on a column's header (numbers as numbers, empty cells last);
+#: inline, so the page stays one self-contained file.
+SORT_SCRIPT = """<script>
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  table.querySelectorAll("th").forEach(function (th, col) {
+    th.addEventListener("click", function () {
+      var body = table.tBodies[0], rows = Array.from(body.rows);
+      var asc = th.dataset.order !== "asc";
+      table.querySelectorAll("th").forEach(function (h) { delete h.dataset.order; });
+      th.dataset.order = asc ? "asc" : "desc";
+      var key = function (row) { var c = row.cells[col]; return c.dataset.v !== undefined ? c.dataset.v : c.textContent; };
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        if (x === "" || y === "") { return (x === "") - (y === ""); }
+        var nx = parseFloat(x), ny = parseFloat(y);
+        var d = (!isNaN(nx) && !isNaN(ny) && String(nx) === x.trim() && String(ny) === y.trim()) ? nx - ny : x.localeCompare(y);
+        return asc ? d : -d;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+</script>"""
+#: A local store's runs open in the UI that ``mtlsearch ui`` serves (its default host and port).
+LOCAL_UI = "http://127.0.0.1:5000"
 
 
 def esc(value: Any) -> str:
@@ -37,6 +67,60 @@ def table(header: Sequence[str], body: Sequence[Sequence[Any]]) -> str:
     head = "".join(f"<th>{esc(h)}</th>" for h in header)
     rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in body)
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>'
+
+
+def run_link(search: Search, run_id: str | None) -> str | None:
+    """The MLflow UI page of a trial's run: on the tracking server, or on the UI ``mtlsearch ui`` serves for a
+    local store; None when the search did not come from MLflow."""
+    if not run_id or not search.experiment_id or not search.tracking_uri:
+        return None
+    base = search.tracking_uri if search.tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
+    return f"{base.rstrip('/')}/#/experiments/{search.experiment_id}/runs/{run_id}"
+
+
+def trials_section(search: Search, searched: Sequence[SearchedParam]) -> tuple[str, str]:
+    """(title, HTML) of the per-trial table: best first (completed trials, then running, stopped, errored;
+    within each by the objective), sortable by any column, each trial linked to its MLflow run."""
+    from mtlsearch.report.trials import objective_value, trial_table
+    from mtlsearch.results import fmt, sign
+
+    header, body = trial_table(search, searched)
+    by_id = {t.trial_id: t for t in search.trials}
+    rank = {STATUS_COMPLETED: 0, STATUS_RUNNING: 1, STATUS_STOPPED: 2, STATUS_ERRORED: 3}
+
+    def order(row: list[Any]) -> tuple[int, float]:
+        t = by_id[row[0]]
+        value = objective_value(search, t)
+        return rank.get(t.status, 1), -sign(search.mode) * value if value is not None else math.inf
+
+    body = sorted(body, key=order)
+    run_col = header.index("run_id")
+    cells = []
+    for row in body:
+        link = run_link(search, row[run_col] or None)
+        out = []
+        for i, c in enumerate(row):
+            shown = esc(fmt(c) if isinstance(c, float) else c)
+            raw = (
+                f' data-v="{esc(repr(c) if isinstance(c, float) else c)}"'
+                if isinstance(c, (int, float)) and not isinstance(c, bool)
+                else ""
+            )
+            if i == 0 and link:
+                shown = f'<a href="{esc(link)}">{shown}</a>'
+            out.append(f"<td{raw}>{shown}</td>")
+        cells.append("<tr>" + "".join(out) + "</tr>")
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    where = ""
+    if (
+        search.tracking_uri
+        and not search.tracking_uri.startswith(("http://", "https://"))
+        and any(run_link(search, t.run_id) for t in search.trials)
+    ):
+        where = f'<p class="note">Trial links open the MLflow UI at {LOCAL_UI}: start it with <code>python -m mtlsearch ui --tracking-uri {esc(search.tracking_uri)}</code>.</p>'
+    html_table = f'<div class="scroll"><table class="sortable"><thead><tr>{head}</tr></thead><tbody>{"".join(cells)}</tbody></table></div>'
+    note = '<p class="note">Sorted best first: completed trials, then running, stopped early and errored ones, each by the objective; click a column header to sort by it.</p>'
+    return f"Trials ({len(body)})", note + where + html_table
 
 
 def figure(path: Path, caption: str = "") -> str:
@@ -96,7 +180,7 @@ def html_page(search: Search, *, sections: Sequence[tuple[str, str]]) -> str:
     return (
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>mtlsearch report: {esc(search.name)}'
         f"</title><style>{STYLE}</style></head><body>\n<h1>mtlsearch report: {esc(search.name)}</h1>\n"
-        f"<dl>{head}</dl>\n{body}</body></html>\n"
+        f"<dl>{head}</dl>\n{body}{SORT_SCRIPT}\n</body></html>\n"
     )
 
 
@@ -111,13 +195,15 @@ def build_page(
     """The report page of a search: leaderboard and totals, parameter importance, Pareto set, every
     figure, and one row per trial."""
     from mtlsearch.report.importance import EVALUATORS, importance_rows
-    from mtlsearch.report.render import _row_cells, pareto_table, table_columns, totals
-    from mtlsearch.report.trials import trial_table
-    from mtlsearch.results import fmt
+    from mtlsearch.report.render import _row_cells, leaderboard_notes, pareto_table, table_columns, totals
 
     columns = table_columns(search, metrics)
     sections = [
-        ("Leaderboard", table(columns, [_row_cells(r, columns, metrics) for r in rows]) + f'<p class="note">{esc(totals(search))}</p>')
+        (
+            "Leaderboard",
+            table(columns, [_row_cells(r, columns, metrics) for r in rows])
+            + "".join(f'<p class="note">{esc(line)}</p>' for line in [totals(search), *leaderboard_notes(rows)]),
+        )
     ]
     if importance.ok:
         header, body = importance_rows(importance)
@@ -138,9 +224,7 @@ def build_page(
         sections.append(("Parameter importance", f"<p>{esc(importance.note)}</p>"))
     sections.append(("Pareto set", f"<pre>{esc(pareto_table(search)[0])}</pre>"))
     sections.append(("Figures", "".join(figure(p, CAPTIONS.get(Path(p).name, "")) for p in figures) or "<p>none</p>"))
-    header, body = trial_table(search, searched)
-    cells = [[fmt(c) if isinstance(c, float) else c for c in row] for row in body]
-    sections.append((f"Trials ({len(body)})", table(header, cells)))
+    sections.append(trials_section(search, searched))
     return html_page(search, sections=sections)
 
 

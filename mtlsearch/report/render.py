@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 from typing import Any, Mapping
 
-from mtlsearch import results
+from mtlsearch import results, uncertainty
 from mtlsearch.report.analysis import leaderboard, pareto_set, searched_keys
 from mtlsearch.report.load import Search, Trial
 from mtlsearch.results import fmt, format_table, markdown_table
@@ -14,10 +14,10 @@ from mtlsearch.tracking import STATUS_COMPLETED, STATUS_ERRORED, STATUS_RUNNING,
 
 
 def _cell(row: Mapping[str, Any], metric: str) -> str:
+    """A metric of a leaderboard row: mean ± 95% interval over the row's pooled seeds (one value: alone)."""
     if metric not in row:
         return "-"
-    std = row.get(metric + " std")
-    return fmt(row[metric]) + (f" ± {fmt(std)}" if std is not None else "")
+    return results.value_cell(row, metric)
 
 
 def table_columns(search: Search, metrics: list[str], *, wide: bool = False) -> list[str]:
@@ -28,15 +28,18 @@ def table_columns(search: Search, metrics: list[str], *, wide: bool = False) -> 
         "optimizer",
         "p bucket",
         "config",
+        "status",
         "seeds",
         *shown,
+        "tied",
         "epochs",
         "trials",
         "ASHA-stopped",
         "errored",
         "epochs spent",
-        "GPU-h",
-        "CPU-h",
+        # Cost columns only for the resources the trials used (no "GPU-h 0.000" on a CPU search).
+        *(["GPU-h"] if search.gpus_per_trial > 0 else []),
+        *(["CPU-h"] if search.cpus_per_trial > 0 else []),
     ]
 
 
@@ -45,6 +48,10 @@ def _row_cells(row: Mapping[str, Any], columns: list[str], metrics: list[str]) -
     for c in columns:
         if c in metrics:
             out.append(_cell(row, c))
+        elif c == "status":
+            out.append(results.status_label(row.get("status", ""), row.get("epochs")))
+        elif c == "tied":
+            out.append(results.tie_mark(row))
         elif c == "config":
             out.append(row.get("config", "") or "-")
         elif c == "epochs":
@@ -76,9 +83,15 @@ def totals(search: Search) -> str:
         f"{count(STATUS_ERRORED)} errored"
         + (f", {count(STATUS_RUNNING)} running" if count(STATUS_RUNNING) else "")
         + f"); {sum(t.epochs for t in search.trials)} epochs; "
-        f"{seconds * search.gpus_per_trial / 3600:.3f} GPU-hours, {seconds * search.cpus_per_trial / 3600:.3f} "
-        f"CPU-hours ({res})"
+        + (f"{seconds * search.gpus_per_trial / 3600:.3f} GPU-hours, " if search.gpus_per_trial > 0 else "")
+        + f"{seconds * search.cpus_per_trial / 3600:.3f} CPU-hours ({res})"
     )
+
+
+def leaderboard_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """The lines under the leaderboard: what ``±`` and ``tied`` mean, the order of statuses, and for a
+    one-seed search that its ranking is untested (:func:`mtlsearch.results.table_notes`)."""
+    return results.table_notes(rows, what="configuration")
 
 
 def pareto_table(search: Search, *, markdown: bool = False) -> tuple[str, list[Trial]]:
@@ -116,8 +129,11 @@ def write_csv(path: Path, rows: list[dict[str, Any]], metrics: list[str]) -> Non
         "optimizer",
         "p bucket",
         "config",
+        "status",
         "best_trials",
         "seeds",
+        "tied",
+        "p_outperform_best",
         "epochs",
         "partial",
         "trials",
@@ -127,13 +143,20 @@ def write_csv(path: Path, rows: list[dict[str, Any]], metrics: list[str]) -> Non
         "gpu_hours",
         "cpu_hours",
     ]
-    header = base + [c for m in metrics for c in (m, m + " std")]
+    header = base + [c for m in metrics for c in (m, m + " std", m + " ci95_low", m + " ci95_high")]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         for r in rows:
-            w.writerow(["" if r.get(c) is None else r.get(c, "") for c in header])
+            cells = dict(r)
+            cells["tied"] = results.tie_mark(r)
+            cells["p_outperform_best"] = r.get("p_best")
+            for m in metrics:
+                stats = uncertainty.interval(results.seed_values_of(r, m))
+                if stats is not None and stats.low is not None:
+                    cells[m + " ci95_low"], cells[m + " ci95_high"] = stats.low, stats.high
+            w.writerow(["" if cells.get(c) is None else cells.get(c, "") for c in header])
 
 
 def render(search: Search, *, markdown: bool = False, wide: bool = False) -> tuple[str, list[dict[str, Any]], list[str]]:
@@ -147,11 +170,12 @@ def render(search: Search, *, markdown: bool = False, wide: bool = False) -> tup
         + (f"; ranked by {search.metric} ({search.mode})" if search.multi_objective else "")
         + f"; max_epochs {search.max_epochs}"
     )
+    notes = leaderboard_notes(rows)
     parts = []
     if markdown:
-        parts += [f"**{head}**", "", markdown_table(columns, body), "", totals(search), ""]
+        parts += [f"**{head}**", "", markdown_table(columns, body), "", totals(search), "", *[f"{n}  " for n in notes], ""]
     else:
-        parts += [head, "", format_table(columns, body), "", totals(search), ""]
+        parts += [head, "", format_table(columns, body), "", totals(search), *notes, ""]
     ptable, _ = pareto_table(search, markdown=markdown)
     parts += [ptable]
     if not search.finished:

@@ -29,13 +29,22 @@ def sync(results_folder: str | Path, tracking_uri: str, experiment: str | None =
                 t.trial_id, t.params, t.status, error=t.error, checkpoint=t.checkpoint, epochs=t.epochs, time_total_s=t.time_total_s
             )
     if search.finished:
-        top = results.best([t for t in search.trials if search.metric in t.final], lambda t: t.final[search.metric], search.mode)
+        # The same order as the launcher's table: completed trials by their mean over seeds, errored never best.
+        ranked = results.rank_with_uncertainty(
+            [
+                {"trial": t.trial_id, "status": t.status, "_seeds": results.seed_values(t.final, search.metric), "_trial": t}
+                for t in search.trials
+                if search.metric in t.final or t.status == STATUS_ERRORED
+            ],
+            search.mode,
+        )
+        top = ranked[0]["_trial"] if ranked and ranked[0]["best"] else None
         best = {"trial_id": top.trial_id, "config": top.params, "metrics": top.final} if top is not None else None
         pareto = None
         if search.multi_objective:
             rows = [{"trial": t.trial_id, "epochs": t.epochs, "_metrics": t.final} for t in search.trials if t.status != STATUS_ERRORED]
             pareto = [r["trial"] for r in results.pareto_rows(rows, search.objectives, search.max_epochs)]
-        tracker.end_search(best, pareto=pareto)
+        tracker.end_search(best, pareto=pareto, standing=results.best_standing(ranked, search.metric))
     after = tracker.count_search_runs()
     return {
         "runs_created": after - before,
