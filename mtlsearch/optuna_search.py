@@ -216,8 +216,9 @@ class ResumableOptunaSearch(OptunaSearch):
             attrs[ATTR_RUN] = run_id
         try:
             self._set_attrs(trial_id, attrs)
-            if state == optuna.trial.TrialState.PRUNED and single and values is not None and epochs:
-                # The result ASHA stopped on reaches the searcher only here: it is the pruned trial's value.
+            if state != optuna.trial.TrialState.FAIL and single and values is not None and epochs:
+                # The result a scheduler stops a trial on (ASHA's rung, or max_t) reaches the searcher only
+                # here: the last intermediate value (a pruned trial's value).
                 if not self._reported(trial_id, epochs) and _finite(values):
                     ot_trial.report(float(values), epochs)
             if state == optuna.trial.TrialState.COMPLETE:

@@ -148,16 +148,20 @@ def test_states_of_stopped_errored_and_completed_trials_and_their_attributes():
     space = make_space(THREE, samples=3)
     searcher, _ = suggest_all(space)
     searcher.link_runs({"t0": "run0", "t1": "run1", "t2": "run2"})
-    for epoch in (1, 2):  # t0: stopped by ASHA at epoch 2 (Ray passes that result only at completion)
-        if epoch < 2:
-            searcher.on_trial_result("t0", {"val/delta_m": -5.0, "training_iteration": epoch})
+    # t0: stopped by ASHA at epoch 2 (Ray passes the result it stops on only at completion)
+    searcher.on_trial_result("t0", {"val/delta_m": -5.0, "training_iteration": 1})
     searcher.on_trial_complete("t0", {"val/delta_m": -3.0, "training_iteration": 2})
     searcher.on_trial_result("t1", {"val/delta_m": -1.0, "training_iteration": 1})
     searcher.on_trial_complete("t1", error=True)  # errored after its first epoch
     for epoch in (1, 2, 3, 4):
         searcher.on_trial_result("t2", {"val/delta_m": float(-epoch), "training_iteration": epoch})
     searcher.on_trial_complete("t2", {"val/delta_m": -4.0, "training_iteration": 4})
-    t0, t1, t2 = searcher._ot_study.get_trials()
+    # ASHA stops a trial at max_t itself: its last result then comes only with the completion.
+    searcher.suggest("t3")
+    searcher.on_trial_result("t3", {"val/delta_m": -2.0, "training_iteration": 3})
+    searcher.on_trial_complete("t3", {"val/delta_m": -1.0, "training_iteration": 4})
+    t0, t1, t2, t3 = searcher._ot_study.get_trials()
+    assert (t3.state, t3.value, t3.intermediate_values) == (optuna.trial.TrialState.COMPLETE, -1.0, {3: -2.0, 4: -1.0})
     State = optuna.trial.TrialState
     assert (t0.state, t0.value, t0.intermediate_values) == (State.PRUNED, -3.0, {1: -5.0, 2: -3.0})
     assert t1.state == State.FAIL and t1.value is None
@@ -242,7 +246,7 @@ def test_a_search_with_asha_stops_and_a_nan_method_stores_true_states(tmp_path, 
             assert epochs < 2 and max(t.intermediate_values) == epochs
             assert t.value == pytest.approx(run.data.metrics["val/delta_m"])
         else:
-            assert epochs == 2 and t.value == pytest.approx(run.data.metrics["val/delta_m"])
+            assert epochs == 2 and t.value == pytest.approx(run.data.metrics["val/delta_m"]) == t.intermediate_values[2]
     # Each method got its 4 configurations (2 lr values x 2 samples); the NaN method has no full-budget trial.
     assert Counter(t.params["method"] for t in trials) == {"ew": 4, plugin: 4}
     assert "warning: unequal budget per method: no trial trained the full budget" in captured.err
