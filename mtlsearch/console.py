@@ -135,8 +135,20 @@ def duration(seconds: float | None) -> str:
 
 
 def total_trials(space: SearchSpace) -> int:
-    """Trials a search runs: Tune crosses grid parameters with ``num_samples``."""
-    return space.num_samples * math.prod(len(p.args) for p in space.params if p.kind == "grid")
+    """Trials a search runs: grid parameters are crossed with ``num_samples`` (:mod:`mtlsearch.fairness`)."""
+    from mtlsearch.fairness import total_trials as crossed
+
+    return crossed(space)
+
+
+def final_epochs(space: SearchSpace) -> int:
+    """Epochs of the ``final`` stage at most: every group of ``per`` (its values when it is searched by
+    choice or grid, else one group) x ``top`` x seeds x ``max_epochs``."""
+    if not space.final:
+        return 0
+    per = next((p for p in space.params if p.name == space.final["per"] and p.kind in ("choice", "grid")), None)
+    groups = len(per.args) if per is not None else 1
+    return groups * int(space.final["top"]) * len(space.final["seeds"]) * space.max_epochs
 
 
 def searched_names(space: SearchSpace) -> list[str]:
@@ -341,6 +353,16 @@ def dry_run(space: SearchSpace, *, timed: bool = True, out: Callable[[str], None
         else ""
     )
     out(f"Epoch budget: {total} trials x {space.max_epochs} epochs = {budget} epochs at most{asha}.")
+    from mtlsearch.optuna_search import describe_settings
+
+    out(f"Searcher: {describe_settings(space)}.")
+    final = final_epochs(space)
+    if final and space.final:
+        budget += final
+        out(
+            f"Final stage: the best {space.final['top']} configuration(s) per {space.final['per'] or 'search'} re-run with seeds "
+            f"{space.final['seeds']} for {space.max_epochs} epochs, no early stopping: {final} epochs at most; {budget} in all."
+        )
     cpus = os.cpu_count() or 1
     per = space.resources.get("cpus_per_trial") or 1
     parallel = max(1, int(cpus // per))

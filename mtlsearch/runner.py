@@ -102,10 +102,10 @@ def _fit_and_report(
 ) -> int:
     """The Tuner's run and what is printed and logged after it; ``tracker``: the search's MLflow tracker."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
     from ray.tune.search import SearchAlgorithm, Searcher
 
-    from mtlsearch import spaces, tracking
+    from mtlsearch import fairness, optuna_search, spaces, tracking
     from mtlsearch.optuna_search import ResumableOptunaSearch
     from trainables import train_mtl
 
@@ -115,37 +115,26 @@ def _fit_and_report(
     trainable = tune.with_resources(train_mtl, {"cpu": space.resources["cpus_per_trial"], "gpu": space.resources["gpus_per_trial"]})
     scheduler: TrialScheduler
     if space.scheduler["type"] == "asha":
-        scheduler = ASHAScheduler(
-            time_attr="training_iteration",
-            max_t=space.max_epochs,
-            grace_period=space.scheduler["grace_period"],
-            reduction_factor=space.scheduler["reduction_factor"],
-            brackets=space.scheduler["brackets"],
-        )
+        scheduler = fairness.make_asha(space)  # brackets dealt per method (same first rung for every method)
     else:
         scheduler = FIFOScheduler()
     search_alg: Searcher | SearchAlgorithm
     if space.searcher["type"] == "optuna":
-        import optuna
-
-        seed = space.searcher["seed"]
-        sampler = {
-            "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-            "random": lambda: optuna.samplers.RandomSampler(seed=seed),
-            "cmaes": lambda: optuna.samplers.CmaEsSampler(seed=seed),
-            "qmc": lambda: optuna.samplers.QMCSampler(seed=seed),
-            "nsga2": lambda: optuna.samplers.NSGAIISampler(seed=seed),
-        }[space.searcher["sampler"]]()
         # Multi-objective: the metric/mode lists go on OptunaSearch only; Tune and ASHA keep the scalar.
         objectives = space.objectives()
-        search_alg = ResumableOptunaSearch(
+        searcher = ResumableOptunaSearch(
             space=space.define_by_run(),
-            sampler=sampler,
+            sampler=optuna_search.make_sampler(space),
             metric=[m for m, _ in objectives] if space.multi_objective else space.metric,
             mode=[m for _, m in objectives] if space.multi_objective else space.mode,
             storage=studies.open_storage(study_url, name, fresh=restore_path is None) if study_url else None,
             study_name=name if study_url else None,
+            max_epochs=space.max_epochs,
+            strata=fairness.strata(space),
+            strata_seed=space.searcher["seed"],
         )
+        searcher.link_runs(tracker.trial_runs)
+        search_alg = searcher
         param_space: dict[str, Any] = {}
     else:
         from ray.tune.search.basic_variant import BasicVariantGenerator
@@ -153,6 +142,7 @@ def _fit_and_report(
         search_alg = BasicVariantGenerator(random_state=space.searcher["seed"])
         param_space = space.tune_param_space()
 
+    tracker.tag_search(tracking.TAG_SEARCHER, optuna_search.describe_settings(space))
     book = _trial_book()
 
     def make_run_config(suffix: str | None = None, num_trials: int | None = None) -> tune.RunConfig:
@@ -178,7 +168,8 @@ def _fit_and_report(
         mode=space.mode,
         search_alg=search_alg,
         scheduler=scheduler,
-        num_samples=space.num_samples,
+        # Ray's variant generator crosses grid values with num_samples itself; the Optuna searcher asks for each.
+        num_samples=space.num_samples if space.searcher["type"] != "optuna" else console.total_trials(space),
         max_concurrent_trials=space.max_concurrent_trials,
         trial_dirname_creator=trial_dirname,
         reuse_actors=True,  # a trial's worker runs the next trial: torch and the data stay loaded (trainables.mtl)
@@ -190,6 +181,7 @@ def _fit_and_report(
         # last checkpoint; one whose loss became NaN/inf fails again at once (see trainables.mtl).
         tuner = tune.Tuner.restore(restore_path, trainable, resume_errored=True)
         _use_this_runs_callbacks(tuner, run_config)
+        _link_restored_searcher(tuner, tracker)
     else:
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
@@ -231,6 +223,10 @@ def _fit_and_report(
         best, pareto=[r["trial"] for r in pareto] if pareto is not None else None, standing=best_standing(rows, space.metric)
     )
 
+    unequal = fairness.budget_warning(fairness.grid_budget(grid, space.max_epochs), fairness.methods_of(space))
+    if unequal:
+        print(unequal, file=sys.stderr, flush=True)
+        tracker.tag_search(tracking.TAG_BUDGET_WARNING, unequal)
     print()
     print(f"Best trials by {space.metric} ({space.mode}, {console.BEST_BY}); {status_counts(rows)}:")
     print(results_table(rows[: args.top], columns) if rows else "(no trial reported the objective)")
@@ -297,6 +293,16 @@ def _use_this_runs_callbacks(tuner: tune.Tuner, run_config: tune.RunConfig) -> N
         raise RuntimeError("this Ray version's Tuner has no _local_tuner.get_run_config(); update _use_this_runs_callbacks")
     restored.callbacks = run_config.callbacks
     restored.failure_config = run_config.failure_config
+
+
+def _link_restored_searcher(tuner: tune.Tuner, tracker: Tracker) -> None:
+    """The searcher ``Tuner.restore`` unpickled knows no tracker (its link is not saved): give it this
+    driver's, so the study's trials get their MLflow run ids (``mlflow_run_id``).  Private attribute as in
+    :func:`_use_this_runs_callbacks`; a Ray that renames it only loses the run ids."""
+    internal = getattr(tuner, "_local_tuner", None)
+    searcher: Any = getattr(getattr(internal, "_tune_config", None), "search_alg", None)
+    if hasattr(searcher, "link_runs"):
+        searcher.link_runs(tracker.trial_runs)
 
 
 class _sigterm_as_sigint:

@@ -17,11 +17,12 @@ A space file (``search_spaces/<name>.yaml``)::
       cagrad_c: {uniform: [0.1, 0.9], when: {method: cagrad}}   # conditional (optuna only)
 
 Distributions: ``uniform [lo, hi]``, ``loguniform [lo, hi]`` (0 < lo), ``quniform [lo, hi, q]``,
-``randint [lo, hi)``, ``choice [values]``, ``grid [values]`` (every value, crossed with the samples:
-``searcher: {type: random}`` only), and ``simplex: tasks`` (a list of one weight per task of the
+``randint [lo, hi)``, ``choice [values]``, ``grid [values]`` (every value, crossed with the samples,
+under either searcher; not conditional), and ``simplex: tasks`` (a list of one weight per task of the
 trial, uniform on the simplex: ``static_weights: {simplex: tasks, when: {method: static}}``; or
 ``simplex: N`` for N weights).  ``method: {choice: all}`` / ``{grid: all}`` is every registered
-method.  A constant may also be written ``{value: X, when: {...}}``.
+method; a method ``choice`` is dealt to the methods in turn, so each gets the same number of trials
+(:mod:`mtlsearch.fairness`).  A constant may also be written ``{value: X, when: {...}}``.
 Unknown keys, wrong types and impossible distributions raise :class:`ConfigError` naming the file,
 the key and what is allowed.
 
@@ -53,6 +54,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import yaml
 
+from mtlsearch import fairness
 from mtlsearch.errors import ConfigError, choices
 
 if TYPE_CHECKING:
@@ -227,7 +229,9 @@ class DefineByRun:
                 values[p.name] = trial.suggest_float(p.name, lo, hi, step=q)
             elif p.kind == "randint":
                 values[p.name] = trial.suggest_int(p.name, p.args[0], p.args[1] - 1)
-            elif p.kind == "choice":
+            elif p.kind in ("choice", "grid"):
+                # A grid value (and a method choice) is fixed per trial by the searcher's enqueue_trial
+                # (mtlsearch.fairness.strata); the study still sees the whole categorical distribution.
                 values[p.name] = trial.suggest_categorical(p.name, list(p.args))
             elif p.kind == "simplex":
                 # One uniform per weight, named "<name>/<i>"; the weights themselves are returned as a
@@ -236,7 +240,7 @@ class DefineByRun:
                 n = simplex_size(p, values, self.bench_tasks, self.params)
                 u = [trial.suggest_float(f"{p.name}/{i}", 0.0, 1.0) for i in range(n)]
                 values[p.name] = constants[p.name] = simplex_from_uniforms(u)
-            else:  # grid is rejected for optuna when the space is loaded
+            else:
                 raise AssertionError(p.kind)
         return constants
 
@@ -346,6 +350,10 @@ class SearchSpace:
                 continue
             if p.kind == "simplex":
                 out[p.name] = tune.sample_from(ConditionalSample(p, None, self.searcher["seed"], bench_tasks))
+                continue
+            if p is fairness.method_axis(self):  # a method choice: the methods in turn (equal budget)
+                grids = [g.name for g in self.params if g.kind == "grid"]
+                out[p.name] = tune.sample_from(fairness.RoundRobinMethod(p.args, grids, self.searcher["seed"]))
                 continue
             domain = _tune_domain(p)
             out[p.name] = tune.sample_from(ConditionalSample(p, domain, self.searcher["seed"])) if p.when else domain
@@ -646,10 +654,10 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
         for key in p.when:
             if key not in known:
                 raise ConfigError(f"'when' refers to unknown parameter {key!r}", source=source, field=f"params.{p.name}.when")
-        if searcher["type"] == "optuna" and p.kind == "grid":
+        if p.kind == "grid" and p.when:
             raise ConfigError(
-                "grid needs searcher type 'random' (Ray's variant generator crosses grid values with the "
-                "samples); with the optuna searcher use 'choice'",
+                "a grid is crossed with every sample, so it cannot depend on another parameter ('when'); "
+                "use 'choice' for a conditional parameter",
                 source=source,
                 field=f"params.{p.name}",
             )

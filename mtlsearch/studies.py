@@ -13,11 +13,12 @@ name, unique under one ``--storage``):
 * nowhere (in memory, as before) when neither is a local path (a cloud ``--storage`` with a remote
   MLflow): the report then rebuilds what it needs from MLflow.
 
-Only the driver writes to it (one writer per search, as with MLflow).  The study holds each trial's
-parameters, its value (the objective at its last epoch: Ray records a trial ASHA stopped as COMPLETE
-with its partial value, an errored one as FAIL) and, as Optuna's intermediate values, the objective of
-every epoch but the last (Ray gives the searcher the result a scheduler stops a trial on only as the
-trial's final value).  The location is a
+Only the driver writes to it (one writer per search, as with MLflow).  The study names its objective(s)
+and holds each trial's parameters, its true state (:mod:`mtlsearch.optuna_search`): COMPLETE with its
+value at ``max_epochs``, PRUNED when ASHA stopped it (its last epoch as the last intermediate value, which
+Optuna keeps as its value), FAIL when it errored; the objective of every epoch as intermediate values;
+and the user attributes ``ray_trial_id``, ``mlflow_run_id``, ``epochs`` and ``status``, so a trial in
+``optuna-dashboard`` is found in MLflow.  The location is a
 param of the search's parent run (``optuna_storage``, ``optuna_study``) and of ``mtlsearch.json``.
 """
 

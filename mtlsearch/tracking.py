@@ -80,6 +80,8 @@ TAG_CHECKPOINT = "checkpoint"
 TAG_PROTOCOL = "mtlsearch.protocol"
 TAG_PHASE = "mtlsearch.phase"  # "final" on the confirmation phase's trial runs (mtlsearch.confirm)
 TAG_ERROR = "error"
+TAG_SEARCHER = "mtlsearch.searcher"  # the sampler and its settings (mtlsearch.optuna_search.describe_settings)
+TAG_BUDGET_WARNING = "mtlsearch.budget_warning"  # a method with less budget than the others (mtlsearch.fairness)
 PARENT_TAG = "mlflow.parentRunId"
 METRIC_ROOTS = ("train", "val", "test", "weights", "dominance")
 
@@ -631,6 +633,12 @@ class Tracker:
         items = [Param(k, _param_value(v)[:6000]) for k, v in params.items()]
         for start in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[start : start + 100])
+
+    @_tolerant
+    def tag_search(self, key: str, value: str) -> None:
+        """Set one tag of the search's parent run (tags, unlike params, may change on resume)."""
+        if self.parent_run_id is not None:
+            self.client.set_tag(self.parent_run_id, key, value[:4900])
 
     @_tolerant
     def end_search(

@@ -321,10 +321,17 @@ def report(space, runs: list[dict[str, Any]], grid: dict[str, list[Any]], args) 
         "best = best objective of any reported epoch of any trial so far (last-epoch = the launcher's table's definition); "
         "test = test/delta_m of that same trial and epoch; mean ± sd over seeds",
     ]
-    if (args.samples or space.num_samples) <= 10 and {"asha_tpe", "asha_random"} <= set(by):
+    if "asha_tpe" in by:
+        from mtlsearch import spaces as _spaces
+        from mtlsearch.optuna_search import describe_settings
+
+        budget: dict[str, Any] = {"num_samples": args.samples or space.num_samples}
+        if args.max_concurrent:
+            budget["max_concurrent_trials"] = args.max_concurrent
+        tpe = _spaces.override(space, **budget)
         lines.append(
-            "note: TPE samples its first 10 trials at random (Optuna's n_startup_trials), with the same seed as the "
-            "random sampler: with <= 10 samples ASHA+TPE and ASHA+random try the same configurations"
+            f"ASHA+TPE's sampler (mtlsearch.optuna_search.sampler_settings): {describe_settings(tpe)}; its first "
+            "n_startup_trials trials are random, with the same seed as ASHA+random's"
         )
     lines.append("")
     header = ["strategy", "runs", "epochs spent", "% of grid", "wall s", f"best {metric}", "test/delta_m", "best (last-epoch)"]

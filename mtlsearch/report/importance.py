@@ -9,10 +9,16 @@ FIFO (no early stopping) ``E`` is ``max_epochs``.
 
 **Which study.**  An in-memory Optuna study is built from the search's trials (MLflow or a Ray folder):
 the values at ``E`` and the distributions the space declares (so a log-uniform ``lr`` is a log-scale
-distribution).  The search's own persistent study (``optuna-dashboard``) holds each trial's value at its
-last epoch, mixed as above, so it is not the one ranked here.  Conditional parameters (``p`` only when
+distribution).  The search's own persistent study (``optuna-dashboard``) holds the stopped trials as PRUNED
+and ranks its COMPLETE trials only (with FIFO: the same set as here).  Conditional parameters (``p`` only when
 ``method: gemtl``) are not in every trial, and Optuna's evaluators assess the parameters every trial has:
 they are left out, and the report says so.
+
+**One set, one answer with its spread.**  fANOVA and PED-ANOVA rank the same trials (those at ``E``), and
+each importance comes with a bootstrap spread: the evaluators are run again on ``BOOTSTRAP`` resamples of
+these trials (drawn with replacement, seeded; fANOVA with 16 trees per resample) and the spread is the standard deviation of the resampled
+importances.  The report prints ``p: 0.62 ± 0.15 (fANOVA, 12 trials at epoch 9)``: a difference between
+two parameters smaller than their spreads is not a ranking.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ if TYPE_CHECKING:
     from mtlsearch.report.trials import SearchedParam
 
 MIN_TRIALS = 5
+BOOTSTRAP = 20  # resamples of the trials for the spread of each importance
 EVALUATORS = (
     ("fANOVA", "optuna.importance.FanovaImportanceEvaluator(seed=0)"),
     ("PED-ANOVA", "optuna.importance.PedAnovaImportanceEvaluator() (top 10% of trials against all)"),
@@ -48,12 +55,19 @@ class Importance:
     trials: int = 0
     params: list[str] = field(default_factory=list)
     values: dict[str, dict[str, float]] = field(default_factory=dict)
+    #: ``spread[label][param]``: the standard deviation of the importance over bootstrap resamples of the trials.
+    spread: dict[str, dict[str, float]] = field(default_factory=dict)
     left_out: dict[str, str] = field(default_factory=dict)
     note: str = ""
 
     @property
     def ok(self) -> bool:
         return bool(self.values)
+
+    @property
+    def trial_set(self) -> str:
+        """The set every importance is computed on, in a few words (``12 trials at epoch 9``)."""
+        return f"{self.trials} trials at epoch {self.epoch}"
 
     def basis(self, metric: str) -> str:
         return f"each trial's {metric} at epoch {self.epoch}, the latest epoch at least half of the trials reached ({self.trials} trials)"
@@ -172,15 +186,56 @@ def param_importance(search: Search, params: Sequence) -> Importance:
         warnings.simplefilter("ignore")  # ExperimentalWarning, "importances will be equal" (said below instead)
         for label, evaluator in evaluators.items():
             result.values[label] = dict(get_param_importances(study, evaluator=evaluator, params=names))
+            # fANOVA's forest is the slow part: 16 trees per resample (64 for the value itself).
+            resampled = FanovaImportanceEvaluator(n_trees=16, seed=0) if label == "fANOVA" else evaluator
+            result.spread[label] = bootstrap_spread(study, resampled, names)
     return result
+
+
+def bootstrap_spread(study: Study, evaluator: Any, names: Sequence[str], resamples: int = BOOTSTRAP, seed: int = 0) -> dict[str, float]:
+    """Per parameter, the standard deviation of ``evaluator``'s normalised importance over ``resamples``
+    bootstrap resamples of ``study``'s trials (a resample the evaluator refuses, e.g. one value of a
+    parameter only, is skipped; fewer than 2 usable resamples give no spread)."""
+    import random
+    import statistics
+
+    import optuna
+    from optuna.importance import get_param_importances
+
+    rng = random.Random(seed)
+    trials = study.get_trials(deepcopy=False)
+    samples: dict[str, list[float]] = {k: [] for k in names}
+    for _ in range(resamples):
+        resampled = optuna.create_study(directions=study.directions)
+        resampled.add_trials([trials[rng.randrange(len(trials))] for _ in trials])
+        try:
+            values = get_param_importances(resampled, evaluator=evaluator, params=list(names))
+        except Exception:  # noqa: BLE001  (a degenerate resample: skipped, counted by the spread's size)
+            continue
+        for k in names:
+            samples[k].append(float(values.get(k, 0.0)))
+    return {k: statistics.stdev(v) for k, v in samples.items() if len(v) >= 2}
+
+
+def _with_spread(result: Importance, label: str, param: str) -> str:
+    value = result.values[label].get(param, 0.0)
+    spread = result.spread.get(label, {}).get(param)
+    return f"{value:.2f} ± {spread:.2f}" if spread is not None else f"{value:.2f}"
 
 
 def importance_rows(result: Importance) -> tuple[list[str], list[list[str]]]:
     """A small table: one row per parameter, one column per evaluator (normalised to sum 1)."""
     labels = [label for label, _ in EVALUATORS if label in result.values]
-    header = ["parameter", *[f"{label} importance" for label in labels]]
+    header = ["parameter", *[f"{label} importance ± bootstrap sd" for label in labels]]
     order = sorted(result.params, key=lambda k: -result.values[labels[0]].get(k, 0.0))
-    return header, [[k, *[f"{result.values[label].get(k, 0.0):.3f}" for label in labels]] for k in order]
+    return header, [[k, *[_with_spread(result, label, k) for label in labels]] for k in order]
+
+
+def importance_lines(result: Importance) -> list[str]:
+    """One line per parameter and evaluator: ``p: 0.62 ± 0.15 (fANOVA, 12 trials at epoch 9)``."""
+    labels = [label for label, _ in EVALUATORS if label in result.values]
+    order = sorted(result.params, key=lambda k: -result.values[labels[0]].get(k, 0.0)) if labels else []
+    return [f"{k}: {_with_spread(result, label, k)} ({label}, {result.trial_set})" for label in labels for k in order]
 
 
 def importance_text(result: Importance, metric: str, *, markdown: bool = False) -> str:
@@ -194,6 +249,10 @@ def importance_text(result: Importance, metric: str, *, markdown: bool = False) 
         (markdown_table if markdown else format_table)(header, body),
         *([""] if markdown else []),
     ]
+    lines += [f"  {line}" for line in importance_lines(result)]
+    lines.append(
+        f"  one set for both evaluators: {result.trial_set}; ± = standard deviation over {BOOTSTRAP} bootstrap resamples of these trials"
+    )
     lines += [f"  {label}: {how}" for label, how in EVALUATORS]
     if result.left_out:
         lines.append("  left out: " + "; ".join(f"{k} ({v})" for k, v in result.left_out.items()))
