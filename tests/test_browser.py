@@ -217,9 +217,10 @@ def test_mtlsearch_ui_opens_the_trial_comparison(remote_search, browser, tmp_pat
 _CHARTS_JS = """
 const cards = [];
 for (const h of document.querySelectorAll('h4[title]')) {
+  // The chart's card: the largest ancestor that holds one card's drag handle only.
+  const handles = e => e.querySelectorAll('[data-testid="experiment-view-compare-runs-card-drag-handle"]').length;
   let card = h;
-  for (let i = 0; i < 8 && card && !card.querySelector('.js-plotly-plot, svg g.dimension'); i++) card = card.parentElement;
-  if (!card) continue;
+  while (card.parentElement && handles(card.parentElement) <= 1) card = card.parentElement;
   const box = card.getBoundingClientRect();
   const entry = {title: h.getAttribute('title'), onScreen: box.top >= 0 && box.bottom <= window.innerHeight && box.left >= 0 && box.right <= window.innerWidth};
   const plot = card.querySelector('.js-plotly-plot');
@@ -228,7 +229,9 @@ for (const h of document.querySelectorAll('h4[title]')) {
   if (dims) {
     const svg = dims.ownerSVGElement;
     entry.axes = Array.from(svg.querySelectorAll('text.label')).map(e => e.textContent);
-    let f = svg[Object.keys(svg).find(k => k.startsWith('__reactFiber'))];
+    let node = svg;  // d3 draws the SVG: the nearest element React rendered holds the component's fiber
+    while (node && !Object.keys(node).some(k => k.startsWith('__reactFiber'))) node = node.parentElement;
+    let f = node && node[Object.keys(node).find(k => k.startsWith('__reactFiber'))];
     for (let i = 0; i < 60 && f; i++, f = f.return) {
       const props = f.memoizedProps || {};
       if (Array.isArray(props.data) && Array.isArray(props.selectedParams)) { entry.runs = props.data.length; break; }
@@ -275,7 +278,9 @@ def test_mtlsearch_ui_charts_every_trial_on_each_open(remote_search, browser, tm
             browser.get(url)
             wanted = {"p vs. val/delta_m", "Parallel Coordinates", "lr vs. p vs. val/delta_m"}
             wait.until(
-                lambda d, wanted=wanted: wanted <= {c["title"] for c in d.execute_script(_CHARTS_JS) if c.get("traces") or c.get("runs")}
+                lambda d, wanted=wanted: (
+                    wanted <= {c["title"] for c in d.execute_script(_CHARTS_JS) if c.get("traces") or c.get("runs") is not None}
+                )
             )
             cards = {c["title"]: c for c in browser.execute_script(_CHARTS_JS)}
             for title in wanted:

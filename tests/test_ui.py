@@ -110,7 +110,7 @@ def test_ui_bad_port_is_one_line_and_exit_2(tmp_path, capsys):
 
 def test_dispatcher(capsys):
     assert mtlsearch_main(["bogus"]) == 2
-    assert capsys.readouterr().err.strip() == "error: unknown subcommand 'bogus'; choose one of launch, ui, report"
+    assert capsys.readouterr().err.strip() == "error: unknown subcommand 'bogus'; choose one of launch, ui, report, list"
     assert mtlsearch_main(["--help"]) == 0
     out = capsys.readouterr().out
     assert all(f"  {name} " in out for name in SUBCOMMANDS)
