@@ -21,7 +21,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mtlsearch.results import fmt  # a value in a progress line is written as in a results table
@@ -316,8 +316,9 @@ def time_one_epoch(space: SearchSpace) -> tuple[float, float]:
         torch.set_num_threads(threads)
 
 
-def dry_run(space: SearchSpace, *, timed: bool = True, out: Callable[[str], None] = print) -> int:
-    """What the search would do, starting nothing (no Ray, no MLflow store, nothing written)."""
+def dry_run(space: SearchSpace, *, timed: bool = True, out: Callable[[str], None] = print, where: Sequence[str] = ()) -> int:
+    """What the search would do, starting nothing (no Ray, no MLflow store, nothing written); ``where``:
+    the lines saying where its results would go (:func:`mtlsearch.launch.results_destination`)."""
     total = total_trials(space)
     budget = total * space.max_epochs
     out(
@@ -352,6 +353,8 @@ def dry_run(space: SearchSpace, *, timed: bool = True, out: Callable[[str], None
         )
         timed = False
     if not timed:
+        for line in where:
+            out(line)
         out("Nothing was started or written (no Ray, no MLflow store); run without --dry-run to search.")
         return 0
     setup_s, epoch_s = time_one_epoch(space)
@@ -364,5 +367,7 @@ def dry_run(space: SearchSpace, *, timed: bool = True, out: Callable[[str], None
         f"{setup_s:.2f} s to build its data and model; "
         f"not counted: ASHA's early stops (shorter), Ray's start and the workers' start (longer: ~10 s, a few s each)."
     )
+    for line in where:
+        out(line)
     out("Nothing was started or written (no Ray, no MLflow store); run without --dry-run to search.")
     return 0

@@ -160,12 +160,17 @@ def _chart(kind: str, uuid: str, **fields: Any) -> dict[str, Any]:
 
 
 def trials_view_charts(
-    objectives: Sequence[Sequence[str]], params: Sequence[str], numeric: Sequence[str] | None = None
+    objectives: Sequence[Sequence[str]],
+    params: Sequence[str],
+    numeric: Sequence[str] | None = None,
+    always: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """The view's charts: the (first) objective against each searched parameter (scatter), parallel
     coordinates of every searched parameter and the objectives, and a contour of the objective over two
     numeric parameters (``p`` x ``lr`` when both are searched).  ``numeric``: the searched parameters with
-    numbers for values (default: every one but ``method``)."""
+    numbers for values (default: every one but ``method``); ``always``: those every trial has (default: all).
+    MLflow's parallel coordinates leave out a run that lacks one of its axes, so a conditional parameter
+    (``p`` only ``when: {method: gemtl}``) is not an axis there: it would hide every other method's trials."""
     metric = objectives[0][0]
     searched = list(dict.fromkeys(params))
     nums = [k for k in searched if k != "method"] if numeric is None else [k for k in searched if k in set(numeric)]
@@ -183,7 +188,7 @@ def trials_view_charts(
             _chart(
                 "PARALLEL",
                 "mtlsearch-parallel",
-                selectedParams=searched[:MAX_SCATTERS],
+                selectedParams=[k for k in searched if always is None or k in set(always)][:MAX_SCATTERS],
                 selectedMetrics=[m for m, _ in objectives],
                 showAllRuns=True,
             )
@@ -209,6 +214,7 @@ def trials_view_state(
     params: Sequence[str],
     *,
     numeric: Sequence[str] | None = None,
+    always: Sequence[str] | None = None,
     completed_only: bool = False,
 ) -> dict[str, Any]:
     """The runs page of one search: its trial runs (children of ``parent_run_id``; ``completed_only``: those
@@ -231,7 +237,7 @@ def trials_view_state(
         # the table's column ids: the run name, our columns in this order, then the UI's start time and duration
         "columnOrder": ["attributes.`Run Name`", *columns, "runDateAndNestInfo", "duration"],
         "runsHiddenMode": "SHOW_ALL",
-        "compareRunCharts": trials_view_charts(objectives, params, numeric),
+        "compareRunCharts": trials_view_charts(objectives, params, numeric, always),
         "compareRunSections": [
             {"uuid": CHART_SECTION, "name": "Search", "display": True, "isReordered": False, "deleted": False, "isGenerated": False}
         ],
@@ -274,12 +280,13 @@ def set_trials_view(
     objectives: Sequence[Sequence[str]],
     params: Sequence[str],
     numeric: Sequence[str] | None = None,
+    always: Sequence[str] | None = None,
 ) -> str:
     """Write (or update) the experiment tags of a search's two views, every trial and the completed ones;
     returns the first's key."""
     tags = client.get_experiment(experiment_id).tags
     for view, label, completed in (("trials", "Trials", False), (COMPLETED_VIEW, "Completed trials", True)):
-        state = trials_view_state(parent_run_id, objectives, params, numeric=numeric, completed_only=completed)
+        state = trials_view_state(parent_run_id, objectives, params, numeric=numeric, always=always, completed_only=completed)
         key = VIEW_TAG_PREFIX + trials_view_key(parent_run_id, view)
         current = tags.get(key)
         created = None
@@ -361,7 +368,10 @@ def ensure_trials_view(client: MlflowClient, experiment: Experiment, parent: Run
             values.setdefault(k, set()).add(v)
     varying = [k for k in sorted(values) if len(values[k]) > 1 and k != "method"]
     numeric = [k for k in varying if all(_is_number(v) for v in values[k])]
-    set_trials_view(client, experiment.experiment_id, parent.info.run_id, parent.info.run_name, search_objectives(parent), varying, numeric)
+    always = [k for k in varying if all(k in run.data.params for run in trials)]
+    set_trials_view(
+        client, experiment.experiment_id, parent.info.run_id, parent.info.run_name, search_objectives(parent), varying, numeric, always
+    )
 
 
 def _is_number(text: str) -> bool:
@@ -682,7 +692,10 @@ class Tracker:
                 Path(results_dir), {**info, "experiment": self.experiment, "tracking_uri": self.tracking_uri, "search_id": self.search_id}
             )
         run_id = self.start_search_from(info)
-        set_trials_view(self.client, self.experiment_id, run_id, Path(self.search_id).name, info["objectives"], self.searched, numeric)
+        always = [p.name for p in space.params if p.kind != "value" and not p.when]
+        set_trials_view(
+            self.client, self.experiment_id, run_id, Path(self.search_id).name, info["objectives"], self.searched, numeric, always
+        )
         return run_id
 
     def start_search_from(self, info: Mapping[str, Any], *, reopen: bool = True) -> str:

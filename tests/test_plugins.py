@@ -247,8 +247,11 @@ def test_set_overrides_are_validated_like_the_file(plugin_dir, capsys):
     params = {p.name: p for p in loaded.params}
     assert (params["lr"].kind, params["lr"].args, params["seed"].args) == ("uniform", [0.001, 0.01], 3)
     for sets, message in [
-        (["budget.num_samples=0"], "budget.num_samples: must be > 0"),
-        (["params.lr.loguniform=[0, 1]"], "params.lr: loguniform needs 0 < low < high"),
+        # An error about a key a --set wrote names the --set, not the file (issue 25).
+        (["budget.num_samples=0"], "error: --set budget.num_samples=0: must be > 0"),
+        (["params.lr.loguniform=[0, 1]"], "error: --set params.lr.loguniform=[0, 1]: loguniform needs 0 < low < high"),
+        (["params.seed=3", "params.method=nope"], "error: --set params.method=nope: unknown method 'nope'; choose one of "),
+        (["params.lr=-1"], "error: --set params.lr=-1: must be > 0, got -1"),
         (["budgets.num_samples=3"], "--set: 'budgets.num_samples=3': unknown key 'budgets'"),
         (["budget.num_samples"], "--set: expected KEY.PATH=VALUE"),
     ]:

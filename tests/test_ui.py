@@ -67,6 +67,9 @@ def test_trials_view_charts_the_objective_against_the_searched_parameters():
     one = tracking.trials_view_charts([["val/delta_m", "max"]], ["method", "lr"], numeric=["lr"])
     assert [(c["type"], c.get("xaxis", {}).get("key")) for c in one] == [("SCATTER", "lr"), ("PARALLEL", None), ("SCATTER", "method")]
     assert tracking.trials_view_charts([["val/delta_m", "max"]], []) == []
+    # A conditional parameter is no parallel axis (MLflow leaves out the runs without it), but has its scatter.
+    cond = tracking.trials_view_charts([["val/delta_m", "max"]], ["method", "p", "lr"], numeric=["p", "lr"], always=["method", "lr"])
+    assert cond[1]["selectedParams"] == ["method", "lr"] and cond[0]["xaxis"]["key"] == "p"
 
 
 def test_trials_view_tag_is_the_ui_saved_view_envelope():
