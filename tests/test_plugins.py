@@ -374,3 +374,25 @@ def test_what_a_remote_cluster_is_sent(plugin_dir, monkeypatch):
     assert runtime_env(prepared, remote=True, in_job=True, cwd=str(plugin_dir / "elsewhere")) == {"py_modules": files}
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # inside a job: paths stay relative to its directory
     assert launch.prepare_space(args).benchmark == "mytasks.py:Good"
+
+
+def test_python_api_quiet_and_its_errors_name_the_keyword_argument(tmp_path, monkeypatch):
+    """``search(..., quiet=True)`` is the launcher's ``--quiet``; bad input names the keyword argument
+    (not the ``--set`` it becomes) and lists the launcher options a keyword may also be."""
+    import mtlsearch
+    from mtlsearch.api import search_argv
+
+    assert search_argv("gemtl_p", quiet=True) == ["--space", "gemtl_p", "--quiet"]
+    assert search_argv("gemtl_p", quiet=False) == ["--space", "gemtl_p"]
+    monkeypatch.chdir(tmp_path)
+    for kwargs, message in [
+        ({"budget__num_samples": 0}, "search(..., budget__num_samples=...): must be > 0, got 0"),
+        ({"method": "nope"}, "search(method=...): unknown method 'nope'; choose one of "),
+        ({"num_sample": 3}, "search(..., num_sample=...): 'num_sample=3': unknown key 'num_sample'; allowed: "),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            mtlsearch.search("gemtl_p", quiet=True, **kwargs)
+        assert str(err.value).startswith(message), str(err.value)
+        assert "--set" not in str(err.value)
+    assert "or a launcher option: address, cpus_per_trial, " in str(err.value) and "num_samples" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # refused before anything was written
