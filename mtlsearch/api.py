@@ -93,9 +93,10 @@ def search_argv(
 def as_keyword_error(err: ConfigError) -> ConfigError:
     """A ``--set`` error of :func:`search` said in its terms: the keyword argument (``params__lr=...``)
     that became the ``--set``, and the launcher flags a keyword may also be."""
-    if not (err.field or "").startswith("--set"):
+    field = err.field or ""
+    if not field.startswith("--set"):
         return err
-    item = err.field[len("--set") :].strip()
+    item = field[len("--set") :].strip()
     if not item:  # apply_sets' own errors quote the item first: "'budgetz.x=1': unknown key ..."
         quoted = err.message.split("'")
         item = quoted[1] if len(quoted) > 2 else ""
