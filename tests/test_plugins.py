@@ -396,3 +396,32 @@ def test_python_api_quiet_and_its_errors_name_the_keyword_argument(tmp_path, mon
         assert "--set" not in str(err.value)
     assert "or a launcher option: address, cpus_per_trial, " in str(err.value) and "num_samples" in str(err.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # refused before anything was written
+
+
+def test_a_misspelt_module_file_or_class_gets_a_did_you_mean(plugin_dir, monkeypatch):
+    from mtlsearch.balancing import Balancing
+    from mtlsearch.benchmarks import Benchmark
+    from mtlsearch.plugins import load_class
+
+    monkeypatch.chdir(plugin_dir)
+    monkeypatch.syspath_prepend(str(plugin_dir))
+    for spec, base, hint in [
+        (
+            "mytask:Good",
+            Benchmark,
+            "no module named 'mytask' on the Python path (run from the folder that holds it, or install it); did you mean 'mytasks'?",
+        ),
+        (
+            "mytasks:Goo",
+            Benchmark,
+            "has no class 'Goo'; its Benchmark classes: Good, GoodHPS, MissingTask, NoDirection, NoShared, WrongShapes; did you mean 'Good'?",
+        ),
+        ("./mymethod.py:SoftMax", Balancing, "no such file (from './mymethod.py:SoftMax'); did you mean 'mymethods.py'?"),
+        ("mtlsearch.benchmarks.multidigit:MultiDigits", Benchmark, "did you mean 'mtlsearch.benchmarks.multidigits'?"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            load_class(spec, base, "method" if base is Balancing else "benchmark")
+        assert hint in str(err.value), str(err.value)
+    with pytest.raises(ConfigError) as err:  # nothing close: no guess
+        load_class("mytasks:Zzzzzz", Benchmark, "benchmark")
+    assert "did you mean" not in str(err.value)
