@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "launch": ("mtlsearch.launch", "run a search (the default: `mtlsearch --space NAME` is `mtlsearch launch --space NAME`)"),
     "ui": ("mtlsearch.ui", "open a search's trial comparison in the MLflow UI"),
     "report": ("mtlsearch.report", "tables and figures of a finished search"),
+    "list": ("mtlsearch.listing", "list the search spaces, methods, benchmarks or protocols, one line each"),
 }
 
 

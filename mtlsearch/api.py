@@ -80,7 +80,7 @@ def search_argv(
             continue
         if key in FLAGS:
             argv += [FLAGS[key], str(value)]
-        elif key in ("storage_is_shared", "resume"):
+        elif key in ("storage_is_shared", "resume", "quiet"):
             if value:
                 argv.append("--" + key.replace("_", "-"))
         else:
@@ -89,6 +89,25 @@ def search_argv(
     for item in sets:
         argv += ["--set", item]
     return argv
+
+
+def as_keyword_error(err: ConfigError) -> ConfigError:
+    """A ``--set`` error of :func:`search` said in its terms: the keyword argument (``params__lr=...``)
+    that became the ``--set``, and the launcher flags a keyword may also be."""
+    field = err.field or ""
+    if not field.startswith("--set"):
+        return err
+    item = field[len("--set") :].strip()
+    if not item:  # apply_sets' own errors quote the item first: "'budgetz.x=1': unknown key ..."
+        quoted = err.message.split("'")
+        item = quoted[1] if len(quoted) > 2 else ""
+    key = item.partition("=")[0].replace(".", "__")
+    message = err.message
+    if "unknown key" in message:
+        message += f"; or a launcher option: {', '.join(sorted([*FLAGS, 'quiet', 'resume', 'storage_is_shared']))}"
+    if key == "params__method":
+        return ConfigError(message, field="search(method=...)")
+    return ConfigError(message, field=f"search(..., {key}=...)" if key else "search()")
 
 
 def search(space: str | Mapping[str, Any], benchmark: Any = None, method: Any = None, **overrides: Any) -> pd.DataFrame:
@@ -100,14 +119,19 @@ def search(space: str | Mapping[str, Any], benchmark: Any = None, method: Any = 
     ``max_epochs``, ``tracking_uri``, ``storage``, ``name``, ``experiment``, ``seed``, ``address``,
     ``data_root``, ``cpus_per_trial``, ``gpus_per_trial``, ``max_failures``), or keys of the space file
     with ``__`` for ``.`` (``budget__num_samples=50``, ``params__lr={"loguniform": [1e-4, 1e-2]}``,
-    ``**{"scheduler.type": "fifo"}``), validated like the file.  Raises :class:`ConfigError` on bad
-    input and ``RuntimeError`` if the search was interrupted."""
+    ``**{"scheduler.type": "fifo"}``), validated like the file; ``quiet=True`` prints only errors and the
+    results (no progress line per epoch).  Raises :class:`ConfigError` on bad input (naming the keyword
+    argument, e.g. ``search(..., budget__num_samples=...): must be > 0, got 0``) and ``RuntimeError`` if
+    the search was interrupted."""
     from mtlsearch import launch
 
     argv = search_argv(space, benchmark, method, **overrides)
     args = launch.build_parser().parse_args(argv)
     args.argv = argv
-    code = launch.run(args)
+    try:
+        code = launch.run(args)
+    except ConfigError as err:
+        raise as_keyword_error(err) from None
     where = getattr(args, "search_ref", None)
     if code != 0 or where is None:
         raise RuntimeError(

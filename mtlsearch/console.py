@@ -21,7 +21,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from mtlsearch.results import fmt  # a value in a progress line is written as in a results table
@@ -331,8 +331,9 @@ def time_one_epoch(space: SearchSpace) -> tuple[float, float]:
         torch.set_num_threads(threads)
 
 
-def dry_run(space: SearchSpace, *, timed: bool = True, out: Callable[[str], None] = print) -> int:
-    """What the search would do, starting nothing (no Ray, no MLflow store, nothing written)."""
+def dry_run(space: SearchSpace, *, timed: bool = True, out: Callable[[str], None] = print, where: Sequence[str] = ()) -> int:
+    """What the search would do, starting nothing (no Ray, no MLflow store, nothing written); ``where``:
+    the lines saying where its results would go (:func:`mtlsearch.launch.results_destination`)."""
     total = total_trials(space)
     budget = total * space.max_epochs
     out(
@@ -377,6 +378,8 @@ def dry_run(space: SearchSpace, *, timed: bool = True, out: Callable[[str], None
         )
         timed = False
     if not timed:
+        for line in where:
+            out(line)
         out("Nothing was started or written (no Ray, no MLflow store); run without --dry-run to search.")
         return 0
     setup_s, epoch_s = time_one_epoch(space)
@@ -389,5 +392,75 @@ def dry_run(space: SearchSpace, *, timed: bool = True, out: Callable[[str], None
         f"{setup_s:.2f} s to build its data and model; "
         f"not counted: ASHA's early stops (shorter), Ray's start and the workers' start (longer: ~10 s, a few s each)."
     )
+    for line in method_cost_lines(space, epoch_s, setup_s, parallel):
+        out(line)
+    for line in where:
+        out(line)
     out("Nothing was started or written (no Ray, no MLflow store); run without --dry-run to search.")
     return 0
+
+
+# ------------------------------------------------------------------------------ --dry-run: a method axis
+def method_step_costs(space: SearchSpace, steps: int = 5) -> dict[str, float] | None:
+    """Where the space searches ``method`` (choice or grid of several): each method's training-step time
+    relative to the first trial configuration's method (the one :func:`time_one_epoch` timed), measured
+    here on the CPU with a trial's thread count on one batch of each method's first configuration (the fastest of
+    ``steps`` rounds, each timing one step of every method in a shuffled order, after a warm-up step);
+    None without a method axis."""
+    import random
+
+    import torch
+
+    from mtlsearch.config import TrialConfig
+    from mtlsearch.trainer import Trainer
+
+    axis = next((p for p in space.params if p.name == "method" and p.kind in ("choice", "grid")), None)
+    if axis is None or len(axis.args) < 2:
+        return None
+    probes: dict[str, dict[str, Any]] = {}
+    for probe in space.probe_configs():  # the first configuration of each method
+        probes.setdefault(str(probe.get("method")), {**probe, "device": "cpu"})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(space.resources.get("cpus_per_trial") or 1)))
+    samples: dict[str, list[float]] = {m: [] for m in probes}
+    try:
+        built = {}
+        for method, probe in probes.items():
+            trainer = Trainer(TrialConfig.from_dict(probe, source=str(space.path)))  # the data is built once per process
+            x, targets = next(iter(trainer.splits["train"].batches(trainer.config.batch_size, shuffle=False)))
+            x, targets = trainer._to_device(x, targets)
+            trainer.train_step(x, targets)  # warm-up: lazy state, first allocations
+            built[method] = (trainer, x, targets)
+        order = list(built)
+        rng = random.Random(0)
+        for _ in range(steps):  # rounds over every method in a shuffled order, so that drift hits all alike
+            rng.shuffle(order)
+            for method in order:
+                trainer, x, targets = built[method]
+                t0 = time.perf_counter()
+                trainer.train_step(x, targets)
+                samples[method].append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(threads)
+    times = {m: min(s) for m, s in samples.items()}  # the fastest round: a loaded machine only adds time
+    timed = str(space.probe_configs()[0].get("method"))
+    return {m: t / times[timed] for m, t in times.items()}
+
+
+def method_cost_lines(space: SearchSpace, epoch_s: float, setup_s: float, parallel: int) -> list[str]:
+    """The dry run's lines for a method axis: each method's measured step cost relative to the timed one,
+    the trials each method gets, and the estimate weighted by those costs."""
+    costs = method_step_costs(space)
+    if not costs:
+        return []
+    timed = str(space.probe_configs()[0].get("method"))
+    per_method = total_trials(space) / len(costs)  # the method axis is crossed with the samples (same budget each)
+    weighted = setup_s + sum(per_method * space.max_epochs * epoch_s * c for c in costs.values()) / parallel
+    ranked = sorted(costs.items(), key=lambda kv: kv[1])
+    return [
+        f"Methods: {len(costs)}, {per_method:g} trial(s) each ({total_trials(space)} trials = {len(costs)} methods x "
+        f"{total_trials(space) / len(costs):g}); step time relative to {timed!r} (the timed epoch's method), measured here "
+        "on one batch (fastest of 5 rounds): " + ", ".join(f"{m} {c:.2f}" for m, c in ranked) + ".",
+        f"With these costs the search takes about {duration(weighted)} on this machine if every trial ran all its epochs "
+        f"(the estimate above assumes every method costs what {timed!r} does).",
+    ]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from pathlib import Path
 import sys
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -105,7 +106,17 @@ def _positive(value: float | None, flag: str, *, allow_zero: bool = False) -> No
 
 
 def prepare_space(args: argparse.Namespace) -> SearchSpace:
-    """Load the space and apply the CLI overrides; every error here is a ConfigError (exit 2)."""
+    """Load the space and apply the CLI overrides; every error here is a ConfigError (exit 2), attributed
+    to the ``--set KEY=VALUE`` that wrote the key it is about (:func:`mtlsearch.spaces.blame_set`)."""
+    from mtlsearch import spaces
+
+    try:
+        return _prepare_space(args)
+    except ConfigError as err:
+        raise spaces.blame_set(err, getattr(args, "set", None) or ()) from None
+
+
+def _prepare_space(args: argparse.Namespace) -> SearchSpace:
     from mtlsearch import spaces
 
     _positive(args.num_samples, "--num-samples")
@@ -203,6 +214,24 @@ def check_data_folder(space: SearchSpace) -> None:
         raise err.with_source(str(space.path)) from None
 
 
+def results_destination(args: argparse.Namespace, space: SearchSpace) -> list[str]:
+    """Where a search with these arguments writes (``--dry-run`` says it; it writes nothing)."""
+    from mtlsearch import studies, tracking
+
+    tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
+    storage = args.storage if args.storage and "://" in args.storage else os.path.abspath(os.path.expanduser(args.storage or "ray_results"))
+    name = args.name or f"{space.name}-<date>-<time>"
+    lines = [
+        f"MLflow: experiment {args.experiment or space.name!r} in {tracking_uri} (one parent run for the search, one nested run per trial)",
+        f"Ray Tune's results and checkpoints: {storage.rstrip('/')}/{name}",
+    ]
+    if space.searcher["type"] == "optuna":
+        local = None if "://" in storage else Path(storage)
+        study = studies.storage_url(tracking_uri, local)
+        lines.append(f"Optuna study {name!r}: {study}" if study else "Optuna study: in memory (a cloud --storage with a remote MLflow)")
+    return ["Results will be written to:", *(f"  {line}" for line in lines)]
+
+
 def run(args: argparse.Namespace, callbacks: Sequence[Any] = ()) -> int:
     """The search; ``callbacks``: extra Ray Tune callbacks (a notebook's display, a test's fault injector)."""
     from mtlsearch import preflight
@@ -215,7 +244,7 @@ def run(args: argparse.Namespace, callbacks: Sequence[Any] = ()) -> int:
     # Before Ray and any trial, creating nothing: tasks, device, metrics, tracking URI, storage, resume.
     preflight.check(args, space)
     if getattr(args, "dry_run", False):
-        return console.dry_run(space)
+        return console.dry_run(space, where=results_destination(args, space))
     from mtlsearch import plugins
 
     remote = bool(args.address or os.environ.get("RAY_ADDRESS"))

@@ -146,7 +146,8 @@ def load_class(spec: str, base: type, what: str) -> type:
                 try:
                     module = importlib.import_module(path.stem)
                 except ModuleNotFoundError:
-                    raise ConfigError(f"no such file (from {spec!r})", source=target, field=what) from None
+                    near = _did_you_mean(path.name, [f.name for f in _siblings(path)])
+                    raise ConfigError(f"no such file (from {spec!r}){near}", source=target, field=what) from None
         else:
             try:
                 module = importlib.import_module(target)
@@ -154,7 +155,7 @@ def load_class(spec: str, base: type, what: str) -> type:
                 if err.name and (target == err.name or target.startswith(err.name + ".")):
                     raise ConfigError(
                         f"cannot import module {target!r} (from {spec!r}): no module named {err.name!r} "
-                        "on the Python path (run from the folder that holds it, or install it)",
+                        f"on the Python path (run from the folder that holds it, or install it){_module_suggestion(err.name)}",
                         source=target,
                         field=what,
                     ) from None
@@ -174,8 +175,11 @@ def load_class(spec: str, base: type, what: str) -> type:
             classes = sorted(
                 k for k, v in vars(module).items() if isinstance(v, type) and issubclass(v, base) and v.__module__ == module.__name__
             )
+            names = classes or sorted(k for k, v in vars(module).items() if isinstance(v, type))
             raise ConfigError(
-                f"has no class {attr!r}; its {base.__name__} classes: {', '.join(classes) or 'none'}", source=source, field=what
+                f"has no class {attr!r}; its {base.__name__} classes: {', '.join(classes) or 'none'}{_did_you_mean(part, names)}",
+                source=source,
+                field=what,
             )
     if not (isinstance(obj, type) and issubclass(obj, base)):
         kind = f"class {obj.__name__}" if isinstance(obj, type) else type(obj).__name__
@@ -184,6 +188,38 @@ def load_class(spec: str, base: type, what: str) -> type:
         )
     _CACHE[key] = obj
     return obj
+
+
+def _did_you_mean(name: str, candidates: Iterable[str]) -> str:
+    """``"; did you mean 'X'?"`` for the closest of ``candidates`` (difflib), else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _siblings(path: Path) -> list[Path]:
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        return [f for f in folder.iterdir() if f.suffix == ".py"]
+    except OSError:
+        return []
+
+
+def _module_suggestion(missing: str) -> str:
+    """A module of that name's package (or a top-level one: the working directory's and the path's)
+    whose name is close to ``missing``."""
+    import pkgutil
+
+    parent, _, leaf = missing.rpartition(".")
+    if parent:
+        try:
+            package = importlib.import_module(parent)
+        except Exception:  # noqa: BLE001 - a suggestion never raises
+            return ""
+        names = [f"{parent}.{m.name}" for m in pkgutil.iter_modules(getattr(package, "__path__", []))]
+        return _did_you_mean(missing, names)
+    return _did_you_mean(leaf, [m.name for m in pkgutil.iter_modules([os.getcwd(), *sys.path])])
 
 
 def source_file(spec: str) -> str:

@@ -862,10 +862,29 @@ def load_space(name_or_path: str, *, validate: bool = True, sets: Any = ()) -> S
     if sets:
         data = apply_sets(data, sets)
         text = text.rstrip("\n") + "\n" + "".join(f"# --set {item}\n" for item in sets)
-    space = parse_space(data, str(path), text, path)
-    if validate:
-        space.validate_trials()
+    try:
+        space = parse_space(data, str(path), text, path)
+        if validate:
+            space.validate_trials()
+    except ConfigError as err:
+        raise blame_set(err, sets) from None
     return space
+
+
+def blame_set(err: ConfigError, sets: Any) -> ConfigError:
+    """The error attributed to the ``--set KEY=VALUE`` (the last one) that wrote the key it is about,
+    e.g. ``--set params.method=nope: unknown method 'nope'; ...``; else unchanged (the file's)."""
+    if not err.field:
+        return err
+    field = err.field
+    for item in reversed(list(sets or ())):
+        key = str(item).partition("=")[0].strip()
+        parts = key.split(".")
+        names = {key, ".".join(parts[:2])} | ({parts[1]} if parts[0] == "params" and len(parts) > 1 else set())
+        if field in names or key.startswith(field + ".") or field.startswith(key + "."):
+            what = "" if field in names else f"{field}: "
+            return ConfigError(what + err.message, field=f"--set {item}")
+    return err
 
 
 def override(space: SearchSpace, **changes: Any) -> SearchSpace:

@@ -1,9 +1,12 @@
 """``mtlsearch ui``: open a search's trial comparison in the MLflow UI.
 
 The URL (:func:`mtlsearch.tracking.trials_url`) lands on the search's experiment in the UI's model-training
-mode, on a saved view of the runs table that the launcher wrote when the search started: the trial runs
-(not collapsed under the parent run), sorted by the objective, with the method, the searched parameters,
-the objective(s) and the trial status as columns.  For a search logged by an earlier version the view is
+mode, in its chart view, on a saved view that the launcher wrote when the search started: the trial runs
+(not collapsed under the parent run, every one plotted), sorted by the objective, with the method, the
+searched parameters, the objective(s), the epochs and the trial status as columns, and charts of the
+objective against each searched parameter, parallel coordinates and a contour over two numeric
+parameters.  A second saved view holds the completed trials only; the lines printed under the URL
+give the table's URL, the completed trials' and the way back to the model-training navigation.  For a search logged by an earlier version the view is
 written here (its columns: the parameters whose values differ between the trials).
 
 On a tracking server (``--tracking-uri http://...``) the command prints the URL and opens it.  On a local
@@ -149,8 +152,10 @@ def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 180.0) -> Non
     raise RuntimeError(f"mlflow server did not answer at {base} within {timeout:.0f} s")
 
 
-def _open(url: str, no_browser: bool) -> None:
+def _open(url: str, no_browser: bool, help_lines: Sequence[str] = ()) -> None:
     print(url, flush=True)
+    for line in help_lines:  # on stderr: stdout holds the URL alone, for scripts
+        print(f"  {line}", file=sys.stderr, flush=True)
     if not no_browser:
         import webbrowser
 
@@ -167,7 +172,11 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise ConfigError(f"{args.port} is not a TCP port (1 to 65535)", field="--port")
     if uri.startswith(("http://", "https://")):
-        _open(trials_url(uri, experiment), args.no_browser)
+        client = tracking.open_store(uri)
+        exp, parent = tracking.find_search(client, experiment)
+        tracking.ensure_trials_view(client, exp, parent)
+        url = tracking.trials_url(uri, exp.experiment_id, parent.info.run_id)
+        _open(url, args.no_browser, tracking.ui_help(uri, exp.experiment_id, parent.info.run_id))
         return 0
     client = tracking.open_store(uri)
     exp, parent = tracking.find_search(client, experiment)
@@ -177,7 +186,7 @@ def run(args: argparse.Namespace) -> int:
     serving = _serves(base, exp.experiment_id, parent.info.run_id)
     if serving:
         print(f"The MLflow UI at {base} serves this store already.", file=sys.stderr, flush=True)
-        _open(url, args.no_browser)
+        _open(url, args.no_browser, tracking.ui_help(base, exp.experiment_id, parent.info.run_id))
         return 0
     if serving is False:
         raise ConfigError(f"{base} is in use by another server (not one of the store {uri}); pass another --port", field="--port")
@@ -193,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     proc = start_server(uri, args.host, args.port)
     try:
         wait_ready(base, proc)
-        _open(url, args.no_browser)
+        _open(url, args.no_browser, tracking.ui_help(base, exp.experiment_id, parent.info.run_id))
         proc.wait()
     except KeyboardInterrupt:
         pass

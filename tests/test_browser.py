@@ -160,9 +160,14 @@ def test_mtlsearch_ui_opens_the_trial_comparison(remote_search, browser, tmp_pat
     assert tracking.VIEW_TAG_PREFIX + tracking.trials_view_key(parent["info"]["run_id"]) in exp_tags
     # ... and printed the URL that `mtlsearch ui` prints.
     assert mtlsearch_main(["ui", "--no-browser", "--tracking-uri", uri, "--experiment", remote_search.experiment]) == 0
-    url = capsys.readouterr().out.strip().splitlines()[-1]
-    assert url.startswith(f"{uri}/#/experiments/{exp_id}/runs?"), url
-    assert f"Open the runs in the MLflow UI:\n  {url}\n" in remote_search.output
+    printed = capsys.readouterr()
+    charts_url = printed.out.strip().splitlines()[-1]
+    assert charts_url.startswith(f"{uri}/#/experiments/{exp_id}/runs?"), charts_url
+    assert f"Open the runs in the MLflow UI:\n  {charts_url}\n" in remote_search.output
+    # The lines under the URL give the table's URL (this test's) and the way back to model training.
+    (url,) = [line.split(": ", 1)[1] for line in printed.err.splitlines() if "the same trials as a table: " in line]
+    assert url == tracking.trials_url(uri, exp_id, parent["info"]["run_id"], charts=False)
+    assert "click 'Model training'" in printed.err and "click 'Model training'" in remote_search.output
     trials = [r for r in runs if shared.run_tags(r).get("mlflow.parentRunId") == parent["info"]["run_id"]]
     assert len(trials) == 4
     value = {r["info"]["run_name"]: shared.run_metrics(r).get("val/delta_m") for r in trials}
@@ -205,3 +210,107 @@ def test_mtlsearch_ui_opens_the_trial_comparison(remote_search, browser, tmp_pat
         browser.save_screenshot(str(shot))
         if os.environ.get("MTLSEARCH_DOCS_SCREENSHOT"):  # refresh the README's copy: MTLSEARCH_DOCS_SCREENSHOT=1
             shutil.copy(shot, Path(__file__).resolve().parent.parent / "docs" / "mlflow_trials.png")
+
+
+#: The charts on the page: plotly's scatter and contour plots (their traces' data) and the parallel
+#: coordinates (an SVG drawn from the data its React component gets: read from the component's props).
+_CHARTS_JS = """
+const cards = [];
+for (const h of document.querySelectorAll('h4[title]')) {
+  // The chart's card: the largest ancestor that holds one card's drag handle only.
+  const handles = e => e.querySelectorAll('[data-testid="experiment-view-compare-runs-card-drag-handle"]').length;
+  let card = h;
+  while (card.parentElement && handles(card.parentElement) <= 1) card = card.parentElement;
+  const box = card.getBoundingClientRect();
+  const entry = {title: h.getAttribute('title'), onScreen: box.top >= 0 && box.bottom <= window.innerHeight && box.left >= 0 && box.right <= window.innerWidth};
+  const plot = card.querySelector('.js-plotly-plot');
+  if (plot) entry.traces = (plot.data || []).map(t => ({type: t.type, x: Array.from(t.x || [], Number), y: Array.from(t.y || [], Number), z: Array.from(t.z || [])}));
+  const dims = card.querySelector('svg g.dimension');
+  if (dims) {
+    const svg = dims.ownerSVGElement;
+    entry.axes = Array.from(svg.querySelectorAll('text.label')).map(e => e.textContent);
+    let node = svg;  // d3 draws the SVG: the nearest element React rendered holds the component's fiber
+    while (node && !Object.keys(node).some(k => k.startsWith('__reactFiber'))) node = node.parentElement;
+    let f = node && node[Object.keys(node).find(k => k.startsWith('__reactFiber'))];
+    for (let i = 0; i < 60 && f; i++, f = f.return) {
+      const props = f.memoizedProps || {};
+      if (Array.isArray(props.data) && Array.isArray(props.selectedParams)) { entry.runs = props.data.length; break; }
+    }
+  }
+  cards.push(entry);
+}
+return cards;
+"""
+
+
+def test_mtlsearch_ui_charts_every_trial_on_each_open(remote_search, browser, tmp_path, capsys):
+    """The URL that ``mtlsearch ui`` and the launcher print opens, with no click, the search's charts: the
+    objective against p (a scatter), the parallel coordinates of the searched parameters and the objective,
+    and the objective's contour over lr x p, all three on a 1600x1200 screen, every trial plotted with its
+    logged values; and they are there again when the URL is opened a second time (the view is saved in the
+    experiment, not in the browser).  The second saved view lists the completed trials only."""
+    import os
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from mtlsearch.__main__ import main as mtlsearch_main
+
+    uri, exp_id = remote_search.uri, remote_search.experiment_id
+    runs = shared.search_runs(uri, exp_id)
+    parent = next(r for r in runs if shared.run_tags(r).get(TAG_KIND) == "search")
+    trials = [r for r in runs if shared.run_tags(r).get("mlflow.parentRunId") == parent["info"]["run_id"]]
+    assert len(trials) == 4
+    assert mtlsearch_main(["ui", "--no-browser", "--tracking-uri", uri, "--experiment", remote_search.experiment]) == 0
+    url = capsys.readouterr().out.strip().splitlines()[-1]
+    assert url == tracking.trials_url(uri, exp_id, parent["info"]["run_id"]) and url.endswith("&compareRunsMode=CHART")
+
+    scored = [r for r in trials if "val/delta_m" in shared.run_metrics(r)]
+    with_p = [r for r in scored if "p" in shared.run_params(r)]
+    lrs = sorted(float(shared.run_params(r)["lr"]) for r in scored)
+    ps = sorted(float(shared.run_params(r)["p"]) for r in with_p)
+    objective = sorted(shared.run_metrics(r)["val/delta_m"] for r in scored)
+    objective_p = sorted(shared.run_metrics(r)["val/delta_m"] for r in with_p)
+    wait = WebDriverWait(browser, 120)
+    shot = tmp_path / "mlflow_charts.png"
+    try:
+        for visit in (1, 2):
+            browser.get("about:blank")
+            browser.get(url)
+            wanted = {"p vs. val/delta_m", "Parallel Coordinates", "lr vs. p vs. val/delta_m"}
+            wait.until(
+                lambda d, wanted=wanted: (
+                    wanted <= {c["title"] for c in d.execute_script(_CHARTS_JS) if c.get("traces") or c.get("runs") is not None}
+                )
+            )
+            cards = {c["title"]: c for c in browser.execute_script(_CHARTS_JS)}
+            for title in wanted:
+                assert cards[title]["onScreen"], (visit, title, cards[title])
+            (scatter,) = [t for t in cards["p vs. val/delta_m"]["traces"] if t["type"] == "scatter"]
+            assert sorted(scatter["x"]) == pytest.approx(ps, rel=1e-9) and sorted(scatter["y"]) == pytest.approx(objective_p, rel=1e-9)
+            (points,) = [t for t in cards["lr vs. val/delta_m"]["traces"] if t["type"] == "scatter"]
+            assert sorted(points["x"]) == pytest.approx(lrs, rel=1e-9) and sorted(points["y"]) == pytest.approx(objective, rel=1e-9)
+            contour = [t for t in cards["lr vs. p vs. val/delta_m"]["traces"] if t["type"] == "scatter"]
+            assert [sorted(contour[0]["x"]), sorted(contour[0]["y"])] == [
+                pytest.approx(sorted(float(shared.run_params(r)["lr"]) for r in with_p), rel=1e-9),
+                pytest.approx(ps, rel=1e-9),
+            ]
+            parallel = cards["Parallel Coordinates"]
+            # p is conditional (GeMTL's): not an axis, as MLflow would leave out every trial without it.
+            assert parallel["axes"] == ["method", "lr", "seed", "val/delta_m"], parallel["axes"]
+            assert parallel["runs"] == len(scored), parallel
+            assert "workflowType=machine_learning" in browser.current_url
+            if visit == 1:
+                browser.save_screenshot(str(shot))
+
+        # The second view: the trials that reached max_epochs only.
+        completed = {r["info"]["run_name"] for r in trials if shared.run_tags(r).get(tracking.TAG_STATUS) == tracking.STATUS_COMPLETED}
+        assert completed  # ASHA lets the first trial to reach each milestone go on
+        browser.get(tracking.trials_url(uri, exp_id, parent["info"]["run_id"], view=tracking.COMPLETED_VIEW, charts=False))
+        wait.until(lambda d: {r.get("attributes.`Run Name`") for r in d.execute_script(_ROWS_JS)} == completed)
+        headers = dict(browser.execute_script(_HEADERS_JS))
+        assert headers.get(f"tags.`{tracking.TAG_EPOCHS}`") == tracking.TAG_EPOCHS, headers
+    finally:
+        if not shot.exists():
+            browser.save_screenshot(str(shot))
+        if os.environ.get("MTLSEARCH_DOCS_SCREENSHOT"):  # refresh the docs' copy: MTLSEARCH_DOCS_SCREENSHOT=1
+            shutil.copy(shot, Path(__file__).resolve().parent.parent / "docs" / "mlflow_charts.png")

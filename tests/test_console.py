@@ -40,6 +40,10 @@ def test_dry_run_prints_ranges_budget_and_estimate_and_starts_nothing(tmp_path, 
     assert "p: uniform [-1, 2]" in out and "lr: loguniform [0.001, 0.01]" in out, out
     assert "Epoch budget: 3 trials x 4 epochs = 12 epochs at most" in out, out
     assert "Estimated time: about " in out and "one epoch of the first trial configuration took" in out, out
+    # Where a search would write: the MLflow store and experiment, Ray's folder, the Optuna study.
+    assert f"  MLflow: experiment 'console_tiny' in sqlite:///{tmp_path / 'mlflow.db'} " in out, out
+    assert f"  Ray Tune's results and checkpoints: {tmp_path / 'ray'}/console_tiny-<date>-<time>\n" in out, out
+    assert f"  Optuna study 'console_tiny-<date>-<time>': sqlite:///{tmp_path / 'mlflow-optuna.db'}\n" in out, out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]  # no Ray results, no MLflow store
     assert ray.is_initialized() == was_running
 
@@ -112,3 +116,23 @@ def test_a_trial_worker_drops_only_the_unraisable_systemexit_of_a_stopped_trial(
     )
     assert proc.returncode == 0, proc.stderr
     assert "SystemExit" not in proc.stderr and "ValueError: a real error" in proc.stderr, proc.stderr
+
+
+def test_dry_run_weighs_a_method_axis_by_each_method_measured_step_cost(tmp_path):
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text(
+        textwrap.dedent(SPACE)
+        .replace("  method: gemtl\n", "  method: {grid: [ew, gemtl, imtl_g]}\n")
+        .replace("type: optuna, sampler: tpe", "type: random")
+        .replace("  p: {uniform", "  p: {when: {method: gemtl}, uniform")
+    )
+    space = spaces.load_space(str(space_file))
+    costs = console.method_step_costs(space, steps=2)
+    assert costs is not None and sorted(costs) == ["ew", "gemtl", "imtl_g"]
+    assert costs["ew"] == 1.0 and all(c > 0 for c in costs.values())  # relative to the timed (first) configuration's method
+    lines = console.method_cost_lines(space, epoch_s=1.0, setup_s=0.0, parallel=1)
+    n = console.total_trials(space)
+    assert lines[0].startswith(f"Methods: 3, {n // 3} trial(s) each ({n} trials = 3 methods x {n // 3}); step time relative to 'ew'")
+    assert "With these costs the search takes about " in lines[1]
+    # Without a method axis (a constant method) there is nothing to weigh.
+    assert console.method_step_costs(spaces.load_space(str(_argv(tmp_path)[1]))) is None

@@ -247,8 +247,11 @@ def test_set_overrides_are_validated_like_the_file(plugin_dir, capsys):
     params = {p.name: p for p in loaded.params}
     assert (params["lr"].kind, params["lr"].args, params["seed"].args) == ("uniform", [0.001, 0.01], 3)
     for sets, message in [
-        (["budget.num_samples=0"], "budget.num_samples: must be > 0"),
-        (["params.lr.loguniform=[0, 1]"], "params.lr: loguniform needs 0 < low < high"),
+        # An error about a key a --set wrote names the --set, not the file (issue 25).
+        (["budget.num_samples=0"], "error: --set budget.num_samples=0: must be > 0"),
+        (["params.lr.loguniform=[0, 1]"], "error: --set params.lr.loguniform=[0, 1]: loguniform needs 0 < low < high"),
+        (["params.seed=3", "params.method=nope"], "error: --set params.method=nope: unknown method 'nope'; choose one of "),
+        (["params.lr=-1"], "error: --set params.lr=-1: must be > 0, got -1"),
         (["budgets.num_samples=3"], "--set: 'budgets.num_samples=3': unknown key 'budgets'"),
         (["budget.num_samples"], "--set: expected KEY.PATH=VALUE"),
     ]:
@@ -371,3 +374,54 @@ def test_what_a_remote_cluster_is_sent(plugin_dir, monkeypatch):
     assert runtime_env(prepared, remote=True, in_job=True, cwd=str(plugin_dir / "elsewhere")) == {"py_modules": files}
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # inside a job: paths stay relative to its directory
     assert launch.prepare_space(args).benchmark == "mytasks.py:Good"
+
+
+def test_python_api_quiet_and_its_errors_name_the_keyword_argument(tmp_path, monkeypatch):
+    """``search(..., quiet=True)`` is the launcher's ``--quiet``; bad input names the keyword argument
+    (not the ``--set`` it becomes) and lists the launcher options a keyword may also be."""
+    import mtlsearch
+    from mtlsearch.api import search_argv
+
+    assert search_argv("gemtl_p", quiet=True) == ["--space", "gemtl_p", "--quiet"]
+    assert search_argv("gemtl_p", quiet=False) == ["--space", "gemtl_p"]
+    monkeypatch.chdir(tmp_path)
+    for kwargs, message in [
+        ({"budget__num_samples": 0}, "search(..., budget__num_samples=...): must be > 0, got 0"),
+        ({"method": "nope"}, "search(method=...): unknown method 'nope'; choose one of "),
+        ({"num_sample": 3}, "search(..., num_sample=...): 'num_sample=3': unknown key 'num_sample'; allowed: "),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            mtlsearch.search("gemtl_p", quiet=True, **kwargs)
+        assert str(err.value).startswith(message), str(err.value)
+        assert "--set" not in str(err.value)
+    assert "or a launcher option: address, cpus_per_trial, " in str(err.value) and "num_samples" in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # refused before anything was written
+
+
+def test_a_misspelt_module_file_or_class_gets_a_did_you_mean(plugin_dir, monkeypatch):
+    from mtlsearch.balancing import Balancing
+    from mtlsearch.benchmarks import Benchmark
+    from mtlsearch.plugins import load_class
+
+    monkeypatch.chdir(plugin_dir)
+    monkeypatch.syspath_prepend(str(plugin_dir))
+    for spec, base, hint in [
+        (
+            "mytask:Good",
+            Benchmark,
+            "no module named 'mytask' on the Python path (run from the folder that holds it, or install it); did you mean 'mytasks'?",
+        ),
+        (
+            "mytasks:Goo",
+            Benchmark,
+            "has no class 'Goo'; its Benchmark classes: Good, GoodHPS, MissingTask, NoDirection, NoShared, WrongShapes; did you mean 'Good'?",
+        ),
+        ("./mymethod.py:SoftMax", Balancing, "no such file (from './mymethod.py:SoftMax'); did you mean 'mymethods.py'?"),
+        ("mtlsearch.benchmarks.multidigit:MultiDigits", Benchmark, "did you mean 'mtlsearch.benchmarks.multidigits'?"),
+    ]:
+        with pytest.raises(ConfigError) as err:
+            load_class(spec, base, "method" if base is Balancing else "benchmark")
+        assert hint in str(err.value), str(err.value)
+    with pytest.raises(ConfigError) as err:  # nothing close: no guess
+        load_class("mytasks:Zzzzzz", Benchmark, "benchmark")
+    assert "did you mean" not in str(err.value)
