@@ -297,7 +297,7 @@ def time_one_epoch(space: SearchSpace) -> tuple[float, float]:
     """(seconds to build the first trial config's data and model, seconds of its first epoch), measured
     here in this process on the CPU with a trial's thread count, writing nothing."""
     from mtlsearch.config import TrialConfig
-    from mtlsearch.trainer import Trainer
+    from mtlsearch.multiseed import build_trainer
 
     import torch
 
@@ -308,7 +308,7 @@ def time_one_epoch(space: SearchSpace) -> tuple[float, float]:
     try:
         t0 = time.perf_counter()
         cfg = TrialConfig.from_dict(probe, source=str(space.path))
-        trainer = Trainer(cfg)
+        trainer = build_trainer(cfg)  # all of a trial's seeds (budget.seeds)
         t1 = time.perf_counter()
         next(iter(trainer.run(1)))
         return t1 - t0, time.perf_counter() - t1
