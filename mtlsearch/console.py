@@ -337,7 +337,8 @@ def dry_run(space: SearchSpace, *, timed: bool = True, out: Callable[[str], None
         if sched.get("type") == "asha"
         else ""
     )
-    out(f"Epoch budget: {total} trials x {space.max_epochs} epochs = {budget} epochs at most{asha}.")
+    seeds = f" (each epoch trains {space.seeds} seeds together, budget.seeds)" if getattr(space, "seeds", 1) > 1 else ""
+    out(f"Epoch budget: {total} trials x {space.max_epochs} epochs = {budget} epochs at most{seeds}{asha}.")
     cpus = os.cpu_count() or 1
     per = space.resources.get("cpus_per_trial") or 1
     parallel = max(1, int(cpus // per))

@@ -194,6 +194,18 @@ def test_a_batched_checkpoint_resumes_in_the_loop_and_bad_checkpoints_are_refuse
         MultiSeedTrainer({**cfg, "seed": 5}, splits=splits).load(str(tmp_path / "b.pt"))
 
 
+def test_a_dry_run_says_each_epoch_trains_the_seeds_and_times_them_all(tmp_path, monkeypatch, capsys):
+    from mtlsearch.launch import main
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "seeds.yaml"
+    path.write_text(textwrap.dedent(SPACE))
+    assert main(["--space", str(path), "--dry-run", "--set", "budget.seeds=2"]) == 0
+    out = capsys.readouterr().out
+    assert "Epoch budget: 2 trials x 2 epochs = 4 epochs at most (each epoch trains 2 seeds together, budget.seeds)" in out, out
+    assert "Estimated time: about " in out and sorted(p.name for p in tmp_path.iterdir()) == ["seeds.yaml"]
+
+
 # ------------------------------------------------------------------------------ a real search
 SPACE = """
 name: seeds_e2e
