@@ -51,7 +51,7 @@ from mtlsearch.benchmarks import HPSModel
 from mtlsearch.config import TrialConfig
 from mtlsearch.errors import ConfigError
 from mtlsearch.optim import build_optimizer
-from mtlsearch.trainer import Trainer
+from mtlsearch.trainer import NonFiniteLossError, Trainer
 
 #: Metrics reported per seed and with their spread (``seed<s>/``, ``std/``, ``sem/``).
 PER_SEED_SPLITS = ("val", "test")
@@ -130,6 +130,15 @@ class _Streams:
             yield
         finally:
             self.states[i] = self.capture()
+
+
+@contextlib.contextmanager
+def _naming_seed(seed: int) -> Iterator[None]:
+    """A seed whose loss became NaN/inf ends the trial (as a lone trial's would), naming the seed."""
+    try:
+        yield
+    except NonFiniteLossError as err:
+        raise NonFiniteLossError(f"seed {seed}: {err}") from None
 
 
 # ------------------------------------------------------------------------------ batched seeds
@@ -275,7 +284,7 @@ class _StackedSeeds:
             steps += 1
         out = []
         for i, t in enumerate(self.trainers):
-            with streams.use(i), warnings.catch_warnings():
+            with _naming_seed(t.config.seed), streams.use(i), warnings.catch_warnings():
                 # The seeds' own optimizers do not step (the stacked one does): their schedules warn.
                 warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
                 out.append(t.end_epoch(loss_sum[i], weight_sum[i], steps))
@@ -380,7 +389,7 @@ class MultiSeedTrainer:
         else:
             self._train = []
             for i, trainer in enumerate(self.trainers):
-                with self.streams.use(i):
+                with _naming_seed(trainer.config.seed), self.streams.use(i):
                     self._train.append(trainer.train_epoch())
         return combine(self._train, self.seeds)
 

@@ -161,6 +161,15 @@ def test_configs_the_batched_path_cannot_take_train_in_the_loop(extra, why, spli
         MultiSeedTrainer({**BASE, **extra, "seeds": 2}, splits=splits, batched=True)
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["loop", "batched"])
+def test_a_seed_whose_loss_diverges_ends_the_trial_naming_the_seed(batched, splits):
+    from mtlsearch.trainer import NonFiniteLossError
+
+    multi = MultiSeedTrainer({**BASE, "method": "ew", "optimizer": "sgd", "lr": 1.0, "seeds": 2}, splits=splits, batched=batched)
+    with pytest.raises(NonFiniteLossError, match=r"^seed 3: training loss of task"):
+        multi.train_epoch()
+
+
 # ------------------------------------------------------------------------------ checkpoints
 @pytest.mark.parametrize("batched", [False, True], ids=["loop", "batched"])
 def test_a_resumed_two_seed_trial_continues_every_seed_exactly(batched, splits, tmp_path):
