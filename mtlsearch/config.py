@@ -18,6 +18,10 @@ from mtlsearch.benchmarks import BENCHMARKS, benchmark_class
 from mtlsearch.errors import ConfigError, choices
 from mtlsearch.optim import check_optimizer, is_adatask
 
+#: The most seeds one trial trains (``seeds``; a space's ``budget.seeds``): beyond this, run the
+#: configurations again (the ``final`` stage) rather than hold more models in one trial.
+MAX_SEEDS = 16
+
 
 #: ``compile``: off, the encoder compiled, the encoder compiled and replayed as CUDA graphs.
 COMPILE_CHOICES = ("off", "encoder", "encoder_graphs")
@@ -65,6 +69,9 @@ class TrialConfig:
     batch_size: int = 64
     max_epochs: int = 10
     seed: int = 0
+    #: Seeds trained together in this trial: ``seed``, ``seed + 1``, ..., ``seed + seeds - 1``
+    #: (:mod:`mtlsearch.multiseed`); the trial reports their mean, spread and each seed's values.
+    seeds: int = 1
     data_seed: int = 0
     #: Train on a subset of the benchmark's tasks (single-task references use one).
     tasks: tuple[str, ...] | None = None
@@ -186,12 +193,14 @@ class TrialConfig:
             get_protocol(self.protocol).benchmark_settings(self.benchmark)
         if isinstance(self.last_k, bool) or not isinstance(self.last_k, int) or self.last_k < 0:
             raise ConfigError(f"expected an integer >= 0 (0: the protocol's own), got {self.last_k!r}", field="last_k")
-        for name in ("batch_size", "max_epochs", "seed", "data_seed", "dominance_interval", "lr_step_size"):
+        for name in ("batch_size", "max_epochs", "seed", "seeds", "data_seed", "dominance_interval", "lr_step_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"expected an integer, got {value!r}", field=name)
         if self.batch_size < 1 or self.max_epochs < 1:
             raise ConfigError("batch_size and max_epochs must be >= 1", field="batch_size" if self.batch_size < 1 else "max_epochs")
+        if not 1 <= self.seeds <= MAX_SEEDS:
+            raise ConfigError(f"expected an integer from 1 to {MAX_SEEDS} (seeds per trial), got {self.seeds!r}", field="seeds")
         if self.dominance_interval < 0:
             raise ConfigError(f"must be >= 0 (0 = off), got {self.dominance_interval!r}", field="dominance_interval")
         beta = self.dominance_beta

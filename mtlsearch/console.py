@@ -312,7 +312,7 @@ def time_one_epoch(space: SearchSpace) -> tuple[float, float]:
     """(seconds to build the first trial config's data and model, seconds of its first epoch), measured
     here in this process on the CPU with a trial's thread count, writing nothing."""
     from mtlsearch.config import TrialConfig
-    from mtlsearch.trainer import Trainer
+    from mtlsearch.multiseed import build_trainer
 
     import torch
 
@@ -323,7 +323,7 @@ def time_one_epoch(space: SearchSpace) -> tuple[float, float]:
     try:
         t0 = time.perf_counter()
         cfg = TrialConfig.from_dict(probe, source=str(space.path))
-        trainer = Trainer(cfg)
+        trainer = build_trainer(cfg)  # all of a trial's seeds (budget.seeds)
         t1 = time.perf_counter()
         next(iter(trainer.run(1)))
         return t1 - t0, time.perf_counter() - t1
@@ -353,7 +353,8 @@ def dry_run(space: SearchSpace, *, timed: bool = True, out: Callable[[str], None
         if sched.get("type") == "asha"
         else ""
     )
-    out(f"Epoch budget: {total} trials x {space.max_epochs} epochs = {budget} epochs at most{asha}.")
+    seeds = f" (each epoch trains {space.seeds} seeds together, budget.seeds)" if getattr(space, "seeds", 1) > 1 else ""
+    out(f"Epoch budget: {total} trials x {space.max_epochs} epochs = {budget} epochs at most{seeds}{asha}.")
     from mtlsearch.optuna_search import describe_settings
 
     out(f"Searcher: {describe_settings(space)}.")

@@ -243,7 +243,8 @@ def _fit_and_report(
             """One small grid per configuration: its seeds run in parallel, without early stopping."""
             tuner = tune.Tuner(
                 trainable,
-                param_space={**config, "seed": tune.grid_search(seeds)},
+                # One seed per trial: the final stage's seeds are its trials (not seeds: k trials of k seeds each).
+                param_space={**{k: v for k, v in config.items() if k != "seeds"}, "seed": tune.grid_search(seeds)},
                 tune_config=tune.TuneConfig(
                     metric=space.metric, mode=space.mode, max_concurrent_trials=space.max_concurrent_trials, reuse_actors=True
                 ),

@@ -81,7 +81,7 @@ TOP_KEYS = {
 FINAL_KEYS = {"seeds", "per", "top"}
 OBJECTIVE_KEYS = {"metric", "mode", "metrics", "modes"}
 ALL_TASKS = "tasks"  # objective.metrics: every validation metric of every task
-BUDGET_KEYS = {"num_samples", "max_epochs", "max_concurrent_trials"}
+BUDGET_KEYS = {"num_samples", "max_epochs", "max_concurrent_trials", "seeds"}
 SCHEDULER_KEYS = {"type", "grace_period", "reduction_factor", "brackets", "metric", "mode"}
 SCHEDULER_TYPES = ("asha", "fifo")
 SEARCHER_KEYS = {"type", "sampler", "seed"}
@@ -274,6 +274,9 @@ class SearchSpace:
     protocol: str | None = None
     protocol_params: tuple[str, ...] = ()
     epochs_given: bool = True
+    #: Seeds each trial trains (``budget.seeds``): the trial reports their mean under the usual metric
+    #: names, and ``seed<s>/...``, ``std/...``, ``sem/...`` (:mod:`mtlsearch.multiseed`).
+    seeds: int = 1
 
     # ------------------------------------------------------------------ objectives
     @property
@@ -314,6 +317,8 @@ class SearchSpace:
     def base_config(self) -> dict[str, Any]:
         """Keys every trial gets from the space itself (benchmark, budget, data folder)."""
         out: dict[str, Any] = {"benchmark": self.benchmark, "max_epochs": self.max_epochs}
+        if self.seeds > 1:  # one seed: the trial config is what it was before seeds existed
+            out["seeds"] = self.seeds
         if self.data_root:
             out["data_root"] = self.data_root
         return out
@@ -576,6 +581,16 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
     mct = budget.get("max_concurrent_trials")
     if mct is not None:
         mct = _number(mct, "budget.max_concurrent_trials", source, integer=True, positive=True)
+    trial_seeds = budget.get("seeds", 1)
+    if type(trial_seeds) is not int or trial_seeds != 1:
+        from mtlsearch.config import MAX_SEEDS  # the core's bound (imports torch: only when seeds are asked for)
+
+        if isinstance(trial_seeds, bool) or not isinstance(trial_seeds, int) or not 1 <= trial_seeds <= MAX_SEEDS:
+            raise ConfigError(
+                f"expected an integer from 1 to {MAX_SEEDS} (seeds trained in each trial), got {trial_seeds!r}",
+                source=source,
+                field="budget.seeds",
+            )
 
     multi = objective_metrics is not None
     # A multi-objective search without a scheduler section runs FIFO (see the module docstring).
@@ -647,7 +662,7 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
 
     raw_params = _mapping(data.get("params"), "params", source)
     params = [_parse_param(str(k), v, source) for k, v in raw_params.items()]
-    known = {"benchmark", "max_epochs", "data_root"}
+    known = {"benchmark", "max_epochs", "data_root", "seeds"}
     for p in params:
         known.add(p.name)
     for p in params:
@@ -661,7 +676,7 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
                 source=source,
                 field=f"params.{p.name}",
             )
-        if p.name in ("benchmark", "max_epochs"):
+        if p.name in ("benchmark", "max_epochs", "seeds"):
             raise ConfigError(f"set {p.name!r} at the top level / in budget, not in params", source=source, field=f"params.{p.name}")
 
     final = None
@@ -708,6 +723,7 @@ def parse_space(data: Any, source: str, text: str = "", path: Path | None = None
         objective_modes=objective_modes,
         final=final,
         epochs_given="max_epochs" in budget,
+        seeds=trial_seeds,
     )
     if data.get("protocol") is not None:
         space = with_protocol(space, data["protocol"], source=source)

@@ -48,6 +48,7 @@ import functools
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -83,7 +84,9 @@ TAG_ERROR = "error"
 TAG_SEARCHER = "mtlsearch.searcher"  # the sampler and its settings (mtlsearch.optuna_search.describe_settings)
 TAG_BUDGET_WARNING = "mtlsearch.budget_warning"  # a method with less budget than the others (mtlsearch.fairness)
 PARENT_TAG = "mlflow.parentRunId"
-METRIC_ROOTS = ("train", "val", "test", "weights", "dominance")
+METRIC_ROOTS = ("train", "val", "test", "weights", "dominance", "std", "sem")
+#: A trial of several seeds (``budget.seeds``) also reports each seed's values as ``seed<s>/<metric>``.
+_SEED_ROOT = re.compile(r"seed\d+")
 
 STATUS_RUNNING = "running"
 STATUS_COMPLETED = "completed"
@@ -393,7 +396,8 @@ def is_metric(key: str, value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     root = key.split("/", 1)[0]
-    return "/" in key and (root in METRIC_ROOTS or key.endswith("/solver_failures")) and math.isfinite(value)
+    ours = root in METRIC_ROOTS or _SEED_ROOT.fullmatch(root) is not None or key.endswith("/solver_failures")
+    return "/" in key and ours and math.isfinite(value)
 
 
 def select_metrics(result: Mapping[str, Any]) -> dict[str, float]:

@@ -105,6 +105,14 @@ class Trainer:
         changed; by default the benchmark builds them."""
         self.config = config if isinstance(config, TrialConfig) else TrialConfig.from_dict(config)
         cfg = self.config
+        if cfg.seeds != 1:
+            from mtlsearch.errors import ConfigError
+
+            raise ConfigError(
+                f"a Trainer trains one seed and this config asks for {cfg.seeds}; build it with "
+                "mtlsearch.multiseed.build_trainer (a MultiSeedTrainer for several seeds)",
+                field="seeds",
+            )
         self.device = resolve_device(cfg.device)
         self.benchmark = get_benchmark(cfg.benchmark, data_root=cfg.data_root, **cfg.benchmark_options)
         specs = {t.name: t for t in self.benchmark.task_specs()}
@@ -377,15 +385,26 @@ class Trainer:
         # Derived from (seed, epoch), so a restored trainer shuffles exactly as an uninterrupted one.
         return torch.Generator().manual_seed(self.config.seed * 1_000_003 + self.epoch)
 
+    def epoch_batches(self) -> Iterator[tuple[Tensor | dict[str, Tensor], dict[str, Tensor]]]:
+        """This epoch's training batches, shuffled by (seed, epoch), on the trainer's device."""
+        for x, targets in self.splits["train"].batches(self.config.batch_size, shuffle=True, generator=self._epoch_generator()):
+            yield self._to_device(x, targets)
+
     def train_epoch(self) -> dict[str, float]:
         loss_sum = torch.zeros(len(self.task_names), device=self.device, dtype=torch.float64)
         weight_sum = torch.zeros_like(loss_sum)
         steps = 0
-        for x, targets in self.splits["train"].batches(self.config.batch_size, shuffle=True, generator=self._epoch_generator()):
-            losses, weights = self.train_step(*self._to_device(x, targets))
+        for x, targets in self.epoch_batches():
+            losses, weights = self.train_step(x, targets)
             loss_sum += losses.double()
             weight_sum += weights.double()
             steps += 1
+        return self.end_epoch(loss_sum, weight_sum, steps)
+
+    def end_epoch(self, loss_sum: Tensor, weight_sum: Tensor, steps: int) -> dict[str, float]:
+        """Close an epoch of ``steps`` steps whose task losses and weights summed to ``loss_sum`` and
+        ``weight_sum`` (float64, one per task): the method's and the schedule's epoch hooks, the epoch
+        count, the non-finite check; returns the epoch's ``train/...`` and ``weights/...`` metrics."""
         self.balancing.on_epoch_end(self.epoch, (loss_sum / max(steps, 1)).float())
         if self.lr_schedule is not None:
             self.lr_schedule.step()

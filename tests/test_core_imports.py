@@ -11,9 +11,10 @@ def test_importing_the_core_loads_neither_ray_nor_mlflow():
     code = (
         "import sys\n"
         "import mtlsearch, mtlsearch.trainer, mtlsearch.balancing, mtlsearch.optim, mtlsearch.benchmarks, mtlsearch.metrics\n"
-        "import mtlsearch.gradients, mtlsearch.config, mtlsearch.protocols, mtlsearch.plugins\n"
+        "import mtlsearch.gradients, mtlsearch.config, mtlsearch.protocols, mtlsearch.plugins, mtlsearch.multiseed\n"
         "from mtlsearch import Trainer\n"
         "Trainer({'benchmark': 'synthetic', 'max_epochs': 1, 'device': 'cpu'})\n"
+        "mtlsearch.multiseed.build_trainer({'benchmark': 'synthetic', 'max_epochs': 1, 'device': 'cpu', 'seeds': 2})\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('ray', 'mlflow')))\n"
     )
     out = subprocess.run(

@@ -122,7 +122,8 @@ def train_mtl(config: dict) -> None:
 
     from mtlsearch.benchmarks import cache
     from mtlsearch.config import TrialConfig
-    from mtlsearch.trainer import NonFiniteLossError, Trainer
+    from mtlsearch.multiseed import build_trainer
+    from mtlsearch.trainer import NonFiniteLossError
 
     # A reused worker: free the previous trial's state here, on a thread that runs on (a stopped trial's
     # parked trainer, a finished one's reference cycles).  Then what is alive (torch's and Ray's modules,
@@ -156,7 +157,8 @@ def train_mtl(config: dict) -> None:
     splits = cache.load_splits(trial_config, _search_folder())
     timings.mark("data")
     # A fractional GPU (0.25: four trials on one GPU) bounds how much data this trial holds on it.
-    trainer = Trainer(trial_config, device_share=gpus if 0 < gpus < 1 else 1.0, splits=splits)
+    # A config of several seeds (budget.seeds) trains them together and reports their mean (mtlsearch.multiseed).
+    trainer = build_trainer(trial_config, device_share=gpus if 0 < gpus < 1 else 1.0, splits=splits)
     timings.mark("built")
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
