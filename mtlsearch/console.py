@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
     from mtlsearch.spaces import Param, SearchSpace
 
-BEST_BY = "value at each trial's last epoch"
+BEST_BY = "value at each trial's last epoch, the mean over its seeds"
 
 
 def quiet_libraries() -> None:

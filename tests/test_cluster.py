@@ -385,7 +385,7 @@ def test_search_submitted_as_a_ray_job_succeeds_and_reaches_mlflow(cluster, tmp_
     assert code == 0 and f"Job '{job_id}' succeeded" in out, out[-6000:]
     assert "Connecting to the Ray cluster at" in out and "Starting a local Ray" not in out  # no second Ray
     assert re.search(
-        r"Best trials by val/delta_m \(max, value at each trial's last epoch\); 2 trials \(\d completed, \d stopped early by ASHA, 0 errored\):",
+        r"Best trials by val/delta_m \(max, value at each trial's last epoch, the mean over its seeds\); 2 trials \(\d completed, \d stopped early by ASHA, 0 errored\):",
         out,
     )
 

@@ -46,7 +46,7 @@ def test_example_through_the_command_line(tmp_path, ray_session, capsys, monkeyp
     out = capsys.readouterr().out
     assert code == 0, out
     assert re.search(
-        r"Best trials by val/delta_m \(max, value at each trial's last epoch\); 2 trials \(\d completed, \d stopped early by ASHA, 0 errored\):",
+        r"Best trials by val/delta_m \(max, value at each trial's last epoch, the mean over its seeds\); 2 trials \(\d completed, \d stopped early by ASHA, 0 errored\):",
         out,
     )
     assert "method.py:SoftMaxWeighting" in out  # the table shows the file, not the whole path
@@ -134,7 +134,7 @@ def test_example_submitted_as_a_ray_job_to_a_local_head(cluster, tmp_path):
     )
     assert code == 0 and f"Job '{job_id}' succeeded" in out, out[-6000:]
     assert re.search(
-        r"Best trials by val/delta_m \(max, value at each trial's last epoch\); 2 trials \(\d completed, \d stopped early by ASHA, 0 errored\):",
+        r"Best trials by val/delta_m \(max, value at each trial's last epoch, the mean over its seeds\); 2 trials \(\d completed, \d stopped early by ASHA, 0 errored\):",
         out,
     ), out[-6000:]
     client, trials = trial_runs(uri)

@@ -49,7 +49,7 @@ def test_search_logs_every_trial_under_its_parent(tmp_path, ray_session, capfd):
     captured = capfd.readouterr()  # file descriptors: Ray's and MLflow's log handlers write there too
     out = captured.out + captured.err
     assert code == 0, out
-    assert "Best trials by val/delta_m (max, value at each trial's last epoch)" in out
+    assert "Best trials by val/delta_m (max, value at each trial's last epoch, the mean over its seeds)" in out
     assert f"Open the runs in the MLflow UI:\n  python -m mtlsearch ui --tracking-uri {uri} --experiment e2e_gemtl\n" in out
     # A quiet console: no traceback (an ASHA stop is one line of ours), nothing of Ray's, MLflow's or Optuna's.
     assert "Traceback" not in out and "SystemExit" not in out, out
