@@ -64,6 +64,9 @@ def quiet_libraries() -> None:
     tune_run = logging.getLogger("ray.tune.tune")
     if not any(isinstance(f, _TuneRunFilter) for f in tune_run.filters):
         tune_run.addFilter(_TuneRunFilter())
+    controller = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, _TrialErrorFilter) for f in controller.filters):
+        controller.addFilter(_TrialErrorFilter())
     try:
         import optuna
 
@@ -86,6 +89,15 @@ class _TuneRunFilter(logging.Filter):
             )
             return False
         return record.levelno >= logging.ERROR
+
+
+class _TrialErrorFilter(logging.Filter):
+    """Ray Tune's "Trial task failed for trial ..." with the trial's whole traceback (some 50 lines a
+    trial): our progress line says it in one (``ERRORED: <the error's line>``); the traceback stays in
+    the trial's error.txt and its MLflow run's ``error`` tag."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Trial task failed for trial")
 
 
 def ray_logging_level() -> int:
@@ -192,11 +204,23 @@ class Progress:
         trial = max(self.last, key=lambda t: self.sign * self.last[t])
         return self.last[trial], trial
 
+    def _unspent(self, how: str) -> int:
+        return sum(self.space.max_epochs - self.epochs.get(t, 0) for t, ended in self.ended.items() if ended == how)
+
+    @property
+    def asha(self) -> bool:
+        return self.space.scheduler.get("type") == "asha"
+
     def status(self) -> str:
+        notes = []
+        if stopped := self._unspent("stopped"):
+            notes.append(f"ASHA saved {stopped}" if self.asha else f"{stopped} not run: stopped")
+        if errored := self._unspent("errored"):
+            notes.append(f"{errored} not run: errored")
         return (
             f"[{len(self.ended)}/{self.total} done, {len(self.running)} running | "
             f"{self.spent}/{self.budget - self.saved} epochs"
-            + (f" (ASHA saved {self.saved})" if self.saved else "")
+            + (f" ({', '.join(notes)})" if notes else "")
             + f" | {duration(self.clock() - self.start)} elapsed, ETA {duration(self.eta())}]"
         )
 
@@ -242,13 +266,28 @@ class Progress:
         if epochs >= self.space.max_epochs:
             self.out(f"{self.status()} {trial_id} completed ({epochs} epochs)")
         else:
-            self.out(f"{self.status()} {trial_id} stopped early by ASHA at epoch {epochs}")
+            self.out(f"{self.status()} {trial_id} stopped early{' by ASHA' if self.asha else ''} at epoch {epochs}")
 
-    def errored(self, trial_id: str) -> None:
+    def errored(self, trial_id: str, reason: str = "") -> None:
+        """A trial errored; ``reason``: the first line of its error (:func:`trial_error`)."""
         self.running.discard(trial_id)
         self.ended[trial_id] = "errored"
         # An error is shown even with --quiet.
-        self.out(f"{self.status()} {trial_id} ERRORED (see its MLflow run / error file)")
+        why = f": {reason}" if reason else " (see its MLflow run / error file)"
+        self.out(f"{self.status()} {trial_id} ERRORED{why}")
+
+
+def trial_error(trial: Any) -> str:
+    """The one-line reason of a trial's (last) error, from the error file Ray wrote for it; '' if none."""
+    from mtlsearch.faults import error_line, strip_ansi
+
+    error_file = getattr(trial, "error_file", None)
+    try:
+        text = strip_ansi(open(error_file).read()) if error_file else ""
+    except OSError:
+        return ""
+    last = text.rsplit("Failure #", 1)[-1].strip()
+    return error_line(last) if last else ""
 
 
 def make_progress_callback(space: SearchSpace, *, quiet: bool = False) -> Callback:
@@ -276,7 +315,7 @@ def make_progress_callback(space: SearchSpace, *, quiet: bool = False) -> Callba
             self.progress.ended_ok(trial.trial_id, trial.last_result)
 
         def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-            self.progress.errored(trial.trial_id)
+            self.progress.errored(trial.trial_id, trial_error(trial))
 
     return ProgressCallback()
 

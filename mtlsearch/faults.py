@@ -75,6 +75,11 @@ def no_retry_after_nonfinite() -> Callback:
     return NoRetryAfterNonFinite()
 
 
+def strip_ansi(text: str) -> str:
+    """Text without terminal colour codes (Ray colours the tracebacks it saves in a trial's error file)."""
+    return re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]", "", text)
+
+
 def error_line(error: Any) -> str:
     """The last ``Type: message`` line of a trial's error (Ray wraps it in a traceback)."""
     text = str(error)

@@ -185,6 +185,7 @@ def _fit_and_report(
         # resume_errored: a trial that used up its retries (a lost node, ...) gets another chance from its
         # last checkpoint; one whose loss became NaN/inf fails again at once (see trainables.mtl).
         tuner = tune.Tuner.restore(restore_path, trainable, resume_errored=True)
+        run_config.callbacks = [*(run_config.callbacks or []), tracking.make_resume_callback(tracker)]
         _use_this_runs_callbacks(tuner, run_config)
     else:
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)

@@ -31,7 +31,14 @@ from mtlsearch.references import load_reference
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A task's training loss became NaN or infinite: the trial cannot continue."""
+    """A value of a training step became NaN or infinite: the trial cannot continue.  The message names
+    the first source (:meth:`Trainer.train_epoch`): the model's output, a task's loss, the balancing
+    method's weights or direction, or the optimizer's step (a finite step before non-finite outputs)."""
+
+
+#: What each column of a step's finiteness flags checks (see ``Trainer._step_flags``), in the order a
+#: step computes them: the first failing column of the first failing step is the source.
+_REP, _OUT, _LOSS, _WD = "rep", "out", "loss", "wd"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -159,6 +166,11 @@ class Trainer:
             DominanceTracker(self.model, self.shared, self.task_names, cfg.dominance_beta) if cfg.dominance_interval > 0 else None
         )
         self.epoch = 0
+        #: Per step of the current epoch, a bool tensor [shared output, T task outputs, T losses, weights or
+        #: direction] all finite; read once at the epoch's end (no host sync per step).
+        self._step_flags: list[Tensor] = []
+        self._flag_parts: list[Tensor] = []
+        self._last_had_weights = True
         data_folder = getattr(self.benchmark, "root", None) or self.benchmark.data_root
         self.reference = load_reference(cfg.benchmark, self.task_names, data_folder)
         #: The published protocol's own score (``test/delta_m_nashmtl``, ...), when the config names one.
@@ -202,7 +214,22 @@ class Trainer:
         return list(z) if isinstance(z, (list, tuple)) else [z] * len(self.task_names)
 
     def _losses(self, reps: list[Tensor], targets: Mapping[str, Tensor]) -> Tensor:
-        return torch.stack([spec.loss(self.model.heads[spec.name](z), targets[spec.name]) for spec, z in zip(self.tasks, reps)])
+        outs = [self.model.heads[spec.name](z) for spec, z in zip(self.tasks, reps)]
+        shared = {id(z): z for z in reps}.values() if not self.outputs_per_task else ()
+        self._flag_parts = [
+            torch.stack([torch.isfinite(z.detach()).all() for z in shared]).all().reshape(1)
+            if shared
+            else torch.ones(1, dtype=torch.bool, device=outs[0].device),
+            torch.stack([torch.isfinite(o.detach()).all() for o in outs]),
+        ]
+        return torch.stack([spec.loss(o, targets[spec.name]) for spec, o in zip(self.tasks, outs)])
+
+    def _flag_step(self, losses: Tensor, checked: Tensor) -> None:
+        """Record this step's finiteness (model output, losses, the method's weights or direction)."""
+        rep_ok, out_ok = self._flag_parts
+        self._step_flags.append(
+            torch.cat([rep_ok, out_ok, torch.isfinite(losses.detach()), torch.isfinite(checked.detach()).all().reshape(1)])
+        )
 
     def train_step(self, x: Tensor | Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """One optimisation step; returns the raw task losses and the effective task weights.
@@ -236,6 +263,7 @@ class Trainer:
             losses = self._losses(sources if leaves is None else leaves.leaves, targets).float()
         total = self.balancing(losses)
         (weights,) = torch.autograd.grad(total, losses, retain_graph=True)
+        self._flag_step(losses, weights)
         total.backward()  # heads + method parameters (+ the shared ones, or leaves get w_t * dL_t/dz)
         if leaves is None:
             return losses, weights, None
@@ -257,6 +285,10 @@ class Trainer:
         self._task_param_backward(leaves, rep_grads)
         combine = self._combine_rep if self.grad_mode == "rep" else self._combine_param
         result, task_grads = combine(leaves, rep_grads, head_losses.detach())
+        self._last_had_weights = result.weights is not None
+        checked = result.weights if result.weights is not None else result.direction
+        assert checked is not None  # GradResult holds one of the two
+        self._flag_step(losses, checked)
         weights = result.weights if result.weights is not None else torch.full_like(losses, float("nan"))
         return losses, weights, task_grads
 
@@ -332,26 +364,56 @@ class Trainer:
         loss_sum = torch.zeros(len(self.task_names), device=self.device, dtype=torch.float64)
         weight_sum = torch.zeros_like(loss_sum)
         steps = 0
+        self._step_flags = []
         for x, targets in self.splits["train"].batches(self.config.batch_size, shuffle=True, generator=self._epoch_generator()):
             losses, weights = self.train_step(*self._to_device(x, targets))
             loss_sum += losses.double()
             weight_sum += weights.double()
             steps += 1
+        self._check_finite(self.epoch + 1, loss_sum)
         self.balancing.on_epoch_end(self.epoch, (loss_sum / max(steps, 1)).float())
         if self.lr_schedule is not None:
             self.lr_schedule.step()
         self.epoch += 1
         mean_loss = (loss_sum / max(steps, 1)).tolist()
         mean_w = (weight_sum / max(steps, 1)).tolist()
-        for name, value in zip(self.task_names, mean_loss):
-            if not math.isfinite(value):
-                raise NonFiniteLossError(
-                    f"training loss of task {name!r} became {value} in epoch {self.epoch} "
-                    f"(method={self.config.method}, optimizer={self.config.optimizer}, lr={self.config.lr})"
-                )
         out = {f"train/{t}/loss": v for t, v in zip(self.task_names, mean_loss)}
         out.update({f"weights/{t}": w for t, w in zip(self.task_names, mean_w) if math.isfinite(w)})
         return out
+
+    def _check_finite(self, epoch: int, loss_sum: Tensor) -> None:
+        """After an epoch's steps: one host sync; when a step was not all finite, raise
+        :class:`NonFiniteLossError` naming the first source (the first failing check of the first failing
+        step, in the order a step computes them) in one line."""
+        flags = torch.stack(self._step_flags) if self._step_flags else None
+        self._step_flags = []
+        if flags is None or bool(flags.all()) and bool(torch.isfinite(loss_sum).all()):
+            return
+        bad = ~flags
+        step = int(bad.any(dim=1).nonzero()[0, 0]) if bool(bad.any()) else len(flags) - 1
+        column = int(bad[step].nonzero()[0, 0]) if bool(bad[step].any()) else 1 + 2 * len(self.tasks)
+        cfg = self.config
+        where = f"at epoch {epoch}, step {step + 1}"
+        n = len(self.task_names)
+        kind = _REP if column == 0 else _OUT if column <= n else _LOSS if column <= 2 * n else _WD
+        task = self.task_names[(column - 1) % n] if kind in (_OUT, _LOSS) else None
+        first = epoch == 1 and step == 0
+        step_of = f"a step of optimizer {cfg.optimizer!r} (lr={cfg.lr:g})"
+        if kind in (_REP, _OUT):
+            what = "shared output" if kind == _REP else f"output for task {task!r}"
+            after = (
+                "on the first step: check the inputs and the model's initialisation"
+                if first
+                else f"right after {step_of} from finite losses and weights: the optimizer's step diverged (a smaller lr, or clipping)"
+            )
+            message = f"the model's {what} became non-finite (nan or inf) {where}, {after}"
+        elif kind == _LOSS:
+            cause = "the task's loss function" if first else f"{step_of} diverged (a smaller lr), or the task's loss function"
+            message = f"training loss of task {task!r} became non-finite (nan or inf) {where} from a finite model output: {cause}"
+        else:
+            what = "direction" if isinstance(self.balancing, GradBalancing) and not self._last_had_weights else "weights"
+            message = f"method {cfg.method!r} returned non-finite {what} {where}, from finite losses and model outputs"
+        raise NonFiniteLossError(message)
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, dict[str, float]]:

@@ -130,3 +130,115 @@ def test_row13_the_same_benchmark_with_matching_shapes_passes_the_checks(plugin_
 
     space = plugin_checks.prepare(spaces.load_space(str(_space(plugin_dir, "./ink.py:InkFixed"))))
     plugin_checks.check_space(space)  # raises ConfigError on a refusal
+
+
+# ------------------------------------------------------------------------------ row 17
+def test_row17_a_resumed_search_drops_the_run_of_a_trial_ray_never_saved(tmp_path, capsys):
+    """The driver-kill race: a trial started (its MLflow run created) in a driver SIGKILLed before Ray saved
+    its state again; the resumed Ray samples its place under a new id.  At the restored Tuner's first step
+    the lost trial's run goes to MLflow's deleted runs, so the search keeps one run per trial."""
+    from mlflow.tracking import MlflowClient
+    from ray.tune.experiment import Trial
+
+    from mtlsearch import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = tracking.Tracker(uri, "race", str(tmp_path / "ray" / "s1"), tolerant=False)
+    first.start_search_from({"params": {}})
+    for trial_id in ("saved1", "saved2", "lost3"):
+        first.start_trial(trial_id, {"lr": 0.1})
+    first.end_trial("saved1", {"lr": 0.1}, tracking.STATUS_COMPLETED, epochs=3)
+
+    resumed = tracking.Tracker(uri, "race", str(tmp_path / "ray" / "s1"), tolerant=False)
+    resumed.start_search_from({"params": {}})
+    callback = tracking.make_resume_callback(resumed)
+    restored = [Trial("__fake", trial_id=t, stub=True) for t in ("saved1", "saved2")]
+    callback.on_step_begin(iteration=0, trials=restored)
+    callback.on_step_begin(iteration=1, trials=[*restored, Trial("__fake", trial_id="new4", stub=True)])  # only the first step
+    resumed.start_trial("new4", {"lr": 0.2})
+    out = capsys.readouterr().out
+    assert "trial lost3 started just before the search was stopped" in out and "new4" not in out
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("race")
+    active = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(tracking.TAG_KIND) == "trial"]
+    assert sorted(r.data.tags[tracking.TAG_TRIAL] for r in active) == ["new4", "saved1", "saved2"]
+    from mlflow.entities import ViewType
+
+    (lost,) = [r for r in client.search_runs([exp.experiment_id], run_view_type=ViewType.DELETED_ONLY)]
+    assert lost.data.tags[tracking.TAG_TRIAL] == "lost3" and lost.data.tags[tracking.TAG_STATUS] == tracking.STATUS_LOST
+    assert lost.info.status == "KILLED"
+
+
+# ------------------------------------------------------------------------------ row 14
+NAN_METHODS = '''
+import torch
+
+from mtlsearch.balancing import GradBalancing, GradResult, LossBalancing
+
+
+class NaNWeights(LossBalancing):
+    """Equal weights, then NaN weights at epoch 2, step 5."""
+
+    def __init__(self, num_tasks, **hparams):
+        super().__init__(num_tasks, **hparams)
+        self.epoch, self.step = 1, 0
+
+    def forward(self, losses):
+        self.step += 1
+        w = torch.ones_like(losses)
+        if (self.epoch, self.step) >= (2, 5):
+            w = w * float("nan")
+        return (w * losses).sum()
+
+    def on_epoch_end(self, epoch, train_losses):
+        self.epoch, self.step = self.epoch + 1, 0
+
+
+class NaNDirection(GradBalancing):
+    """The mean gradient, then a NaN direction at epoch 2, step 5."""
+
+    default_mode = "param"
+
+    def __init__(self, num_tasks, **hparams):
+        super().__init__(num_tasks, **hparams)
+        self.epoch, self.step = 1, 0
+
+    def forward(self, grads, losses):
+        self.step += 1
+        d = grads.mean(0)
+        if (self.epoch, self.step) >= (2, 5):
+            d = d * float("nan")
+        return GradResult(direction=d)
+
+    def on_epoch_end(self, epoch, train_losses):
+        self.epoch, self.step = self.epoch + 1, 0
+'''
+
+
+@pytest.fixture()
+def nan_dir(plugin_dir):
+    (plugin_dir / "nanmethods.py").write_text(NAN_METHODS)
+    return plugin_dir
+
+
+@pytest.mark.parametrize(
+    "method,extra,message",
+    [
+        ("./nanmethods.py:NaNWeights", {}, "returned non-finite weights at epoch 2, step 5, from finite losses"),
+        ("./nanmethods.py:NaNDirection", {}, "returned non-finite direction at epoch 2, step 5, from finite losses"),
+        ("ew", {"optimizer": "sgd", "lr": 1e6}, "a step of optimizer 'sgd' (lr=1e+06) diverged"),
+    ],
+)
+def test_row14_a_non_finite_value_is_named_at_its_first_source(nan_dir, method, extra, message):
+    from mtlsearch import Trainer
+    from mtlsearch.trainer import NonFiniteLossError
+
+    config = {"benchmark": "synthetic", "method": method, "max_epochs": 3, "batch_size": 32, "lr": 0.01, "device": "cpu", **extra}
+    trainer = Trainer(config)
+    with pytest.raises(NonFiniteLossError) as raised:
+        list(trainer.run())
+    text = str(raised.value)
+    assert message in text and "\n" not in text, text
+    if method.startswith("./"):
+        assert text.startswith(f"method {method!r} returned") and trainer.epoch == 1, text  # epoch 1 was reported
