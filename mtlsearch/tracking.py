@@ -723,13 +723,21 @@ class Tracker:
         if trial_id in self.trial_runs:
             self.client.set_tag(self.trial_runs[trial_id], TAG_PHASE, phase)
 
-    def mark_interrupted(self, trial_ids: Iterable[str]) -> None:
-        """After Ctrl-C: the runs of the trials that had not ended are KILLED, status ``interrupted``."""
+    def mark_interrupted(self, trial_ids: Iterable[str], *, error: str | None = None) -> None:
+        """After Ctrl-C: the runs of the trials that had not ended are KILLED, status ``interrupted``
+        (``error``: why the launcher stopped them, as their ``error`` tag)."""
         for trial_id in sorted(trial_ids):
             if trial_id in self.trial_runs:
                 run_id = self.trial_runs[trial_id]
                 self.client.set_tag(run_id, TAG_STATUS, "interrupted")
+                if error:
+                    self.client.set_tag(run_id, TAG_ERROR, error[-4900:])
                 self.client.set_terminated(run_id, status="KILLED")
+
+    def set_search_error(self, error: str) -> None:
+        """Why the search ended early, as the parent run's ``error`` tag."""
+        if self.parent_run_id is not None:
+            self.client.set_tag(self.parent_run_id, TAG_ERROR, error[-4900:])
 
     def fail_running_runs(self, reason: str) -> None:
         """The search's runs still RUNNING (a start that failed) end FAILED with ``reason`` as their error."""

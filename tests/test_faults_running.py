@@ -242,3 +242,130 @@ def test_row14_a_non_finite_value_is_named_at_its_first_source(nan_dir, method, 
     assert message in text and "\n" not in text, text
     if method.startswith("./"):
         assert text.startswith(f"method {method!r} returned") and trainer.epoch == 1, text  # epoch 1 was reported
+
+
+# ------------------------------------------------------------------------------ row 16 and row 8 (mid-search)
+SYNTHETIC = """
+name: storage_fault
+benchmark: synthetic
+objective: {metric: val/delta_m, mode: max}
+budget: {num_samples: 2, max_epochs: 4, max_concurrent_trials: 2}
+scheduler: {type: fifo}
+searcher: {type: random, seed: 0}
+resources: {cpus_per_trial: 1}
+params:
+  method: gemtl
+  p: {uniform: [0.0, 1.0]}
+  lr: 0.005
+"""
+
+
+def _run(*cmd: str) -> None:
+    import subprocess
+
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+def _break_storage(store: Path, how: str) -> None:
+    """The storage made read-only (a read-only bind mount: root ignores file modes) or filled up."""
+    import os
+
+    if how == "read-only":
+        if os.geteuid() == 0:
+            _run("mount", "--bind", str(store), str(store))
+            _run("mount", "-o", "remount,ro,bind", str(store))
+        else:
+            _run("chmod", "-R", "a-w", str(store))
+        return
+    with open(store / "filler", "wb") as f:  # a small tmpfs: write until the device is full
+        try:
+            while True:
+                f.write(b"\0" * (1 << 16))
+                f.flush()
+        except OSError:
+            pass
+
+
+@pytest.mark.parametrize("how", ["read-only", "full"])
+def test_row16_results_that_cannot_be_saved_end_the_search_like_sigterm(tmp_path, how):
+    """The storage breaks while the trials run (held by MTLSEARCH_HOLD_DIR before their first epoch, so
+    their first checkpoint is the first write after it): the launcher stops the search, marks the runs,
+    says where, why and what to do with the resume command, and exits 1; no traceback, no ranking."""
+    import os
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+    import time
+
+    from mlflow.tracking import MlflowClient
+    from shared_search import processes_with_env
+
+    from mtlsearch.tracking import TAG_ERROR, TAG_KIND, TAG_STATUS
+
+    root = os.geteuid() == 0
+    if how == "full" and not root:
+        pytest.skip("filling a disk needs a small tmpfs, which only root can mount")
+    (tmp_path / "space.yaml").write_text(SYNTHETIC)
+    store = tmp_path / "ray"
+    store.mkdir()
+    mounted = []
+    if how == "full":
+        _run("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(store))
+        mounted.append(store)
+    hold = tmp_path / "hold"
+    ray_tmp = tempfile.mkdtemp(prefix="mtlst", dir="/tmp")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]),
+        "RAY_TMPDIR": ray_tmp,
+        "MTLSEARCH_HOLD_DIR": str(hold),
+    }
+    env.pop("RAY_ADDRESS", None)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log = tmp_path / "log.txt"
+    argv = ["--space", "space.yaml", "--storage", str(store), "--tracking-uri", uri, "--name", "s"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mtlsearch.launch", *argv], cwd=tmp_path, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT
+    )
+    try:
+        deadline = time.time() + 300
+        while not (hold.is_dir() and any(hold.glob("*.held"))):
+            assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
+            time.sleep(0.2)
+        _break_storage(store, how)
+        if how == "read-only" and root:
+            mounted.append(store)
+        (hold / "release").write_text("")
+        code = proc.wait(300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for path in mounted:
+            subprocess.run(["umount", str(path)])
+        if how == "read-only" and not root:
+            subprocess.run(["chmod", "-R", "u+w", str(store)])
+        for pid in processes_with_env(f"RAY_TMPDIR={ray_tmp}"):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    text = log.read_text()
+    assert code == 1, text[-3000:]
+    why = "the file system is read-only" if how == "read-only" and root else "no space left" if how == "full" else "cannot be written"
+    message = re.search(r"^error: the search's results cannot be saved in (\S+): (.*)$", text, re.M)
+    assert message and message.group(1) == str(store / "s") and why in message.group(2), text[-3000:]
+    assert "free space on that disk" in message.group(2) if how == "full" else "make the folder writable again" in message.group(2)
+    assert re.search(r"\n  python -m mtlsearch\.launch .*--resume --name s\n", text), text[-3000:]
+    assert "Traceback" not in text and "errored" not in text and "Best trials" not in text, text[-3000:]
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("storage_fault")
+    runs = client.search_runs([exp.experiment_id])
+    trials = [r for r in runs if r.data.tags.get(TAG_KIND) == "trial"]
+    (parent,) = [r for r in runs if r.data.tags.get(TAG_KIND) == "search"]
+    assert parent.info.status == "FAILED" and "cannot be saved" in parent.data.tags[TAG_ERROR]
+    assert len(trials) == 2 and all(r.info.status in ("KILLED", "FAILED") for r in trials), [r.info.status for r in trials]
+    assert all("cannot be saved" in r.data.tags.get(TAG_ERROR, "") or "Errno" in r.data.tags.get(TAG_ERROR, "") for r in trials)
+    assert all(r.data.tags[TAG_STATUS] in ("interrupted", "errored") for r in trials)
