@@ -369,3 +369,64 @@ def test_row16_results_that_cannot_be_saved_end_the_search_like_sigterm(tmp_path
     assert len(trials) == 2 and all(r.info.status in ("KILLED", "FAILED") for r in trials), [r.info.status for r in trials]
     assert all("cannot be saved" in r.data.tags.get(TAG_ERROR, "") or "Errno" in r.data.tags.get(TAG_ERROR, "") for r in trials)
     assert all(r.data.tags[TAG_STATUS] in ("interrupted", "errored") for r in trials)
+
+
+def test_row14_a_nan_method_search_prints_one_plain_line_per_errored_trial(nan_dir):
+    """The search of issue 26 row 14 (a method plugin returning NaN weights from epoch 2), run as a user
+    runs it: one progress line per errored trial naming the method's weights, no Ray traceback, no
+    "ASHA saved" under fifo, and MLflow error tags in plain text."""
+    import os
+    import shutil
+    import subprocess
+    import tempfile
+
+    from mlflow.tracking import MlflowClient
+    from shared_search import processes_with_env
+
+    from mtlsearch.tracking import TAG_ERROR, TAG_KIND, TAG_STATUS
+
+    (nan_dir / "space.yaml").write_text(
+        SYNTHETIC.replace("name: storage_fault", "name: nan_method")
+        .replace("method: gemtl\n  p: {uniform: [0.0, 1.0]}", "method: ./nanmethods.py:NaNWeights\n  seed: {choice: [1, 2]}")
+        .replace("max_epochs: 4", "max_epochs: 3")
+    )
+    ray_tmp = tempfile.mkdtemp(prefix="mtlsn", dir="/tmp")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]),
+        "RAY_TMPDIR": ray_tmp,
+    }
+    env.pop("RAY_ADDRESS", None)
+    uri = f"sqlite:///{nan_dir / 'mlflow.db'}"
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "mtlsearch.launch", "--space", "space.yaml", "--storage", str(nan_dir / "ray"), "--tracking-uri", uri],
+            cwd=nan_dir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        for pid in processes_with_env(f"RAY_TMPDIR={ray_tmp}"):
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    text = done.stdout + done.stderr
+    errored = [line for line in text.splitlines() if " ERRORED" in line]
+    assert len(errored) == 2, text[-4000:]
+    for line in errored:
+        assert line.split(" ERRORED: ", 1)[1].startswith("NonFiniteLossError: method "), line
+        assert "NaNWeights' returned non-finite weights at epoch 2, step 5, from finite losses" in line, line
+    assert "Traceback" not in text and "ASHA" not in text and "Trial task failed" not in text, text[-4000:]
+    assert done.returncode == 1 and "error: all 2 trials of the search errored" in text, text[-4000:]  # faults.all_errored
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("nan_method")
+    trials = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(TAG_KIND) == "trial"]
+    assert len(trials) == 2 and all(r.data.tags[TAG_STATUS] == "errored" for r in trials)
+    for run in trials:
+        tag = run.data.tags[TAG_ERROR]
+        assert "returned non-finite weights at epoch 2, step 5" in tag and "\x1b" not in tag, tag[-500:]
