@@ -36,7 +36,7 @@ class NonFiniteLossError(FloatingPointError):
     method's weights or direction, or the optimizer's step (a finite step before non-finite outputs)."""
 
 
-#: What each column of a step's finiteness flags checks (see ``Trainer._step_flags``), in the order a
+#: What each column of an epoch's finiteness checks holds (see ``Trainer._check_finite``), in the order a
 #: step computes them: the first failing column of the first failing step is the source.
 _REP, _OUT, _LOSS, _WD = "rep", "out", "loss", "wd"
 
@@ -166,10 +166,11 @@ class Trainer:
             DominanceTracker(self.model, self.shared, self.task_names, cfg.dominance_beta) if cfg.dominance_interval > 0 else None
         )
         self.epoch = 0
-        #: Per step of the current epoch, a bool tensor [shared output, T task outputs, T losses, weights or
-        #: direction] all finite; read once at the epoch's end (no host sync per step).
-        self._step_flags: list[Tensor] = []
-        self._flag_parts: list[Tensor] = []
+        #: Per step of the current epoch: sums of the shared output, of each task's output, the task losses and
+        #: the sum of the method's weights or direction (a sum is non-finite when an element is); checked once
+        #: at the epoch's end (one reduction per value and step, no host sync per step).
+        self._step_checks: list[tuple[Tensor, list[Tensor], Tensor, Tensor]] = []
+        self._output_sums: tuple[Tensor, list[Tensor]] | None = None
         self._last_had_weights = True
         data_folder = getattr(self.benchmark, "root", None) or self.benchmark.data_root
         self.reference = load_reference(cfg.benchmark, self.task_names, data_folder)
@@ -215,21 +216,20 @@ class Trainer:
 
     def _losses(self, reps: list[Tensor], targets: Mapping[str, Tensor]) -> Tensor:
         outs = [self.model.heads[spec.name](z) for spec, z in zip(self.tasks, reps)]
-        shared = {id(z): z for z in reps}.values() if not self.outputs_per_task else ()
-        self._flag_parts = [
-            torch.stack([torch.isfinite(z.detach()).all() for z in shared]).all().reshape(1)
-            if shared
-            else torch.ones(1, dtype=torch.bool, device=outs[0].device),
-            torch.stack([torch.isfinite(o.detach()).all() for o in outs]),
-        ]
+        if self.outputs_per_task:  # no shared output: each task's output is checked below
+            rep = torch.zeros((), device=outs[0].device)
+        elif len(reps) == 1 or all(z is reps[0] for z in reps):
+            rep = reps[0].detach().sum()
+        else:  # one source per task (multi-input), or a list of them
+            rep = torch.stack([z.detach().sum().float() for z in {id(z): z for z in reps}.values()]).sum()
+        self._output_sums = (rep, [o.detach().sum() for o in outs])
         return torch.stack([spec.loss(o, targets[spec.name]) for spec, o in zip(self.tasks, outs)])
 
     def _flag_step(self, losses: Tensor, checked: Tensor) -> None:
-        """Record this step's finiteness (model output, losses, the method's weights or direction)."""
-        rep_ok, out_ok = self._flag_parts
-        self._step_flags.append(
-            torch.cat([rep_ok, out_ok, torch.isfinite(losses.detach()), torch.isfinite(checked.detach()).all().reshape(1)])
-        )
+        """Keep what this step's finiteness check needs (model output, losses, the method's weights or direction)."""
+        assert self._output_sums is not None
+        rep, outs = self._output_sums
+        self._step_checks.append((rep, outs, losses.detach(), checked.detach().sum()))
 
     def train_step(self, x: Tensor | Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """One optimisation step; returns the raw task losses and the effective task weights.
@@ -364,7 +364,7 @@ class Trainer:
         loss_sum = torch.zeros(len(self.task_names), device=self.device, dtype=torch.float64)
         weight_sum = torch.zeros_like(loss_sum)
         steps = 0
-        self._step_flags = []
+        self._step_checks = []
         for x, targets in self.splits["train"].batches(self.config.batch_size, shuffle=True, generator=self._epoch_generator()):
             losses, weights = self.train_step(*self._to_device(x, targets))
             loss_sum += losses.double()
@@ -385,9 +385,20 @@ class Trainer:
         """After an epoch's steps: one host sync; when a step was not all finite, raise
         :class:`NonFiniteLossError` naming the first source (the first failing check of the first failing
         step, in the order a step computes them) in one line."""
-        flags = torch.stack(self._step_flags) if self._step_flags else None
-        self._step_flags = []
-        if flags is None or bool(flags.all()) and bool(torch.isfinite(loss_sum).all()):
+        rows, self._step_checks = self._step_checks, []
+        if not rows:
+            return
+        values = torch.cat(
+            [
+                torch.stack([r[0] for r in rows]).float().reshape(-1, 1),
+                torch.stack([o.float() for r in rows for o in r[1]]).reshape(len(rows), -1),
+                torch.stack([r[2] for r in rows]).float(),
+                torch.stack([r[3] for r in rows]).float().reshape(-1, 1),
+            ],
+            dim=1,
+        )
+        flags = torch.isfinite(values)
+        if bool(flags.all()) and bool(torch.isfinite(loss_sum).all()):
             return
         bad = ~flags
         step = int(bad.any(dim=1).nonzero()[0, 0]) if bool(bad.any()) else len(flags) - 1

@@ -271,9 +271,9 @@ def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating
     try:
         log1 = tmp_path / "run1.log"
         first = launch(argv, log1)
-        name = _wait_for(log1, r"Search '([^']+)'", first, timeout=120).group(1)
-        _wait_for(log1, r"\[\d+/3 done[^\]]*\] \w+ completed", first, timeout=240)
-        finished = _finished_in_saved_state(tmp_path / "ray" / name, first, timeout=60)
+        name = _wait_for(log1, r"Search '([^']+)'", first, timeout=300).group(1)
+        _wait_for(log1, r"\[\d+/3 done[^\]]*\] \w+ completed", first, timeout=400)
+        finished = _finished_in_saved_state(tmp_path / "ray" / name, first, timeout=120)
         first.send_signal(signal.SIGKILL)
         first.wait(30)
         # The killed driver's local Ray (raylet, agents) can outlive it for a while and tidy up the session
@@ -292,8 +292,8 @@ def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating
         hold = tmp_path / "hold"
         env["MTLSEARCH_HOLD_DIR"] = str(hold)
         second = launch([*argv, "--resume"], log2)
-        _wait_for(log2, rf"Resuming .*{re.escape(name)}", second, timeout=120)
-        _wait_for_file(hold, "*.held", second, log2, timeout=180)
+        _wait_for(log2, rf"Resuming .*{re.escape(name)}", second, timeout=300)
+        _wait_for_file(hold, "*.held", second, log2, timeout=300)
         second.send_signal(signal.SIGINT)
         assert second.wait(60) == 130, log2.read_text()[-3000:]
         text2 = log2.read_text()
