@@ -285,16 +285,28 @@ class StorageWatch:
             text = Path(error_file).read_text() if error_file else ""
         except OSError:
             pass
-        text += " " + str(getattr(trial, "error_msg", "") or "")
-        why = self.probe()
-        if why is None:
-            for needle, name in _STORAGE_TEXTS.items():
-                if needle in text:
-                    why = f"{STORAGE_ERRNOS.get(name, 'the folder cannot be written (permission denied)')} ({name}, seen by trial {trial.trial_id})"
-                    break
+        why = self.probe() or _storage_error(text, f"seen by trial {trial.trial_id}")
         if why:
             self.failed_trials.add(trial.trial_id)
             self._fail(why)
+
+    def explain(self, err: BaseException) -> str | None:
+        """An exception out of Ray Tune (writing a trial's error file or its state on the failed storage):
+        the storage failure it stands for, recorded in :attr:`failure`, or None for any other exception."""
+        if self.failure is None:
+            why = self.probe() or _storage_error(f"{type(err).__name__}: {err}", "seen by Ray Tune")
+            if why:
+                self.failure = why
+                _quiet_expected_storage_errors()
+        return self.failure
+
+
+def _storage_error(text: str, where: str) -> str | None:
+    """The storage failure an error's text reports ("No space left on device", ...), or None."""
+    for needle, name in _STORAGE_TEXTS.items():
+        if needle in text:
+            return f"{STORAGE_ERRNOS[name]} ({name}, {where})"
+    return None
 
 
 def _quiet_expected_storage_errors() -> None:

@@ -218,8 +218,8 @@ def _fit_and_report(
             grid = tuner.fit()
         except KeyboardInterrupt:  # a second Ctrl-C while Tune was already stopping
             pass
-        except Exception:  # Ray Tune failing to save its state on a storage that failed: reported below
-            if failure() is None:
+        except Exception as err:  # Ray Tune failing to write on a storage that failed: reported below
+            if storage_watch is None or storage_watch.explain(err) is None:
                 raise
     if failure() is not None:
         return _interrupted(args, tracker, f"{storage_uri}/{name}", name, grid, book.unfinished, book=book, space=space, failure=failure())

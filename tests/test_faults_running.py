@@ -430,3 +430,22 @@ def test_row14_a_nan_method_search_prints_one_plain_line_per_errored_trial(nan_d
     for run in trials:
         tag = run.data.tags[TAG_ERROR]
         assert "returned non-finite weights at epoch 2, step 5" in tag and "\x1b" not in tag, tag[-500:]
+
+
+def test_row16_the_storage_watch_tells_a_storage_failure_from_other_errors(tmp_path):
+    """What ends a search as a storage failure: a failed write in its folder, or an exception out of Ray
+    Tune whose text says the device is full or read-only; any other error is not one (and is raised)."""
+    from mtlsearch.faults import StorageWatch
+
+    stops = []
+    watch = StorageWatch(tmp_path, lambda: stops.append(1))
+    assert watch.probe() is None and list(tmp_path.iterdir()) == []  # the check leaves nothing behind
+    assert watch.explain(ValueError("a bug of ours")) is None and watch.failure is None
+    why = watch.explain(OSError(28, "Cannot write 'state.pt'. Detail: [errno 28] No space left on device"))
+    assert why == "no space left on the device (ENOSPC, seen by Ray Tune)" and watch.failure == why
+    assert stops == []  # Tune already stopped: explain() only records why
+
+    watch = StorageWatch(tmp_path, lambda: stops.append(1), check_s=0.0)
+    watch.folder = tmp_path / "gone" / "deeper"  # not a storage failure (Ray reports its own)
+    watch.check()
+    assert watch.failure is None and stops == []
