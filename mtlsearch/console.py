@@ -78,9 +78,12 @@ def quiet_libraries() -> None:
 class _TuneRunFilter(logging.Filter):
     """Ray Tune's own lines around Ctrl-C: its "Stop signal received" warning becomes one line of ours
     (feedback while the trials stop); its advice to call ``Tuner.restore`` is dropped (the launcher
-    prints the command that resumes); its errors pass."""
+    prints the command that resumes), and so is its "Trials did not complete" list (the launcher's
+    summary and each errored trial's progress line say it); its other errors pass."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Trials did not complete"):  # the launcher's summary counts them
+            return False
         if record.getMessage().startswith("Stop signal received"):
             print(
                 "\nStopping the search: ending its trials and saving its state (Ctrl-C again to skip saving) ...",
