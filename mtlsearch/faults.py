@@ -232,6 +232,11 @@ class StorageWatch:
             def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
                 watch.trial_errored(trial)
 
+            def __reduce__(self) -> tuple[Callable[[], Callback], tuple[()]]:
+                # Ray Tune pickles a Tuner's callbacks with its state; this one holds the launcher's stop
+                # (a lock, a signal handler) and only means something in this driver: an inert one instead.
+                return (_inert_callback, ())
+
         self.callback = _Callback()
 
     def probe(self) -> str | None:
@@ -324,3 +329,10 @@ def _quiet_expected_storage_errors() -> None:
         logger = logging.getLogger(name)
         if not any(type(f).__name__ == "Expected" for f in logger.filters):
             logger.addFilter(Expected())
+
+
+def _inert_callback() -> Callback:
+    """What a pickled :class:`StorageWatch` callback becomes (a resumed search makes its own)."""
+    from ray.tune import Callback
+
+    return Callback()

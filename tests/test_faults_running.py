@@ -454,3 +454,19 @@ def test_row16_the_storage_watch_tells_a_storage_failure_from_other_errors(tmp_p
     watch.folder = tmp_path / "gone" / "deeper"  # not a storage failure (Ray reports its own)
     watch.check()
     assert watch.failure is None and stops == []
+
+
+def test_row16_the_storage_watch_callback_pickles_as_an_inert_callback(tmp_path):
+    """Ray Tune pickles a Tuner's callbacks (the confirmation phase's Tuner is made while the launcher's
+    stop holds a lock): the watch's callback pickles, and comes back as a callback that does nothing."""
+    import threading
+
+    from ray import cloudpickle
+    from ray.tune import Callback
+
+    from mtlsearch.faults import StorageWatch
+
+    lock = threading.Lock()
+    watch = StorageWatch(tmp_path, lambda: lock.acquire())
+    restored = cloudpickle.loads(cloudpickle.dumps(watch.callback))
+    assert type(restored) is Callback
