@@ -66,6 +66,9 @@ def quiet_libraries() -> None:
     tune_run = logging.getLogger("ray.tune.tune")
     if not any(isinstance(f, _TuneRunFilter) for f in tune_run.filters):
         tune_run.addFilter(_TuneRunFilter())
+    controller = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, _TrialErrorFilter) for f in controller.filters):
+        controller.addFilter(_TrialErrorFilter())
     try:
         import optuna
 
@@ -77,9 +80,12 @@ def quiet_libraries() -> None:
 class _TuneRunFilter(logging.Filter):
     """Ray Tune's own lines around Ctrl-C: its "Stop signal received" warning becomes one line of ours
     (feedback while the trials stop); its advice to call ``Tuner.restore`` is dropped (the launcher
-    prints the command that resumes); its errors pass."""
+    prints the command that resumes), and so is its "Trials did not complete" list (the launcher's
+    summary and each errored trial's progress line say it); its other errors pass."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("Trials did not complete"):  # the launcher's summary counts them
+            return False
         if record.getMessage().startswith("Stop signal received"):
             print(
                 "\nStopping the search: ending its trials and saving its state (Ctrl-C again to skip saving) ...",
@@ -88,6 +94,15 @@ class _TuneRunFilter(logging.Filter):
             )
             return False
         return record.levelno >= logging.ERROR
+
+
+class _TrialErrorFilter(logging.Filter):
+    """Ray Tune's "Trial task failed for trial ..." with the trial's whole traceback (some 50 lines a
+    trial): our progress line says it in one (``ERRORED: <the error's line>``); the traceback stays in
+    the trial's error.txt and its MLflow run's ``error`` tag."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Trial task failed for trial")
 
 
 def ray_logging_level() -> int:
@@ -206,11 +221,23 @@ class Progress:
         trial = max(self.last, key=lambda t: self.sign * self.last[t])
         return self.last[trial], trial
 
+    def _unspent(self, how: str) -> int:
+        return sum(self.space.max_epochs - self.epochs.get(t, 0) for t, ended in self.ended.items() if ended == how)
+
+    @property
+    def asha(self) -> bool:
+        return self.space.scheduler.get("type") == "asha"
+
     def status(self) -> str:
+        notes = []
+        if stopped := self._unspent("stopped"):
+            notes.append(f"ASHA saved {stopped}" if self.asha else f"{stopped} not run: stopped")
+        if errored := self._unspent("errored"):
+            notes.append(f"{errored} not run: errored")
         return (
             f"[{len(self.ended)}/{self.total} done, {len(self.running)} running | "
             f"{self.spent}/{self.budget - self.saved} epochs"
-            + (f" (ASHA saved {self.saved})" if self.saved else "")
+            + (f" ({', '.join(notes)})" if notes else "")
             + f" | {duration(self.clock() - self.start)} elapsed, ETA {duration(self.eta())}]"
         )
 
@@ -256,14 +283,29 @@ class Progress:
         if epochs >= self.space.max_epochs:
             self.out(f"{self.status()} {trial_id} completed ({epochs} epochs)")
         else:
-            self.out(f"{self.status()} {trial_id} stopped early by ASHA at epoch {epochs}")
+            self.out(f"{self.status()} {trial_id} stopped early{' by ASHA' if self.asha else ''} at epoch {epochs}")
 
-    def errored(self, trial_id: str) -> None:
+    def errored(self, trial_id: str, reason: str = "") -> None:
+        """A trial errored; ``reason``: the first line of its error (:func:`trial_error`)."""
         self.running.discard(trial_id)
         self.ended[trial_id] = "errored"
         self.last.pop(trial_id, None)  # an errored trial is never the live best
         # An error is shown even with --quiet.
-        self.out(f"{self.status()} {trial_id} ERRORED (see its MLflow run / error file)")
+        why = f": {reason}" if reason else " (see its MLflow run / error file)"
+        self.out(f"{self.status()} {trial_id} ERRORED{why}")
+
+
+def trial_error(trial: Any) -> str:
+    """The one-line reason of a trial's (last) error, from the error file Ray wrote for it; '' if none."""
+    from mtlsearch.faults import error_line, strip_ansi
+
+    error_file = getattr(trial, "error_file", None)
+    try:
+        text = strip_ansi(open(error_file).read()) if error_file else ""
+    except OSError:
+        return ""
+    last = text.rsplit("Failure #", 1)[-1].strip()
+    return error_line(last) if last else ""
 
 
 def make_progress_callback(space: SearchSpace, *, quiet: bool = False) -> Callback:
@@ -291,7 +333,7 @@ def make_progress_callback(space: SearchSpace, *, quiet: bool = False) -> Callba
             self.progress.ended_ok(trial.trial_id, trial.last_result)
 
         def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
-            self.progress.errored(trial.trial_id)
+            self.progress.errored(trial.trial_id, trial_error(trial))
 
     return ProgressCallback()
 

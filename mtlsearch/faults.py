@@ -11,6 +11,9 @@
 * :class:`StartError`: a local Ray or an MLflow store that fails while the search starts is one line
   (exit 1), with the runs already created ended FAILED.
 * :func:`claim_folder`: two searches started in the same second get different folders.
+* :class:`StorageWatch`: results that cannot be saved while the search runs (a full disk, a storage
+  folder made read-only) end the search the way SIGTERM does: the launcher stops the trials, marks the
+  runs, says where, why and what to do, prints the resume command and exits 1.
 * :class:`StopWatchdog`: after SIGTERM/Ctrl-C the launcher waits a bounded time for Ray Tune's own
   stop; when Ray itself was signalled too (a job scheduler signals the whole process group, so the
   local Ray's GCS and raylet die with the driver's request) Tune would wait a minute for the GCS;
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
 
 EXIT_ALL_ERRORED = 1
 EXIT_START_FAILED = 1
+EXIT_STORAGE_FAILED = 1
 
 
 class StartError(RuntimeError):
@@ -73,6 +77,11 @@ def no_retry_after_nonfinite() -> Callback:
                 trial.max_failures = trial.run_metadata.num_failures
 
     return NoRetryAfterNonFinite()
+
+
+def strip_ansi(text: str) -> str:
+    """Text without terminal colour codes (Ray colours the tracebacks it saves in a trial's error file)."""
+    return re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]", "", text)
 
 
 def error_line(error: Any) -> str:
@@ -185,3 +194,145 @@ def claim_folder(storage: Path, name: str, *, numbered: bool) -> tuple[str, IO[s
             ) from None
         return candidate, lock
     raise StartError(f"no free search folder {name}-N under {storage}")
+
+
+#: Errors that mean the search's results cannot be saved (not a trial's own fault).
+STORAGE_ERRNOS = {"ENOSPC": "no space left on the device", "EDQUOT": "the disk quota is used up", "EROFS": "the file system is read-only"}
+#: The same as they appear in a trial's error text (its checkpoint could not be written).
+_STORAGE_TEXTS = {
+    "No space left on device": "ENOSPC",
+    "Disk quota exceeded": "EDQUOT",
+    "Read-only file system": "EROFS",
+}
+STORAGE_CHECK_S = 2.0
+
+
+class StorageWatch:
+    """A Ray Tune callback watching the search's folder on a local (or mounted) disk: every
+    ``STORAGE_CHECK_S`` seconds of the driver's loop, and at once when a trial errors, it writes and
+    removes a small file there.  When that fails because the disk is full or the folder cannot be
+    written (or a trial's error says so), it records why in :attr:`failure` and calls ``stop`` once
+    (the launcher's SIGTERM path: Ray Tune stops the trials and the launcher reports)."""
+
+    def __init__(self, folder: Path, stop: Callable[[], None], check_s: float = STORAGE_CHECK_S):
+        from ray.tune import Callback
+
+        self.folder = Path(folder)
+        self.stop = stop
+        self.check_s = check_s
+        self.failure: str | None = None  # "the file system is read-only (EROFS) at PATH"
+        self.failed_trials: set[str] = set()
+        self._next = 0.0
+        watch = self
+
+        class _Callback(Callback):
+            def on_step_end(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+                watch.check()
+
+            def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
+                watch.trial_errored(trial)
+
+            def __reduce__(self) -> tuple[Callable[[], Callback], tuple[()]]:
+                # Ray Tune pickles a Tuner's callbacks with its state; this one holds the launcher's stop
+                # (a lock, a signal handler) and only means something in this driver: an inert one instead.
+                return (_inert_callback, ())
+
+        self.callback = _Callback()
+
+    def probe(self) -> str | None:
+        """Why the folder cannot take new results now, or None."""
+        import errno
+        import time
+
+        path = self.folder / f".mtlsearch-write-check-{os.getpid()}"
+        try:
+            with open(path, "wb") as f:
+                f.write(b"x" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as err:
+            name = errno.errorcode.get(err.errno or 0, "")
+            if name in STORAGE_ERRNOS or name in ("EACCES", "EPERM"):
+                why = STORAGE_ERRNOS.get(name, "the folder cannot be written (permission denied)")
+                return f"{why} ({name}: {err.filename or self.folder})"
+            return None  # another problem (the folder removed, ...): Ray reports its own
+        finally:
+            self._next = time.monotonic() + self.check_s
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        return None
+
+    def _fail(self, why: str) -> None:
+        if self.failure is None:
+            self.failure = why
+            _quiet_expected_storage_errors()
+            self.stop()
+
+    def check(self) -> None:
+        import time
+
+        if self.failure is None and time.monotonic() >= self._next:
+            why = self.probe()
+            if why:
+                self._fail(why)
+
+    def trial_errored(self, trial: Trial) -> None:
+        """A trial errored: a failure to save (its error says so, or the folder fails the probe now)
+        ends the search; the trial counts as one that failed to save."""
+        if self.failure is not None:
+            self.failed_trials.add(trial.trial_id)
+            return
+        error_file = getattr(trial, "error_file", None)
+        text = ""
+        try:
+            text = Path(error_file).read_text() if error_file else ""
+        except OSError:
+            pass
+        why = self.probe() or _storage_error(text, f"seen by trial {trial.trial_id}")
+        if why:
+            self.failed_trials.add(trial.trial_id)
+            self._fail(why)
+
+    def explain(self, err: BaseException) -> str | None:
+        """An exception out of Ray Tune (writing a trial's error file or its state on the failed storage):
+        the storage failure it stands for, recorded in :attr:`failure`, or None for any other exception."""
+        if self.failure is None:
+            why = self.probe() or _storage_error(f"{type(err).__name__}: {err}", "seen by Ray Tune")
+            if why:
+                self.failure = why
+                _quiet_expected_storage_errors()
+        return self.failure
+
+
+def _storage_error(text: str, where: str) -> str | None:
+    """The storage failure an error's text reports ("No space left on device", ...), or None."""
+    for needle, name in _STORAGE_TEXTS.items():
+        if needle in text:
+            return f"{STORAGE_ERRNOS[name]} ({name}, {where})"
+    return None
+
+
+def _quiet_expected_storage_errors() -> None:
+    """Once the launcher knows the storage failed (and says so in one message): Ray's tracebacks of the
+    same failure (its experiment state not saved, the stopped trials' failed checkpoints reported as
+    "Unhandled error") are dropped from the console; other errors still show."""
+    import logging
+
+    class Expected(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            text = record.getMessage()
+            return not (text.startswith("Unhandled error") or text.startswith("Saving experiment state"))
+
+    for name in ("ray._private.worker", "ray.tune.execution.experiment_state"):
+        logger = logging.getLogger(name)
+        if not any(type(f).__name__ == "Expected" for f in logger.filters):
+            logger.addFilter(Expected())
+
+
+def _inert_callback() -> Callback:
+    """What a pickled :class:`StorageWatch` callback becomes (a resumed search makes its own)."""
+    from ray.tune import Callback
+
+    return Callback()

@@ -190,11 +190,18 @@ def check_benchmark(cfg: TrialConfig) -> None:
             continue
         pred, target = outputs[t], targets[t]
         try:
-            loss = by_name[t].loss(pred, target)
+            loss, broadcast = _loss_broadcasts(by_name[t].loss, pred, target)
         except Exception as err:  # noqa: BLE001
             raise _fail(
                 spec, f"task {t!r}: the loss of a first batch (prediction {_shape(pred)}, target {_shape(target)}) failed", err
             ) from None
+        if broadcast:
+            raise _fail(
+                spec,
+                f"output and target shapes of task {t!r} differ: {_dims(pred)} vs {_dims(target)} and its loss only works by "
+                f"broadcasting them ({broadcast}), which gives a wrong loss; make the model's output and the target the same shape "
+                "(e.g. squeeze the output's last dimension, or unsqueeze the target)",
+            )
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise _fail(
                 spec,
@@ -217,6 +224,50 @@ def check_benchmark(cfg: TrialConfig) -> None:
                 f"task {t!r}: its meter reports {sorted(values) if isinstance(values, dict) else values!r} "
                 f"but the task declares metrics {sorted(declared)}",
             )
+
+
+def _dims(value: Any) -> str:
+    return str(list(value.shape)) if hasattr(value, "shape") else type(value).__name__
+
+
+def _loss_broadcasts(loss_fn: Any, pred: Any, target: Any) -> tuple[Any, str]:
+    """A task's loss on a first batch, and how it broadcast its inputs ('' if it did not): an operation
+    whose result is larger than each of its tensor inputs (``[2, 1] - [2]`` gives ``[2, 2]``), or torch's
+    own warning that a loss's target size differs from its input size (``mse_loss``, ``l1_loss``, ...)."""
+    import warnings
+
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    found: list[str] = []
+
+    class Watch(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+            if (
+                not found
+                and len(tensors) >= 2
+                and isinstance(out, torch.Tensor)
+                and len({tuple(a.shape) for a in tensors}) > 1
+                and out.numel() > max(a.numel() for a in tensors)
+            ):
+                shapes = " and ".join(str(list(a.shape)) for a in tensors)
+                found.append(f"{getattr(func, '__name__', 'an operation')} of {shapes} gave {list(out.shape)}")
+            return out
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with Watch():
+            loss = loss_fn(pred, target)
+    for w in caught:
+        text = str(w.message)
+        if not found and "broadcast" in text:
+            found.append(text.split(". ")[0])
+        elif "broadcast" not in text:  # not ours to swallow
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return loss, found[0] if found else ""
 
 
 def _shape(value: Any) -> str:

@@ -20,6 +20,8 @@ from mtlsearch import cluster, console, faults, resume, studies
 from mtlsearch.results import best_standing, pareto_rows, results_table, status_counts, summarize, table_notes
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from ray import tune
     from ray.tune import Callback, ResultGrid
     from ray.tune.experiment import Trial
@@ -81,7 +83,9 @@ def run_search(args: argparse.Namespace, space: SearchSpace, callbacks: Sequence
                 "nothing was trained; run the same command again"
             ) from None
         args.search_ref = (tracking_uri, experiment, tracker.parent_run_id)  # for mtlsearch.search(): where to read back
-        return _fit_and_report(args, space, callbacks, tracker, name, storage_uri, restore_path, study_url)
+        return _fit_and_report(
+            args, space, callbacks, tracker, name, storage_uri, restore_path, study_url, local_storage / name if local_storage else None
+        )
     except BaseException as err:
         faults.end_runs_failed(tracker, f"the launcher stopped: {type(err).__name__}: {err}")
         raise
@@ -99,8 +103,10 @@ def _fit_and_report(
     storage_uri: str,
     restore_path: str | None,
     study_url: str | None = None,
+    folder: Path | None = None,
 ) -> int:
-    """The Tuner's run and what is printed and logged after it; ``tracker``: the search's MLflow tracker."""
+    """The Tuner's run and what is printed and logged after it; ``tracker``: the search's MLflow tracker;
+    ``folder``: the search's folder when it is on a local (or mounted) disk, watched for failures to save."""
     from ray import tune
     from ray.tune.schedulers import FIFOScheduler, TrialScheduler
     from ray.tune.search import SearchAlgorithm, Searcher
@@ -144,6 +150,8 @@ def _fit_and_report(
 
     tracker.tag_search(tracking.TAG_SEARCHER, optuna_search.describe_settings(space))
     book = _trial_book()
+    stopper = _sigterm_as_sigint()
+    storage_watch = faults.StorageWatch(folder, stopper.stop) if folder is not None else None
 
     def make_run_config(suffix: str | None = None, num_trials: int | None = None) -> tune.RunConfig:
         shown = spaces.override(space, num_samples=num_trials) if num_trials else space
@@ -155,6 +163,7 @@ def _fit_and_report(
                 callback,
                 make_progress_callback(shown, getattr(args, "quiet", False)),
                 book,
+                *([storage_watch.callback] if storage_watch is not None else []),
                 faults.no_retry_after_nonfinite(),
                 *callbacks,
             ],
@@ -180,6 +189,7 @@ def _fit_and_report(
         # resume_errored: a trial that used up its retries (a lost node, ...) gets another chance from its
         # last checkpoint; one whose loss became NaN/inf fails again at once (see trainables.mtl).
         tuner = tune.Tuner.restore(restore_path, trainable, resume_errored=True)
+        run_config.callbacks = [*(run_config.callbacks or []), tracking.make_resume_callback(tracker)]
         _use_this_runs_callbacks(tuner, run_config)
         _link_restored_searcher(tuner, tracker)
     else:
@@ -191,14 +201,24 @@ def _fit_and_report(
             f"objective {space.metric} ({space.mode}); MLflow experiment {experiment!r} at {tracking_uri}"
         )
     grid = None
+
+    def failure() -> str | None:
+        return storage_watch.failure if storage_watch is not None else None
+
     stuck = faults.StopWatchdog(
-        lambda: _interrupted(args, tracker, f"{storage_uri}/{name}", name, None, book.unfinished, book=book, space=space)
+        lambda: _interrupted(args, tracker, f"{storage_uri}/{name}", name, None, book.unfinished, book=book, space=space, failure=failure())
     )
-    with _sigterm_as_sigint(stuck):
+    stopper.watchdog = stuck
+    with stopper:
         try:
             grid = tuner.fit()
         except KeyboardInterrupt:  # a second Ctrl-C while Tune was already stopping
             pass
+        except Exception as err:  # Ray Tune failing to write on a storage that failed: reported below
+            if storage_watch is None or storage_watch.explain(err) is None:
+                raise
+    if failure() is not None:
+        return _interrupted(args, tracker, f"{storage_uri}/{name}", name, grid, book.unfinished, book=book, space=space, failure=failure())
     if grid is None or book.unfinished or len(grid) < space.num_samples:
         return _interrupted(args, tracker, f"{storage_uri}/{name}", name, grid, book.unfinished, book=book, space=space)
 
@@ -314,6 +334,10 @@ class _sigterm_as_sigint:
         self.watchdog = watchdog  # faults.StopWatchdog: a bounded wait for Ray Tune's stop
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the search as SIGTERM does (also the launcher's own reasons: results that cannot be saved)."""
         if self.watchdog is not None:
             self.watchdog.arm()
         os.kill(os.getpid(), signal.SIGINT)
@@ -344,6 +368,7 @@ def _trial_book() -> Any:
         def __init__(self) -> None:
             self.started: set[str] = set()
             self.ended: set[str] = set()
+            self.errored: set[str] = set()
 
         @property
         def unfinished(self) -> set[str]:
@@ -357,6 +382,7 @@ def _trial_book() -> Any:
 
         def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> None:
             self.ended.add(trial.trial_id)
+            self.errored.add(trial.trial_id)
 
     return TrialBook()
 
@@ -371,10 +397,15 @@ def _interrupted(
     *,
     book: Any = None,
     space: SearchSpace | None = None,
+    failure: str | None = None,
 ) -> int:
     """After Ctrl-C: mark the MLflow runs of unfinished trials and the search KILLED, print the results so
     far and how to resume.  Finished = ended in this driver, or before it (a resumed search); a trial
-    that never started is not finished."""
+    that never started is not finished.  ``failure``: the search's results could not be saved
+    (:class:`faults.StorageWatch`): the same, but the search ends FAILED with that reason, the message
+    says where, why and what to do, no ranking is shown and the exit code is 1."""
+    if failure is not None:
+        return _storage_failed(args, tracker, folder, name, unfinished, book, failure)
     tracker.mark_interrupted(unfinished)
     tracker.end_search(None, status="KILLED")
     if book is not None:
@@ -397,3 +428,30 @@ def _interrupted(
                 print(note)
     print(f"Resume it with:\n  {resume.resume_command(argv, name)}", flush=True)
     return 130
+
+
+def _storage_failed(
+    args: argparse.Namespace, tracker: Tracker, folder: str, name: str, unfinished: set[str], book: Any, failure: str
+) -> int:
+    """The search was stopped because its results cannot be saved: runs marked, one clear message, exit 1."""
+    reason = f"the search's results cannot be saved in {folder}: {failure}"
+    errored = set(getattr(book, "errored", set())) if book is not None else set()
+    ended = set(getattr(book, "ended", set())) if book is not None else set()
+    try:
+        tracker.mark_interrupted(unfinished, error=reason)
+        tracker.set_search_error(reason)
+        tracker.end_search(None, status="FAILED")
+    except Exception as err:  # noqa: BLE001 - the MLflow store may sit on the same failed disk
+        print(f"warning: the MLflow runs could not be marked either ({faults.first_line(err)})", file=sys.stderr)
+    argv = getattr(args, "argv", None) or sys.argv[1:]
+    full = failure.startswith(("no space", "the disk quota"))
+    fix = "free space on that disk" if full else "make the folder writable again (or give --storage a writable folder and copy it there)"
+    print(
+        f"\nerror: {reason}. The search was stopped: {len(ended - errored)} trial(s) finished, {len(unfinished)} stopped before "
+        f"their results were saved{f', {len(errored)} errored' if errored else ''}; their MLflow runs are marked. Ray's state of the "
+        f"search is kept as last saved: the epochs after it are trained again on resume. To go on, {fix}, then resume with:"
+        f"\n  {resume.resume_command(argv, name)}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return faults.EXIT_STORAGE_FAILED

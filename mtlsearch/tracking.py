@@ -92,6 +92,8 @@ STATUS_RUNNING = "running"
 STATUS_COMPLETED = "completed"
 STATUS_STOPPED = "stopped early by ASHA"
 STATUS_ERRORED = "errored"
+#: A trial run of a resumed search whose trial Ray had not saved (:meth:`Tracker.drop_lost_trials`).
+STATUS_LOST = "lost"
 
 #: The search's description written beside Ray's results (read back by ``report sync``).
 SEARCH_INFO_FILE = "mtlsearch.json"
@@ -962,13 +964,21 @@ class Tracker:
         if trial_id in self.trial_runs:
             self.client.set_tag(self.trial_runs[trial_id], TAG_PHASE, phase)
 
-    def mark_interrupted(self, trial_ids: Iterable[str]) -> None:
-        """After Ctrl-C: the runs of the trials that had not ended are KILLED, status ``interrupted``."""
+    def mark_interrupted(self, trial_ids: Iterable[str], *, error: str | None = None) -> None:
+        """After Ctrl-C: the runs of the trials that had not ended are KILLED, status ``interrupted``
+        (``error``: why the launcher stopped them, as their ``error`` tag)."""
         for trial_id in sorted(trial_ids):
             if trial_id in self.trial_runs:
                 run_id = self.trial_runs[trial_id]
                 self.client.set_tag(run_id, TAG_STATUS, "interrupted")
+                if error:
+                    self.client.set_tag(run_id, TAG_ERROR, error[-4900:])
                 self.client.set_terminated(run_id, status="KILLED")
+
+    def set_search_error(self, error: str) -> None:
+        """Why the search ended early, as the parent run's ``error`` tag."""
+        if self.parent_run_id is not None:
+            self.client.set_tag(self.parent_run_id, TAG_ERROR, error[-4900:])
 
     def fail_running_runs(self, reason: str) -> None:
         """The search's runs still RUNNING (a start that failed) end FAILED with ``reason`` as their error."""
@@ -978,6 +988,32 @@ class Tracker:
                 if run_id != self.parent_run_id:
                     self.client.set_tag(run_id, TAG_STATUS, STATUS_ERRORED)
                 self.client.set_terminated(run_id, status="FAILED")
+
+    @_tolerant
+    def drop_lost_trials(self, known: Iterable[str]) -> list[str]:
+        """A resumed search: the trial runs of this search whose trial Ray's saved state does not hold are
+        marked lost and moved to MLflow's deleted runs (restorable from its UI), so that the search keeps
+        one run per trial.  Such a trial started in a driver killed before Ray next saved its state (Ray
+        saves it every few seconds): Ray never continues it and samples its place again under a new id.
+        Returns their trial ids."""
+        known = set(known)
+        query = f"tags.`{TAG_SEARCH}` = '{self.search_id}' and tags.`{TAG_KIND}` = 'trial'"
+        lost = []
+        for run in search_runs(self.client, [self.experiment_id], query):
+            trial_id = run.data.tags.get(TAG_TRIAL)
+            if not trial_id or trial_id in known or run.data.tags.get(TAG_PHASE):
+                continue
+            run_id = run.info.run_id
+            self.client.set_tag(run_id, TAG_STATUS, STATUS_LOST)
+            self.client.set_tag(
+                run_id, TAG_ERROR, "lost: started just before the driver was killed, after Ray last saved the search's state"
+            )
+            if run.info.status == "RUNNING":
+                self.client.set_terminated(run_id, status="KILLED")
+            self.client.delete_run(run_id)
+            self.trial_runs.pop(trial_id, None)
+            lost.append(trial_id)
+        return lost
 
     def count_search_runs(self) -> int:
         """How many runs (parent and trials) this search has in the experiment."""
@@ -1015,7 +1051,9 @@ def make_callback(tracker: Tracker, metric: str, max_epochs: int) -> Callback:
             err = None
             error_file = getattr(trial, "error_file", None)
             if error_file and os.path.exists(error_file):
-                err = Path(error_file).read_text()
+                from mtlsearch.faults import strip_ansi
+
+                err = strip_ansi(Path(error_file).read_text())  # a plain-text tag: no terminal colour codes
             last = trial.last_result or {}
             checkpoint = getattr(trial, "checkpoint", None)
             tracker.end_trial(
@@ -1029,6 +1067,30 @@ def make_callback(tracker: Tracker, metric: str, max_epochs: int) -> Callback:
             )
 
     return MLflowTrials()
+
+
+def make_resume_callback(tracker: Tracker) -> Callback:
+    """For a resumed search only: at the first step of the restored Tuner (its trials are then exactly those
+    of Ray's saved state), the runs of trials Ray lost go (:meth:`Tracker.drop_lost_trials`)."""
+    from ray.tune import Callback
+
+    class DropLostTrials(Callback):
+        def __init__(self) -> None:
+            self.done = False
+
+        def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
+            if self.done:
+                return
+            self.done = True
+            lost = tracker.drop_lost_trials(t.trial_id for t in trials)
+            for trial_id in lost or []:
+                print(
+                    f"note: trial {trial_id} started just before the search was stopped and Ray had not saved it; "
+                    "its MLflow run is moved to the deleted runs and its place in the search is sampled again",
+                    flush=True,
+                )
+
+    return DropLostTrials()
 
 
 # ======================================================================================= read side

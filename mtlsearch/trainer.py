@@ -35,7 +35,14 @@ COMPILE_BACKEND_ENV = "MTLSEARCH_COMPILE_BACKEND"
 
 
 class NonFiniteLossError(FloatingPointError):
-    """A task's training loss became NaN or infinite: the trial cannot continue."""
+    """A value of a training step became NaN or infinite: the trial cannot continue.  The message names
+    the first source (:meth:`Trainer.train_epoch`): the model's output, a task's loss, the balancing
+    method's weights or direction, or the optimizer's step (a finite step before non-finite outputs)."""
+
+
+#: What each column of an epoch's finiteness checks holds (see ``Trainer._check_finite``), in the order a
+#: step computes them: the first failing column of the first failing step is the source.
+_REP, _OUT, _LOSS, _WD = "rep", "out", "loss", "wd"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -183,6 +190,12 @@ class Trainer:
             DominanceTracker(self.model, self.shared, self.task_names, cfg.dominance_beta) if cfg.dominance_interval > 0 else None
         )
         self.epoch = 0
+        #: Per step of the current epoch: sums of the shared output, of each task's output, the task losses and
+        #: the sum of the method's weights or direction (a sum is non-finite when an element is); checked once
+        #: at the epoch's end (one reduction per value and step, no host sync per step).
+        self._step_checks: list[tuple[Tensor, list[Tensor], Tensor, Tensor]] = []
+        self._output_sums: tuple[Tensor, list[Tensor]] | None = None
+        self._last_had_weights = True
         data_folder = getattr(self.benchmark, "root", None) or self.benchmark.data_root
         self.reference = load_reference(cfg.benchmark, self.task_names, data_folder)
         #: The published protocol's own score (``test/delta_m_nashmtl``, ...), when the config names one.
@@ -249,7 +262,21 @@ class Trainer:
         return list(z) if isinstance(z, (list, tuple)) else [z] * len(self.task_names)
 
     def _losses(self, reps: list[Tensor], targets: Mapping[str, Tensor]) -> Tensor:
-        return torch.stack([spec.loss(self.model.heads[spec.name](z), targets[spec.name]) for spec, z in zip(self.tasks, reps)])
+        outs = [self.model.heads[spec.name](z) for spec, z in zip(self.tasks, reps)]
+        if self.outputs_per_task:  # no shared output: each task's output is checked below
+            rep = torch.zeros((), device=outs[0].device)
+        elif len(reps) == 1 or all(z is reps[0] for z in reps):
+            rep = reps[0].detach().sum()
+        else:  # one source per task (multi-input), or a list of them
+            rep = torch.stack([z.detach().sum().float() for z in {id(z): z for z in reps}.values()]).sum()
+        self._output_sums = (rep, [o.detach().sum() for o in outs])
+        return torch.stack([spec.loss(o, targets[spec.name]) for spec, o in zip(self.tasks, outs)])
+
+    def _flag_step(self, losses: Tensor, checked: Tensor) -> None:
+        """Keep what this step's finiteness check needs (model output, losses, the method's weights or direction)."""
+        assert self._output_sums is not None
+        rep, outs = self._output_sums
+        self._step_checks.append((rep, outs, losses.detach(), checked.detach().sum()))
 
     def train_step(self, x: Tensor | Mapping[str, Tensor], targets: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
         """One optimisation step; returns the raw task losses and the effective task weights.
@@ -293,6 +320,7 @@ class Trainer:
             losses = self._losses(sources if leaves is None else leaves.leaves, targets).float()
         total = self.balancing(losses)
         (weights,) = torch.autograd.grad(total, losses, retain_graph=True)
+        self._flag_step(losses, weights)
         total.backward()  # heads + method parameters (+ the shared ones, or leaves get w_t * dL_t/dz)
         if leaves is None:
             return losses, weights, None
@@ -314,6 +342,10 @@ class Trainer:
         self._task_param_backward(leaves, rep_grads)
         combine = self._combine_rep if self.grad_mode == "rep" else self._combine_param
         result, task_grads = combine(leaves, rep_grads, head_losses.detach())
+        self._last_had_weights = result.weights is not None
+        checked = result.weights if result.weights is not None else result.direction
+        assert checked is not None  # GradResult holds one of the two
+        self._flag_step(losses, checked)
         weights = result.weights if result.weights is not None else torch.full_like(losses, float("nan"))
         return losses, weights, task_grads
 
@@ -403,8 +435,9 @@ class Trainer:
 
     def end_epoch(self, loss_sum: Tensor, weight_sum: Tensor, steps: int) -> dict[str, float]:
         """Close an epoch of ``steps`` steps whose task losses and weights summed to ``loss_sum`` and
-        ``weight_sum`` (float64, one per task): the method's and the schedule's epoch hooks, the epoch
-        count, the non-finite check; returns the epoch's ``train/...`` and ``weights/...`` metrics."""
+        ``weight_sum`` (float64, one per task): the non-finite check (:meth:`_check_finite`), the method's and
+        the schedule's epoch hooks, the epoch count; returns the epoch's ``train/...`` and ``weights/...`` metrics."""
+        self._check_finite(self.epoch + 1, loss_sum)
         self.balancing.on_epoch_end(self.epoch, (loss_sum / max(steps, 1)).float())
         if self.lr_schedule is not None:
             self.lr_schedule.step()
@@ -413,15 +446,57 @@ class Trainer:
         self.epoch += 1
         mean_loss = (loss_sum / max(steps, 1)).tolist()
         mean_w = (weight_sum / max(steps, 1)).tolist()
-        for name, value in zip(self.task_names, mean_loss):
-            if not math.isfinite(value):
-                raise NonFiniteLossError(
-                    f"training loss of task {name!r} became {value} in epoch {self.epoch} "
-                    f"(method={self.config.method}, optimizer={self.config.optimizer}, lr={self.config.lr})"
-                )
         out = {f"train/{t}/loss": v for t, v in zip(self.task_names, mean_loss)}
         out.update({f"weights/{t}": w for t, w in zip(self.task_names, mean_w) if math.isfinite(w)})
         return out
+
+    def _check_finite(self, epoch: int, loss_sum: Tensor) -> None:
+        """After an epoch's steps: one host sync; when a step was not all finite, raise
+        :class:`NonFiniteLossError` naming the first source (the first failing check of the first failing
+        step, in the order a step computes them) in one line."""
+        rows, self._step_checks = self._step_checks, []
+        if not rows:  # steps taken elsewhere (the k-seed batched path): the epoch's losses alone
+            bad = [t for t, ok in zip(self.task_names, torch.isfinite(loss_sum).tolist()) if not ok]
+            if bad:
+                raise NonFiniteLossError(f"training loss of task {bad[0]!r} became non-finite (nan or inf) at epoch {epoch}")
+            return
+        values = torch.cat(
+            [
+                torch.stack([r[0] for r in rows]).float().reshape(-1, 1),
+                torch.stack([o.float() for r in rows for o in r[1]]).reshape(len(rows), -1),
+                torch.stack([r[2] for r in rows]).float(),
+                torch.stack([r[3] for r in rows]).float().reshape(-1, 1),
+            ],
+            dim=1,
+        )
+        flags = torch.isfinite(values)
+        if bool(flags.all()) and bool(torch.isfinite(loss_sum).all()):
+            return
+        bad = ~flags
+        step = int(bad.any(dim=1).nonzero()[0, 0]) if bool(bad.any()) else len(flags) - 1
+        column = int(bad[step].nonzero()[0, 0]) if bool(bad[step].any()) else 1 + 2 * len(self.tasks)
+        cfg = self.config
+        where = f"at epoch {epoch}, step {step + 1}"
+        n = len(self.task_names)
+        kind = _REP if column == 0 else _OUT if column <= n else _LOSS if column <= 2 * n else _WD
+        task = self.task_names[(column - 1) % n] if kind in (_OUT, _LOSS) else None
+        first = epoch == 1 and step == 0
+        step_of = f"a step of optimizer {cfg.optimizer!r} (lr={cfg.lr:g})"
+        if kind in (_REP, _OUT):
+            what = "shared output" if kind == _REP else f"output for task {task!r}"
+            after = (
+                "on the first step: check the inputs and the model's initialisation"
+                if first
+                else f"right after {step_of} from finite losses and weights: the optimizer's step diverged (a smaller lr, or clipping)"
+            )
+            message = f"the model's {what} became non-finite (nan or inf) {where}, {after}"
+        elif kind == _LOSS:
+            cause = "the task's loss function" if first else f"{step_of} diverged (a smaller lr), or the task's loss function"
+            message = f"training loss of task {task!r} became non-finite (nan or inf) {where} from a finite model output: {cause}"
+        else:
+            what = "direction" if isinstance(self.balancing, GradBalancing) and not self._last_had_weights else "weights"
+            message = f"method {cfg.method!r} returned non-finite {what} {where}, from finite losses and model outputs"
+        raise NonFiniteLossError(message)
 
     @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, dict[str, float]]:

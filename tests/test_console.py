@@ -6,7 +6,7 @@ import re
 import textwrap
 from pathlib import Path
 
-from mtlsearch import console, spaces
+from mtlsearch import console, faults, spaces
 from mtlsearch.launch import main
 
 SPACE = """
@@ -83,7 +83,7 @@ def test_progress_counts_the_budget_asha_savings_and_the_last_epoch_best(tmp_pat
     progress.ended_ok("a", {"epoch": 4})
     assert lines[-1].startswith("[2/3 done, 0 running | 5/9 epochs (ASHA saved 3)") and lines[-1].endswith("a completed (4 epochs)")
     progress.errored("c")  # never reported: its whole budget is not spent
-    assert lines[-1].startswith("[3/3 done, 0 running | 5/5 epochs (ASHA saved 7)"), lines[-1]
+    assert lines[-1].startswith("[3/3 done, 0 running | 5/5 epochs (ASHA saved 3, 4 not run: errored)"), lines[-1]
 
     quiet = console.Progress(spaces.load_space(str(space)), quiet=True, out=lines.append)
     n = len(lines)
@@ -136,3 +136,33 @@ def test_dry_run_weighs_a_method_axis_by_each_method_measured_step_cost(tmp_path
     assert "With these costs the search takes about " in lines[1]
     # Without a method axis (a constant method) there is nothing to weigh.
     assert console.method_step_costs(spaces.load_space(str(_argv(tmp_path)[1]))) is None
+
+
+def test_progress_under_fifo_never_credits_asha_and_an_errored_trial_says_why(tmp_path):
+    """Issue 26 (smaller items): "ASHA saved N" was printed under ``scheduler: fifo`` when trials errored,
+    and an errored trial's line gave no reason."""
+    space = tmp_path / "space.yaml"
+    space.write_text(textwrap.dedent(SPACE).replace("{type: asha, grace_period: 1, reduction_factor: 2}", "{type: fifo}"))
+    lines: list[str] = []
+    progress = console.Progress(spaces.load_space(str(space)), out=lines.append, clock=lambda: 0.0)
+    progress.started("a")
+    progress.result("a", {"p": 0.5, "lr": 0.002}, {"epoch": 1, "val/delta_m": -50.0})
+    progress.errored("a", "NonFiniteLossError: method 'x:NaN' returned non-finite weights at epoch 2, step 5")
+    assert "ASHA" not in lines[-1] and "(3 not run: errored)" in lines[-1], lines[-1]
+    assert lines[-1].endswith("a ERRORED: NonFiniteLossError: method 'x:NaN' returned non-finite weights at epoch 2, step 5")
+    progress.ended_ok("b", {"epoch": 2})
+    assert lines[-1].endswith("b stopped early at epoch 2") and "ASHA" not in lines[-1], lines[-1]
+
+
+def test_a_trial_error_file_gives_one_plain_line(tmp_path):
+    class Trial:  # what the progress callback reads of Ray's Trial: the error file Ray wrote
+        error_file = str(tmp_path / "error.txt")
+
+    Path(Trial.error_file).write_text(
+        "Failure # 1 (occurred at 2026-12-06_13:00:00)\n\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=1)\n"
+        '  File "x.py", line 3, in f\nmtlsearch.trainer.NonFiniteLossError: the first\n'
+        "Failure # 2 (occurred at 2026-12-06_13:00:01)\n\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=2)\n"
+        "mtlsearch.trainer.NonFiniteLossError: \x1b[31mmethod 'm' returned non-finite weights\x1b[0m (not retrained: same)\n"
+    )
+    assert console.trial_error(Trial) == "NonFiniteLossError: method 'm' returned non-finite weights"
+    assert faults.strip_ansi("\x1b[1;31mred\x1b[0m text") == "red text"

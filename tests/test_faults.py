@@ -130,7 +130,7 @@ def test_nan_trial_errors_with_its_reason_without_retraining_and_the_search_goes
     good, bad = by_lr[0.001], by_lr[100.0]
     assert good.data.tags[TAG_STATUS] == "completed" and steps(client, good) == [1, 2]
     assert bad.data.tags[TAG_STATUS] == "errored" and bad.info.status == "FAILED"
-    assert "NonFiniteLossError" in bad.data.tags["error"] and "became nan" in bad.data.tags["error"]
+    assert "NonFiniteLossError" in bad.data.tags["error"] and "became non-finite (nan or inf)" in bad.data.tags["error"]
 
     # Ray Tune retried the trial (max_failures applies to every exception), but the retry did not train
     # again: the first attempt diverged in epoch 1, the second stopped at once on the marker it left.
@@ -214,6 +214,19 @@ def _wait_for(path: Path, pattern: str, proc: subprocess.Popen, timeout: float) 
     raise AssertionError(f"no {pattern!r} within {timeout} s:\n{path.read_text()[-3000:]}")
 
 
+def _wait_for_file(folder: Path, pattern: str, proc: subprocess.Popen, log: Path, timeout: float) -> Path:
+    """The first file matching ``pattern`` in ``folder`` (an event a trial signals, see MTLSEARCH_HOLD_DIR)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = sorted(folder.glob(pattern)) if folder.is_dir() else []
+        if found:
+            return found[0]
+        if proc.poll() is not None:
+            raise AssertionError(f"launcher exited ({proc.returncode}) before {folder / pattern}:\n{log.read_text()[-3000:]}")
+        time.sleep(0.2)
+    raise AssertionError(f"no {folder / pattern} within {timeout} s:\n{log.read_text()[-3000:]}")
+
+
 def _finished_in_saved_state(folder: Path, proc, timeout: float) -> set[str]:
     """Trial ids that Ray Tune's saved experiment state records as finished (what a resume relies on:
     Ray saves it every TUNE_GLOBAL_CHECKPOINT_S, ~10 s by default, and on every few checkpoints)."""
@@ -261,9 +274,9 @@ def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating
     try:
         log1 = tmp_path / "run1.log"
         first = launch(argv, log1)
-        name = _wait_for(log1, r"Search '([^']+)'", first, timeout=120).group(1)
-        _wait_for(log1, r"\[\d+/3 done[^\]]*\] \w+ completed", first, timeout=240)
-        finished = _finished_in_saved_state(tmp_path / "ray" / name, first, timeout=60)
+        name = _wait_for(log1, r"Search '([^']+)'", first, timeout=300).group(1)
+        _wait_for(log1, r"\[\d+/3 done[^\]]*\] \w+ completed", first, timeout=400)
+        finished = _finished_in_saved_state(tmp_path / "ray" / name, first, timeout=120)
         first.send_signal(signal.SIGKILL)
         first.wait(30)
         # The killed driver's local Ray (raylet, agents) can outlive it for a while and tidy up the session
@@ -276,13 +289,14 @@ def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating
         assert 1 <= len(finished) < 3, text1
 
         log2 = tmp_path / "run2.log"
-        # The resumed trials wait 30 s before their first epoch (MTLSEARCH_DELAY_START_S): with reused
-        # workers and cached data the one epoch left once ended the search before this Ctrl-C came.
-        env["MTLSEARCH_DELAY_START_S"] = "30"
+        # The resumed trials are held before their first epoch (MTLSEARCH_HOLD_DIR) and Ctrl-C comes once one
+        # says so: with reused workers and cached data the one epoch left once ended the search before a
+        # Ctrl-C sent after a fixed wait, and a Ctrl-C sent too early hit Ray before Tuner.fit.
+        hold = tmp_path / "hold"
+        env["MTLSEARCH_HOLD_DIR"] = str(hold)
         second = launch([*argv, "--resume"], log2)
-        _wait_for(log2, rf"Resuming .*{re.escape(name)}", second, timeout=120)
-        _wait_for(log2, r"Search '", second, timeout=120)
-        time.sleep(3)  # into Tuner.fit: the resumed trials start and wait
+        _wait_for(log2, rf"Resuming .*{re.escape(name)}", second, timeout=300)
+        _wait_for_file(hold, "*.held", second, log2, timeout=300)
         second.send_signal(signal.SIGINT)
         assert second.wait(60) == 130, log2.read_text()[-3000:]
         text2 = log2.read_text()
@@ -298,7 +312,7 @@ def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating
         assert command[:3] == ["python", "-m", "mtlsearch.launch"] and command[-3:] == ["--resume", "--name", name]
 
         log3 = tmp_path / "run3.log"
-        env.pop("MTLSEARCH_DELAY_START_S")
+        env.pop("MTLSEARCH_HOLD_DIR")
         third = launch(command[3:], log3)
         assert third.wait(300) == 0, log3.read_text()[-3000:]
         text3 = log3.read_text()
