@@ -320,6 +320,9 @@ def test_row16_results_that_cannot_be_saved_end_the_search_like_sigterm(tmp_path
         "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]),
         "RAY_TMPDIR": ray_tmp,
         "MTLSEARCH_HOLD_DIR": str(hold),
+        # The 8 MB device must pass the start-of-search free-space check (100 MB by default, tests/test_preflight_faults.py):
+        # this test is about the disk filling while the search runs.
+        "MTLSEARCH_MIN_FREE_MB": "1",
     }
     env.pop("RAY_ADDRESS", None)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
