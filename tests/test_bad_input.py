@@ -103,7 +103,7 @@ CASES = [
     ("loguniform non-positive", GOOD.replace("[1.0e-3, 1.0e-2]", "[0.0, 1.0e-2]"), [], "params.lr", ["0 < low"], False),
     ("low >= high", GOOD.replace("[-1.0, 2.0]", "[2.0, -1.0]"), [], "params.p", ["low < high"], False),
     ("wrong type (budget)", GOOD.replace("num_samples: 2", "num_samples: many"), [], "budget.num_samples", ["integer", "'many'"], False),
-    ("seeds per trial out of range", GOOD, ["--set", "budget.seeds=17"], "budget.seeds", ["integer from 1 to 16", "17"], False),
+    ("seeds per trial out of range", GOOD, ["--set", "budget.seeds=17"], "--set budget.seeds=17", ["integer from 1 to 16", "17"], False),
     ("wrong type (trial key)", GOOD + "  batch_size: big\n", [], "batch_size", ["integer", "'big'"], False),
     ("bad mode", GOOD.replace("mode: max", "mode: best"), [], "objective.mode", ["'min' or 'max'"], False),
     ("unknown method", GOOD.replace("method: gemtl", "method: gemtll"), [], "method", ["choose one of", "'gemtl'"], False),

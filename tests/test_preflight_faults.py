@@ -133,8 +133,9 @@ def test_budget_above_its_limit_is_refused_naming_the_limit(text, extra, field, 
     code, err = w.launch(*extra)
     if extra[:1] == ["--set"]:  # 1e9 is a float, and a number of samples is a whole number
         assert code == 2
-        one_line(err, f"{field}: ", "integer")
+        one_line(err, "--set budget.num_samples=1e9: ", "integer")  # the --set that wrote it (issue 25)
         code, err = w.launch("--set", "budget.num_samples=1000000000")
+        field = "--set budget.num_samples=1000000000"
     assert code == 2
     limit = {"final.seeds": spaces.MAX_FINAL_SEEDS, "budget.max_epochs": spaces.MAX_EPOCHS, "--max-epochs": spaces.MAX_EPOCHS}
     line = one_line(err, f"{field}: ", f"above the limit of {limit.get(field, spaces.MAX_NUM_SAMPLES)}", "docs/faults.md")
