@@ -43,7 +43,7 @@ def make_progress_callback(space: SearchSpace, quiet: bool = False) -> Callback:
 def run_search(args: argparse.Namespace, space: SearchSpace, callbacks: Sequence[Any]) -> int:
     """Run the search on the Ray that the launcher connected to or started; returns the exit code.
     ``args``: the launcher's parsed command line; ``args.search_ref`` is set to where MLflow holds it."""
-    from mtlsearch import tracking
+    from mtlsearch import optuna_search, tracking
 
     # Everything that can refuse the search does so before MLflow or Ray Tune write anything.
     alive, types = cluster.cluster_nodes()
@@ -76,6 +76,7 @@ def run_search(args: argparse.Namespace, space: SearchSpace, callbacks: Sequence
                 {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed},
                 results_dir=local_storage / name if local_storage is not None else None,
                 study=(studies.redacted(study_url), name) if study_url else None,  # no password in MLflow
+                tags={tracking.TAG_SEARCHER: optuna_search.describe_settings(space)},
             )
         except Exception as err:  # the store passed the pre-flight; another writer, a full disk, a server gone since
             raise faults.StartError(
@@ -148,7 +149,6 @@ def _fit_and_report(
         search_alg = BasicVariantGenerator(random_state=space.searcher["seed"])
         param_space = space.tune_param_space()
 
-    tracker.tag_search(tracking.TAG_SEARCHER, optuna_search.describe_settings(space))
     book = _trial_book()
     stopper = _sigterm_as_sigint()
     storage_watch = faults.StorageWatch(folder, stopper.stop) if folder is not None else None

@@ -729,11 +729,19 @@ class Tracker:
 
     # -------------------------------------------------------------- the search
     def start_search(
-        self, space: SearchSpace, overrides: Mapping[str, Any], results_dir: Path | None = None, study: tuple[str, str] | None = None
+        self,
+        space: SearchSpace,
+        overrides: Mapping[str, Any],
+        results_dir: Path | None = None,
+        study: tuple[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> str:
         """Create (or find again, on resume) the parent run; write the search's description beside
-        Ray's results when they are on a local disk.  Not tolerant: failing here stops the launch."""
+        Ray's results when they are on a local disk (``tags`` too, so ``report sync`` recreates them).
+        Not tolerant: failing here stops the launch."""
         info = search_info(space, overrides, study)
+        if tags:
+            info["tags"] = dict(tags)
         self.searched = [p.name for p in space.params if p.kind != "value"]
         numeric = [p.name for p in space.params if p.kind in NUMERIC_DISTRIBUTIONS or (p.kind in ("choice", "grid") and _numbers(p.args))]
         if results_dir is not None:
@@ -762,6 +770,7 @@ class Tracker:
                     **({"git_commit": commit} if commit else {}),
                     **({TAG_PROTOCOL: info["params"]["protocol"]} if info.get("params", {}).get("protocol") else {}),
                     **{f"version.{k}": v for k, v in _versions().items()},
+                    **{k: str(v)[:4900] for k, v in (info.get("tags") or {}).items()},
                 },
             )
             run_id = run.info.run_id
