@@ -538,32 +538,48 @@ def _update_rounding(w: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return len(w) * torch.finfo(torch.float64).eps * (w.abs().double() @ g.abs().double())
 
 
+def _fairgrad_has_no_solution(k: torch.Tensor) -> bool:
+    """Whether ``K w = w^(-1/alpha)`` has no positive solution because K is singular with a
+    one-signed null vector (opposite rows: ``K (e_0 + e_1) = 0``): along it K w does not grow
+    while ``w^(-1/alpha)`` falls, so any solver's weights run off to infinity and stop wherever its
+    stopping rule says.  (Identical rows: the null vector has both signs, a solution exists.)"""
+    lam, v = torch.linalg.eigh(k)
+    null = v[:, 0] / v[:, 0].abs().max()
+    return bool(lam[0] <= 1e-12 * lam[-1] and ((null >= -1e-8).all() or (null <= 1e-8).all()))
+
+
 def compare_fairgrad(case: Case) -> float:
     """torchjd's FairGrad (the released code: scipy least_squares from 1/T) for alpha = 1 (default),
     0.5 and 2; ours (Newton) has the smaller residual of ``K w = w^(-1/alpha)``.  The directions are
-    compared beyond the rounding of ``w @ g`` (:func:`_update_rounding`): on opposite rows the
-    system has no solution (K's null vector is positive), both solvers' weights run off to where
-    each stops (1e3 to 5e5 on opposite-T2, differing by 7x) and both updates are 0 up to that
-    rounding (|d| 1e-10 at weights 5e5, about 1e-10 of the gradients): compared raw, as before, the
-    difference of the two rounding errors was 3e-5 of the 1e-6 floor, and a 1e-12 change of G moved
-    it to 0.8.  Where no solution exists both updates are also asserted to vanish at that scale."""
+    compared beyond the rounding of ``w @ g`` (:func:`_update_rounding`).
+
+    Opposite rows: the system has no solution (:func:`_fairgrad_has_no_solution`); the weights run
+    off (1e2 to 7e5), each solver stops at its own residual (peer 2e-6 to 2e-3 for T >= 3, ~1 for T = 2)
+    and only the limit of the update is defined.  There the directions are compared beyond the
+    rounding plus the peer's own relative residual (how far its update is from satisfying the
+    system).  Measured on this machine: a rounding-size change of K (1e-15 relative) moves the peer's
+    update by up to 3.4e-6 (opposite-T5, alpha 2) and, for T = 2, where both updates are 0 up to the
+    rounding of ``w @ g`` at weights 5e5 (1e-10), by 5e-3 of the 1e-6 floor; compared raw, as before,
+    that gave 3e-5 on opposite-T2 here.  For T = 2 both updates are also asserted to vanish."""
     g, t = case.grads, len(case.losses)
     k = g @ g.T
+    no_solution = _fairgrad_has_no_solution(k)
     worst = 0.0
     for alpha in (1.0, 0.5, 2.0):
         w_o = METHODS["fairgrad"](t, fairgrad_alpha=alpha)(g, case.losses).weights
         w_p = _cached(f"fairgrad{alpha}", case, lambda alpha=alpha: A.FairGradWeighting(alpha=alpha)(k))
         r_o, r_p = _fairgrad_residual(k, w_o, alpha), _fairgrad_residual(k, w_p, alpha)
         d_o, d_p = w_o @ g, w_p @ g
-        rounding = _update_rounding(w_o, g) + _update_rounding(w_p, g)
-        if min(r_o, r_p) <= 0.5:
-            assert r_o <= max(r_p, 1e-8), f"alpha={alpha}: ours has the larger residual {r_o:.1e} > {r_p:.1e}"
-        else:  # no solution: K w stays 0 while w^(-1/alpha) -> 0, residuals ~1 both; the limit update is 0
-            assert float(d_o.abs().max()) <= 1e-9 * float(g.abs().max()), f"alpha={alpha}: ours {d_o.abs().max():.1e} is not 0"
-            _observe("fairgrad", f"{case.name}: no solution (opposite rows); both updates 0 up to the rounding of w @ g")
-        excess = ((d_o - d_p).abs() - rounding).clamp_min(0)
         scale = max(float(d_o.abs().max()), float(d_p.abs().max()), _floor(g))
-        worst = max(worst, float(excess.max()) / scale)
+        allowed = _update_rounding(w_o, g) + _update_rounding(w_p, g)
+        if not no_solution or r_p < 0.5:
+            assert r_o <= max(r_p, 1e-8), f"alpha={alpha}: ours has the larger residual {r_o:.1e} > {r_p:.1e}"
+        if no_solution:
+            _observe("fairgrad", f"{case.name}: no solution (opposite rows); compared beyond the peer's residual")
+            if r_p >= 0.5:  # T = 2: K w = 0 for every w on the run-off line; the limit update is 0
+                assert float(d_o.abs().max()) <= _floor(g), f"alpha={alpha}: ours {d_o.abs().max():.1e} is not 0"
+            allowed = allowed + min(r_p, 1.0) * scale
+        worst = max(worst, float(((d_o - d_p).abs() - allowed).clamp_min(0).max()) / scale)
     return worst
 
 
@@ -679,8 +695,8 @@ ROWS: list[Peer] = [
         "fairgrad",
         "torchjd.aggregation.FairGrad (released code: scipy least_squares)",
         1e-6,
-        "ours has the smaller residual; directions compared beyond the rounding of w @ g (opposite rows, T=2: no "
-        "solution, weights run off to 1e5, both updates 0 up to it)",
+        "ours has the smaller residual; directions compared beyond the rounding of w @ g; opposite rows: no "
+        "solution (weights run off, each solver stops at its own residual), compared beyond the peer's residual too",
         compare_fairgrad,
     ),
 ]
