@@ -456,9 +456,9 @@ class Trainer:
         step, in the order a step computes them) in one line."""
         rows, self._step_checks = self._step_checks, []
         if not rows:  # steps taken elsewhere (the k-seed batched path): the epoch's losses alone
-            bad = [t for t, ok in zip(self.task_names, torch.isfinite(loss_sum).tolist()) if not ok]
-            if bad:
-                raise NonFiniteLossError(f"training loss of task {bad[0]!r} became non-finite (nan or inf) at epoch {epoch}")
+            diverged = [t for t, ok in zip(self.task_names, torch.isfinite(loss_sum).tolist()) if not ok]
+            if diverged:
+                raise NonFiniteLossError(f"training loss of task {diverged[0]!r} became non-finite (nan or inf) at epoch {epoch}")
             return
         values = torch.cat(
             [
