@@ -135,7 +135,7 @@ def cluster_nodes() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
                         "max": group.max_count,
                     }
                 )
-    except Exception:  # noqa: BLE001 - an optional refinement; the alive nodes are authoritative
+    except Exception:  # an optional refinement; the alive nodes are authoritative
         types = []
     return alive, types
 

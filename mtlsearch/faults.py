@@ -119,7 +119,7 @@ def end_runs_failed(tracker: Tracker | None, reason: str) -> None:
         return
     try:
         tracker.fail_running_runs(reason)
-    except Exception as err:  # noqa: BLE001 - MLflow itself may be what failed
+    except Exception as err:  # MLflow itself may be what failed
         print(f"warning: could not mark the search's MLflow runs FAILED ({type(err).__name__}: {err})", file=sys.stderr, flush=True)
 
 

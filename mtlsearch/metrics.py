@@ -95,10 +95,6 @@ def delta_m(
     return 100.0 * sum(per_task) / len(per_task)
 
 
-def to_float_dict(values: Mapping[str, Tensor | float]) -> dict[str, float]:
-    return {k: float(v.item() if isinstance(v, torch.Tensor) else v) for k, v in values.items()}
-
-
 # --------------------------------------------------------------------------- dense prediction
 # Conventions of MTAN (Liu et al., CVPR 2019; github.com/lorenmt/mtan) and of the works that report
 # against its single-task references (CAGrad, Nash-MTL, LibMTL), except that every meter accumulates

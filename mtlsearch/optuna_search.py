@@ -164,7 +164,7 @@ class ResumableOptunaSearch(OptunaSearch):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 if self._ot_study.metric_names != names:
                     self._ot_study.set_metric_names(names)
-        except Exception as err:  # noqa: BLE001  (a name is a nicety: never stop a search for it)
+        except Exception as err:  # a name is a nicety: never stop a search for it
             log.debug("could not name the study's objectives: %s", err)
 
     # ------------------------------------------------------------------ Ray's Searcher interface
@@ -227,7 +227,7 @@ class ResumableOptunaSearch(OptunaSearch):
                 study.tell(ot_trial, state=state)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # already finished in the storage (a resumed search): the study holds its result
-        except Exception as exc:  # noqa: BLE001  (Ray's own behaviour: e.g. a NaN value)
+        except Exception as exc:  # Ray's own behaviour: e.g. a NaN value
             log.warning("%s", exc)
         self._completed_trials.add(trial_id)
 

@@ -122,14 +122,14 @@ def check_benchmark(cfg: TrialConfig) -> None:
         bench = get_benchmark(spec, data_root=cfg.data_root, **cfg.benchmark_options)
     except ConfigError as err:
         raise err.with_source(source_file(spec)) from None
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise _fail(spec, "constructing the benchmark failed", err) from None
     try:
         specs = list(bench.task_specs())
     except ConfigError as err:  # e.g. a metric without a direction: name the line of the user's file
         src = source_file(spec)
         raise ConfigError(err.message, source=user_frame(err, [src]) or src, field=err.field) from None
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise _fail(spec, "task_specs() failed", err) from None
     from mtlsearch.benchmarks import TaskSpec
 
@@ -146,7 +146,7 @@ def check_benchmark(cfg: TrialConfig) -> None:
         splits = bench.load_splits(cfg.data_seed)
     except ConfigError as err:
         raise err.with_source(source_file(spec)) from None
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise _fail(spec, "load_splits() failed", err) from None
     if not isinstance(splits, dict) or not {"train", "val"} <= set(splits):
         raise _fail(
@@ -159,7 +159,7 @@ def check_benchmark(cfg: TrialConfig) -> None:
         x, targets = next(iter(split.batches(2, shuffle=False)))
     except StopIteration:
         raise _fail(spec, "the train split is empty") from None
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise _fail(spec, "reading a first batch of the train split failed", err) from None
     if not isinstance(targets, dict):
         raise _fail(spec, f"a batch must be (inputs, {{task: target}}), got targets of type {type(targets).__name__}")
@@ -169,7 +169,7 @@ def check_benchmark(cfg: TrialConfig) -> None:
     try:
         torch.manual_seed(cfg.seed)
         model = as_model(bench.build_model(tasks))
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise _fail(spec, "build_model() failed", err) from None
     shared = model.shared_parameters()
     if not shared:
@@ -177,7 +177,7 @@ def check_benchmark(cfg: TrialConfig) -> None:
     model.train()
     try:
         outputs = model(x)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise _fail(spec, f"a first training batch (inputs {_shape(x)}) through the model failed", err) from None
     if not isinstance(outputs, dict):
         raise _fail(spec, f"the model must return {{task: prediction}}, got {type(outputs).__name__}")
@@ -191,7 +191,7 @@ def check_benchmark(cfg: TrialConfig) -> None:
         pred, target = outputs[t], targets[t]
         try:
             loss, broadcast = _loss_broadcasts(by_name[t].loss, pred, target)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             raise _fail(
                 spec, f"task {t!r}: the loss of a first batch (prediction {_shape(pred)}, target {_shape(target)}) failed", err
             ) from None
@@ -213,7 +213,7 @@ def check_benchmark(cfg: TrialConfig) -> None:
             meter = by_name[t].new_meter()
             meter.update(pred.detach(), target)
             values = meter.compute()
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             raise _fail(
                 spec, f"task {t!r}: its meter failed on a first batch (prediction {_shape(pred)}, target {_shape(target)})", err
             ) from None
@@ -294,12 +294,12 @@ def check_step(cfg: TrialConfig) -> None:
         trainer = Trainer(probe)
     except ConfigError as err:
         raise err.with_source(source_file(culprit)) from None
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise _fail(culprit, f"building a trial (method {cfg.method!r}) failed", err, field) from None
     x, targets = next(iter(trainer.splits["train"].batches(min(cfg.batch_size, 8), shuffle=False)))
     try:
         losses, _ = trainer.train_step(*trainer._to_device(x, targets))
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         raise _fail(culprit, f"a first training step (method {cfg.method!r}, optimizer {cfg.optimizer!r}) failed", err, field) from None
     if not torch.isfinite(losses).all():
         raise _fail(culprit, f"a first training step gave non-finite losses {losses.tolist()}", field=field)

@@ -163,7 +163,7 @@ def load_class(spec: str, base: type, what: str) -> type:
             source = getattr(module, "__file__", None) or target
     except ConfigError:
         raise
-    except BaseException as err:  # noqa: BLE001 - the user's module failed while importing
+    except BaseException as err:  # the user's module failed while importing
         if isinstance(err, KeyboardInterrupt):
             raise
         where = user_frame(err, [source]) or source
@@ -215,7 +215,7 @@ def _module_suggestion(missing: str) -> str:
     if parent:
         try:
             package = importlib.import_module(parent)
-        except Exception:  # noqa: BLE001 - a suggestion never raises
+        except Exception:  # a suggestion never raises
             return ""
         names = [f"{parent}.{m.name}" for m in pkgutil.iter_modules(getattr(package, "__path__", []))]
         return _did_you_mean(missing, names)

@@ -299,7 +299,7 @@ def _tracking_store_schemes() -> set[str]:
 
     try:
         plugins = {e.name for e in entry_points(group="mlflow.tracking_store")}
-    except Exception:  # noqa: BLE001 - a broken plugin's metadata is not the user's input
+    except Exception:  # a broken plugin's metadata is not the user's input
         plugins = set()
     return set(TRACKING_SCHEMES) | plugins
 
@@ -500,7 +500,7 @@ def _deleted_experiment(uri: str, name: str) -> str | None:
             from mlflow.tracking import MlflowClient
 
             exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
-        except Exception:  # noqa: BLE001 - the server's own failure is reported where the search writes
+        except Exception:  # the server's own failure is reported where the search writes
             return None
         return exp.experiment_id if exp is not None and exp.lifecycle_stage == "deleted" else None
     return None
@@ -674,7 +674,7 @@ def _probe_cloud(uri: str) -> None:
                 fs, path = pafs.FileSystem.from_uri(uri)
                 fs.get_file_info(path.split("/", 1)[0] if path else path)
             outcome["ok"] = True
-        except Exception as err:  # noqa: BLE001 - any failure is reported as the storage's
+        except Exception as err:  # any failure is reported as the storage's
             outcome["error"] = err
 
     thread = threading.Thread(target=probe, daemon=True)
@@ -792,7 +792,7 @@ def check_saved_state(folder: Path) -> None:
             else:
                 with open(path, "rb") as f:
                     pickle.load(f)
-        except Exception as err:  # noqa: BLE001 - whatever the file holds, it cannot be restored
+        except Exception as err:  # whatever the file holds, it cannot be restored
             why = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
             raise ConfigError(
                 f"the saved state of search {folder.name!r} is unreadable ({path.name}: {why}); the trials' results and "

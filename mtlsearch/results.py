@@ -339,7 +339,7 @@ def format_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
 
 
 def markdown_table(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    esc = lambda s: s.replace("|", "\\|")  # noqa: E731
+    esc = lambda s: s.replace("|", "\\|")
     lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     lines += ["| " + " | ".join(esc(c) for c in b) + " |" for b in body]
     return "\n".join(lines)

@@ -441,7 +441,7 @@ def _storage_failed(
         tracker.mark_interrupted(unfinished, error=reason)
         tracker.set_search_error(reason)
         tracker.end_search(None, status="FAILED")
-    except Exception as err:  # noqa: BLE001 - the MLflow store may sit on the same failed disk
+    except Exception as err:  # the MLflow store may sit on the same failed disk
         print(f"warning: the MLflow runs could not be marked either ({faults.first_line(err)})", file=sys.stderr)
     argv = getattr(args, "argv", None) or sys.argv[1:]
     full = failure.startswith(("no space", "the disk quota"))

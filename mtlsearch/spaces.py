@@ -844,7 +844,7 @@ def apply_sets(data: Any, sets: Any) -> Any:
                 field="--set",
             )
         try:
-            value = yaml.load(text, Loader=_SetLoader)  # noqa: S506 - a SafeLoader that reads 1e-4 as a number
+            value = yaml.load(text, Loader=_SetLoader)  # a SafeLoader that reads 1e-4 as a number
         except yaml.YAMLError:
             raise ConfigError(f"{item!r}: the value is not valid YAML", field="--set") from None
         if parts[0] not in TOP_KEYS:

@@ -122,7 +122,7 @@ def open_storage(url: str, study_name: str | None = None, *, fresh: bool = False
     try:
         with _store_lock(url):
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except Exception as err:  # noqa: BLE001 - the store passed the pre-flight; locked, filled, replaced or gone since
+    except Exception as err:  # the store passed the pre-flight; locked, filled, replaced or gone since
         where = f"file {url[len('sqlite:///') :]}" if sqlite else f"database {redacted(url)}"
         raise StartError(
             f"the Optuna study {where} failed as the search started ({first_line(err)}); nothing was trained; run the same command again"

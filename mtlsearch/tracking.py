@@ -686,7 +686,7 @@ class Tracker:
                         experiment, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
                     )
                 break
-            except Exception:
+            except Exception:  # artifacts out of reach: the report infers the space from the trials
                 if attempt == 2:
                     raise
                 time.sleep(1.0 + attempt)
@@ -1231,7 +1231,7 @@ def read_space_text(tracking_uri: str, run_id: str) -> str | None:
             return None
         with tempfile.TemporaryDirectory() as tmp:
             return Path(client.download_artifacts(run_id, files[0], tmp)).read_text()
-    except Exception:  # noqa: BLE001 - artifacts out of reach: the report infers the space from the trials
+    except Exception:
         return None
     finally:
         if bar is None:

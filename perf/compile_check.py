@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtlsearch.benchmarks.generate import generate, parse_size  # noqa: E402
-from mtlsearch.trainer import Trainer  # noqa: E402
+from mtlsearch.benchmarks.generate import generate, parse_size
+from mtlsearch.trainer import Trainer
 
 
 def main(argv: list[str] | None = None) -> int:

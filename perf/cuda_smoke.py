@@ -24,9 +24,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtlsearch.balancing import METHODS, GradBalancing  # noqa: E402
-from mtlsearch.optim import OPTIMIZERS  # noqa: E402
-from mtlsearch.trainer import Trainer, hold_on_device, split_bytes  # noqa: E402
+from mtlsearch.balancing import METHODS, GradBalancing
+from mtlsearch.optim import OPTIMIZERS
+from mtlsearch.trainer import Trainer, hold_on_device, split_bytes
 
 failures = 0
 

@@ -167,10 +167,10 @@ def main(argv=None) -> int:
 
     clock = Clock()
     main_start = time.time()
-    from mtlsearch import launch, tracking  # noqa: E402
+    from mtlsearch import launch, tracking
 
-    import ray  # noqa: E402
-    from ray import tune  # noqa: E402
+    import ray
+    from ray import tune
 
     clock.wrap(ray, "init", "ray.init")
     clock.wrap(ray, "shutdown", "ray.shutdown")

@@ -61,10 +61,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mtlsearch.balancing import METHODS, GradBalancing  # noqa: E402
-from mtlsearch.benchmarks.generate import parse_size, generate  # noqa: E402
-from mtlsearch.errors import ConfigError  # noqa: E402
-from mtlsearch.optim import OPTIMIZERS, AdamAdaTask  # noqa: E402
+from mtlsearch.balancing import METHODS, GradBalancing
+from mtlsearch.benchmarks.generate import parse_size, generate
+from mtlsearch.errors import ConfigError
+from mtlsearch.optim import OPTIMIZERS, AdamAdaTask
 
 
 def sync(device: torch.device) -> None:

@@ -265,13 +265,13 @@ def time_trial_view(store: Path, repeats: int = 3) -> tuple[float, int]:
 
 def table(header: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    fmt = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    fmt = lambda r: "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
     return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *(fmt(r) for r in rows)])
 
 
 def report(args: argparse.Namespace, runs: list[dict[str, Any]], view: tuple[float, int] | None, load: str) -> str:
     bare = next((r for r in runs if r["mode"] == "bare"), None)
-    mib = lambda v: "-" if v is None else f"{v:.0f}"  # noqa: E731
+    mib = lambda v: "-" if v is None else f"{v:.0f}"
     rows = []
     for r in runs:
         ratio = f"{r['wall_s'] / bare['wall_s']:.2f}" if bare and bare["code"] == 0 else "-"

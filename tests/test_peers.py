@@ -29,14 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `python tests/te
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's mtlsearch
 
-from peer_rows_baselines import ROWS as BASELINE_ROWS  # noqa: E402
-from peer_table import Case, Peer, cases, rel_diff  # noqa: E402
+from peer_rows_baselines import ROWS as BASELINE_ROWS
+from peer_table import Case, Peer, cases, rel_diff
 
-from mtlsearch.balancing import METHODS, GradBalancing  # noqa: E402
+from mtlsearch.balancing import METHODS, GradBalancing
 
-import torchjd.aggregation as A  # noqa: E402
-import torchjd.scalarization as S  # noqa: E402
-from torchjd.linalg import QuadprogProjector  # noqa: E402
+import torchjd.aggregation as A
+import torchjd.scalarization as S
+from torchjd.linalg import QuadprogProjector
 
 #: Observations a comparison makes on the way (e.g. cases where a peer's solver did not converge),
 #: keyed by method name; printed in the table's verdict.

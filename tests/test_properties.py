@@ -34,8 +34,8 @@ from torch import Tensor
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout's mtlsearch
 
-from mtlsearch.balancing import METHODS, GradBalancing, GradResult  # noqa: E402
-from mtlsearch.balancing._common import float_dtype  # noqa: E402
+from mtlsearch.balancing import METHODS, GradBalancing, GradResult
+from mtlsearch.balancing._common import float_dtype
 
 GRAD_METHODS = sorted(name for name, cls in METHODS.items() if issubclass(cls, GradBalancing))
 

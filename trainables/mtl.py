@@ -97,7 +97,7 @@ def _search_folder() -> str | None:
         storage = tune.get_context().get_storage()
         if isinstance(storage.storage_filesystem, pyarrow.fs.LocalFileSystem) and os.path.isdir(storage.experiment_fs_path):
             return storage.experiment_fs_path
-    except Exception:  # noqa: BLE001 - a Ray without this developer API: the worker's memory still caches
+    except Exception:  # a Ray without this developer API: the worker's memory still caches
         pass
     return None
 
@@ -109,7 +109,7 @@ def _trial_folder() -> str:
     context = tune.get_context()
     try:
         return context.get_storage().trial_driver_staging_path
-    except Exception:  # noqa: BLE001 - a Ray without this developer API
+    except Exception:  # a Ray without this developer API
         return context.get_trial_dir()
 
 

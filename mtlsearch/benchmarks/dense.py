@@ -248,7 +248,7 @@ class DenseNpyBenchmark(Benchmark):
     def _read(self, path: Path, full: bool = False) -> np.ndarray:
         try:
             return np.load(path, mmap_mode=None if full else "r", allow_pickle=False)
-        except Exception as err:  # noqa: BLE001 - any unreadable file is a malformed folder
+        except Exception as err:  # any unreadable file is a malformed folder
             raise self._error(f"{path} is not a readable .npy array ({type(err).__name__}: {err})") from None
 
     def _check_example(self, folder: Path, name: str) -> None:

@@ -39,7 +39,7 @@ def load_backbone_weights(model: nn.Module, path: str | None, benchmark: str) ->
         raise ConfigError(f"{benchmark}: pretrained weights file {file} not found (nothing is downloaded)", field="pretrained")
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the user's input error
+    except Exception as err:  # any unreadable file is the user's input error
         raise ConfigError(f"{benchmark}: cannot read {file} as a torch state_dict: {err}", field="pretrained") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

@@ -16,8 +16,8 @@ from torch import nn
 
 from mtlsearch.errors import ConfigError, choices
 
-from .adatask import AdagradAdaTask, AdamAdaTask, AdaTaskOptimizer, RMSpropAdaTask  # noqa: F401 - public names
-from .base import SGD, Adagrad, Adam, RMSprop, TaskStepMixin  # noqa: F401 - public names
+from .adatask import AdagradAdaTask, AdamAdaTask, AdaTaskOptimizer, RMSpropAdaTask  # public names
+from .base import SGD, Adagrad, Adam, RMSprop, TaskStepMixin  # public names
 
 BaseFactory = Callable[..., TaskStepMixin]
 

@@ -43,7 +43,7 @@ def _benchmark_objectives(benchmark: str, roots: tuple[str, ...], split: str) ->
     for root in [*roots, None]:
         try:
             return tuple(task_objectives(benchmark, root, split=split))
-        except Exception:  # noqa: BLE001 - data moved, or a benchmark this checkout does not know
+        except Exception:  # data moved, or a benchmark this checkout does not know
             continue
     return ()
 

@@ -210,7 +210,7 @@ def bootstrap_spread(study: Study, evaluator: Any, names: Sequence[str], resampl
         resampled.add_trials([trials[rng.randrange(len(trials))] for _ in trials])
         try:
             values = get_param_importances(resampled, evaluator=evaluator, params=list(names))
-        except Exception:  # noqa: BLE001  (a degenerate resample: skipped, counted by the spread's size)
+        except Exception:  # a degenerate resample: skipped, counted by the spread's size
             continue
         for k in names:
             samples[k].append(float(values.get(k, 0.0)))

@@ -71,7 +71,7 @@ def _row_cells(row: Mapping[str, Any], columns: list[str], metrics: list[str]) -
 
 def totals(search: Search) -> str:
     n = len(search.trials)
-    count = lambda s: sum(t.status == s for t in search.trials)  # noqa: E731
+    count = lambda s: sum(t.status == s for t in search.trials)
     seconds = sum(t.time_total_s or 0.0 for t in search.trials)
     res = (
         f"{fmt(search.gpus_per_trial)} GPU and {fmt(search.cpus_per_trial)} CPU per trial"

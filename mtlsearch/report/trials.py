@@ -71,7 +71,7 @@ def params_from_space_text(text: str, source: str = "space") -> list[SearchedPar
         if sets:
             data = apply_sets(data, sets)
         params = [_parse_param(name, spec, source) for name, spec in (data.get("params") or {}).items()]
-    except Exception:  # noqa: BLE001 - a space this checkout cannot read: infer from the trials instead
+    except Exception:  # a space this checkout cannot read: infer from the trials instead
         return None
     return [s for s in (_from_space_param(p) for p in params if p.kind != "value") if s is not None]
 
