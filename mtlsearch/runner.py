@@ -257,7 +257,7 @@ def _fit_and_report(
         print(f"\nPareto set on {names}: {len(pareto)} trials not dominated among those that reached {space.max_epochs} epochs:")
         print(results_table(pareto, columns) if pareto else "(no trial reached max_epochs)")
     if space.final and rows:
-        from mtlsearch import confirm
+        from mtlsearch import final as final_stage
 
         def fit(index: int, config: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
             """One small grid per configuration: its seeds run in parallel, without early stopping."""
@@ -281,7 +281,7 @@ def _fit_and_report(
                 for r in grid  # type: ignore[attr-defined]  # ResultGrid: no __iter__ declared
             ]
 
-        confirmed = confirm.run_confirmation(space, rows, fit, tracker)
+        confirmed = final_stage.run_confirmation(space, rows, fit, tracker)
         keys = [c for c in columns if c.startswith("val/")] + (["test/delta_m"] if "test/delta_m" in columns else [])
         print(
             f"\nMean ± 95% interval over seeds {space.final['seeds']} of the best configuration per {space.final['per'] or 'search'}, "

@@ -21,7 +21,7 @@
   ``max_epochs``, ``stopped early by ASHA`` when the scheduler ended it sooner, or ``errored``),
   ``mtlsearch.epochs``, ``mtlsearch.time_total_s`` (Ray's wall time of the trial), ``checkpoint``
   (the final checkpoint's path in Ray's storage) and ``error``; every reported metric at every epoch
-  (``step = epoch``).  Only DESIGN.md's metric names are logged, not Tune's bookkeeping.
+  (``step = epoch``).  Only the metric names of docs/metrics.md are logged, not Tune's bookkeeping.
 * Runs are looked up by tags (search id, trial id) before they are created, and a metric value is
   written only if that (metric, epoch) is not there yet, so a re-run, a resumed search or a
   re-sync (``python -m mtlsearch.report sync``) never duplicates runs or metric points.

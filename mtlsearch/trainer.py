@@ -6,7 +6,7 @@
 ...     print(result["epoch"], result["val/delta_m"])
 
 A :class:`Trainer` takes one validated :class:`~mtlsearch.config.TrialConfig` and yields one flat
-``{name: float}`` dict per epoch; names follow DESIGN.md (``train/<task>/loss``,
+``{name: float}`` dict per epoch; names follow docs/metrics.md (``train/<task>/loss``,
 ``<split>/<task>/<metric>``, ``weights/<task>``, ``<split>/delta_m``).  ``state_dict`` /
 ``load_state_dict`` capture everything (model, optimizer, balancing state, RNG, epoch), so that
 training 2 epochs, restoring and training 2 more gives the metrics of 4 epochs straight.

@@ -1,5 +1,5 @@
 """The core (trainer, balancing, optimizers, benchmarks, metrics) is plain PyTorch: importing it loads
-neither Ray nor MLflow (DESIGN.md), so a researcher's script can use it alone."""
+neither Ray nor MLflow (docs/architecture.md), so a researcher's script can use it alone."""
 
 import subprocess
 import sys

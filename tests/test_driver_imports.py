@@ -16,7 +16,7 @@ DRIVER = {
     "mtlsearch.runner",
     "mtlsearch.cluster",
     "mtlsearch.resume",
-    "mtlsearch.confirm",
+    "mtlsearch.final",
     "mtlsearch.results",
     "mtlsearch.tracking",
     "mtlsearch.console",

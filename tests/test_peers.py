@@ -1,4 +1,4 @@
-"""Every balancing method against an independent implementation (issue 11, DESIGN.md "Trust").
+"""Every balancing method against an independent implementation (issue 11; CONTRIBUTING.md, "Trust before breadth").
 
 One row (``peer_table.Peer``) per registered method and mode: ours and the peer on the standard
 cases of ``peer_table.cases()`` (T = 2, 3, 5, 10; conflicting, nearly colinear, one task 100x

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from mtlsearch import confirm, console, report, results, uncertainty
+from mtlsearch import console, final, report, results, uncertainty
 from mtlsearch.report.load import Search, Trial
 from mtlsearch.spaces import load_space
 from mtlsearch.tracking import STATUS_COMPLETED, STATUS_ERRORED
@@ -163,14 +163,14 @@ def test_final_stage_pools_runs_and_ranks_by_mean():
     runs = [{"config": {**lucky_cfg, "seed": s}, "metrics": {"val/delta_m": v}} for s, v in [(5, 6.0), (6, -5.0), (7, -4.0)]]
     runs += [{"config": {**steady_cfg, "seed": s}, "metrics": {"val/delta_m": v}} for s, v in [(5, 1.0), (6, 1.2), (7, 0.8)]]
     runs.append({"config": {**steady_cfg, "seed": 8}, "metrics": {"val/delta_m": 50.0}, "error": True})  # errored: left out
-    rows = confirm.summarize(runs, [("ew", lucky_cfg), ("gemtl", steady_cfg)], ["val/delta_m"], "val/delta_m", "max", ["p", "lr"])
+    rows = final.summarize(runs, [("ew", lucky_cfg), ("gemtl", steady_cfg)], ["val/delta_m"], "val/delta_m", "max", ["p", "lr"])
     assert [r["group"] for r in rows] == ["gemtl", "ew"] and rows[0]["seeds"] == 3 and rows[0]["val/delta_m"] == pytest.approx(1.0)
     text = results.results_table(rows, ["group", "config", "seeds", "val/delta_m", "tied"])
     assert "1.00 ± 0.50" in text and "p=1 lr=0.01" in text
     # A row whose every run errored is never picked for confirmation either.
     picked_from = [{"_config": {"method": "ew"}, "status": results.ERRORED}, {"_config": {"method": "gemtl"}, "status": results.COMPLETED}]
     space = load_space("gemtl_p", sets=["final={seeds: [1, 2], top: 1}"])
-    assert confirm.pick_configs(picked_from, space) == [("all", {"method": "gemtl"})]
+    assert final.pick_configs(picked_from, space) == [("all", {"method": "gemtl"})]
 
 
 # ----------------------------------------------------------------------------------------- report, console

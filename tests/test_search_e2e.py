@@ -90,7 +90,7 @@ def test_search_logs_every_trial_under_its_parent(tmp_path, ray_session, capfd):
         assert run.info.run_name == trial_run_name(
             run.data.tags[TAG_TRIAL], {"method": "gemtl", "p": float(params["p"]), "lr": float(params["lr"])}, ["p", "lr"]
         ), run.info.run_name
-        # Only DESIGN.md's metric names: no pid, timestamps, trial ids or config copies.
+        # Only the metric names of docs/metrics.md: no pid, timestamps, trial ids or config copies.
         for key in run.data.metrics:
             assert key.split("/")[0] in {"train", "val", "test", "weights"}, key
         epochs = len(client.get_metric_history(run.info.run_id, "val/delta_m"))

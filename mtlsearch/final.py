@@ -1,4 +1,4 @@
-"""The confirmation phase of a search: re-run the best configurations with more seeds.
+"""The final stage of a search (the space's `final:` section): re-run the best configurations with more seeds.
 
 A single seed flatters whichever configuration got lucky.  When a space has a ``final`` section,
 the launcher takes, after the search, the best ``top`` trials of each group (``per: method`` gives
