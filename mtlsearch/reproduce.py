@@ -13,12 +13,15 @@
    FIFO, GPU trials with ``--gpus-per-trial``, fractions allowed; one MLflow parent run with a nested
    run per seed, each tagged with the protocol).  Nothing is selected: every seed runs to the end.
 4. Prints ours against the published numbers: per metric, the mean over seeds of each seed's mean of
-   its last-k epochs' test metrics, beside the single-task reference and the published value (or
-   "missing"); then both Δm conventions, each labelled (ours ``test/delta_m``: per-task mean, higher
-   is better; the protocol's, e.g. ``delta_m_nashmtl``: all metrics, lower is better), and the
-   verdict: the seeds' 95% t-interval against the published value, **TIE** when it holds the
-   published value, else **BETTER** or **WORSE** (in the protocol's direction), naming the published
-   value's source table and how it was sourced (secondary, read off an image, unverified).
+   its last-k epochs' test metrics, beside the single-task reference and the published value in our
+   units with the table it was read in (or "missing", and why), and the Δm% those published values
+   give, within the rounding of their printed digits, against the published Δm%; then both Δm
+   conventions, each labelled (ours ``test/delta_m``: per-task mean, higher is better; the
+   protocol's, e.g. ``delta_m_nashmtl``: all metrics, lower is better), and the verdict: the seeds'
+   95% t-interval against the published value, **TIE** when it holds the published value, else
+   **BETTER** or **WORSE** (in the protocol's direction), naming the published value's source table
+   and how it was sourced (the method's own paper, the protocol's paper, secondary, read off an
+   image, unverified).
    No verdict (the numbers are still printed) when a protocol setting was overridden (``--epochs``,
    ``--last-k``, any ``--set`` but ``pretrained``), with one seed (no interval), when the published
    value is marked suspect, or when the pretrained weights the protocol needs are missing (then a
