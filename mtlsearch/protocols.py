@@ -341,12 +341,70 @@ def load_published(protocol: str) -> dict[str, Any] | None:
 
 
 def published_result(protocol: str, benchmark: str, method: str) -> dict[str, Any] | None:
-    """The published row ``{method, benchmark, value, protocol, source, table, metrics?}`` or None."""
+    """The published row ``{method, benchmark, value, protocol, source, table, source_kind, metrics?,
+    metrics_table?, metrics_missing?}`` or None.  ``metrics`` are the values as the table prints them
+    (strings in the table's units); :func:`published_metric_values` gives them in mtlsearch's units."""
     data = load_published(protocol)
     for row in (data or {}).get("results", []):
         if row["benchmark"] == benchmark and row["method"] == method:
             return row
     return None
+
+
+#: Every published table read prints Δm% with two decimals: the printed value is within this of the exact one.
+DELTA_M_HALF_UNIT = 0.005
+
+
+def published_metric_values(protocol: str, row: Mapping[str, Any]) -> dict[str, dict[str, float]] | None:
+    """A published row's per-metric values in mtlsearch's units (the file's ``paper_units`` factors:
+    the tables print mIoU, pixel accuracy and the within-t° shares in percent); None when it has none."""
+    printed = row.get("metrics")
+    if not printed:
+        return None
+    units = (load_published(protocol) or {}).get("paper_units", {}).get(row["benchmark"], {})
+    return {t: {m: float(text) * units.get(t, {}).get(m, 1) for m, text in values.items()} for t, values in printed.items()}
+
+
+def half_unit(printed: str) -> float:
+    """Half a unit of the last printed digit: ``"0.2250"`` -> 5e-5, ``"38.30"`` -> 0.005."""
+    return 0.5 * 10.0 ** -len(str(printed).partition(".")[2])
+
+
+def printed_delta_m(
+    metrics: Mapping[str, Mapping[str, str]], reference: Mapping[str, Mapping[str, str]], lower_is_better: Mapping[str, Mapping[str, bool]]
+) -> tuple[float, float, float]:
+    """Nash-MTL's Δm% (all metrics, lower is better) of printed per-metric values against printed
+    single-task values: ``(value, low, high)``, where ``[low, high]`` holds every Δm% the exact values
+    could give, each printed value being within half a unit of its last digit of the exact one.  A
+    published Δm% outside ``[low - DELTA_M_HALF_UNIT, high + DELTA_M_HALF_UNIT]`` cannot come from
+    these per-metric values: a transcription error (here or in the source)."""
+    value = low = high = 0.0
+    count = 0
+    for t, values in metrics.items():
+        for m, text in values.items():
+            sign = 1.0 if lower_is_better[t][m] else -1.0
+            v, b = float(text), float(reference[t][m])
+            hv, hb = half_unit(text), half_unit(reference[t][m])
+            # sign * (x / y - 1) is monotone in x and in y (> 0): its extremes lie on the corners.
+            corners = [sign * (x - y) / y for x in (v - hv, v + hv) for y in (b - hb, b + hb)]
+            value += sign * (v - b) / b
+            low += min(corners)
+            high += max(corners)
+            count += 1
+    return 100.0 * value / count, 100.0 * low / count, 100.0 * high / count
+
+
+def published_delta_m_check(
+    protocol: str, row: Mapping[str, Any], lower_is_better: Mapping[str, Mapping[str, bool]]
+) -> tuple[float, float, float, bool] | None:
+    """For a row with per-metric values: the Δm% they give against the file's printed single-task
+    row, its rounding range and whether the published Δm% lies in it; None without per-metric values."""
+    reference = (load_published(protocol) or {}).get("single_task", {}).get(row["benchmark"], {}).get("printed")
+    if not row.get("metrics") or not reference:
+        return None
+    value, low, high = printed_delta_m(row["metrics"], reference, lower_is_better)
+    published = float(row["value"])
+    return value, low, high, low - DELTA_M_HALF_UNIT <= published <= high + DELTA_M_HALF_UNIT
 
 
 def reference_for(protocol: Protocol, benchmark: str, tasks: Sequence[str], data_root: str | None = None) -> Metrics | None:

@@ -13,12 +13,15 @@
    FIFO, GPU trials with ``--gpus-per-trial``, fractions allowed; one MLflow parent run with a nested
    run per seed, each tagged with the protocol).  Nothing is selected: every seed runs to the end.
 4. Prints ours against the published numbers: per metric, the mean over seeds of each seed's mean of
-   its last-k epochs' test metrics, beside the single-task reference and the published value (or
-   "missing"); then both Δm conventions, each labelled (ours ``test/delta_m``: per-task mean, higher
-   is better; the protocol's, e.g. ``delta_m_nashmtl``: all metrics, lower is better), and the
-   verdict: the seeds' 95% t-interval against the published value, **TIE** when it holds the
-   published value, else **BETTER** or **WORSE** (in the protocol's direction), naming the published
-   value's source table and how it was sourced (secondary, read off an image, unverified).
+   its last-k epochs' test metrics, beside the single-task reference and the published value in our
+   units with the table it was read in (or "missing", and why), and the Δm% those published values
+   give, within the rounding of their printed digits, against the published Δm%; then both Δm
+   conventions, each labelled (ours ``test/delta_m``: per-task mean, higher is better; the
+   protocol's, e.g. ``delta_m_nashmtl``: all metrics, lower is better), and the verdict: the seeds'
+   95% t-interval against the published value, **TIE** when it holds the published value, else
+   **BETTER** or **WORSE** (in the protocol's direction), naming the published value's source table
+   and how it was sourced (the method's own paper, the protocol's paper, secondary, read off an
+   image, unverified).
    No verdict (the numbers are still printed) when a protocol setting was overridden (``--epochs``,
    ``--last-k``, any ``--set`` but ``pretrained``), with one seed (no interval), when the published
    value is marked suspect, or when the pretrained weights the protocol needs are missing (then a
@@ -290,9 +293,10 @@ def budget_lines(protocol: Protocol, args: argparse.Namespace, cfg: TrialConfig,
 #: How a published value was sourced (the ``source_kind`` of mtlsearch/references/published/*.json).
 SOURCE_KINDS = {
     "primary": "from the method's own paper",
+    "protocol": "from the protocol's paper, which ran this baseline",
     "secondary": "secondary: copied by a later paper's table from the original",
     "read_off_image": "read off a figure, not a table",
-    "unverified": "unverified: quoted, not checked against the paper",
+    "unverified": "unverified: its origin could not be checked",
     "suspect": "suspect",
 }
 
@@ -356,20 +360,24 @@ def compare(
     last_k: int,
     data_root: str | None,
     refusals: Sequence[str] = (),
+    published: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """The comparison table and its figures from each seed's per-epoch results (all epochs, in order).
     ``refusals``: reasons to give no verdict (overridden settings, missing weights); the numbers are
-    printed all the same."""
-    from mtlsearch.protocols import mean_metrics, published_result, reference_for, score
+    printed all the same.  ``published``: the published row (default: the protocol's stored one)."""
+    from mtlsearch.protocols import mean_metrics, published_delta_m_check, published_metric_values, published_result, reference_for, score
 
     reference = reference_for(protocol, benchmark, list(tasks_metrics), data_root)
-    published = published_result(protocol.name, benchmark, method)
+    if published is None:
+        published = published_result(protocol.name, benchmark, method)
     seeds = sorted(per_seed)
     last = {s: [{t: {m: r[f"test/{t}/{m}"] for m in ms} for t, ms in tasks_metrics.items()} for r in per_seed[s][-last_k:]] for s in seeds}
     averaged = {s: mean_metrics(last[s]) for s in seeds}
     scores = {s: score(protocol, averaged[s], reference, tasks_metrics) for s in seeds} if reference else {}
-    rows = [("metric", "ours (mean ± std)", "single-task", "published", "ours - published")]
-    pub_metrics = (published or {}).get("metrics") or {}
+    rows = [("metric", "ours (mean ± std)", "single-task", "published", "ours - published", "published in")]
+    pub_metrics = (published_metric_values(protocol.name, published) if published else None) or {}
+    # The table the per-metric values were read in, named on every metric's row ("Nash-MTL Table 2").
+    pub_table = str((published or {}).get("metrics_table", "")).partition(",")[0]
     for t, ms in tasks_metrics.items():
         for m, lower in ms.items():
             mean, std = _mean_std([averaged[s][t][m] for s in seeds])
@@ -382,6 +390,7 @@ def compare(
                     _fmt(ref),
                     _fmt(pub) if pub is not None else ("missing" if published else "–"),
                     _fmt(mean - pub) if pub is not None else "–",
+                    pub_table if pub is not None else "–",
                 )
             )
     figures: dict[str, Any] = {"seeds": seeds, "published": published["value"] if published else None, "verdict": None}
@@ -392,7 +401,7 @@ def compare(
     ours_dm = [per_seed[s][-1].get("test/delta_m") for s in seeds]
     if all(v is not None for v in ours_dm):
         mean, std = _mean_std([float(v) for v in ours_dm if v is not None])
-        rows.append(("test/delta_m % (ours: per-task mean, higher is better)", f"{mean:.2f} ± {std:.2f}", "0", "–", "–"))
+        rows.append(("test/delta_m % (ours: per-task mean, higher is better)", f"{mean:.2f} ± {std:.2f}", "0", "–", "–", "–"))
     if scores:
         mean, std = _mean_std([scores[s] for s in seeds])
         figures.update(ours=mean, std=std, per_seed=scores)
@@ -404,9 +413,10 @@ def compare(
                 "0",
                 _fmt(pub),
                 f"{mean - pub:+.2f}" if pub is not None else "–",
+                published["table"].partition(" (")[0] if published else "–",
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [
         f"Ours vs published: {method} on {benchmark} under {protocol.tag}, seeds {' '.join(map(str, seeds))}; "
         f"each seed's mean of its last {last_k} epochs' test metrics, then mean ± std over seeds"
@@ -419,6 +429,23 @@ def compare(
         )
         if not pub_metrics:
             lines.append(f"Published per-metric values: missing ({published.get('metrics_missing', 'not stored')})")
+        else:
+            lines.append(f"Published per-metric values: {published['metrics_table']} ({SOURCE_KINDS.get(kind, kind)})")
+            whole = all(t in tasks_metrics and set(v) <= set(tasks_metrics[t]) for t, v in published["metrics"].items())
+            check = (
+                published_delta_m_check(protocol.name, published, tasks_metrics) if protocol.average == "all_metrics" and whole else None
+            )
+            if check is not None:
+                value, low, high, agrees = check
+                lines.append(
+                    f"Their {name}: {value:.2f} ({low:.2f} to {high:.2f} within the rounding of the printed digits), "
+                    + (
+                        f"which holds the published {published['value']:.2f}"
+                        if agrees
+                        else f"NOT the published {published['value']:.2f}: the source's own numbers disagree "
+                        "(the verdict is against the published value)"
+                    )
+                )
     if not scores:
         lines.append(
             f"No {name}: no single-task reference for {benchmark} under {protocol.name} "

@@ -250,8 +250,8 @@ def test_published_numbers_cover_protocols_table():
     rows = {(r["method"], r["benchmark"]): r for r in data["results"]}
     assert len(rows) == 54 and rows[("famo", "nyuv2")]["value"] == -4.10 and rows[("ntkmtl", "cityscapes")]["value"] == 1.92
     assert all({"value", "protocol", "source", "table", "source_kind"} <= set(r) for r in rows.values())
-    # "-" in the table, 3.29 quoted from FAMO's CelebA table by PROTOCOLS.md: stored, marked unverified.
-    assert rows[("graddrop", "celeba")]["source_kind"] == "unverified"
+    # "-" in the table, 3.29 quoted from FAMO's CelebA table by PROTOCOLS.md: read there since (FAMO Table 3).
+    assert rows[("graddrop", "celeba")]["source_kind"] == "protocol" and rows[("graddrop", "celeba")]["table"].startswith("FAMO Table 3")
     nyu = data["single_task"]["nyuv2"]["metrics"]
     assert [nyu[t][m] for t, m in NYU_ORDER] == NYU_BASE.tolist()
 
@@ -364,6 +364,6 @@ def test_reproduce_runs_the_seeds_under_one_parent_run_and_prints_the_comparison
     # Both --set applied (action='append'), and every override refuses the verdict, numbers printed.
     assert all(r.data.params["image_size"] == "32x64" and r.data.params["mtan_width"] == "0.125" for r in trials)
     assert "No verdict: the protocol was overridden (--epochs 2, --last-k 2, --set image_size=32x64, --set mtan_width=0.125)" in out
-    assert f"delta_m_nashmtl {mean:.2f} (95% interval [" in out and "vs published -4.10 (NTKMTL Table 1 (NYUv2, Δm% column))" in out
+    assert f"delta_m_nashmtl {mean:.2f} (95% interval [" in out and "vs published -4.10 (FAMO Table 1 (NYU-v2, Δm% column))" in out
     assert "Verdict:" not in out
     assert "The second epoch (" in out and "mostly warm-up, is not used" in out
