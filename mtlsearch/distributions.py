@@ -63,8 +63,7 @@ class Where:
 
 @dataclass(frozen=True)
 class Axis:
-    """What Optuna samples for a parameter: a ``float`` or ``int`` range (``log``, ``step``) or
-    ``categorical`` choices; the same fields as the report's axes."""
+    """What Optuna samples: a ``float``/``int`` range (``log``, ``step``) or ``categorical`` choices (the report's axis too)."""
 
     kind: str  # "float", "int" or "categorical"
     log: bool = False
@@ -91,12 +90,13 @@ class TrialContext:
 
 
 class Distribution:
-    """One kind of ``params`` entry, holding its parsed arguments (``args``).  A subclass sets ``kind``
-    and implements :meth:`parse`, :meth:`tune_domain`, :meth:`candidates` and either :meth:`axis` or
-    :meth:`suggest`; the rest has defaults."""
+    """One kind of ``params`` entry, holding its parsed ``args``.  A subclass sets ``kind`` and ``example`` and implements
+    :meth:`parse`, :meth:`tune_domain`, :meth:`candidates` and :meth:`axis` (or :meth:`suggest`); the rest has defaults."""
 
     #: The key in the YAML: ``NAME: {KIND: ARGS}``.
     kind: ClassVar[str] = ""
+    #: Valid YAML arguments (the registry's tests sample every kind with them: tests/test_distributions.py).
+    example: ClassVar[Any] = None
     #: A choice among the listed values ``args`` (a method axis, strata, the values a ``when`` can see).
     categorical: ClassVar[bool] = False
     #: Every value is crossed with the samples (a grid): never conditional, a stratum of an Optuna search.
@@ -177,8 +177,7 @@ def register(cls: D) -> D:
 
 
 def kinds() -> list[str]:
-    """The registered kinds, in registration order."""
-    return list(REGISTRY)
+    return list(REGISTRY)  # in registration order
 
 
 def distribution_class(kind: str) -> type[Distribution]:
@@ -253,6 +252,7 @@ class Uniform(Range):
     """``uniform: [low, high]``."""
 
     kind = "uniform"
+    example = [-2.0, 4.0]
 
     def axis(self) -> Axis:
         return Axis("float", False, self.args[0], self.args[1])
@@ -274,6 +274,7 @@ class LogUniform(Range):
     """``loguniform: [low, high]``, 0 < low."""
 
     kind = "loguniform"
+    example = [1e-4, 1e-2]
 
     @classmethod
     def check(cls, args: list[Any], where: Where) -> None:
@@ -302,6 +303,7 @@ class QUniform(Range):
 
     kind = "quniform"
     names = ("low", "high", "q")
+    example = [0.0, 1.0, 0.25]
 
     @classmethod
     def check(cls, args: list[Any], where: Where) -> None:
@@ -331,6 +333,7 @@ class RandInt(Range):
 
     kind = "randint"
     integer = True
+    example = [1, 10]
 
     def axis(self) -> Axis:
         return Axis("int", False, self.args[0], self.args[1] - 1, 1)
@@ -391,6 +394,7 @@ class Choice(Values):
     """``choice: [values]``: one value per trial."""
 
     kind = "choice"
+    example = ["adam", "sgd", 0.5]
 
     def tune_domain(self) -> Any:
         from ray import tune
@@ -404,6 +408,7 @@ class Grid(Values):
 
     kind = "grid"
     crossed = True
+    example = [1, 2, 3]
 
     def tune_domain(self) -> Any:
         from ray import tune
@@ -418,6 +423,7 @@ class Simplex(Distribution):
     ``NAME/0``, ... mapped to the simplex; Ray Tune draws a Dirichlet(1)."""
 
     kind = "simplex"
+    example = 3
     tune_per_trial = True
     optuna_constant = True
 
