@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import optuna
 
 CONSTANT = "value"  # the kind of a constant: ``NAME: VALUE`` or ``NAME: {value: VALUE, when: {...}}``
-ALL_TASKS = "tasks"  # simplex: tasks: one weight per task of the trial
+ALL_TASKS = "tasks"  # every task: simplex: tasks (one weight per task of the trial), objective.metrics: tasks
 ALL_METHODS = "all"  # method: {choice: all} / {grid: all}: every registered method
 
 
