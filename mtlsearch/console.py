@@ -161,7 +161,7 @@ def final_epochs(space: SearchSpace) -> int:
     choice or grid, else one group) x ``top`` x seeds x ``max_epochs``."""
     if not space.final:
         return 0
-    per = next((p for p in space.params if p.name == space.final["per"] and p.kind in ("choice", "grid")), None)
+    per = next((p for p in space.params if p.name == space.final["per"] and p.dist.categorical), None)
     groups = len(per.args) if per is not None else 1
     return groups * int(space.final["top"]) * len(space.final["seeds"]) * space.max_epochs
 
@@ -341,13 +341,7 @@ def make_progress_callback(space: SearchSpace, *, quiet: bool = False) -> Callba
 # ------------------------------------------------------------------------------ --dry-run
 def describe_param(p: Param) -> str:
     when = (" when " + ", ".join(f"{k}={v}" for k, v in p.when.items())) if p.when else ""
-    if p.kind in ("uniform", "loguniform", "quniform", "randint"):
-        lo, hi = p.args[0], p.args[1]
-        extra = f" step {p.args[2]}" if len(p.args) > 2 else ""
-        return f"{p.name}: {p.kind} [{fmt(lo)}, {fmt(hi)}]{extra}{when}"
-    if p.kind in ("choice", "grid"):
-        return f"{p.name}: {p.kind} {{{', '.join(fmt(v) for v in p.args)}}}{when}"
-    return f"{p.name}: {p.kind} {fmt(p.args)}{when}"
+    return f"{p.name}: {p.dist.describe()}{when}"
 
 
 def time_one_epoch(space: SearchSpace) -> tuple[float, float]:
@@ -457,7 +451,7 @@ def method_step_costs(space: SearchSpace, steps: int = 5) -> dict[str, float] | 
     from mtlsearch.config import TrialConfig
     from mtlsearch.trainer import Trainer
 
-    axis = next((p for p in space.params if p.name == "method" and p.kind in ("choice", "grid")), None)
+    axis = next((p for p in space.params if p.name == "method" and p.dist.categorical), None)
     if axis is None or len(axis.args) < 2:
         return None
     probes: dict[str, dict[str, Any]] = {}

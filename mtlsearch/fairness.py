@@ -36,7 +36,7 @@ METHOD = "method"
 def method_axis(space: SearchSpace) -> Param | None:
     """The space's method axis (``params.method`` as an unconditional choice or grid), or None."""
     for p in space.params:
-        if p.name == METHOD and p.kind in ("choice", "grid") and not p.when:
+        if p.name == METHOD and p.dist.categorical and not p.when:
             return p
     return None
 
@@ -51,13 +51,13 @@ def methods_of(space: SearchSpace) -> list[Any]:
 
 def total_trials(space: SearchSpace) -> int:
     """Trials a search runs under either searcher: grid parameters are crossed with ``num_samples``."""
-    return space.num_samples * math.prod(len(p.args) for p in space.params if p.kind == "grid")
+    return space.num_samples * math.prod(len(p.args) for p in space.params if p.dist.crossed)
 
 
 def strata(space: SearchSpace) -> list[dict[str, Any]]:
     """The cells an Optuna search fills in turn: every combination of the unconditional grid values and,
     when the method is a ``choice``, of the methods.  ``[]`` when there is nothing to stratify."""
-    axes = [p for p in space.params if not p.when and (p.kind == "grid" or (p.kind == "choice" and p is method_axis(space)))]
+    axes = [p for p in space.params if not p.when and (p.dist.crossed or p is method_axis(space))]
     if not axes:
         return []
     return [dict(zip([p.name for p in axes], combo)) for combo in itertools.product(*[list(p.args) for p in axes])]

@@ -37,6 +37,8 @@ import optuna
 from ray.tune.search.optuna import OptunaSearch
 
 from mtlsearch import fairness
+from mtlsearch.distributions import CONSTANT
+from mtlsearch.space_sections import SAMPLERS
 
 if TYPE_CHECKING:
     from mtlsearch.spaces import SearchSpace
@@ -69,7 +71,7 @@ def sampler_settings(space: SearchSpace) -> dict[str, Any]:
     if space.searcher["sampler"] != "tpe":
         return settings
     stratified = set(fairness.stratified_names(space))
-    sampled = [p for p in space.params if p.kind not in ("value", "grid") and p.name not in stratified]
+    sampled = [p for p in space.params if p.kind != CONSTANT and not p.dist.crossed and p.name not in stratified]
     settings["n_startup_trials"] = min(10, max(3, fairness.total_trials(space) // 4))
     settings["constant_liar"] = space.max_concurrent_trials != 1
     if len(sampled) >= 2:
@@ -96,13 +98,7 @@ def describe_settings(space: SearchSpace) -> str:
 def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
     """The space's Optuna sampler with :func:`sampler_settings`."""
     kwargs = sampler_settings(space)
-    cls = {
-        "tpe": optuna.samplers.TPESampler,
-        "random": optuna.samplers.RandomSampler,
-        "cmaes": optuna.samplers.CmaEsSampler,
-        "qmc": optuna.samplers.QMCSampler,
-        "nsga2": optuna.samplers.NSGAIISampler,
-    }[space.searcher["sampler"]]
+    cls = getattr(optuna.samplers, SAMPLERS[space.searcher["sampler"]])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # multivariate, group, constant_liar
         return cls(**kwargs)

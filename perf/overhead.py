@@ -86,18 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------------ the trial's config
 def middle(param) -> Any:
-    kind, a = param.kind, param.args
-    if kind in ("choice", "grid"):
-        return a[0]
-    if kind == "uniform":
-        return (a[0] + a[1]) / 2
-    if kind == "loguniform":
-        return float(f"{math.sqrt(a[0] * a[1]):.4g}")
-    if kind == "quniform":
-        return round((a[0] + a[1]) / 2 / a[2]) * a[2]
-    if kind == "randint":
-        return (a[0] + a[1] - 1) // 2
-    raise ConfigError(f"parameter {param.name!r} ({kind}) needs a value: give --param {param.name}=VALUE", field="--param")
+    """The middle of a searched parameter's range, a choice's first value (:meth:`mtlsearch.distributions.Distribution.middle`)."""
+    try:
+        return param.dist.middle()
+    except NotImplementedError:
+        raise ConfigError(
+            f"parameter {param.name!r} ({param.kind}) needs a value: give --param {param.name}=VALUE", field="--param"
+        ) from None
 
 
 def fixed_params(space, items: list[str]) -> dict[str, str]:

@@ -115,30 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 # ------------------------------------------------------------------------------ the grid
 def grid_values(param, points: int) -> list[Any]:
-    """``points`` values spanning one searched parameter (see the module docstring)."""
-    kind, a = param.kind, param.args
-    if kind in ("choice", "grid"):
-        return list(a)
-    if kind == "uniform":
-        lo, hi = a
-        return [_round(lo + (i + 0.5) * (hi - lo) / points) for i in range(points)]
-    if kind == "loguniform":
-        lo, hi = math.log(a[0]), math.log(a[1])
-        return [_round(math.exp(lo + (i + 0.5) * (hi - lo) / points)) for i in range(points)]
-    if kind == "quniform":
-        lo, hi, q = a
-        return sorted({_round(round((lo + (i + 0.5) * (hi - lo) / points) / q) * q) for i in range(points)})
-    if kind == "randint":
-        lo, hi = a[0], a[1] - 1
-        return sorted({round(lo + i * (hi - lo) / max(points - 1, 1)) for i in range(points)})
-    raise ConfigError(
-        f"parameter {param.name!r} ({kind}) has no grid here; allowed: uniform, loguniform, quniform, randint, choice, grid",
-        field="--space",
-    )
+    """``points`` values spanning one searched parameter (see the module docstring): its distribution's
+    grid (:meth:`mtlsearch.distributions.Distribution.grid`)."""
+    from mtlsearch.distributions import REGISTRY, Distribution
 
-
-def _round(x: float) -> float:
-    return float(f"{x:.4g}")
+    try:
+        return param.dist.grid(points)
+    except NotImplementedError:
+        allowed = ", ".join(kind for kind, cls in REGISTRY.items() if cls.grid is not Distribution.grid)
+        raise ConfigError(f"parameter {param.name!r} ({param.kind}) has no grid here; allowed: {allowed}", field="--space") from None
 
 
 def parse_grid_counts(items: list[str], default: int) -> dict[str, int]:

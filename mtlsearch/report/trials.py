@@ -43,34 +43,27 @@ class SearchedParam:
 
 
 def _from_space_param(p: Param) -> SearchedParam | None:
+    """The axis Optuna samples the parameter on; without one (``simplex``: a list per trial), a list."""
     cond = bool(p.when)
-    if p.kind == "uniform":
-        return SearchedParam(p.name, "float", False, p.args[0], p.args[1], conditional=cond)
-    if p.kind == "loguniform":
-        return SearchedParam(p.name, "float", True, p.args[0], p.args[1], conditional=cond)
-    if p.kind == "quniform":
-        return SearchedParam(p.name, "float", False, p.args[0], p.args[1], p.args[2], conditional=cond)
-    if p.kind == "randint":
-        return SearchedParam(p.name, "int", False, p.args[0], p.args[1] - 1, 1, conditional=cond)
-    if p.kind in ("choice", "grid"):
-        return SearchedParam(p.name, "categorical", choices=tuple(p.args), conditional=cond)
-    if p.kind == "simplex":
+    axis = p.dist.axis()
+    if axis is None:
         return SearchedParam(p.name, "categorical", conditional=cond, simplex=True)
-    return None
+    return SearchedParam(p.name, axis.kind, axis.log, axis.low, axis.high, axis.step, axis.choices, conditional=cond)
 
 
 def params_from_space_text(text: str, source: str = "space") -> list[SearchedParam] | None:
     """The searched parameters of a space file's text (``# --set`` lines re-applied); None if unreadable."""
     import yaml
 
-    from mtlsearch.spaces import _parse_param, apply_sets
+    from mtlsearch.space_sections import parse_param
+    from mtlsearch.spaces import apply_sets
 
     try:
         data = yaml.safe_load(text)
         sets = [line[len("# --set ") :].strip() for line in text.splitlines() if line.startswith("# --set ")]
         if sets:
             data = apply_sets(data, sets)
-        params = [_parse_param(name, spec, source) for name, spec in (data.get("params") or {}).items()]
+        params = [parse_param(name, spec, source) for name, spec in (data.get("params") or {}).items()]
     except Exception:  # a space this checkout cannot read: infer from the trials instead
         return None
     return [s for s in (_from_space_param(p) for p in params if p.kind != "value") if s is not None]
