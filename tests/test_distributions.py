@@ -118,12 +118,11 @@ def test_the_registry_refuses_a_kind_twice_or_a_reserved_name(monkeypatch):
 
 # ------------------------------------------------------------------------------ the worked example
 def _guide() -> tuple[Path, str]:
-    """The guide's section (docs/contributing-distribution.md until it moves into CONTRIBUTING.md) and its class."""
-    for path in (ROOT / "docs" / "contributing-distribution.md", ROOT / "CONTRIBUTING.md"):
-        if path.is_file():
-            blocks = [b for b in re.findall(r"```python\n(.*?)```", path.read_text(), re.S) if "@register" in b]
-            if blocks:
-                return path, blocks[0]
+    """CONTRIBUTING.md's section "Adding a distribution kind" and its class."""
+    path = ROOT / "CONTRIBUTING.md"
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", path.read_text(), re.S) if "@register" in b]
+    if blocks:
+        return path, blocks[0]
     raise AssertionError("no worked example of a distribution kind (a ```python block with @register) in the contributing guide")
 
 
