@@ -7,8 +7,8 @@
 >>> trials.sort_values("val/delta_m", ascending=False).head()
 >>> again = mtlsearch.load_results("custom_mtl")          # the latest search of that experiment, from MLflow
 
-:func:`search` builds the same arguments as ``python -m mtlsearch.launch`` and runs the same code
-(validation, pre-flight of a user's plugins, Ray Tune, MLflow); bad input raises
+:func:`search` builds the same :class:`~mtlsearch.options.SearchOptions` as ``python -m mtlsearch.launch``
+and runs the same code (:func:`mtlsearch.launch.execute`: the pre-flight, Ray Tune, MLflow); bad input raises
 :class:`~mtlsearch.errors.ConfigError` instead of exiting.  It returns :func:`load_results` of the
 search it ran: the trials read back from MLflow.
 """
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 
 from mtlsearch.errors import ConfigError
+from mtlsearch.options import SearchOptions
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,37 +59,94 @@ def _yaml(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=10**6).strip().removesuffix("\n...").strip()
 
 
-def search_argv(
-    space: str | Mapping[str, Any], benchmark: Any = None, method: Any = None, *, folder: str | None = None, **overrides: Any
-) -> list[str]:
-    """The ``python -m mtlsearch.launch`` arguments of :func:`search` (a dict space is written to ``folder``)."""
-    if isinstance(space, Mapping):
-        import yaml
+#: The type of each launcher flag's value (as the command line's parser converts it).
+_FLAG_TYPES: dict[str, type] = {
+    "seed": int,
+    "max_failures": int,
+    "num_samples": int,
+    "max_epochs": int,
+    "gpus_per_trial": float,
+    "cpus_per_trial": float,
+}
+_SWITCHES = ("storage_is_shared", "resume", "quiet")
 
-        folder = folder or tempfile.mkdtemp(prefix="mtlsearch_space_")
-        path = Path(folder) / f"{space.get('name', 'search')}.yaml"
-        path.write_text(yaml.safe_dump(dict(space), sort_keys=False))
-        space = str(path)
-    argv = ["--space", str(space)]
+
+def _space_file(space: str | Mapping[str, Any], folder: str | None) -> str:
+    """A space given as a dict is written to a file in ``folder`` (a temporary one by default): the
+    search's record of its space, and what the command that resumes it names."""
+    if not isinstance(space, Mapping):
+        return str(space)
+    import yaml
+
+    folder = folder or tempfile.mkdtemp(prefix="mtlsearch_space_")
+    path = Path(folder) / f"{space.get('name', 'search')}.yaml"
+    path.write_text(yaml.safe_dump(dict(space), sort_keys=False))
+    return str(path)
+
+
+def _sets(method: Any, overrides: Mapping[str, Any]) -> list[str]:
+    """The space keys among the keyword arguments as ``KEY.PATH=VALUE`` (what ``--set`` says)."""
+    sets = [f"params.method={_yaml(_spec(method))}"] if method is not None else []
+    for key, value in overrides.items():
+        if value is not None and key not in FLAGS and key not in _SWITCHES:
+            # a space key: budget__num_samples=50 or {"budget.num_samples": 50}; params__lr={"loguniform": [...]}
+            sets.append(f"{key.replace('__', '.')}={_yaml(value)}")
+    return sets
+
+
+def _argv(space_path: str, benchmark: str | None, sets: list[str], overrides: Mapping[str, Any]) -> list[str]:
+    argv = ["--space", space_path]
     if benchmark is not None:
-        argv += ["--benchmark", _spec(benchmark)]
-    sets = []
-    if method is not None:
-        sets.append(f"params.method={_yaml(_spec(method))}")
+        argv += ["--benchmark", benchmark]
     for key, value in overrides.items():
         if value is None:
             continue
         if key in FLAGS:
             argv += [FLAGS[key], str(value)]
-        elif key in ("storage_is_shared", "resume", "quiet"):
-            if value:
-                argv.append("--" + key.replace("_", "-"))
-        else:
-            # a space key: budget__num_samples=50 or {"budget.num_samples": 50}; params__lr={"loguniform": [...]}
-            sets.append(f"{key.replace('__', '.')}={_yaml(value)}")
+        elif key in _SWITCHES and value:
+            argv.append("--" + key.replace("_", "-"))
     for item in sets:
         argv += ["--set", item]
     return argv
+
+
+def search_argv(
+    space: str | Mapping[str, Any], benchmark: Any = None, method: Any = None, *, folder: str | None = None, **overrides: Any
+) -> list[str]:
+    """The ``python -m mtlsearch.launch`` arguments of :func:`search` (a dict space is written to ``folder``)."""
+    return _argv(_space_file(space, folder), _spec(benchmark) if benchmark is not None else None, _sets(method, overrides), overrides)
+
+
+def _flag_value(key: str, value: Any) -> Any:
+    """A flag's value read as the command line reads its text (``5`` or ``"5"``; not ``5.5`` for an integer)."""
+    convert = _FLAG_TYPES.get(key)
+    if convert is None:
+        return str(value)
+    try:
+        if isinstance(value, bool):
+            raise TypeError(value)
+        return convert(str(value))
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"expected {'an integer' if convert is int else 'a number'}, got {value!r}", field=f"search(..., {key}=...)"
+        ) from None
+
+
+def search_options(space: str | Mapping[str, Any], benchmark: Any = None, method: Any = None, **overrides: Any) -> SearchOptions:
+    """The options of :func:`search`: the launcher's flags by name, the other keywords as ``--set`` items."""
+    space_path = _space_file(space, None)
+    bench = _spec(benchmark) if benchmark is not None else None
+    sets = _sets(method, overrides)
+    flags: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if value is None or not (key in FLAGS or key in _SWITCHES):
+            continue
+        if key in _SWITCHES:
+            flags[key] = bool(value)
+            continue
+        flags[key] = _flag_value(key, value)
+    argv = _argv(space_path, bench, sets, overrides)
+    return SearchOptions(space=space_path, benchmark=bench, sets=tuple(sets), argv=tuple(argv), **flags)
 
 
 def as_keyword_error(err: ConfigError) -> ConfigError:
@@ -125,20 +183,17 @@ def search(space: str | Mapping[str, Any], benchmark: Any = None, method: Any = 
     the search was interrupted."""
     from mtlsearch import launch
 
-    argv = search_argv(space, benchmark, method, **overrides)
-    args = launch.build_parser().parse_args(argv)
-    args.argv = argv
+    options = search_options(space, benchmark, method, **overrides)
     try:
-        code = launch.run(args)
+        result = launch.execute(options)
     except ConfigError as err:
         raise as_keyword_error(err) from None
-    where = getattr(args, "search_ref", None)
-    if code != 0 or where is None:
+    if not result.finished or result.experiment is None:
         raise RuntimeError(
-            f"the search did not finish (exit code {code}); resume it with python -m mtlsearch.launch {' '.join(argv)} --resume"
+            f"the search did not finish (exit code {result.exit_code}); resume it with python -m mtlsearch.launch "
+            f"{' '.join(options.argv)} --resume"
         )
-    tracking_uri, experiment, parent = where
-    return load_results(experiment, parent, tracking_uri=tracking_uri)
+    return load_results(result.experiment, result.parent_run_id, tracking_uri=result.tracking_uri)
 
 
 def load_results(experiment: str, search: str | None = None, *, tracking_uri: str | None = None) -> pd.DataFrame:

@@ -4,25 +4,21 @@ per trial, and a storage every trial can write to."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mtlsearch import console, faults
-from mtlsearch.errors import ConfigError
+from mtlsearch.errors import ConfigError, first_line
+from mtlsearch.plugins import in_ray_job
 
 if TYPE_CHECKING:
+    from mtlsearch.options import SearchOptions
     from mtlsearch.spaces import SearchSpace
 
 
-def in_ray_job() -> bool:
-    """Whether this process is the entrypoint of a ``ray job submit`` (Ray sets this variable)."""
-    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
-
-
-def check_job_paths(args: argparse.Namespace) -> None:
+def check_job_paths(args: SearchOptions) -> None:
     """Inside a Ray job the working directory is Ray's temporary copy of ``--working-dir``: results and
     MLflow runs written there by default would vanish with it."""
     if not in_ray_job():
@@ -37,7 +33,7 @@ def check_job_paths(args: argparse.Namespace) -> None:
         raise ConfigError(f"{why}: --tracking-uri http://MLFLOW-HOST:5000 or sqlite:////abs/path/mlflow.db", field="--tracking-uri")
 
 
-def check_address(args: argparse.Namespace) -> None:
+def check_address(args: SearchOptions) -> None:
     address = args.address or os.environ.get("RAY_ADDRESS") or ""
     if address.startswith(("http://", "https://")):
         raise ConfigError(
@@ -82,7 +78,7 @@ def init_ray(address: str | None, runtime_env: dict[str, Any] | None = None, qui
                     "; its authentication token is missing or incorrect: export RAY_AUTH_MODE=token and put the "
                     "cluster's token (the head's ~/.ray/auth_token) in ~/.ray/auth_token or RAY_AUTH_TOKEN"
                 )
-            first = chain[0].strip().splitlines()[0] if chain[0].strip() else type(err).__name__
+            first = first_line(err, typed=False, limit=None, text=chain[0])
             raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {first}{hint}", field="--address") from None
     else:
         if not quiet:
@@ -97,7 +93,7 @@ def init_ray(address: str | None, runtime_env: dict[str, Any] | None = None, qui
         except Exception as err:  # e.g. "The current node timed out during startup" on an overloaded machine
             ray.shutdown()
             raise faults.StartError(
-                f"the local Ray did not start ({faults.first_line(err)}); see its logs under "
+                f"the local Ray did not start ({first_line(err)}); see its logs under "
                 f"{os.environ.get('RAY_TMPDIR', '/tmp')}/ray/session_latest/logs"
             ) from None
     return True
@@ -148,7 +144,7 @@ NODE_WAIT_ENV = "MTLSEARCH_NODE_WAIT_S"
 
 
 def check_cluster_resources(
-    space: SearchSpace, args: argparse.Namespace, alive: list[dict[str, Any]], types: list[dict[str, Any]], wait_s: float = 0.0
+    space: SearchSpace, args: SearchOptions, alive: list[dict[str, Any]], types: list[dict[str, Any]], wait_s: float = 0.0
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """A trial runs on one node: refuse asking for more CPUs/GPUs per trial than any node has (or, with
     an autoscaler, any node type could have) instead of leaving the trials pending forever.  On a
@@ -178,9 +174,12 @@ def check_cluster_resources(
     if any(fits(n) for n in nodes):
         return alive, types
     waited = f" (after waiting {wait_s:g} s)" if wait_s > 0 else ""
-    for key, flag, name, need in (("GPU", "--gpus-per-trial", "gpus_per_trial", gpus), ("CPU", "--cpus-per-trial", "cpus_per_trial", cpus)):
+    for key, flag, name, need, given in (
+        ("GPU", "--gpus-per-trial", "gpus_per_trial", gpus, args.gpus_per_trial),
+        ("CPU", "--cpus-per-trial", "cpus_per_trial", cpus, args.cpus_per_trial),
+    ):
         have = max((n[key] for n in nodes), default=0.0)
-        where = {"field": flag} if getattr(args, name) is not None else {"source": str(space.path), "field": f"resources.{name}"}
+        where = {"field": flag} if given is not None else {"source": str(space.path), "field": f"resources.{name}"}
         if need > have:
             raise ConfigError(
                 f"a trial asks for {need:g} {key} but no node of the cluster has more than {have:g}{waited} "
@@ -200,18 +199,15 @@ def check_cluster_resources(
     )
 
 
-def resolve_storage(args: argparse.Namespace, alive: list[dict[str, Any]], types: list[dict[str, Any]]) -> tuple[str, Path | None]:
+def resolve_storage(args: SearchOptions, alive: list[dict[str, Any]], types: list[dict[str, Any]]) -> tuple[str, Path | None]:
     """(storage URI or absolute path for Ray Tune, the local path or None for a cloud URI).
 
     A local path is only visible to the node it is on: on a multi-node cluster (alive nodes > 1, or an
     autoscaler that may add nodes) it is refused unless ``--storage-is-shared`` says that every node
     mounts it at the same path."""
-    raw = args.storage
-    if raw and is_uri(raw):
-        return raw.rstrip("/"), None
-    if raw and raw.startswith("file://"):
-        raw = raw[len("file://") :]
-    local = Path(raw).expanduser().resolve() if raw else Path.cwd() / "ray_results"
+    uri, local = args.storage_location()
+    if local is None:
+        return uri, None
     grows = any(t["max"] != 0 for t in types) and (len(types) > 1 or any(t["max"] != 1 for t in types))
     if (len(alive) > 1 or grows) and not args.storage_is_shared:
         what = f"{len(alive)} nodes" if len(alive) > 1 else "an autoscaler that adds nodes"
@@ -222,4 +218,4 @@ def resolve_storage(args: argparse.Namespace, alive: list[dict[str, Any]], types
             "node plus --storage-is-shared",
             field="--storage",
         )
-    return str(local), local
+    return uri, local

@@ -30,6 +30,17 @@ class ConfigError(ValueError):
         return ConfigError(self.message, source=source, field=self.field)
 
 
+def first_line(err: BaseException, *, typed: bool = True, limit: int | None = 300, text: str | None = None) -> str:
+    """An exception in one line for a message: ``Type: first line of its text`` (at most ``limit``
+    characters of text), or only the text (``typed=False``); the type's name where it has no text.
+    ``text``: the exception's text where it is not ``str(err)`` (a wrapped error's message)."""
+    text = (str(err) if text is None else text).strip()
+    if not text:
+        return type(err).__name__
+    line = text.splitlines()[0][:limit]
+    return f"{type(err).__name__}: {line}" if typed else line
+
+
 def choices(values: Iterable[Any]) -> str:
     """Format a list of valid choices for an error message."""
     return ", ".join(repr(v) for v in sorted(values))

@@ -48,11 +48,6 @@ class StartError(RuntimeError):
     come up, an MLflow store that failed): one line on stderr and exit code 1, no traceback."""
 
 
-def first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0][:300]}" if text else type(err).__name__
-
-
 STOP_TIMEOUT_ENV = "MTLSEARCH_STOP_TIMEOUT_S"
 #: Errors a retry from the same checkpoint would meet again (their class names, as Ray reports them).
 NOT_RETRIED = ("NonFiniteLossError", "UnreadableCheckpointError")

@@ -1,6 +1,7 @@
 """``python -m mtlsearch.launch --space NAME|PATH [...]``: run a search with Ray Tune.
 
-The command line: reads a space and applies the flags, runs the pre-flight checks (``mtlsearch.preflight``),
+The command line: parses the flags into :class:`~mtlsearch.options.SearchOptions` and nothing more; runs the
+pre-flight (``mtlsearch.preflight``: the space read, the flags applied, every check),
 connects to or starts Ray (``mtlsearch.cluster``), and hands over to ``mtlsearch.runner``, which builds
 the ``Tuner`` (searcher, scheduler, resources per trial, storage, MLflow destination, resume:
 ``mtlsearch.resume``) and prints the results table (``mtlsearch.results``); progress lines, the silencing
@@ -20,14 +21,12 @@ trial and each epoch once).
 from __future__ import annotations
 
 import argparse
-import math
-import os
-from pathlib import Path
 import sys
 from typing import TYPE_CHECKING, Any, Sequence
 
 from mtlsearch import cluster, console, faults, runner
 from mtlsearch.errors import ConfigError
+from mtlsearch.options import SearchOptions, SearchResult
 
 if TYPE_CHECKING:
     from mtlsearch.spaces import SearchSpace
@@ -98,159 +97,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _positive(value: float | None, flag: str, *, allow_zero: bool = False) -> None:
-    if value is None:
-        return
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        raise ConfigError(f"must be {'>= 0' if allow_zero else '> 0'}, got {value!r}", field=flag)
+def prepare_space(args: SearchOptions | argparse.Namespace) -> SearchSpace:
+    """The space of a command line with its flags applied, through the pre-flight's checks of the space
+    (:func:`mtlsearch.preflight.prepare_space`)."""
+    from mtlsearch import preflight
+
+    return preflight.prepare_space(SearchOptions.of(args))
 
 
-def prepare_space(args: argparse.Namespace) -> SearchSpace:
-    """Load the space and apply the CLI overrides; every error here is a ConfigError (exit 2), attributed
-    to the ``--set KEY=VALUE`` that wrote the key it is about (:func:`mtlsearch.spaces.blame_set`)."""
-    from mtlsearch import spaces
+def results_destination(options: SearchOptions, space: SearchSpace) -> list[str]:
+    """Where a search with these options writes (``--dry-run`` says it; it writes nothing)."""
+    from mtlsearch import studies
 
-    try:
-        return _prepare_space(args)
-    except ConfigError as err:
-        raise spaces.blame_set(err, getattr(args, "set", None) or ()) from None
-
-
-def _prepare_space(args: argparse.Namespace) -> SearchSpace:
-    from mtlsearch import spaces
-
-    _positive(args.num_samples, "--num-samples")
-    _positive(args.max_epochs, "--max-epochs")
-    if args.num_samples is not None:
-        spaces.check_limit(args.num_samples, spaces.MAX_NUM_SAMPLES, "MTLSEARCH_MAX_NUM_SAMPLES", field="--num-samples")
-    if args.max_epochs is not None:
-        spaces.check_limit(args.max_epochs, spaces.MAX_EPOCHS, "MTLSEARCH_MAX_EPOCHS", field="--max-epochs")
-    _positive(args.cpus_per_trial, "--cpus-per-trial", allow_zero=True)
-    _positive(args.gpus_per_trial, "--gpus-per-trial", allow_zero=True)
-    if args.max_failures < -1:
-        raise ConfigError(f"must be >= 0 (or -1: retry forever), got {args.max_failures}", field="--max-failures")
-    space = spaces.load_space(args.space, validate=False, sets=getattr(args, "set", None) or ())
-    if getattr(args, "protocol", None) or (space.protocol and args.benchmark):
-        space = spaces.with_protocol(
-            space,
-            args.protocol or space.protocol,
-            benchmark=args.benchmark,
-            source=None if args.protocol else str(space.path),
-            field_name="--protocol" if args.protocol else "protocol",
-        )
-    resources = dict(space.resources)
-    if args.cpus_per_trial is not None:
-        resources["cpus_per_trial"] = args.cpus_per_trial
-    if args.gpus_per_trial is not None:
-        resources["gpus_per_trial"] = args.gpus_per_trial
-    searcher = dict(space.searcher)
-    params = list(space.params)
-    if args.seed is not None:
-        searcher["seed"] = args.seed
-        if not any(p.name == "seed" and p.kind != "value" for p in params):
-            params = [p for p in params if p.name != "seed"] + [spaces.Param("seed", "value", args.seed)]
-    data_root = args.data_root or space.data_root or os.environ.get("MTLSEARCH_DATA_ROOT")
-    space = spaces.override(
-        space,
-        benchmark=args.benchmark,
-        num_samples=args.num_samples,
-        max_epochs=args.max_epochs,
-        # Absolute: trials run in their own working directories (relative = to where the launcher runs).
-        data_root=os.path.abspath(os.path.expanduser(data_root)) if data_root else None,
-        resources=resources,
-        searcher=searcher,
-        params=params,
-    )
-    if space.scheduler["grace_period"] > space.max_epochs:
-        space.scheduler = {**space.scheduler, "grace_period": space.max_epochs}
-    from mtlsearch import plugin_checks
-
-    space = plugin_checks.prepare(space)  # a user's module:Class or file.py:Class: importable, the right class
-    check_resource_shape(space, args)
-    space.validate_trials()
-    check_data_folder(space)
-    plugin_checks.check_space(space)  # a user's benchmark or method: importable, tasks, a first batch on the CPU
-    if space.metric.endswith("delta_m"):
-        from mtlsearch.references import load_reference_file
-
-        ref = load_reference_file(space.benchmark, space.data_root)
-        split = space.metric.split("/")[0]
-        if ref is None or split not in ref.get("splits", {}):
-            raise ConfigError(
-                f"objective {space.metric!r} needs single-task references for benchmark {space.benchmark!r} "
-                f"on split {split!r}, and there are none; choose a task metric (e.g. 'val/<task>/<metric>') "
-                f"or generate references with `python -m mtlsearch.references --benchmark {space.benchmark} --data-root DIR`",
-                source=str(space.path),
-                field="scheduler.metric" if space.multi_objective else "objective.metric",
-            )
-    return space
-
-
-# ------------------------------------------------------------------------------ checks before Ray
-def check_resource_shape(space: SearchSpace, args: argparse.Namespace) -> None:
-    """Ray takes a fraction of a GPU only below 1: 0.25 packs four trials on a GPU; 1.5 is not a request."""
-    gpus = space.resources["gpus_per_trial"]
-    if gpus > 1 and not float(gpus).is_integer():
-        where = (
-            {"field": "--gpus-per-trial"}
-            if args.gpus_per_trial is not None
-            else {"source": str(space.path), "field": "resources.gpus_per_trial"}
-        )
-        raise ConfigError(f"a trial takes a fraction of one GPU (0 < g <= 1) or a whole number of GPUs, got {gpus!r}", **where)
-
-
-def check_data_folder(space: SearchSpace) -> None:
-    """Build the benchmark of a representative trial config: a user-supplied data folder that is missing
-    or malformed fails here (the check is cheap: it lists files), before Ray or MLflow start.  The driver
-    therefore needs the data folder at the same path as the nodes (shared filesystem or a copy)."""
-    from mtlsearch.benchmarks import get_benchmark
-    from mtlsearch.config import TrialConfig
-
-    probe = space.probe_configs()[0]
-    cfg = TrialConfig.from_dict(probe, source=str(space.path))
-    try:
-        get_benchmark(cfg.benchmark, data_root=cfg.data_root, **cfg.benchmark_options)
-    except ConfigError as err:
-        raise err.with_source(str(space.path)) from None
-
-
-def results_destination(args: argparse.Namespace, space: SearchSpace) -> list[str]:
-    """Where a search with these arguments writes (``--dry-run`` says it; it writes nothing)."""
-    from mtlsearch import studies, tracking
-
-    tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
-    storage = args.storage if args.storage and "://" in args.storage else os.path.abspath(os.path.expanduser(args.storage or "ray_results"))
-    name = args.name or f"{space.name}-<date>-<time>"
+    tracking_uri = options.resolved_tracking_uri()
+    storage, local = options.storage_location()
+    name = options.name or f"{space.name}-<date>-<time>"
     lines = [
-        f"MLflow: experiment {args.experiment or space.name!r} in {tracking_uri} (one parent run for the search, one nested run per trial)",
-        f"Ray Tune's results and checkpoints: {storage.rstrip('/')}/{name}",
+        f"MLflow: experiment {options.experiment or space.name!r} in {tracking_uri} (one parent run for the search, one nested run per trial)",
+        f"Ray Tune's results and checkpoints: {storage}/{name}",
     ]
     if space.searcher["type"] == "optuna":
-        local = None if "://" in storage else Path(storage)
         study = studies.storage_url(tracking_uri, local)
         lines.append(f"Optuna study {name!r}: {study}" if study else "Optuna study: in memory (a cloud --storage with a remote MLflow)")
     return ["Results will be written to:", *(f"  {line}" for line in lines)]
 
 
-def run(args: argparse.Namespace, callbacks: Sequence[Any] = ()) -> int:
-    """The search; ``callbacks``: extra Ray Tune callbacks (a notebook's display, a test's fault injector)."""
+def execute(options: SearchOptions, callbacks: Sequence[Any] = ()) -> SearchResult:
+    """The search: the pre-flight, Ray connected or started, the run (:func:`mtlsearch.runner.run_search`);
+    ``callbacks``: extra Ray Tune callbacks (a notebook's display, a test's fault injector)."""
     from mtlsearch import preflight
 
     console.quiet_libraries()
-    preflight.check_args(args)
-    space = prepare_space(args)
-    cluster.check_job_paths(args)
-    cluster.check_address(args)
-    # Before Ray and any trial, creating nothing: tasks, device, metrics, tracking URI, storage, resume.
-    preflight.check(args, space)
-    if getattr(args, "dry_run", False):
-        return console.dry_run(space, where=results_destination(args, space))
+    # Before Ray and any trial, creating nothing: the options, the space, tasks, device, metrics, stores, resume.
+    space = preflight.run(options)
+    if options.dry_run:
+        return SearchResult(console.dry_run(space, where=results_destination(options, space)))
     from mtlsearch import plugins
 
-    remote = bool(args.address or os.environ.get("RAY_ADDRESS"))
     try:
         started_ray = cluster.init_ray(
-            args.address, plugins.runtime_env(space, remote=remote, in_job=cluster.in_ray_job()), quiet=getattr(args, "quiet", False)
+            options.address, plugins.runtime_env(space, remote=options.remote, in_job=cluster.in_ray_job()), quiet=options.quiet
         )
     except KeyboardInterrupt:  # Ctrl-C while Ray starts: take down what it started
         import ray
@@ -258,7 +144,7 @@ def run(args: argparse.Namespace, callbacks: Sequence[Any] = ()) -> int:
         ray.shutdown()
         raise
     try:
-        return runner.run_search(args, space, callbacks)
+        return runner.run_search(options, space, callbacks)
     finally:
         if started_ray:
             import ray
@@ -266,12 +152,16 @@ def run(args: argparse.Namespace, callbacks: Sequence[Any] = ()) -> int:
             ray.shutdown()
 
 
+def run(args: SearchOptions | argparse.Namespace, callbacks: Sequence[Any] = ()) -> int:
+    """:func:`execute` for a parsed command line; returns the exit code."""
+    return execute(SearchOptions.of(args), callbacks).exit_code
+
+
 def main(argv: Sequence[str] | None = None, *, callbacks: Sequence[Any] = ()) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
-    args.argv = argv
+    options = SearchOptions.from_namespace(build_parser().parse_args(argv), argv)
     try:
-        return run(args, callbacks)
+        return execute(options, callbacks).exit_code
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT

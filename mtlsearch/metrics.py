@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Callable, Mapping, Protocol
+from typing import TYPE_CHECKING, Callable, Mapping, Protocol, Sequence
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from mtlsearch.benchmarks.base import TaskSpec
 
 
 class Meter(Protocol):
@@ -244,3 +247,15 @@ class BinaryAccuracyMeter:
 
     def compute(self) -> dict[str, float]:
         return {"accuracy": self.correct / max(self.n, 1)}
+
+
+def reported_metrics(specs: Sequence[TaskSpec], tasks: Sequence[str] | None = None) -> set[str]:
+    """The metric names a trial of these tasks (default: all of ``specs``) reports: ``<split>/<task>/<metric>``
+    and ``<split>/delta_m`` for the validation and test splits, ``train/<task>/loss`` and ``weights/<task>``."""
+    out = {f"{split}/delta_m" for split in ("val", "test")}
+    for s in specs:
+        if tasks is not None and s.name not in tasks:
+            continue
+        out |= {f"{split}/{s.name}/{m}" for split in ("val", "test") for m in s.metrics}
+        out |= {f"train/{s.name}/loss", f"weights/{s.name}"}
+    return out

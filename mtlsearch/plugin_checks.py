@@ -9,14 +9,14 @@ each plugin once on the CPU (a first batch, each task's loss, one training step)
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from mtlsearch.errors import ConfigError
-from mtlsearch.plugins import user_frame, absolute, is_plugin, one_line, source_file, space_plugins
+from mtlsearch.plugins import absolute, in_ray_job, is_plugin, one_line, source_file, space_plugins, user_frame
 
 if TYPE_CHECKING:
+    from mtlsearch.benchmarks.base import Benchmark, TaskSpec
     from mtlsearch.config import TrialConfig
     from mtlsearch.spaces import SearchSpace
 
@@ -31,7 +31,7 @@ def localize(space: SearchSpace, *, in_job: bool | None = None) -> SearchSpace:
 
     folder = Path(space.path).parent
     if in_job is None:
-        in_job = "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ
+        in_job = in_ray_job()
     base = Path.cwd() if in_job else None
 
     def fix(value: Any) -> Any:
@@ -60,16 +60,18 @@ def prepare(space: SearchSpace) -> SearchSpace:
     return space
 
 
-def check_space(space: SearchSpace) -> None:
-    """Check every plugin of the space's representative trial configs (see the module docstring)."""
+def check_space(space: SearchSpace, configs: Sequence[TrialConfig] | None = None) -> None:
+    """Check every plugin of the space's representative trial configs (see the module docstring);
+    ``configs``: those configs where the caller built them (:class:`mtlsearch.preflight.Preflight`)."""
     from mtlsearch.config import TrialConfig
 
     if not space_plugins(space):
         return
+    if configs is None:
+        configs = [TrialConfig.from_dict(probe, source=str(space.path)) for probe in space.probe_configs()]
     seen_bench: set[str] = set()
     seen_step: set[str] = set()
-    for probe in space.probe_configs():
-        cfg = TrialConfig.from_dict(probe, source=str(space.path))
+    for cfg in configs:
         bench_key = repr((cfg.benchmark, cfg.data_root, sorted(cfg.benchmark_options.items()), cfg.tasks))
         if is_plugin(cfg.benchmark) and bench_key not in seen_bench:
             seen_bench.add(bench_key)
@@ -113,17 +115,36 @@ def _fail(spec: str, message: str, err: BaseException | None = None, field: str 
 
 def check_benchmark(cfg: TrialConfig) -> None:
     """Tasks, splits, a first batch through the model with every task's output, losses and meters."""
-    import torch
-
-    from mtlsearch.benchmarks import as_model, as_split, get_benchmark
-
     spec = cfg.benchmark
+    bench = _construct(spec, cfg)
+    specs = _task_specs(spec, bench)
+    names = [s.name for s in specs]
+    tasks = list(cfg.tasks) if cfg.tasks else names
+    unknown = [t for t in tasks if t not in names]
+    if unknown:
+        raise ConfigError(f"unknown task(s) {unknown}; the benchmark's tasks: {', '.join(names)}", field="tasks")
+    x, targets = _first_batch(spec, bench, cfg, tasks)
+    outputs = _first_outputs(spec, bench, cfg, tasks, x, targets)
+    by_name = {s.name: s for s in specs}
+    for t in tasks:
+        if t in targets:
+            _check_task(spec, by_name[t], outputs[t], targets[t])
+
+
+def _construct(spec: str, cfg: TrialConfig) -> Benchmark:
+    from mtlsearch.benchmarks import get_benchmark
+
     try:
-        bench = get_benchmark(spec, data_root=cfg.data_root, **cfg.benchmark_options)
+        return get_benchmark(spec, data_root=cfg.data_root, **cfg.benchmark_options)
     except ConfigError as err:
         raise err.with_source(source_file(spec)) from None
     except Exception as err:
         raise _fail(spec, "constructing the benchmark failed", err) from None
+
+
+def _task_specs(spec: str, bench: Benchmark) -> list[TaskSpec]:
+    from mtlsearch.benchmarks import TaskSpec
+
     try:
         specs = list(bench.task_specs())
     except ConfigError as err:  # e.g. a metric without a direction: name the line of the user's file
@@ -131,17 +152,18 @@ def check_benchmark(cfg: TrialConfig) -> None:
         raise ConfigError(err.message, source=user_frame(err, [src]) or src, field=err.field) from None
     except Exception as err:
         raise _fail(spec, "task_specs() failed", err) from None
-    from mtlsearch.benchmarks import TaskSpec
-
     if not specs or not all(isinstance(s, TaskSpec) for s in specs):
         raise _fail(spec, f"task_specs() must return a non-empty list of TaskSpec, got {specs!r}"[:300])
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise _fail(spec, f"task_specs() names a task twice: {names}")
-    tasks = list(cfg.tasks) if cfg.tasks else names
-    unknown = [t for t in tasks if t not in names]
-    if unknown:
-        raise ConfigError(f"unknown task(s) {unknown}; the benchmark's tasks: {', '.join(names)}", field="tasks")
+    return specs
+
+
+def _first_batch(spec: str, bench: Benchmark, cfg: TrialConfig, tasks: list[str]) -> tuple[Any, dict[str, Any]]:
+    """The train split's first batch (its splits checked on the way)."""
+    from mtlsearch.benchmarks import as_split
+
     try:
         splits = bench.load_splits(cfg.data_seed)
     except ConfigError as err:
@@ -166,13 +188,21 @@ def check_benchmark(cfg: TrialConfig) -> None:
     missing = [t for t in tasks if t not in targets]
     if missing and not bench.multi_input:
         raise _fail(spec, f"the train split's batches have no target for task(s) {missing} (they have {sorted(targets)})")
+    return x, targets
+
+
+def _first_outputs(spec: str, bench: Benchmark, cfg: TrialConfig, tasks: list[str], x: Any, targets: dict[str, Any]) -> dict[str, Any]:
+    """The model built and a first batch through it: one prediction per task."""
+    import torch
+
+    from mtlsearch.benchmarks import as_model
+
     try:
         torch.manual_seed(cfg.seed)
         model = as_model(bench.build_model(tasks))
     except Exception as err:
         raise _fail(spec, "build_model() failed", err) from None
-    shared = model.shared_parameters()
-    if not shared:
+    if not model.shared_parameters():
         raise _fail(spec, "the model has no shared parameters (what every task trains)")
     model.train()
     try:
@@ -184,46 +214,49 @@ def check_benchmark(cfg: TrialConfig) -> None:
     missing = [t for t in tasks if t not in outputs and not (bench.multi_input and t not in targets)]
     if missing:
         raise _fail(spec, f"the model's outputs miss task(s) {missing} (it returned {sorted(outputs)}); return one prediction per task")
-    by_name = {s.name: s for s in specs}
-    for t in tasks:
-        if t not in targets:
-            continue
-        pred, target = outputs[t], targets[t]
-        try:
-            loss, broadcast = _loss_broadcasts(by_name[t].loss, pred, target)
-        except Exception as err:
-            raise _fail(
-                spec, f"task {t!r}: the loss of a first batch (prediction {_shape(pred)}, target {_shape(target)}) failed", err
-            ) from None
-        if broadcast:
-            raise _fail(
-                spec,
-                f"output and target shapes of task {t!r} differ: {_dims(pred)} vs {_dims(target)} and its loss only works by "
-                f"broadcasting them ({broadcast}), which gives a wrong loss; make the model's output and the target the same shape "
-                "(e.g. squeeze the output's last dimension, or unsqueeze the target)",
-            )
-        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
-            raise _fail(
-                spec,
-                f"task {t!r}: the loss must be a scalar tensor, got {_shape(loss)} (prediction {_shape(pred)}, target {_shape(target)})",
-            )
-        if not torch.isfinite(loss).all():
-            raise _fail(spec, f"task {t!r}: the loss of a first batch is {loss.item()}")
-        try:
-            meter = by_name[t].new_meter()
-            meter.update(pred.detach(), target)
-            values = meter.compute()
-        except Exception as err:
-            raise _fail(
-                spec, f"task {t!r}: its meter failed on a first batch (prediction {_shape(pred)}, target {_shape(target)})", err
-            ) from None
-        declared = set(by_name[t].metrics)
-        if not isinstance(values, dict) or set(values) != declared:
-            raise _fail(
-                spec,
-                f"task {t!r}: its meter reports {sorted(values) if isinstance(values, dict) else values!r} "
-                f"but the task declares metrics {sorted(declared)}",
-            )
+    return outputs
+
+
+def _check_task(spec: str, task: TaskSpec, pred: Any, target: Any) -> None:
+    """One task's loss (a finite scalar, no broadcasting) and meter (its declared metrics) on a first batch."""
+    import torch
+
+    t = task.name
+    try:
+        loss, broadcast = _loss_broadcasts(task.loss, pred, target)
+    except Exception as err:
+        raise _fail(
+            spec, f"task {t!r}: the loss of a first batch (prediction {_shape(pred)}, target {_shape(target)}) failed", err
+        ) from None
+    if broadcast:
+        raise _fail(
+            spec,
+            f"output and target shapes of task {t!r} differ: {_dims(pred)} vs {_dims(target)} and its loss only works by "
+            f"broadcasting them ({broadcast}), which gives a wrong loss; make the model's output and the target the same shape "
+            "(e.g. squeeze the output's last dimension, or unsqueeze the target)",
+        )
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        raise _fail(
+            spec,
+            f"task {t!r}: the loss must be a scalar tensor, got {_shape(loss)} (prediction {_shape(pred)}, target {_shape(target)})",
+        )
+    if not torch.isfinite(loss).all():
+        raise _fail(spec, f"task {t!r}: the loss of a first batch is {loss.item()}")
+    try:
+        meter = task.new_meter()
+        meter.update(pred.detach(), target)
+        values = meter.compute()
+    except Exception as err:
+        raise _fail(
+            spec, f"task {t!r}: its meter failed on a first batch (prediction {_shape(pred)}, target {_shape(target)})", err
+        ) from None
+    declared = set(task.metrics)
+    if not isinstance(values, dict) or set(values) != declared:
+        raise _fail(
+            spec,
+            f"task {t!r}: its meter reports {sorted(values) if isinstance(values, dict) else values!r} "
+            f"but the task declares metrics {sorted(declared)}",
+        )
 
 
 def _dims(value: Any) -> str:

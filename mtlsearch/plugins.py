@@ -30,7 +30,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Iterable
 
-from mtlsearch.errors import ConfigError
+from mtlsearch.errors import ConfigError, first_line
 
 if TYPE_CHECKING:
     from mtlsearch.spaces import SearchSpace
@@ -99,8 +99,7 @@ def user_frame(err: BaseException, files: Iterable[str]) -> str:
 
 
 def one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+    return first_line(err, limit=None)
 
 
 def _import_file(path: Path) -> ModuleType:
@@ -300,3 +299,9 @@ def runtime_env(space: SearchSpace, *, remote: bool, in_job: bool, cwd: str | No
     cwd = str(Path(cwd or os.getcwd()).resolve())
     paths = [p for p in ship_paths(space_plugins(space)) if not (in_job and (p == cwd or p.startswith(cwd + os.sep)))]
     return {"py_modules": paths} if paths else None
+
+
+def in_ray_job() -> bool:
+    """Whether this process is the entrypoint of a ``ray job submit`` (Ray sets this variable): its
+    working directory is then Ray's temporary copy of ``--working-dir``."""
+    return "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ

@@ -542,6 +542,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     from mtlsearch import launch
+    from mtlsearch.options import SearchOptions
 
     gpus = args.gpus_per_trial
     if gpus is None:
@@ -570,10 +571,19 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--address", args.address), ("--storage", args.storage), ("--tracking-uri", args.tracking_uri)):
         if value:
             argv += [flag, value]
-    launch_args = launch.build_parser().parse_args(argv)
-    launch_args.argv = argv
+    options = SearchOptions(
+        space=str(space_file),
+        gpus_per_trial=gpus,
+        cpus_per_trial=args.cpus_per_trial,
+        experiment=args.experiment or f"reproduce-{protocol.name}-{args.benchmark}",
+        data_root=args.data_root or None,
+        address=args.address or None,
+        storage=args.storage or None,
+        tracking_uri=args.tracking_uri or None,
+        argv=tuple(argv),
+    )
     collector = make_collector()
-    code = launch.run(launch_args, callbacks=[collector])
+    code = launch.execute(options, callbacks=[collector]).exit_code
     if code != 0:
         return code
 

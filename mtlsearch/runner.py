@@ -1,22 +1,24 @@
 """The Ray run of a search: the ``Tuner`` (searcher, scheduler, resources, storage, callbacks), the
 MLflow tracker's parent run, SIGTERM handled like Ctrl-C, the book of started and ended trials, what an
 interrupted search leaves (runs marked, partial results, the resume command), the results table and
-the confirmation phase (:mod:`mtlsearch.confirm`, given a fit function built here).
+the final stage (:mod:`mtlsearch.final`, given a fit function built here).
 
 The only place that builds a ``Tuner``; :mod:`mtlsearch.launch` calls :func:`run_search` once Ray is up.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 from mtlsearch import cluster, console, faults, resume, studies
+from mtlsearch.errors import first_line
+from mtlsearch.options import SearchOptions, SearchResult
 from mtlsearch.results import best_standing, pareto_rows, results_table, status_counts, summarize, table_notes
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
     from ray import tune
     from ray.tune import Callback, ResultGrid
     from ray.tune.experiment import Trial
+    from ray.tune.search import SearchAlgorithm, Searcher
 
     from mtlsearch.spaces import SearchSpace
     from mtlsearch.tracking import Tracker
@@ -40,53 +43,59 @@ def make_progress_callback(space: SearchSpace, quiet: bool = False) -> Callback:
     return console.make_progress_callback(space, quiet=quiet)
 
 
-def run_search(args: argparse.Namespace, space: SearchSpace, callbacks: Sequence[Any]) -> int:
-    """Run the search on the Ray that the launcher connected to or started; returns the exit code.
-    ``args``: the launcher's parsed command line; ``args.search_ref`` is set to where MLflow holds it."""
+def run_search(options: SearchOptions, space: SearchSpace, callbacks: Sequence[Any]) -> SearchResult:
+    """Run the search on the Ray that the launcher connected to or started; returns its exit code and
+    where MLflow holds it."""
     from mtlsearch import optuna_search, tracking
 
     # Everything that can refuse the search does so before MLflow or Ray Tune write anything.
     alive, types = cluster.cluster_nodes()
-    remote = bool(args.address or os.environ.get("RAY_ADDRESS"))
-    wait_s = float(os.environ.get(cluster.NODE_WAIT_ENV) or (300 if remote else 0))
-    alive, types = cluster.check_cluster_resources(space, args, alive, types, wait_s)
-    storage_uri, local_storage = cluster.resolve_storage(args, alive, types)
-    restore_path = resume.find_restore_path(args, space, storage_uri, local_storage)
-    tracking_uri = args.tracking_uri or tracking.default_tracking_uri()
-    experiment = args.experiment or space.name
+    wait_s = float(os.environ.get(cluster.NODE_WAIT_ENV) or (300 if options.remote else 0))
+    alive, types = cluster.check_cluster_resources(space, options, alive, types, wait_s)
+    storage_uri, local_storage = cluster.resolve_storage(options, alive, types)
+    restore_path = resume.find_restore_path(options, space, storage_uri, local_storage)
+    tracking_uri = options.resolved_tracking_uri()
+    experiment = options.experiment or space.name
 
-    name = restore_path.rstrip("/").rsplit("/", 1)[-1] if restore_path else (args.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    name = (
+        restore_path.rstrip("/").rsplit("/", 1)[-1] if restore_path else (options.name or f"{space.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    )
     lock = None  # held (open) until the search returns
     if local_storage is not None:  # one driver per search folder, even for searches started at the same moment
-        name, lock = faults.claim_folder(local_storage, name, numbered=not (restore_path or args.name))
+        name, lock = faults.claim_folder(local_storage, name, numbered=not (restore_path or options.name))
     search_id = f"{storage_uri.rstrip('/')}/{name}"
 
     # The Optuna study, kept beside the MLflow store for optuna-dashboard (mtlsearch.studies), named after the search.
-    study_url = (
-        studies.storage_url(tracking_uri, local_storage, getattr(args, "optuna_storage", None))
-        if space.searcher["type"] == "optuna"
-        else None
-    )
+    study_url = studies.storage_url(tracking_uri, local_storage, options.optuna_storage) if space.searcher["type"] == "optuna" else None
     tracker = None
     try:
         try:
             tracker = tracking.Tracker(tracking_uri, experiment, search_id)
             tracker.start_search(
                 space,
-                {"benchmark": args.benchmark, "num_samples": args.num_samples, "max_epochs": args.max_epochs, "seed": args.seed},
+                options.overrides(),
                 results_dir=local_storage / name if local_storage is not None else None,
                 study=(studies.redacted(study_url), name) if study_url else None,  # no password in MLflow
                 tags={tracking.TAG_SEARCHER: optuna_search.describe_settings(space)},
             )
         except Exception as err:  # the store passed the pre-flight; another writer, a full disk, a server gone since
             raise faults.StartError(
-                f"MLflow at {tracking_uri} failed as the search started ({faults.first_line(err)}); "
+                f"MLflow at {tracking_uri} failed as the search started ({first_line(err)}); "
                 "nothing was trained; run the same command again"
             ) from None
-        args.search_ref = (tracking_uri, experiment, tracker.parent_run_id)  # for mtlsearch.search(): where to read back
-        return _fit_and_report(
-            args, space, callbacks, tracker, name, storage_uri, restore_path, study_url, local_storage / name if local_storage else None
+        run = _Run(
+            options,
+            space,
+            callbacks,
+            tracker,
+            name,
+            storage_uri,
+            restore_path,
+            study_url,
+            local_storage / name if local_storage else None,
         )
+        code = _fit_and_report(run)
+        return SearchResult(code, tracking_uri, experiment, tracker.parent_run_id, name)
     except BaseException as err:
         faults.end_runs_failed(tracker, f"the launcher stopped: {type(err).__name__}: {err}")
         raise
@@ -95,37 +104,89 @@ def run_search(args: argparse.Namespace, space: SearchSpace, callbacks: Sequence
             lock.close()
 
 
-def _fit_and_report(
-    args: argparse.Namespace,
-    space: SearchSpace,
-    callbacks: Sequence[Any],
-    tracker: Tracker,
-    name: str,
-    storage_uri: str,
-    restore_path: str | None,
-    study_url: str | None = None,
-    folder: Path | None = None,
-) -> int:
-    """The Tuner's run and what is printed and logged after it; ``tracker``: the search's MLflow tracker;
-    ``folder``: the search's folder when it is on a local (or mounted) disk, watched for failures to save."""
-    from ray import tune
-    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
-    from ray.tune.search import SearchAlgorithm, Searcher
+@dataclass
+class _Run:
+    """One search's Ray run: what its steps share.  ``tracker``: the search's MLflow tracker; ``folder``:
+    the search's folder when it is on a local (or mounted) disk, watched for failures to save."""
 
-    from mtlsearch import fairness, optuna_search, spaces, tracking
+    options: SearchOptions
+    space: SearchSpace
+    callbacks: Sequence[Any]
+    tracker: Tracker
+    name: str
+    storage_uri: str
+    restore_path: str | None
+    study_url: str | None = None
+    folder: Path | None = None
+    trainable: Any = None
+    callback: Any = None  # the MLflow tracker's Ray callback, one for the search and its final stage
+    book: Any = None
+    stopper: _sigterm_as_sigint | None = None
+    storage_watch: faults.StorageWatch | None = None
+
+    def start(self) -> None:
+        """What the Ray run needs before its ``Tuner``: the trainable, the callbacks, SIGTERM and the storage watched."""
+        from ray import tune
+
+        from mtlsearch import tracking
+        from trainables import train_mtl
+
+        resources = self.space.resources
+        self.trainable = tune.with_resources(train_mtl, {"cpu": resources["cpus_per_trial"], "gpu": resources["gpus_per_trial"]})
+        self.callback = tracking.make_callback(self.tracker, self.space.metric, self.space.max_epochs)
+        self.book = _trial_book()
+        self.stopper = _sigterm_as_sigint()
+        self.storage_watch = faults.StorageWatch(self.folder, self.stopper.stop) if self.folder is not None else None
+
+    @property
+    def search_folder(self) -> str:
+        return f"{self.storage_uri}/{self.name}"
+
+    def failure(self) -> str | None:
+        return self.storage_watch.failure if self.storage_watch is not None else None
+
+    def run_config(self, suffix: str | None = None, num_trials: int | None = None) -> tune.RunConfig:
+        from ray import tune
+
+        from mtlsearch import spaces
+
+        shown = spaces.override(self.space, num_samples=num_trials) if num_trials else self.space
+        return tune.RunConfig(
+            name=f"{self.name}-{suffix}" if suffix else self.name,
+            storage_path=self.storage_uri,
+            verbose=0,
+            callbacks=[
+                self.callback,
+                make_progress_callback(shown, self.options.quiet),
+                self.book,
+                *([self.storage_watch.callback] if self.storage_watch is not None else []),
+                faults.no_retry_after_nonfinite(),
+                *self.callbacks,
+            ],
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=self.options.max_failures),
+        )
+
+    def interrupted(self, grid: ResultGrid | None, failure: str | None = None) -> int:
+        return _interrupted(
+            self.options,
+            self.tracker,
+            self.search_folder,
+            self.name,
+            grid,
+            self.book.unfinished,
+            book=self.book,
+            space=self.space,
+            failure=failure,
+        )
+
+
+def _make_searcher(run: _Run) -> tuple[Searcher | SearchAlgorithm, dict[str, Any]]:
+    """The searcher and Ray's ``param_space`` (empty for Optuna, which defines the parameters itself)."""
+    from mtlsearch import fairness, optuna_search
     from mtlsearch.optuna_search import ResumableOptunaSearch
-    from trainables import train_mtl
 
-    tracking_uri, experiment = tracker.tracking_uri, tracker.experiment
-    callback = tracking.make_callback(tracker, space.metric, space.max_epochs)
-
-    trainable = tune.with_resources(train_mtl, {"cpu": space.resources["cpus_per_trial"], "gpu": space.resources["gpus_per_trial"]})
-    scheduler: TrialScheduler
-    if space.scheduler["type"] == "asha":
-        scheduler = fairness.make_asha(space)  # brackets dealt per method (same first rung for every method)
-    else:
-        scheduler = FIFOScheduler()
-    search_alg: Searcher | SearchAlgorithm
+    space = run.space
     if space.searcher["type"] == "optuna":
         # Multi-objective: the metric/mode lists go on OptunaSearch only; Tune and ASHA keep the scalar.
         objectives = space.objectives()
@@ -134,44 +195,41 @@ def _fit_and_report(
             sampler=optuna_search.make_sampler(space),
             metric=[m for m, _ in objectives] if space.multi_objective else space.metric,
             mode=[m for _, m in objectives] if space.multi_objective else space.mode,
-            storage=studies.open_storage(study_url, name, fresh=restore_path is None) if study_url else None,
-            study_name=name if study_url else None,
+            storage=studies.open_storage(run.study_url, run.name, fresh=run.restore_path is None) if run.study_url else None,
+            study_name=run.name if run.study_url else None,
             max_epochs=space.max_epochs,
             strata=fairness.strata(space),
             strata_seed=space.searcher["seed"],
         )
-        searcher.link_runs(tracker.trial_runs)
-        search_alg = searcher
-        param_space: dict[str, Any] = {}
-    else:
-        from ray.tune.search.basic_variant import BasicVariantGenerator
+        searcher.link_runs(run.tracker.trial_runs)
+        return searcher, {}
+    from ray.tune.search.basic_variant import BasicVariantGenerator
 
-        search_alg = BasicVariantGenerator(random_state=space.searcher["seed"])
-        param_space = space.tune_param_space()
+    return BasicVariantGenerator(random_state=space.searcher["seed"]), space.tune_param_space()
 
-    book = _trial_book()
-    stopper = _sigterm_as_sigint()
-    storage_watch = faults.StorageWatch(folder, stopper.stop) if folder is not None else None
 
-    def make_run_config(suffix: str | None = None, num_trials: int | None = None) -> tune.RunConfig:
-        shown = spaces.override(space, num_samples=num_trials) if num_trials else space
-        return tune.RunConfig(
-            name=f"{name}-{suffix}" if suffix else name,
-            storage_path=storage_uri,
-            verbose=0,
-            callbacks=[
-                callback,
-                make_progress_callback(shown, getattr(args, "quiet", False)),
-                book,
-                *([storage_watch.callback] if storage_watch is not None else []),
-                faults.no_retry_after_nonfinite(),
-                *callbacks,
-            ],
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-            failure_config=tune.FailureConfig(max_failures=args.max_failures),
-        )
+def _make_tuner(run: _Run) -> tune.Tuner:
+    """A new ``Tuner``, or the one ``--resume`` restores (with this driver's callbacks)."""
+    from ray import tune
+    from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-    run_config = make_run_config()
+    from mtlsearch import fairness, tracking
+
+    space = run.space
+    run_config = run.run_config()
+    if run.restore_path is not None:
+        if not run.options.quiet:
+            print(f"Resuming {run.restore_path}")
+        # resume_errored: a trial that used up its retries (a lost node, ...) gets another chance from its
+        # last checkpoint; one whose loss became NaN/inf fails again at once (see trainables.mtl).
+        tuner = tune.Tuner.restore(run.restore_path, run.trainable, resume_errored=True)
+        run_config.callbacks = [*(run_config.callbacks or []), tracking.make_resume_callback(run.tracker)]
+        _use_this_runs_callbacks(tuner, run_config)
+        _link_restored_searcher(tuner, run.tracker)
+        return tuner
+    # ASHA: brackets dealt per method (same first rung for every method)
+    scheduler: TrialScheduler = fairness.make_asha(space) if space.scheduler["type"] == "asha" else FIFOScheduler()
+    search_alg, param_space = _make_searcher(run)
     tune_config = tune.TuneConfig(
         metric=space.metric,
         mode=space.mode,
@@ -183,50 +241,59 @@ def _fit_and_report(
         trial_dirname_creator=trial_dirname,
         reuse_actors=True,  # a trial's worker runs the next trial: torch and the data stay loaded (trainables.mtl)
     )
-    if restore_path is not None:
-        if not getattr(args, "quiet", False):
-            print(f"Resuming {restore_path}")
-        # resume_errored: a trial that used up its retries (a lost node, ...) gets another chance from its
-        # last checkpoint; one whose loss became NaN/inf fails again at once (see trainables.mtl).
-        tuner = tune.Tuner.restore(restore_path, trainable, resume_errored=True)
-        run_config.callbacks = [*(run_config.callbacks or []), tracking.make_resume_callback(tracker)]
-        _use_this_runs_callbacks(tuner, run_config)
-        _link_restored_searcher(tuner, tracker)
-    else:
-        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
+    return tune.Tuner(run.trainable, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
-    if not getattr(args, "quiet", False):
+
+def _fit_and_report(run: _Run) -> int:
+    """The Tuner's run and what is printed and logged after it."""
+    space, tracker = run.space, run.tracker
+    run.start()
+    tuner = _make_tuner(run)
+    if not run.options.quiet:
         print(
-            f"Search {name!r}: {console.total_trials(space)} trials x up to {space.max_epochs} epochs of {space.benchmark!r}, "
-            f"objective {space.metric} ({space.mode}); MLflow experiment {experiment!r} at {tracking_uri}"
+            f"Search {run.name!r}: {console.total_trials(space)} trials x up to {space.max_epochs} epochs of {space.benchmark!r}, "
+            f"objective {space.metric} ({space.mode}); MLflow experiment {tracker.experiment!r} at {tracker.tracking_uri}"
         )
+    grid = _fit(run, tuner)
+    if run.failure() is not None:
+        return run.interrupted(grid, failure=run.failure())
+    if grid is None or run.book.unfinished or len(grid) < space.num_samples:
+        return run.interrupted(grid)
+    # ResultGrid iterates through __getitem__/__len__; Ray's class declares no __iter__ for type checkers.
+    errors = [r for r in grid if r.error is not None]  # type: ignore[attr-defined]
+    if errors and len(errors) == len(grid):
+        return faults.all_errored(tracker, grid, space)
+    rows, columns = _report(run, grid)
+    if space.final and rows:
+        _final_stage(run, rows, columns)
+    print()
+    tracker.report_offline()
+    _print_where(run)
+    return 0
+
+
+def _fit(run: _Run, tuner: tune.Tuner) -> ResultGrid | None:
+    """``tuner.fit()`` with SIGTERM as Ctrl-C and a bounded wait for Ray Tune's stop; None if interrupted twice."""
+    assert run.stopper is not None
+    run.stopper.watchdog = faults.StopWatchdog(lambda: run.interrupted(None, failure=run.failure()))
     grid = None
-
-    def failure() -> str | None:
-        return storage_watch.failure if storage_watch is not None else None
-
-    stuck = faults.StopWatchdog(
-        lambda: _interrupted(args, tracker, f"{storage_uri}/{name}", name, None, book.unfinished, book=book, space=space, failure=failure())
-    )
-    stopper.watchdog = stuck
-    with stopper:
+    with run.stopper:
         try:
             grid = tuner.fit()
         except KeyboardInterrupt:  # a second Ctrl-C while Tune was already stopping
             pass
         except Exception as err:  # Ray Tune failing to write on a storage that failed: reported below
-            if storage_watch is None or storage_watch.explain(err) is None:
+            if run.storage_watch is None or run.storage_watch.explain(err) is None:
                 raise
-    if failure() is not None:
-        return _interrupted(args, tracker, f"{storage_uri}/{name}", name, grid, book.unfinished, book=book, space=space, failure=failure())
-    if grid is None or book.unfinished or len(grid) < space.num_samples:
-        return _interrupted(args, tracker, f"{storage_uri}/{name}", name, grid, book.unfinished, book=book, space=space)
+    return grid
 
+
+def _report(run: _Run, grid: ResultGrid) -> tuple[list[dict[str, Any]], list[str]]:
+    """The search's end in MLflow (best trial, Pareto set, standing), the budget warning and the tables."""
+    from mtlsearch import fairness, tracking
+
+    space, tracker = run.space, run.tracker
     rows, columns = summarize(grid, space, 0)
-    # ResultGrid iterates through __getitem__/__len__; Ray's class declares no __iter__ for type checkers.
-    errors = [r for r in grid if r.error is not None]  # type: ignore[attr-defined]
-    if errors and len(errors) == len(grid):
-        return faults.all_errored(tracker, grid, space)
     best = None
     if rows and rows[0]["best"]:  # never an errored trial (results.rank_with_uncertainty)
         top_row = rows[0]
@@ -236,71 +303,81 @@ def _fit_and_report(
             "metrics": top_row["_metrics"],
             "run_id": tracker.trial_runs.get(top_row["trial"]),
         }
-    pareto = None
-    if space.multi_objective:
-        pareto = pareto_rows(rows, space.objectives(), space.max_epochs)
+    pareto = pareto_rows(rows, space.objectives(), space.max_epochs) if space.multi_objective else None
     tracker.end_search(
         best, pareto=[r["trial"] for r in pareto] if pareto is not None else None, standing=best_standing(rows, space.metric)
     )
-
     unequal = fairness.budget_warning(fairness.grid_budget(grid, space.max_epochs), fairness.methods_of(space))
     if unequal:
         print(unequal, file=sys.stderr, flush=True)
         tracker.tag_search(tracking.TAG_BUDGET_WARNING, unequal)
     print()
     print(f"Best trials by {space.metric} ({space.mode}, {console.BEST_BY}); {status_counts(rows)}:")
-    print(results_table(rows[: args.top], columns) if rows else "(no trial reported the objective)")
+    print(results_table(rows[: run.options.top], columns) if rows else "(no trial reported the objective)")
     for note in table_notes(rows, final=bool(space.final)):
         print(note)
     if pareto is not None:
         names = ", ".join(f"{m} ({d})" for m, d in space.objectives())
         print(f"\nPareto set on {names}: {len(pareto)} trials not dominated among those that reached {space.max_epochs} epochs:")
         print(results_table(pareto, columns) if pareto else "(no trial reached max_epochs)")
-    if space.final and rows:
-        from mtlsearch import final as final_stage
+    return rows, columns
 
-        def fit(index: int, config: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
-            """One small grid per configuration: its seeds run in parallel, without early stopping."""
-            tuner = tune.Tuner(
-                trainable,
-                # One seed per trial: the final stage's seeds are its trials (not seeds: k trials of k seeds each).
-                param_space={**{k: v for k, v in config.items() if k != "seeds"}, "seed": tune.grid_search(seeds)},
-                tune_config=tune.TuneConfig(
-                    metric=space.metric, mode=space.mode, max_concurrent_trials=space.max_concurrent_trials, reuse_actors=True
-                ),
-                run_config=make_run_config(f"final{index}", len(seeds)),
-            )
-            grid = tuner.fit()
-            return [
-                {
-                    "trial_id": (r.metrics or {}).get("trial_id"),
-                    "config": r.config or {},
-                    "metrics": r.metrics or {},
-                    "error": r.error is not None,
-                }
-                for r in grid  # type: ignore[attr-defined]  # ResultGrid: no __iter__ declared
-            ]
 
-        confirmed = final_stage.run_confirmation(space, rows, fit, tracker)
-        keys = [c for c in columns if c.startswith("val/")] + (["test/delta_m"] if "test/delta_m" in columns else [])
-        print(
-            f"\nMean ± 95% interval over seeds {space.final['seeds']} of the best configuration per {space.final['per'] or 'search'}, "
-            f"ranked by {space.metric} ({space.mode}):"
+def _final_stage(run: _Run, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """The final stage (``final:`` in the space): the best configurations re-run with more seeds."""
+    from ray import tune
+
+    from mtlsearch import final as final_stage
+
+    space = run.space
+    assert space.final is not None
+
+    def fit(index: int, config: dict[str, Any], seeds: list[int]) -> list[dict[str, Any]]:
+        """One small grid per configuration: its seeds run in parallel, without early stopping."""
+        tuner = tune.Tuner(
+            run.trainable,
+            # One seed per trial: the final stage's seeds are its trials (not seeds: k trials of k seeds each).
+            param_space={**{k: v for k, v in config.items() if k != "seeds"}, "seed": tune.grid_search(seeds)},
+            tune_config=tune.TuneConfig(
+                metric=space.metric, mode=space.mode, max_concurrent_trials=space.max_concurrent_trials, reuse_actors=True
+            ),
+            run_config=run.run_config(f"final{index}", len(seeds)),
         )
-        print(results_table(confirmed, ["group", "config", "seeds", *keys, "tied"]))
-        for note in table_notes(confirmed, what="configuration"):
-            print(note)
-        top_confirmed = next((r for r in confirmed if r.get("best")), None)
-        tracker.record_final(best_standing(confirmed, space.metric, id_key="config"), top_confirmed["_config"] if top_confirmed else None)
-    print()
-    tracker.report_offline()
-    study = f" (Optuna study of the same name: optuna-dashboard {study_url})" if study_url else ""
-    print(f"Ray results: {storage_uri}/{name}{study}")
-    print(f"MLflow: experiment {experiment!r}, parent run {tracker.parent_run_id}")
+        grid = tuner.fit()
+        return [
+            {
+                "trial_id": (r.metrics or {}).get("trial_id"),
+                "config": r.config or {},
+                "metrics": r.metrics or {},
+                "error": r.error is not None,
+            }
+            for r in grid  # type: ignore[attr-defined]  # ResultGrid: no __iter__ declared
+        ]
+
+    confirmed = final_stage.run_confirmation(space, rows, fit, run.tracker)
+    keys = [c for c in columns if c.startswith("val/")] + (["test/delta_m"] if "test/delta_m" in columns else [])
     print(
-        f"Open the runs in the MLflow UI:\n  {tracking.ui_command(tracking_uri, experiment, tracker.experiment_id, tracker.parent_run_id)}"
+        f"\nMean ± 95% interval over seeds {space.final['seeds']} of the best configuration per {space.final['per'] or 'search'}, "
+        f"ranked by {space.metric} ({space.mode}):"
     )
-    return 0
+    print(results_table(confirmed, ["group", "config", "seeds", *keys, "tied"]))
+    for note in table_notes(confirmed, what="configuration"):
+        print(note)
+    top_confirmed = next((r for r in confirmed if r.get("best")), None)
+    run.tracker.record_final(best_standing(confirmed, space.metric, id_key="config"), top_confirmed["_config"] if top_confirmed else None)
+
+
+def _print_where(run: _Run) -> None:
+    from mtlsearch import tracking
+
+    tracker = run.tracker
+    study = f" (Optuna study of the same name: optuna-dashboard {run.study_url})" if run.study_url else ""
+    print(f"Ray results: {run.search_folder}{study}")
+    print(f"MLflow: experiment {tracker.experiment!r}, parent run {tracker.parent_run_id}")
+    print(
+        "Open the runs in the MLflow UI:\n  "
+        f"{tracking.ui_command(tracker.tracking_uri, tracker.experiment, tracker.experiment_id, tracker.parent_run_id)}"
+    )
 
 
 def _use_this_runs_callbacks(tuner: tune.Tuner, run_config: tune.RunConfig) -> None:
@@ -388,7 +465,7 @@ def _trial_book() -> Any:
 
 
 def _interrupted(
-    args: argparse.Namespace,
+    args: SearchOptions,
     tracker: Tracker,
     folder: str,
     name: str,
@@ -417,7 +494,7 @@ def _interrupted(
         done = len(book.ended | (earlier - book.started - {None}))
     else:
         done = len(grid) - len(unfinished) if grid is not None else 0
-    argv = getattr(args, "argv", None) or sys.argv[1:]
+    argv = args.argv or sys.argv[1:]
     print(f"\nInterrupted: {done} trial(s) finished, {len(unfinished)} stopped; the search's state is saved in {folder}.", flush=True)
     if space is not None and grid is not None:
         rows, columns = summarize(grid, space, args.top, unfinished=unfinished)
@@ -430,9 +507,7 @@ def _interrupted(
     return 130
 
 
-def _storage_failed(
-    args: argparse.Namespace, tracker: Tracker, folder: str, name: str, unfinished: set[str], book: Any, failure: str
-) -> int:
+def _storage_failed(args: SearchOptions, tracker: Tracker, folder: str, name: str, unfinished: set[str], book: Any, failure: str) -> int:
     """The search was stopped because its results cannot be saved: runs marked, one clear message, exit 1."""
     reason = f"the search's results cannot be saved in {folder}: {failure}"
     errored = set(getattr(book, "errored", set())) if book is not None else set()
@@ -442,8 +517,8 @@ def _storage_failed(
         tracker.set_search_error(reason)
         tracker.end_search(None, status="FAILED")
     except Exception as err:  # the MLflow store may sit on the same failed disk
-        print(f"warning: the MLflow runs could not be marked either ({faults.first_line(err)})", file=sys.stderr)
-    argv = getattr(args, "argv", None) or sys.argv[1:]
+        print(f"warning: the MLflow runs could not be marked either ({first_line(err)})", file=sys.stderr)
+    argv = args.argv or sys.argv[1:]
     full = failure.startswith(("no space", "the disk quota"))
     fix = "free space on that disk" if full else "make the folder writable again (or give --storage a writable folder and copy it there)"
     print(

@@ -175,10 +175,11 @@ class SearchSpace:
         (``<split>/<task>/<metric>`` or ``<split>/delta_m``): Optuna would otherwise receive nothing."""
         if not self.multi_objective:
             return
-        known = set()
-        for split in ("val", "test"):
-            known |= {m for m, _ in task_objectives(self.benchmark, self.data_root, split=split)} | {f"{split}/delta_m"}
-        known |= {f"train/{m.split('/')[1]}/loss" for m in known if m.count("/") == 2}
+        from mtlsearch.benchmarks import get_benchmark
+        from mtlsearch.metrics import reported_metrics
+
+        specs = get_benchmark(self.benchmark, data_root=self.data_root).task_specs()
+        known = {m for m in reported_metrics(specs) if not m.startswith("weights/")}  # a task's weight is no objective
         for metric, _ in self.objectives():
             if metric not in known:
                 raise ConfigError(

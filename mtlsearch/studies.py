@@ -28,7 +28,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mtlsearch.errors import ConfigError
+from mtlsearch.errors import ConfigError, first_line
 
 #: SQLite waits this long for another writer's lock (two searches on one store) instead of failing.
 SQLITE_TIMEOUT_S = 60
@@ -72,10 +72,8 @@ def check_url(url: str, field: str) -> None:
             field=field,
         ) from None
     except Exception as err:  # sqlalchemy.exc.OperationalError: refused, unknown database, bad password
-        first = str(getattr(err, "orig", err) or err).strip().splitlines()
-        raise ConfigError(
-            f"cannot open the Optuna database {redacted(url)}: {first[0] if first else type(err).__name__}", field=field
-        ) from None
+        first = first_line(err, typed=False, limit=None, text=str(getattr(err, "orig", err) or err))
+        raise ConfigError(f"cannot open the Optuna database {redacted(url)}: {first}", field=field) from None
 
 
 def redacted(url: str) -> str:
@@ -113,7 +111,7 @@ def open_storage(url: str, study_name: str | None = None, *, fresh: bool = False
 
     from mtlsearch.tracking import _store_lock
 
-    from mtlsearch.faults import StartError, first_line
+    from mtlsearch.faults import StartError
 
     # Two launchers started at once on a new file would create its tables together: one at a time.
     sqlite = url.startswith("sqlite:")

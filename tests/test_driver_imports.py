@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The driver modules (Ray, MLflow, the command lines).
 DRIVER = {
     "mtlsearch.launch",
+    "mtlsearch.options",
     "mtlsearch.runner",
     "mtlsearch.cluster",
     "mtlsearch.resume",

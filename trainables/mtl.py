@@ -42,6 +42,8 @@ from typing import Any
 
 from ray import tune
 
+from mtlsearch.errors import first_line
+
 CHECKPOINT_FILE = "state.pt"
 NONFINITE_MARKER = "nonfinite_loss.txt"
 FAULT_ENV = "MTLSEARCH_FAULT_AT_EPOCH"
@@ -176,9 +178,8 @@ def train_mtl(config: dict) -> None:
             try:
                 trainer.load(os.path.join(folder, CHECKPOINT_FILE))
             except Exception as err:  # a pickle/zip/torch error, whatever the damage
-                why = (str(err).strip().splitlines() or [""])[0][:200]
                 raise UnreadableCheckpointError(
-                    f"checkpoint {checkpoint.path} cannot be read ({type(err).__name__}: {why}); "
+                    f"checkpoint {checkpoint.path} cannot be read ({first_line(err, limit=200)}); "
                     "the trial's earlier epochs are kept, it is not retried"
                 ) from None
     fault_at = int(os.environ.get(FAULT_ENV, 0) or 0)

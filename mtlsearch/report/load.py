@@ -115,16 +115,13 @@ def load_mlflow(tracking_uri: str, experiment: str, search: str | None = None) -
 
 def _ray_trial_states(folder: Path) -> dict[str, str]:
     """trial id -> Ray's status (TERMINATED, ERROR, RUNNING, ...) from the latest experiment state."""
-    states = sorted(folder.glob("experiment_state-*.json"))
-    if not states:
+    from mtlsearch.resume import experiment_state_file, saved_trials
+
+    state = experiment_state_file(folder)
+    if state is None:
         return {}
     try:
-        data = json.loads(states[-1].read_text())
-        out = {}
-        for entry in data.get("trial_data", []):
-            head = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
-            out[str(head["trial_id"])] = str(head.get("status", ""))
-        return out
+        return {str(head["trial_id"]): str(head.get("status", "")) for head in saved_trials(state)}
     except (ValueError, KeyError, TypeError, IndexError):
         return {}
 
