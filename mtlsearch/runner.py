@@ -119,7 +119,11 @@ def _fit_and_report(
     tracking_uri, experiment = tracker.tracking_uri, tracker.experiment
     callback = tracking.make_callback(tracker, space.metric, space.max_epochs)
 
-    trainable = tune.with_resources(train_mtl, {"cpu": space.resources["cpus_per_trial"], "gpu": space.resources["gpus_per_trial"]})
+    from mtlsearch.plugins import with_locations  # plugin names relative to the space file: where they are
+
+    trainable = tune.with_resources(
+        with_locations(train_mtl, space), {"cpu": space.resources["cpus_per_trial"], "gpu": space.resources["gpus_per_trial"]}
+    )
     scheduler: TrialScheduler
     if space.scheduler["type"] == "asha":
         scheduler = fairness.make_asha(space)  # brackets dealt per method (same first rung for every method)
