@@ -271,7 +271,18 @@ def study_id(storage: str, name: str) -> int:
     """Optuna's id of study ``name`` (the dashboard's URLs use it); a ConfigError naming the studies there."""
     import optuna
 
-    rdb = optuna.storages.RDBStorage(storage, skip_table_creation=True)
+    from mtlsearch import studies
+
+    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///") :]).is_file():
+        raise ConfigError(f"the study's database {storage} does not exist (moved or deleted?); pass its URL", field="--optuna-storage")
+    try:
+        rdb = optuna.storages.RDBStorage(storage, skip_table_creation=True)
+    except Exception as err:  # an unreachable server, a file that is not an Optuna database
+        first = str(err).strip().splitlines()
+        raise ConfigError(
+            f"cannot open the study's database {studies.redacted(storage)}: {first[0] if first else type(err).__name__}",
+            field="--optuna-storage",
+        ) from None
     try:
         return int(rdb.get_study_id_from_name(name))
     except KeyError:

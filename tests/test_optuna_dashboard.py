@@ -125,3 +125,19 @@ def test_ui_optuna_without_the_extra_names_it(capsys, monkeypatch):
     assert err.strip().splitlines() == [
         "error: --optuna: optuna-dashboard is not installed; install the extra: pip install 'mtlsearch[dashboard]'"
     ]
+
+
+def test_ui_optuna_bad_studies_are_one_line(tmp_path, monkeypatch):
+    """A search without a study, a stored URL that hides its password, a study file that is gone."""
+    from mtlsearch.errors import ConfigError
+
+    monkeypatch.delenv("MTLSEARCH_OPTUNA_STORAGE", raising=False)
+    with pytest.raises(ConfigError, match=r"--optuna: the latest search of experiment 'x' kept no Optuna study .* `mtlsearch ui`"):
+        ui.study_of({"objective_metric": "val/delta_m"}, None, "x")
+    hidden = {"optuna_study": "s-1", "optuna_storage": "postgresql://me:***@db:5432/optuna"}
+    with pytest.raises(ConfigError, match=r"--optuna-storage: .* needs its password: pass --optuna-storage"):
+        ui.study_of(hidden, None, "x")
+    gone = f"sqlite:///{tmp_path / 'gone-optuna.db'}"
+    assert ui.study_of({"optuna_study": "s-1", "optuna_storage": gone}, None, "x") == (gone, "s-1")
+    with pytest.raises(ConfigError, match=r"--optuna-storage: the study's database .*gone-optuna.db does not exist"):
+        ui.study_id(gone, "s-1")
