@@ -45,7 +45,8 @@ FLAGS = {
 
 
 def _spec(value: Any) -> str:
-    """A class (a user's benchmark or method) as ``path/file.py:Class``; a string unchanged."""
+    """A class (a user's benchmark or method) as ``module:Class`` or its file (the launcher then stores it
+    under the space's own name for that class: :func:`mtlsearch.plugins.plugin_name`); a string unchanged."""
     if isinstance(value, type):
         from mtlsearch.plugins import spec_of
 

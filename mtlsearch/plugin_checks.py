@@ -13,7 +13,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from mtlsearch.errors import ConfigError
-from mtlsearch.plugins import absolute, in_ray_job, is_plugin, one_line, source_file, space_plugins, user_frame
+from mtlsearch.plugins import (
+    absolute,
+    in_ray_job,
+    is_plugin,
+    locate,
+    one_line,
+    plugin_name,
+    register_locations,
+    source_file,
+    space_plugins,
+    user_frame,
+)
 
 if TYPE_CHECKING:
     from mtlsearch.benchmarks.base import Benchmark, TaskSpec
@@ -23,8 +34,11 @@ if TYPE_CHECKING:
 
 # ------------------------------------------------------------------------------ localising a space
 def localize(space: SearchSpace, *, in_job: bool | None = None) -> SearchSpace:
-    """The space with plugin file paths made absolute (trials run in their own working directories);
-    inside a Ray job, paths under its working directory relative to it (see :func:`absolute`)."""
+    """The space with each plugin under its one name (:func:`~mtlsearch.plugins.plugin_name`: as written
+    in the space file, never an absolute path; a class the API passed under the space's own name for it),
+    and where each name is loaded from registered (:func:`~mtlsearch.plugins.register_locations`): an
+    absolute path, as trials run in their own working directories; inside a Ray job, a path under its
+    working directory relative to it (see :func:`~mtlsearch.plugins.absolute`)."""
     import dataclasses
 
     from mtlsearch.spaces import Param
@@ -33,16 +47,55 @@ def localize(space: SearchSpace, *, in_job: bool | None = None) -> SearchSpace:
     if in_job is None:
         in_job = in_ray_job()
     base = Path.cwd() if in_job else None
+    known = _spellings(space) + [k for k in _file_spellings(space) if k not in _spellings(space)]
+    locations: dict[str, str] = {}
 
     def fix(value: Any) -> Any:
-        return [fix(v) for v in value] if isinstance(value, list) else absolute(value, folder, base)
+        if isinstance(value, list):
+            return [fix(v) for v in value]
+        if not is_plugin(value):
+            return value
+        name = plugin_name(value, folder, known)
+        locations.setdefault(name, absolute(locate(value), folder, base))
+        return name
 
     params = []
     for p in space.params:
         args = fix(p.args) if p.name == "method" and p.kind in ("value", "choice", "grid") else p.args
         when = {k: (fix(v) if k == "method" else v) for k, v in p.when.items()}
         params.append(Param(p.name, p.kind, args, when))
-    return dataclasses.replace(space, benchmark=absolute(space.benchmark, folder, base), params=params)
+    benchmark = fix(space.benchmark)
+    register_locations(locations)
+    return dataclasses.replace(space, benchmark=benchmark, params=params)
+
+
+def _file_spellings(space: SearchSpace) -> list[str]:
+    """The plugin specs of the space file itself, before ``--set`` / ``--benchmark`` (the API's classes
+    replace its values: they keep the names the file gives them)."""
+    from mtlsearch.spaces import load_space
+
+    try:
+        return _spellings(load_space(str(space.path), validate=False))
+    except (ConfigError, OSError):  # a space not from a file: nothing more to match
+        return []
+
+
+def _spellings(space: SearchSpace) -> list[str]:
+    """The plugin specs the space names, in file order: its own spellings first (the benchmark, the
+    methods, the ``when:`` conditions), so that one class named twice gets the first of its names."""
+    out: list[str] = []
+
+    def add(value: Any) -> None:
+        for v in value if isinstance(value, list) else [value]:
+            if is_plugin(v) and v not in out:
+                out.append(v)
+
+    add(space.benchmark)
+    for p in space.params:
+        if p.name == "method" and p.kind in ("value", "choice", "grid"):
+            add(p.args)
+        add(p.when.get("method"))
+    return out
 
 
 # ------------------------------------------------------------------------------ checks before any trial

@@ -11,6 +11,16 @@ training batch through the model with an output for every task, each task's loss
 the meters reporting the declared metrics, and one training step of each plugin method.  Anything
 wrong is one :class:`~mtlsearch.errors.ConfigError` naming the user's file (exit 2 on the command line).
 
+Names (:func:`plugin_name`, the one naming function): a search stores each plugin under the name the
+user wrote in the space file (``module:Class``, or a path as written there), a path relative to the
+space file where it was absolute (a class passed to :func:`mtlsearch.search`, a ``--set``), and a class
+passed to the API under the name the space gives the same class (same file and class), so that ``when:``
+conditions hold for it.  Those names are what trial configs carry, hence what MLflow, Optuna, Ray's
+results and the report show.  Where a name does not resolve by itself (a path relative to the space
+file), :func:`locate` finds the file the search registered for it (:func:`register_locations`: on the
+driver by :func:`mtlsearch.plugin_checks.localize`, on Ray's workers by the trainable, which gets the
+search's locations through :func:`with_locations`).
+
 How the code reaches Ray's workers (:func:`runtime_env`): a local Ray shares this machine's files and
 the driver's ``sys.path``; inside ``ray job submit --working-dir .`` a plugin under the working
 directory travels with it; otherwise (a remote cluster, a plugin outside the job's working directory)
@@ -28,7 +38,7 @@ import sys
 import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping
 
 from mtlsearch.errors import ConfigError, first_line
 
@@ -36,6 +46,9 @@ if TYPE_CHECKING:
     from mtlsearch.spaces import SearchSpace
 
 _CACHE: dict[str, type] = {}
+#: plugin name -> where to load it from (an absolute ``path.py:Class``, or one relative to a Ray job's
+#: working directory) for names that do not resolve by themselves; see :func:`locate`.
+_LOCATIONS: dict[str, str] = {}
 
 
 def is_plugin(name: Any) -> bool:
@@ -85,6 +98,126 @@ def resolve_file(target: str) -> Path | None:
     return None
 
 
+def register_locations(locations: Mapping[str, str] | None) -> None:
+    """Remember where each plugin name of a search is loaded from (see :func:`locate`)."""
+    _LOCATIONS.update(locations or {})
+
+
+def locate(spec: str) -> str:
+    """The spec to load for plugin name ``spec``: itself where it resolves here (a module, an absolute
+    path, a path relative to the working directory or the trial's origin), else the location a search
+    registered for it (a path relative to its space file)."""
+    where = _LOCATIONS.get(spec)
+    if where is None or where == spec:
+        return spec
+    target, _, is_file = _split(spec, "plugin")
+    if is_file and resolve_file(target) is not None:
+        return spec
+    return where
+
+
+def _class_file(cls: type) -> str | None:
+    import inspect
+
+    try:
+        return str(Path(inspect.getfile(cls)).resolve())
+    except (TypeError, OSError):
+        return None
+
+
+def _identity(spec: str, also_in: Path | None) -> tuple[str, str] | None:
+    """(source file, class path) that a spec names, without importing it; None if it names no file here."""
+    target, attr, is_file = _split(spec, "plugin")
+    if is_file:
+        path = Path(absolute(locate(spec), also_in).rpartition(":")[0])
+        return (str(path.resolve()), attr) if path.is_file() else None
+    try:
+        found = importlib.util.find_spec(target)
+    except (ImportError, ValueError):  # a parent package missing or failing: no identity, the loader says why
+        return None
+    return (str(Path(found.origin).resolve()), attr) if found is not None and found.origin else None
+
+
+def _importable_here(module_name: str, file: str) -> bool:
+    """Whether ``module_name`` is imported from ``file`` by the launcher's working directory or an installed package."""
+    if _installed(file) or module_name == "__main__" or module_name.startswith("_mtlsearch_plugin_"):
+        return _installed(file)
+    rel = Path(*module_name.split("."))
+    cwd = Path.cwd().resolve()
+    return Path(file) in (cwd / rel.with_suffix(".py"), cwd / rel / "__init__.py")
+
+
+def _relative(path: str, attr: str, space_dir: Path | None) -> str:
+    """``path.py:Class`` relative to the space file's folder (or the working directory where the file is
+    under it and not under that folder): never an absolute path."""
+    folder = Path(space_dir or Path.cwd()).resolve()
+    file = Path(path).resolve()
+    cwd = Path.cwd().resolve()
+    if folder not in file.parents and cwd in file.parents:
+        folder = cwd
+    return f"{os.path.relpath(file, folder)}:{attr}"
+
+
+def plugin_name(value: Any, space_dir: Path | None = None, known: Iterable[str] = ()) -> Any:
+    """The one name under which a search runs and stores a plugin: ``value`` is a class (the Python API's
+    ``benchmark=`` / ``method=``) or a spec string; anything else is returned unchanged.
+
+    * a spelling among ``known`` (the space's own names, in file order) that names the same class (same
+      source file and class path), so that the API's class and the space's ``when:`` agree;
+    * else a spec as the user wrote it (``module:Class``, a relative path), an absolute path made
+      relative to ``space_dir`` (the space file's folder);
+    * else, for a class: ``module:Class`` where the launcher's working directory or an installed package
+      imports its module, otherwise its file relative to ``space_dir``.
+
+    A class defined in ``__main__`` (a notebook) has no name Ray's workers can import: a ConfigError."""
+    if isinstance(value, type):
+        default = _class_spec(value)
+        identity: tuple[str, str] | None = (str(_class_file(value)), value.__qualname__)
+    elif is_plugin(value):
+        identity = _identity(value, space_dir)
+        default = value
+    else:
+        return value
+    if identity is not None:
+        for spelling in known:
+            if is_plugin(spelling) and not _is_absolute(spelling) and _identity(spelling, space_dir) == identity:
+                return spelling
+    if _is_absolute(default):
+        target, attr, _ = _split(default, "plugin")
+        return _relative(target, attr, space_dir)
+    return default
+
+
+def _class_spec(cls: type) -> str:
+    """``module:Class`` where the working directory or an installed package imports it, else ``/abs/file.py:Class``."""
+    file = _class_file(cls)
+    if file is None or cls.__module__ == "__main__":
+        raise ConfigError(
+            f"{cls.__qualname__} is defined in __main__ (a notebook or script); define it in a .py "
+            "file and import it from there, so that Ray's workers can import it too",
+            field="benchmark",
+        )
+    if _importable_here(cls.__module__, file):
+        return f"{cls.__module__}:{cls.__qualname__}"
+    return f"{file}:{cls.__qualname__}"
+
+
+def _is_absolute(spec: str) -> bool:
+    target, _, is_file = _split(spec, "plugin")
+    return is_file and Path(target).expanduser().is_absolute()
+
+
+def with_locations(trainable: Callable[..., Any], space: SearchSpace) -> Callable[..., Any]:
+    """``trainable`` given the locations of the space's plugin names that need one (``plugin_locations=``,
+    through ``tune.with_parameters``), so that Ray's workers load what the driver checked."""
+    locations = {name: _LOCATIONS[name] for name in space_plugins(space) if _LOCATIONS.get(name, name) != name}
+    if not locations:
+        return trainable
+    from ray import tune
+
+    return tune.with_parameters(trainable, plugin_locations=locations)
+
+
 def user_frame(err: BaseException, files: Iterable[str]) -> str:
     """``file:line`` of the innermost traceback frame in one of ``files`` (the user's code), if any."""
     wanted = {str(Path(f).resolve()) for f in files if f}
@@ -128,6 +261,8 @@ def _import_file(path: Path) -> ModuleType:
 
 def load_class(spec: str, base: type, what: str) -> type:
     """The class ``spec`` names, a subclass of ``base``; a :class:`ConfigError` naming the file otherwise."""
+    _split(spec, what)  # a malformed spec: the error names it as written
+    spec = locate(spec)
     key = f"{spec}|{base.__name__}|{os.getcwd() if not os.path.isabs(spec.rpartition(':')[0]) else ''}"
     if key in _CACHE:
         return _CACHE[key]
@@ -223,6 +358,7 @@ def _module_suggestion(missing: str) -> str:
 
 def source_file(spec: str) -> str:
     """The file of the user's module (for error messages)."""
+    spec = locate(spec)
     target, _, is_file = _split(spec, "plugin")
     if is_file:
         path = resolve_file(target)
@@ -236,20 +372,10 @@ def source_file(spec: str) -> str:
 
 
 def spec_of(cls: type) -> str:
-    """The ``path/file.py:Class`` (or ``module:Class`` for an installed package) naming ``cls``."""
-    import inspect
-
-    module = sys.modules.get(cls.__module__)
-    if module is None or cls.__module__ == "__main__" or not getattr(module, "__file__", None):
-        raise ConfigError(
-            f"{cls.__qualname__} is defined in __main__ (a notebook or script); define it in a .py "
-            "file and import it from there, so that Ray's workers can import it too",
-            field="benchmark",
-        )
-    path = inspect.getfile(cls)
-    if _installed(path):
-        return f"{cls.__module__}:{cls.__qualname__}"
-    return f"{Path(path).resolve()}:{cls.__qualname__}"
+    """A class passed to the Python API as a spec for the launcher: ``module:Class`` where the working
+    directory or an installed package imports it, else its absolute file, which the launcher names
+    relative to the space (or by the space's own name for that class: :func:`plugin_name`)."""
+    return _class_spec(cls)
 
 
 # ------------------------------------------------------------------------------ shipping to workers
@@ -264,7 +390,7 @@ def ship_paths(specs: Iterable[str]) -> list[str]:
     for spec in specs:
         if not is_plugin(spec):
             continue
-        target, _, is_file = _split(spec, "plugin")
+        target, _, is_file = _split(locate(spec), "plugin")
         path: str | None
         if is_file:
             path = str(Path(target).expanduser().resolve())

@@ -131,8 +131,12 @@ class _Run:
         from mtlsearch import tracking
         from trainables import train_mtl
 
+        from mtlsearch.plugins import with_locations  # plugin names relative to the space file: where they are
+
         resources = self.space.resources
-        self.trainable = tune.with_resources(train_mtl, {"cpu": resources["cpus_per_trial"], "gpu": resources["gpus_per_trial"]})
+        self.trainable = tune.with_resources(
+            with_locations(train_mtl, self.space), {"cpu": resources["cpus_per_trial"], "gpu": resources["gpus_per_trial"]}
+        )
         self.callback = tracking.make_callback(self.tracker, self.space.metric, self.space.max_epochs)
         self.book = _trial_book()
         self.stopper = _sigterm_as_sigint()

@@ -150,6 +150,7 @@ def plugin_dir(tmp_path, monkeypatch):
     from mtlsearch import plugins
 
     plugins._CACHE.clear()
+    plugins._LOCATIONS.clear()
     for name in [n for n, m in sys.modules.items() if str(tmp_path) in str(getattr(m, "__file__", "") or "")]:
         del sys.modules[name]
     sys.path[:] = [p for p in sys.path if p != str(tmp_path)]
@@ -222,7 +223,9 @@ def test_a_bad_plugin_gets_one_line_naming_the_file_and_exit_2_before_any_trial(
     ]
 
 
-def test_a_good_plugin_passes_the_checks_with_paths_made_absolute(plugin_dir):
+def test_a_good_plugin_passes_the_checks_under_the_names_written_in_the_space(plugin_dir):
+    from mtlsearch import plugins
+
     space = space_file(
         plugin_dir,
         "./mytasks.py:Good",
@@ -231,11 +234,92 @@ def test_a_good_plugin_passes_the_checks_with_paths_made_absolute(plugin_dir):
     )
     args = launch.build_parser().parse_args(["--space", str(space)])
     prepared = launch.prepare_space(args)
-    assert prepared.benchmark == f"{plugin_dir / 'mytasks.py'}:Good"
+    assert prepared.benchmark == "./mytasks.py:Good"  # stored as written, never an absolute machine path
     method = next(p for p in prepared.params if p.name == "method")
     temperature = next(p for p in prepared.params if p.name == "temperature")
-    assert method.args == ["ew", f"{plugin_dir / 'mymethods.py'}:SoftMax"]
-    assert temperature.when == {"method": f"{plugin_dir / 'mymethods.py'}:SoftMax"}  # the condition still holds
+    assert method.args == ["ew", "./mymethods.py:SoftMax"]
+    assert temperature.when == {"method": "./mymethods.py:SoftMax"}  # the condition still holds
+    # where the trials load them from (trials run in their own working directories)
+    assert plugins._LOCATIONS["./mytasks.py:Good"] == f"{plugin_dir / 'mytasks.py'}:Good"
+    assert plugins._LOCATIONS["./mymethods.py:SoftMax"] == f"{plugin_dir / 'mymethods.py'}:SoftMax"
+
+
+def _project(plugin_dir: Path) -> tuple[Path, Path]:
+    """A user's project: package ``mybench`` (tasks, method) in ``proj/``, a space in ``proj/spaces/``
+    naming the method by module in one place and by path in the other; the launcher runs from ``proj/``."""
+    proj = plugin_dir / "proj"
+    (proj / "mybench").mkdir(parents=True)
+    (proj / "mybench" / "__init__.py").write_text("")
+    (proj / "mybench" / "tasks.py").write_text(TASKS)
+    (proj / "mybench" / "method.py").write_text(METHOD)
+    (proj / "spaces").mkdir()
+    return proj, proj / "spaces"
+
+
+def _method_names(prepared) -> tuple[list, dict]:
+    method = next(p for p in prepared.params if p.name == "method")
+    temperature = next(p for p in prepared.params if p.name == "temperature")
+    return method.args, temperature.when
+
+
+def test_a_class_passed_to_the_api_matches_the_space_s_module_name(plugin_dir, monkeypatch):
+    """``search(..., method=Cls)`` with the class imported from a package the launcher's directory holds:
+    the same name as the space's ``when: {method: mybench.method:SoftMax}`` (the condition holds)."""
+    from mtlsearch.api import search_argv
+
+    proj, spaces_dir = _project(plugin_dir)
+    monkeypatch.chdir(proj)
+    monkeypatch.syspath_prepend(str(proj))
+    from mybench.method import SoftMax
+    from mybench.tasks import Good
+
+    space = space_file(
+        spaces_dir, "mybench.tasks:Good", extra="  temperature: {uniform: [0.5, 2.0], when: {method: mybench.method:SoftMax}}"
+    )
+    argv = search_argv(str(space), benchmark=Good, method=SoftMax)
+    assert argv == ["--space", str(space), "--benchmark", "mybench.tasks:Good", "--set", "params.method=mybench.method:SoftMax"]
+    prepared = launch.prepare_space(launch.build_parser().parse_args(argv))
+    assert prepared.benchmark == "mybench.tasks:Good"
+    assert _method_names(prepared) == ("mybench.method:SoftMax", {"method": "mybench.method:SoftMax"})
+    assert [c["temperature"] is not None for c in prepared.probe_configs()] == [True] * len(prepared.probe_configs())
+
+
+def test_a_class_passed_to_the_api_matches_the_space_s_path_and_is_stored_relative(plugin_dir, monkeypatch):
+    """The same class imported from its folder (not importable from the launcher's directory) while the
+    space names it by a path relative to the space file: the space's name; a benchmark class the space
+    does not name: its path relative to the space file, never the absolute one."""
+    from mtlsearch import plugins
+    from mtlsearch.api import search_argv
+
+    proj, spaces_dir = _project(plugin_dir)
+    elsewhere = plugin_dir / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.syspath_prepend(str(proj / "mybench"))
+    from method import SoftMax  # the user's module, imported from its own folder
+    from tasks import Good
+
+    space = space_file(
+        spaces_dir,
+        "mytasks.py:Good",  # replaced by the API's benchmark
+        "../mybench/method.py:SoftMax",
+        extra="  temperature: {uniform: [0.5, 2.0], when: {method: ../mybench/method.py:SoftMax}}",
+    )
+    argv = search_argv(str(space), benchmark=Good, method=SoftMax)
+    assert argv[3] == f"{proj / 'mybench' / 'tasks.py'}:Good"  # what the launcher is handed: the file
+    prepared = launch.prepare_space(launch.build_parser().parse_args(argv))
+    assert prepared.benchmark == "../mybench/tasks.py:Good"  # relative to the space file
+    assert _method_names(prepared) == ("../mybench/method.py:SoftMax", {"method": "../mybench/method.py:SoftMax"})
+    assert all(c["temperature"] is not None for c in prepared.probe_configs())
+    assert str(plugin_dir) not in repr(prepared.params) + prepared.benchmark
+    # the names load from anywhere in this process (the trials get the same locations: with_locations)
+    from mtlsearch.balancing import get_method
+    from mtlsearch.benchmarks import benchmark_class
+
+    assert get_method("../mybench/method.py:SoftMax").__name__ == "SoftMax"
+    assert benchmark_class("../mybench/tasks.py:Good").__name__ == "Good"
+    assert plugins.plugin_name(SoftMax, spaces_dir) == "../mybench/method.py:SoftMax"  # one function, both ways
+    assert plugins.plugin_name("../mybench/method.py:SoftMax", spaces_dir, ["mybench.method:SoftMax"]) == "../mybench/method.py:SoftMax"
 
 
 def test_set_overrides_are_validated_like_the_file(plugin_dir, capsys):
@@ -344,11 +428,11 @@ def test_python_api_arguments(plugin_dir):
         "--space",
         "space.yaml",
         "--benchmark",
-        f"{plugin_dir / 'mytasks.py'}:Good",
+        "mytasks:Good",  # importable from the working directory: by module
         "--num-samples",
         "3",
         "--set",
-        f"params.method={plugin_dir / 'mymethods.py'}:SoftMax",
+        "params.method=mymethods:SoftMax",
         "--set",
         "budget.max_epochs=4",
         "--set",
@@ -373,7 +457,10 @@ def test_what_a_remote_cluster_is_sent(plugin_dir, monkeypatch):
     assert runtime_env(prepared, remote=True, in_job=True) is None  # under the job's working directory
     assert runtime_env(prepared, remote=True, in_job=True, cwd=str(plugin_dir / "elsewhere")) == {"py_modules": files}
     monkeypatch.setenv("RAY_JOB_CONFIG_JSON_ENV_VAR", "{}")  # inside a job: paths stay relative to its directory
-    assert launch.prepare_space(args).benchmark == "mytasks.py:Good"
+    from mtlsearch import plugins
+
+    assert launch.prepare_space(args).benchmark == "./mytasks.py:Good"
+    assert plugins._LOCATIONS["./mytasks.py:Good"] == "mytasks.py:Good"
 
 
 def test_python_api_quiet_and_its_errors_name_the_keyword_argument(tmp_path, monkeypatch):

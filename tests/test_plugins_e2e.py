@@ -52,9 +52,9 @@ def test_example_through_the_command_line(tmp_path, ray_session, capsys, monkeyp
     assert "method.py:SoftMaxWeighting" in out  # the table shows the file, not the whole path
     client, trials = trial_runs(uri)
     methods = sorted(r.data.params["method"] for r in trials)
-    assert methods == [str(ROOT / METHOD), "ew"]
+    assert methods == ["ew", METHOD]  # as the user wrote them, never an absolute machine path
     for run in trials:
-        assert run.data.params["benchmark"] == f"{EXAMPLE / 'tasks.py'}:WineTasks"
+        assert run.data.params["benchmark"] == "examples/custom_mtl/tasks.py:WineTasks"
         assert run.data.tags[TAG_STATUS] == "completed"
         # Δm against the references beside the user's module, every epoch
         assert [m.step for m in client.get_metric_history(run.info.run_id, "val/delta_m")] == [1, 2]
@@ -83,7 +83,10 @@ def test_example_through_the_python_api(tmp_path, ray_session, monkeypatch):
         name="api",
     )
     assert len(trials) == 2 and set(trials["status"]) == {"completed"}
-    assert set(trials["method"]) == {str(EXAMPLE / "method.py") + ":SoftMaxWeighting"}
+    # the classes are stored under the space file's own names for them, not their absolute paths
+    assert set(trials["method"]) == {METHOD}
+    assert set(trials["benchmark"]) == {"examples/custom_mtl/tasks.py:WineTasks"}
+    assert str(ROOT) not in trials.to_csv()
     assert trials["temperature"].between(0.5, 2.0).all() and trials["hidden"].isin([32, 64]).all()
     for column in (
         "trial",
@@ -102,6 +105,43 @@ def test_example_through_the_python_api(tmp_path, ray_session, monkeypatch):
     again = mtlsearch.load_results("custom_mtl", tracking_uri=uri)
     assert sorted(again["trial"]) == sorted(trials["trial"])
     assert again.set_index("trial")["val/delta_m"].to_dict() == trials.set_index("trial")["val/delta_m"].to_dict()
+
+
+def test_names_relative_to_the_space_file_are_stored_as_written_and_found_by_the_trials(tmp_path, ray_session, monkeypatch):
+    """A space beside the user's files names them ``./tasks.py:...``, launched from another folder: MLflow
+    stores those names, and Ray's workers load them through the locations the search hands them."""
+    import shutil
+
+    from mtlsearch.launch import main
+
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    for name in ("tasks.py", "method.py", "WineTasks.references.json"):
+        shutil.copy(EXAMPLE / name, proj / name)
+    text = (EXAMPLE / "space.yaml").read_text().replace("examples/custom_mtl/", "./")
+    (proj / "space.yaml").write_text(text)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    argv = [
+        "--space",
+        str(proj / "space.yaml"),
+        *TINY,
+        "--set",
+        "searcher.type=random",
+        "--set",
+        "params.method.grid=[ew, ./method.py:SoftMaxWeighting]",
+    ]
+    code = main([*argv, "--storage", str(tmp_path / "ray"), "--tracking-uri", uri, "--quiet"])
+    assert code == 0
+    _, trials = trial_runs(uri)
+    assert sorted(r.data.params["method"] for r in trials) == ["./method.py:SoftMaxWeighting", "ew"]
+    for run in trials:
+        assert run.data.params["benchmark"] == "./tasks.py:WineTasks"
+        assert run.data.tags[TAG_STATUS] == "completed"
+        assert ("temperature" in run.data.params) == (run.data.params["method"] != "ew")  # when: holds
+        assert str(tmp_path) not in repr(run.data.params)
 
 
 def test_example_submitted_as_a_ray_job_to_a_local_head(cluster, tmp_path):

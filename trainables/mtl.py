@@ -124,8 +124,13 @@ def _hold(folder: str) -> None:
         time.sleep(0.1)
 
 
-def train_mtl(config: dict) -> None:
+def train_mtl(config: dict, plugin_locations: dict[str, str] | None = None) -> None:
+    """One trial; ``plugin_locations``: where the search's plugin names are (:func:`mtlsearch.plugins.with_locations`)."""
     timings = _Timings()
+    if plugin_locations:
+        from mtlsearch.plugins import register_locations
+
+        register_locations(plugin_locations)
     import gc
     import logging
 
