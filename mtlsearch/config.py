@@ -24,6 +24,15 @@ from mtlsearch.optim import check_optimizer, is_adatask
 MAX_SEEDS = 16
 
 
+#: How prose (the report's captions) names the trial's own numeric settings; others go by their key.
+SETTING_NAMES = {
+    "lr": "the learning rate",
+    "weight_decay": "the weight decay",
+    "lr_gamma": "the learning rate's decay factor",
+    "balancing_lr": "the learning rate of the method's own parameters",
+    "batch_size": "the batch size",
+}
+
 #: ``compile``: off, the encoder compiled, the encoder compiled and replayed as CUDA graphs.
 COMPILE_CHOICES = ("off", "encoder", "encoder_graphs")
 
