@@ -80,13 +80,13 @@ class Range(Rule):
 
     def allowed(self, kind: type) -> str:
         what = "an integer" if kind is int else "a number"
-        low = ("[", ">=", self.ge) if self.ge is not None else ("(", ">", self.gt) if self.gt is not None else None
-        high = ("]", "<=", self.le) if self.le is not None else (")", "<", self.lt) if self.lt is not None else None
-        if low and high:
+        low = ("[", ">=", self.ge) if self.ge is not None else ("(", ">", self.gt)
+        high = ("]", "<=", self.le) if self.le is not None else (")", "<", self.lt)
+        if low[2] is not None and high[2] is not None:
             return f"{what} in {low[0]}{_number(low[2])}, {_number(high[2])}{high[0]}"
-        if low or high:
-            _, op, bound = low or high  # type: ignore[misc]
-            return f"{what} {op} {_number(bound)}"
+        for _, op, bound in (low, high):
+            if bound is not None:
+                return f"{what} {op} {_number(bound)}"
         return "any integer" if kind is int else "any finite real number"
 
 

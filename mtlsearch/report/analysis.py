@@ -176,10 +176,11 @@ def _pooled(pool: list[Trial], metric: str) -> list[float]:
 
 
 def leaderboard(search: Search) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per (method, optimizer, bucket of each bucketed hyperparameter), best first (:func:`mtlsearch.results.rank_with_uncertainty`:
-    completed configurations by their mean over seeds, then partial ones, errored groups last); each
-    row is the group's best configuration with its seeds pooled (``mean``, ``ci95``, ``seeds``,
-    ``tied`` with the best row, ``status``); and the metric columns it fills."""
+    """One row per (method, optimizer, bucket of each bucketed hyperparameter), best first
+    (:func:`mtlsearch.results.rank_with_uncertainty`: completed configurations by their mean over
+    seeds, then partial ones, errored groups last); each row is the group's best configuration with its
+    seeds pooled (``mean``, ``ci95``, ``seeds``, ``tied`` with the best row, ``status``); and the metric
+    columns it fills."""
     sign = results.sign(search.mode)
     val_metrics = task_metrics(search, "val")
     test_metrics = task_metrics(search, "test")
