@@ -9,11 +9,12 @@ before any training: unknown keys, wrong types and undefined method x optimizer 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from mtlsearch.balancing import GradBalancing, get_method
+from mtlsearch.balancing import Balancing, GradBalancing, get_method
 from mtlsearch.benchmarks import BENCHMARKS, benchmark_class
 from mtlsearch.errors import ConfigError, choices
 from mtlsearch.optim import check_optimizer, is_adatask
@@ -22,6 +23,15 @@ from mtlsearch.optim import check_optimizer, is_adatask
 #: configurations again (the ``final`` stage) rather than hold more models in one trial.
 MAX_SEEDS = 16
 
+
+#: How prose (the report's captions) names the trial's own numeric settings; others go by their key.
+SETTING_NAMES = {
+    "lr": "the learning rate",
+    "weight_decay": "the weight decay",
+    "lr_gamma": "the learning rate's decay factor",
+    "balancing_lr": "the learning rate of the method's own parameters",
+    "batch_size": "the batch size",
+}
 
 #: ``compile``: off, the encoder compiled, the encoder compiled and replayed as CUDA graphs.
 COMPILE_CHOICES = ("off", "encoder", "encoder_graphs")
@@ -165,38 +175,59 @@ class TrialConfig:
             if bench_cls is not None:
                 benchmark_options = bench_cls.check_options(benchmark_options)
             cfg = cls(**values, method_params=method_params, benchmark_options=benchmark_options)
+            cfg.__dict__["method_class"] = method_cls  # looked up once (the cached property's slot)
             cfg._validate()
         except ConfigError as err:
             raise err.with_source(source) from None
         return cfg
 
+    @functools.cached_property
+    def method_class(self) -> type[Balancing]:
+        """The balancing method's class, looked up once per config (``from_dict`` hands it over)."""
+        return get_method(self.method)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The class is looked up again after unpickling: a user's method loaded from a file need not
+        # be importable by name where the config is unpickled.
+        return {k: v for k, v in self.__dict__.items() if k != "method_class"}
+
     def _validate(self) -> None:
         benchmark_class(self.benchmark)  # unknown: one error with the choices
         check_optimizer(self.optimizer)
-        for name in ("lr", "weight_decay", "lr_gamma", "balancing_lr"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ConfigError(f"expected a finite number, got {value!r}", field=name)
-        if self.lr <= 0:
-            raise ConfigError(f"must be > 0, got {self.lr!r}", field="lr")
-        if self.lr_step_size < 0:
-            raise ConfigError(f"must be >= 0 (0 = constant lr), got {self.lr_step_size!r}", field="lr_step_size")
-        if not 0 < self.lr_gamma <= 1:
-            raise ConfigError(f"must be in (0, 1], got {self.lr_gamma!r}", field="lr_gamma")
-        if self.balancing_lr < 0:
-            raise ConfigError(f"must be >= 0 (0: the model's optimizer and lr), got {self.balancing_lr!r}", field="balancing_lr")
-        if self.weight_decay < 0:
-            raise ConfigError(f"must be >= 0, got {self.weight_decay!r}", field="weight_decay")
+        self._validate_rates()
         if self.protocol is not None:
             from mtlsearch.protocols import get_protocol
 
             get_protocol(self.protocol).benchmark_settings(self.benchmark)
         if isinstance(self.last_k, bool) or not isinstance(self.last_k, int) or self.last_k < 0:
             raise ConfigError(f"expected an integer >= 0 (0: the protocol's own), got {self.last_k!r}", field="last_k")
+        self._validate_counts()
+        self._validate_switches()
+        self._validate_method()
+
+    def _validate_rates(self) -> None:
+        """lr, weight_decay, lr_gamma, balancing_lr: finite numbers in their ranges."""
+        for name in ("lr", "weight_decay", "lr_gamma", "balancing_lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"expected a finite number, got {value!r}", field=name)
+        if self.lr <= 0:
+            raise ConfigError(f"must be > 0, got {self.lr!r}", field="lr")
+        if not 0 < self.lr_gamma <= 1:
+            raise ConfigError(f"must be in (0, 1], got {self.lr_gamma!r}", field="lr_gamma")
+        if self.balancing_lr < 0:
+            raise ConfigError(f"must be >= 0 (0: the model's optimizer and lr), got {self.balancing_lr!r}", field="balancing_lr")
+        if self.weight_decay < 0:
+            raise ConfigError(f"must be >= 0, got {self.weight_decay!r}", field="weight_decay")
+
+    def _validate_counts(self) -> None:
+        """The integer settings (epochs, seeds, sizes, intervals) and the dominance average's decay."""
         for name in ("batch_size", "max_epochs", "seed", "seeds", "data_seed", "dominance_interval", "lr_step_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise ConfigError(f"expected an integer, got {value!r}", field=name)
+        if self.lr_step_size < 0:
+            raise ConfigError(f"must be >= 0 (0 = constant lr), got {self.lr_step_size!r}", field="lr_step_size")
         if self.batch_size < 1 or self.max_epochs < 1:
             raise ConfigError("batch_size and max_epochs must be >= 1", field="batch_size" if self.batch_size < 1 else "max_epochs")
         if not 1 <= self.seeds <= MAX_SEEDS:
@@ -206,6 +237,9 @@ class TrialConfig:
         beta = self.dominance_beta
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0.0 <= beta < 1.0:
             raise ConfigError(f"expected a number in [0, 1), got {beta!r}", field="dominance_beta")
+
+    def _validate_switches(self) -> None:
+        """gpu_speedups, amp, compile, device: one of their choices."""
         if not isinstance(self.gpu_speedups, bool):
             raise ConfigError(f"expected true or false, got {self.gpu_speedups!r}", field="gpu_speedups")
         if self.amp not in ("auto", "bf16", "off"):
@@ -217,30 +251,34 @@ class TrialConfig:
             raise ConfigError(refusal, field="compile")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"unknown device {self.device!r}; choose one of 'auto', 'cpu', 'cuda'", field="device")
-        method_cls = get_method(self.method)
-        if issubclass(method_cls, GradBalancing):
-            mode = self.grad_mode or method_cls.default_mode
-            if mode not in method_cls.modes:
-                raise ConfigError(f"method {self.method!r} supports grad_mode {choices(method_cls.modes)}, not {mode!r}", field="grad_mode")
-            if is_adatask(self.optimizer) and not method_cls.linear:
-                raise ConfigError(
-                    f"method {self.method!r} returns an update direction that is not a weighting of the "
-                    f"per-task gradients, so it cannot feed {self.optimizer!r}, which needs each task's share "
-                    "of the gradient; use a base optimizer (adam, rmsprop, adagrad, sgd)",
-                    field="optimizer",
-                )
-            if self.dominance_interval and not method_cls.linear:
-                raise ConfigError(
-                    f"method {self.method!r} returns an update direction that is not a weighting of the "
-                    "per-task gradients, so no task's share of the update is defined; set dominance_interval: 0",
-                    field="dominance_interval",
-                )
-        elif self.grad_mode is not None:
-            raise ConfigError(f"grad_mode applies to gradient-level methods only; {self.method!r} is loss-level", field="grad_mode")
+
+    def _validate_method(self) -> None:
+        """grad_mode, and the optimizer and dominance settings a method's kind of update allows."""
+        method_cls = self.method_class
+        if not issubclass(method_cls, GradBalancing):
+            if self.grad_mode is not None:
+                raise ConfigError(f"grad_mode applies to gradient-level methods only; {self.method!r} is loss-level", field="grad_mode")
+            return
+        mode = self.grad_mode or method_cls.default_mode
+        if mode not in method_cls.modes:
+            raise ConfigError(f"method {self.method!r} supports grad_mode {choices(method_cls.modes)}, not {mode!r}", field="grad_mode")
+        if is_adatask(self.optimizer) and not method_cls.linear:
+            raise ConfigError(
+                f"method {self.method!r} returns an update direction that is not a weighting of the "
+                f"per-task gradients, so it cannot feed {self.optimizer!r}, which needs each task's share "
+                "of the gradient; use a base optimizer (adam, rmsprop, adagrad, sgd)",
+                field="optimizer",
+            )
+        if self.dominance_interval and not method_cls.linear:
+            raise ConfigError(
+                f"method {self.method!r} returns an update direction that is not a weighting of the "
+                "per-task gradients, so no task's share of the update is defined; set dominance_interval: 0",
+                field="dominance_interval",
+            )
 
     @property
     def effective_grad_mode(self) -> str | None:
-        method_cls = get_method(self.method)
+        method_cls = self.method_class
         if issubclass(method_cls, GradBalancing):
             return self.grad_mode or method_cls.default_mode
         return None

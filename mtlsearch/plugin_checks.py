@@ -149,13 +149,17 @@ def check_method(spec: str) -> None:
         )
     hyperparams = getattr(cls, "hyperparams", None)
     if not isinstance(hyperparams, dict):
-        raise _fail(spec, f"{cls.__name__}.hyperparams must be a dict {{name: HParam(...)}}", field="method")
+        raise _fail(
+            spec,
+            f"{cls.__name__}.hyperparams must be a dict {{name: HParam(...)}} (or left out, each declared as `name = HParam(...)`)",
+            field="method",
+        )
     for key, value in hyperparams.items():
         if not isinstance(value, HParam):
             raise _fail(
                 spec,
-                f"{cls.__name__}.hyperparams[{key!r}] must be HParam(type, default, ...) so that it can "
-                f"be validated and searched, got {value!r}",
+                f"{cls.__name__}.hyperparams[{key!r}] must be HParam(...) so that it can be validated and "
+                f"searched (declare it in the class as `{key} = HParam(default, rule, help)`), got {value!r}",
                 field="method",
             )
 

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from mtlsearch import gradients
-from mtlsearch.balancing import GradBalancing, GradResult, LossBalancing, get_method
+from mtlsearch.balancing import GradBalancing, GradResult, LossBalancing
 from mtlsearch.benchmarks import HPSModel, get_benchmark
 from mtlsearch.config import TrialConfig
 from mtlsearch.dominance import DominanceTracker
@@ -158,8 +158,7 @@ class Trainer:
             self.model = self.model.to(memory_format=torch.channels_last)
         if cfg.compile != "off":
             self._compile_encoder()
-        method_cls = get_method(cfg.method)
-        self.balancing = method_cls(len(self.task_names), **cfg.method_params).to(self.device)
+        self.balancing = cfg.method_class(len(self.task_names), **cfg.method_params).to(self.device)
         self.grad_mode = cfg.effective_grad_mode
         self.shared = self.model.shared_parameters()
         own = [p for p in self.balancing.parameters() if p.requires_grad]

@@ -14,7 +14,7 @@ from mtlsearch.config import TrialConfig
 from mtlsearch.dominance import DominanceTracker, table_from_metrics
 from mtlsearch.dominance.heatmap import draw_heatmaps
 from mtlsearch.errors import ConfigError
-from mtlsearch.optim import ADATASK_OPTIMIZERS, OPTIMIZERS, AdagradAdaTask, AdamAdaTask, RMSpropAdaTask, build_optimizer
+from mtlsearch.optim import ADATASK_OPTIMIZERS, BASE_OPTIMIZERS, OPTIMIZERS, AdagradAdaTask, AdamAdaTask, RMSpropAdaTask, build_optimizer
 from mtlsearch.trainer import Trainer
 
 VARIANTS = {
@@ -179,6 +179,19 @@ def test_registered_under_their_names():
         assert name in ADATASK_OPTIMIZERS
         opt = build_optimizer(name, shared, heads, lr=0.5, weight_decay=0.0, num_tasks=3)
         assert isinstance(opt, cls) and opt.num_tasks == 3 and opt.param_groups[0]["lr"] == 0.5
+
+
+def test_both_registries_call_their_factories_in_one_signature():
+    """A factory of either registry takes (shared, specific, *, lr, weight_decay, num_tasks, fused) and
+    builds an optimizer over every parameter with these settings."""
+    shared, heads = make_params(SHAPES, 0), make_params(HEAD_SHAPES, 1)
+    for registry in (BASE_OPTIMIZERS, ADATASK_OPTIMIZERS):
+        for name, factory in registry.items():
+            opt = factory(shared, heads, lr=0.25, weight_decay=0.01, num_tasks=3, fused=False)
+            held = [p for group in opt.param_groups for p in group["params"]]
+            assert sorted(map(id, held)) == sorted(map(id, shared + heads)), name
+            assert {(g["lr"], g["weight_decay"]) for g in opt.param_groups} == {(0.25, 0.01)}, name
+            assert callable(opt.step_tasks), name
 
 
 # ---------------------------------------------------------------------------- task dominance

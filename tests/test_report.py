@@ -13,6 +13,7 @@ import pytest
 import shared_search as shared
 
 from mtlsearch import report, results, spaces
+from mtlsearch.balancing import GeMTL
 from mtlsearch.errors import ConfigError
 from mtlsearch.report import Search, Trial, analysis, figures
 from mtlsearch.tracking import STATUS_COMPLETED, STATUS_ERRORED, STATUS_STOPPED, TAG_KIND, TAG_STATUS, TAG_TIME, TAG_TRIAL
@@ -119,11 +120,44 @@ def test_leaderboard_pools_seeds_buckets_p_and_counts_cost():
 
 
 def test_p_buckets_and_metric_directions():
-    assert [analysis.p_bucket(p) for p in (-2, -1e-9, 0, 0.99, 1, 3.5)] == ["p<0", "p<0", "0<=p<1", "0<=p<1", "p>=1", "p>=1"]
+    # The buckets are GeMTL's declaration (its HParam's buckets); the report reads them from there.
+    (p,) = analysis.bucket_params(_search([_trial("g", "gemtl", STATUS_COMPLETED, 1.0, p=0.5), _trial("e", "ew", STATUS_COMPLETED, 0.0)]))
+    assert (p.name, p.methods, p.owners, p.column) == ("p", ("gemtl",), ("GeMTL",), "p bucket")
+    assert [p.spec.bucket(v) for v in (-2, -1e-9, 0, 0.99, 1, 3.5)] == ["p<0", "p<0", "0<=p<1", "0<=p<1", "p>=1", "p>=1"]
+    assert (
+        analysis.bucket_params(_search([_trial("e", "ew", STATUS_COMPLETED, 0.0), _trial("u", "./gone.py:M", STATUS_COMPLETED, 0.0)])) == []
+    )
     search = _search([])
     search.benchmark = "multidigits"
     modes = analysis.metric_modes(search, ["val/left/accuracy", "val/number/mae", "val/unknown/loss", "val/x/miou"])
     assert modes == {"val/left/accuracy": "max", "val/number/mae": "min", "val/unknown/loss": "min", "val/x/miou": "max"}
+
+
+def test_the_report_names_no_method_and_no_searched_parameter_itself():
+    """Which parameters were searched, which method owns one and its buckets come from the space, the
+    trials and the methods' declarations: no string in ``mtlsearch/report/`` (docstrings aside) is a
+    method's name, a method hyperparameter's name or ``lr``, nor a column or file named after one."""
+    import ast
+    from pathlib import Path
+
+    from mtlsearch.balancing import METHODS
+
+    names = set(METHODS) | {k for cls in METHODS.values() for k in cls.hyperparams} | {"lr"}
+    names |= {f"{n} bucket" for n in names} | {f"delta_m_vs_{n}.png" for n in names}
+    found = []
+    for path in sorted((Path(report.__file__).parent).glob("*.py")):
+        tree = ast.parse(path.read_text())
+        docs = {
+            id(node.body[0].value)
+            for node in ast.walk(tree)
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and node.body and isinstance(node.body[0], ast.Expr)
+        }
+        found += [
+            f"{path.name}:{n.lineno} {n.value!r}"
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs and n.value in names
+        ]
+    assert not found, found
 
 
 def test_metric_directions_of_a_folder_benchmark_come_from_the_trials_data_root(tmp_path):
@@ -261,7 +295,7 @@ def test_report_on_a_real_search(remote_search, tmp_path, capsys):
     assert all(float(r["gpu_hours"]) == 0.0 for r in rows)  # gpus_per_trial = 0
     for r in rows:
         if r["method"] == "gemtl":
-            assert r["p bucket"] in analysis.P_BUCKETS
+            assert r["p bucket"] in GeMTL.hyperparams["p"].bucket_labels()
         for task in ("scale_1", "scale_10", "scale_100"):
             assert float(r[f"val/{task}/mse"]) > 0
 

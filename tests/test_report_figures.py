@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from test_report_page import SPACE, _search
 
+from mtlsearch import report
 from mtlsearch.report import figures, importance, page, trials
 from mtlsearch.report.render import table_columns, totals
 from mtlsearch.tracking import STATUS_COMPLETED, STATUS_ERRORED, STATUS_STOPPED
@@ -209,3 +210,58 @@ def test_cost_columns_only_for_the_resources_used():
     search.gpus_per_trial = 0.5
     assert "GPU-h" in table_columns(search, [search.metric]) and "GPU-hours" in totals(search)
     assert not math.isnan(search.gpus_per_trial)
+
+
+TILT = """
+from mtlsearch.balancing import HParam, LossBalancing, Range
+
+
+class Tilt(LossBalancing):
+    tilt = HParam(0.0, Range(ge=-1, le=1), "lean towards the easiest (< 0) or the hardest task", buckets=(0,))
+
+    def forward(self, losses):
+        return losses.sum()
+"""
+
+
+def test_the_report_takes_names_buckets_and_owners_from_the_space_and_the_methods(tmp_path, drawn):
+    """A user's method with a bucketed hyperparameter, against ew, with the weight decay searched and lr
+    fixed: every name the report shows comes from the space and the method's declaration."""
+    (tmp_path / "tilt.py").write_text(TILT)
+    tilt = f"{tmp_path / 'tilt.py'}:Tilt"
+    space = (
+        SPACE.replace("method: gemtl", f"method: {{choice: ['{tilt}', ew]}}")
+        .replace("p: {uniform: [-2.0, 4.0]}", f"tilt: {{uniform: [-1.0, 1.0], when: {{method: '{tilt}'}}}}")
+        .replace("lr: {loguniform: [3.0e-4, 3.0e-2]}", "weight_decay: {loguniform: [1.0e-6, 1.0e-3]}\n  lr: 0.001")
+        .replace("# --set params.p.uniform=[-2.0, 3.0]", "")
+    )
+    search = _far_search()
+    n = len(search.trials)
+    for i, t in enumerate(search.trials):
+        t.params.pop("p")
+        t.params.update(method=tilt if i % 2 else "ew", lr=0.001, weight_decay=1e-6 * 1000 ** (i / (n - 1)))
+        if i % 2:
+            t.params["tilt"] = -1.0 + 2.0 * ((i * 3) % n) / (n - 1)
+    searched = trials.searched_params(search, space)
+    assert [p.name for p in searched] == ["method", "tilt", "weight_decay"]
+
+    rows, metrics = report.leaderboard(search)
+    assert "tilt bucket" in table_columns(search, metrics) and "p bucket" not in table_columns(search, metrics)
+    expected = {(tilt, "tilt<0" if t.params["tilt"] < 0 else "tilt>=0") for t in search.trials if "tilt" in t.params}
+    assert {(r["method"], r["tilt bucket"]) for r in rows} == {("ew", "")} | expected and len(expected) == 2
+
+    names = {p.name for p in figures.make_figures(search, rows, tmp_path, searched)}
+    assert {"delta_m_vs_tilt.png", "delta_m_vs_weight_decay.png"} <= names and not {"delta_m_vs_lr.png", "delta_m_vs_p.png"} & names
+    fig = drawn["delta_m_vs_tilt.png"]
+    top = max(fig.axes, key=lambda ax: bool(ax.get_title()))
+    assert top.get_title().startswith("Tilt: val/delta_m against tilt")
+    assert [t.get_text() for t in top.texts if t.get_text().startswith("tilt")] == ["tilt<0", "tilt>=0"]
+    xs = sorted(x for ax in fig.axes for x, _ in _points(ax))
+    assert xs == pytest.approx(sorted(t.params["tilt"] for t in search.trials if "tilt" in t.params and t.status != STATUS_ERRORED))
+
+    result = importance.Importance(params=["tilt", "weight_decay"], values={"fANOVA": {"weight_decay": 0.9, "tilt": 0.1}})
+    data = figures.joint_data(search, searched, result)
+    assert (data["x"].name, data["y"].name, data["y_buckets"]) == ("weight_decay", "tilt", (0,))
+    assert page.caption("delta_m_vs_tilt.png", search, searched, result) == "Δm against Tilt's tilt"
+    assert page.caption("delta_m_vs_weight_decay.png", search, searched, result) == "Δm against the weight decay"
+    assert "(tilt x weight_decay)" in page.caption("joint_params.png", search, searched, result)

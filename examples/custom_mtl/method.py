@@ -8,13 +8,11 @@ can search it: ``temperature: {loguniform: [0.1, 10.0]}``.
 
 import torch
 
-from mtlsearch.balancing import HParam, LossBalancing
+from mtlsearch.balancing import HParam, LossBalancing, Range
 
 
 class SoftMaxWeighting(LossBalancing):
-    hyperparams = {
-        "temperature": HParam(float, 1.0, "softness of the maximum", lambda v: v > 0, "a number > 0"),
-    }
+    temperature = HParam(1.0, Range(gt=0), "softness of the maximum")  # a float > 0, default 1.0
 
     def forward(self, losses):
         return self.temperature * torch.logsumexp(losses / self.temperature, dim=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from mtlsearch.errors import ConfigError, choices
 
 from .aligned_mtl import AlignedMTL
-from .base import Balancing, GradBalancing, GradResult, HParam, LossBalancing
+from .base import Balancing, Check, GradBalancing, GradResult, HParam, LossBalancing, OneOf, Range
 from .cagrad import CAGrad
 from .db_mtl import DBMTL
 from .dwa import DWA
@@ -88,10 +88,13 @@ def get_method(name: str) -> type[Balancing]:
 
 __all__ = [
     "Balancing",
+    "Check",
     "GradBalancing",
     "GradResult",
     "HParam",
     "LossBalancing",
+    "OneOf",
+    "Range",
     "METHODS",
     "get_method",
     "NonPositiveLossError",

@@ -11,44 +11,21 @@ Two kinds of method:
   direction of its own (``[d]``).  Heads always receive the gradient of their own task's loss
   (after :meth:`GradBalancing.transform_losses`, e.g. IMTL-H's scaled losses).
 
-A method declares its hyperparameters in ``hyperparams`` so that configs are validated before a
-trial starts; it may own learnable parameters (``nn.Parameter``) and buffers, which the trainer
-optimises and checkpoints like the model's.
+A method declares each hyperparameter once, as a class attribute ``name = HParam(default, rule,
+help)`` (:mod:`mtlsearch.hparams`), so that configs are validated before a trial starts; the class's
+``hyperparams`` maps each name to its declaration (a ``hyperparams`` dict of the earlier
+``HParam(type, default, help, check, allowed)`` is still accepted).  A method may own learnable
+parameters (``nn.Parameter``) and buffers, which the trainer optimises and checkpoints like the model's.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-
-@dataclass(frozen=True)
-class HParam:
-    """A method hyperparameter: its type, default and a validity check."""
-
-    type: type
-    default: Any
-    help: str = ""
-    check: Callable[[Any], bool] | None = None
-    allowed: str = ""  # human-readable description of the valid values
-
-    def validate(self, name: str, value: Any) -> Any:
-        from mtlsearch.errors import ConfigError
-
-        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if self.type is int and isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, self.type) or isinstance(value, bool) and self.type is not bool:
-            raise ConfigError(f"expected {self.type.__name__}, got {value!r}", field=name)
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"must be a finite number, got {value!r}", field=name)
-        if self.check is not None and not self.check(value):
-            raise ConfigError(f"invalid value {value!r}; allowed: {self.allowed}", field=name)
-        return value
+from mtlsearch.hparams import Check, HParam, OneOf, Range  # re-exported by mtlsearch.balancing
 
 
 @dataclass
@@ -62,8 +39,21 @@ class GradResult:
 class Balancing(nn.Module):
     name: ClassVar[str] = ""
     level: ClassVar[str] = ""  # "loss" or "grad"
-    hyperparams: ClassVar[dict[str, HParam]] = {}
+    #: name -> declaration: the class's ``HParam`` attributes (its parents' included), and the entries
+    #: of a ``hyperparams`` dict written in the class body (the earlier form).
+    hyperparams: ClassVar[dict[str, HParam[Any]]] = {}
     reference: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        own = vars(cls).get("hyperparams", cls.hyperparams)
+        if not isinstance(own, dict):  # not a declaration at all: plugin_checks says so, naming the class
+            return
+        declared = {key: spec for key, spec in vars(cls).items() if isinstance(spec, HParam)}
+        for key, spec in own.items():
+            if isinstance(spec, HParam) and not spec.name:
+                spec.name = key
+        cls.hyperparams = {**own, **declared}
 
     def __init__(self, num_tasks: int, **hparams: Any):
         super().__init__()
@@ -111,3 +101,6 @@ class GradBalancing(Balancing):
 
     def forward(self, grads: Tensor, losses: Tensor) -> GradResult:  # pragma: no cover
         raise NotImplementedError
+
+
+__all__ = ["Balancing", "Check", "GradBalancing", "GradResult", "HParam", "LossBalancing", "OneOf", "Range"]

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ._common import SolverMethod, gramian, to_weights
 from ._qp import min_norm_simplex, minimize_on_simplex
-from .base import GradResult, HParam
+from .base import GradResult, HParam, OneOf, Range
 
 SMOOTH = 1e-12
 
@@ -86,21 +86,8 @@ class CAGrad(SolverMethod):
 
     name = "cagrad"
     reference = "Liu et al., Conflict-Averse Gradient Descent for Multi-task Learning, NeurIPS 2021"
-    hyperparams = {
-        "cagrad_c": HParam(
-            float,
-            0.5,
-            "radius of the ball around the mean gradient, relative to its norm",
-            check=lambda v: v >= 0.0,
-            allowed="a number >= 0",
-        ),
-        "cagrad_rescale": HParam(
-            int, 1, "divide the update by 1 (0), 1 + c^2 (1) or 1 + c (2)", check=lambda v: v in (0, 1, 2), allowed="0, 1 or 2"
-        ),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    cagrad_c: float
-    cagrad_rescale: int
+    cagrad_c = HParam(0.5, Range(ge=0.0), "radius of the ball around the mean gradient, relative to its norm")
+    cagrad_rescale = HParam(1, OneOf(0, 1, 2), "divide the update by 1 (0), 1 + c^2 (1) or 1 + c (2)")
     linear = True
     modes = ("param", "rep")
     default_mode = "param"

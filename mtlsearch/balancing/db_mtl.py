@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ._common import float_dtype
-from .base import GradBalancing, GradResult, HParam
+from .base import GradBalancing, GradResult, HParam, Range
 
 #: Inside the log of the losses, and in the norm ratios (as in LibMTL's DB_MTL).
 EPS = 1e-8
@@ -52,17 +52,8 @@ class DBMTL(GradBalancing):
 
     name = "db_mtl"
     reference = "Lin et al., Dual-Balancing for Multi-Task Learning, arXiv 2308.12029, 2023"
-    hyperparams = {
-        "db_mtl_beta": HParam(
-            float, 0.9, "EMA factor of the gradient norms (0: current norms only)", check=lambda v: 0 <= v < 1, allowed="a number in [0, 1)"
-        ),
-        "db_mtl_beta_sigma": HParam(
-            float, 0.0, "decay of the EMA factor: beta_k = beta / k^sigma at step k", check=lambda v: v >= 0, allowed="a number >= 0"
-        ),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    db_mtl_beta: float
-    db_mtl_beta_sigma: float
+    db_mtl_beta = HParam(0.9, Range(ge=0, lt=1), "EMA factor of the gradient norms (0: current norms only)")
+    db_mtl_beta_sigma = HParam(0.0, Range(ge=0), "decay of the EMA factor: beta_k = beta / k^sigma at step k")
     # Buffers (registered in __init__; declared here for type checkers).
     norm_ema: Tensor
     steps: Tensor

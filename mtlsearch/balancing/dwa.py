@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import HParam, LossBalancing
+from .base import HParam, LossBalancing, Range
 
 
 class DWA(LossBalancing):
@@ -37,21 +37,8 @@ class DWA(LossBalancing):
 
     name = "dwa"
     reference = "Liu, Johns & Davison, End-to-End Multi-Task Learning with Attention, CVPR 2019"
-    hyperparams = {
-        "dwa_temperature": HParam(
-            float, 2.0, "softmax temperature T of the loss-ratio weights", check=lambda v: v > 0, allowed="a number > 0"
-        ),
-        "dwa_window": HParam(
-            int,
-            0,
-            "0: MTAN's epoch rule; N: Nash-MTL's rule over windows of N steps",
-            check=lambda v: v >= 0,
-            allowed="an integer >= 0",
-        ),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    dwa_temperature: float
-    dwa_window: int
+    dwa_temperature = HParam(2.0, Range(gt=0), "softmax temperature T of the loss-ratio weights")
+    dwa_window = HParam(0, Range(ge=0), "0: MTAN's epoch rule; N: Nash-MTL's rule over windows of N steps")
     # Buffers (registered in __init__; declared here for type checkers).
     loss_history: Tensor
     epochs_seen: Tensor

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ._lazy import LazyStateMixin
-from .base import GradBalancing, GradResult, HParam
+from .base import GradBalancing, GradResult, HParam, Range
 
 #: Inside the square root of the accumulated squared gradients, as in the released code.
 EPS = 1e-7
@@ -45,13 +45,7 @@ class ExcessMTL(LazyStateMixin, GradBalancing):
 
     name = "excess_mtl"
     reference = "He et al., Robust Multi-Task Learning with Excess Risks, ICML 2024"
-    hyperparams = {
-        "excess_mtl_step": HParam(
-            float, 0.01, "step size eta of the exponentiated weight update", check=lambda v: v >= 0, allowed="a number >= 0"
-        ),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    excess_mtl_step: float
+    excess_mtl_step = HParam(0.01, Range(ge=0), "step size eta of the exponentiated weight update")
     # Buffers (registered in __init__; declared here for type checkers).
     grad_sq_sum: Tensor
     loss_weights: Tensor

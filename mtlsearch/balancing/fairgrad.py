@@ -30,7 +30,7 @@ from torch import Tensor
 
 from ._common import SolverMethod, gramian, to_weights
 from ._qp import solve_power_equation
-from .base import GradResult, HParam
+from .base import GradResult, HParam, Range
 
 
 def fairgrad_weights(k: np.ndarray, alpha: float) -> tuple[np.ndarray, bool]:
@@ -47,25 +47,8 @@ class FairGrad(SolverMethod):
 
     name = "fairgrad"
     reference = "Ban & Ji, Fair Resource Allocation in Multi-Task Learning, ICML 2024"
-    hyperparams = {
-        "fairgrad_alpha": HParam(
-            float,
-            1.0,
-            "fairness exponent (1: proportional, larger: towards max-min)",
-            check=lambda v: 0.1 <= v <= 20.0,
-            allowed="a number in [0.1, 20]",
-        ),
-        "fairgrad_max_norm": HParam(
-            float,
-            0.0,
-            "upper bound on the norm of the update (the released runs' clipping at 1; 0: no bound)",
-            check=lambda v: v >= 0.0,
-            allowed="a number >= 0",
-        ),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    fairgrad_alpha: float
-    fairgrad_max_norm: float
+    fairgrad_alpha = HParam(1.0, Range(ge=0.1, le=20.0), "fairness exponent (1: proportional, larger: towards max-min)")
+    fairgrad_max_norm = HParam(0.0, Range(ge=0.0), "upper bound on the norm of the update (the released runs' clipping at 1; 0: no bound)")
     linear = True
     modes = ("param", "rep")
     default_mode = "param"

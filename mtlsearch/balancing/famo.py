@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import HParam, LossBalancing
+from .base import HParam, LossBalancing, Range
 
 #: Added to every loss before the log, as in the released code (its ``min_losses`` are 0).
 EPS = 1e-8
@@ -64,20 +64,9 @@ class FAMO(LossBalancing):
 
     name = "famo"
     reference = "Liu et al., FAMO: Fast Adaptive Multitask Optimization, NeurIPS 2023"
-    hyperparams = {
-        "famo_lr": HParam(float, 0.025, "Adam learning rate of the task logits", check=lambda v: v > 0, allowed="a number > 0"),
-        "famo_gamma": HParam(float, 0.001, "weight decay (L2) of the task logits", check=lambda v: v >= 0, allowed="a number >= 0"),
-        "famo_same_batch": HParam(
-            bool,
-            False,
-            "measure the loss decrease on the same batch re-evaluated after the step (the released rule)",
-            allowed="true or false",
-        ),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    famo_lr: float
-    famo_gamma: float
-    famo_same_batch: bool
+    famo_lr = HParam(0.025, Range(gt=0), "Adam learning rate of the task logits")
+    famo_gamma = HParam(0.001, Range(ge=0), "weight decay (L2) of the task logits")
+    famo_same_batch = HParam(False, help="measure the loss decrease on the same batch re-evaluated after the step (the released rule)")
     # Buffers (registered in __init__; declared here for type checkers).
     logits: Tensor
     exp_avg: Tensor

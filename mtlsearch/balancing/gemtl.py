@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor
 
-from .base import HParam, LossBalancing
+from .base import HParam, LossBalancing, Range
 
 GEOMETRIC_THRESHOLD = 1e-6
 
@@ -89,11 +89,7 @@ class GeMTL(PositiveLossMean):
 
     name = "gemtl"
     reference = "GeMTL: generalized mean of task losses (p=1 arithmetic, p->0 geometric, p->inf max)"
-    hyperparams = {
-        "p": HParam(float, 1.0, "exponent of the generalized mean", allowed="any finite real number"),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    p: float
+    p = HParam(1.0, Range(), "exponent of the generalized mean", buckets=(0, 1))
 
     def forward(self, losses: Tensor) -> Tensor:
         return self.aggregate(losses, self.p)

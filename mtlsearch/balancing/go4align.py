@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .base import HParam, LossBalancing
+from .base import HParam, LossBalancing, Range
 
 
 def kmeans_1d(x: np.ndarray, k: int) -> np.ndarray:
@@ -79,15 +79,8 @@ class GO4Align(LossBalancing):
 
     name = "go4align"
     reference = "Shen et al., GO4Align: Group Optimization for Multi-Task Alignment, NeurIPS 2024"
-    hyperparams = {
-        "go4align_groups": HParam(int, 2, "number of task groups (k of the k-means)", check=lambda v: v >= 1, allowed="an integer >= 1"),
-        "go4align_step": HParam(
-            float, 1e-4, "step size eta of the exponentiated risk update", check=lambda v: v >= 0, allowed="a number >= 0"
-        ),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    go4align_groups: int
-    go4align_step: float
+    go4align_groups = HParam(2, Range(ge=1), "number of task groups (k of the k-means)")
+    go4align_step = HParam(1e-4, Range(ge=0), "step size eta of the exponentiated risk update")
     # Buffers (registered in __init__; declared here for type checkers).
     risk_probs: Tensor
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import GradBalancing, GradResult, HParam
+from .base import GradBalancing, GradResult, HParam, Range
 
 
 def graddrop_direction(grads: Tensor, leak: float = 0.0, uniform: Tensor | None = None) -> Tensor:
@@ -50,17 +50,7 @@ class GradDrop(GradBalancing):
 
     name = "graddrop"
     reference = "Chen et al., Just Pick a Sign: Gradient Sign Dropout, NeurIPS 2020"
-    hyperparams = {
-        "graddrop_leak": HParam(
-            float,
-            0.0,
-            "fraction of the dropped gradients that leaks through",
-            check=lambda v: 0.0 <= v <= 1.0,
-            allowed="a number in [0, 1]",
-        ),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    graddrop_leak: float
+    graddrop_leak = HParam(0.0, Range(ge=0.0, le=1.0), "fraction of the dropped gradients that leaks through")
     linear = False
     modes = ("rep", "param")
     default_mode = "rep"

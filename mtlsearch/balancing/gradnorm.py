@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ._common import float_dtype
-from .base import GradBalancing, GradResult, HParam
+from .base import GradBalancing, GradResult, HParam, Range
 
 #: Floor of a weight after the gradient step (before renormalising), so no task is switched off.
 MIN_WEIGHT = 1e-3
@@ -62,26 +62,9 @@ class GradNorm(GradBalancing):
 
     name = "gradnorm"
     reference = "Chen et al., GradNorm: Gradient Normalization for Adaptive Loss Balancing in Deep Multitask Networks, ICML 2018"
-    hyperparams = {
-        "gradnorm_alpha": HParam(
-            float, 1.5, "strength alpha of the pull towards equal training rates", check=lambda v: v >= 0, allowed="a number >= 0"
-        ),
-        "gradnorm_lr": HParam(
-            float, 0.025, "learning rate of the task weights' own gradient step", check=lambda v: v > 0, allowed="a number > 0"
-        ),
-        "gradnorm_warmup_epochs": HParam(
-            int,
-            1,
-            "epochs trained with equal weights before GradNorm starts; "
-            "L(0) is then the first epoch's mean loss (0: the first step's losses)",
-            check=lambda v: v >= 0,
-            allowed="an integer >= 0",
-        ),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    gradnorm_alpha: float
-    gradnorm_lr: float
-    gradnorm_warmup_epochs: int
+    gradnorm_alpha = HParam(1.5, Range(ge=0), "strength alpha of the pull towards equal training rates")
+    gradnorm_lr = HParam(0.025, Range(gt=0), "learning rate of the task weights' own gradient step")
+    gradnorm_warmup_epochs = HParam(1, Range(ge=0), "equal-weight epochs first; L(0): their mean loss (0: the first step's)")
     # Buffers (registered in __init__; declared here for type checkers).
     loss_weights: Tensor
     initial_losses: Tensor

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ._common import gramian, to_weights
-from .base import GradBalancing, GradResult, HParam
+from .base import GradBalancing, GradResult, HParam, Range
 
 PHI_MAX = 1.0 - 1e-12
 
@@ -66,17 +66,7 @@ class GradVac(GradBalancing):
 
     name = "gradvac"
     reference = "Wang et al., Gradient Vaccine, ICLR 2021"
-    hyperparams = {
-        "gradvac_beta": HParam(
-            float,
-            0.01,
-            "EMA rate of the target cosine similarities",
-            check=lambda v: 0.0 <= v <= 1.0,
-            allowed="a number in [0, 1]",
-        ),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    gradvac_beta: float
+    gradvac_beta = HParam(0.01, Range(ge=0.0, le=1.0), "EMA rate of the target cosine similarities")
     # Buffers (registered in __init__; declared here for type checkers).
     targets: Tensor
     linear = True

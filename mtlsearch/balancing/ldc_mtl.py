@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .base import HParam, LossBalancing
+from .base import HParam, LossBalancing, Range
 
 
 class LDCMTL(LossBalancing):
@@ -50,11 +50,7 @@ class LDCMTL(LossBalancing):
 
     name = "ldc_mtl"
     reference = "Xiao et al., LDC-MTL: Balancing Multi-Task Learning through Scalable Loss Discrepancy Control, arXiv 2502.08585"
-    hyperparams = {
-        "ldc_mtl_lambda": HParam(float, 0.05, "weight of the loss-discrepancy penalty", check=lambda v: v >= 0, allowed="a number >= 0"),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    ldc_mtl_lambda: float
+    ldc_mtl_lambda = HParam(0.05, Range(ge=0), "weight of the loss-discrepancy penalty")
     # Buffers (registered in __init__; declared here for type checkers).
     ratios: Tensor
     has_ratios: Tensor

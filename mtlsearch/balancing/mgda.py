@@ -28,7 +28,7 @@ from torch import Tensor
 
 from ._common import SolverMethod, gramian, to_weights
 from ._qp import min_norm_simplex
-from .base import GradResult, HParam
+from .base import GradResult, HParam, OneOf
 
 NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 
@@ -42,17 +42,7 @@ class MGDA(SolverMethod):
 
     name = "mgda"
     reference = "Sener & Koltun, Multi-Task Learning as Multi-Objective Optimization, NeurIPS 2018"
-    hyperparams = {
-        "mgda_normalization": HParam(
-            str,
-            "none",
-            "gradient normalisation before the min-norm solve",
-            check=lambda v: v in NORMALIZATIONS,
-            allowed=", ".join(NORMALIZATIONS),
-        ),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    mgda_normalization: str
+    mgda_normalization = HParam("none", OneOf(*NORMALIZATIONS), "gradient normalisation before the min-norm solve")
     linear = True
     modes = ("rep", "param")
     default_mode = "rep"

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from ._lazy import LazyStateMixin
-from .base import GradBalancing, GradResult, HParam
+from .base import GradBalancing, GradResult, HParam, Range
 
 #: Added to the gradient norms before dividing, as in LibMTL.
 EPS = 1e-8
@@ -42,19 +42,11 @@ class MoCo(LazyStateMixin, GradBalancing):
 
     name = "moco"
     reference = "Fernando et al., Mitigating Gradient Bias in Multi-objective Learning: A Provably Convergent Approach, ICLR 2023"
-    hyperparams = {
-        "moco_beta": HParam(float, 0.5, "step size of the gradient tracking", check=lambda v: 0 < v <= 1, allowed="a number in (0, 1]"),
-        "moco_beta_sigma": HParam(float, 0.5, "decay: beta_k = beta / k^sigma", check=lambda v: v >= 0, allowed="a number >= 0"),
-        "moco_gamma": HParam(float, 0.1, "step size of the weights lambda", check=lambda v: v > 0, allowed="a number > 0"),
-        "moco_gamma_sigma": HParam(float, 0.5, "decay: gamma_k = gamma / k^sigma", check=lambda v: v >= 0, allowed="a number >= 0"),
-        "moco_rho": HParam(float, 0.0, "L2 regularisation of the lambda update", check=lambda v: v >= 0, allowed="a number >= 0"),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    moco_beta: float
-    moco_beta_sigma: float
-    moco_gamma: float
-    moco_gamma_sigma: float
-    moco_rho: float
+    moco_beta = HParam(0.5, Range(gt=0, le=1), "step size of the gradient tracking")
+    moco_beta_sigma = HParam(0.5, Range(ge=0), "decay: beta_k = beta / k^sigma")
+    moco_gamma = HParam(0.1, Range(gt=0), "step size of the weights lambda")
+    moco_gamma_sigma = HParam(0.5, Range(ge=0), "decay: gamma_k = gamma / k^sigma")
+    moco_rho = HParam(0.0, Range(ge=0), "L2 regularisation of the lambda update")
     # Buffers (registered in __init__; declared here for type checkers).
     tracked: Tensor
     lambd: Tensor

@@ -39,7 +39,7 @@ from torch import Tensor
 
 from ._common import SolverMethod, gramian, to_weights
 from ._qp import solve_power_equation
-from .base import GradResult, HParam
+from .base import GradResult, HParam, Range
 
 
 def nash_weights(k: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -56,17 +56,8 @@ class NashMTL(SolverMethod):
 
     name = "nash_mtl"
     reference = "Navon et al., Multi-Task Learning as a Bargaining Game, ICML 2022"
-    hyperparams = {
-        "nash_update_every": HParam(
-            int, 1, "recompute the weights every N steps, reuse them in between", check=lambda v: v >= 1, allowed="an integer >= 1"
-        ),
-        "nash_max_norm": HParam(
-            float, 1.0, "upper bound on the norm of the update (0: no bound)", check=lambda v: v >= 0.0, allowed="a number >= 0"
-        ),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    nash_update_every: int
-    nash_max_norm: float
+    nash_update_every = HParam(1, Range(ge=1), "recompute the weights every N steps, reuse them in between")
+    nash_max_norm = HParam(1.0, Range(ge=0.0), "upper bound on the norm of the update (0: no bound)")
     # Buffers (registered in __init__; declared here for type checkers).
     step: Tensor
     last_weights: Tensor

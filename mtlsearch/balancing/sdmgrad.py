@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ._common import gramian, to_weights
 from ._qp import project_simplex
-from .base import GradBalancing, GradResult, HParam
+from .base import GradBalancing, GradResult, HParam, Range
 
 #: Momentum of the inner SGD on the weights, as in LibMTL's SDMGrad and the released code (reset each step).
 INNER_MOMENTUM = 0.5
@@ -64,21 +64,9 @@ class SDMGrad(GradBalancing):
 
     name = "sdmgrad"
     reference = "Xiao et al., Direction-oriented Multi-objective Learning: Simple and Provable Stochastic Algorithms, NeurIPS 2023"
-    hyperparams = {
-        "sdmgrad_lambda": HParam(float, 0.3, "pull towards the mean gradient", check=lambda v: v >= 0, allowed="a number >= 0"),
-        "sdmgrad_niter": HParam(int, 20, "inner steps on the weights per step", check=lambda v: v >= 1, allowed="an integer >= 1"),
-        "sdmgrad_inner_lr": HParam(
-            float,
-            5.0,
-            "learning rate of the inner SGD on the weights (LibMTL 5, released code 10)",
-            check=lambda v: v > 0,
-            allowed="a number > 0",
-        ),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    sdmgrad_lambda: float
-    sdmgrad_niter: int
-    sdmgrad_inner_lr: float
+    sdmgrad_lambda = HParam(0.3, Range(ge=0), "pull towards the mean gradient")
+    sdmgrad_niter = HParam(20, Range(ge=1), "inner steps on the weights per step")
+    sdmgrad_inner_lr = HParam(5.0, Range(gt=0), "learning rate of the inner SGD on the weights (LibMTL 5, released code 10)")
     # Buffers (registered in __init__; declared here for type checkers).
     w: Tensor
     linear = True

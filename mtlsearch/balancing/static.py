@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import HParam, LossBalancing
+from .base import Check, HParam, LossBalancing
 
 
 def _positive_numbers(value: Any) -> bool:
@@ -17,6 +17,9 @@ def _positive_numbers(value: Any) -> bool:
         or all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0 for v in value)
         and sum(value) > 0
     )
+
+
+WEIGHTS = Check(_positive_numbers, "[] (equal weights) or a list of finite numbers >= 0 with a positive sum, one per task")
 
 
 class Static(LossBalancing):
@@ -37,17 +40,7 @@ class Static(LossBalancing):
 
     name = "static"
     reference = "Tuned static weights (Xin et al. 2022; Kurin et al. 2022; Royer et al. 2023)"
-    hyperparams = {
-        "static_weights": HParam(
-            list,
-            [],
-            "one non-negative weight per task (empty: equal weights)",
-            check=_positive_numbers,
-            allowed="[] (equal weights) or a list of finite numbers >= 0 with a positive sum, one per task",
-        ),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    static_weights: list[float]
+    static_weights = HParam[list[float]]([], WEIGHTS, "one non-negative weight per task (empty: equal weights)")
     # Buffers (registered in __init__; declared here for type checkers).
     weights: Tensor
 

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .base import HParam, LossBalancing
+from .base import HParam, LossBalancing, Range
 
 #: Added inside the log, as in the released code.
 EPS = 1e-20
@@ -45,22 +45,8 @@ class STCH(LossBalancing):
 
     name = "stch"
     reference = "Lin et al., Smooth Tchebycheff Scalarization for Multi-Objective Optimization, ICML 2024"
-    hyperparams = {
-        "stch_mu": HParam(
-            float, 1.0, "smoothing parameter mu (-> 0: max of the normalised log-losses)", check=lambda v: v > 0, allowed="a number > 0"
-        ),
-        "stch_warmup_epochs": HParam(
-            int,
-            5,
-            "epochs trained on sum_t log L_t before STCH; the reference point "
-            "z_t is the mean training loss of the last of them (0: no warm-up, z = 1)",
-            check=lambda v: v >= 0,
-            allowed="an integer >= 0",
-        ),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    stch_mu: float
-    stch_warmup_epochs: int
+    stch_mu = HParam(1.0, Range(gt=0), "smoothing parameter mu (-> 0: max of the normalised log-losses)")
+    stch_warmup_epochs = HParam(5, Range(ge=0), "epochs on sum_t log L_t first; z_t: the last one's mean loss (0: z = 1)")
     # Buffers (registered in __init__; declared here for type checkers).
     nadir: Tensor
     epochs_seen: Tensor

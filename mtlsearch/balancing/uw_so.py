@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import HParam, LossBalancing
+from .base import HParam, LossBalancing, Range
 
 #: Added to the losses before the inverse, as in the released code.
 EPS = 1e-8
@@ -26,11 +26,7 @@ class UWSO(LossBalancing):
 
     name = "uw_so"
     reference = "Kirchdorfer et al., Analytical Uncertainty-Based Loss Weighting in Multi-Task Learning, GCPR 2024"
-    hyperparams = {
-        "uw_so_temperature": HParam(float, 1.0, "softmax temperature of the inverse losses", check=lambda v: v > 0, allowed="a number > 0"),
-    }
-    # Set by Balancing.__init__ from ``hyperparams`` (declared here for type checkers).
-    uw_so_temperature: float
+    uw_so_temperature = HParam(1.0, Range(gt=0), "softmax temperature of the inverse losses")
 
     def forward(self, losses: Tensor) -> Tensor:
         w = torch.softmax((1.0 / (losses.detach() + EPS)) / self.uw_so_temperature, dim=0)

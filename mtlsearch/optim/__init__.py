@@ -1,7 +1,8 @@
 """Optimizers by name: the torch base optimizers, and (as they are added) their AdaTask variants.
 
 ``build_optimizer`` gets the shared parameters and the task-specific ones (heads and any learnable
-parameters of the balancing method) separately: AdaTask optimizers treat them differently, the base
+parameters of the balancing method) separately, and every factory of both registries takes them in
+one signature (:class:`OptimizerFactory`): AdaTask optimizers treat them differently, the base
 optimizers do not.  An AdaTask optimizer's ``step(task_grads=...)`` takes, for each shared parameter,
 its per-task gradients stacked as ``[T, *param.shape]``; plain ones use ``param.grad``.  Every optimizer
 built here also has ``step_tasks(task_grads, shares=...)``: a step from per-task gradients that can
@@ -10,7 +11,7 @@ return each task's share of the update (the base optimizers' rules in :mod:`.bas
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Protocol
 
 from torch import nn
 
@@ -19,37 +20,60 @@ from mtlsearch.errors import ConfigError, choices
 from .adatask import AdagradAdaTask, AdamAdaTask, AdaTaskOptimizer, RMSpropAdaTask  # public names
 from .base import SGD, Adagrad, Adam, RMSprop, TaskStepMixin  # public names
 
-BaseFactory = Callable[..., TaskStepMixin]
+#: An optimizer built here: torch's (with ``step_tasks``) or an AdaTask one.
+TaskOptimizer = TaskStepMixin | AdaTaskOptimizer
 
-#: name -> factory(params, lr, weight_decay, fused, shared): torch's optimizers (``shared``: the
-#: parameters that ``step_tasks`` gets per-task gradients for)
-BASE_OPTIMIZERS: dict[str, BaseFactory] = {
+
+class OptimizerFactory(Protocol):
+    """The one signature of both registries: the shared parameters (those ``step_tasks`` and AdaTask
+    get per-task gradients for), the task-specific ones, and the trial's settings.  A factory uses what
+    its optimizer needs (``num_tasks``: AdaTask's accumulators; ``fused``: torch's fused Adam on CUDA)."""
+
+    def __call__(
+        self, shared: list[nn.Parameter], specific: list[nn.Parameter], *, lr: float, weight_decay: float, num_tasks: int, fused: bool
+    ) -> TaskOptimizer: ...
+
+
+def _adam(shared: list[nn.Parameter], specific: list[nn.Parameter], *, lr: float, weight_decay: float, num_tasks: int, fused: bool) -> Adam:
+    params = [*shared, *specific]
     # Fused Adam on CUDA (unless fused=False); fused=None lets torch pick its foreach kernels.
-    "adam": lambda params, lr, weight_decay, fused=True, shared=(): Adam(
-        params,
-        lr=lr,
-        weight_decay=weight_decay,
-        fused=True if fused and params and params[0].is_cuda else None,
-        shared=shared,
-    ),
-    "rmsprop": lambda params, lr, weight_decay, fused=True, shared=(): RMSprop(params, lr=lr, weight_decay=weight_decay, shared=shared),
-    "adagrad": lambda params, lr, weight_decay, fused=True, shared=(): Adagrad(params, lr=lr, weight_decay=weight_decay, shared=shared),
-    "sgd": lambda params, lr, weight_decay, fused=True, shared=(): SGD(
-        params, lr=lr, momentum=0.9, weight_decay=weight_decay, shared=shared
-    ),
-}
+    use_fused = True if fused and params and params[0].is_cuda else None
+    return Adam(params, lr=lr, weight_decay=weight_decay, fused=use_fused, shared=shared)
 
-#: name -> factory(shared, specific, lr, weight_decay, num_tasks) for optimizers needing per-task grads
-ADATASK_OPTIMIZERS: dict[str, Callable[..., AdaTaskOptimizer]] = {
-    "adam_adatask": lambda shared, specific, lr, weight_decay, num_tasks, **kw: AdamAdaTask(
-        shared, specific, num_tasks=num_tasks, lr=lr, weight_decay=weight_decay, **kw
-    ),
-    "rmsprop_adatask": lambda shared, specific, lr, weight_decay, num_tasks, **kw: RMSpropAdaTask(
-        shared, specific, num_tasks=num_tasks, lr=lr, weight_decay=weight_decay, **kw
-    ),
-    "adagrad_adatask": lambda shared, specific, lr, weight_decay, num_tasks, **kw: AdagradAdaTask(
-        shared, specific, num_tasks=num_tasks, lr=lr, weight_decay=weight_decay, **kw
-    ),
+
+def _rmsprop(
+    shared: list[nn.Parameter], specific: list[nn.Parameter], *, lr: float, weight_decay: float, num_tasks: int, fused: bool
+) -> RMSprop:
+    return RMSprop([*shared, *specific], lr=lr, weight_decay=weight_decay, shared=shared)
+
+
+def _adagrad(
+    shared: list[nn.Parameter], specific: list[nn.Parameter], *, lr: float, weight_decay: float, num_tasks: int, fused: bool
+) -> Adagrad:
+    return Adagrad([*shared, *specific], lr=lr, weight_decay=weight_decay, shared=shared)
+
+
+def _sgd(shared: list[nn.Parameter], specific: list[nn.Parameter], *, lr: float, weight_decay: float, num_tasks: int, fused: bool) -> SGD:
+    return SGD([*shared, *specific], lr=lr, momentum=0.9, weight_decay=weight_decay, shared=shared)
+
+
+def _adatask(cls: type[AdamAdaTask] | type[RMSpropAdaTask] | type[AdagradAdaTask]) -> OptimizerFactory:
+    def factory(
+        shared: list[nn.Parameter], specific: list[nn.Parameter], *, lr: float, weight_decay: float, num_tasks: int, fused: bool
+    ) -> AdaTaskOptimizer:
+        return cls(shared, specific, num_tasks=num_tasks, lr=lr, weight_decay=weight_decay)
+
+    return factory
+
+
+#: torch's optimizers by name (one parameter group; ``step_tasks`` from per-task gradients of ``shared``)
+BASE_OPTIMIZERS: dict[str, OptimizerFactory] = {"adam": _adam, "rmsprop": _rmsprop, "adagrad": _adagrad, "sgd": _sgd}
+
+#: the optimizers that keep per-task accumulators of the shared parameters (AdaTask), by name
+ADATASK_OPTIMIZERS: dict[str, OptimizerFactory] = {
+    "adam_adatask": _adatask(AdamAdaTask),
+    "rmsprop_adatask": _adatask(RMSpropAdaTask),
+    "adagrad_adatask": _adatask(AdagradAdaTask),
 }
 
 OPTIMIZERS = sorted([*BASE_OPTIMIZERS, *ADATASK_OPTIMIZERS])
@@ -76,10 +100,9 @@ def build_optimizer(
     weight_decay: float,
     num_tasks: int,
     fused: bool = True,
-    **kwargs: Any,
-) -> TaskStepMixin | AdaTaskOptimizer:
-    """``fused=False``: torch's default (foreach) Adam kernels on CUDA instead of the fused one."""
+) -> TaskOptimizer:
+    """The optimizer ``name`` over the shared and the task-specific parameters (``fused=False``: torch's
+    default (foreach) Adam kernels on CUDA instead of the fused one)."""
     check_optimizer(name)
-    if name in ADATASK_OPTIMIZERS:
-        return ADATASK_OPTIMIZERS[name](shared, specific, lr=lr, weight_decay=weight_decay, num_tasks=num_tasks, **kwargs)
-    return BASE_OPTIMIZERS[name]([*shared, *specific], lr, weight_decay, fused=fused, shared=shared)
+    factory = ADATASK_OPTIMIZERS.get(name) or BASE_OPTIMIZERS[name]
+    return factory(shared, specific, lr=lr, weight_decay=weight_decay, num_tasks=num_tasks, fused=fused)

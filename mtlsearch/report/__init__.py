@@ -3,8 +3,9 @@
 Input: an MLflow experiment (``--experiment NAME [--tracking-uri URI] [--search ID]``, the latest
 search of the experiment by default) or a Ray results folder (``--results DIR``).  Output:
 
-* **Leaderboard**, one row per (method, optimizer, GeMTL p bucket).  GeMTL's exponent p is bucketed
-  as ``p<0`` (weights grow as a task's loss shrinks: leans towards the *easiest* task; p -> -inf is
+* **Leaderboard**, one row per (method, optimizer, and the bucket of each hyperparameter whose method
+  declares buckets: ``HParam(..., buckets=...)``, see :mod:`mtlsearch.hparams`).  GeMTL declares
+  ``p``'s: ``p<0`` (weights grow as a task's loss shrinks: leans towards the *easiest* task; p -> -inf is
   the min), ``0<=p<1`` (from the geometric mean, p -> 0, up to the arithmetic mean) and ``p>=1``
   (the arithmetic mean = equal weighting at p = 1, leaning towards the *hardest* task, the max, as
   p grows).  In each row: the best configuration by the search's objective, where trials of one
@@ -17,7 +18,8 @@ search of the experiment by default) or a Ray results folder (``--results DIR``)
   and are left out) on every validation task metric: the configurations that no other one beats or
   equals on every task metric while beating it on one.
 * **Figures** (``--out DIR``, and logged to the search's parent run under ``report/``): Δm against
-  p (GeMTL), Δm against lr, Δm per method (box + strip), per-task learning curves of the best trials,
+  each searched number (``delta_m_vs_<name>.png``; a method's hyperparameter over the trials of the
+  methods that declare it), Δm per method (box + strip), per-task learning curves of the best trials,
   the AdaTask task-dominance heatmap where ``dominance/<layer>/<task>`` metrics exist, and the
   Pareto front for each pair of task metrics.
 * The leaderboard as a terminal table, Markdown (``--markdown FILE``) and CSV (``--csv FILE``; mean

@@ -1,29 +1,83 @@
-"""Analysis of a loaded search: the leaderboard (best configuration per method, optimizer and GeMTL p
-bucket, seeds pooled), task metrics and their directions, the Pareto set (through
-:mod:`mtlsearch.results`)."""
+"""Analysis of a loaded search: the leaderboard (best configuration per method, optimizer and bucket of
+a hyperparameter whose method declares buckets, e.g. GeMTL's p; seeds pooled), task metrics and their
+directions, the Pareto set (through :mod:`mtlsearch.results`), and the hyperparameters the search's
+methods declare (:func:`method_params`: the report takes names, buckets and owners from there)."""
 
 from __future__ import annotations
 
 import functools
 import json
 import math
-from typing import Any, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Sequence
 
 from mtlsearch import results
 from mtlsearch.report.load import Search, Trial
 from mtlsearch.tracking import STATUS_COMPLETED, STATUS_ERRORED, STATUS_STOPPED
 
+if TYPE_CHECKING:
+    from mtlsearch.hparams import HParam
+
 #: Config keys that are not hyperparameters of a configuration (pooled over / never shown).
 SEED_KEYS = ("seed",)
 HIDDEN_KEYS = {"seed", "data_root", "device", "benchmark", "max_epochs"}
-P_BUCKETS = ("p<0", "0<=p<1", "p>=1")
 LOWER_IS_BETTER_HINTS = ("loss", "mae", "mse", "rmse", "error", "err", "abs_rel", "rel", "angle", "nll")
 
 
-def p_bucket(p: Any) -> str:
-    """GeMTL's p bucket (see the module docstring): ``p<0``, ``0<=p<1`` or ``p>=1``."""
-    p = float(p)
-    return P_BUCKETS[0] if p < 0 else P_BUCKETS[1] if p < 1 else P_BUCKETS[2]
+@dataclass(frozen=True)
+class MethodParam:
+    """A hyperparameter that methods of the search declare: its declaration (``spec``: rule, buckets),
+    the methods as the trials name them, and their classes' names (``GeMTL``)."""
+
+    name: str
+    spec: HParam[Any]
+    methods: tuple[str, ...]
+    owners: tuple[str, ...]
+
+    BUCKET: ClassVar[str] = " bucket"
+
+    @property
+    def column(self) -> str:
+        """The leaderboard's column of its buckets (``p bucket``)."""
+        return self.name + self.BUCKET
+
+
+def method_params(search: Search) -> dict[str, MethodParam]:
+    """The hyperparameters declared by the methods the search's trials ran, by name (a method this
+    checkout cannot load, e.g. a user's file that moved, declares none)."""
+    names = tuple(sorted({str(t.params["method"]) for t in search.trials if t.params.get("method")}))
+    return dict(_method_params(names))
+
+
+@functools.lru_cache(maxsize=32)
+def _method_params(methods: tuple[str, ...]) -> tuple[tuple[str, MethodParam], ...]:
+    from mtlsearch.balancing import get_method
+    from mtlsearch.hparams import HParam
+
+    found: dict[str, tuple[HParam[Any], list[str], list[str]]] = {}
+    for method in methods:
+        try:
+            cls = get_method(method)
+        except Exception:  # unknown here, or a plugin that no longer imports: the report goes on without
+            continue
+        for key, spec in cls.hyperparams.items():
+            if isinstance(spec, HParam):
+                _, users, owners = found.setdefault(key, (spec, [], []))
+                users.append(method)
+                owners.append(cls.__name__)
+    return tuple((k, MethodParam(k, spec, tuple(users), tuple(dict.fromkeys(owners)))) for k, (spec, users, owners) in found.items())
+
+
+def bucket_params(search: Search) -> list[MethodParam]:
+    """The method hyperparameters whose buckets get leaderboard rows of their own (GeMTL's p: ``p<0``,
+    ``0<=p<1``, ``p>=1``, where its weighting leans towards the easiest task, averages, or leans
+    towards the hardest)."""
+    return [mp for mp in method_params(search).values() if mp.spec.buckets]
+
+
+def group_columns(search: Search) -> list[str]:
+    """The leaderboard's group columns: method, optimizer and one per bucketed hyperparameter."""
+    return ["method", "optimizer", *[mp.column for mp in bucket_params(search)]]
 
 
 def benchmark_objectives(search: Search, split: str) -> list[tuple[str, str]]:
@@ -102,10 +156,17 @@ def _mean_std(values: list[float]) -> tuple[float, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def group_of(trial: Trial) -> tuple[str, str, str]:
+def row_group_columns(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The group columns of leaderboard rows: method, optimizer and each bucket column they hold."""
+    buckets = dict.fromkeys(k for row in rows for k in row if k.endswith(MethodParam.BUCKET))
+    return ["method", "optimizer", *buckets]
+
+
+def group_of(trial: Trial, buckets: Sequence[MethodParam] = ()) -> tuple[str, str, tuple[str, ...]]:
+    """(method, optimizer, the trial's bucket of each of ``buckets``: "" where its method does not declare it)."""
     method = str(trial.params.get("method", "?"))
-    bucket = p_bucket(trial.params["p"]) if method == "gemtl" and isinstance(trial.params.get("p"), (int, float)) else ""
-    return method, str(trial.params.get("optimizer", "")), bucket
+    cells = tuple(mp.spec.bucket(trial.params.get(mp.name)) if method in mp.methods else "" for mp in buckets)
+    return method, str(trial.params.get("optimizer", "")), cells
 
 
 def _pooled(pool: list[Trial], metric: str) -> list[float]:
@@ -115,10 +176,11 @@ def _pooled(pool: list[Trial], metric: str) -> list[float]:
 
 
 def leaderboard(search: Search) -> tuple[list[dict[str, Any]], list[str]]:
-    """One row per (method, optimizer, p bucket), best first (:func:`mtlsearch.results.rank_with_uncertainty`:
-    completed configurations by their mean over seeds, then partial ones, errored groups last); each
-    row is the group's best configuration with its seeds pooled (``mean``, ``ci95``, ``seeds``,
-    ``tied`` with the best row, ``status``); and the metric columns it fills."""
+    """One row per (method, optimizer, bucket of each bucketed hyperparameter), best first
+    (:func:`mtlsearch.results.rank_with_uncertainty`: completed configurations by their mean over
+    seeds, then partial ones, errored groups last); each row is the group's best configuration with its
+    seeds pooled (``mean``, ``ci95``, ``seeds``, ``tied`` with the best row, ``status``); and the metric
+    columns it fills."""
     sign = results.sign(search.mode)
     val_metrics = task_metrics(search, "val")
     test_metrics = task_metrics(search, "test")
@@ -131,12 +193,13 @@ def leaderboard(search: Search) -> tuple[list[dict[str, Any]], list[str]]:
     if search.metric not in metrics:
         metrics.insert(0, search.metric)
     shown = searched_keys(search)
-    groups: dict[tuple[str, str, str], list[Trial]] = {}
+    buckets = bucket_params(search)
+    groups: dict[tuple[str, str, tuple[str, ...]], list[Trial]] = {}
     for t in search.trials:
-        groups.setdefault(group_of(t), []).append(t)
+        groups.setdefault(group_of(t, buckets), []).append(t)
 
     rows = []
-    for (method, optimizer, bucket), trials in groups.items():
+    for (method, optimizer, cells), trials in groups.items():
         configs: dict[str, list[Trial]] = {}
         for t in trials:
             if t.status != STATUS_ERRORED and search.metric in t.final:
@@ -153,7 +216,7 @@ def leaderboard(search: Search) -> tuple[list[dict[str, Any]], list[str]]:
         row: dict[str, Any] = {
             "method": method,
             "optimizer": optimizer,
-            "p bucket": bucket,
+            **{mp.column: cell for mp, cell in zip(buckets, cells)},
             "trials": len(trials),
             "asha_stopped": sum(t.status == STATUS_STOPPED for t in trials),
             "errored": sum(t.status == STATUS_ERRORED for t in trials),

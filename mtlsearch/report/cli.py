@@ -9,6 +9,7 @@ from typing import Sequence
 
 from mtlsearch import studies, tracking
 from mtlsearch.errors import ConfigError
+from mtlsearch.report.analysis import group_columns
 from mtlsearch.report.figures import fig_importance, fig_joint, fig_parallel, joint_data, make_figures, parallel_data
 from mtlsearch.report.importance import importance_text, param_importance
 from mtlsearch.report.load import load_mlflow, load_results
@@ -44,11 +45,11 @@ def report(args: argparse.Namespace) -> int:
         Path(args.markdown).write_text(md)
         print(f"Markdown: {args.markdown}")
     if args.csv:
-        write_csv(Path(args.csv), rows, metrics)
+        write_csv(Path(args.csv), rows, metrics, group_columns(search))
         print(f"CSV: {args.csv}")
     if not args.no_figures:
         out = Path(args.out) if args.out else Path("mtlsearch_report") / search.name
-        figures = make_figures(search, rows, out)
+        figures = make_figures(search, rows, out, searched)
         figures = [
             p
             for p in (

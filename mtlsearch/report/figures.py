@@ -1,6 +1,10 @@
-"""Figures of a search (matplotlib, Agg): Δm against p and lr, Δm per method, learning curves of the
-best trials, the task-dominance heatmap and the Pareto front of each pair of task metrics; and the
-searched parameters: p x lr (joint), parallel coordinates, parameter importance (at the end).
+"""Figures of a search (matplotlib, Agg): Δm against each searched number (a method's hyperparameter
+over the trials of the methods that declare it, with its buckets marked), Δm per method, learning
+curves of the best trials, the task-dominance heatmap and the Pareto front of each pair of task
+metrics; and the searched parameters: two numbers jointly (a trial setting such as the learning rate x
+a method's hyperparameter), parallel coordinates, parameter importance (at the end).  Parameter names,
+buckets and the methods that own a hyperparameter come from the space (or the trials) and the methods'
+declarations (:func:`mtlsearch.report.analysis.method_params`), never from a list kept here.
 
 The searched-parameter figures are computed as data first (``joint_data``, ``parallel_data``: plain
 dicts a test can read) and then drawn.  Early-stopped trials carry partial values (their objective
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Collection, Sequence, TypeGuard
 
-from mtlsearch.report.analysis import P_BUCKETS, metric_modes, pareto_set, task_metrics
+from mtlsearch.report.analysis import MethodParam, bucket_params, method_params, metric_modes, pareto_set, task_metrics
 from mtlsearch.report.load import Search, Trial
 from mtlsearch import results
 from mtlsearch.results import pareto_mask
@@ -250,9 +254,20 @@ def _legend(panels: Sequence[tuple[Axes, float, float]], ax: Axes) -> None:
 
 
 def fig_delta_vs_param(
-    search: Search, out: Path, param: str, *, methods: Collection[str] | None = None, log: bool = False, filename: str
+    search: Search,
+    out: Path,
+    param: str,
+    *,
+    methods: Collection[str] | None = None,
+    log: bool = False,
+    filename: str | None = None,
+    declared: MethodParam | None = None,
 ) -> Path | None:
+    """Δm against ``param`` (``declared``: a method hyperparameter, drawn over the trials of the methods
+    that declare it, its buckets marked and its owners named in the title)."""
     plt = _plt()
+    if declared is not None and methods is None:
+        methods = set(declared.methods)
     dm = search.delta_metric()
     pts = [
         t
@@ -277,19 +292,21 @@ def fig_delta_vs_param(
     if log:
         bottom.set_xscale("log")
     top = panels[0][0]
-    if param == "p":
+    edges = list(declared.spec.buckets) if declared is not None else []
+    if edges:
         for ax, _, _ in panels:
-            for x in (0.0, 1.0):
-                ax.axvline(x, color="0.6", ls=":", lw=1)
+            for x in edges:
+                ax.axvline(float(x), color="0.6", ls=":", lw=1)
         lo, hi = top.get_xlim()
-        for name, x in zip(P_BUCKETS, ((lo + 0) / 2, 0.5, (1 + hi) / 2)):
-            top.text(x, 1.0, name, transform=top.get_xaxis_transform(), ha="center", va="bottom", fontsize=8, color="0.4")
+        bounds = [lo, *edges, hi]
+        for name, a, b in zip(declared.spec.bucket_labels() if declared else [], bounds, bounds[1:]):
+            top.text((a + b) / 2, 1.0, name, transform=top.get_xaxis_transform(), ha="center", va="bottom", fontsize=8, color="0.4")
     bottom.set_xlabel(param + (" (log scale)" if log else ""))
     main.set_ylabel(f"{dm} (%, higher is better)" if dm.endswith("delta_m") else dm)
     _legend(panels, main)
-    what = "GeMTL: " if methods else ""
+    what = f"{'/'.join(declared.owners)}: " if declared is not None else ""
     top.set_title(_wrap(f"{what}{dm} against {param} ({len(pts)} trials; hollow = stopped early by ASHA)", width, 9), fontsize=9, pad=14)
-    return _save(fig, out / filename)
+    return _save(fig, out / (filename or f"delta_m_vs_{param}.png"))
 
 
 def fig_delta_by_method(search: Search, out: Path) -> Path | None:
@@ -328,6 +345,7 @@ def fig_learning_curves(search: Search, rows: list[dict[str, Any]], out: Path, t
     if not best or not metrics:
         return None
     modes = metric_modes(search, metrics)
+    buckets = [mp.column for mp in bucket_params(search)]
     cols = min(len(metrics), 4)
     nrows = math.ceil(len(metrics) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(3.6 * cols, 3.0 * nrows), squeeze=False)
@@ -335,7 +353,8 @@ def fig_learning_curves(search: Search, rows: list[dict[str, Any]], out: Path, t
         for i, (row, trial) in enumerate(best):
             hist = trial.history().get(m, [])
             if hist:
-                label = f"{row['method']}{'+' + row['optimizer'] if row['optimizer'] else ''} {row['p bucket']} ({trial.trial_id})"
+                where = " ".join(str(row.get(c, "")) for c in buckets)
+                label = f"{row['method']}{'+' + row['optimizer'] if row['optimizer'] else ''} {where} ({trial.trial_id})"
                 ax.plot(*zip(*hist), marker="o", ms=3, color=f"C{i}", label=label)
         ax.set_title(f"{m} ({'lower' if modes[m] == 'min' else 'higher'} is better)", fontsize=9)
         ax.set_xlabel("epoch")
@@ -343,8 +362,14 @@ def fig_learning_curves(search: Search, rows: list[dict[str, Any]], out: Path, t
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(metrics) :]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8)
+    # Every panel's curves (a trial may log a metric the first panel's trials do not), each label once.
+    seen: dict[str, Any] = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            seen.setdefault(label, handle)
+    labels = list(seen)
+    if labels:
+        fig.legend(list(seen.values()), labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8)
     fig.suptitle("Learning curves of the best trial of each leaderboard row", fontsize=10)
     fig.tight_layout(rect=(0, 0.08 + 0.03 * (len(labels) > 3), 1, 0.96))
     return _save(fig, out / "learning_curves.png")
@@ -432,11 +457,17 @@ def fig_pareto(search: Search, out: Path, max_pairs: int = 6) -> Path | None:
     return _save(fig, out / "pareto.png")
 
 
-def make_figures(search: Search, rows: list[dict[str, Any]], out: Path) -> list[Path]:
+def make_figures(search: Search, rows: list[dict[str, Any]], out: Path, searched: Sequence[SearchedParam] | None = None) -> list[Path]:
+    """The report's figures in ``out``: Δm against each searched number (``delta_m_vs_<name>.png``, in
+    the space's order; ``searched``: :func:`~mtlsearch.report.trials.searched_params`, else what the
+    trials' values show), Δm per method, learning curves, task dominance and the Pareto front."""
+    from mtlsearch.report.trials import params_from_trials
+
     out.mkdir(parents=True, exist_ok=True)
+    declared = method_params(search)
+    params = searched if searched is not None else params_from_trials(search)
     paths = [
-        fig_delta_vs_param(search, out, "p", methods={"gemtl"}, filename="delta_m_vs_p.png"),
-        fig_delta_vs_param(search, out, "lr", log=True, filename="delta_m_vs_lr.png"),
+        *[fig_delta_vs_param(search, out, p.name, log=p.log, declared=declared.get(p.name)) for p in params if p.numeric and not p.simplex],
         fig_delta_by_method(search, out),
         fig_learning_curves(search, rows, out),
         fig_dominance(search, out),
@@ -472,9 +503,17 @@ def colour_limits(search: Search, metric: str | None = None) -> tuple[float, flo
     return lo, hi, "colour scale: robust limits (the values within 1.5 IQR of the quartiles)"
 
 
-def joint_axes(params: Sequence[SearchedParam], importance: Importance | None = None) -> tuple[Any, Any] | None:
-    """(x, y) parameters of the joint figure: lr and p when both are searched numbers, else lr (or the most
-    important numeric parameter) against the next most important one; None without two numeric ones."""
+def joint_axes(
+    params: Sequence[SearchedParam], importance: Importance | None = None, declared: Collection[str] = ()
+) -> tuple[Any, Any] | None:
+    """(x, y) parameters of the joint figure, None without two numeric ones.  x: the first searched
+    number among the trial's own settings in :class:`~mtlsearch.config.TrialConfig`'s order (the
+    learning rate before the weight decay, ...), else the most important number; y: the most important
+    of the rest that is a method's hyperparameter (``declared``), else the most important of the rest."""
+    import dataclasses
+
+    from mtlsearch.config import TrialConfig
+
     numeric = {p.name: p for p in params if p.numeric}
     if len(numeric) < 2:
         return None
@@ -482,18 +521,18 @@ def joint_axes(params: Sequence[SearchedParam], importance: Importance | None = 
     if importance is not None and importance.ok:
         ranked = importance.values.get("fANOVA") or next(iter(importance.values.values()))
         order = sorted(order, key=lambda k: -ranked.get(k, -1.0))
-    if "lr" in numeric:
-        x = "lr"
-        y = "p" if "p" in numeric else next(k for k in order if k != "lr")
-    else:
-        x, y = order[0], order[1]
+    settings = [f.name for f in dataclasses.fields(TrialConfig) if f.name in numeric]
+    x = settings[0] if settings else order[0]
+    rest = [k for k in order if k != x]
+    y = next((k for k in rest if k in declared), rest[0])
     return numeric[x], numeric[y]
 
 
 def joint_data(search: Search, params: Sequence[SearchedParam], importance: Importance | None = None) -> dict[str, Any] | None:
     """The joint figure as data: axes, colour scale and one point per trial (``hollow``: stopped early by
     ASHA, ``errored``: drawn as a grey cross, without a colour)."""
-    axes = joint_axes(params, importance)
+    declared = method_params(search)
+    axes = joint_axes(params, importance, declared)
     if axes is None:
         return None
     px, py = axes
@@ -522,6 +561,7 @@ def joint_data(search: Search, params: Sequence[SearchedParam], importance: Impo
     return {
         "x": px,
         "y": py,
+        "y_buckets": declared[py.name].spec.buckets if py.name in declared else (),
         "points": points,
         "limits": limits,
         "scale": scale,
@@ -589,9 +629,8 @@ def fig_joint(data: dict[str, Any] | None, out: Path, filename: str = "joint_par
         ax.set_yscale("log")
     ax.set_xlim(*_axis_limits(px, [p["x"] for p in pts]))
     ax.set_ylim(*_axis_limits(py, [p["y"] for p in pts]))
-    if py.name == "p":
-        for yv in (0.0, 1.0):
-            ax.axhline(yv, color="0.6", ls=":", lw=1)
+    for yv in data.get("y_buckets", ()):
+        ax.axhline(float(yv), color="0.6", ls=":", lw=1)
     ax.set_xlabel(f"{px.name}{' (log scale)' if px.log else ''}")
     ax.set_ylabel(f"{py.name}{' (log scale)' if py.log else ''}")
     ax.grid(alpha=0.3)

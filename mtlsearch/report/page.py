@@ -223,19 +223,36 @@ def build_page(
     else:
         sections.append(("Parameter importance", f"<p>{esc(importance.note)}</p>"))
     sections.append(("Pareto set", f"<pre>{esc(pareto_table(search)[0])}</pre>"))
-    sections.append(("Figures", "".join(figure(p, CAPTIONS.get(Path(p).name, "")) for p in figures) or "<p>none</p>"))
+    sections.append(("Figures", "".join(figure(p, caption(Path(p).name, search, searched, importance)) for p in figures) or "<p>none</p>"))
     sections.append(trials_section(search, searched))
     return html_page(search, sections=sections)
 
 
 CAPTIONS = {
-    "joint_params.png": "The objective over the two searched numbers (p x lr when both are searched); hollow: stopped early by ASHA",
     "parallel_coordinates.png": "Every searched parameter, one line per trial; faint: stopped early by ASHA",
     "param_importance.png": "Parameter importance: fANOVA and PED-ANOVA (Optuna)",
-    "delta_m_vs_p.png": "Δm against GeMTL's p",
-    "delta_m_vs_lr.png": "Δm against the learning rate",
     "delta_m_by_method.png": "Δm per method",
     "learning_curves.png": "Learning curves of the best trial of each leaderboard row",
     "task_dominance.png": "Task dominance of the shared layers",
     "pareto.png": "Pareto front of the task metrics",
 }
+
+
+def caption(name: str, search: Search, searched: Sequence[SearchedParam], importance: Importance) -> str:
+    """A figure's caption: :data:`CAPTIONS`, or worded from the parameters it shows (a method's
+    hyperparameter by its owners, ``GeMTL's p``; a trial setting as :data:`mtlsearch.config.SETTING_NAMES` says)."""
+    from mtlsearch.config import SETTING_NAMES
+    from mtlsearch.report.analysis import method_params
+    from mtlsearch.report.figures import joint_axes
+
+    declared = method_params(search)
+    if name == "joint_params.png":
+        axes = joint_axes(searched, importance, declared)
+        shown = f" ({axes[1].name} x {axes[0].name})" if axes else ""
+        return f"The objective over the two searched numbers{shown}; hollow: stopped early by ASHA"
+    if name.startswith("delta_m_vs_") and name.endswith(".png"):
+        param = name[len("delta_m_vs_") : -len(".png")]
+        if param in declared:
+            return f"Δm against {'/'.join(declared[param].owners)}'s {param}"
+        return f"Δm against {SETTING_NAMES.get(param, param)}"
+    return CAPTIONS.get(name, "")

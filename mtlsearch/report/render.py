@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from mtlsearch import results, uncertainty
-from mtlsearch.report.analysis import leaderboard, pareto_set, searched_keys
+from mtlsearch.report.analysis import group_columns, leaderboard, pareto_set, row_group_columns, searched_keys
 from mtlsearch.report.load import Search, Trial
 from mtlsearch.results import fmt, format_table, markdown_table
 from mtlsearch.tracking import STATUS_COMPLETED, STATUS_ERRORED, STATUS_RUNNING, STATUS_STOPPED
@@ -24,9 +24,7 @@ def table_columns(search: Search, metrics: list[str], *, wide: bool = False) -> 
     """Columns of the terminal / Markdown table (``wide``: the test split's task metrics too)."""
     shown = [m for m in metrics if wide or not (m.startswith("test/") and m != "test/delta_m")]
     return [
-        "method",
-        "optimizer",
-        "p bucket",
+        *group_columns(search),
         "config",
         "status",
         "seeds",
@@ -123,11 +121,11 @@ def pareto_table(search: Search, *, markdown: bool = False) -> tuple[str, list[T
     return f"{title}{gap}{table}" if front else f"{title}{gap}(none)", front
 
 
-def write_csv(path: Path, rows: list[dict[str, Any]], metrics: list[str]) -> None:
+def write_csv(path: Path, rows: list[dict[str, Any]], metrics: list[str], groups: Sequence[str] | None = None) -> None:
+    """The leaderboard as CSV; ``groups``: its group columns (:func:`~mtlsearch.report.analysis.group_columns`;
+    default: method, optimizer and the bucket columns the rows hold)."""
     base = [
-        "method",
-        "optimizer",
-        "p bucket",
+        *(groups if groups is not None else row_group_columns(rows)),
         "config",
         "status",
         "best_trials",
