@@ -1,4 +1,4 @@
-"""The worked example "Adding a method hyperparameter" (docs/contributing-hparam.md) stays true: its
+"""The worked example "Adding a method hyperparameter" (CONTRIBUTING.md) stays true: its
 python block runs as written (its own asserts are the checks of the new hyperparameter), and the
 launcher refuses a bad value with the very line the page shows."""
 
@@ -10,11 +10,11 @@ from pathlib import Path
 from mtlsearch import launch
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGE = ROOT / "docs" / "contributing-hparam.md"
+PAGE = ROOT / "CONTRIBUTING.md"
 
 
 def _python_block() -> str:
-    (code,) = re.findall(r"```python\n(.*?)```", PAGE.read_text(encoding="utf-8"), flags=re.S)
+    (code,) = [b for b in re.findall(r"```python\n(.*?)```", PAGE.read_text(encoding="utf-8"), flags=re.S) if "class SoftMaxLoss" in b]
     return code
 
 
