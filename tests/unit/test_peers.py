@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -38,22 +39,19 @@ import torchjd.aggregation as A
 import torchjd.scalarization as S
 from torchjd.linalg import QuadprogProjector
 
-#: Observations a comparison makes on the way (e.g. cases where a peer's solver did not converge),
-#: keyed by method name; printed in the table's verdict.
-OBSERVED: dict[str, set[str]] = {}
+#: What the comparisons of the row being run (:func:`compare_row`) note on the way: cases where a peer's
+#: solver did not converge (``observed``) and, for solver-based rows whose difference is measured beyond
+#: the peer's suboptimality, the raw largest difference of the directions (``raw``).  Each row's notes
+#: are kept with its own result, so the table does not depend on which tests ran before it.
+_NOTES: list[dict] = []
 
 
 def _observe(method: str, text: str) -> None:
-    OBSERVED.setdefault(method, set()).add(text)
-
-
-#: For solver-based rows whose difference is measured beyond the peer's suboptimality: the raw
-#: largest difference of the directions, for the table.
-RAW: dict[str, float] = {}
+    _NOTES[-1]["observed"].add(text)
 
 
 def _raw(method: str, diff: float) -> None:
-    RAW[method] = max(RAW.get(method, 0.0), diff)
+    _NOTES[-1]["raw"] = max(_NOTES[-1]["raw"] or 0.0, diff)
 
 
 # --------------------------------------------------------------------------------------- helpers
@@ -708,28 +706,46 @@ def _row_id(row: Peer) -> str:
     return row.method if row.mode is None else f"{row.method}-{row.mode}"
 
 
-_RESULTS: dict[str, tuple[float, str]] = {}
+@dataclass(frozen=True)
+class RowResult:
+    worst: float  # the largest difference over the standard cases
+    where: str  # the case where it occurs
+    observed: frozenset[str]  # what this row's comparisons noted (_observe)
+    raw: float | None  # this row's raw largest difference, for solver-based rows (_raw)
 
 
-def run_row(row: Peer) -> tuple[float, str]:
-    """The largest difference over the standard cases and the case where it occurs (run once)."""
-    key = _row_id(row)
-    if key not in _RESULTS:
-        worst, where = 0.0, ""
+_RESULTS: dict[str, RowResult] = {}
+
+
+def compare_row(row: Peer) -> RowResult:
+    """Run ``row``'s comparison on every standard case (not cached)."""
+    worst, where = 0.0, ""
+    _NOTES.append({"observed": set(), "raw": None})
+    try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # our solver notes: the row judges the result
             for case in cases():
                 diff = row.compare(case)
                 if not diff <= worst:
                     worst, where = diff, case.name
-        _RESULTS[key] = (worst, where)
+    finally:
+        notes = _NOTES.pop()
+    return RowResult(worst, where, frozenset(notes["observed"]), notes["raw"])
+
+
+def run_row(row: Peer) -> RowResult:
+    """:func:`compare_row`, run once per row for the whole session."""
+    key = _row_id(row)
+    if key not in _RESULTS:
+        _RESULTS[key] = compare_row(row)
     return _RESULTS[key]
 
 
 # ---------------------------------------------------------------------------------------- tests
 @pytest.mark.parametrize("row", ALL_ROWS, ids=_row_id)
 def test_peer(row: Peer):
-    worst, where = run_row(row)
+    result = run_row(row)
+    worst, where = result.worst, result.where
     print(f"\n{row.method:12} {str(row.mode):6} max diff {worst:.1e} ({where}) vs {row.peer}")
     assert worst <= row.tolerance, f"{row.method} ({row.mode}) differs from {row.peer} by {worst:.2e} on {where}"
 
@@ -831,28 +847,39 @@ def test_db_mtl_averages_norms_not_vectors():
 
 
 def test_peer_table(capsys):
-    """The table (method, mode, peer, max difference, tolerance, verdict); run with -s to see it."""
+    """The table (method, mode, peer, max difference, tolerance, verdict); run with -s to see it.  One line
+    per row in the rows' order, each agreeing with its peer and carrying its own row's notes only."""
     lines = table()
     with capsys.disabled():
         print("\n" + "\n".join(lines))
-    assert len(lines) == len(ALL_ROWS) + 2
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert [(c[0], c[1]) for c in cells] == [(r.method, r.mode or "-") for r in ALL_ROWS]
+    assert [c[5] for c in cells if not c[5].startswith("agrees")] == []
+    # A row's notes come from its own comparisons, whichever rows ran before: run afresh and alone, the
+    # rows that note something give the result the table shows.
+    noted = [r for r in ALL_ROWS if run_row(r).observed or run_row(r).raw is not None]
+    assert noted, "no row notes anything: the check below would check nothing"
+    for row in noted[:2]:
+        assert compare_row(row) == run_row(row), (row.method, row.mode)
+
+
+def verdict(row: Peer, result: RowResult) -> str:
+    """The table's verdict cell: agrees (within tolerance) or fails, then the row's note and its own observations."""
+    ok = result.worst <= row.tolerance
+    text = ("agrees" if result.worst <= 1e-9 else "agrees within tolerance") if ok else f"FAILS on {result.where}"
+    extra = [row.note] if row.note else []
+    texts = sorted(result.observed)
+    extra += texts[:1] + ([f"(+{len(texts) - 1} more)"] if len(texts) > 1 else [])
+    if result.raw is not None:
+        extra.append(f"raw max diff {result.raw:.1e}, all of it where the peer's solver is short of the optimum")
+    return text + (": " + "; ".join(extra) if extra else "")
 
 
 def table() -> list[str]:
     out = ["| method | mode | peer | max diff | tolerance | verdict |", "| --- | --- | --- | --- | --- | --- |"]
     for row in ALL_ROWS:
-        worst, where = run_row(row)
-        ok = worst <= row.tolerance
-        verdict = ("agrees" if worst <= 1e-9 else "agrees within tolerance") if ok else f"FAILS on {where}"
-        extra = [row.note] if row.note else []
-        for key, texts in OBSERVED.items():
-            if row.method == key:
-                extra += sorted(texts)[:1] + ([f"(+{len(texts) - 1} more)"] if len(texts) > 1 else [])
-        if row.method in RAW:
-            extra.append(f"raw max diff {RAW[row.method]:.1e}, all of it where the peer's solver is short of the optimum")
-        if extra:
-            verdict += ": " + "; ".join(extra)
-        out.append(f"| {row.method} | {row.mode or '-'} | {row.peer} | {worst:.1e} | {row.tolerance:.0e} | {verdict} |")
+        result = run_row(row)
+        out.append(f"| {row.method} | {row.mode or '-'} | {row.peer} | {result.worst:.1e} | {row.tolerance:.0e} | {verdict(row, result)} |")
     return out
 
 
