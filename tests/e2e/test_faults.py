@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 from ray.tune import Callback
+from helpers.held import held_method
 from helpers.shared_search import processes_with_env
 
 from mtlsearch.launch import main
@@ -215,7 +216,7 @@ def _wait_for(path: Path, pattern: str, proc: subprocess.Popen, timeout: float) 
 
 
 def _wait_for_file(folder: Path, pattern: str, proc: subprocess.Popen, log: Path, timeout: float) -> Path:
-    """The first file matching ``pattern`` in ``folder`` (an event a trial signals, see MTLSEARCH_HOLD_DIR)."""
+    """The first file matching ``pattern`` in ``folder`` (an event a trial signals, see helpers/held.py)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         found = sorted(folder.glob(pattern)) if folder.is_dir() else []
@@ -250,7 +251,10 @@ def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating
     command it prints.  Every trial also crashes once after epoch 2 (MTLSEARCH_FAULT_AT_EPOCH) and is
     retried from that checkpoint.  In the end MLflow has one run per trial with each epoch once, and
     the trials finished before the kill were never run again."""
-    space = write_space(tmp_path, "fault_driver", samples=3, epochs=3)
+    hold = tmp_path / "hold"
+    space = write_space(
+        tmp_path, "fault_driver", samples=3, epochs=3, params=GEMTL.replace("method: gemtl", f"method: {held_method(tmp_path, hold)}")
+    )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ray_tmp = tempfile.mkdtemp(prefix="mtlft", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
     env = {
@@ -289,11 +293,10 @@ def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating
         assert 1 <= len(finished) < 3, text1
 
         log2 = tmp_path / "run2.log"
-        # The resumed trials are held before their first epoch (MTLSEARCH_HOLD_DIR) and Ctrl-C comes once one
-        # says so: with reused workers and cached data the one epoch left once ended the search before a
-        # Ctrl-C sent after a fixed wait, and a Ctrl-C sent too early hit Ray before Tuner.fit.
-        hold = tmp_path / "hold"
-        env["MTLSEARCH_HOLD_DIR"] = str(hold)
+        # The resumed trials are held at their first step (tests/helpers/held.py) and Ctrl-C comes once one says so:
+        # with reused workers and cached data the one epoch left once ended the search before a Ctrl-C
+        # sent after a fixed wait, and a Ctrl-C sent too early hit Ray before Tuner.fit.
+        (hold / "armed").touch()
         second = launch([*argv, "--resume"], log2)
         _wait_for(log2, rf"Resuming .*{re.escape(name)}", second, timeout=300)
         _wait_for_file(hold, "*.held", second, log2, timeout=300)
@@ -312,7 +315,8 @@ def test_driver_killed_then_interrupted_resumes_without_rerunning_or_duplicating
         assert command[:3] == ["python", "-m", "mtlsearch.launch"] and command[-3:] == ["--resume", "--name", name]
 
         log3 = tmp_path / "run3.log"
-        env.pop("MTLSEARCH_HOLD_DIR")
+        (hold / "armed").unlink()
+        (hold / "release").touch()
         third = launch(command[3:], log3)
         assert third.wait(300) == 0, log3.read_text()[-3000:]
         text3 = log3.read_text()
@@ -362,6 +366,15 @@ def _gone(ray_tmp: str, timeout: float) -> list[int]:
     return left
 
 
+def _wait_for_ray_processes(ray_tmp: str, proc: subprocess.Popen, timeout: float) -> None:
+    """Wait until a process of the launcher's Ray (its RAY_TMPDIR, other than the launcher) runs."""
+    deadline = time.time() + timeout
+    while not set(processes_with_env(f"RAY_TMPDIR={ray_tmp}")) - {proc.pid}:
+        assert proc.poll() is None, f"the launcher exited ({proc.returncode}) before Ray started"
+        assert time.time() < deadline, f"no process of the launcher's Ray within {timeout} s"
+        time.sleep(0.05)
+
+
 def _our_lines(stderr: str) -> list[str]:
     """stderr without Ray's and MLflow's own timestamped log lines."""
     return [
@@ -394,7 +407,7 @@ def test_ctrl_c_while_ray_starts_exits_130_with_one_line_and_leaves_nothing_runn
     )
     try:
         _wait_for(out, r"Starting a local Ray", proc, timeout=120)
-        time.sleep(1.0)  # inside ray.init, which takes several seconds
+        _wait_for_ray_processes(ray_tmp, proc, timeout=120)  # ray.init has started Ray's first processes
         # Ray's own "Started a local Ray instance" line is silenced (mtlsearch.console): past ray.init the
         # launcher would create the MLflow store next, so its absence says Ray is still starting.
         assert not (tmp_path / "mlflow.db").exists(), "Ray started too fast for this test"

@@ -288,7 +288,7 @@ def _break_storage(store: Path, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["read-only", "full"])
 def test_row16_results_that_cannot_be_saved_end_the_search_like_sigterm(tmp_path, how):
-    """The storage breaks while the trials run (held by MTLSEARCH_HOLD_DIR before their first epoch, so
+    """The storage breaks while the trials run (held at their first step by a method of the test's own, so
     their first checkpoint is the first write after it): the launcher stops the search, marks the runs,
     says where, why and what to do with the resume command, and exits 1; no traceback, no ranking."""
     import os
@@ -306,20 +306,22 @@ def test_row16_results_that_cannot_be_saved_end_the_search_like_sigterm(tmp_path
     root = os.geteuid() == 0
     if how == "full" and not root:
         pytest.skip("filling a disk needs a small tmpfs, which only root can mount")
-    (tmp_path / "space.yaml").write_text(SYNTHETIC)
+    from helpers.held import held_method
+
+    hold = tmp_path / "hold"
+    (tmp_path / "space.yaml").write_text(SYNTHETIC.replace("method: gemtl", f"method: {held_method(tmp_path, hold)}"))
+    (hold / "armed").touch()
     store = tmp_path / "ray"
     store.mkdir()
     mounted = []
     if how == "full":
         _run("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(store))
         mounted.append(store)
-    hold = tmp_path / "hold"
     ray_tmp = tempfile.mkdtemp(prefix="mtlst", dir="/tmp")
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH", "")]),
         "RAY_TMPDIR": ray_tmp,
-        "MTLSEARCH_HOLD_DIR": str(hold),
         # The 8 MB device must pass the start-of-search free-space check (100 MB by default, tests/integration/test_preflight_faults.py):
         # this test is about the disk filling while the search runs.
         "MTLSEARCH_MIN_FREE_MB": "1",
@@ -333,7 +335,7 @@ def test_row16_results_that_cannot_be_saved_end_the_search_like_sigterm(tmp_path
     )
     try:
         deadline = time.time() + 300
-        while not (hold.is_dir() and any(hold.glob("*.held"))):
+        while not any(hold.glob("*.held")):
             assert proc.poll() is None and time.time() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
         _break_storage(store, how)
