@@ -38,6 +38,9 @@ def pytest_collection_modifyitems(config, items):
             "no child process, no server), tests/integration (a real local Ray, MLflow store or child processes) "
             "or tests/e2e (whole searches, servers, clusters, a browser); see docs/contributing-tests.md"
         )
+    marked = sorted({item.nodeid for item in items if tier_of(item.path) == "unit" and item.get_closest_marker("slow")})
+    if marked:
+        raise pytest.UsageError(f"tests marked slow in tests/unit: {', '.join(marked)}; a slow test goes in tests/integration")
     # The fast tier first (nothing of a slower tier has started Ray or a server yet), then the others.
     items.sort(key=lambda item: TIERS.index(tier_of(item.path)))
     for item in items:

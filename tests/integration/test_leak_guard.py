@@ -76,8 +76,9 @@ def test_the_unit_guard_fails_what_leaks_and_passes_what_does_not(tmp_path):
     # A leak is reported against the test that left it (at its teardown), with what was left and what to do.
     (ray_error,) = errors["test_leaves_ray_initialised"]
     assert "Ray is still initialised" in ray_error and "tests/integration" in ray_error, out[-3000:]
-    (fixture_error,) = errors["test_asks_for_the_suites_ray"]
-    assert "`ray_session` asked for in tests/unit" in fixture_error, out[-3000:]
+    # A fixture asked for by name inside the test fails the test itself.
+    (fixture_failure,) = outcome["test_asks_for_the_suites_ray"]
+    assert fixture_failure.startswith("FAILED ") and "`ray_session` asked for in tests/unit" in fixture_failure, out[-3000:]
     (child_error,) = errors["test_leaves_a_child_running"]
     assert "child process" in child_error and "sleep 301.7" in child_error, out[-3000:]
     # What leaks nothing passes, and nothing is blamed on the tests after a leak.
