@@ -1,5 +1,5 @@
 """Holding a trial at a known point, the way a user's method file would (tests/e2e/test_faults.py,
-tests/integration/test_faults_running.py): no switch in mtlsearch exists for it."""
+tests/e2e/test_faults_running.py): no switch in mtlsearch exists for it."""
 
 from pathlib import Path
 
