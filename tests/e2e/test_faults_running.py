@@ -277,11 +277,12 @@ def _break_storage(store: Path, how: str) -> None:
         else:
             _run("chmod", "-R", "a-w", str(store))
         return
-    with open(store / "filler", "wb") as f:  # a small tmpfs: write until the device is full
+    # A small tmpfs: write until the device is full.  Unbuffered, so that closing the file has nothing
+    # left to write (a buffered file raised ENOSPC again on close when the last write was partial).
+    with open(store / "filler", "wb", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * (1 << 16))
-                f.flush()
         except OSError:
             pass
 
