@@ -95,7 +95,7 @@ class Distribution:
 
     #: The key in the YAML: ``NAME: {KIND: ARGS}``.
     kind: ClassVar[str] = ""
-    #: Valid YAML arguments (the registry's tests sample every kind with them: tests/test_distributions.py).
+    #: Valid YAML arguments (the registry's tests sample every kind with them: tests/unit/test_distributions.py).
     example: ClassVar[Any] = None
     #: A choice among the listed values ``args`` (a method axis, strata, the values a ``when`` can see).
     categorical: ClassVar[bool] = False

@@ -20,7 +20,7 @@ before Ray asks; the sampler fills in the rest.
 **Resume.**  A search resumed after its driver was killed restores the searcher from Ray's last experiment
 checkpoint, but the study lives in the SQLite file, which may be ahead of it: a trial that finished after
 that checkpoint is finished in the file while Ray resumes it.  Reports and completions for such a trial
-are dropped (found by the driver-kill test of ``tests/test_faults.py``): the study already holds it.
+are dropped (found by the driver-kill test of ``tests/e2e/test_faults.py``): the study already holds it.
 
 **Sampler settings** (:func:`sampler_settings`): see its docstring; printed by ``--dry-run`` and tagged on
 the parent run.

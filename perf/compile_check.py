@@ -6,7 +6,7 @@ Trains ``ew`` (and ``gemtl``) on generated NYUv2-format data with ``compile: off
 CUDA, ``encoder_graphs``, the same seed, and prints the last epoch's validation metrics side by side with
 the largest relative difference to ``off``; with ``--amp off`` the runs are fp32, where only the order
 of floating-point operations differs.  A measurement script, not a test: the CPU tests
-(``tests/test_adatask_flat.py``) check the same with the aot_eager backend, which skips inductor's code
+(``tests/unit/test_adatask_flat.py``) check the same with the aot_eager backend, which skips inductor's code
 generation; this runs inductor itself.
 """
 

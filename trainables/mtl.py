@@ -15,11 +15,8 @@ Faults:
 
 Testing aid: with the environment variable ``MTLSEARCH_FAULT_AT_EPOCH=k`` set for the workers, an
 attempt that started before epoch k raises :class:`InjectedFault` right after reporting epoch k (so a
-retry from that checkpoint succeeds).  With ``MTLSEARCH_HOLD_DIR=FOLDER`` every attempt, before its first
-epoch, writes ``FOLDER/<trial id>.held`` and waits until ``FOLDER/release`` exists, so that a test can
-interrupt a search at a known point however fast its trials train: once a ``.held`` file is there, a
-trial runs inside ``Tuner.fit`` and has not trained (an event, not a guess of how long a start takes).
-Nothing reads either otherwise.
+retry from that checkpoint succeeds).  Nothing reads it otherwise.  (A test that must act while a trial
+runs holds it with a method of its own, as a user's method file: tests/e2e/test_faults.py.)
 
 Data and warm workers: a benchmark's in-memory splits are built once per search, kept in the search's
 results folder (``data_cache/``) and in the worker's memory (:mod:`mtlsearch.benchmarks.cache`), and
@@ -47,7 +44,6 @@ from mtlsearch.errors import first_line
 CHECKPOINT_FILE = "state.pt"
 NONFINITE_MARKER = "nonfinite_loss.txt"
 FAULT_ENV = "MTLSEARCH_FAULT_AT_EPOCH"
-HOLD_ENV = "MTLSEARCH_HOLD_DIR"
 TIMINGS_ENV = "MTLSEARCH_TIMINGS"
 
 # A reused worker (the launcher's reuse_actors) first waits for the previous trial's thread to end, 2 s
@@ -115,15 +111,6 @@ def _trial_folder() -> str:
         return context.get_trial_dir()
 
 
-def _hold(folder: str) -> None:
-    """``MTLSEARCH_HOLD_DIR``: say this attempt is held, then wait for the test's release file."""
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, f"{tune.get_context().get_trial_id()}.held"), "w") as f:
-        f.write(str(os.getpid()))
-    while not os.path.exists(os.path.join(folder, "release")):
-        time.sleep(0.1)
-
-
 def train_mtl(config: dict, plugin_locations: dict[str, str] | None = None) -> None:
     """One trial; ``plugin_locations``: where the search's plugin names are (:func:`mtlsearch.plugins.with_locations`)."""
     timings = _Timings()
@@ -189,8 +176,6 @@ def train_mtl(config: dict, plugin_locations: dict[str, str] | None = None) -> N
                 ) from None
     fault_at = int(os.environ.get(FAULT_ENV, 0) or 0)
     started_at = trainer.epoch
-    if os.environ.get(HOLD_ENV):  # a testing aid (see the module docstring)
-        _hold(os.environ[HOLD_ENV])
     timings.mark("ready", epoch=started_at)
 
     try:

@@ -10,7 +10,7 @@ scale is the smallest kept one ("min" scale mode), the aligned gradients are sum
 preferences; TorchJD averages them, a factor 1/T).  All-zero gradients give weights 1.
 TorchJD's AlignedMTL also cuts the rank at ``lambda_max * T * eps`` of the Gramian's own dtype, so on a
 float64 Gramian it keeps eigenvalues of ~1e-7 lambda_max that this (float32 eps, as LibMTL's
-``torch.finfo().eps``) drops; both differences are asserted in ``tests/test_peers.py``.
+``torch.finfo().eps``) drops; both differences are asserted in ``tests/unit/test_peers.py``.
 Modes: "param" (default, Aligned-MTL) and "rep" (the paper's Aligned-MTL-UB).
 """
 

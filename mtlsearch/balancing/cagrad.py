@@ -18,7 +18,7 @@ gradients' convex hull, checked exactly: then the iterate's small ``g_w`` is sol
 direction is noise) the update is ``g0``, the limit of the released code's
 ``g0 + c ||g0|| g_w / (||g_w|| + 1e-8)``; TorchJD's CAGrad returns a zero update there instead.
 TorchJD does not rescale (``cagrad_rescale = 0`` here); both differences are asserted in
-``tests/test_peers.py``.  If the dual does not reach its tolerance, the last iterate is used and
+``tests/unit/test_peers.py``.  If the dual does not reach its tolerance, the last iterate is used and
 the event counted in ``cagrad/solver_failures``.
 """
 

@@ -59,7 +59,7 @@ class FAMO(LossBalancing):
     so there is no clipping here either and this is no deviation.
 
     TorchJD's ``scalarization.FAMO`` fed, through its ``update``, the next step's losses makes exactly
-    our updates (``tests/test_peers.py``).
+    our updates (``tests/unit/test_peers.py``).
     """
 
     name = "famo"

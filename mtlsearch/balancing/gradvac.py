@@ -17,7 +17,7 @@ default).  Default ``gradvac_beta = 0.01`` (the paper's; LibMTL uses 0.5).  A ze
 no cosine: its pairs are skipped, targets unchanged.  ``phi`` is clipped to ``|phi| <= 1 - 1e-12``
 so the correction stays finite.  TorchJD's GradVac adds ``eps = 1e-8`` to the cosine's and the
 correction's denominators and, when a corrected gradient vanishes (two opposite gradients), takes
-its cosine as ~0 and moves the targets towards it, where this skips the pair (``tests/test_peers.py``).
+its cosine as ~0 and moves the targets towards it, where this skips the pair (``tests/unit/test_peers.py``).
 """
 
 from __future__ import annotations

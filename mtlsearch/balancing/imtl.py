@@ -33,7 +33,7 @@ TorchJD's IMTLG uses ``pinv(K) n``: it agrees where K is invertible, but at exac
 gradients it jumps to a non-zero update with unequal projections, while ours is the limit (0) of
 its own updates on nearby full-rank G; and for parallel gradients of different norms (where any
 weights with the right proportions have equal projections) the two pick different solutions.
-Both asserted in ``tests/test_peers.py``.
+Both asserted in ``tests/unit/test_peers.py``.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ rounding; see ``_qp.min_norm_simplex``), so no stopping tolerance is involved.  
 certify the KKT conditions its last iterate is used and the event is counted in
 ``mgda/solver_failures``.  TorchJD's MGDA is the paper's Frank-Wolfe (stopping at a step below
 1e-3, at most 100 iterations), up to ~50 % away from the min-norm point on badly scaled gradients;
-``tests/test_peers.py`` certifies that the whole difference is its suboptimality.
+``tests/unit/test_peers.py`` certifies that the whole difference is its suboptimality.
 
 ``mgda_normalization`` (the released code's ``normalization_type``): the min-norm problem is
 solved on ``g_t / n_t`` with n_t = 1 ("none", default), ``||g_t||`` ("l2"), ``L_t`` ("loss") or

@@ -25,7 +25,7 @@ If Newton does not reach its tolerance, its last iterate is used (all ones if it
 and the event is counted in ``nash_mtl/solver_failures``.  The released code stops its sequential
 convex approximations after at most 20 ECOS solves (100 iterations each), or earlier when an
 iterate moves by less than 1e-6, starting from the previous step's weights, so it agrees with
-this solution only to its solver's accuracy; the peer check (``tests/test_peers.py``) asserts that ours has the smaller
+this solution only to its solver's accuracy; the peer check (``tests/unit/test_peers.py``) asserts that ours has the smaller
 residual of the raw-Gramian equation on every case.
 """
 

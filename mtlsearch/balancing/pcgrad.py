@@ -13,7 +13,7 @@ depend on G, but the update is a weighting of the task gradients, so it can feed
 The orders are drawn with ``torch.randperm`` from torch's global RNG (checkpointed by the
 trainer), one permutation per task per step.  Modes: "param" (the paper's, default) and "rep".
 TorchJD's PCGrad skips j = i; the released code (and this) projects g_i^PC off g_i too when they
-conflict, which can happen after several projections when T > d (asserted in ``tests/test_peers.py``).
+conflict, which can happen after several projections when T > d (asserted in ``tests/unit/test_peers.py``).
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ class STCH(LossBalancing):
         5 warm-up epochs: our default ``stch_warmup_epochs = 5`` is the same schedule.  The released
         code subtracts the max before the exp; ``torch.logsumexp`` does the equivalent (the released code's
     loss value omits the max; the gradient is the same).  TorchJD's ``scalarization.STCH(mu, weights=1,
-    reference=log z)`` on the log-losses is ours divided by T (``tests/test_peers.py``).
+    reference=log z)`` on the log-losses is ours divided by T (``tests/unit/test_peers.py``).
     """
 
     name = "stch"

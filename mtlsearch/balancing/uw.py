@@ -24,7 +24,7 @@ class UW(LossBalancing):
         ``exp(-s) L + s`` for every task (twice the regression form, as most re-implementations do).
         LibMTL uses the halved form with ``s`` initialised at -0.5; here ``s_t = 0`` (all weights 1).
     TorchJD's ``scalarization.UW`` is the halved form: ours is exactly twice it (same weights up to the
-    factor 2, same optimum ``s_t = log L_t``; asserted in ``tests/test_peers.py``).
+    factor 2, same optimum ``s_t = log L_t``; asserted in ``tests/unit/test_peers.py``).
     """
 
     name = "uw"

@@ -1,0 +1,148 @@
+"""``perf/search_efficiency.py`` and ``perf/overhead.py`` without Ray: their grids, fixed configs, the
+curve and target arithmetic, bad input (exit 2 before anything starts) and the bare-trainer child.
+The searches themselves are measurements (minutes), run by hand; no figure is timed here."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from mtlsearch import spaces
+from mtlsearch.errors import ConfigError
+
+PERF = Path(__file__).resolve().parents[2] / "perf"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(f"perf_{name}", PERF / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+eff = _load("search_efficiency")
+ovh = _load("overhead")
+
+
+def test_grid_values_cover_each_range_by_cell_centres():
+    P = spaces.Param
+    assert eff.grid_values(P("p", "uniform", [-2.0, 4.0]), 3) == [-1.0, 1.0, 3.0]
+    assert eff.grid_values(P("lr", "loguniform", [1e-4, 1e-2]), 2) == [0.0003162, 0.003162]
+    assert eff.grid_values(P("o", "choice", ["adam", "sgd"]), 5) == ["adam", "sgd"]
+    assert eff.grid_values(P("k", "randint", [0, 10]), 3) == [0, 4, 9]
+    assert eff.grid_values(P("q", "quniform", [0.0, 1.0, 0.5]), 2) == [0.0, 1.0]
+
+
+def test_make_grid_of_the_bundled_spaces_and_its_refusals():
+    grid = eff.make_grid(spaces.load_space("gemtl_p"), {"p": 4}, 3)
+    assert list(grid) == ["p", "lr"] and len(grid["p"]) == 4 and len(grid["lr"]) == 3
+    assert min(grid["p"]) > -2.0 and max(grid["p"]) < 4.0
+    assert len(eff.make_grid(spaces.load_space("adatask"), {}, 2)["optimizer"]) == 6
+    with pytest.raises(ConfigError, match="'q'.*not searched.*searched: p, lr"):
+        eff.make_grid(spaces.load_space("gemtl_p"), {"q": 2}, 3)
+    with pytest.raises(ConfigError, match="conditional"):
+        eff.make_grid(spaces.load_space("methods"), {}, 3)
+
+
+def _run(strategy, seed, vals):
+    """A search's results as the recorder keeps them: one per epoch spent, (trial, epoch, val)."""
+    return {
+        "strategy": strategy,
+        "seed": seed,
+        "wall_s": 1.0,
+        "results": [{"trial": t, "epoch": e, "val": v, "test": v - 1} for t, e, v in vals],
+    }
+
+
+def _args(**kw):
+    ns = eff.build_parser().parse_args(["--samples", "3", "--max-epochs", "2", "--seeds", "0", "1"])
+    for k, v in kw.items():
+        setattr(ns, k, v)
+    return ns
+
+
+def test_report_best_so_far_and_the_target_line():
+    space = spaces.load_space("gemtl_p")
+    grid = {"p": [0.0, 2.0], "lr": [0.001, 0.01]}  # 4 trials x 2 epochs = 8 epochs; 35% = 2.8 epochs
+    runs = [
+        _run(
+            "grid",
+            0,
+            [("a", 1, -30), ("a", 2, -20), ("b", 1, -12), ("b", 2, -10), ("c", 1, -40), ("c", 2, -35), ("d", 1, -50), ("d", 2, -45)],
+        ),
+        _run("asha_tpe", 0, [("x", 1, -15), ("y", 1, -10.5), ("x", 2, -9), ("z", 1, -60)]),  # -10.5 by epoch 2
+        _run("asha_tpe", 1, [("x", 1, -11), ("y", 1, -30), ("x", 2, -14)]),  # -11 by epoch 2; x ends at -14
+    ]
+    text, met = eff.report(space, runs, grid, _args())
+    assert met is True
+    assert "= 4 trials x 2 epochs = 8 epochs" in text
+    target = text.splitlines()[-1]
+    assert "full grid's best val/delta_m (-10.00)" in target and "(3 of 8)" in target
+    assert "-10.75 ± 0.35" in target and "within in 2/2" in target and target.endswith("MET")
+    rows = {line.split("  ")[0]: line for line in text.splitlines()}
+    # best of any epoch (-9, -11 -> mean -10) and the launcher's last-epoch best (-9, -14 -> -11.5)
+    assert "-10.00 ± 1.41" in rows["ASHA + TPE (default)"] and "-11.50 ± 3.54" in rows["ASHA + TPE (default)"]
+    assert "3.5" in rows["ASHA + TPE (default)"] and "44%" in rows["ASHA + TPE (default)"]
+    # a stricter target: 0.5 points -> one seed of two within, mean gap 0.75
+    text, met = eff.report(space, runs, grid, _args(target_points=0.5))
+    assert met is False and "within in 1/2" in text and text.endswith("NOT MET")
+
+
+def test_tables_again_from_the_json_file(tmp_path, capsys):
+    runs = [_run("grid", 0, [("a", 1, -30), ("a", 2, -20)]), _run("asha_tpe", 3, [("x", 1, -25), ("x", 2, -19.5)])]
+    path = tmp_path / "curves.json"
+    path.write_text(json.dumps({"gemtl_p": {"space": "gemtl_p", "max_epochs": 2, "grid": {"p": [1.0], "lr": [0.01]}, "runs": runs}}))
+    assert eff.main(["--from-json", str(path), "--target-fraction", "1.0"]) == 0
+    out = capsys.readouterr().out
+    assert "searcher seeds 3" in out and "= 1 trials x 2 epochs = 2 epochs" in out
+    assert "full grid's best val/delta_m (-20.00) with <= 100% of its epochs (2 of 2)" in out and out.strip().endswith("MET")
+
+
+def test_bad_input_is_one_line_and_exit_2_before_ray(capsys):
+    assert eff.main(["--grid", "q=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--grid" in err and "searched: p, lr" in err
+    assert eff.main(["--grid", "p=0"]) == 2
+    assert "--grid" in capsys.readouterr().err
+    assert ovh.main(["--epochs", "1"]) == 2
+    assert "--epochs" in capsys.readouterr().err
+    assert ovh.main(["--param", "x=1"]) == 2
+    assert "--param" in capsys.readouterr().err
+
+
+def test_overhead_trial_config_is_the_middle_of_each_range_unless_fixed():
+    space = spaces.load_space("gemtl_p")
+    assert ovh.fixed_params(space, []) == {"p": "1.0", "lr": "0.003"}
+    assert ovh.fixed_params(space, ["lr=0.01"]) == {"p": "1.0", "lr": "0.01"}
+
+
+cost = _load("trial_cost")
+
+
+def test_trial_cost_refuses_bad_options_in_one_line(capsys):
+    for argv, flag in ((["--trials", "0"], "--trials"), (["--modes", "bare", "nope"], "--modes"), (["--epochs", "0"], "--epochs")):
+        assert cost.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith(f"error: {flag}"), err
+
+
+def test_trial_cost_table_ratio_rss_and_targets():
+    args = cost.build_parser().parse_args(["--trials", "100"])
+    runs = [
+        {"mode": "launcher", "code": 0, "wall_s": 30.0, "ended": 100, "rss_10": 800.0, "rss_100": 900.0, "rss_peak": 950.0},
+        {"mode": "bare", "code": 0, "wall_s": 24.0, "ended": 100, "rss_10": 700.0, "rss_100": 710.0, "rss_peak": 720.0},
+        {"mode": "noop", "code": 0, "wall_s": 12.0, "ended": 100, "rss_10": 600.0, "rss_100": 610.0, "rss_peak": 620.0},
+    ]
+    text = cost.report(args, runs, (6.2, 100), "load 0.1")
+    rows = {line.split()[0]: line.split() for line in text.splitlines()[1:] if line.split() and line.split()[0] in cost.MODES}
+    assert rows["launcher"][2:5] == ["30.0", "0.300", "1.25"] and rows["noop"][4] == "0.50"
+    assert "launcher <= 1.5x bare Ray Tune: 1.25x -> MET" in text
+    assert "RSS flat (100% within 1.25x of 10%): -> MET" in text
+    assert text.endswith("6.20 s -> NOT MET (< 5 s)")
+    runs[0]["rss_100"] = 1100.0
+    runs[0]["wall_s"] = 40.0
+    text = cost.report(args, runs, None, "load 0.1")
+    assert "1.67x -> NOT MET" in text and "RSS flat (100% within 1.25x of 10%): -> NOT MET" in text
