@@ -40,8 +40,6 @@ if TYPE_CHECKING:
 
 #: Optuna's samplers and numpy's RandomState take seeds in [0, 2**32).
 SEED_MAX = 2**32 - 1
-#: MLflow's built-in tracking-store schemes (plugins add theirs through the ``mlflow.tracking_store`` entry point).
-TRACKING_SCHEMES = ("sqlite", "http", "https", "postgresql", "mysql", "mssql", "databricks", "databricks-uc", "uc", "file")
 #: Storage URIs Ray Tune hands to pyarrow's filesystems.
 CLOUD_SCHEMES = ("s3", "gs", "gcs", "hdfs", "abfs", "abfss", "az", "viewfs")
 STORAGE_PROBE_TIMEOUT_S = float(os.environ.get("MTLSEARCH_STORAGE_PROBE_S", "20"))
@@ -294,16 +292,6 @@ def check_trial_configs(space: SearchSpace, *, remote: bool) -> None:
 
 
 # ------------------------------------------------------------------------------ where results go
-def _tracking_store_schemes() -> set[str]:
-    from importlib.metadata import entry_points
-
-    try:
-        plugins = {e.name for e in entry_points(group="mlflow.tracking_store")}
-    except Exception:  # a broken plugin's metadata is not the user's input
-        plugins = set()
-    return set(TRACKING_SCHEMES) | plugins
-
-
 def _writable_dir(folder: Path) -> bool:
     """Whether a file can be made in ``folder`` (tried for real, with an unnamed temporary file: root
     passes ``os.access`` on a read-only mount or a kernel folder that refuses files)."""
@@ -388,20 +376,6 @@ def check_sqlite_file(db: Path, what: str, field: str, other: str) -> None:
         )
 
 
-def _schema(db: Path) -> tuple[set[str], str | None, int | None]:
-    """(tables, Alembic revision or None, number of runs or None) of a SQLite MLflow store, read-only."""
-    import sqlite3
-
-    con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=SQLITE_LOCK_WAIT_S)
-    try:
-        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        revision = con.execute("SELECT version_num FROM alembic_version").fetchone() if "alembic_version" in tables else None
-        runs = con.execute("SELECT count(*) FROM runs").fetchone()[0] if "runs" in tables else None
-    finally:
-        con.close()
-    return tables, revision[0] if revision else None, runs
-
-
 def check_store_schema(db: Path, field: str) -> None:
     """A store whose tables MLflow did not finish making (a process killed while MLflow created it, before
     mtlsearch created stores in one step: :func:`mtlsearch.tracking.create_sqlite_store`) fails at its next
@@ -409,15 +383,15 @@ def check_store_schema(db: Path, field: str) -> None:
     another MLflow version gets MLflow's own upgrade command."""
     import sqlite3
 
+    from mtlsearch.tracking import latest_schema_revision, sqlite_store_schema
+
     try:
-        tables, revision, runs = _schema(db)
+        tables, revision, runs = sqlite_store_schema(db, SQLITE_LOCK_WAIT_S)
     except sqlite3.Error:
         return  # the write check above names what is wrong with the file
     if not tables - {"alembic_version"}:
         return  # an empty file: MLflow makes its tables
-    from mlflow.store.db.utils import _get_latest_schema_revision
-
-    head = _get_latest_schema_revision()
+    head = latest_schema_revision()
     if revision == head:
         return
     if not runs:
@@ -436,9 +410,9 @@ def check_store_schema(db: Path, field: str) -> None:
 
 def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> None:
     """A known scheme; a SQLite store that can be written; an HTTP server that answers."""
-    from mtlsearch.tracking import check_reachable
+    from mtlsearch.tracking import check_reachable, tracking_store_schemes, uri_scheme
 
-    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else None
+    scheme = uri_scheme(uri)
     if scheme is None:
         target = Path(uri).expanduser().resolve()
         guess = target / "mlflow.db" if target.is_dir() or not target.suffix else target
@@ -447,7 +421,7 @@ def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> None:
             "(or give http://HOST:PORT of an MLflow server)",
             field=field,
         )
-    schemes = _tracking_store_schemes()
+    schemes = tracking_store_schemes()
     if scheme not in schemes:
         raise ConfigError(
             f"unknown scheme {scheme + '://'!r} in {uri!r}; MLflow knows "
@@ -474,42 +448,12 @@ def check_tracking_uri(uri: str, field: str = "--tracking-uri") -> None:
     check_reachable(uri)  # HTTP answers; a SQLite store's folder exists
 
 
-def _deleted_experiment(uri: str, name: str) -> str | None:
-    """The id of experiment ``name`` when the store holds it as deleted (in MLflow's trash), else None.
-    A SQLite store is read directly and read-only (MLflow would create or migrate the file); a server is
-    asked; a store that cannot answer is left to the checks and writes that follow."""
-    from mtlsearch.tracking import _sqlite_path
-
-    db = _sqlite_path(uri)
-    if db is not None:
-        if not db.is_file():
-            return None
-        import sqlite3
-
-        try:
-            con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=SQLITE_LOCK_WAIT_S)
-            try:
-                row = con.execute("SELECT experiment_id, lifecycle_stage FROM experiments WHERE name = ?", (name,)).fetchone()
-            finally:
-                con.close()
-        except sqlite3.Error:
-            return None  # no experiments table yet (an empty file), or a store the write check refuses
-        return str(row[0]) if row and row[1] == "deleted" else None
-    if uri.startswith(("http://", "https://")):
-        try:
-            from mlflow.tracking import MlflowClient
-
-            exp = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
-        except Exception:  # the server's own failure is reported where the search writes
-            return None
-        return exp.experiment_id if exp is not None and exp.lifecycle_stage == "deleted" else None
-    return None
-
-
 def check_experiment_not_deleted(uri: str, name: str) -> None:
     """An experiment deleted in the MLflow UI keeps its name in the store, and a deleted experiment takes no
     runs: refuse before Ray, naming it and the two ways on."""
-    exp_id = _deleted_experiment(uri, name)
+    from mtlsearch.tracking import deleted_experiment
+
+    exp_id = deleted_experiment(uri, name, SQLITE_LOCK_WAIT_S)
     if exp_id is not None:
         raise ConfigError(
             f"the MLflow experiment {name!r} (id {exp_id}) at {uri} was deleted (it is in MLflow's trash and takes no "
@@ -540,12 +484,12 @@ def study_file(tracking_uri: str, storage: str | None) -> Path | None:
 def check_study_file(tracking_uri: str, storage: str | None) -> None:
     """The Optuna study file is a store the search writes, like MLflow's: an existing one must be a database
     that can be written and is not held by another writer (waited for, then one line)."""
-    from mtlsearch.tracking import _sqlite_path
+    from mtlsearch.tracking import sqlite_path
 
     db = study_file(tracking_uri, storage)
     if db is None or not db.exists():
         return
-    beside = _sqlite_path(tracking_uri) is not None
+    beside = sqlite_path(tracking_uri) is not None
     if db.is_dir():
         raise ConfigError(f"the Optuna study file {db} is a directory; move it aside", field="--tracking-uri" if beside else "--storage")
     check_sqlite_file(
@@ -626,14 +570,14 @@ def check_free_space(tracking_uri: str, storage: str | None) -> None:
     trials and MLflow after Ray started.  (Space running out during the search is the runner's.)"""
     import shutil
 
-    from mtlsearch.tracking import _sqlite_path
+    from mtlsearch.tracking import sqlite_path
 
     need = min_free_mb()
     places = []
     local = _local_storage(storage)
     if local is not None:
         places.append((_existing_ancestor(local), "--storage", "Ray's checkpoints and results"))
-    db = _sqlite_path(tracking_uri)
+    db = sqlite_path(tracking_uri)
     if db is not None:
         places.append((_existing_ancestor(db.parent), "--tracking-uri", "the MLflow store and the Optuna study"))
     for folder, field, what in places:
