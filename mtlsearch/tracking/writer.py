@@ -85,6 +85,10 @@ class Tracker:
         self.searched: list[str] = []  # the searched parameters, named in the trial runs' names
         self.trial_runs: dict[str, str] = {}
         self._steps: dict[str, dict[str, set[int]]] = {}  # run id -> metric -> epochs already logged
+        # run id -> (status, tags) as this tracker last wrote or read them: a trial's start and end compare
+        # against these instead of reading the run back (each read or write is a transaction of the store)
+        self._runs: dict[str, tuple[str, dict[str, str]]] = {}
+        self._fresh = False  # this tracker created the search's parent run: none of its trial runs exist yet
         self.offline_since: float | None = None
         self.missed = 0  # tracker calls skipped while offline
 
@@ -144,9 +148,18 @@ class Tracker:
             self._steps[run_id] = steps
         return self._steps[run_id]
 
+    def _known(self, run_id: str) -> tuple[str, dict[str, str]]:
+        """(status, tags) of a run: as this tracker last wrote them, else read once."""
+        if run_id not in self._runs:
+            run = self.client.get_run(run_id)
+            self._runs[run_id] = (run.info.status, dict(run.data.tags))
+        return self._runs[run_id]
+
     def _finish(self, run_id: str, status: str) -> None:
-        if self.client.get_run(run_id).info.status != status:
+        now, tags = self._known(run_id)
+        if now != status:
             self.client.set_terminated(run_id, status=status)
+            self._runs[run_id] = (status, tags)
 
     # -------------------------------------------------------------- the search
     def start_search(
@@ -197,6 +210,7 @@ class Tracker:
                 },
             )
             run_id = run.info.run_id
+            self._fresh = True
             self._log_params(run_id, info.get("params", {}))
             if info.get("space_text"):
                 self.client.log_text(run_id, info["space_text"], f"space/{info.get('space_file') or 'space.yaml'}")
@@ -309,23 +323,22 @@ class Tracker:
         """The trial's run: cached, else found by tags, else created with its params."""
         if trial_id in self.trial_runs:
             return self.trial_runs[trial_id]
-        run_id = self._find_run(**{TAG_SEARCH: self.search_id, TAG_TRIAL: trial_id})
+        # A search this tracker started has no trial runs but those it made (cached above): no lookup.
+        run_id = None if self._fresh else self._find_run(**{TAG_SEARCH: self.search_id, TAG_TRIAL: trial_id})
         if run_id is None:
             name = trial_run_name(trial_id, config, self.searched)
-            run = self.client.create_run(
-                self.experiment_id,
-                run_name=name,
-                tags={
-                    **({PARENT_TAG: self.parent_run_id} if self.parent_run_id else {}),
-                    TAG_SEARCH: self.search_id,
-                    TAG_TRIAL: trial_id,
-                    TAG_KIND: "trial",
-                    TAG_STATUS: STATUS_RUNNING,
-                    **({TAG_PROTOCOL: str(config["protocol"])} if config.get("protocol") else {}),
-                },
-            )
+            tags = {
+                **({PARENT_TAG: self.parent_run_id} if self.parent_run_id else {}),
+                TAG_SEARCH: self.search_id,
+                TAG_TRIAL: trial_id,
+                TAG_KIND: "trial",
+                TAG_STATUS: STATUS_RUNNING,
+                **({TAG_PROTOCOL: str(config["protocol"])} if config.get("protocol") else {}),
+            }
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
             run_id = run.info.run_id
             self._steps[run_id] = {}
+            self._runs[run_id] = (run.info.status, dict(tags))
             self._log_params(run_id, trial_params(config))
         self.trial_runs[trial_id] = run_id
         return run_id
@@ -334,11 +347,13 @@ class Tracker:
     def start_trial(self, trial_id: str, config: Mapping[str, Any]) -> None:
         """A trial starts or resumes: its run is RUNNING with status ``running``."""
         run_id = self.trial_run(trial_id, config)
-        run = self.client.get_run(run_id)
-        if run.data.tags.get(TAG_STATUS) != STATUS_RUNNING:
+        status, tags = self._known(run_id)
+        if tags.get(TAG_STATUS) != STATUS_RUNNING:
             self.client.set_tag(run_id, TAG_STATUS, STATUS_RUNNING)
-        if run.info.status != "RUNNING":
+            tags[TAG_STATUS] = STATUS_RUNNING
+        if status != "RUNNING":
             self.client.update_run(run_id, status="RUNNING")
+            self._runs[run_id] = ("RUNNING", tags)
 
     @_tolerant
     def log_result(self, trial_id: str, config: Mapping[str, Any], result: Mapping[str, Any]) -> int:
@@ -376,6 +391,8 @@ class Tracker:
         time_total_s: float | None = None,
     ) -> None:
         run_id = self.trial_run(trial_id, config)
+        from mlflow.entities import RunTag
+
         tags = {TAG_STATUS: status}
         if error:
             tags[TAG_ERROR] = error[-4900:]
@@ -385,16 +402,18 @@ class Tracker:
             tags[TAG_EPOCHS] = str(int(epochs))
         if time_total_s is not None:
             tags[TAG_TIME] = f"{float(time_total_s):.3f}"
-        current = self.client.get_run(run_id)
-        for key, value in tags.items():
-            if current.data.tags.get(key) != value:
-                self.client.set_tag(run_id, key, value)
+        _, current = self._known(run_id)
+        changed = [RunTag(key, value) for key, value in tags.items() if current.get(key) != value]
+        if changed:
+            self.client.log_batch(run_id, tags=changed)  # one transaction for the trial's end tags
+            current.update((tag.key, tag.value) for tag in changed)
         self._finish(run_id, "FAILED" if status == STATUS_ERRORED else "FINISHED")
 
     def mark_phase(self, trial_id: str, phase: str) -> None:
         """Tag a trial's run with the search phase it belongs to (``final``: the confirmation phase)."""
         if trial_id in self.trial_runs:
             self.client.set_tag(self.trial_runs[trial_id], TAG_PHASE, phase)
+            self._runs.pop(self.trial_runs[trial_id], None)
 
     def mark_interrupted(self, trial_ids: Iterable[str], *, error: str | None = None) -> None:
         """After Ctrl-C: the runs of the trials that had not ended are KILLED, status ``interrupted``
@@ -402,6 +421,7 @@ class Tracker:
         for trial_id in sorted(trial_ids):
             if trial_id in self.trial_runs:
                 run_id = self.trial_runs[trial_id]
+                self._runs.pop(run_id, None)
                 self.client.set_tag(run_id, TAG_STATUS, "interrupted")
                 if error:
                     self.client.set_tag(run_id, TAG_ERROR, error[-4900:])
@@ -415,6 +435,8 @@ class Tracker:
     def fail_running_runs(self, reason: str) -> None:
         """The search's runs still RUNNING (a start that failed) end FAILED with ``reason`` as their error."""
         for run_id in [*self.trial_runs.values(), self.parent_run_id]:
+            if run_id:
+                self._runs.pop(run_id, None)
             if run_id and self.client.get_run(run_id).info.status == "RUNNING":
                 self.client.set_tag(run_id, TAG_ERROR, reason[-4900:])
                 if run_id != self.parent_run_id:
@@ -436,6 +458,7 @@ class Tracker:
             if not trial_id or trial_id in known or run.data.tags.get(TAG_PHASE):
                 continue
             run_id = run.info.run_id
+            self._runs.pop(run_id, None)
             self.client.set_tag(run_id, TAG_STATUS, STATUS_LOST)
             self.client.set_tag(
                 run_id, TAG_ERROR, "lost: started just before the driver was killed, after Ray last saved the search's state"
