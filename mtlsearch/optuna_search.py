@@ -273,13 +273,16 @@ def _set_user_attrs_at_once(ot_trial: Any, attrs: Mapping[str, Any]) -> bool:
     on SQLite, one disk sync per attribute); False where the storage offers no such path (then one call each)."""
     from optuna.storages import RDBStorage
 
-    storage = ot_trial.storage
-    if not isinstance(storage, RDBStorage) or not hasattr(storage, "_set_trial_attr_without_commit"):
-        return False
     try:
+        from optuna.storages._cached_storage import _CachedStorage
         from optuna.storages._rdb import models
         from optuna.storages._rdb.storage import _create_scoped_session
     except ImportError:  # another Optuna's layout
+        return False
+    storage = ot_trial.storage
+    if isinstance(storage, _CachedStorage):  # a study's RDB storage (its cache holds finished trials only)
+        storage = storage._backend
+    if not isinstance(storage, RDBStorage) or not hasattr(storage, "_set_trial_attr_without_commit"):
         return False
     with _create_scoped_session(storage.scoped_session, True) as session:
         for key, value in attrs.items():

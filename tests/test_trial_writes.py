@@ -106,6 +106,8 @@ def test_the_searcher_keeps_every_report_and_attribute_in_a_sqlite_study(tmp_pat
     searcher.link_runs({"a": "run-a", "b": "run-b"})
     for trial_id in ("a", "b"):
         assert searcher.suggest(trial_id) is not None
+    # The study as Ray's OptunaSearch builds it (Optuna's cache around the RDB storage): one transaction.
+    assert optuna_search._set_user_attrs_at_once(searcher._ot_trials["a"], {"probe": 1, optuna_search.ATTR_TRIAL: "a"})
     for epoch in (1, 2):
         searcher.on_trial_result("a", {"val/delta_m": -float(epoch), "training_iteration": epoch})
         searcher.on_trial_result("a", {"val/delta_m": -float(epoch), "training_iteration": epoch})  # a repeat: kept once
@@ -115,10 +117,11 @@ def test_the_searcher_keeps_every_report_and_attribute_in_a_sqlite_study(tmp_pat
 
     study = optuna.load_study(study_name="writes", storage=url)  # read back from the file
     a, b = sorted(study.get_trials(deepcopy=False), key=lambda t: t.user_attrs[optuna_search.ATTR_TRIAL])
+    assert a.user_attrs["probe"] == 1 and "probe" not in b.user_attrs
     assert a.state == b.state == optuna.trial.TrialState.COMPLETE and (a.value, b.value) == (-2.0, -5.0)
     assert a.intermediate_values == {1: -1.0, 2: -2.0} and b.intermediate_values == {1: -7.0, 2: -5.0}
     for trial, trial_id in ((a, "a"), (b, "b")):
-        assert trial.user_attrs == {
+        assert {k: v for k, v in trial.user_attrs.items() if k != "probe"} == {
             optuna_search.ATTR_TRIAL: trial_id,
             optuna_search.ATTR_RUN: f"run-{trial_id}",
             optuna_search.ATTR_EPOCHS: 2,
