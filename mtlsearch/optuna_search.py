@@ -141,6 +141,7 @@ class ResumableOptunaSearch(OptunaSearch):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_run_ids"] = None
+        state.pop("_steps_here", None)  # a resumed driver asks the storage, which may be ahead of Ray's checkpoint
         return state
 
     def save(self, checkpoint_path: str) -> None:
@@ -171,6 +172,7 @@ class ResumableOptunaSearch(OptunaSearch):
             self._ot_study.enqueue_trial(fairness.next_stratum(self._strata, asked, self._strata_seed), skip_if_exists=False)
         params = super().suggest(trial_id)
         if new and trial_id in self._ot_trials:
+            self._here().setdefault(trial_id, set())  # asked by this driver: its reports are known here
             self._set_attrs(trial_id, {ATTR_TRIAL: trial_id})
         return params
 
@@ -184,6 +186,8 @@ class ResumableOptunaSearch(OptunaSearch):
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass  # finished in the storage after Ray's last experiment checkpoint: its result is there
+        else:
+            self._mark_reported(trial_id, step)
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
@@ -217,6 +221,7 @@ class ResumableOptunaSearch(OptunaSearch):
                 # here: the last intermediate value (a pruned trial's value).
                 if not self._reported(trial_id, epochs) and _finite(values):
                     ot_trial.report(float(values), epochs)
+                    self._mark_reported(trial_id, epochs)
             if state == optuna.trial.TrialState.COMPLETE:
                 study.tell(ot_trial, values, state=state)
             else:
@@ -228,10 +233,22 @@ class ResumableOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
     # ------------------------------------------------------------------ helpers
+    def _here(self) -> dict[str, set[int]]:
+        """The steps reported to the study by this driver, per trial that this driver asked for (not pickled)."""
+        return self.__dict__.setdefault("_steps_here", {})
+
+    def _mark_reported(self, trial_id: str, step: Any) -> None:
+        if step is not None and trial_id in self._here() and not isinstance(self._metric, list):
+            self._here()[trial_id].add(int(step))
+
     def _reported(self, trial_id: str, step: Any) -> bool:
-        """Whether the study already holds an intermediate value of ``trial_id`` at ``step``."""
+        """Whether the study already holds an intermediate value of ``trial_id`` at ``step``: known here for a
+        trial this driver asked for (one storage read less per result); else read from the storage, which
+        may be ahead of Ray's checkpoint (a resumed search)."""
         if step is None:
             return False
+        if trial_id in self._here():
+            return int(step) in self._here()[trial_id]
         study: Any = self._ot_study  # set by Ray's __init__ (typed None there)
         frozen = study._storage.get_trial(self._ot_trials[trial_id]._trial_id)
         return int(step) in frozen.intermediate_values
@@ -239,10 +256,36 @@ class ResumableOptunaSearch(OptunaSearch):
     def _set_attrs(self, trial_id: str, attrs: Mapping[str, Any]) -> None:
         ot_trial = self._ot_trials[trial_id]
         try:
+            if len(attrs) > 1 and _set_user_attrs_at_once(ot_trial, attrs):
+                return
             for key, value in attrs.items():
                 ot_trial.set_user_attr(key, value)
         except optuna.exceptions.UpdateFinishedTrialError:
             pass
+
+
+def _set_user_attrs_at_once(ot_trial: Any, attrs: Mapping[str, Any]) -> bool:
+    """A trial's user attributes in one transaction of an RDB storage (``Trial.set_user_attr`` commits each:
+    on SQLite, one disk sync per attribute); False where the storage offers no such path (then one call each)."""
+    from optuna.storages import RDBStorage
+
+    try:
+        from optuna.storages._cached_storage import _CachedStorage
+        from optuna.storages._rdb import models
+        from optuna.storages._rdb.storage import _create_scoped_session
+    except ImportError:  # another Optuna's layout
+        return False
+    storage = ot_trial.storage
+    if isinstance(storage, _CachedStorage):  # a study's RDB storage (its cache holds finished trials only)
+        storage = storage._backend
+    if not isinstance(storage, RDBStorage) or not hasattr(storage, "_set_trial_attr_without_commit"):
+        return False
+    with _create_scoped_session(storage.scoped_session, True) as session:
+        for key, value in attrs.items():
+            storage._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, ot_trial._trial_id, key, value)
+    for key, value in attrs.items():
+        ot_trial._cached_frozen_trial.user_attrs[key] = value  # as Trial.set_user_attr keeps it
+    return True
 
 
 def _finite(value: Any) -> bool:

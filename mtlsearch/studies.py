@@ -88,12 +88,12 @@ def redacted(url: str) -> str:
 def storage_url(tracking_uri: str, local_storage: Path | None, explicit: str | None = None) -> str | None:
     """The URL of the Optuna storage for a search (see the module docstring), or None.
     ``explicit``: ``--optuna-storage`` (else ``MTLSEARCH_OPTUNA_STORAGE``), used as given."""
-    from mtlsearch.tracking import _sqlite_path
+    from mtlsearch.tracking import sqlite_path
 
     named = explicit_url(explicit)
     if named is not None:
         return named[0]
-    db = _sqlite_path(tracking_uri)
+    db = sqlite_path(tracking_uri)
     if db is not None:
         return f"sqlite:///{db.parent.resolve() / (db.stem + '-optuna.db')}"
     if local_storage is not None:
@@ -109,7 +109,7 @@ def open_storage(url: str, study_name: str | None = None, *, fresh: bool = False
     cannot warm-start the sampler: a new search samples as it would with an in-memory study."""
     import optuna
 
-    from mtlsearch.tracking import _store_lock
+    from mtlsearch.tracking import store_lock
 
     from mtlsearch.faults import StartError
 
@@ -118,7 +118,7 @@ def open_storage(url: str, study_name: str | None = None, *, fresh: bool = False
     # A server database (PostgreSQL) queues concurrent writers itself; a SQLite file waits for its lock.
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if sqlite else {"pool_pre_ping": True}
     try:
-        with _store_lock(url):
+        with store_lock(url):
             storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except Exception as err:  # the store passed the pre-flight; locked, filled, replaced or gone since
         where = f"file {url[len('sqlite:///') :]}" if sqlite else f"database {redacted(url)}"

@@ -24,13 +24,10 @@ serves until Ctrl-C.  Each trial there carries the user attributes ``mlflow_run_
 from __future__ import annotations
 
 import argparse
-import http.client
-import json
 import subprocess
 import sys
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 from types import FrameType
@@ -89,31 +86,9 @@ def trials_url(tracking_uri: str, experiment: str | None = None, base_url: str |
 
 
 # ------------------------------------------------------------------------------------ the server
-def _get_json(url: str, timeout: float = 5.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return json.loads(resp.read() or b"{}")
-
-
-def _serves(base: str, experiment_id: str, parent_run_id: str) -> bool | None:
-    """None: nothing answers at ``base``; True: a server of this store (it has the search's parent run in
-    the same experiment); False: something else."""
-    try:
-        with urllib.request.urlopen(base + "/health", timeout=3):
-            pass
-    except (urllib.error.HTTPError, http.client.HTTPException):  # an HTTP error, or a reply that is not HTTP
-        return False
-    except (urllib.error.URLError, OSError):
-        return None
-    try:
-        run = _get_json(f"{base}/api/2.0/mlflow/runs/get?" + urllib.parse.urlencode({"run_id": parent_run_id}))
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-    return run.get("run", {}).get("info", {}).get("experiment_id") == experiment_id
-
-
 def check_port_free(host: str, port: int) -> None:
     """The server can listen on ``host:port``: refuse a port another program holds (one that does not
-    answer HTTP, which :func:`_serves` cannot tell from a free port) before ``mlflow server`` starts."""
+    answer HTTP, which :func:`mtlsearch.tracking.serves_store` cannot tell from a free port) before ``mlflow server`` starts."""
     import errno
     import socket
 
@@ -135,43 +110,6 @@ def check_port_free(host: str, port: int) -> None:
             if err.errno == errno.EACCES:
                 raise ConfigError(f"port {port} needs privileges to listen on; pass a port above 1023", field="--port") from None
             raise ConfigError(f"cannot listen on {host}:{port} ({err.strerror}); give an address of this machine", field="--host") from None
-
-
-def start_server(tracking_uri: str, host: str, port: int, log: Path | None = None) -> subprocess.Popen:
-    """``mlflow server`` for a local store (one worker: uvicorn's default of 4 is slow to start on small machines)."""
-    out = open(log, "w") if log else subprocess.DEVNULL
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            tracking_uri,
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mlflow server exited with code {proc.returncode}")
-        try:
-            with urllib.request.urlopen(base + "/health", timeout=2):
-                return
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.5)
-    raise RuntimeError(f"mlflow server did not answer at {base} within {timeout:.0f} s")
 
 
 def _open(url: str, no_browser: bool, help_lines: Sequence[str] = ()) -> None:
@@ -376,7 +314,7 @@ def run(args: argparse.Namespace) -> int:
     tracking.ensure_trials_view(client, exp, parent)
     base = f"http://{args.host}:{args.port}"
     url = tracking.trials_url(base, exp.experiment_id, parent.info.run_id)
-    serving = _serves(base, exp.experiment_id, parent.info.run_id)
+    serving = tracking.serves_store(base, exp.experiment_id, parent.info.run_id)
     if serving:
         print(f"The MLflow UI at {base} serves this store already.", file=sys.stderr, flush=True)
         _open(url, args.no_browser, tracking.ui_help(base, exp.experiment_id, parent.info.run_id))
@@ -385,10 +323,10 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{base} is in use by another server (not one of the store {uri}); pass another --port", field="--port")
     check_port_free(args.host, args.port)
     print(f"Starting the MLflow UI for {uri} at {base} (Ctrl-C stops it) ...", file=sys.stderr, flush=True)
-    proc = start_server(uri, args.host, args.port)
+    proc = tracking.start_server(uri, args.host, args.port)
 
     def ready() -> None:
-        wait_ready(base, proc)
+        tracking.wait_ready(base, proc)
         _open(url, args.no_browser, tracking.ui_help(base, exp.experiment_id, parent.info.run_id))
 
     _serve(proc, ready)

@@ -286,16 +286,16 @@ def test_sqlite_write_probe_refuses_a_file_sqlite_opens_read_only(prior_store, t
     """The probe itself: a file that passes ``os.access`` but that SQLite can only open read-only (here
     ``os.access`` is told the file is writable, as it is for root on some mounts) is still refused: the
     probe writes for real (a table created and rolled back), and the file is left byte for byte."""
-    from mtlsearch import preflight
+    from mtlsearch import store_checks
 
     db = tmp_path / "mlflow.db"
     shutil.copy(prior_store, db)
     before = db.read_bytes()
-    assert preflight._sqlite_problem(db) is None and db.read_bytes() == before  # a writable store passes unchanged
+    assert store_checks._sqlite_problem(db) is None and db.read_bytes() == before  # a writable store passes unchanged
     real_access = os.access
-    monkeypatch.setattr(preflight.os, "access", lambda p, mode, **kw: True if Path(p) == db else real_access(p, mode, **kw))
+    monkeypatch.setattr(store_checks.os, "access", lambda p, mode, **kw: True if Path(p) == db else real_access(p, mode, **kw))
     with read_only(db):
-        problem = preflight._sqlite_problem(db)
+        problem = store_checks._sqlite_problem(db)
     assert problem is not None and problem[0] == "readonly" and "readonly database" in problem[1], problem
     assert db.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
 
@@ -334,7 +334,7 @@ def test_study_file_locked_by_another_process_waits_then_one_line(tmp_path, monk
 
     import optuna
 
-    from mtlsearch import preflight
+    from mtlsearch import store_checks
 
     w = Work(tmp_path, monkeypatch, capsys)
     study = w.root / "mlflow-optuna.db"
@@ -344,15 +344,15 @@ def test_study_file_locked_by_another_process_waits_then_one_line(tmp_path, monk
     )  # another process, as in the issue
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
-        monkeypatch.setattr(preflight, "SQLITE_LOCK_WAIT_S", 0.5)
+        monkeypatch.setattr(store_checks, "SQLITE_LOCK_WAIT_S", 0.5)
         code, err = w.launch()
         assert code == 2
         one_line(err, "--tracking-uri: the Optuna study file", str(study), "locked by another writer for more than 0.5 s")
         assert w.created() == ["mlflow-optuna.db"]  # no MLflow store, no Ray results
 
-        monkeypatch.setattr(preflight, "SQLITE_LOCK_WAIT_S", 60.0)
+        monkeypatch.setattr(store_checks, "SQLITE_LOCK_WAIT_S", 60.0)
         threading.Timer(1.0, lambda: holder.communicate("release\n")).start()
-        preflight.check_study_file(w.uri, str(w.storage))  # waits for the lock, then passes
+        store_checks.check_study_file(w.uri, str(w.storage))  # waits for the lock, then passes
     finally:
         holder.kill()
         holder.wait()
@@ -404,9 +404,9 @@ def test_resume_after_the_study_file_was_deleted_is_refused_naming_it(tmp_path, 
 
     study.unlink()
     optuna.create_study(storage=f"sqlite:///{study}", study_name="s")  # the study back: the check passes
-    from mtlsearch import preflight
+    from mtlsearch import store_checks
 
-    preflight.check_resume_study(w.storage / "s", info)
+    store_checks.check_resume_study(w.storage / "s", info)
 
 
 # ------------------------------------------------------------------------------ row 15: the store's creation killed midway
@@ -482,9 +482,9 @@ def test_full_disk_at_the_start_is_refused_before_ray(prior_store, tmp_path, mon
     one_line(err, "--storage: no space left for the search", f"free on the device of {w.root}", "MTLSEARCH_MIN_FREE_MB")
     assert w.created() == [] and db.read_bytes() == before
     monkeypatch.setenv("MTLSEARCH_MIN_FREE_MB", "1")  # the real need of this tiny search: the same command passes the check
-    from mtlsearch import preflight
+    from mtlsearch import store_checks
 
-    preflight.check_free_space(f"sqlite:///{db}", str(w.storage))
+    store_checks.check_free_space(f"sqlite:///{db}", str(w.storage))
 
 
 # ------------------------------------------------------------------------------ smaller: MLflow's own traceback

@@ -328,14 +328,14 @@ def test_mlflow_store_locked_by_another_writer(prior_store, tmp_path, monkeypatc
     import sqlite3
     import threading
 
-    from mtlsearch import preflight
+    from mtlsearch import store_checks
 
     db = tmp_path / "mlflow.db"
     shutil.copy(prior_store, db)
     before = db.read_bytes()
     holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
     holder.execute("BEGIN EXCLUSIVE")
-    monkeypatch.setattr(preflight, "SQLITE_LOCK_WAIT_S", 0.5)
+    monkeypatch.setattr(store_checks, "SQLITE_LOCK_WAIT_S", 0.5)
     path = tmp_path / "space.yaml"
     path.write_text(textwrap.dedent(GOOD))
     monkeypatch.chdir(tmp_path)
@@ -345,9 +345,9 @@ def test_mlflow_store_locked_by_another_writer(prior_store, tmp_path, monkeypatc
     assert "locked by another writer for more than 0.5 s" in err[0], err[0]
     assert not (tmp_path / "ray").exists()
 
-    monkeypatch.setattr(preflight, "SQLITE_LOCK_WAIT_S", 30.0)
+    monkeypatch.setattr(store_checks, "SQLITE_LOCK_WAIT_S", 30.0)
     threading.Timer(1.0, lambda: holder.execute("ROLLBACK")).start()
-    preflight.check_tracking_uri(f"sqlite:///{db}")  # waits for the lock, then passes
+    store_checks.check_tracking_uri(f"sqlite:///{db}")  # waits for the lock, then passes
     holder.close()
     assert db.read_bytes() == before
 

@@ -22,6 +22,7 @@ DRIVER = {
     "mtlsearch.tracking",
     "mtlsearch.console",
     "mtlsearch.preflight",
+    "mtlsearch.store_checks",
     "mtlsearch.faults",
     "mtlsearch.api",
     "mtlsearch.reproduce",

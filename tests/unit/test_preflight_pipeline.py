@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from mtlsearch import api, launch, preflight, resume, spaces
+from mtlsearch import api, launch, preflight, resume, spaces, store_checks
 from mtlsearch.errors import ConfigError
 from mtlsearch.options import SearchOptions, storage_location
 
@@ -131,4 +131,4 @@ def test_one_storage_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert storage_location(None) == (str(tmp_path / "ray_results"), tmp_path / "ray_results")
     assert storage_location(f"file://{tmp_path}/r") == (str(tmp_path / "r"), tmp_path / "r")
     assert storage_location("s3://bucket/dir/") == ("s3://bucket/dir", None)
-    assert preflight._local_storage("s3://bucket/dir") is None
+    assert store_checks._local_storage("s3://bucket/dir") is None
