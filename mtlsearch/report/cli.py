@@ -10,7 +10,8 @@ from typing import Sequence
 from mtlsearch import studies, tracking
 from mtlsearch.errors import ConfigError
 from mtlsearch.report.analysis import group_columns
-from mtlsearch.report.figures import fig_importance, fig_joint, fig_parallel, joint_data, make_figures, parallel_data
+from mtlsearch.report.figures import make_figures
+from mtlsearch.report.param_figures import fig_importance, fig_joint, fig_parallel, joint_data, parallel_data
 from mtlsearch.report.importance import importance_text, param_importance
 from mtlsearch.report.load import load_mlflow, load_results
 from mtlsearch.report.page import build_page

@@ -243,7 +243,7 @@ def caption(name: str, search: Search, searched: Sequence[SearchedParam], import
     hyperparameter by its owners, ``GeMTL's p``; a trial setting as :data:`mtlsearch.config.SETTING_NAMES` says)."""
     from mtlsearch.config import SETTING_NAMES
     from mtlsearch.report.analysis import method_params
-    from mtlsearch.report.figures import joint_axes
+    from mtlsearch.report.param_figures import joint_axes
 
     declared = method_params(search)
     if name == "joint_params.png":

@@ -10,24 +10,26 @@ import pytest
 from helpers.report_search import SPACE, _search
 
 from mtlsearch import report
-from mtlsearch.report import figures, importance, page, trials
+from mtlsearch.report import figures, importance, page, param_figures, trials
+from mtlsearch.report import scale as report_scale
 from mtlsearch.report.render import table_columns, totals
 from mtlsearch.tracking import STATUS_COMPLETED, STATUS_ERRORED, STATUS_STOPPED
 
 
 @pytest.fixture
 def drawn(monkeypatch):
-    """Every figure ``figures`` saves, by file name, still open (saved as usual afterwards)."""
+    """Every figure ``figures`` and ``param_figures`` save, by file name, still open (saved as usual afterwards)."""
     kept = {}
-    save = figures._save
+    save = report_scale.save_figure
 
     def keep(fig, path):
         fig.canvas.draw()
         kept[path.name] = fig
         return save(fig, path)
 
-    monkeypatch.setattr(figures, "_save", keep)
-    monkeypatch.setattr(figures._plt(), "close", lambda fig=None: None)
+    monkeypatch.setattr(figures, "save_figure", keep)
+    monkeypatch.setattr(param_figures, "save_figure", keep)
+    monkeypatch.setattr(report_scale.pyplot(), "close", lambda fig=None: None)
     yield kept
     import matplotlib.pyplot as plt
 
@@ -66,7 +68,7 @@ def _titles_fit(fig):
 
 def test_scale_keeps_every_value_in_order_and_never_clips():
     search = _far_search()
-    scale = figures.value_scale(search)
+    scale = report_scale.value_scale(search)
     done = [t.final["val/delta_m"] for t in search.trials if t.status == STATUS_COMPLETED]
     values = sorted(t.final["val/delta_m"] for t in search.trials if t.status != STATUS_ERRORED)
     assert (scale.lo, scale.hi) == (min(done), max(done)) and scale.below and not scale.above
@@ -117,12 +119,12 @@ def test_delta_scatters_draw_every_value_in_a_panel_that_holds_it(tmp_path, draw
 def test_joint_figure_colours_each_point_by_its_own_value_with_a_colour_bar(tmp_path, drawn):
     search = _far_search()
     searched = trials.searched_params(search, SPACE)
-    data = figures.joint_data(search, searched)
-    figures.fig_joint(data, tmp_path)
+    data = param_figures.joint_data(search, searched)
+    param_figures.fig_joint(data, tmp_path)
     fig = drawn["joint_params.png"]
     ax, bar = fig.axes[0], fig.axes[1]  # the plot and its colour bar
     scale = data["scale"]
-    cmap = figures._plt().get_cmap("viridis")
+    cmap = report_scale.pyplot().get_cmap("viridis")
     norm = scale.norm()
     by_xy = {(round(t.params["lr"], 12), round(t.params["p"], 12)): t for t in search.trials}
     seen = 0
@@ -150,7 +152,7 @@ def test_joint_figure_colours_each_point_by_its_own_value_with_a_colour_bar(tmp_
 def test_parallel_coordinates_put_out_of_range_values_in_a_labelled_band_with_a_colour_bar(tmp_path, drawn):
     search = _far_search()
     searched = trials.searched_params(search, SPACE)
-    data = figures.parallel_data(search, searched)
+    data = param_figures.parallel_data(search, searched)
     scale = data["scale"]
     by_id = {t.trial_id: t for t in search.trials}
     pairs = sorted((by_id[ln["trial"]].final["val/delta_m"], ln["objective"]) for ln in data["lines"] if ln["objective"] is not None)
@@ -158,7 +160,7 @@ def test_parallel_coordinates_put_out_of_range_values_in_a_labelled_band_with_a_
     below = [v for v in (by_id[ln["trial"]].final["val/delta_m"] for ln in data["lines"] if ln["objective"] is not None) if v < scale.lo]
     assert len(below) == sum(t.status == STATUS_STOPPED for t in search.trials) and all(p < 0 for v, p in pairs if v < scale.lo)
     assert all(ln["objective"] is None for ln in data["lines"] if by_id[ln["trial"]].status == STATUS_ERRORED)
-    figures.fig_parallel(data, tmp_path)
+    param_figures.fig_parallel(data, tmp_path)
     fig = drawn["parallel_coordinates.png"]
     assert len(fig.axes) == 2  # the colour bar
     labels = [t.get_text() for t in fig.axes[0].texts if t.get_text().startswith("below the scale")]
@@ -260,7 +262,7 @@ def test_the_report_takes_names_buckets_and_owners_from_the_space_and_the_method
     assert xs == pytest.approx(sorted(t.params["tilt"] for t in search.trials if "tilt" in t.params and t.status != STATUS_ERRORED))
 
     result = importance.Importance(params=["tilt", "weight_decay"], values={"fANOVA": {"weight_decay": 0.9, "tilt": 0.1}})
-    data = figures.joint_data(search, searched, result)
+    data = param_figures.joint_data(search, searched, result)
     assert (data["x"].name, data["y"].name, data["y_buckets"]) == ("weight_decay", "tilt", (0,))
     assert page.caption("delta_m_vs_tilt.png", search, searched, result) == "Δm against Tilt's tilt"
     assert page.caption("delta_m_vs_weight_decay.png", search, searched, result) == "Δm against the weight decay"

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from mtlsearch.report import figures, importance, page, trials
+from mtlsearch.report import importance, page, param_figures, scale, trials
 from mtlsearch.tracking import STATUS_COMPLETED, STATUS_ERRORED, STATUS_STOPPED
 
 from helpers.report_search import SPACE, _score, _search
@@ -43,7 +43,7 @@ def test_trials_csv_has_one_row_per_trial_and_one_column_per_searched_parameter(
 def test_joint_data_draws_stopped_trials_hollow_and_keeps_them_off_the_colour_scale():
     search = _search()
     search.trials[2].final["val/delta_m"] = -500.0  # a stopped trial's partial value, far below the rest
-    data = figures.joint_data(search, trials.searched_params(search, SPACE))
+    data = param_figures.joint_data(search, trials.searched_params(search, SPACE))
     assert data["x"].name == "lr" and data["x"].log and data["y"].name == "p"
     status = {t.trial_id: t.status for t in search.trials}
     assert len(data["points"]) == len(search.trials)
@@ -56,7 +56,7 @@ def test_joint_data_draws_stopped_trials_hollow_and_keeps_them_off_the_colour_sc
     for t in search.trials:
         if t.status == STATUS_COMPLETED:
             t.status = STATUS_STOPPED
-    low, high, how = figures.colour_limits(search)
+    low, high, how = scale.colour_limits(search)
     assert low > -500.0 and "robust limits" in how
 
 
@@ -66,9 +66,9 @@ def test_joint_axes_without_p_are_the_most_important_numbers():
     )
     searched = trials.searched_params(_search(), space)
     imp = importance.Importance(params=["lr", "weight_decay"], values={"fANOVA": {"weight_decay": 0.8, "lr": 0.2}})
-    x, y = figures.joint_axes(searched, imp)
+    x, y = param_figures.joint_axes(searched, imp)
     assert (x.name, y.name) == ("lr", "weight_decay")
-    assert figures.joint_axes(searched[:1]) is None
+    assert param_figures.joint_axes(searched[:1]) is None
 
 
 def test_parallel_data_axes_log_and_categorical_and_faint_stopped_trials():
@@ -76,7 +76,7 @@ def test_parallel_data_axes_log_and_categorical_and_faint_stopped_trials():
     search = _search()
     for i, t in enumerate(search.trials):
         t.params["method"] = "ew" if i % 2 else "gemtl"
-    data = figures.parallel_data(search, trials.searched_params(search, space))
+    data = param_figures.parallel_data(search, trials.searched_params(search, space))
     axes = {a.name: a for a in data["axes"]}
     assert list(axes) == ["method", "p", "lr"] and axes["lr"].log and axes["method"].kind == "categorical"
     for line in data["lines"]:
@@ -103,7 +103,7 @@ def test_importance_ranks_the_parameter_the_objective_depends_on_with_both_evalu
         assert sum(result.values[label].values()) == pytest.approx(1.0)
     text = importance.importance_text(result, "val/delta_m")
     assert "FanovaImportanceEvaluator" in text and "PedAnovaImportanceEvaluator" in text and "epoch 3" in text
-    path = figures.fig_importance(result, "val/delta_m", tmp_path)
+    path = param_figures.fig_importance(result, "val/delta_m", tmp_path)
     assert path.is_file() and path.stat().st_size > 5000
 
 
@@ -122,9 +122,9 @@ def test_html_page_is_self_contained_with_figures_and_both_evaluators(tmp_path):
     searched = trials.searched_params(search, SPACE)
     result = importance.param_importance(search, searched)
     paths = [
-        figures.fig_joint(figures.joint_data(search, searched, result), tmp_path),
-        figures.fig_parallel(figures.parallel_data(search, searched), tmp_path),
-        figures.fig_importance(result, search.metric, tmp_path),
+        param_figures.fig_joint(param_figures.joint_data(search, searched, result), tmp_path),
+        param_figures.fig_parallel(param_figures.parallel_data(search, searched), tmp_path),
+        param_figures.fig_importance(result, search.metric, tmp_path),
     ]
     assert all(p is not None and p.is_file() for p in paths)
     html = page.build_page(search, [], [search.metric], result, searched, paths)
