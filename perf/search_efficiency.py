@@ -36,6 +36,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -52,8 +53,15 @@ STRATEGIES = {
     "asha_tpe": "ASHA + TPE (default)",
     "asha_random": "ASHA + random",
     "tpe_fifo": "TPE, no pruning",
+    "hyperband_tpe": "async Hyperband + TPE",
+    "bohb": "BOHB (Ray Tune)",
     "grid": "full grid",
 }
+#: The strategies that run through the launcher (``mtlsearch.launch.main``); ``bohb`` has its own driver.
+LAUNCHER = ("asha_tpe", "asha_random", "tpe_fifo", "hyperband_tpe", "grid")
+#: Brackets of the Hyperband strategy (Ray's ASHA with several brackets: asynchronous Hyperband).
+HYPERBAND_BRACKETS = 3
+BOHB_INSTALL = "pip install -e '.[perf]'  (or: pip install hpbandster ConfigSpace)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,13 +105,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--target-points",
         type=float,
         default=1.0,
-        help="target: within this many objective points of the grid's best (default: %(default)s)",
+        help="target where trials train one seed: within this many objective points of the grid's best (a space "
+        "with budget.seeds is judged against the grid's best trial's 95%% interval over its seeds) (default: %(default)s)",
     )
     p.add_argument(
         "--target-fraction", type=float, default=0.35, help="target: with at most this fraction of the grid's epochs (default: %(default)s)"
     )
+    p.add_argument(
+        "--target-share",
+        type=float,
+        default=0.8,
+        help="target: in at least this share of the searcher seeds (0.8: 4 of 5) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--stop-at",
+        type=float,
+        metavar="FRACTION",
+        help="stop each sampled search once it has spent this fraction of the full grid's epochs (e.g. 0.35: "
+        "all the target needs; the tables show nothing beyond it). A search's results up to then are those "
+        "it would have had without the stop (default: every search runs to its end)",
+    )
+    p.add_argument(
+        "--later",
+        nargs="*",
+        default=[],
+        metavar="S",
+        help="strategies to run after every seed of the others (e.g. the costly ones: a run cut short still has the others on every seed)",
+    )
     p.add_argument("--workdir", help="keep MLflow runs and Ray results here (default: a temporary folder, removed)")
-    p.add_argument("--json", help="also write every search's (epochs spent, objective, test) curve to this file")
+    p.add_argument("--json", help="also write every search's (epochs spent, objective, test) curve to this file (after each search)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --json: keep the searches that file holds already and run only the missing ones",
+    )
     p.add_argument(
         "--from-json",
         metavar="PATH",
@@ -142,11 +177,12 @@ def _round(x: float) -> float:
 
 
 def parse_grid_counts(items: list[str], default: int) -> dict[str, int]:
+    """``NAME=K`` (every space searching NAME) or ``SPACE:NAME=K`` (that space only) -> {name: K}."""
     out = {}
     for item in items:
         name, sep, count = item.partition("=")
         if not sep or not name or not count.isdigit() or int(count) < 1:
-            raise ConfigError(f"expected NAME=K with K a whole number >= 1, got {item!r}", field="--grid")
+            raise ConfigError(f"expected NAME=K or SPACE:NAME=K with K a whole number >= 1, got {item!r}", field="--grid")
         out[name] = int(count)
     if default < 1:
         raise ConfigError(f"must be >= 1, got {default}", field="--grid-points")
@@ -155,6 +191,11 @@ def parse_grid_counts(items: list[str], default: int) -> dict[str, int]:
 
 def make_grid(space, counts: dict[str, int], default: int) -> dict[str, list[Any]]:
     searched = [p for p in space.params if p.kind != "value"]
+    prefix = f"{space.name}:"
+    # NAME=K for every space, SPACE:NAME=K (which wins) for this one; other spaces' entries are theirs
+    counts = {k: v for k, v in counts.items() if ":" not in k} | {
+        k.removeprefix(prefix): v for k, v in counts.items() if k.startswith(prefix)
+    }
     unknown = set(counts) - {p.name for p in searched}
     if unknown:
         raise ConfigError(
@@ -175,7 +216,9 @@ def _yaml_list(values: list[Any]) -> str:
 
 
 # ------------------------------------------------------------------------------ one search
-def make_recorder(metric: str):
+def make_recorder(metric: str, cap: int | None = None, stop=None):
+    """The callback that records every result; with ``cap``, once ``cap`` epochs are recorded it calls
+    ``stop()`` once and records nothing more (results still in flight are not epochs of the budget)."""
     from ray.tune import Callback
 
     class Recorder(Callback):
@@ -183,23 +226,51 @@ def make_recorder(metric: str):
 
         def __init__(self):
             self.results: list[dict[str, Any]] = []
+            self.capped = False
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            self.results.append(
-                {
-                    "trial": trial.trial_id,
-                    "epoch": int(result.get("training_iteration", 0)),
-                    "val": result.get(metric),
-                    "test": result.get("test/delta_m"),
-                }
-            )
+            if self.capped:
+                return
+            entry = {
+                "trial": trial.trial_id,
+                "epoch": int(result.get("training_iteration", 0)),
+                "val": result.get(metric),
+                "test": result.get("test/delta_m"),
+            }
+            seeds = seed_values(result, metric)
+            if seeds:  # a space with budget.seeds: the objective is their mean, the interval comes from them
+                entry["seeds"] = seeds
+            self.results.append(entry)
+            if cap is not None and len(self.results) >= cap:
+                self.capped = True
+                if stop is not None:
+                    stop()
 
     return Recorder()
+
+
+def seed_values(result: dict[str, Any], metric: str) -> list[float]:
+    """The seeds' own values of ``metric`` in one result (``seed<s>/<metric>``, by seed), [] for one seed."""
+    found = []
+    for key, value in result.items():
+        head, sep, tail = key.partition("/")
+        if sep and tail == metric and head.startswith("seed") and head[4:].isdigit() and value is not None:
+            found.append((int(head[4:]), float(value)))
+    return [v for _, v in sorted(found)]
+
+
+def stop_cap(args, grid: dict[str, list[Any]], space) -> int | None:
+    """``--stop-at``: the epochs after which a sampled search stops (that fraction of the full grid's)."""
+    if args.stop_at is None:
+        return None
+    return max(1, math.ceil(args.stop_at * math.prod(len(v) for v in grid.values()) * (args.max_epochs or space.max_epochs)))
 
 
 def run_search(space_name: str, strategy: str, seed: int, grid: dict[str, list[Any]], args, workdir: Path, log) -> dict[str, Any]:
     from mtlsearch import launch, spaces
 
+    if strategy == "bohb":
+        return run_bohb(space_name, seed, grid, args, workdir, log)
     space = spaces.load_space(space_name, validate=False)
     sets = [f"searcher.seed={seed}"]
     samples = args.samples or space.num_samples
@@ -209,6 +280,8 @@ def run_search(space_name: str, strategy: str, seed: int, grid: dict[str, list[A
         sets += ["searcher.type=optuna", "searcher.sampler=random", "scheduler.type=asha"]
     elif strategy == "tpe_fifo":
         sets += ["searcher.type=optuna", "searcher.sampler=tpe", "scheduler.type=fifo"]
+    elif strategy == "hyperband_tpe":
+        sets += ["searcher.type=optuna", "searcher.sampler=tpe", "scheduler.type=asha", f"scheduler.brackets={HYPERBAND_BRACKETS}"]
     if args.max_concurrent and strategy != "grid":
         sets.append(f"budget.max_concurrent_trials={args.max_concurrent}")
     if strategy == "grid":  # Ray's variant generator crosses the grid values, one trial per point
@@ -236,19 +309,105 @@ def run_search(space_name: str, strategy: str, seed: int, grid: dict[str, list[A
         argv += ["--max-epochs", str(args.max_epochs)]
     for item in sets:
         argv += ["--set", item]
-    recorder = make_recorder(space.metric)
+    cap = stop_cap(args, grid, space) if strategy != "grid" else None
+    # The launcher's own stop (as `ray job stop` sends it): Ray Tune ends the trials, the launcher exits 130.
+    recorder = make_recorder(space.metric, cap, lambda: os.kill(os.getpid(), signal.SIGTERM))
     started = time.perf_counter()
     with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         print(f"\n=== {strategy} seed {seed}: python -m mtlsearch.launch {' '.join(argv)}", flush=True)
         code = launch.main(argv, callbacks=[recorder])
         log.flush()
     wall = time.perf_counter() - started
-    if code != 0:
+    if code != 0 and not (recorder.capped and code == 130):
         raise SystemExit(
             f"error: the {strategy} search of {space_name} (seed {seed}) ended with exit code {code}; "
             f"its output: {getattr(log, 'name', 'above')}"
         )
     return {"strategy": strategy, "seed": seed, "wall_s": wall, "results": recorder.results}
+
+
+def bohb_missing() -> str | None:
+    """Why BOHB cannot run here (its packages are missing, with how to install them), or None."""
+    try:
+        import ConfigSpace  # noqa: F401
+        import hpbandster  # noqa: F401
+    except ImportError as err:
+        return f"the bohb strategy needs hpbandster and ConfigSpace ({err}); install them with: {BOHB_INSTALL}"
+    return None
+
+
+def bohb_param_space(space) -> dict[str, Any]:
+    """The trial configs' constants and Ray Tune domains of the searched parameters (TuneBOHB converts them
+    to a ConfigSpace: ``uniform``, ``loguniform``, ``quniform``, ``randint``, ``choice``)."""
+    from mtlsearch.spaces import _tune_domain
+
+    out: dict[str, Any] = dict(space.base_config())
+    for p in space.params:
+        if p.when or p.kind in ("grid", "simplex"):
+            raise ConfigError(
+                f"space {space.name!r}: parameter {p.name!r} ({p.kind}{', conditional' if p.when else ''}) has no BOHB "
+                "equivalent here; allowed: uniform, loguniform, quniform, randint, choice without when (leave out 'bohb' "
+                "with --strategies)",
+                field="--space",
+            )
+        out[p.name] = _tune_domain(p)
+    return out
+
+
+def run_bohb(space_name: str, seed: int, grid: dict[str, list[Any]], args, workdir: Path, log) -> dict[str, Any]:
+    """BOHB (Falkner et al. 2018) as Ray Tune runs it: ``TuneBOHB`` (hpbandster's KDE model over configs
+    and budgets) with ``HyperBandForBOHB`` (synchronous Hyperband: trials pause at each rung until the
+    bracket's rung is full, then the best 1/eta resume from their checkpoint).  The same trainable
+    (``trainables.train_mtl``), trial configs, resources, epochs, max_t and reduction factor as the
+    launcher's searches; what differs besides the searcher and scheduler: no MLflow run per trial, no
+    Optuna study, no launcher console, and no equal budget per method (BOHB picks the method itself)."""
+    from ray import tune
+    from ray.tune.schedulers import HyperBandForBOHB
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.bohb import TuneBOHB
+
+    from mtlsearch import spaces
+    from mtlsearch.runner import trial_dirname
+    from trainables import train_mtl
+
+    space = spaces.override(spaces.load_space(space_name, validate=False), num_samples=args.samples or None, max_epochs=args.max_epochs)
+    concurrent = args.max_concurrent or max(1, int(float(args.cpus or os.cpu_count() or 1) // args.cpus_per_trial))
+    searcher = ConcurrencyLimiter(TuneBOHB(seed=seed), max_concurrent=concurrent)
+    scheduler = HyperBandForBOHB(
+        time_attr="training_iteration", max_t=space.max_epochs, reduction_factor=space.scheduler["reduction_factor"]
+    )
+    recorder = make_recorder(space.metric, stop_cap(args, grid, space))
+    tuner = tune.Tuner(
+        tune.with_resources(train_mtl, {"cpu": args.cpus_per_trial, "gpu": 0}),
+        param_space=bohb_param_space(space),
+        tune_config=tune.TuneConfig(
+            metric=space.metric,
+            mode=space.mode,
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=space.num_samples,
+            trial_dirname_creator=trial_dirname,
+            reuse_actors=True,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{space.name}-bohb-{seed}",
+            storage_path=str(workdir / "ray_results"),
+            verbose=0,
+            callbacks=[recorder],
+            stop=lambda trial_id, result: recorder.capped,  # --stop-at: every trial stops once the budget is spent
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        print(f"\n=== bohb seed {seed}: TuneBOHB + HyperBandForBOHB on {space_name}", flush=True)
+        grid = tuner.fit()
+        log.flush()
+    wall = time.perf_counter() - started
+    errors = [r.error for r in grid if r.error is not None]  # type: ignore[attr-defined]
+    if errors and len(errors) == len(grid):
+        raise SystemExit(f"error: every trial of the bohb search of {space_name} (seed {seed}) errored: {errors[0]}")
+    return {"strategy": "bohb", "seed": seed, "wall_s": wall, "results": recorder.results}
 
 
 # ------------------------------------------------------------------------------ analysis
@@ -321,6 +480,11 @@ def report(space, runs: list[dict[str, Any]], grid: dict[str, list[Any]], args) 
         "best = best objective of any reported epoch of any trial so far (last-epoch = the launcher's table's definition); "
         "test = test/delta_m of that same trial and epoch; mean ± sd over seeds",
     ]
+    if getattr(args, "stop_at", None) is not None:
+        lines.append(
+            f"--stop-at {args.stop_at:g}: each sampled search stopped after {math.ceil(args.stop_at * grid_epochs)} epochs "
+            "(its results until then are those of the whole search; 'epochs spent', 'best' and 'last-epoch' are as of the stop)"
+        )
     if "asha_tpe" in by:
         from mtlsearch import spaces as _spaces
         from mtlsearch.optuna_search import describe_settings
@@ -335,7 +499,8 @@ def report(space, runs: list[dict[str, Any]], grid: dict[str, list[Any]], args) 
         )
     lines.append("")
     header = ["strategy", "runs", "epochs spent", "% of grid", "wall s", f"best {metric}", "test/delta_m", "best (last-epoch)"]
-    header += [f"best@{f:.0%}" for f in args.fractions]
+    fractions = [f for f in args.fractions if getattr(args, "stop_at", None) is None or f <= args.stop_at + 1e-9]
+    header += [f"best@{f:.0%}" for f in fractions]
     rows = []
     for strategy in args.strategies:
         group = by.get(strategy, [])
@@ -353,26 +518,89 @@ def report(space, runs: list[dict[str, Any]], grid: dict[str, list[Any]], args) 
             mean_sd([f[2] for f in finals]),
             mean_sd([best_last_epoch(r["results"], mode) for r in group]),
         ]
-        row += [mean_sd([best_at(r["curve"], f * grid_epochs) for r in group]) for f in args.fractions]
+        row += [mean_sd([best_at(r["curve"], f * grid_epochs) for r in group]) for f in fractions]
         rows.append(row)
     lines.append(table(header, rows))
     met = None
     if "grid" in by and "asha_tpe" in by:
-        grid_best = by["grid"][0]["curve"][-1][1]
-        budget = args.target_fraction * grid_epochs
-        at = [best_at(r["curve"], budget) for r in by["asha_tpe"]]
-        gaps = [(grid_best - a if mode == "max" else a - grid_best) if a is not None else math.inf for a in at]
-        mean_gap = statistics.mean(gaps)
-        met = mean_gap <= args.target_points
-        within = sum(g <= args.target_points for g in gaps)
-        lines += [
-            "",
-            f"Target: ASHA+TPE within {args.target_points:g} point(s) of the full grid's best {metric} "
-            f"({grid_best:.2f}) with <= {args.target_fraction:.0%} of its epochs ({budget:.0f} of {grid_epochs}): "
-            f"ASHA+TPE's best by then {mean_sd(at)} (gap {mean_gap:.2f} mean over {len(at)} seed(s); "
-            f"within in {within}/{len(at)}) -> {'MET' if met else 'NOT MET'}",
-        ]
+        verdict, met = target_lines(by, grid_epochs, metric, mode, args)
+        lines += ["", *verdict]
     return "\n".join(lines), met
+
+
+def best_entry(results: list[dict[str, Any]], mode: str) -> dict[str, Any] | None:
+    """The result (trial, epoch) with the best objective of a search, the first of equals."""
+    best = None
+    for r in results:
+        v = r["val"]
+        if v is not None and math.isfinite(v) and (best is None or (v > best["val"] if mode == "max" else v < best["val"])):
+            best = r
+    return best
+
+
+def grid_bar(grid_run: dict[str, Any], mode: str, points: float) -> tuple[float, float, str]:
+    """(the grid's best objective, the value a search must reach to count as having reached it, how): the
+    low end (mode max; the high end for min) of the 95% t-interval over the seeds of the grid's best trial
+    at its best epoch where the space trains several seeds per trial, else ``points`` from its value."""
+    from mtlsearch import uncertainty
+
+    entry = best_entry(grid_run["results"], mode)
+    if entry is None:
+        raise SystemExit("error: the full grid reported no finite objective")
+    best = float(entry["val"])
+    ci = uncertainty.interval(entry.get("seeds") or [])
+    if ci is not None and ci.low is not None and ci.high is not None:
+        bar = ci.low if mode == "max" else ci.high
+        return best, bar, f"its {ci.n}-seed 95% interval [{ci.low:.2f}, {ci.high:.2f}]"
+    bar = best - points if mode == "max" else best + points
+    return best, bar, f"within {points:g} point(s) (one seed per trial: no interval)"
+
+
+def target_lines(by: dict[str, list[dict[str, Any]]], grid_epochs: int, metric: str, mode: str, args) -> tuple[list[str], bool]:
+    """Per strategy: in how many searcher seeds it reached the grid's best within ``--target-fraction`` of the
+    grid's epochs, and its mean best by then; the target line (the default, ASHA + TPE: reached in at least
+    ``--target-share`` of the seeds, and a mean best by then no worse than ASHA + random's) comes last."""
+    best, bar, how = grid_bar(by["grid"][0], mode, args.target_points)
+    budget = args.target_fraction * grid_epochs
+    header = ["strategy", f"reached by {args.target_fraction:.0%}", f"best@{args.target_fraction:.0%} per seed", "mean", "gap to grid"]
+    rows, summary = [], {}
+    for strategy in args.strategies:
+        if strategy == "grid" or not by.get(strategy):
+            continue
+        at = [best_at(r["curve"], budget) for r in by[strategy]]
+        values = [a if a is not None else (-math.inf if mode == "max" else math.inf) for a in at]
+        reached = sum((v >= bar) if mode == "max" else (v <= bar) for v in values)
+        mean = statistics.mean(values)
+        summary[strategy] = (reached, len(values), mean)
+        rows.append(
+            [
+                STRATEGIES[strategy],
+                f"{reached}/{len(values)}",
+                " ".join(f"{v:.2f}" for v in values),
+                f"{mean:.2f}",
+                f"{(best - mean) if mode == 'max' else (mean - best):.2f}",
+            ]
+        )
+    reached, n, mean = summary["asha_tpe"]
+    need = math.ceil(args.target_share * n - 1e-9)
+    ok_reached = reached >= need
+    text = (
+        f"Target: ASHA+TPE reaches the full grid's best {metric} ({best:.2f}; reached = at least {bar:.2f}, {how}) with "
+        f"<= {args.target_fraction:.0%} of its epochs ({budget:.0f} of {grid_epochs}) in >= {need} of {n} searcher seeds: "
+        f"{reached}/{n}"
+    )
+    ok_random = True
+    if "asha_random" in summary:
+        rand = summary["asha_random"][2]
+        ok_random = (mean >= rand - 1e-9) if mode == "max" else (mean <= rand + 1e-9)
+        text += f"; mean best@{args.target_fraction:.0%} {mean:.2f} vs ASHA+random's {rand:.2f} ({'not worse' if ok_random else 'worse'})"
+    met = ok_reached and ok_random
+    return [
+        f"Reached the grid's best: best@{args.target_fraction:.0%} at least {bar:.2f} ({how} of the grid's best, {best:.2f})",
+        table(header, rows),
+        "",
+        f"{text} -> {'MET' if met else 'NOT MET'}",
+    ], met
 
 
 # ------------------------------------------------------------------------------ main
@@ -381,7 +609,7 @@ def reprint(args) -> int:
 
     for key, entry in json.loads(Path(args.from_json).read_text()).items():
         space = spaces.load_space(entry.get("space", key))
-        for field in ("samples", "max_epochs", "seeds", "max_concurrent"):
+        for field in ("samples", "max_epochs", "seeds", "max_concurrent", "stop_at"):
             if field in entry:
                 setattr(args, field, entry[field])
         args.strategies = [s for s in STRATEGIES if any(r["strategy"] == s for r in entry["runs"])]
@@ -426,6 +654,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"must be >= 1, got {args.max_epochs}", field="--max-epochs")
         if not 0 < args.cpus_per_trial:
             raise ConfigError(f"must be > 0, got {args.cpus_per_trial}", field="--cpus-per-trial")
+        if args.stop_at is not None and not (0 < args.stop_at <= 1 and "grid" in args.strategies):
+            raise ConfigError(f"must be in (0, 1] and needs the 'grid' strategy (its epochs), got {args.stop_at}", field="--stop-at")
+        if set(args.later) - set(STRATEGIES):
+            raise ConfigError(f"unknown {sorted(set(args.later) - set(STRATEGIES))}; choose from {', '.join(STRATEGIES)}", field="--later")
         counts = parse_grid_counts(args.grid, args.grid_points)
         loaded = [spaces.load_space(name) for name in args.space]
         grids = [
@@ -440,6 +672,20 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.from_json:
         return reprint(args)
+    if "bohb" in args.strategies:
+        try:
+            for space in loaded:
+                bohb_param_space(space)
+        except ConfigError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        missing = bohb_missing()
+        if missing:
+            print(f"error: --strategies: {missing}", file=sys.stderr)
+            return 2
+    dump: dict[str, Any] = {}
+    if args.resume and args.json and Path(args.json).exists():
+        dump = json.loads(Path(args.json).read_text())
     keep = args.workdir is not None
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="mtlsearch_efficiency_")).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
@@ -452,28 +698,37 @@ def main(argv: list[str] | None = None) -> int:
         f"work folder {workdir}{'' if keep else ' (removed at the end)'}",
         flush=True,
     )
-    texts, dump, all_met = [], {}, []
-    try:
-        for name, space, grid in zip(args.space, loaded, grids):
-            runs = []
-            for strategy in args.strategies:
-                for seed in [args.seeds[0]] if strategy == "grid" else args.seeds:
-                    run = run_search(name, strategy, seed, grid, args, workdir, log)
-                    print(f"  {space.name} {strategy} seed {seed}: {len(run['results'])} epochs spent, {run['wall_s']:.0f} s", flush=True)
-                    runs.append(run)
-            text, met = report(space, runs, grid, args)
-            texts.append(text)
-            all_met.append(met)
-            print("\n" + text + "\n", flush=True)
-            dump[space.name] = {
-                "space": name,
+    for name, space, grid in zip(args.space, loaded, grids):
+        entry = dump.setdefault(space.name, {"space": name, "runs": []})
+        entry.update(
+            {
                 "samples": args.samples or space.num_samples,
                 "max_epochs": args.max_epochs,
                 "seeds": args.seeds,
                 "max_concurrent": args.max_concurrent,
+                "stop_at": args.stop_at,
                 "grid": grid,
-                "runs": [{k: r[k] for k in ("strategy", "seed", "wall_s", "results")} for r in runs],
             }
+        )
+    # The grids first, then one searcher seed at a time over every space and strategy: a run cut short
+    # still compares every strategy on every space (on fewer seeds); the JSON file is written after each search.
+    plan = [(i, "grid", args.seeds[0]) for i in range(len(loaded)) if "grid" in args.strategies]
+    for group in ([st for st in args.strategies if st not in args.later], [st for st in args.strategies if st in args.later]):
+        plan += [(i, st, seed) for seed in args.seeds for i in range(len(loaded)) for st in group if st != "grid"]
+    try:
+        for i, strategy, seed in plan:
+            name, space, grid = args.space[i], loaded[i], grids[i]
+            runs = dump[space.name]["runs"]
+            if any(r["strategy"] == strategy and (r["seed"] == seed or strategy == "grid") for r in runs):
+                print(f"  {space.name} {strategy} seed {seed}: in {args.json} already (--resume)", flush=True)
+                continue
+            run = run_search(name, strategy, seed, grid, args, workdir, log)
+            print(f"  {space.name} {strategy} seed {seed}: {len(run['results'])} epochs spent, {run['wall_s']:.0f} s", flush=True)
+            runs.append({k: run[k] for k in ("strategy", "seed", "wall_s", "results")})
+            if args.json:
+                tmp = Path(args.json + ".tmp")
+                tmp.write_text(json.dumps(dump, indent=1))
+                tmp.replace(args.json)
     finally:
         ray.shutdown()
         if log is not sys.stdout:
@@ -482,8 +737,10 @@ def main(argv: list[str] | None = None) -> int:
             import shutil
 
             shutil.rmtree(workdir, ignore_errors=True)
+    for space, grid in zip(loaded, grids):
+        runs = [dict(r) for r in dump[space.name]["runs"] if r["strategy"] == "grid" or r["seed"] in args.seeds]
+        print("\n" + report(space, runs, grid, args)[0] + "\n", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(dump, indent=1))
         print(f"curves written to {args.json}")
     return 0
 
