@@ -123,7 +123,13 @@ def test_seeded_spaces_are_judged_against_the_grids_seed_interval():
     assert "reached = at least -14.97, its 3-seed 95% interval [-14.97, -5.03]" in text
     assert met is True and "in >= 1 of 2 searcher seeds: 1/2" in text
     assert eff.report(space, runs, grid, _args(target_fraction=1.0))[1] is False  # 0.8 of 2 seeds: both must reach it
-    result = {"val/delta_m": -10.0, "seed1/val/delta_m": -10.0, "seed0/val/delta_m": -12.0, "seed0/test/delta_m": 1.0, "seed2/val/delta_m": -8}
+    result = {
+        "val/delta_m": -10.0,
+        "seed1/val/delta_m": -10.0,
+        "seed0/val/delta_m": -12.0,
+        "seed0/test/delta_m": 1.0,
+        "seed2/val/delta_m": -8,
+    }
     assert eff.seed_values(result, "val/delta_m") == [-12.0, -10.0, -8.0]
     assert eff.seed_values({"val/delta_m": 1.0}, "val/delta_m") == []
 
