@@ -641,7 +641,7 @@ def reprint(args) -> int:
             if field in entry:
                 setattr(args, field, entry[field])
         args.strategies = [s for s in STRATEGIES if any(r["strategy"] == s for r in entry["runs"])]
-        args.seeds = entry.get("seeds") or sorted({r["seed"] for r in entry["runs"] if r["strategy"] != "grid"})
+        args.seeds = sorted({r["seed"] for r in entry["runs"] if r["strategy"] != "grid"}) or entry.get("seeds") or [0]  # those run so far
         print(report(space, entry["runs"], entry["grid"], args)[0] + "\n")
     return 0
 
