@@ -382,6 +382,20 @@ def bohb_param_space(space) -> dict[str, Any]:
     return out
 
 
+def budget_stopper(recorder):
+    """A Ray Tune ``Stopper`` that ends the whole search (not only the trial) once ``recorder`` is capped."""
+    from ray.tune import Stopper
+
+    class BudgetStop(Stopper):
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return recorder.capped
+
+        def stop_all(self) -> bool:
+            return recorder.capped
+
+    return BudgetStop()
+
+
 def run_bohb(space_name: str, seed: int, grid: dict[str, list[Any]], args, workdir: Path, log) -> dict[str, Any]:
     """BOHB (Falkner et al. 2018) as Ray Tune runs it: ``TuneBOHB`` (hpbandster's KDE model over configs
     and budgets) with ``HyperBandForBOHB`` (synchronous Hyperband: trials pause at each rung until the
@@ -422,7 +436,7 @@ def run_bohb(space_name: str, seed: int, grid: dict[str, list[Any]], args, workd
             storage_path=str(workdir / "ray_results"),
             verbose=0,
             callbacks=[recorder],
-            stop=lambda trial_id, result: recorder.capped,  # --stop-at: every trial stops once the budget is spent
+            stop=budget_stopper(recorder),  # --stop-at: the whole search ends once the budget is spent
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
         ),
     )
