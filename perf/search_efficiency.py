@@ -765,6 +765,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {space.name} {strategy} seed {seed}: in {args.json} already (--resume)", flush=True)
                 continue
             run = run_search(name, strategy, seed, grid, args, workdir, log)
+            if not run["results"]:  # e.g. stopped before its first epoch: a search, but not a measurement
+                raise SystemExit(f"error: the {strategy} search of {name} (seed {seed}) reported no epoch; see {workdir / 'launch.log'}")
             print(f"  {space.name} {strategy} seed {seed}: {len(run['results'])} epochs spent, {run['wall_s']:.0f} s", flush=True)
             runs.append({k: run[k] for k in ("strategy", "seed", "wall_s", "results")})
             if args.json:
