@@ -382,6 +382,16 @@ def bohb_param_space(space) -> dict[str, Any]:
     return out
 
 
+def plain(value: Any) -> Any:
+    """``value`` with numpy scalars (in dicts and lists) turned into the Python values they hold."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain(v) for v in value)
+    item = getattr(value, "item", None)
+    return item() if callable(item) and type(value).__module__ == "numpy" else value
+
+
 def budget_stopper(recorder):
     """A Ray Tune ``Stopper`` that ends the whole search (not only the trial) once ``recorder`` is capped."""
     from ray.tune import Stopper
@@ -414,7 +424,17 @@ def run_bohb(space_name: str, seed: int, grid: dict[str, list[Any]], args, workd
 
     space = spaces.override(spaces.load_space(space_name, validate=False), num_samples=args.samples or None, max_epochs=args.max_epochs)
     concurrent = args.max_concurrent or max(1, int(float(args.cpus or os.cpu_count() or 1) // args.cpus_per_trial))
-    searcher = ConcurrencyLimiter(TuneBOHB(seed=seed), max_concurrent=concurrent)
+
+    class PlainBOHB(TuneBOHB):
+        """TuneBOHB whose configs hold Python values: ConfigSpace gives a choice as ``numpy.str_``, which the
+        trainer's checkpoint would keep, and ``torch.load(weights_only=True)`` refuses numpy scalars, so a
+        trial that Hyperband paused could not resume."""
+
+        def suggest(self, trial_id: str):
+            config = super().suggest(trial_id)
+            return plain(config) if isinstance(config, dict) else config
+
+    searcher = ConcurrencyLimiter(PlainBOHB(seed=seed), max_concurrent=concurrent)
     scheduler = HyperBandForBOHB(
         time_attr="training_iteration", max_t=space.max_epochs, reduction_factor=space.scheduler["reduction_factor"]
     )

@@ -142,6 +142,12 @@ def test_bohb_gets_the_spaces_own_domains_and_constants():
     assert isinstance(config["method"], tune.search.sample.Categorical) and config["method"].categories == ["imtl_g", "imtl_l", "imtl_h"]
     assert isinstance(config["lr"], tune.search.sample.Float) and (config["lr"].lower, config["lr"].upper) == (3e-4, 3e-2)
     assert eff.bohb_param_space(spaces.load_space("gemtl_p"))["seeds"] == 3
+    # ConfigSpace gives a choice as numpy.str_: a checkpoint holding one cannot be loaded with weights_only
+    import numpy as np
+
+    config = eff.plain({"optimizer": np.str_("adam"), "lr": np.float64(0.01), "sizes": [np.int64(3)], "p": 1.5})
+    assert config == {"optimizer": "adam", "lr": 0.01, "sizes": [3], "p": 1.5}
+    assert type(config["optimizer"]) is str and type(config["lr"]) is float and type(config["sizes"][0]) is int
     with pytest.raises(ConfigError, match="'method' \\(grid\\) has no BOHB"):
         eff.bohb_param_space(spaces.load_space("methods"))
 
