@@ -45,6 +45,10 @@ def test_make_grid_of_the_bundled_spaces_and_its_refusals():
         eff.make_grid(spaces.load_space("gemtl_p"), {"q": 2}, 3)
     with pytest.raises(ConfigError, match="conditional"):
         eff.make_grid(spaces.load_space("methods"), {}, 3)
+    # SPACE:NAME=K is that space's own (and wins over NAME=K); other spaces' entries are left to them
+    counts = eff.parse_grid_counts(["lr=2", "imtl:lr=4", "gemtl_p:p=5"], 3)
+    assert len(eff.make_grid(spaces.load_space("imtl"), counts, 3)["lr"]) == 4
+    assert [len(v) for v in eff.make_grid(spaces.load_space("gemtl_p"), counts, 3).values()] == [5, 2]
 
 
 def _run(strategy, seed, vals):
@@ -80,15 +84,70 @@ def test_report_best_so_far_and_the_target_line():
     assert met is True
     assert "= 4 trials x 2 epochs = 8 epochs" in text
     target = text.splitlines()[-1]
-    assert "full grid's best val/delta_m (-10.00)" in target and "(3 of 8)" in target
-    assert "-10.75 ± 0.35" in target and "within in 2/2" in target and target.endswith("MET")
-    rows = {line.split("  ")[0]: line for line in text.splitlines()}
+    # one seed per trial: no interval, so "reached" is within --target-points (1) of the grid's best
+    assert "full grid's best val/delta_m (-10.00; reached = at least -11.00, within 1 point(s)" in target and "(3 of 8)" in target
+    assert "in >= 2 of 2 searcher seeds: 2/2" in target and target.endswith("MET")
+    rows: dict[str, str] = {}
+    for line in text.splitlines():  # the first table's row (the verdict table below has a row of the same name)
+        rows.setdefault(line.split("  ")[0], line)
     # best of any epoch (-9, -11 -> mean -10) and the launcher's last-epoch best (-9, -14 -> -11.5)
     assert "-10.00 ± 1.41" in rows["ASHA + TPE (default)"] and "-11.50 ± 3.54" in rows["ASHA + TPE (default)"]
     assert "3.5" in rows["ASHA + TPE (default)"] and "44%" in rows["ASHA + TPE (default)"]
-    # a stricter target: 0.5 points -> one seed of two within, mean gap 0.75
+    # the per-strategy verdict row: reached 2/2, best@35% per seed -10.50 -11.00, mean -10.75, gap 0.75
+    verdict = [line for line in text.splitlines() if line.startswith("ASHA + TPE (default)  2/2")]
+    assert verdict and "-10.50 -11.00" in verdict[0] and "-10.75" in verdict[0] and verdict[0].rstrip().endswith("0.75")
+    # a stricter target: 0.5 points -> one seed of two reached (the share asks for 2 of 2)
     text, met = eff.report(space, runs, grid, _args(target_points=0.5))
-    assert met is False and "within in 1/2" in text and text.endswith("NOT MET")
+    assert met is False and "2 searcher seeds: 1/2" in text and text.endswith("NOT MET")
+    # 1 of 2 is enough with --target-share 0.5; ASHA + random with a better mean best@35% still fails it
+    runs.append(_run("asha_random", 0, [("r", 1, -10.2), ("s", 1, -10.1)]))
+    runs.append(_run("asha_random", 1, [("r", 1, -10.3)]))
+    text, met = eff.report(space, runs, grid, _args(target_points=0.5, target_share=0.5, strategies=list(eff.STRATEGIES)))
+    assert met is False and "1/2; mean best@35% -10.75 vs ASHA+random's -10.20 (worse) -> NOT MET" in text
+    text, met = eff.report(space, runs[:3], grid, _args(target_points=0.5, target_share=0.5))
+    assert met is True and text.endswith("1/2 -> MET")
+
+
+def test_seeded_spaces_are_judged_against_the_grids_seed_interval():
+    space = spaces.load_space("gemtl_p")  # budget.seeds: 3
+    grid = {"p": [1.0], "lr": [0.01]}  # 1 trial x 2 epochs, judged at 100% of them
+    best = {"trial": "a", "epoch": 1, "val": -10.0, "test": -11.0, "seeds": [-12.0, -10.0, -8.0]}  # 95%: -10 ± 4.97
+    runs = [
+        {"strategy": "grid", "seed": 0, "wall_s": 1.0, "results": [best, {**best, "epoch": 2, "val": -20.0, "seeds": [-20.0] * 3}]},
+        _run("asha_tpe", 0, [("x", 1, -14.0)]),  # within the interval: reached
+        _run("asha_tpe", 1, [("x", 1, -15.5)]),  # below its low end (-14.97): not reached
+    ]
+    text, met = eff.report(space, runs, grid, _args(target_share=0.5, target_fraction=1.0))
+    assert "reached = at least -14.97, its 3-seed 95% interval [-14.97, -5.03]" in text
+    assert met is True and "in >= 1 of 2 searcher seeds: 1/2" in text
+    assert eff.report(space, runs, grid, _args(target_fraction=1.0))[1] is False  # 0.8 of 2 seeds: both must reach it
+    result = {
+        "val/delta_m": -10.0,
+        "seed1/val/delta_m": -10.0,
+        "seed0/val/delta_m": -12.0,
+        "seed0/test/delta_m": 1.0,
+        "seed2/val/delta_m": -8,
+    }
+    assert eff.seed_values(result, "val/delta_m") == [-12.0, -10.0, -8.0]
+    assert eff.seed_values({"val/delta_m": 1.0}, "val/delta_m") == []
+
+
+def test_bohb_gets_the_spaces_own_domains_and_constants():
+    from ray import tune
+
+    config = eff.bohb_param_space(spaces.load_space("imtl"))
+    assert config["optimizer"] == "adam" and config["batch_size"] == 64 and config["max_epochs"] == 12
+    assert isinstance(config["method"], tune.search.sample.Categorical) and config["method"].categories == ["imtl_g", "imtl_l", "imtl_h"]
+    assert isinstance(config["lr"], tune.search.sample.Float) and (config["lr"].lower, config["lr"].upper) == (3e-4, 3e-2)
+    assert eff.bohb_param_space(spaces.load_space("gemtl_p"))["seeds"] == 3
+    # ConfigSpace gives a choice as numpy.str_: a checkpoint holding one cannot be loaded with weights_only
+    import numpy as np
+
+    config = eff.plain({"optimizer": np.str_("adam"), "lr": np.float64(0.01), "sizes": [np.int64(3)], "p": 1.5})
+    assert config == {"optimizer": "adam", "lr": 0.01, "sizes": [3], "p": 1.5}
+    assert type(config["optimizer"]) is str and type(config["lr"]) is float and type(config["sizes"][0]) is int
+    with pytest.raises(ConfigError, match="'method' \\(grid\\) has no BOHB"):
+        eff.bohb_param_space(spaces.load_space("methods"))
 
 
 def test_tables_again_from_the_json_file(tmp_path, capsys):
@@ -98,7 +157,8 @@ def test_tables_again_from_the_json_file(tmp_path, capsys):
     assert eff.main(["--from-json", str(path), "--target-fraction", "1.0"]) == 0
     out = capsys.readouterr().out
     assert "searcher seeds 3" in out and "= 1 trials x 2 epochs = 2 epochs" in out
-    assert "full grid's best val/delta_m (-20.00) with <= 100% of its epochs (2 of 2)" in out and out.strip().endswith("MET")
+    assert "full grid's best val/delta_m (-20.00; reached = at least -21.00" in out and "100% of its epochs (2 of 2)" in out
+    assert out.strip().endswith("1/1 -> MET")
 
 
 def test_bad_input_is_one_line_and_exit_2_before_ray(capsys):
