@@ -359,7 +359,8 @@ def apply_sets(data: Any, sets: Any) -> Any:
     """``--set KEY.PATH=VALUE`` overrides applied to the parsed YAML (values are YAML: ``[1e-4, 1e-2]``).
 
     ``budget.num_samples=50`` sets one key; ``params.lr.loguniform=[1e-4,1e-2]`` makes ``lr`` that
-    distribution (replacing its constant or other distribution, keeping its ``when``);
+    distribution (replacing its constant or other distribution, keeping its ``when``), as does
+    ``params.lr={loguniform: [1e-4, 1e-2]}`` unless the mapping gives its own ``when``;
     ``params.lr=0.001`` a constant.  The result is validated like the file."""
     if not sets:
         return data
@@ -393,8 +394,17 @@ def apply_sets(data: Any, sets: Any) -> Any:
                 child = {}
             node[part] = child = dict(child)
             node = child
-        node[parts[-1]] = value
+        node[parts[-1]] = _keep_condition(node.get(parts[-1]), value) if len(parts) == 2 and parts[0] == "params" else value
     return data
+
+
+def _keep_condition(old: Any, new: Any) -> Any:
+    """``params.NAME={KIND: ARGS}`` (a whole distribution, as ``mtlsearch.search(params__NAME=...)`` passes it)
+    keeps the parameter's ``when`` unless it gives its own, as ``params.NAME.KIND=ARGS`` does."""
+    when = old.get("when") if isinstance(old, Mapping) else None
+    if when and isinstance(new, Mapping) and "when" not in new and set(new) <= set(kinds()):
+        return {**new, "when": when}
+    return new
 
 
 def load_space(name_or_path: str, *, validate: bool = True, sets: Any = ()) -> SearchSpace:

@@ -64,3 +64,18 @@ def test_random_searcher_grid_with_conditional_parameters(tmp_path):
         assert (cfg["p"] is None) == (cfg["method"] == "ew")
         assert cfg["p"] is None or -1.0 <= cfg["p"] <= 2.0
         TrialConfig.from_dict(cfg)  # a parameter that does not apply is simply not set
+
+
+def test_set_of_a_whole_distribution_keeps_the_parameters_condition():
+    """``params.NAME={KIND: ARGS}`` (what ``mtlsearch.search(params__NAME=...)`` passes) replaces the distribution
+    and keeps ``when``, as ``params.NAME.KIND=ARGS`` does; a mapping with its own ``when`` or a constant replaces all."""
+    from mtlsearch.spaces import apply_sets
+
+    data = {"params": {"method": {"choice": ["ew", "gemtl"]}, "p": {"uniform": [0, 1], "when": {"method": "gemtl"}}}}
+    whole = apply_sets(data, ["params.p={loguniform: [0.1, 2.0]}"])["params"]["p"]
+    assert whole == {"loguniform": [0.1, 2.0], "when": {"method": "gemtl"}}
+    assert apply_sets(data, ["params.p.loguniform=[0.1, 2.0]"])["params"]["p"] == whole
+    own = apply_sets(data, ["params.p={uniform: [0, 3], when: {method: ew}}"])["params"]["p"]
+    assert own == {"uniform": [0, 3], "when": {"method": "ew"}}
+    assert apply_sets(data, ["params.p=0.5"])["params"]["p"] == 0.5
+    assert data["params"]["p"] == {"uniform": [0, 1], "when": {"method": "gemtl"}}  # the parsed file is not changed
