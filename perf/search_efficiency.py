@@ -449,6 +449,11 @@ def run_bohb(space_name: str, seed: int, grid: dict[str, list[Any]], args, workd
         grid = tuner.fit()
         log.flush()
     wall = time.perf_counter() - started
+    # Ctrl-C ends Tuner.fit without an error: a search that neither spent its budget nor ended all its trials
+    # was interrupted, and its curve is not a measurement.
+    statuses = [t.status for t in getattr(getattr(grid, "_experiment_analysis", None), "trials", [])]
+    if not recorder.capped and (len(grid) < space.num_samples or any(st not in ("TERMINATED", "ERROR") for st in statuses)):
+        raise SystemExit(f"error: the bohb search of {space_name} (seed {seed}) was interrupted before its end")
     errors = [r.error for r in grid if r.error is not None]  # type: ignore[attr-defined]
     if errors and len(errors) == len(grid):
         raise SystemExit(f"error: every trial of the bohb search of {space_name} (seed {seed}) errored: {errors[0]}")
