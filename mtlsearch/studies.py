@@ -109,8 +109,6 @@ def open_storage(url: str, study_name: str | None = None, *, fresh: bool = False
     cannot warm-start the sampler: a new search samples as it would with an in-memory study."""
     import optuna
 
-    from mtlsearch.tracking import store_lock
-
     from mtlsearch.faults import StartError
 
     # Two launchers started at once on a new file would create its tables together: one at a time.
@@ -118,8 +116,7 @@ def open_storage(url: str, study_name: str | None = None, *, fresh: bool = False
     # A server database (PostgreSQL) queues concurrent writers itself; a SQLite file waits for its lock.
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if sqlite else {"pool_pre_ping": True}
     try:
-        with store_lock(url):
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        storage = _create_storage(url, engine_kwargs, sqlite)
     except Exception as err:  # the store passed the pre-flight; locked, filled, replaced or gone since
         where = f"file {url[len('sqlite:///') :]}" if sqlite else f"database {redacted(url)}"
         raise StartError(
@@ -131,6 +128,29 @@ def open_storage(url: str, study_name: str | None = None, *, fresh: bool = False
         except KeyError:  # the usual case: no such study yet
             pass
     return storage
+
+
+def _create_storage(url: str, engine_kwargs: dict[str, Any], sqlite: bool, attempts: int = 5) -> Any:
+    """``RDBStorage(url)``; a SQLite file is created under its lock.  A server database (PostgreSQL) has no such
+    lock: team members' searches started at once on a new database create Optuna's tables together, and all
+    but one fail on the same table or type (a unique violation, 'already exists'); the tables then exist, so those
+    try again."""
+    import time
+
+    import optuna
+
+    from mtlsearch.tracking import store_lock
+
+    for attempt in range(attempts):
+        try:
+            with store_lock(url):
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except Exception as err:
+            racing = type(err).__name__ == "IntegrityError" or "already exists" in str(err)  # a unique violation, a table
+            if sqlite or attempt == attempts - 1 or not racing:
+                raise
+            time.sleep(0.5 * 2**attempt)  # another driver is creating the schema: it exists once it commits
+    raise AssertionError("unreachable")
 
 
 def describe(url: str, study_name: str | None) -> str:
