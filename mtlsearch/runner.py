@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Literal, Sequence
@@ -281,7 +282,11 @@ def _fit(run: _Run, tuner: tune.Tuner) -> ResultGrid | None:
     assert run.stopper is not None
     run.stopper.watchdog = faults.StopWatchdog(lambda: run.interrupted(None, failure=run.failure()))
     grid = None
-    with run.stopper:
+    # An Optuna searcher is asked for as many trials ahead as run at once (Ray's own generators queue more).
+    ahead: AbstractContextManager[Any] = nullcontext()
+    if run.space.searcher["type"] == "optuna":
+        ahead = cluster.trials_queued_ahead(run.space, cluster.cluster_nodes()[0])
+    with run.stopper, ahead:
         try:
             grid = tuner.fit()
         except KeyboardInterrupt:  # a second Ctrl-C while Tune was already stopping
