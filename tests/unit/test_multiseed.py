@@ -52,14 +52,16 @@ def test_a_lone_trainer_refuses_a_config_of_several_seeds(splits):
 
 
 def test_budget_seeds_in_a_space_file_and_with_set(tmp_path):
-    bundled = spaces.load_space("imtl")
-    assert bundled.seeds == 1 and "seeds" not in bundled.base_config()  # one seed: trial configs as before
-    assert spaces.load_space("gemtl_p").seeds == 3  # the embedded default ships with 3 seeds per trial
-    space = spaces.load_space("imtl", sets=["budget.seeds=3"])
+    one = spaces.load_space("imtl", sets=["budget.seeds=1"])
+    assert one.seeds == 1 and "seeds" not in one.base_config()  # one seed: trial configs as before
+    # The multidigits spaces ship with 3 seeds per trial: the embedded default and the AdaTask and IMTL ones.
+    assert [spaces.load_space(name).seeds for name in ("gemtl_p", "adatask", "imtl")] == [3, 3, 3]
+    space = spaces.load_space("imtl")
     assert space.seeds == 3 and space.base_config()["seeds"] == 3
     assert all(TrialConfig.from_dict(p).seeds == 3 for p in space.probe_configs())
+    assert spaces.load_space("imtl", sets=["budget.seeds=2"]).seeds == 2
     path = tmp_path / "s.yaml"
-    path.write_text(bundled.text.replace("budget: {", "budget: {seeds: 2, ") + "final: {seeds: [7, 8]}\n")
+    path.write_text(space.text.replace("seeds: 3}", "seeds: 2}") + "final: {seeds: [7, 8]}\n")
     space = spaces.load_space(str(path))
     assert space.seeds == 2 and space.final is not None and space.final["seeds"] == [7, 8]  # two different seeds keys
 
