@@ -267,3 +267,19 @@ def test_the_report_takes_names_buckets_and_owners_from_the_space_and_the_method
     assert page.caption("delta_m_vs_tilt.png", search, searched, result) == "Δm against Tilt's tilt"
     assert page.caption("delta_m_vs_weight_decay.png", search, searched, result) == "Δm against the weight decay"
     assert "(tilt x weight_decay)" in page.caption("joint_params.png", search, searched, result)
+
+
+def test_importance_does_not_depend_on_the_order_or_the_ids_the_store_gives_the_trials():
+    """Two runs of one search list the same trials under other (random) ids, in another order."""
+    import copy
+
+    search = _search()
+    searched = trials.searched_params(search, SPACE)
+    first = importance.param_importance(search, searched)
+    again = copy.deepcopy(search)
+    again.trials = list(reversed(again.trials))
+    for i, t in enumerate(again.trials):
+        t.trial_id = f"other{i:02d}"
+    second = importance.param_importance(again, searched)
+    assert first.values and first.spread  # computed, with its bootstrap spread
+    assert second.values == first.values and second.spread == first.spread
