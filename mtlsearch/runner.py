@@ -262,7 +262,7 @@ def _fit_and_report(run: _Run) -> int:
     grid = _fit(run, tuner)
     if run.failure() is not None:
         return run.interrupted(grid, failure=run.failure())
-    if grid is None or run.book.unfinished or len(grid) < space.num_samples:
+    if grid is None or run.book.unfinished or len(grid) < space.num_samples or never_ran(grid):
         return run.interrupted(grid)
     # ResultGrid iterates through __getitem__/__len__; Ray's class declares no __iter__ for type checkers.
     errors = [r for r in grid if r.error is not None]  # type: ignore[attr-defined]
@@ -442,6 +442,14 @@ class _sigterm_as_sigint:
         if self.previous is not None:
             signal.signal(signal.SIGTERM, self.previous)
         return False
+
+
+def never_ran(results: Any) -> int:
+    """How many of Ray Tune's results (``ResultGrid`` entries) neither reported an epoch nor failed: trials
+    still pending when the search was stopped.  A finished search has none (an ASHA-stopped trial reported
+    its rungs); without this, a search interrupted before its first trial ran printed an empty table and
+    exited 0."""
+    return sum(1 for r in results if "training_iteration" not in (r.metrics or {}) and r.error is None)
 
 
 def _trial_book() -> Any:
