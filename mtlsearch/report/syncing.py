@@ -5,9 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mtlsearch import results, tracking
-from mtlsearch.report.load import load_results
+from mtlsearch import fairness, results, tracking
+from mtlsearch.report.load import Search, load_results
 from mtlsearch.tracking import STATUS_ERRORED, STATUS_RUNNING
+
+
+def budget_warning(search: Search) -> str | None:
+    """The launcher's warning when a method ended with less budget than the others (``runner._report``), from
+    the trials a results folder holds (a method with no trial at all is not known there)."""
+    if not search.max_epochs:
+        return None
+    rows = [(t.params[fairness.METHOD], t.epochs, t.status == STATUS_ERRORED) for t in search.trials if fairness.METHOD in t.params]
+    return fairness.budget_warning(fairness.method_budget(rows, search.max_epochs))
 
 
 def sync(results_folder: str | Path, tracking_uri: str, experiment: str | None = None) -> dict[str, Any]:
@@ -45,6 +54,9 @@ def sync(results_folder: str | Path, tracking_uri: str, experiment: str | None =
             rows = [{"trial": t.trial_id, "epochs": t.epochs, "_metrics": t.final} for t in search.trials if t.status != STATUS_ERRORED]
             pareto = [r["trial"] for r in results.pareto_rows(rows, search.objectives, search.max_epochs)]
         tracker.end_search(best, pareto=pareto, standing=results.best_standing(ranked, search.metric))
+        unequal = budget_warning(search)
+        if unequal:
+            tracker.tag_search(tracking.TAG_BUDGET_WARNING, unequal)
     after = tracker.count_search_runs()
     return {
         "runs_created": after - before,
