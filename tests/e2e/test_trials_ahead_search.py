@@ -4,27 +4,12 @@ starting and dying, so 16 one-epoch trials at 0.5 CPU on 2 CPUs ran in 2 or 3 wo
 
 import json
 import os
-import textwrap
 
+from helpers.spaces import AHEAD_SPACE
 from ray.tune import Callback
 
 from mtlsearch import cluster
 from mtlsearch.launch import main
-
-SPACE = """
-name: ahead
-benchmark: synthetic
-objective: {metric: val/delta_m, mode: max}
-budget: {num_samples: 16, max_epochs: 1}
-scheduler: {type: fifo}
-searcher: {type: optuna, sampler: tpe, seed: 0}
-resources: {cpus_per_trial: 0.5}
-params:
-  method: gemtl
-  p: {uniform: [0.0, 1.0]}
-  lr: {loguniform: [1.0e-3, 1.0e-2]}
-  seed: 0
-"""
 
 
 class _QueueSeen(Callback):
@@ -38,7 +23,7 @@ class _QueueSeen(Callback):
 def test_short_trials_fill_every_slot_and_the_queue_is_the_searchs_only(tmp_path, ray_session, monkeypatch):
     monkeypatch.delenv(cluster.PENDING_ENV, raising=False)
     space = tmp_path / "ahead.yaml"
-    space.write_text(textwrap.dedent(SPACE))
+    space.write_text(AHEAD_SPACE.format(samples=16, cpus=0.5, gpus=0))
     seen = _QueueSeen()
     argv = ["--space", str(space), "--storage", str(tmp_path / "ray"), "--name", "ahead", "--quiet"]
     code = main([*argv, "--tracking-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"], callbacks=[seen])

@@ -1,30 +1,16 @@
 """How many trials Ray Tune queues ahead of an Optuna searcher (``cluster.trials_queued_ahead``)."""
 
 import os
-import textwrap
 
 import pytest
+from helpers.spaces import AHEAD_SPACE
 
 from mtlsearch import cluster, spaces
-
-SPACE = """
-name: ahead
-benchmark: synthetic
-objective: {metric: val/delta_m, mode: max}
-budget: {num_samples: NUM, max_epochs: 1}
-scheduler: {type: fifo}
-searcher: {type: optuna, sampler: random, seed: 0}
-resources: {cpus_per_trial: CPUS, gpus_per_trial: GPUS}
-params:
-  method: gemtl
-  p: {uniform: [0.0, 1.0]}
-"""
 
 
 def _space(tmp_path, num=100, cpus=0.5, gpus=0):
     path = tmp_path / "ahead.yaml"
-    text = SPACE.replace("NUM", str(num)).replace("CPUS", str(cpus)).replace("GPUS", str(gpus))
-    path.write_text(textwrap.dedent(text))
+    path.write_text(AHEAD_SPACE.format(samples=num, cpus=cpus, gpus=gpus))
     return spaces.load_space(str(path))
 
 
