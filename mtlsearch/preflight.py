@@ -426,7 +426,7 @@ def check_resume(run: Preflight) -> None:
 
 def check_study(run: Preflight) -> None:
     if run.space.searcher["type"] == "optuna":
-        store_checks.check_study_file(run.options.resolved_tracking_uri(), run.options.storage)
+        store_checks.check_study_file(run.options.resolved_tracking_uri(), run.options.storage, run.options.optuna_storage)
 
 
 def _possible_values(space: SearchSpace, name: str) -> list[Any] | None:

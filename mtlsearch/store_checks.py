@@ -199,60 +199,52 @@ def _local_storage(raw: str | None) -> Path | None:
     return storage_location(raw)[1]
 
 
-def study_file(tracking_uri: str, storage: str | None) -> Path | None:
-    """The SQLite file of the search's Optuna study (:func:`mtlsearch.studies.storage_url`), or None."""
+def check_study_file(tracking_uri: str, storage: str | None, explicit: str | None = None) -> None:
+    """The Optuna study file is a store the search writes, like MLflow's (:func:`mtlsearch.studies.storage_url`:
+    a journal by default, or the journal or SQLite file that ``explicit``, ``--optuna-storage``, names): an
+    existing journal must be one and be writable; an existing SQLite file a database that can be written and
+    is not held by another writer (waited for, then one line).  A database server is checked by
+    :func:`mtlsearch.studies.check_url` instead."""
     from mtlsearch import studies
-
-    url = studies.storage_url(tracking_uri, _local_storage(storage))
-    # A database server (--optuna-storage, MTLSEARCH_OPTUNA_STORAGE) is checked by studies.check_url instead.
-    return Path(url[len("sqlite:///") :]) if url and url.startswith("sqlite:///") else None
-
-
-def check_study_file(tracking_uri: str, storage: str | None) -> None:
-    """The Optuna study file is a store the search writes, like MLflow's: an existing one must be a database
-    that can be written and is not held by another writer (waited for, then one line)."""
     from mtlsearch.tracking import sqlite_path
 
-    db = study_file(tracking_uri, storage)
-    if db is None or not db.exists():
+    url = studies.storage_url(tracking_uri, _local_storage(storage), explicit)
+    db = studies.file_of(url) if url else None
+    if url is None or db is None:
         return
-    beside = sqlite_path(tracking_uri) is not None
+    named = studies.explicit_url(explicit)
+    field = named[1] if named else "--tracking-uri" if sqlite_path(tracking_uri) is not None else "--storage"
+    if studies.is_journal(url):
+        studies.check_journal(db, field, "the Optuna study journal (kept for optuna-dashboard)")
+        return
+    if not db.exists():
+        return
     if db.is_dir():
-        raise ConfigError(f"the Optuna study file {db} is a directory; move it aside", field="--tracking-uri" if beside else "--storage")
+        raise ConfigError(f"the Optuna study file {db} is a directory; move it aside", field=field)
     check_sqlite_file(
         db,
         "the Optuna study file (kept for optuna-dashboard)",
-        "--tracking-uri" if beside else "--storage",
-        "another --tracking-uri (the study is kept beside the MLflow store)" if beside else "another --storage",
+        field,
+        f"another {field}" + (" (the study is kept beside the MLflow store)" if field == "--tracking-uri" else ""),
     )
-
-
-def _has_study(db: Path, name: str) -> bool | None:
-    """Whether the Optuna storage ``db`` holds study ``name`` (None: it cannot be read as one)."""
-    import sqlite3
-
-    try:
-        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=SQLITE_LOCK_WAIT_S)
-        try:
-            return con.execute("SELECT 1 FROM studies WHERE study_name = ?", (name,)).fetchone() is not None
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return None
 
 
 def check_resume_study(folder: Path, saved: dict[str, Any]) -> None:
     """``--resume``: Ray restores its Optuna searcher from its saved state, and that searcher refers to the
     trials of the study in the file: a study file deleted, replaced or emptied since would end the resumed
     search in a ``KeyError`` once Ray started.  Refuse before Ray, naming the file."""
+    from mtlsearch import studies
+
     params = saved.get("params") or {}
     url, name = params.get("optuna_storage"), params.get("optuna_study")
-    if not (isinstance(url, str) and url.startswith("sqlite:///") and name):
-        return  # an in-memory study (cloud storage and remote MLflow), or a search from before studies were kept
-    db = Path(url[len("sqlite:///") :])
-    found = _has_study(db, str(name)) if db.is_file() else False
-    if not found:
-        why = "the file is missing" if not db.exists() else ("it is not an Optuna storage" if found is None else "the study is not in it")
+    if not (isinstance(url, str) and name and (url.startswith("sqlite:///") or studies.is_journal(url))):
+        return  # an in-memory study (cloud storage and remote MLflow), a database server, or a search from before studies were kept
+    db = studies.file_of(url)
+    assert db is not None  # a journal or a sqlite:/// file (above)
+    names = studies.study_names(url) if db.is_file() else []
+    if names is None or str(name) not in names:
+        kind = "a journal" if studies.is_journal(url) else "an Optuna storage"
+        why = "the file is missing" if not db.exists() else (f"it is not {kind}" if names is None else "the study is not in it")
         raise ConfigError(
             f"the search {folder.name!r} keeps its Optuna study {name!r} in {db}, and {why} (deleted or replaced since the "
             f"search stopped); Ray's saved searcher refers to that study's trials, so the search cannot resume without it: put "

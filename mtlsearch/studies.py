@@ -1,17 +1,25 @@
 """Where a search's Optuna study is kept, so ``optuna-dashboard <storage>`` can open a finished search.
 
 Ray Tune's ``OptunaSearch`` keeps its study in memory unless it is given a storage; the launcher gives it
-an Optuna ``RDBStorage`` on a SQLite file, the study named after the search (its Ray results folder's
-name, unique under one ``--storage``):
+a file, the study named after the search (its Ray results folder's name, unique under one ``--storage``):
 
 * beside the MLflow store when that is a SQLite file: ``sqlite:///path/mlflow.db`` ->
-  ``sqlite:///path/mlflow-optuna.db`` (the embedded default: ``./mlflow-optuna.db``);
-* else (an MLflow server, a database) in the search's local ``--storage`` folder: ``<storage>/optuna.db``;
+  ``/path/mlflow-optuna.journal`` (the embedded default: ``./mlflow-optuna.journal``);
+* else (an MLflow server, a database) in the search's local ``--storage`` folder: ``<storage>/optuna.journal``;
 * in the database that ``--optuna-storage URL`` (or ``MTLSEARCH_OPTUNA_STORAGE``) names, first of all: a
   team's shared PostgreSQL (``postgresql://user@host:5432/optuna``), where the studies of every search
-  beside its MLflow tracking server live (docs/team.md);
+  beside its MLflow tracking server live (docs/team.md); ``--optuna-storage`` may also name a journal file
+  (a path) or a SQLite file (``sqlite:///``);
 * nowhere (in memory, as before) when neither is a local path (a cloud ``--storage`` with a remote
   MLflow): the report then rebuilds what it needs from MLflow.
+
+**A journal file, not SQLite, by default** (:data:`JOURNAL_SUFFIX`): Optuna's ``JournalStorage`` appends one
+line per change to a file and keeps the study in memory, where its ``RDBStorage`` makes a SQLAlchemy
+transaction per change (a trial's creation, each parameter, each report, its end).  On a short trial that
+was about half of what the launcher's driver spent per trial beyond bare Ray Tune (``perf/trial_cost.py``,
+docs/speed.md).  A storage named by a path (no ``scheme://``) is a journal file (:func:`is_journal`);
+``optuna-dashboard <path>`` opens it.  Searches started before keep their ``sqlite:///...-optuna.db``
+(their parent run's param says which; ``--resume`` and ``mtlsearch ui --optuna`` use it).
 
 Only the driver writes to it (one writer per search, as with MLflow).  The study names its objective(s)
 and holds each trial's parameters, its true state (:mod:`mtlsearch.optuna_search`): COMPLETE with its
@@ -36,6 +44,15 @@ SQLITE_TIMEOUT_S = 60
 STORAGE_ENV = "MTLSEARCH_OPTUNA_STORAGE"
 #: Database schemes an explicit study storage may use (SQLAlchemy URLs that Optuna's RDBStorage supports).
 SCHEMES = ("sqlite", "postgresql", "mysql")
+#: The default study file's suffix: an Optuna journal (one JSON line per change; see the module docstring).
+JOURNAL_SUFFIX = ".journal"
+#: The first bytes of a SQLite file (a journal path that holds a database instead is refused).
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def is_journal(url: str) -> bool:
+    """Whether a study storage is a journal file: named by a path, not a ``scheme://`` URL."""
+    return "://" not in url
 
 
 def explicit_url(flag: str | None) -> tuple[str, str] | None:
@@ -49,11 +66,15 @@ def explicit_url(flag: str | None) -> tuple[str, str] | None:
 def check_url(url: str, field: str) -> None:
     """A database URL Optuna can use, and (for a server) one that answers: one line naming ``field`` otherwise.
     Creates nothing: a server database is only connected to (``SELECT 1``)."""
-    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else None
+    if is_journal(url):
+        check_journal(Path(url), field)
+        return
+    scheme = url.split("://", 1)[0].split("+", 1)[0]
     if scheme not in SCHEMES:
         raise ConfigError(
             f"{url!r} is not a database URL; give one of {', '.join(s + '://' for s in SCHEMES)} "
-            "(e.g. postgresql://user@host:5432/optuna, or sqlite:////abs/path/optuna.db)",
+            "(e.g. postgresql://user@host:5432/optuna, or sqlite:////abs/path/optuna.db) or the path of a journal file "
+            f"(e.g. ./optuna{JOURNAL_SUFFIX})",
             field=field,
         )
     if scheme == "sqlite":
@@ -76,6 +97,79 @@ def check_url(url: str, field: str) -> None:
         raise ConfigError(f"cannot open the Optuna database {redacted(url)}: {first}", field=field) from None
 
 
+def file_of(url: str) -> Path | None:
+    """The local file of a study storage: a journal's path, a ``sqlite:///`` database's; None for a server."""
+    if is_journal(url):
+        return Path(url)
+    return Path(url[len("sqlite:///") :]) if url.startswith("sqlite:///") else None
+
+
+def journal_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a study journal the search appends to, or None (a missing file is made)."""
+    if path.is_dir():
+        return "it is a directory"
+    if not path.exists():
+        parent = next((p for p in path.parents if p.exists()), None)
+        if parent is not None and not (parent.is_dir() and os.access(parent, os.W_OK)):
+            return f"its folder {parent} cannot be written"
+        return None
+    if not os.access(path, os.R_OK | os.W_OK):
+        return "its permissions forbid reading or writing it"
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head.startswith(SQLITE_HEADER):
+        return f"it is a SQLite database, not a journal (name it sqlite:///{path.resolve()})"
+    first = head.split(b"\n", 1)[0]
+    if head and not (first.startswith(b"{") and b'"op_code"' in first):
+        return "it is not an Optuna journal"
+    return None
+
+
+def check_journal(path: Path, field: str, what: str = "the Optuna study journal") -> None:
+    """A journal file the search appends to: one line naming ``field``, the file and why, else nothing."""
+    why = journal_problem(path)
+    if why:
+        raise ConfigError(f"{what} {path} cannot be used ({why}); earlier runs are untouched: move it aside or name another", field=field)
+
+
+def study_names(url: str) -> list[str] | None:
+    """The studies in a storage (None: it cannot be read as one); closes what it opened."""
+    if is_journal(url) and journal_problem(Path(url)):
+        return None
+    try:
+        storage = open_existing(url)
+    except Exception:
+        return None
+    try:
+        return [s.study_name for s in storage.get_all_studies()]
+    except Exception:
+        return None
+    finally:
+        close(storage)
+
+
+def open_existing(url: str) -> Any:
+    """An existing storage to read (``mtlsearch ui --optuna``, ``--resume``'s check): a journal file (which must
+    exist) or a database whose tables are not created."""
+    import optuna
+
+    if is_journal(url):
+        if not Path(url).is_file():
+            raise FileNotFoundError(url)
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url))
+    return optuna.storages.RDBStorage(url, skip_table_creation=True)
+
+
+def close(storage: Any) -> None:
+    """Let go of a storage's database connections (a journal holds none)."""
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        storage.remove_session()
+        engine.dispose()
+
+
 def redacted(url: str) -> str:
     """``url`` without a password (``postgresql://user:***@host/db``)."""
     head, sep, tail = url.partition("://")
@@ -92,17 +186,18 @@ def storage_url(tracking_uri: str, local_storage: Path | None, explicit: str | N
 
     named = explicit_url(explicit)
     if named is not None:
-        return named[0]
+        return str(Path(named[0]).resolve()) if is_journal(named[0]) else named[0]
     db = sqlite_path(tracking_uri)
     if db is not None:
-        return f"sqlite:///{db.parent.resolve() / (db.stem + '-optuna.db')}"
+        return str(db.parent.resolve() / (db.stem + "-optuna" + JOURNAL_SUFFIX))
     if local_storage is not None:
-        return f"sqlite:///{Path(local_storage).resolve() / 'optuna.db'}"
+        return str(Path(local_storage).resolve() / ("optuna" + JOURNAL_SUFFIX))
     return None
 
 
 def open_storage(url: str, study_name: str | None = None, *, fresh: bool = False) -> Any:
-    """An Optuna ``RDBStorage`` on ``url`` (created if missing) that waits for a busy SQLite file.
+    """An Optuna ``JournalStorage`` on a journal file (:func:`is_journal`), else an ``RDBStorage`` on ``url``
+    (created if missing) that waits for a busy SQLite file.
 
     ``fresh``: a new search (not ``--resume``) deletes a study left under its name by a search whose Ray
     folder is gone (the launcher refuses a name whose folder still holds a search), so that its trials
@@ -111,14 +206,13 @@ def open_storage(url: str, study_name: str | None = None, *, fresh: bool = False
 
     from mtlsearch.faults import StartError
 
-    # Two launchers started at once on a new file would create its tables together: one at a time.
     sqlite = url.startswith("sqlite:")
     # A server database (PostgreSQL) queues concurrent writers itself; a SQLite file waits for its lock.
     engine_kwargs = {"connect_args": {"timeout": SQLITE_TIMEOUT_S}} if sqlite else {"pool_pre_ping": True}
     try:
-        storage = _create_storage(url, engine_kwargs, sqlite)
+        storage = _open_journal(Path(url)) if is_journal(url) else _create_storage(url, engine_kwargs, sqlite)
     except Exception as err:  # the store passed the pre-flight; locked, filled, replaced or gone since
-        where = f"file {url[len('sqlite:///') :]}" if sqlite else f"database {redacted(url)}"
+        where = f"journal {url}" if is_journal(url) else f"file {url[len('sqlite:///') :]}" if sqlite else f"database {redacted(url)}"
         raise StartError(
             f"the Optuna study {where} failed as the search started ({first_line(err)}); nothing was trained; run the same command again"
         ) from None
@@ -128,6 +222,16 @@ def open_storage(url: str, study_name: str | None = None, *, fresh: bool = False
         except KeyError:  # the usual case: no such study yet
             pass
     return storage
+
+
+def _open_journal(path: Path) -> Any:
+    """``JournalStorage`` on ``path`` (made, with its folder, if missing).  Several drivers may append to one
+    file: Optuna's lock file (``<path>.lock``) orders them, and one left by a killed driver is broken after 30 s."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 
 def _create_storage(url: str, engine_kwargs: dict[str, Any], sqlite: bool, attempts: int = 5) -> Any:

@@ -15,7 +15,7 @@ Ctrl-C, or reuses a server already there for the same store.
 
 ``mtlsearch ui --optuna`` opens the search's Optuna study instead (the optional extra ``dashboard``:
 ``pip install 'mtlsearch[dashboard]'``): it starts ``optuna-dashboard`` on the study's storage (the
-parent run's ``optuna_storage`` param: a SQLite file beside the MLflow store, or ``--optuna-storage`` /
+parent run's ``optuna_storage`` param: a journal file beside the MLflow store, or ``--optuna-storage`` /
 ``$MTLSEARCH_OPTUNA_STORAGE``) on ``--host`` and a free port (or ``--port``), prints the study's URL and
 serves until Ctrl-C.  Each trial there carries the user attributes ``mlflow_run_id``, ``ray_trial_id``,
 ``epochs`` and ``status`` (:mod:`mtlsearch.optuna_search`).
@@ -29,7 +29,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from types import FrameType
 from typing import Any, Sequence
 
@@ -207,31 +206,29 @@ def dashboard_command(storage: str, host: str, port: int) -> list[str]:
 
 def study_id(storage: str, name: str) -> int:
     """Optuna's id of study ``name`` (the dashboard's URLs use it); a ConfigError naming the studies there."""
-    import optuna
-
     from mtlsearch import studies
 
-    if storage.startswith("sqlite:///") and not Path(storage[len("sqlite:///") :]).is_file():
-        raise ConfigError(f"the study's database {storage} does not exist (moved or deleted?); pass its URL", field="--optuna-storage")
+    path = studies.file_of(storage)
+    if path is not None and not path.is_file():
+        what = "journal" if studies.is_journal(storage) else "database"
+        raise ConfigError(f"the study's {what} {storage} does not exist (moved or deleted?); pass its URL", field="--optuna-storage")
     try:
-        rdb = optuna.storages.RDBStorage(storage, skip_table_creation=True)
-    except Exception as err:  # an unreachable server, a file that is not an Optuna database
+        opened = studies.open_existing(storage)
+        names = sorted(s.study_name for s in opened.get_all_studies())
+    except Exception as err:  # an unreachable server, a file that is not an Optuna database or journal
         first = str(err).strip().splitlines()
         raise ConfigError(
             f"cannot open the study's database {studies.redacted(storage)}: {first[0] if first else type(err).__name__}",
             field="--optuna-storage",
         ) from None
     try:
-        return int(rdb.get_study_id_from_name(name))
-    except KeyError:
-        names = sorted(s.study_name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False))
-        raise ConfigError(
-            f"no study {name!r} in {storage}; its studies: {', '.join(repr(n) for n in names) or 'none'}",
-            field="--optuna-storage",
-        ) from None
+        if name not in names:
+            raise ConfigError(
+                f"no study {name!r} in {storage}; its studies: {', '.join(repr(n) for n in names) or 'none'}", field="--optuna-storage"
+            )
+        return int(opened.get_study_id_from_name(name))
     finally:
-        rdb.remove_session()
-        rdb.engine.dispose()
+        studies.close(opened)
 
 
 def wait_answers(url: str, proc: subprocess.Popen, what: str, timeout: float = 120.0) -> None:

@@ -67,7 +67,7 @@ def test_a_search_with_asha_stops_and_a_nan_method_stores_true_states(tmp_path, 
     runs = {r.data.tags[TAG_TRIAL]: r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get(TAG_KIND) == "trial"}
 
     url = studies.storage_url(uri, tmp_path / "ray")
-    study = optuna.load_study(study_name="states", storage=url)
+    study = optuna.load_study(study_name="states", storage=studies.open_storage(url))
     assert study.metric_names == ["val/delta_m"]
     trials = study.get_trials()
     assert len(trials) == 8

@@ -141,3 +141,26 @@ def test_ui_optuna_bad_studies_are_one_line(tmp_path, monkeypatch):
     assert ui.study_of({"optuna_study": "s-1", "optuna_storage": gone}, None, "x") == (gone, "s-1")
     with pytest.raises(ConfigError, match=r"--optuna-storage: the study's database .*gone-optuna.db does not exist"):
         ui.study_id(gone, "s-1")
+    gone = str(tmp_path / "gone-optuna.journal")  # the default since the journal: a path
+    assert ui.study_of({"optuna_study": "s-1", "optuna_storage": gone}, None, "x") == (gone, "s-1")
+    with pytest.raises(ConfigError, match=r"--optuna-storage: the study's journal .*gone-optuna.journal does not exist"):
+        ui.study_id(gone, "s-1")
+
+
+def test_study_id_reads_a_journal_and_a_sqlite_study(tmp_path):
+    """The dashboard's study id from either kind of file: the journal (the default) and the SQLite file of a
+    search started before it; a study that is not there is named with those that are."""
+    import optuna
+
+    from mtlsearch import studies
+    from mtlsearch.errors import ConfigError
+
+    for url in (str(tmp_path / "a.journal"), f"sqlite:///{tmp_path / 'a.db'}"):
+        storage = studies.open_storage(url)
+        optuna.create_study(storage=storage, study_name="first")
+        optuna.create_study(storage=storage, study_name="second")
+        expected = storage.get_study_id_from_name("second")
+        studies.close(storage)
+        assert ui.study_id(url, "second") == expected
+        with pytest.raises(ConfigError, match=r"--optuna-storage: no study 'third' in .*; its studies: 'first', 'second'"):
+            ui.study_id(url, "third")

@@ -338,9 +338,11 @@ def test_report_on_a_real_search(remote_search, tmp_path, capsys):
     # The Optuna study (remote tracking: kept in the search's --storage folder), loaded by optuna.
     import optuna
 
-    storage = f"sqlite:///{remote_search.results_dir.parent / 'optuna.db'}"
+    from mtlsearch import studies
+
+    storage = str(remote_search.results_dir.parent / "optuna.journal")
     assert f"optuna-dashboard {storage}" in text and f"optuna-dashboard {storage}" in remote_search.output
-    study = optuna.load_study(study_name="remote", storage=storage)
+    study = optuna.load_study(study_name="remote", storage=studies.open_storage(storage))
     assert len(study.trials) == len(trials)
     assert sorted(round(t.params["lr"], 12) for t in study.trials) == sorted(round(float(shared.run_params(r)["lr"]), 12) for r in trials)
 

@@ -108,10 +108,12 @@ def test_search_logs_every_trial_under_its_parent(tmp_path, ray_session, capfd):
     # every epoch's objective as an intermediate value.
     import optuna
 
-    storage = f"sqlite:///{tmp_path / 'mlflow-optuna.db'}"
+    from mtlsearch import studies
+
+    storage = str(tmp_path / "mlflow-optuna.journal")  # an Optuna journal file (mtlsearch.studies)
     assert parent.data.params["optuna_storage"] == storage and parent.data.params["optuna_study"] == parent.info.run_name
     assert f"{parent.info.run_name} (Optuna study of the same name: optuna-dashboard {storage})" in out
-    study = optuna.load_study(study_name=parent.info.run_name, storage=storage)
+    study = optuna.load_study(study_name=parent.info.run_name, storage=studies.open_storage(storage))
     assert len(study.trials) == 4
     stored = sorted((round(t.params["p"], 12), round(t.params["lr"], 12)) for t in study.trials)
     assert stored == sorted((round(float(r.data.params["p"]), 12), round(float(r.data.params["lr"]), 12)) for r in trials)

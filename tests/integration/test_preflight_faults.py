@@ -312,24 +312,35 @@ def test_corrupt_mlflow_store_is_told_what_it_is_not_to_fix_permissions(tmp_path
 
 
 # ------------------------------------------------------------------------------ rows 5, 6: the Optuna study file
-def test_study_file_that_is_not_a_database_is_refused_before_ray(prior_store, tmp_path, monkeypatch, capsys):
-    """``mlflow-optuna.db`` (beside ``mlflow.db``) is not a database: exit 2 before Ray naming the file and the fix."""
+def test_study_file_that_is_not_a_journal_is_refused_before_ray(prior_store, tmp_path, monkeypatch, capsys):
+    """``mlflow-optuna.journal`` (beside ``mlflow.db``) is not an Optuna journal (text, a SQLite database, a
+    folder): exit 2 before Ray naming the file, the reason and the fix; nothing changed."""
     w = Work(tmp_path, monkeypatch, capsys)
     db = w.root / "mlflow.db"
     shutil.copy(prior_store, db)
-    study = w.root / "mlflow-optuna.db"
-    study.write_text("not a database " * 20)
-    before = (db.read_bytes(), study.read_bytes())
-    code, err = w.launch(uri=f"sqlite:///{db}")
-    assert code == 2
-    one_line(err, "--tracking-uri: the Optuna study file", str(study), "not a database", "move it aside")
-    assert w.created() == ["mlflow-optuna.db", "mlflow.db"] and (db.read_bytes(), study.read_bytes()) == before
+    study = w.root / "mlflow-optuna.journal"
+    for content, why in (
+        (b"not a journal " * 20, "it is not an Optuna journal"),
+        (db.read_bytes(), f"it is a SQLite database, not a journal (name it sqlite:///{study})"),
+        (None, "it is a directory"),
+    ):
+        if content is None:
+            study.unlink()
+            study.mkdir()
+        else:
+            study.write_bytes(content)
+        before = db.read_bytes()
+        code, err = w.launch(uri=f"sqlite:///{db}")
+        assert code == 2
+        one_line(err, "--tracking-uri: the Optuna study journal (kept for optuna-dashboard)", str(study), why, "move it aside")
+        assert w.created() == ["mlflow-optuna.journal", "mlflow.db"] and db.read_bytes() == before
 
 
 def test_study_file_locked_by_another_process_waits_then_one_line(tmp_path, monkeypatch, capsys):
-    """Another process holds ``mlflow-optuna.db``'s write lock: the pre-flight waits for it
-    (MTLSEARCH_SQLITE_LOCK_WAIT_S) and goes on once it is released; held longer, one line, exit 2,
-    before Ray and before any MLflow run is made (no RUNNING run left behind)."""
+    """Another process holds the write lock of the SQLite study file that ``--optuna-storage sqlite:///``
+    names: the pre-flight waits for it (MTLSEARCH_SQLITE_LOCK_WAIT_S) and goes on once it is released; held
+    longer, one line naming the flag, exit 2, before Ray and before any MLflow run is made (no RUNNING run
+    left behind)."""
     import threading
 
     import optuna
@@ -345,14 +356,14 @@ def test_study_file_locked_by_another_process_waits_then_one_line(tmp_path, monk
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         monkeypatch.setattr(store_checks, "SQLITE_LOCK_WAIT_S", 0.5)
-        code, err = w.launch()
+        code, err = w.launch("--optuna-storage", f"sqlite:///{study}")
         assert code == 2
-        one_line(err, "--tracking-uri: the Optuna study file", str(study), "locked by another writer for more than 0.5 s")
+        one_line(err, "--optuna-storage: the Optuna study file", str(study), "locked by another writer for more than 0.5 s")
         assert w.created() == ["mlflow-optuna.db"]  # no MLflow store, no Ray results
 
         monkeypatch.setattr(store_checks, "SQLITE_LOCK_WAIT_S", 60.0)
         threading.Timer(1.0, lambda: holder.communicate("release\n")).start()
-        store_checks.check_study_file(w.uri, str(w.storage))  # waits for the lock, then passes
+        store_checks.check_study_file(w.uri, str(w.storage), f"sqlite:///{study}")  # waits for the lock, then passes
     finally:
         holder.kill()
         holder.wait()
@@ -369,41 +380,43 @@ con.execute("ROLLBACK")
 
 
 # ------------------------------------------------------------------------------ row 7: --resume with the study gone
-def test_resume_after_the_study_file_was_deleted_is_refused_naming_it(tmp_path, monkeypatch, capsys):
-    """The driver was killed, then ``mlflow-optuna.db`` deleted: Ray's saved searcher refers to the study's
-    trials, so ``--resume`` would end in ``KeyError: 'Record does not exist.'`` after Ray started and mark
-    the runs FAILED.  Refused before Ray, naming the file; the search's saved files untouched."""
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_resume_after_the_study_file_was_deleted_is_refused_naming_it(kind, tmp_path, monkeypatch, capsys):
+    """The driver was killed, then the study file deleted: Ray's saved searcher refers to the study's trials,
+    so ``--resume`` would end in ``KeyError: 'Record does not exist.'`` after Ray started and mark the runs
+    FAILED.  Refused before Ray, naming the file; the search's saved files untouched.  Both kinds of file: the
+    journal (``mlflow-optuna.journal``, the default) and the SQLite file of a search started before it."""
     import optuna
 
-    from mtlsearch import launch, tracking
+    from mtlsearch import launch, studies, tracking
 
     w = Work(tmp_path, monkeypatch, capsys)
-    study = w.root / "mlflow-optuna.db"
+    study = w.root / ("mlflow-optuna.journal" if kind == "journal" else "mlflow-optuna.db")
+    url = str(study) if kind == "journal" else f"sqlite:///{study}"
     argv = ["--space", str(w.space), "--storage", str(w.storage), "--tracking-uri", w.uri, "--name", "s"]
     space = launch.prepare_space(launch.build_parser().parse_args(argv))
-    info = tracking.search_info(
-        space, {"benchmark": None, "num_samples": None, "max_epochs": None, "seed": None}, study=(f"sqlite:///{study}", "s")
-    )
+    info = tracking.search_info(space, {"benchmark": None, "num_samples": None, "max_epochs": None, "seed": None}, study=(url, "s"))
     tracking.write_search_info(w.storage / "s", info)  # what the launcher saves beside Ray's state as a search starts
     saved = sorted(p.name for p in (w.storage / "s").iterdir())
 
     for state in ("missing", "another study", "not a database"):
         if state == "another study":
-            optuna.create_study(storage=f"sqlite:///{study}", study_name="another")
+            optuna.create_study(storage=studies.open_storage(url), study_name="another")
         elif state == "not a database":
             study.unlink()
             study.write_text("x" * 200)
         capsys.readouterr()
         assert main([*argv, "--resume"]) == 2
         line = one_line(capsys.readouterr().err.strip().splitlines(), "--resume: the search 's' keeps its Optuna study 's' in", str(study))
-        assert {"missing": "the file is missing", "another study": "the study is not in it", "not a database": "not an Optuna storage"}[
-            state
-        ] in line, line
+        unreadable = "not a journal" if kind == "journal" else "not an Optuna storage"
+        assert {"missing": "the file is missing", "another study": "the study is not in it", "not a database": unreadable}[state] in line, (
+            line
+        )
         assert "put the file back" in line and "without --resume" in line
         assert sorted(p.name for p in (w.storage / "s").iterdir()) == saved
 
     study.unlink()
-    optuna.create_study(storage=f"sqlite:///{study}", study_name="s")  # the study back: the check passes
+    optuna.create_study(storage=studies.open_storage(url), study_name="s")  # the study back: the check passes
     from mtlsearch import store_checks
 
     store_checks.check_resume_study(w.storage / "s", info)
@@ -553,7 +566,7 @@ def test_driver_killed_then_study_deleted_then_resume_is_refused_before_ray(tmp_
             except ProcessLookupError:
                 pass
         shutil.rmtree(ray_tmp, ignore_errors=True)
-    study = w.root / "mlflow-optuna.db"
+    study = w.root / "mlflow-optuna.journal"
     assert study.is_file()
     study.unlink()
     client = MlflowClient(tracking_uri=w.uri)

@@ -43,7 +43,7 @@ def test_dry_run_prints_ranges_budget_and_estimate_and_starts_nothing(tmp_path, 
     # Where a search would write: the MLflow store and experiment, Ray's folder, the Optuna study.
     assert f"  MLflow: experiment 'console_tiny' in sqlite:///{tmp_path / 'mlflow.db'} " in out, out
     assert f"  Ray Tune's results and checkpoints: {tmp_path / 'ray'}/console_tiny-<date>-<time>\n" in out, out
-    assert f"  Optuna study 'console_tiny-<date>-<time>': sqlite:///{tmp_path / 'mlflow-optuna.db'}\n" in out, out
+    assert f"  Optuna study 'console_tiny-<date>-<time>': {tmp_path / 'mlflow-optuna.journal'}\n" in out, out
     assert sorted(p.name for p in tmp_path.iterdir()) == ["space.yaml"]  # no Ray results, no MLflow store
     assert ray.is_initialized() == was_running
 
