@@ -183,26 +183,61 @@ cost = _load("trial_cost")
 
 
 def test_trial_cost_refuses_bad_options_in_one_line(capsys):
-    for argv, flag in ((["--trials", "0"], "--trials"), (["--modes", "bare", "nope"], "--modes"), (["--epochs", "0"], "--epochs")):
+    for argv, flag in (
+        (["--trials", "0"], "--trials"),
+        (["--modes", "bare", "nope"], "--modes"),
+        (["--epochs", "0"], "--epochs"),
+        (["--rounds", "0"], "--rounds"),
+    ):
         assert cost.main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and err.startswith(f"error: {flag}"), err
 
 
+def _run(mode, round_, wall, rss_10=700.0, rss_100=710.0):
+    return {
+        "mode": mode,
+        "round": round_,
+        "load": 0.5,
+        "code": 0,
+        "wall_s": wall,
+        "ended": 100,
+        "rss_10": rss_10,
+        "rss_100": rss_100,
+        "rss_peak": 990.0,
+    }
+
+
 def test_trial_cost_table_ratio_rss_and_targets():
     args = cost.build_parser().parse_args(["--trials", "100"])
-    runs = [
-        {"mode": "launcher", "code": 0, "wall_s": 30.0, "ended": 100, "rss_10": 800.0, "rss_100": 900.0, "rss_peak": 950.0},
-        {"mode": "bare", "code": 0, "wall_s": 24.0, "ended": 100, "rss_10": 700.0, "rss_100": 710.0, "rss_peak": 720.0},
-        {"mode": "noop", "code": 0, "wall_s": 12.0, "ended": 100, "rss_10": 600.0, "rss_100": 610.0, "rss_peak": 620.0},
-    ]
+    runs = [_run("launcher", 1, 30.0, 800.0, 900.0), _run("bare", 1, 24.0), _run("noop", 1, 12.0)]
     text = cost.report(args, runs, (6.2, 100), "load 0.1")
     rows = {line.split()[0]: line.split() for line in text.splitlines()[1:] if line.split() and line.split()[0] in cost.MODES}
-    assert rows["launcher"][2:5] == ["30.0", "0.300", "1.25"] and rows["noop"][4] == "0.50"
+    assert rows["launcher"][1:7] == ["1", "0.50", "100/100", "30.0", "0.300", "1.25"] and rows["noop"][6] == "0.50"
     assert "launcher <= 1.5x bare Ray Tune: 1.25x -> MET" in text
-    assert "RSS flat (100% within 1.25x of 10%): -> MET" in text
+    assert "RSS flat (100% within 1.25x of 10%, every round): 1.12x -> MET" in text
     assert text.endswith("6.20 s -> NOT MET (< 5 s)")
     runs[0]["rss_100"] = 1100.0
     runs[0]["wall_s"] = 40.0
     text = cost.report(args, runs, None, "load 0.1")
-    assert "1.67x -> NOT MET" in text and "RSS flat (100% within 1.25x of 10%): -> NOT MET" in text
+    assert "1.67x -> NOT MET" in text and "every round): 1.38x -> NOT MET" in text
+
+
+def test_trial_cost_judges_the_median_of_the_rounds_each_against_its_own_bare():
+    """Rounds: each launcher run over the bare run of the same round; the verdict on their median, so one
+    loaded round neither passes nor fails the target alone; the RSS must stay flat in every round."""
+    args = cost.build_parser().parse_args(["--trials", "100", "--rounds", "3"])
+    runs = [_run("launcher", 1, 30.0), _run("bare", 1, 20.0), _run("bare", 2, 10.0), _run("launcher", 2, 20.0)]
+    runs += [_run("launcher", 3, 28.0), _run("bare", 3, 20.0)]
+    text = cost.report(args, runs, None, "load 0.1")
+    assert "1.50x (median of 3 rounds: 1.50 2.00 1.40) -> MET" in text, text
+    assert [line.split()[:2] for line in text.splitlines()[3:9]] == [
+        ["launcher", "1"],
+        ["bare", "1"],
+        ["bare", "2"],
+        ["launcher", "2"],
+        ["launcher", "3"],
+        ["bare", "3"],
+    ]
+    runs[3]["rss_100"] = 900.0
+    assert "every round): 1.01x 1.29x 1.01x -> NOT MET" in cost.report(args, runs, None, "load 0.1")
