@@ -194,7 +194,7 @@ def test_trial_cost_refuses_bad_options_in_one_line(capsys):
         assert err.count("\n") == 0 and err.startswith(f"error: {flag}"), err
 
 
-def _run(mode, round_, wall, rss_10=700.0, rss_100=710.0):
+def _cost_run(mode, round_, wall, rss_10=700.0, rss_100=710.0):
     return {
         "mode": mode,
         "round": round_,
@@ -210,7 +210,7 @@ def _run(mode, round_, wall, rss_10=700.0, rss_100=710.0):
 
 def test_trial_cost_table_ratio_rss_and_targets():
     args = cost.build_parser().parse_args(["--trials", "100"])
-    runs = [_run("launcher", 1, 30.0, 800.0, 900.0), _run("bare", 1, 24.0), _run("noop", 1, 12.0)]
+    runs = [_cost_run("launcher", 1, 30.0, 800.0, 900.0), _cost_run("bare", 1, 24.0), _cost_run("noop", 1, 12.0)]
     text = cost.report(args, runs, (6.2, 100), "load 0.1")
     rows = {line.split()[0]: line.split() for line in text.splitlines()[1:] if line.split() and line.split()[0] in cost.MODES}
     assert rows["launcher"][1:7] == ["1", "0.50", "100/100", "30.0", "0.300", "1.25"] and rows["noop"][6] == "0.50"
@@ -227,8 +227,8 @@ def test_trial_cost_judges_the_median_of_the_rounds_each_against_its_own_bare():
     """Rounds: each launcher run over the bare run of the same round; the verdict on their median, so one
     loaded round neither passes nor fails the target alone; the RSS must stay flat in every round."""
     args = cost.build_parser().parse_args(["--trials", "100", "--rounds", "3"])
-    runs = [_run("launcher", 1, 30.0), _run("bare", 1, 20.0), _run("bare", 2, 10.0), _run("launcher", 2, 20.0)]
-    runs += [_run("launcher", 3, 28.0), _run("bare", 3, 20.0)]
+    runs = [_cost_run("launcher", 1, 30.0), _cost_run("bare", 1, 20.0), _cost_run("bare", 2, 10.0), _cost_run("launcher", 2, 20.0)]
+    runs += [_cost_run("launcher", 3, 28.0), _cost_run("bare", 3, 20.0)]
     text = cost.report(args, runs, None, "load 0.1")
     assert "1.50x (median of 3 rounds: 1.50 2.00 1.40) -> MET" in text, text
     assert [line.split()[:2] for line in text.splitlines()[3:9]] == [
@@ -241,3 +241,40 @@ def test_trial_cost_judges_the_median_of_the_rounds_each_against_its_own_bare():
     ]
     runs[3]["rss_100"] = 900.0
     assert "every round): 1.01x 1.29x 1.01x -> NOT MET" in cost.report(args, runs, None, "load 0.1")
+
+
+drv = _load("driver_cost")
+
+
+def test_driver_cost_refuses_bad_options_in_one_line(capsys):
+    for argv, flag in ((["--trials", "5"], "--trials"), (["--studies", "journal", "redis"], "--studies")):
+        assert drv.main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.count("\n") == 0 and err.startswith(f"error: {flag}"), err
+
+
+def test_driver_cost_replays_the_store_calls_on_real_stores(tmp_path, capsys):
+    """Ten trials (after the uncounted warm-up ones) through the real searcher and MLflow callback into a journal
+    and a SQLite study: one row each (no figure is judged here), and the stores hold every trial, finished."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from mtlsearch import studies
+
+    assert drv.main(["--trials", "10", "--workdir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("10 one-epoch trials' store calls on the driver") and [line.split()[0] for line in lines[3:]] == [
+        "journal",
+        "sqlite",
+    ]
+    for line in lines[3:]:
+        assert len(line.split()) == 2 + len(drv.CALLS) + 2 and all(float(v) > 0 for v in line.split()[1:])
+    for study, url in (
+        ("journal", str(tmp_path / "journal" / "optuna.journal")),
+        ("sqlite", f"sqlite:///{tmp_path / 'sqlite' / 'optuna.db'}"),
+    ):
+        trials = optuna.load_study(study_name="driver_cost", storage=studies.open_storage(url)).get_trials()
+        assert len(trials) == 10 + drv.WARMUP and {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+        client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / study / 'mlflow.db'}")
+        runs = client.search_runs([client.get_experiment_by_name("driver_cost").experiment_id], "tags.`mtlsearch.kind` = 'trial'")
+        assert len(runs) == 10 + drv.WARMUP and {r.info.status for r in runs} == {"FINISHED"}
