@@ -9,7 +9,8 @@ a file, the study named after the search (its Ray results folder's name, unique 
 * in the database that ``--optuna-storage URL`` (or ``MTLSEARCH_OPTUNA_STORAGE``) names, first of all: a
   team's shared PostgreSQL (``postgresql://user@host:5432/optuna``), where the studies of every search
   beside its MLflow tracking server live (docs/team.md); ``--optuna-storage`` may also name a journal file
-  (a path) or a SQLite file (``sqlite:///``);
+  (a path ending in ``.journal``; another path is refused as a database URL without its scheme) or a SQLite
+  file (``sqlite:///``);
 * nowhere (in memory, as before) when neither is a local path (a cloud ``--storage`` with a remote
   MLflow): the report then rebuilds what it needs from MLflow.
 
@@ -66,15 +67,16 @@ def explicit_url(flag: str | None) -> tuple[str, str] | None:
 def check_url(url: str, field: str) -> None:
     """A database URL Optuna can use, and (for a server) one that answers: one line naming ``field`` otherwise.
     Creates nothing: a server database is only connected to (``SELECT 1``)."""
-    if is_journal(url):
+    if is_journal(url) and url.endswith(JOURNAL_SUFFIX):
         check_journal(Path(url), field)
         return
-    scheme = url.split("://", 1)[0].split("+", 1)[0]
-    if scheme not in SCHEMES:
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if not is_journal(url) else None
+    if scheme not in SCHEMES:  # a path not named *.journal is taken for a database URL without its scheme
+        hint = f"; for a SQLite file write sqlite:///{Path(url).resolve()}" if is_journal(url) else ""
         raise ConfigError(
             f"{url!r} is not a database URL; give one of {', '.join(s + '://' for s in SCHEMES)} "
-            "(e.g. postgresql://user@host:5432/optuna, or sqlite:////abs/path/optuna.db) or the path of a journal file "
-            f"(e.g. ./optuna{JOURNAL_SUFFIX})",
+            f"(e.g. postgresql://user@host:5432/optuna, or sqlite:////abs/path/optuna.db) or the path of a journal file "
+            f"ending in {JOURNAL_SUFFIX} (e.g. ./optuna{JOURNAL_SUFFIX}){hint}",
             field=field,
         )
     if scheme == "sqlite":

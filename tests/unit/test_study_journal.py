@@ -47,7 +47,7 @@ def test_a_journal_path_is_checked_and_bad_ones_are_named(tmp_path):
         ConfigError, match=r"^--optuna-storage: the Optuna study journal .*dir.journal cannot be used \(it is a directory\)"
     ):
         studies.check_url(str(tmp_path / "dir.journal"), "--optuna-storage")
-    db = tmp_path / "a.db"
+    db = tmp_path / "db.journal"
     optuna.create_study(storage=f"sqlite:///{db}", study_name="x")
     with pytest.raises(ConfigError, match=rf"it is a SQLite database, not a journal \(name it sqlite:///{db}\)"):
         studies.check_url(str(db), "--optuna-storage")
@@ -56,6 +56,12 @@ def test_a_journal_path_is_checked_and_bad_ones_are_named(tmp_path):
         studies.check_url(str(tmp_path / "text.journal"), "--optuna-storage")
     with pytest.raises(ConfigError, match=r"^--optuna-storage: 'redis://h' is not a database URL; give one of sqlite://, .* journal file"):
         studies.check_url("redis://h", "--optuna-storage")
+    # A path not named *.journal is a database URL without its scheme, not a journal named like a database.
+    with pytest.raises(
+        ConfigError, match=rf"is not a database URL; .* ending in .journal .*; for a SQLite file write sqlite:///{tmp_path}/o.db$"
+    ):
+        studies.check_url(str(tmp_path / "o.db"), "--optuna-storage")
+    assert not (tmp_path / "o.db").exists()
     assert studies.study_names(str(tmp_path / "text.journal")) is None
 
 
