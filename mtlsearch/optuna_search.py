@@ -104,6 +104,23 @@ def make_sampler(space: SearchSpace) -> optuna.samplers.BaseSampler:
         return cls(**kwargs)
 
 
+def make_searcher(space: SearchSpace, storage: Any = None, study_name: str | None = None) -> ResumableOptunaSearch:
+    """The space's searcher as a search runs it: its sampler (:func:`make_sampler`), objective(s), full budget and
+    strata.  Multi-objective: the metric/mode lists go on the searcher only; Tune and ASHA keep the scalar."""
+    objectives = space.objectives()
+    return ResumableOptunaSearch(
+        space=space.define_by_run(),
+        sampler=make_sampler(space),
+        metric=[m for m, _ in objectives] if space.multi_objective else space.metric,
+        mode=[m for _, m in objectives] if space.multi_objective else space.mode,
+        storage=storage,
+        study_name=study_name,
+        max_epochs=space.max_epochs,
+        strata=fairness.strata(space),
+        strata_seed=space.searcher["seed"],
+    )
+
+
 class ResumableOptunaSearch(OptunaSearch):
     """``OptunaSearch`` with true trial states, per-trial attributes, strata and a safe resume (see the
     module docstring).  ``max_epochs``: a trial's full budget (COMPLETE vs PRUNED); ``strata``: the cells

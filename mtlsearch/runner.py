@@ -188,23 +188,14 @@ class _Run:
 
 def _make_searcher(run: _Run) -> tuple[Searcher | SearchAlgorithm, dict[str, Any]]:
     """The searcher and Ray's ``param_space`` (empty for Optuna, which defines the parameters itself)."""
-    from mtlsearch import fairness, optuna_search
-    from mtlsearch.optuna_search import ResumableOptunaSearch
+    from mtlsearch import optuna_search
 
     space = run.space
     if space.searcher["type"] == "optuna":
-        # Multi-objective: the metric/mode lists go on OptunaSearch only; Tune and ASHA keep the scalar.
-        objectives = space.objectives()
-        searcher = ResumableOptunaSearch(
-            space=space.define_by_run(),
-            sampler=optuna_search.make_sampler(space),
-            metric=[m for m, _ in objectives] if space.multi_objective else space.metric,
-            mode=[m for _, m in objectives] if space.multi_objective else space.mode,
+        searcher = optuna_search.make_searcher(
+            space,
             storage=studies.open_storage(run.study_url, run.name, fresh=run.restore_path is None) if run.study_url else None,
             study_name=run.name if run.study_url else None,
-            max_epochs=space.max_epochs,
-            strata=fairness.strata(space),
-            strata_seed=space.searcher["seed"],
         )
         searcher.link_runs(run.tracker.trial_runs)
         return searcher, {}

@@ -237,10 +237,9 @@ def check_resume_study(folder: Path, saved: dict[str, Any]) -> None:
 
     params = saved.get("params") or {}
     url, name = params.get("optuna_storage"), params.get("optuna_study")
-    if not (isinstance(url, str) and name and (url.startswith("sqlite:///") or studies.is_journal(url))):
+    db = studies.file_of(url) if isinstance(url, str) else None
+    if not isinstance(url, str) or db is None or not name:
         return  # an in-memory study (cloud storage and remote MLflow), a database server, or a search from before studies were kept
-    db = studies.file_of(url)
-    assert db is not None  # a journal or a sqlite:/// file (above)
     names = studies.study_names(url) if db.is_file() else []
     if names is None or str(name) not in names:
         kind = "a journal" if studies.is_journal(url) else "an Optuna storage"

@@ -103,19 +103,11 @@ def child(args: argparse.Namespace) -> int:
     tracker = tracking.Tracker(f"sqlite:///{folder / 'mlflow.db'}", "driver_cost", str(folder / "ray" / "driver_cost"))
     tracker.start_search(space, {})
     url = str(folder / "optuna.journal") if args.child == "journal" else f"sqlite:///{folder / 'optuna.db'}"
-    searcher = optuna_search.ResumableOptunaSearch(
-        space=space.define_by_run(),
-        sampler=optuna_search.make_sampler(space),
-        metric=space.metric,
-        mode=space.mode,
-        storage=studies.open_storage(url, "driver_cost", fresh=True),
-        study_name="driver_cost",
-        max_epochs=space.max_epochs,
-    )
+    searcher = optuna_search.make_searcher(space, studies.open_storage(url, "driver_cost", fresh=True), "driver_cost")
     searcher.link_runs(tracker.trial_runs)
     callback = tracking.make_callback(tracker, space.metric, space.max_epochs)
     totals = [0.0] * len(CALLS)
-    rss_10 = rss_100 = float("nan")
+    rss_10 = float("nan")
     for i in range(-WARMUP, args.trials):  # the first trials import and compile what the rest reuse: not counted
         trial_id = f"t{i + WARMUP:06d}"
         clock = [time.perf_counter()]

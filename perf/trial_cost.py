@@ -25,7 +25,9 @@ one-epoch trials on 2 cores, the driver's RSS flat (100% within 1.25x of 10%).
 On a small shared machine the ratio follows the load as much as the code (a mode that starts while the
 previous one's processes still wind down pays for them).  Before each mode the script waits (at most 120 s)
 until the 1-minute load average is below ``--settle`` and prints the load each mode started at; ``--rounds N``
-runs the modes N times, every other round in reverse order, and judges the median of the rounds' ratios.  After the launcher's run, an ``mlflow server`` on its store answers the trial view's query (the
+runs the modes N times, every other round in reverse order, and judges the median of the rounds' ratios.
+
+After the (last) launcher's run, an ``mlflow server`` on its store answers the trial view's query (the
 search's trials, best first, 100 rows: what ``mtlsearch ui``'s page loads) and the script prints how long
 it took (target: < 5 s).  A measurement, not a test: figures depend on the machine and its load (printed).
 """
